@@ -1,0 +1,111 @@
+//! Every error a client can see, and the one place each gets its status and
+//! stable code. Bodies are always `{"error": code, "message": text}`.
+
+use crate::engine::EngineError;
+use crate::http::{HttpError, Response, router::RouteError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    /// Value of an `Allow` header (405 only).
+    pub allow: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            allow: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(400, code, message)
+    }
+
+    pub fn into_response(self) -> Response {
+        let response = Response::error(self.status, self.code, &self.message);
+        match self.allow {
+            Some(allow) => response.with_header("Allow", allow),
+            None => response,
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::ThreadNotFound => {
+                ApiError::new(404, "thread_not_found", "thread not found")
+            }
+            EngineError::MessageNotFound => {
+                ApiError::new(404, "message_not_found", "message not found")
+            }
+            EngineError::ThreadExists => {
+                ApiError::new(409, "thread_exists", "a thread with this id already exists")
+            }
+            EngineError::InvalidCursor => ApiError::bad_request(
+                "invalid_cursor",
+                "cursor does not name a message of this thread",
+            ),
+            EngineError::InvalidReplyTo => ApiError::bad_request(
+                "invalid_reply_to",
+                "reply_to must name a live message of the same thread",
+            ),
+            EngineError::Unavailable(why) => ApiError::new(503, "shard_unavailable", why),
+            EngineError::Storage(why) => ApiError::new(500, "storage_error", why),
+        }
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(err: RouteError) -> Self {
+        match err {
+            RouteError::NotFound => ApiError::new(404, "not_found", "no such route"),
+            RouteError::MethodNotAllowed(allow) => ApiError {
+                allow: Some(allow),
+                ..ApiError::new(
+                    405,
+                    "method_not_allowed",
+                    "method not allowed on this route",
+                )
+            },
+            RouteError::BadPath => ApiError::bad_request(
+                "invalid_path",
+                "path has a malformed percent escape or is not UTF-8",
+            ),
+        }
+    }
+}
+
+impl From<&HttpError> for ApiError {
+    fn from(err: &HttpError) -> Self {
+        ApiError::new(err.status(), err.code(), err.message())
+    }
+}
+
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(err: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError;
+        match err {
+            AuthError::MissingKey => ApiError::new(
+                401,
+                "unauthorized",
+                "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+            ),
+            AuthError::UnknownKey => ApiError::new(401, "unauthorized", "unknown API key"),
+            AuthError::MissingUser => ApiError::bad_request(
+                "missing_user_id",
+                "this route acts for a user: send `X-User-ID`",
+            ),
+            AuthError::InvalidUser => ApiError::bad_request(
+                "invalid_user_id",
+                "X-User-ID must be 1 to 128 printable ASCII characters without spaces",
+            ),
+        }
+    }
+}

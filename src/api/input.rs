@@ -1,0 +1,360 @@
+//! Decoding and validating what clients send: JSON bodies, query strings,
+//! cursors. Every function here turns hostile input into typed values or a
+//! 400 with a stable code.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use super::ApiError;
+use crate::config::Limits;
+use crate::engine::{MessagePage, MessagePosition, Order, ThreadPosition};
+use crate::http::{Request, query_pairs};
+use crate::model::{MessageId, is_valid_key};
+
+pub fn decode_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
+    if request.body.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "request body must be a JSON object",
+        ));
+    }
+    serde_json::from_slice(&request.body)
+        .map_err(|err| ApiError::bad_request("invalid_json", format!("request body: {err}")))
+}
+
+#[derive(Deserialize)]
+pub struct CreateThread {
+    pub id: Option<String>,
+    pub title: Option<String>,
+    pub slug: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct UpdateThread {
+    pub title: Option<String>,
+    pub slug: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct PostMessage {
+    pub body: Option<Box<RawValue>>,
+    pub role: Option<String>,
+    pub reply_to: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct SeedPostMessage {
+    pub thread: Option<String>,
+    pub author: Option<String>,
+    pub body: Option<Box<RawValue>>,
+    pub role: Option<String>,
+    pub reply_to: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct EditMessage {
+    pub body: Option<Box<RawValue>>,
+}
+
+pub fn title(title: Option<String>, limits: &Limits) -> Result<String, ApiError> {
+    let title =
+        title.ok_or_else(|| ApiError::bad_request("missing_field", "`title` is required"))?;
+    let trimmed = title.trim();
+    if trimmed.is_empty() || trimmed.len() > limits.title_bytes_max {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!(
+                "`title` must be 1 to {} bytes of non-blank text",
+                limits.title_bytes_max
+            ),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+pub fn optional_slug(slug: Option<String>) -> Result<Option<String>, ApiError> {
+    match slug {
+        Some(slug) if !is_valid_key(&slug) => Err(ApiError::bad_request(
+            "invalid_field",
+            "`slug` must be 1 to 128 characters of A-Z, a-z, 0-9, '_' and '-'",
+        )),
+        slug => Ok(slug),
+    }
+}
+
+pub fn optional_role(role: Option<String>, limits: &Limits) -> Result<Option<String>, ApiError> {
+    match role {
+        Some(role)
+            if role.is_empty()
+                || role.len() > limits.role_bytes_max
+                || role.chars().any(char::is_control) =>
+        {
+            Err(ApiError::bad_request(
+                "invalid_field",
+                format!(
+                    "`role` must be 1 to {} bytes without control characters",
+                    limits.role_bytes_max
+                ),
+            ))
+        }
+        role => Ok(role),
+    }
+}
+
+/// A message body: any JSON value except `null`.
+pub fn required_body(body: Option<Box<RawValue>>) -> Result<Box<RawValue>, ApiError> {
+    body.ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_field",
+            "`body` is required (any JSON value but null)",
+        )
+    })
+}
+
+/// The recognised query parameters of list routes.
+#[derive(Default)]
+pub struct Query {
+    limit: Option<String>,
+    before: Option<String>,
+    after: Option<String>,
+    anchor: Option<String>,
+    sort_by: Option<String>,
+}
+
+/// A thread listing request after validation.
+pub struct ThreadPageRequest {
+    pub position: Option<ThreadPosition>,
+    pub scan_order: Order,
+    /// The scan runs against the display order (e.g. `after` on a
+    /// newest-first listing), so results are reversed before display.
+    pub reverse_for_display: bool,
+    pub limit: usize,
+}
+
+impl Query {
+    pub fn parse(raw: &str) -> Result<Query, ApiError> {
+        let pairs = query_pairs(raw).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", "query string has a malformed escape")
+        })?;
+        let mut query = Query::default();
+        for (key, value) in pairs {
+            let slot = match key.as_str() {
+                "limit" => &mut query.limit,
+                "before" => &mut query.before,
+                "after" => &mut query.after,
+                "anchor" => &mut query.anchor,
+                "sort_by" => &mut query.sort_by,
+                // Unknown parameters are ignored, as most HTTP APIs do, so
+                // newer clients keep working against this server.
+                _ => continue,
+            };
+            if slot.replace(value).is_some() {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("`{key}` given twice"),
+                ));
+            }
+        }
+        Ok(query)
+    }
+
+    fn limit(&self, limits: &Limits) -> Result<usize, ApiError> {
+        let Some(text) = &self.limit else {
+            return Ok(limits.page_limit_default);
+        };
+        match text.parse::<usize>() {
+            Ok(limit) if (1..=limits.page_limit_max).contains(&limit) => Ok(limit),
+            _ => Err(ApiError::bad_request(
+                "invalid_limit",
+                format!(
+                    "`limit` must be an integer from 1 to {}",
+                    limits.page_limit_max
+                ),
+            )),
+        }
+    }
+
+    fn order(&self) -> Result<Order, ApiError> {
+        match self.sort_by.as_deref() {
+            None => Ok(Order::NewestFirst),
+            Some(text) => parse_order(text).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_sort_by",
+                    "`sort_by` must be one of: ts_desc (default), ts_asc, created_ts_desc, created_ts_asc, desc, asc",
+                )
+            }),
+        }
+    }
+
+    fn single_position(&self) -> Result<Option<(&'static str, &str)>, ApiError> {
+        let given: Vec<(&'static str, &str)> = [
+            ("before", &self.before),
+            ("after", &self.after),
+            ("anchor", &self.anchor),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_deref().map(|value| (name, value)))
+        .collect();
+        match given.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(*one)),
+            _ => Err(ApiError::bad_request(
+                "invalid_query",
+                "give at most one of `before`, `after` and `anchor`",
+            )),
+        }
+    }
+
+    pub fn message_page(&self, limits: &Limits) -> Result<MessagePage, ApiError> {
+        let limit = self.limit(limits)?;
+        let order = self.order()?;
+        let position = match self.single_position()? {
+            None => MessagePosition::End,
+            Some((name, text)) => {
+                let id = MessageId::parse(text).ok_or_else(|| invalid_cursor(name))?;
+                match name {
+                    "before" => MessagePosition::Before(id),
+                    "after" => MessagePosition::After(id),
+                    _ => MessagePosition::Anchor(id),
+                }
+            }
+        };
+        Ok(MessagePage {
+            position,
+            order,
+            limit,
+        })
+    }
+
+    pub fn thread_page(&self, limits: &Limits) -> Result<ThreadPageRequest, ApiError> {
+        let limit = self.limit(limits)?;
+        let order = self.order()?;
+        let (position, toward_older) = match self.single_position()? {
+            None => (None, order == Order::NewestFirst),
+            Some(("anchor", _)) => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "`anchor` applies to messages only",
+                ));
+            }
+            Some((name, text)) => {
+                let position = parse_thread_cursor(text).ok_or_else(|| invalid_cursor(name))?;
+                (Some(position), name == "before")
+            }
+        };
+        let scan_order = if toward_older {
+            Order::NewestFirst
+        } else {
+            Order::OldestFirst
+        };
+        Ok(ThreadPageRequest {
+            position,
+            scan_order,
+            reverse_for_display: scan_order != order,
+            limit,
+        })
+    }
+}
+
+fn parse_order(text: &str) -> Option<Order> {
+    match text {
+        "ts_desc" | "created_ts_desc" | "desc" | "newest" | "-ts" | "-created_ts" => {
+            Some(Order::NewestFirst)
+        }
+        "ts_asc" | "created_ts_asc" | "asc" | "oldest" | "ts" | "created_ts" => {
+            Some(Order::OldestFirst)
+        }
+        _ => None,
+    }
+}
+
+fn invalid_cursor(name: &str) -> ApiError {
+    ApiError::bad_request(
+        "invalid_cursor",
+        format!("`{name}` is not a cursor from this listing"),
+    )
+}
+
+/// Opaque text form of a thread listing position: 16 hex digits of the
+/// creation timestamp followed by the thread id.
+pub fn thread_cursor(position: &ThreadPosition) -> String {
+    format!("{:016x}{}", position.created_ts, position.thread_id)
+}
+
+fn parse_thread_cursor(text: &str) -> Option<ThreadPosition> {
+    let (ts, id) = (text.get(..16)?, text.get(16..)?);
+    let created_ts = u64::from_str_radix(ts, 16).ok()?;
+    is_valid_key(id).then(|| ThreadPosition {
+        created_ts,
+        thread_id: id.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_rejects_zero_negative_text_and_too_large() {
+        let limits = Limits::default();
+        for bad in [
+            "limit=0",
+            "limit=-1",
+            "limit=abc",
+            "limit=1001",
+            "limit=",
+            "limit=1&limit=2",
+        ] {
+            let result = Query::parse(bad).and_then(|q| q.message_page(&limits));
+            assert_eq!(result.err().map(|e| e.status), Some(400), "{bad}");
+        }
+        assert_eq!(
+            Query::parse("limit=7")
+                .unwrap()
+                .message_page(&limits)
+                .unwrap()
+                .limit,
+            7
+        );
+        assert_eq!(
+            Query::parse("")
+                .unwrap()
+                .message_page(&limits)
+                .unwrap()
+                .limit,
+            50
+        );
+    }
+
+    #[test]
+    fn positions_are_exclusive_and_validated() {
+        let limits = Limits::default();
+        let id = MessageId { ts: 9, salt: 1 }.to_string();
+        let page = Query::parse(&format!("before={id}"))
+            .unwrap()
+            .message_page(&limits)
+            .unwrap();
+        assert!(matches!(page.position, MessagePosition::Before(m) if m.ts == 9));
+        let both = Query::parse(&format!("before={id}&after={id}"))
+            .unwrap()
+            .message_page(&limits);
+        assert_eq!(both.err().map(|e| e.code), Some("invalid_query"));
+        let forged = Query::parse("after=nope").unwrap().message_page(&limits);
+        assert_eq!(forged.err().map(|e| e.code), Some("invalid_cursor"));
+    }
+
+    #[test]
+    fn thread_cursor_round_trips() {
+        let position = ThreadPosition {
+            created_ts: 0xabc,
+            thread_id: "general".into(),
+        };
+        assert_eq!(
+            parse_thread_cursor(&thread_cursor(&position)),
+            Some(position)
+        );
+        assert_eq!(parse_thread_cursor("zz"), None);
+        assert_eq!(parse_thread_cursor("0000000000000abc../x"), None);
+    }
+}

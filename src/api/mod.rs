@@ -1,0 +1,283 @@
+//! The HTTP/JSON contract: [`Route`] + request -> [`Command`] on the owning
+//! shard -> [`Response`]. Everything a client sends is validated here, on
+//! the accepting core, before it crosses to another core.
+
+mod error;
+mod input;
+
+pub use error::ApiError;
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use crate::auth::{Keys, Principal};
+use crate::config::Limits;
+use crate::engine::{self, Caller, Command, EngineError, Order, Reply, ThreadEntry, ThreadPage};
+use crate::http::router::{self, Route};
+use crate::http::{Request, Response};
+use crate::model::{ThreadId, UserId};
+use crate::shard::{ShardId, mesh::Mesh, shard_for};
+
+use input::{Query, decode_body};
+
+/// Per-core request handler. Cheap to share between the core's connections.
+pub struct Api {
+    mesh: Rc<Mesh>,
+    keys: Rc<Keys>,
+    limits: Limits,
+    /// Sequence for thread ids generated on this core.
+    thread_sequence: Cell<u32>,
+}
+
+impl Api {
+    pub fn new(mesh: Rc<Mesh>, keys: Rc<Keys>, limits: Limits) -> Api {
+        Api {
+            mesh,
+            keys,
+            limits,
+            thread_sequence: Cell::new(0),
+        }
+    }
+
+    pub async fn handle(&self, request: &Request) -> Response {
+        let response = match self.dispatch(request).await {
+            Ok(response) => response,
+            Err(err) => err.into_response(),
+        };
+        // Names the core that accepted the connection: operators and tests
+        // use it to see requests being routed across shards.
+        response.with_header("X-ProgressDB-Shard", self.mesh.local_shard().0.to_string())
+    }
+
+    async fn dispatch(&self, request: &Request) -> Result<Response, ApiError> {
+        let route = router::route(request.method, &request.path)?;
+        match route {
+            Route::Healthz => return Ok(json(200, br#"{"status":"ok"}"#.to_vec())),
+            Route::Readyz => {
+                let body =
+                    serde_json::json!({"status": "ready", "version": env!("CARGO_PKG_VERSION")});
+                return Ok(json(200, body.to_string().into_bytes()));
+            }
+            Route::Options(allow) => {
+                return Ok(Response::json(204, Vec::new()).with_header("Allow", allow));
+            }
+            _ => {}
+        }
+        let principal = self.keys.authenticate(request)?;
+        let query = Query::parse(&request.query)?;
+        let limits = &self.limits;
+        let command = match route {
+            Route::Healthz | Route::Readyz | Route::Options(_) => unreachable!("answered above"),
+            Route::ListThreads => {
+                return self.list_threads(principal.require_user()?, &query).await;
+            }
+            Route::CreateThread => {
+                let author = principal.require_user()?;
+                let body: input::CreateThread = decode_body(request)?;
+                Command::CreateThread {
+                    id: match body.id {
+                        Some(id) => thread_id(&id)?,
+                        None => self.generate_thread_id(),
+                    },
+                    author,
+                    title: input::title(body.title, limits)?,
+                    slug: input::optional_slug(body.slug)?,
+                }
+            }
+            Route::GetThread(id) => Command::GetThread {
+                id: thread_id(&id)?,
+                caller: user_caller(&principal)?,
+            },
+            Route::UpdateThread(id) => {
+                let body: input::UpdateThread = decode_body(request)?;
+                let title = body
+                    .title
+                    .map(|t| input::title(Some(t), limits))
+                    .transpose()?;
+                let slug = input::optional_slug(body.slug)?;
+                if title.is_none() && slug.is_none() {
+                    return Err(ApiError::bad_request(
+                        "missing_field",
+                        "send `title` or `slug`",
+                    ));
+                }
+                Command::UpdateThread {
+                    id: thread_id(&id)?,
+                    caller: user_caller(&principal)?,
+                    title,
+                    slug,
+                }
+            }
+            Route::DeleteThread(id) => Command::DeleteThread {
+                id: thread_id(&id)?,
+                caller: user_caller(&principal)?,
+            },
+            Route::PostMessage(id) => {
+                let author = principal.require_user()?;
+                let body: input::PostMessage = decode_body(request)?;
+                Command::PostMessage {
+                    thread: thread_id(&id)?,
+                    caller: Caller {
+                        user: Some(author.clone()),
+                    },
+                    author,
+                    role: input::optional_role(body.role, limits)?,
+                    body: input::required_body(body.body)?,
+                    reply_to: body.reply_to,
+                    create_thread_titled: None,
+                }
+            }
+            Route::SeedPostMessage => {
+                let body: input::SeedPostMessage = decode_body(request)?;
+                let Some(thread) = body.thread else {
+                    return Err(ApiError::bad_request(
+                        "missing_field",
+                        "`thread` is required",
+                    ));
+                };
+                let thread = thread_id(&thread)?;
+                let author = match body.author {
+                    Some(author) => UserId::parse(&author).ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_field",
+                            "`author` must be 1 to 128 printable ASCII characters",
+                        )
+                    })?,
+                    None => principal.require_user()?,
+                };
+                Command::PostMessage {
+                    create_thread_titled: Some(thread.to_string()),
+                    thread,
+                    caller: Caller { user: None },
+                    author,
+                    role: input::optional_role(body.role, limits)?,
+                    body: input::required_body(body.body)?,
+                    reply_to: body.reply_to,
+                }
+            }
+            Route::ListMessages(id) => Command::ListMessages {
+                thread: thread_id(&id)?,
+                caller: user_caller(&principal)?,
+                page: query.message_page(limits)?,
+            },
+            Route::SeedListMessages(id) => Command::ListMessages {
+                thread: thread_id(&id)?,
+                caller: Caller { user: None },
+                page: query.message_page(limits)?,
+            },
+            Route::GetMessage(id, mid) => Command::GetMessage {
+                thread: thread_id(&id)?,
+                caller: user_caller(&principal)?,
+                id: mid,
+            },
+            Route::EditMessage(id, mid) => {
+                let body: input::EditMessage = decode_body(request)?;
+                Command::EditMessage {
+                    thread: thread_id(&id)?,
+                    caller: user_caller(&principal)?,
+                    id: mid,
+                    body: input::required_body(body.body)?,
+                }
+            }
+            Route::DeleteMessage(id, mid) => Command::DeleteMessage {
+                thread: thread_id(&id)?,
+                caller: user_caller(&principal)?,
+                id: mid,
+            },
+        };
+        let owner = shard_for(command.thread().as_str(), self.mesh.shard_count());
+        match self.mesh.call(owner, command).await? {
+            Reply::Created(body) => Ok(json(201, body)),
+            Reply::Ok(body) => Ok(json(200, body)),
+            Reply::Threads(_) => Err(EngineError::Storage("unexpected thread slice".into()).into()),
+        }
+    }
+
+    /// Asks every shard for its part of the author's threads, then merges.
+    async fn list_threads(&self, author: UserId, query: &Query) -> Result<Response, ApiError> {
+        let request = query.thread_page(&self.limits)?;
+        let page = ThreadPage {
+            author,
+            after: request.position.clone(),
+            order: request.scan_order,
+            limit: request.limit,
+        };
+        // One task per shard so the calls overlap instead of queueing.
+        let calls: Vec<_> = (0..self.mesh.shard_count())
+            .map(|shard| {
+                let mesh = self.mesh.clone();
+                let command = Command::ListThreads(page.clone());
+                glommio::spawn_local(async move { mesh.call(ShardId(shard), command).await })
+            })
+            .collect();
+        let mut entries = Vec::new();
+        for call in calls {
+            match call.await? {
+                Reply::Threads(part) => entries.extend(part),
+                _ => {
+                    return Err(EngineError::Storage("unexpected reply to a listing".into()).into());
+                }
+            }
+        }
+        entries.sort_by(|a, b| a.position.cmp(&b.position));
+        if request.scan_order == Order::NewestFirst {
+            entries.reverse();
+        }
+        let more_in_scan = entries.len() > request.limit;
+        entries.truncate(request.limit);
+        // A cursor was given, so items exist on the side the scan started from.
+        let more_behind_scan = request.position.is_some();
+        let (more_next, more_prev) = if request.reverse_for_display {
+            entries.reverse();
+            (more_behind_scan, more_in_scan)
+        } else {
+            (more_in_scan, more_behind_scan)
+        };
+        let cursor = |entry: Option<&ThreadEntry>, wanted: bool| {
+            entry
+                .filter(|_| wanted)
+                .map(|entry| input::thread_cursor(&entry.position))
+        };
+        let next_cursor = cursor(entries.last(), more_next);
+        let prev_cursor = cursor(entries.first(), more_prev);
+        let body = engine::envelope(
+            entries.iter().map(|entry| entry.json.as_slice()),
+            next_cursor.is_some(),
+            next_cursor.as_deref(),
+            prev_cursor.as_deref(),
+        );
+        Ok(json(200, body))
+    }
+
+    fn generate_thread_id(&self) -> ThreadId {
+        let sequence = self.thread_sequence.get();
+        self.thread_sequence.set(sequence.wrapping_add(1));
+        let now_ns = engine::now_ns();
+        ThreadId::generate(
+            now_ns / 1_000_000,
+            self.mesh.local_shard().0 as u16,
+            sequence,
+            // Sub-millisecond clock bits: cheap entropy against a clock reset.
+            (now_ns % 1_000_000) as u32,
+        )
+    }
+}
+
+fn json(status: u16, body: Vec<u8>) -> Response {
+    Response::json(status, body)
+}
+
+fn thread_id(text: &str) -> Result<ThreadId, ApiError> {
+    ThreadId::parse(text).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_thread_id",
+            "thread ids are 1 to 128 characters of A-Z, a-z, 0-9, '_' and '-'",
+        )
+    })
+}
+
+fn user_caller(principal: &Principal) -> Result<Caller, ApiError> {
+    Ok(Caller {
+        user: Some(principal.require_user()?),
+    })
+}

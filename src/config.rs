@@ -1,0 +1,379 @@
+//! Every setting and limit in one place, resolved once at start.
+//!
+//! Precedence, highest first: command-line flag, `PROGRESSDB_*` environment
+//! variable, config file (`--config`, TOML or JSON), built-in default.
+//! Invalid values are reported as one line naming the setting.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Command-line flags. Every flag can also be set by the environment
+/// variable shown in `--help`; unset flags fall back to the config file.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "progressdb",
+    version,
+    about = "ProgressDB: a chat-native database server (threads, messages, HTTP/JSON API)"
+)]
+pub struct Flags {
+    /// Data directory; created if missing. [default: ./data]
+    #[arg(long, env = "PROGRESSDB_DB", value_name = "DIR")]
+    pub db: Option<PathBuf>,
+
+    /// Listen address. `:PORT` means every interface (0.0.0.0:PORT); port 0
+    /// picks a free port. [default: 127.0.0.1:8080]
+    #[arg(long, env = "PROGRESSDB_ADDR", value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+
+    /// Number of shards, one pinned executor each. Must match the data
+    /// directory once it exists. [default: the shard count stored in the
+    /// data directory, else the number of CPU cores]
+    #[arg(long, env = "PROGRESSDB_SHARDS", value_name = "N")]
+    pub shards: Option<usize>,
+
+    /// Config file (TOML, or JSON when the name ends in .json) with the same
+    /// settings as these flags, written with underscores (`api_keys`, `request_body_bytes_max`).
+    #[arg(long, env = "PROGRESSDB_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// API key accepted in `Authorization: Bearer` or `X-API-Key`; repeat
+    /// for several. The environment variable takes a comma-separated list.
+    /// When no key is configured a development key is generated into
+    /// `<db>/dev-api-key` on first start.
+    #[arg(
+        long = "api-key",
+        env = "PROGRESSDB_API_KEYS",
+        value_delimiter = ',',
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+
+    /// Largest accepted request body in bytes. [default: 1048576]
+    #[arg(long, env = "PROGRESSDB_REQUEST_BODY_BYTES_MAX", value_name = "BYTES")]
+    pub request_body_bytes_max: Option<usize>,
+
+    /// Largest accepted request line plus headers in bytes. [default: 16384]
+    #[arg(long, env = "PROGRESSDB_REQUEST_HEAD_BYTES_MAX", value_name = "BYTES")]
+    pub request_head_bytes_max: Option<usize>,
+
+    /// Milliseconds a keep-alive connection may stay silent before it is
+    /// closed, and the longest wait for the rest of a started request. [default: 60000]
+    #[arg(long, env = "PROGRESSDB_IDLE_TIMEOUT_MS", value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
+
+    /// Open connections each shard accepts before answering 503. [default: 10000]
+    #[arg(long, env = "PROGRESSDB_CONNECTIONS_PER_SHARD_MAX", value_name = "N")]
+    pub connections_per_shard_max: Option<usize>,
+
+    /// Memory registered with io_uring per shard, in KiB. It is locked
+    /// memory, so shards x this must fit under `ulimit -l`. [default: 512]
+    #[arg(long, env = "PROGRESSDB_IO_MEMORY_KIB", value_name = "KIB")]
+    pub io_memory_kib: Option<usize>,
+}
+
+/// The same settings as [`Flags`], as read from a config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    db: Option<PathBuf>,
+    addr: Option<String>,
+    shards: Option<usize>,
+    api_keys: Option<Vec<String>>,
+    request_body_bytes_max: Option<usize>,
+    request_head_bytes_max: Option<usize>,
+    idle_timeout_ms: Option<u64>,
+    connections_per_shard_max: Option<usize>,
+    io_memory_kib: Option<usize>,
+}
+
+/// The effective configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub db: PathBuf,
+    pub addr: SocketAddr,
+    /// `None` when neither flag, env nor file set it: the server then uses
+    /// the count stored in the data directory, else the number of cores.
+    pub shards: Option<usize>,
+    pub api_keys: Vec<String>,
+    pub limits: Limits,
+    pub io_memory_bytes: usize,
+}
+
+impl std::fmt::Debug for Config {
+    // Hand-written so API keys never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("db", &self.db)
+            .field("addr", &self.addr)
+            .field("shards", &self.shards)
+            .field(
+                "api_keys",
+                &format_args!("[{} hidden]", self.api_keys.len()),
+            )
+            .field("limits", &self.limits)
+            .field("io_memory_bytes", &self.io_memory_bytes)
+            .finish()
+    }
+}
+
+/// Limits on what a client can make the server hold or do.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub request_head_bytes_max: usize,
+    pub request_header_count_max: usize,
+    pub request_body_bytes_max: usize,
+    pub idle_timeout_ms: u64,
+    pub connections_per_shard_max: usize,
+    pub title_bytes_max: usize,
+    pub role_bytes_max: usize,
+    pub page_limit_default: usize,
+    pub page_limit_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_head_bytes_max: 16 * 1024,
+            request_header_count_max: 64,
+            request_body_bytes_max: 1024 * 1024,
+            idle_timeout_ms: 60_000,
+            connections_per_shard_max: 10_000,
+            title_bytes_max: 512,
+            role_bytes_max: 64,
+            page_limit_default: 50,
+            page_limit_max: 1000,
+        }
+    }
+}
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_DB: &str = "./data";
+pub const SHARDS_MAX: usize = 256;
+const IO_MEMORY_KIB_DEFAULT: usize = 512;
+
+/// A setting that failed validation; `Display` is the one line to print.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid config `{}`: {}", self.key, self.reason)
+    }
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key,
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Merges flags (already including env vars) over the config file over defaults.
+    pub fn resolve(flags: Flags) -> Result<Config, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let defaults = Limits::default();
+        let addr_text = flags
+            .addr
+            .or(file.addr)
+            .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+        let addr = parse_addr(&addr_text).map_err(|reason| invalid("addr", reason))?;
+        let shards = flags.shards.or(file.shards);
+        if let Some(count) = shards
+            && !(1..=SHARDS_MAX).contains(&count)
+        {
+            return Err(invalid(
+                "shards",
+                format!("must be 1..={SHARDS_MAX}, got {count}"),
+            ));
+        }
+        let api_keys = if flags.api_keys.is_empty() {
+            file.api_keys.unwrap_or_default()
+        } else {
+            flags.api_keys
+        };
+        for key in &api_keys {
+            if key.len() < 8 || key.len() > 256 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                // The key itself is never echoed.
+                return Err(invalid(
+                    "api_keys",
+                    "each key must be 8 to 256 printable ASCII characters without spaces",
+                ));
+            }
+        }
+        let limits = Limits {
+            request_body_bytes_max: positive(
+                "request_body_bytes_max",
+                flags.request_body_bytes_max.or(file.request_body_bytes_max),
+                defaults.request_body_bytes_max,
+                64 * 1024 * 1024,
+            )?,
+            request_head_bytes_max: positive(
+                "request_head_bytes_max",
+                flags.request_head_bytes_max.or(file.request_head_bytes_max),
+                defaults.request_head_bytes_max,
+                1024 * 1024,
+            )?,
+            idle_timeout_ms: positive(
+                "idle_timeout_ms",
+                flags
+                    .idle_timeout_ms
+                    .or(file.idle_timeout_ms)
+                    .map(|ms| ms as usize),
+                defaults.idle_timeout_ms as usize,
+                24 * 3600 * 1000,
+            )? as u64,
+            connections_per_shard_max: positive(
+                "connections_per_shard_max",
+                flags
+                    .connections_per_shard_max
+                    .or(file.connections_per_shard_max),
+                defaults.connections_per_shard_max,
+                1_000_000,
+            )?,
+            ..defaults
+        };
+        let io_memory_kib = positive(
+            "io_memory_kib",
+            flags.io_memory_kib.or(file.io_memory_kib),
+            IO_MEMORY_KIB_DEFAULT,
+            1024 * 1024,
+        )?;
+        Ok(Config {
+            db: flags
+                .db
+                .or(file.db)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
+            addr,
+            shards,
+            api_keys,
+            limits,
+            io_memory_bytes: io_memory_kib * 1024,
+        })
+    }
+}
+
+fn positive(
+    key: &'static str,
+    value: Option<usize>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if v >= 1 && v <= max => Ok(v),
+        Some(v) => Err(invalid(key, format!("must be 1..={max}, got {v}"))),
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| invalid("config", format!("cannot read {}: {err}", path.display())))?;
+    let is_json = path.extension().is_some_and(|ext| ext == "json");
+    let parsed = if is_json {
+        serde_json::from_str(&text).map_err(|err| err.to_string())
+    } else {
+        toml::from_str(&text).map_err(|err| err.to_string())
+    };
+    parsed.map_err(|reason| invalid("config", format!("{}: {reason}", path.display())))
+}
+
+/// Accepts `HOST:PORT`, `[v6]:PORT`, and Go-style `:PORT` for all interfaces.
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    let full = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_owned()
+    };
+    full.to_socket_addrs()
+        .map_err(|err| format!("{text:?} is not HOST:PORT ({err})"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_style_port_means_all_interfaces() {
+        assert_eq!(
+            parse_addr(":8080").unwrap(),
+            "0.0.0.0:8080".parse().unwrap()
+        );
+        assert_eq!(
+            parse_addr("127.0.0.1:0").unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert!(parse_addr("nonsense").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_file_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("progressdb.toml");
+        std::fs::write(
+            &path,
+            "addr = \"127.0.0.1:9000\"\nshards = 3\nrequest_body_bytes_max = 2048\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            config: Some(path),
+            shards: Some(2),
+            ..Flags::default()
+        };
+        let config = Config::resolve(flags).unwrap();
+        assert_eq!(config.addr, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.shards, Some(2));
+        assert_eq!(config.limits.request_body_bytes_max, 2048);
+        assert_eq!(config.db, PathBuf::from(DEFAULT_DB));
+    }
+
+    #[test]
+    fn bad_settings_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, r#"{"no_such_setting": 1}"#).unwrap();
+        let err = Config::resolve(Flags {
+            config: Some(path),
+            ..Flags::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.key, "config");
+        assert!(err.reason.contains("no_such_setting"));
+
+        let err = Config::resolve(Flags {
+            shards: Some(0),
+            ..Flags::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.key, "shards");
+        let err = Config::resolve(Flags {
+            api_keys: vec!["short".into()],
+            ..Flags::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.key, "api_keys");
+        assert!(!err.to_string().contains("short"), "keys are never echoed");
+    }
+
+    #[test]
+    fn debug_output_hides_keys() {
+        let config = Config::resolve(Flags {
+            api_keys: vec!["sk_secret_value".into()],
+            ..Flags::default()
+        })
+        .unwrap();
+        assert!(!format!("{config:?}").contains("sk_secret_value"));
+    }
+}

@@ -1,0 +1,178 @@
+//! What a shard can be asked to do, and what it answers. These values cross
+//! cores, so they own their data and are `Send`.
+
+use serde_json::value::RawValue;
+
+use crate::model::{MessageId, ThreadId, UserId};
+
+/// Who is asking. `user: None` is a backend caller (seed routes) that may
+/// act on any thread; `Some(user)` may only touch threads that user authored.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: Option<UserId>,
+}
+
+impl Caller {
+    pub fn may_access(&self, author: &str) -> bool {
+        self.user
+            .as_ref()
+            .is_none_or(|user| user.as_str() == author)
+    }
+}
+
+/// Display order of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    NewestFirst,
+    OldestFirst,
+}
+
+/// Where a message page starts. Positions are message ids; the owner checks
+/// that the message exists in the thread, so a forged position or one from
+/// another thread is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessagePosition {
+    /// The newest (or oldest, for `OldestFirst`) messages.
+    End,
+    /// Messages strictly older than this one.
+    Before(MessageId),
+    /// Messages strictly newer than this one.
+    After(MessageId),
+    /// A page centred on this message, which is included.
+    Anchor(MessageId),
+}
+
+#[derive(Debug, Clone)]
+pub struct MessagePage {
+    pub position: MessagePosition,
+    pub order: Order,
+    pub limit: usize,
+}
+
+/// A position in an author's thread list: `(created_ts, thread_id)`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ThreadPosition {
+    pub created_ts: u64,
+    pub thread_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ThreadPage {
+    pub author: UserId,
+    /// Threads strictly past this position in `order`.
+    pub after: Option<ThreadPosition>,
+    pub order: Order,
+    pub limit: usize,
+}
+
+#[derive(Debug)]
+pub enum Command {
+    CreateThread {
+        id: ThreadId,
+        author: UserId,
+        title: String,
+        slug: Option<String>,
+    },
+    GetThread {
+        id: ThreadId,
+        caller: Caller,
+    },
+    UpdateThread {
+        id: ThreadId,
+        caller: Caller,
+        title: Option<String>,
+        slug: Option<String>,
+    },
+    DeleteThread {
+        id: ThreadId,
+        caller: Caller,
+    },
+    /// One shard's part of a thread listing; the caller merges the parts.
+    ListThreads(ThreadPage),
+    PostMessage {
+        thread: ThreadId,
+        caller: Caller,
+        author: UserId,
+        role: Option<String>,
+        body: Box<RawValue>,
+        reply_to: Option<String>,
+        /// Seed route semantics: create the thread (with this title) when it
+        /// does not exist yet.
+        create_thread_titled: Option<String>,
+    },
+    ListMessages {
+        thread: ThreadId,
+        caller: Caller,
+        page: MessagePage,
+    },
+    GetMessage {
+        thread: ThreadId,
+        caller: Caller,
+        id: String,
+    },
+    EditMessage {
+        thread: ThreadId,
+        caller: Caller,
+        id: String,
+        body: Box<RawValue>,
+    },
+    DeleteMessage {
+        thread: ThreadId,
+        caller: Caller,
+        id: String,
+    },
+}
+
+/// A successful answer. JSON is rendered on the owning shard, next to the
+/// data, so the accepting core only copies bytes to the socket.
+#[derive(Debug)]
+pub enum Reply {
+    Created(Vec<u8>),
+    Ok(Vec<u8>),
+    Threads(Vec<ThreadEntry>),
+}
+
+/// One thread of a shard's part of a listing.
+#[derive(Debug)]
+pub struct ThreadEntry {
+    pub position: ThreadPosition,
+    pub json: Vec<u8>,
+}
+
+/// Why a command failed. The HTTP layer maps each to one status and code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineError {
+    ThreadNotFound,
+    MessageNotFound,
+    ThreadExists,
+    /// `before`/`after`/`anchor` names no message of this thread.
+    InvalidCursor,
+    /// `reply_to` names no live message of this thread.
+    InvalidReplyTo,
+    /// The owning shard could not be reached or failed internally.
+    Unavailable(String),
+    Storage(String),
+}
+
+pub type Outcome = Result<Reply, EngineError>;
+
+impl Command {
+    /// The thread whose owner executes this command.
+    ///
+    /// # Panics
+    /// For `ListThreads`, which is sent to every shard instead.
+    pub fn thread(&self) -> &ThreadId {
+        match self {
+            Command::CreateThread { id, .. }
+            | Command::GetThread { id, .. }
+            | Command::UpdateThread { id, .. }
+            | Command::DeleteThread { id, .. } => id,
+            Command::PostMessage { thread, .. }
+            | Command::ListMessages { thread, .. }
+            | Command::GetMessage { thread, .. }
+            | Command::EditMessage { thread, .. }
+            | Command::DeleteMessage { thread, .. } => thread,
+            Command::ListThreads(_) => panic!("a thread listing has no single owner"),
+        }
+    }
+}

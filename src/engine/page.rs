@@ -1,0 +1,200 @@
+//! Cursor pagination over a thread's timeline and an author's threads.
+//!
+//! Positions are keys, not offsets: a page "older than message X" is a range
+//! scan that starts at X's timestamp, so messages arriving or being edited
+//! between pages never shift what the next page returns.
+//!
+//! Message cursors are message ids. `next_cursor` continues in the page's
+//! display order (pass it as `before` for newest-first pages, as `after` for
+//! oldest-first), `prev_cursor` goes the other way.
+
+use std::ops::Bound;
+
+use super::command::{
+    EngineError, MessagePage, MessagePosition, Order, ThreadEntry, ThreadPage, ThreadPosition,
+};
+use crate::model::MessageId;
+use crate::store::{Direction, Store};
+
+/// Messages of one side of a position, in scan order.
+struct Side {
+    items: Vec<(u64, Vec<u8>)>,
+    /// More messages exist past the last item scanned.
+    more: bool,
+}
+
+fn scan(
+    store: &Store,
+    thread: &str,
+    range: (Bound<u64>, Bound<u64>),
+    direction: Direction,
+    limit: usize,
+) -> Result<Side, EngineError> {
+    let mut items = Vec::with_capacity(limit.min(1024));
+    let mut more = false;
+    store.scan_messages(thread, range, direction, |ts, deleted, json| {
+        if deleted {
+            return Ok(true);
+        }
+        if items.len() == limit {
+            more = true;
+            return Ok(false);
+        }
+        items.push((ts, json.to_vec()));
+        Ok(true)
+    })?;
+    Ok(Side { items, more })
+}
+
+/// The timestamp of a cursor message, which must exist in this thread.
+fn cursor_ts(store: &Store, thread: &str, id: &MessageId) -> Result<u64, EngineError> {
+    match store.get_message(thread, id.ts)? {
+        Some(message) if message.id == id.to_string() => Ok(id.ts),
+        _ => Err(EngineError::InvalidCursor),
+    }
+}
+
+/// Renders one page of a thread's messages as the list envelope.
+pub fn messages(store: &Store, thread: &str, page: &MessagePage) -> Result<Vec<u8>, EngineError> {
+    let all = (Bound::Unbounded, Bound::Unbounded);
+    // Items oldest first, plus whether more exist beyond each end.
+    let (ascending, more_older, more_newer) = match page.position {
+        MessagePosition::End => {
+            let direction = match page.order {
+                Order::NewestFirst => Direction::Descending,
+                Order::OldestFirst => Direction::Ascending,
+            };
+            let side = scan(store, thread, all, direction, page.limit)?;
+            match page.order {
+                Order::NewestFirst => (reversed(side.items), side.more, false),
+                Order::OldestFirst => (side.items, false, side.more),
+            }
+        }
+        MessagePosition::Before(id) => {
+            let ts = cursor_ts(store, thread, &id)?;
+            let range = (Bound::Unbounded, Bound::Excluded(ts));
+            let side = scan(store, thread, range, Direction::Descending, page.limit)?;
+            (reversed(side.items), side.more, true)
+        }
+        MessagePosition::After(id) => {
+            let ts = cursor_ts(store, thread, &id)?;
+            let range = (Bound::Excluded(ts), Bound::Unbounded);
+            let side = scan(store, thread, range, Direction::Ascending, page.limit)?;
+            (side.items, true, side.more)
+        }
+        MessagePosition::Anchor(id) => {
+            let ts = cursor_ts(store, thread, &id)?;
+            let older_limit = (page.limit - 1) / 2;
+            let older = scan(
+                store,
+                thread,
+                (Bound::Unbounded, Bound::Excluded(ts)),
+                Direction::Descending,
+                older_limit,
+            )?;
+            let newer = scan(
+                store,
+                thread,
+                (Bound::Included(ts), Bound::Unbounded),
+                Direction::Ascending,
+                page.limit - older.items.len(),
+            )?;
+            let mut items = reversed(older.items);
+            items.extend(newer.items);
+            (items, older.more, newer.more)
+        }
+    };
+    let (items, more_next, more_prev) = match page.order {
+        Order::NewestFirst => (reversed(ascending), more_older, more_newer),
+        Order::OldestFirst => (ascending, more_newer, more_older),
+    };
+    let cursor_of = |item: Option<&(u64, Vec<u8>)>, wanted: bool| -> Option<String> {
+        let (_, json) = item.filter(|_| wanted)?;
+        message_id_of(json)
+    };
+    let next_cursor = cursor_of(items.last(), more_next);
+    let prev_cursor = cursor_of(items.first(), more_prev);
+    Ok(envelope(
+        items.iter().map(|(_, json)| json.as_slice()),
+        next_cursor.is_some(),
+        next_cursor.as_deref(),
+        prev_cursor.as_deref(),
+    ))
+}
+
+fn reversed<T>(mut items: Vec<T>) -> Vec<T> {
+    items.reverse();
+    items
+}
+
+/// The `id` field of a stored message, read without decoding the body.
+fn message_id_of(json: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: String,
+    }
+    serde_json::from_slice::<IdOnly>(json).ok().map(|m| m.id)
+}
+
+/// `{"data":[...],"pagination":{...}}` from already-encoded items.
+pub fn envelope<'a>(
+    items: impl Iterator<Item = &'a [u8]>,
+    has_more: bool,
+    next_cursor: Option<&str>,
+    prev_cursor: Option<&str>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4096);
+    out.extend_from_slice(b"{\"data\":[");
+    for (index, item) in items.enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
+    }
+    out.extend_from_slice(b"],\"pagination\":");
+    let pagination = serde_json::json!({
+        "has_more": has_more,
+        "next_cursor": next_cursor,
+        "prev_cursor": prev_cursor,
+    });
+    let mut pagination = pagination;
+    if let Some(map) = pagination.as_object_mut() {
+        map.retain(|_, value| !value.is_null());
+    }
+    serde_json::to_writer(&mut out, &pagination).expect("json values always serialize");
+    out.push(b'}');
+    out
+}
+
+/// One shard's part of a thread listing: up to `limit + 1` live threads
+/// past the position, so the merging caller can tell whether more exist.
+pub fn threads(store: &Store, page: &ThreadPage) -> Result<Vec<ThreadEntry>, EngineError> {
+    let direction = match page.order {
+        Order::NewestFirst => Direction::Descending,
+        Order::OldestFirst => Direction::Ascending,
+    };
+    let after = page
+        .after
+        .as_ref()
+        .map(|position| (position.created_ts, position.thread_id.as_str()));
+    let wanted = page.limit + 1;
+    let mut entries = Vec::with_capacity(wanted.min(1024));
+    store.scan_author_threads(
+        page.author.as_str(),
+        after,
+        direction,
+        |created_ts, id, deleted, json| {
+            if !deleted {
+                entries.push(ThreadEntry {
+                    position: ThreadPosition {
+                        created_ts,
+                        thread_id: id.to_owned(),
+                    },
+                    json: json.to_vec(),
+                });
+            }
+            Ok(entries.len() < wanted)
+        },
+    )?;
+    Ok(entries)
+}

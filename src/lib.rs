@@ -1,0 +1,29 @@
+//! ProgressDB: a chat-native database server.
+//!
+//! # Life of a request
+//!
+//! 1. Every core runs one glommio executor ([`server`]) and accepts
+//!    connections on the shared port (`SO_REUSEPORT`).
+//! 2. The connection loop reads bytes and [`http`] frames them into a
+//!    `Request` (httparse tokenizes the head; bodies, chunking, keep-alive
+//!    and limits are ours), then the router maps method + path to a `Route`.
+//! 3. [`api`] authenticates the caller ([`auth`]), validates the input and
+//!    builds an [`engine::Command`] for the thread it concerns.
+//! 4. [`shard::shard_for`] names the core that owns the thread; the command
+//!    goes there over the cross-core [`shard::mesh`] (or runs in place).
+//! 5. The owner's [`engine::Engine`] executes it against its own [`store`]
+//!    (fjall), renders the JSON, and the reply travels back.
+//! 6. The accepting core writes the response; pipelined requests follow.
+//!
+//! Listing a user's threads is the one request that asks every shard and
+//! merges the answers.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod model;
+pub mod server;
+pub mod shard;
+pub mod store;

@@ -1,0 +1,138 @@
+//! One client connection: read bytes, frame requests, answer them in order.
+//!
+//! Pipelined requests already in the buffer are answered back to back and
+//! their responses written together; the buffer is flushed before waiting
+//! for more bytes. Memory per connection is bounded: the read buffer never
+//! holds more than one incomplete request (the parser rejects oversized
+//! heads and bodies), and we stop reading while a response cannot be
+//! written.
+
+use std::cell::Cell;
+use std::io::ErrorKind;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::api::{Api, ApiError};
+use crate::http::{self, HeadLimits, Method, Parse, Response};
+
+/// Bytes requested from the socket per read.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Responses buffered before writing even if more pipelined requests wait.
+const WRITE_BUFFER_BYTES_MAX: usize = 256 * 1024;
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+pub struct ConnectionSettings {
+    pub head_limits: HeadLimits,
+    pub idle_timeout: Duration,
+}
+
+/// Counts a shard's open connections; the guard gives the slot back on drop.
+pub struct ConnectionSlot(Rc<Cell<usize>>);
+
+impl ConnectionSlot {
+    pub fn acquire(open: &Rc<Cell<usize>>, max: usize) -> Option<ConnectionSlot> {
+        if open.get() >= max {
+            return None;
+        }
+        open.set(open.get() + 1);
+        Some(ConnectionSlot(open.clone()))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// Answers 503 to a connection over the per-shard limit, then closes it.
+pub async fn refuse(mut stream: TcpStream) {
+    let mut out = Vec::new();
+    ApiError::new(
+        503,
+        "too_many_connections",
+        "this server is at its connection limit",
+    )
+    .into_response()
+    .write_to(&mut out, false, false);
+    let _ = stream.write_all(&out).await;
+    let _ = stream.close().await;
+}
+
+pub async fn serve(mut stream: TcpStream, api: Rc<Api>, settings: Rc<ConnectionSettings>) {
+    // Latency matters more than packet count for small JSON responses.
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(settings.idle_timeout));
+    let _ = stream.set_write_timeout(Some(settings.idle_timeout));
+    let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+    let mut output: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+    let mut continue_sent = false;
+    loop {
+        match http::parse_request(&input, &settings.head_limits) {
+            Parse::Complete { request, consumed } => {
+                input.drain(..consumed);
+                continue_sent = false;
+                let response = api.handle(&request).await;
+                let head_only = request.method == Method::Head;
+                response.write_to(&mut output, request.keep_alive, head_only);
+                if !request.keep_alive {
+                    let _ = stream.write_all(&output).await;
+                    let _ = stream.close().await;
+                    return;
+                }
+                if output.len() >= WRITE_BUFFER_BYTES_MAX {
+                    if stream.write_all(&output).await.is_err() {
+                        return;
+                    }
+                    output.clear();
+                }
+            }
+            Parse::Partial { expect_continue } => {
+                if expect_continue && !continue_sent {
+                    output.extend_from_slice(CONTINUE);
+                    continue_sent = true;
+                }
+                if !output.is_empty() {
+                    if stream.write_all(&output).await.is_err() {
+                        return;
+                    }
+                    output.clear();
+                }
+                let start = input.len();
+                input.resize(start + READ_CHUNK_BYTES, 0);
+                let read = stream.read(&mut input[start..]).await;
+                match read {
+                    Ok(0) => return,
+                    Ok(count) => input.truncate(start + count),
+                    Err(err) => {
+                        input.truncate(start);
+                        if err.kind() == ErrorKind::TimedOut && !input.is_empty() {
+                            // A request was started but not finished in time.
+                            let response = Response::error(
+                                408,
+                                "request_timeout",
+                                "the request was not completed in time",
+                            );
+                            response.write_to(&mut output, false, false);
+                            let _ = stream.write_all(&output).await;
+                        }
+                        return;
+                    }
+                }
+            }
+            Parse::Error(err) => {
+                // Framing is lost: answer, then close.
+                ApiError::from(&err)
+                    .into_response()
+                    .write_to(&mut output, false, false);
+                let _ = stream.write_all(&output).await;
+                let _ = stream.close().await;
+                return;
+            }
+        }
+    }
+}

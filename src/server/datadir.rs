@@ -1,0 +1,156 @@
+//! The data directory: its layout marker, the shard count it was created
+//! with, and the development API key.
+//!
+//! ```text
+//! <db>/progressdb.json   {"format": 1, "shards": N}, written once
+//! <db>/dev-api-key       generated when no key is configured (mode 0600)
+//! <db>/shard-<k>/        one fjall database per shard
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+const META_FILE: &str = "progressdb.json";
+const DEV_KEY_FILE: &str = "dev-api-key";
+const FORMAT: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    format: u32,
+    shards: usize,
+}
+
+pub fn shard_dir(db: &Path, shard: usize) -> PathBuf {
+    db.join(format!("shard-{shard}"))
+}
+
+/// Creates the directory if needed and settles the shard count: the one
+/// stored there wins when none is requested; a different requested count
+/// is refused, because `shard_for` would then look for threads on the
+/// wrong shard.
+pub fn prepare(db: &Path, requested: Option<usize>, default: usize) -> Result<usize, String> {
+    fs::create_dir_all(db)
+        .map_err(|err| format!("cannot create data directory {}: {err}", db.display()))?;
+    let meta_path = db.join(META_FILE);
+    match fs::read(&meta_path) {
+        Ok(bytes) => {
+            let meta: Meta = serde_json::from_slice(&bytes)
+                .map_err(|err| format!("{} is damaged: {err}", meta_path.display()))?;
+            if meta.format != FORMAT {
+                return Err(format!(
+                    "{} has format {}, this server reads format {FORMAT}",
+                    db.display(),
+                    meta.format
+                ));
+            }
+            match requested {
+                Some(count) if count != meta.shards => Err(format!(
+                    "{} was created with {} shards; --shards {count} would misplace threads (start with --shards {} or a new --db)",
+                    db.display(),
+                    meta.shards,
+                    meta.shards
+                )),
+                _ => Ok(meta.shards),
+            }
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let shards = requested.unwrap_or(default);
+            let meta = serde_json::to_vec(&Meta {
+                format: FORMAT,
+                shards,
+            })
+            .expect("meta serializes");
+            write_durably(db, META_FILE, &meta, 0o644)?;
+            Ok(shards)
+        }
+        Err(err) => Err(format!("cannot read {}: {err}", meta_path.display())),
+    }
+}
+
+/// The development key: read from `<db>/dev-api-key`, or generated there.
+/// Returns the key and whether it was generated just now.
+pub fn dev_key(db: &Path) -> Result<(String, bool), String> {
+    let path = db.join(DEV_KEY_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let key = text.trim().to_owned();
+            if key.is_empty() {
+                return Err(format!(
+                    "{} is empty; delete it to generate a new key",
+                    path.display()
+                ));
+            }
+            Ok((key, false))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let key = format!("sk_dev_{}", random_hex(16)?);
+            write_durably(db, DEV_KEY_FILE, key.as_bytes(), 0o600)?;
+            Ok((key, true))
+        }
+        Err(err) => Err(format!("cannot read {}: {err}", path.display())),
+    }
+}
+
+fn random_hex(bytes: usize) -> Result<String, String> {
+    let mut buffer = vec![0u8; bytes];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut buffer))
+        .map_err(|err| format!("cannot read /dev/urandom: {err}"))?;
+    Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes a new file via a temporary name, fsyncs it, renames it into
+/// place and fsyncs the directory, so a crash leaves the old state or the
+/// new one, never a torn file.
+fn write_durably(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), String> {
+    let temporary = dir.join(format!(".{name}.tmp"));
+    let target = dir.join(name);
+    let result = (|| -> std::io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&temporary)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temporary, &target)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    result.map_err(|err| format!("cannot write {}: {err}", target.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_count_is_fixed_at_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(prepare(dir.path(), None, 3), Ok(3));
+        assert_eq!(prepare(dir.path(), None, 8), Ok(3));
+        assert_eq!(prepare(dir.path(), Some(3), 8), Ok(3));
+        let err = prepare(dir.path(), Some(2), 8).unwrap_err();
+        assert!(err.contains("created with 3 shards"), "{err}");
+    }
+
+    #[test]
+    fn dev_key_is_generated_once_with_private_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, generated) = dev_key(dir.path()).unwrap();
+        assert!(generated && first.starts_with("sk_dev_") && first.len() == 39);
+        let (second, generated) = dev_key(dir.path()).unwrap();
+        assert!(!generated);
+        assert_eq!(first, second);
+        let mode = fs::metadata(dir.path().join(DEV_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

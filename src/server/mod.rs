@@ -1,0 +1,281 @@
+//! Wiring: data directory, executors, listeners, signals.
+//!
+//! `run` settles the shard count, starts one glommio executor per shard
+//! (pinned to distinct cores when there are enough), and on each: joins the
+//! cross-core mesh, opens that shard's store, binds the shared port with
+//! `SO_REUSEPORT` and serves connections. The calling thread waits for
+//! SIGINT/SIGTERM, then asks every shard to persist its store and stop.
+
+mod connection;
+pub mod datadir;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use glommio::net::TcpListener;
+use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
+
+use crate::api::Api;
+use crate::auth::Keys;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::http::HeadLimits;
+use crate::shard::{ShardId, mesh};
+use connection::{ConnectionSettings, ConnectionSlot};
+
+/// Set once by the signal thread; every shard polls it.
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
+
+/// Smallest io_uring buffer glommio accepts per executor.
+const IO_MEMORY_MIN_BYTES: usize = 64 * 1024;
+
+/// Starts the server and blocks until it has shut down.
+pub fn run(config: Config) -> Result<(), String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shard_count = datadir::prepare(&config.db, config.shards, cores)?;
+    let keys = resolve_keys(&config)?;
+    let io_memory = io_memory_per_shard(config.io_memory_bytes, shard_count)?;
+
+    // Block the shutdown signals before any thread starts, so every thread
+    // inherits the mask and only `sigwait` below receives them.
+    let signals = shutdown_signals();
+    mask_signals(&signals)?;
+
+    // Port 0 must resolve to one port that every shard then shares, so it
+    // is reserved here before the shards bind it with SO_REUSEPORT.
+    let (addr, reservation) = reserve_port(config.addr)?;
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let mesh_handle = mesh::builder(shard_count);
+    let db_display = config.db.display().to_string();
+    let config = Arc::new(config);
+
+    let placement = if shard_count <= cores {
+        PoolPlacement::MaxSpread(shard_count, None)
+    } else {
+        let cpus = CpuSet::online().map_err(|err| format!("cannot list CPUs: {err}"))?;
+        PoolPlacement::Fenced(shard_count, cpus)
+    };
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .name("progressdb-shard")
+        .io_memory(io_memory)
+        .on_all_shards(move || {
+            let config = config.clone();
+            let keys = keys.clone();
+            let ready_tx = ready_tx.clone();
+            let mesh_handle = mesh_handle.clone();
+            async move {
+                if let Err(err) = run_shard(addr, config, keys, mesh_handle, ready_tx.clone()).await
+                {
+                    let _ = ready_tx.send(Err(err));
+                }
+            }
+        })
+        .map_err(|err| format!("cannot start executors: {err}"))?;
+
+    for _ in 0..shard_count {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(err),
+            Err(_) => return Err("a shard stopped during start-up".into()),
+        }
+    }
+    drop(reservation);
+    // Tests and scripts wait for this line to learn the bound port.
+    println!(
+        "progressdb {} listening on http://{addr} shards={shard_count} data={db_display}",
+        env!("CARGO_PKG_VERSION"),
+    );
+
+    wait_for_signal(&signals);
+    SHUTDOWN.store(true, Ordering::SeqCst);
+    // A second signal ends the process at once.
+    std::thread::spawn(move || {
+        wait_for_signal(&signals);
+        std::process::exit(130);
+    });
+    let mut clean = true;
+    for result in handles.join_all() {
+        if let Err(err) = result {
+            eprintln!("progressdb: shard exited with error: {err}");
+            clean = false;
+        }
+    }
+    if clean {
+        eprintln!("progressdb: stopped cleanly");
+        Ok(())
+    } else {
+        Err("not every shard stopped cleanly".into())
+    }
+}
+
+async fn run_shard(
+    addr: SocketAddr,
+    config: Arc<Config>,
+    keys: Arc<Vec<String>>,
+    mesh_handle: mesh::MeshHandle,
+    ready: mpsc::Sender<Result<(), String>>,
+) -> Result<(), String> {
+    let (senders, receivers) = mesh_handle
+        .join()
+        .await
+        .map_err(|err| format!("cannot join the shard mesh: {err}"))?;
+    let shard = ShardId(senders.peer_id());
+    let dir = datadir::shard_dir(&config.db, shard.0);
+    let engine = Rc::new(
+        Engine::open(shard, &dir)
+            .map_err(|err| format!("{shard}: cannot open {}: {err}", dir.display()))?,
+    );
+    let mesh = mesh::Mesh::start(senders, receivers, engine.clone());
+    let api = Rc::new(Api::new(
+        mesh,
+        Rc::new(Keys::new(&keys)),
+        config.limits.clone(),
+    ));
+    let listener = TcpListener::bind(addr)
+        .map_err(|err| format!("{shard}: cannot listen on {addr}: {err}"))?;
+    let settings = Rc::new(ConnectionSettings {
+        head_limits: HeadLimits {
+            head_bytes_max: config.limits.request_head_bytes_max,
+            header_count_max: config.limits.request_header_count_max,
+            body_bytes_max: config.limits.request_body_bytes_max,
+        },
+        idle_timeout: Duration::from_millis(config.limits.idle_timeout_ms),
+    });
+    let _ = ready.send(Ok(()));
+
+    let open_connections = Rc::new(Cell::new(0usize));
+    let connections_max = config.limits.connections_per_shard_max;
+    let accept_loop = glommio::spawn_local(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok(stream) => stream,
+                // Out of descriptors or a connection reset before accept:
+                // back off briefly instead of spinning.
+                Err(_) => {
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+            };
+            match ConnectionSlot::acquire(&open_connections, connections_max) {
+                Some(slot) => {
+                    let api = api.clone();
+                    let settings = settings.clone();
+                    glommio::spawn_local(async move {
+                        connection::serve(stream, api, settings).await;
+                        drop(slot);
+                    })
+                    .detach();
+                }
+                None => {
+                    glommio::spawn_local(connection::refuse(stream)).detach();
+                }
+            }
+        }
+    })
+    .detach();
+
+    while !SHUTDOWN.load(Ordering::SeqCst) {
+        glommio::timer::sleep(SHUTDOWN_POLL).await;
+    }
+    accept_loop.cancel();
+    engine
+        .persist()
+        .map_err(|err| format!("{shard}: cannot persist on shutdown: {err}"))
+}
+
+fn resolve_keys(config: &Config) -> Result<Arc<Vec<String>>, String> {
+    if !config.api_keys.is_empty() {
+        return Ok(Arc::new(config.api_keys.clone()));
+    }
+    let (key, generated) = datadir::dev_key(&config.db)?;
+    if generated {
+        // Shown once, on the start that creates it, so a first-time user
+        // can make a request; later starts only name the file.
+        println!("progressdb: no API key configured; generated a development key: {key}");
+    }
+    println!(
+        "progressdb: using the development API key stored in {}",
+        config.db.join("dev-api-key").display()
+    );
+    Ok(Arc::new(vec![key]))
+}
+
+/// io_uring registered buffers are locked memory: the sum over shards must
+/// fit under RLIMIT_MEMLOCK, so the per-shard size is capped to a fair share
+/// of it (half, leaving room for the rings themselves on older kernels).
+fn io_memory_per_shard(configured: usize, shards: usize) -> Result<usize, String> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own and has no other effects.
+    let status = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    if status != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return Ok(configured.max(IO_MEMORY_MIN_BYTES));
+    }
+    let share = (limit.rlim_cur as usize / 2) / shards;
+    if share < IO_MEMORY_MIN_BYTES {
+        return Err(format!(
+            "ulimit -l is {} KiB, too small for {shards} shards (each needs {} KiB of locked io_uring memory); raise it or use fewer --shards",
+            limit.rlim_cur / 1024,
+            IO_MEMORY_MIN_BYTES / 1024
+        ));
+    }
+    Ok(configured.clamp(IO_MEMORY_MIN_BYTES, share))
+}
+
+fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, Option<socket2::Socket>), String> {
+    if addr.port() != 0 {
+        return Ok((addr, None));
+    }
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)
+        .and_then(|socket| {
+            socket.set_reuse_port(true)?;
+            socket.set_reuse_address(true)?;
+            socket.bind(&addr.into())?;
+            Ok(socket)
+        })
+        .map_err(|err| format!("cannot bind {addr}: {err}"))?;
+    let bound = socket
+        .local_addr()
+        .ok()
+        .and_then(|local| local.as_socket())
+        .ok_or_else(|| format!("cannot read the port bound for {addr}"))?;
+    Ok((bound, Some(socket)))
+}
+
+fn shutdown_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and edit a set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+fn mask_signals(set: &libc::sigset_t) -> Result<(), String> {
+    // SAFETY: blocks the given signals for this thread (and threads it
+    // spawns later); no memory is touched besides the set we pass.
+    let status = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, set, std::ptr::null_mut()) };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(format!("cannot block shutdown signals: error {status}"))
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) {
+    let mut signal = 0;
+    // SAFETY: sigwait reads the set and writes the received signal number.
+    unsafe {
+        libc::sigwait(set, &mut signal);
+    }
+}

@@ -1,0 +1,151 @@
+//! The cross-core request/reply mesh.
+//!
+//! Each executor joins one full glommio channel mesh. A [`Mesh::call`] for a
+//! thread owned elsewhere sends `Envelope::Request` with a ticket to the
+//! owner; the owner's receive loop executes it on its [`Engine`] and sends
+//! `Envelope::Reply` with the same ticket back, where the receive loop hands
+//! it to the waiting task through a core-local channel. All state here is
+//! core-local (`Rc`, `RefCell`): nothing is shared between threads except
+//! the channels themselves.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use glommio::ResourceType;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+use glommio::channels::local_channel::{self, LocalSender};
+
+use super::ShardId;
+use crate::engine::{Command, Engine, EngineError, Outcome};
+
+pub enum Envelope {
+    Request { ticket: u64, command: Command },
+    Reply { ticket: u64, outcome: Outcome },
+}
+
+/// Messages that may wait in one direction of one core pair before senders
+/// wait. In-flight commands are bounded anyway by one per connection.
+pub const CHANNEL_CAPACITY: usize = 1024;
+
+pub type MeshHandle = MeshBuilder<Envelope, Full>;
+
+pub fn builder(shard_count: usize) -> MeshHandle {
+    MeshBuilder::full(shard_count, CHANNEL_CAPACITY)
+}
+
+pub struct Mesh {
+    engine: Rc<Engine>,
+    shard_count: usize,
+    senders: Senders<Envelope>,
+    pending: RefCell<HashMap<u64, LocalSender<Outcome>>>,
+    next_ticket: Cell<u64>,
+    /// Commands this core sent to other cores, for stats.
+    hops: Cell<u64>,
+}
+
+impl Mesh {
+    /// Wraps this executor's ends of the joined mesh and starts the
+    /// receive loops on the current executor.
+    pub fn start(
+        senders: Senders<Envelope>,
+        receivers: Receivers<Envelope>,
+        engine: Rc<Engine>,
+    ) -> Rc<Mesh> {
+        let mesh = Rc::new(Mesh {
+            engine,
+            shard_count: senders.nr_consumers(),
+            senders,
+            pending: RefCell::new(HashMap::new()),
+            next_ticket: Cell::new(0),
+            hops: Cell::new(0),
+        });
+        mesh.clone().spawn_receivers(receivers);
+        mesh
+    }
+
+    pub fn local_shard(&self) -> ShardId {
+        self.engine.shard()
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shard_count
+    }
+
+    pub fn engine(&self) -> &Rc<Engine> {
+        &self.engine
+    }
+
+    pub fn hops(&self) -> u64 {
+        self.hops.get()
+    }
+
+    /// Runs `command` on shard `target` and returns its outcome.
+    pub async fn call(&self, target: ShardId, command: Command) -> Outcome {
+        if target == self.local_shard() {
+            return self.engine.execute(command);
+        }
+        let ticket = self.next_ticket.get();
+        self.next_ticket.set(ticket.wrapping_add(1));
+        let (reply_tx, reply_rx) = local_channel::new_bounded(1);
+        self.pending.borrow_mut().insert(ticket, reply_tx);
+        self.hops.set(self.hops.get() + 1);
+        if self
+            .senders
+            .send_to(target.0, Envelope::Request { ticket, command })
+            .await
+            .is_err()
+        {
+            self.pending.borrow_mut().remove(&ticket);
+            return Err(EngineError::Unavailable(format!(
+                "{target} is not reachable"
+            )));
+        }
+        match reply_rx.recv().await {
+            Some(outcome) => outcome,
+            None => Err(EngineError::Unavailable(format!(
+                "{target} dropped the request"
+            ))),
+        }
+    }
+
+    fn spawn_receivers(self: Rc<Self>, mut receivers: Receivers<Envelope>) {
+        for (peer, receiver) in receivers.streams() {
+            let mesh = self.clone();
+            glommio::spawn_local(async move {
+                while let Some(envelope) = receiver.recv().await {
+                    mesh.on_envelope(peer, envelope);
+                }
+            })
+            .detach();
+        }
+    }
+
+    fn on_envelope(self: &Rc<Self>, peer: usize, envelope: Envelope) {
+        match envelope {
+            Envelope::Request { ticket, command } => {
+                let outcome = self.engine.execute(command);
+                let reply = Envelope::Reply { ticket, outcome };
+                // Never wait inside the receive loop: if the peer's inbox is
+                // full, a task waits instead, so two cores replying to each
+                // other cannot deadlock.
+                if let Err(glommio::GlommioError::WouldBlock(ResourceType::Channel(reply))) =
+                    self.senders.try_send_to(peer, reply)
+                {
+                    let mesh = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = mesh.senders.send_to(peer, reply).await;
+                    })
+                    .detach();
+                }
+            }
+            Envelope::Reply { ticket, outcome } => {
+                if let Some(waiter) = self.pending.borrow_mut().remove(&ticket) {
+                    // The waiter may have gone (connection closed); then the
+                    // outcome is simply dropped.
+                    let _ = waiter.try_send(outcome);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Shared by the end-to-end tests: start the real `progressdb` binary on a
+//! temporary directory and port 0, and speak plain HTTP/1.1 to it over
+//! loopback with a deliberately simple client.
+
+#![allow(dead_code, reason = "each test target uses a different subset")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const API_KEY: &str = "test-key-0123456789";
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub db: PathBuf,
+    /// Keeps the temporary directory alive for the server's lifetime.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// A server on a fresh temporary directory.
+    pub fn start(extra_args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("db");
+        let mut server = Server::start_on(&db, extra_args);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on `db`, which may hold data from an earlier run.
+    pub fn start_on(db: &Path, extra_args: &[&str]) -> Server {
+        let mut args: Vec<String> = vec![
+            "--db".into(),
+            db.display().to_string(),
+            "--addr".into(),
+            "127.0.0.1:0".into(),
+            "--api-key".into(),
+            API_KEY.into(),
+        ];
+        args.extend(extra_args.iter().map(|arg| arg.to_string()));
+        let (child, addr) = spawn_and_wait(&args, &[]).unwrap_or_else(|err| panic!("{err}"));
+        Server {
+            child: Some(child),
+            addr,
+            db: db.to_path_buf(),
+            _dir: None,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGTERM, then waits; asserts a clean exit.
+    pub fn stop(mut self) {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), libc::SIGTERM);
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "server exited with {status}");
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), libc::SIGKILL);
+        let _ = child.wait();
+    }
+
+    /// Stops this server and starts a new one on the same directory.
+    pub fn restart(mut self, extra_args: &[&str]) -> Server {
+        let dir = self._dir.take();
+        let db = self.db.clone();
+        self.stop();
+        let mut server = Server::start_on(&db, extra_args);
+        server._dir = dir;
+        server
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) on a child process id we own.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+/// Spawns the binary and waits for its "listening on" line. Returns the
+/// child and bound address, or everything it printed if it failed.
+pub fn spawn_and_wait(
+    args: &[String],
+    env: &[(&str, &str)],
+) -> Result<(Child, SocketAddr), String> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_progressdb"));
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().map_err(|err| format!("spawn: {err}"))?;
+    let stdout = child.stdout.take().expect("stdout piped");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = mpsc::channel::<Option<String>>();
+    let err_tx = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(Some(line));
+        }
+        let _ = tx.send(None);
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[server] {line}");
+            let _ = err_tx.send(Some(format!("stderr: {line}")));
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(Some(line)) => {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    let addr = addr
+                        .parse()
+                        .map_err(|err| format!("bad address {addr:?}: {err}"))?;
+                    // Keep draining stdout so the server never blocks on it.
+                    std::thread::spawn(move || while rx.recv().is_ok() {});
+                    return Ok((child, addr));
+                }
+                seen.push(line);
+            }
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                return Err(format!(
+                    "server did not start ({status:?}); output:\n{}",
+                    seen.join("\n")
+                ));
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!(
+                "body is not JSON ({err}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts the status and returns the JSON body, printing it on mismatch.
+    pub fn expect(&self, status: u16) -> serde_json::Value {
+        assert_eq!(
+            self.status,
+            status,
+            "unexpected status; body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        if self.body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            self.json()
+        }
+    }
+
+    /// Asserts an error reply with this status and stable code.
+    pub fn expect_error(&self, status: u16, code: &str) {
+        let body = self.expect(status);
+        assert_eq!(body["error"], code, "body: {body}");
+        assert!(body["message"].is_string(), "body: {body}");
+        assert_eq!(self.header("content-type"), Some("application/json"));
+    }
+}
+
+/// A keep-alive HTTP/1.1 client over one TCP connection.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    pub user: Option<String>,
+    pub key: Option<String>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Client {
+            reader: BufReader::new(stream.try_clone().expect("clone")),
+            writer: stream,
+            user: Some("alice".into()),
+            key: Some(API_KEY.into()),
+        }
+    }
+
+    pub fn acting_for(mut self, user: &str) -> Client {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// The request bytes this client would send (for pipelining tests).
+    pub fn request_bytes(&self, method: &str, path: &str, body: Option<&str>) -> Vec<u8> {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+        if let Some(key) = &self.key {
+            head.push_str(&format!("Authorization: Bearer {key}\r\n"));
+        }
+        if let Some(user) = &self.user {
+            head.push_str(&format!("X-User-ID: {user}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        if !body.is_empty() || method == "POST" || method == "PUT" {
+            head.push_str("Content-Type: application/json\r\n");
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body.as_bytes());
+        bytes
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write");
+    }
+
+    pub fn request(&mut self, method: &str, path: &str, body: Option<&str>) -> Reply {
+        let bytes = self.request_bytes(method, path, body);
+        self.send_raw(&bytes);
+        self.read_reply(method == "HEAD")
+    }
+
+    pub fn get(&mut self, path: &str) -> Reply {
+        self.request("GET", path, None)
+    }
+
+    pub fn post(&mut self, path: &str, body: &str) -> Reply {
+        self.request("POST", path, Some(body))
+    }
+
+    pub fn put(&mut self, path: &str, body: &str) -> Reply {
+        self.request("PUT", path, Some(body))
+    }
+
+    pub fn delete(&mut self, path: &str) -> Reply {
+        self.request("DELETE", path, None)
+    }
+
+    /// Reads one response (Content-Length framed, as the server sends).
+    pub fn read_reply(&mut self, head_only: bool) -> Reply {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("status line");
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let mut header = String::new();
+            self.reader.read_line(&mut header).expect("header line");
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':').expect("header colon");
+            headers.push((name.trim().to_string(), value.trim().to_string()));
+        }
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.parse().expect("content-length"))
+            .unwrap_or(0);
+        let mut body = vec![
+            0;
+            if head_only || status == 100 {
+                0
+            } else {
+                length
+            }
+        ];
+        self.reader.read_exact(&mut body).expect("body");
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// True once the server has closed this connection.
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.reader.read(&mut byte), Ok(0))
+    }
+}
