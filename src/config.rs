@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::wal::recovery::RecoveryPolicy;
+use crate::wal::{Durability, WalOptions};
+
 /// Command-line flags. Every flag can also be set by the environment
 /// variable shown in `--help`; unset flags fall back to the config file.
 #[derive(Debug, Parser, Default)]
@@ -69,6 +72,26 @@ pub struct Flags {
     #[arg(long, env = "PROGRESSDB_CONNECTIONS_PER_SHARD_MAX", value_name = "N")]
     pub connections_per_shard_max: Option<usize>,
 
+    /// When writes are acknowledged: `sync` after they are on stable
+    /// storage, `batch` at once with an fsync at least every
+    /// --wal-flush-ms, `none` never fsyncs. [default: sync]
+    #[arg(long, env = "PROGRESSDB_DURABILITY", value_name = "MODE")]
+    pub durability: Option<String>,
+
+    /// Longest delay before an fsync in `batch` mode, in ms. [default: 5]
+    #[arg(long, env = "PROGRESSDB_WAL_FLUSH_MS", value_name = "MS")]
+    pub wal_flush_ms: Option<u64>,
+
+    /// Size of each write-ahead log segment file in bytes. [default: 67108864]
+    #[arg(long, env = "PROGRESSDB_WAL_SEGMENT_BYTES", value_name = "BYTES")]
+    pub wal_segment_bytes: Option<u64>,
+
+    /// What start-up does when the WAL is corrupt in the middle (not just a
+    /// torn tail): `strict` refuses to start the shard, `truncate` cuts the
+    /// log at the damage and loses what follows. [default: strict]
+    #[arg(long, env = "PROGRESSDB_WAL_RECOVERY", value_name = "POLICY")]
+    pub wal_recovery: Option<String>,
+
     /// Memory registered with io_uring per shard, in KiB. It is locked
     /// memory, so shards x this must fit under `ulimit -l`. [default: 512]
     #[arg(long, env = "PROGRESSDB_IO_MEMORY_KIB", value_name = "KIB")]
@@ -88,6 +111,10 @@ struct FileSettings {
     idle_timeout_ms: Option<u64>,
     connections_per_shard_max: Option<usize>,
     io_memory_kib: Option<usize>,
+    durability: Option<String>,
+    wal_flush_ms: Option<u64>,
+    wal_segment_bytes: Option<u64>,
+    wal_recovery: Option<String>,
 }
 
 /// The effective configuration.
@@ -101,6 +128,8 @@ pub struct Config {
     pub api_keys: Vec<String>,
     pub limits: Limits,
     pub io_memory_bytes: usize,
+    pub wal: WalOptions,
+    pub wal_recovery: RecoveryPolicy,
 }
 
 impl std::fmt::Debug for Config {
@@ -116,6 +145,8 @@ impl std::fmt::Debug for Config {
             )
             .field("limits", &self.limits)
             .field("io_memory_bytes", &self.io_memory_bytes)
+            .field("wal", &self.wal)
+            .field("wal_recovery", &self.wal_recovery)
             .finish()
     }
 }
@@ -154,6 +185,9 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_DB: &str = "./data";
 pub const SHARDS_MAX: usize = 256;
 const IO_MEMORY_KIB_DEFAULT: usize = 512;
+const WAL_FLUSH_MS_DEFAULT: usize = 5;
+const WAL_SEGMENT_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
+const WAL_SEGMENT_BYTES_MIN: usize = 64 * 1024;
 
 /// A setting that failed validation; `Display` is the one line to print.
 #[derive(Debug, PartialEq, Eq)]
@@ -249,7 +283,57 @@ impl Config {
             IO_MEMORY_KIB_DEFAULT,
             1024 * 1024,
         )?;
+        let durability_text = flags.durability.or(file.durability);
+        let durability = match durability_text.as_deref() {
+            None => Durability::Sync,
+            Some(text) => Durability::parse(text).ok_or_else(|| {
+                invalid(
+                    "durability",
+                    format!("must be sync, batch or none, got {text:?}"),
+                )
+            })?,
+        };
+        let wal_recovery = match flags.wal_recovery.or(file.wal_recovery).as_deref() {
+            None | Some("strict") => RecoveryPolicy::Strict,
+            Some("truncate") => RecoveryPolicy::Truncate,
+            Some(other) => {
+                return Err(invalid(
+                    "wal_recovery",
+                    format!("must be strict or truncate, got {other:?}"),
+                ));
+            }
+        };
+        let wal_flush_ms = positive(
+            "wal_flush_ms",
+            flags
+                .wal_flush_ms
+                .or(file.wal_flush_ms)
+                .map(|ms| ms as usize),
+            WAL_FLUSH_MS_DEFAULT,
+            10_000,
+        )?;
+        let wal_segment_bytes = positive(
+            "wal_segment_bytes",
+            flags
+                .wal_segment_bytes
+                .or(file.wal_segment_bytes)
+                .map(|b| b as usize),
+            WAL_SEGMENT_BYTES_DEFAULT,
+            1 << 40,
+        )?;
+        if wal_segment_bytes < WAL_SEGMENT_BYTES_MIN {
+            return Err(invalid(
+                "wal_segment_bytes",
+                format!("must be at least {WAL_SEGMENT_BYTES_MIN}"),
+            ));
+        }
         Ok(Config {
+            wal: WalOptions {
+                durability,
+                flush_interval: std::time::Duration::from_millis(wal_flush_ms as u64),
+                segment_bytes: wal_segment_bytes as u64,
+            },
+            wal_recovery,
             db: flags
                 .db
                 .or(file.db)

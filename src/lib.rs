@@ -27,3 +27,4 @@ pub mod model;
 pub mod server;
 pub mod shard;
 pub mod store;
+pub mod wal;

@@ -57,6 +57,7 @@ impl From<EngineError> for ApiError {
                 "reply_to must name a live message of the same thread",
             ),
             EngineError::Unavailable(why) => ApiError::new(503, "shard_unavailable", why),
+            EngineError::WritesUnavailable(why) => ApiError::new(503, "writes_unavailable", why),
             EngineError::Storage(why) => ApiError::new(500, "storage_error", why),
         }
     }

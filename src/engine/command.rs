@@ -151,6 +151,8 @@ pub enum EngineError {
     InvalidReplyTo,
     /// The owning shard could not be reached or failed internally.
     Unavailable(String),
+    /// The shard's log failed (write or fsync); reads still work.
+    WritesUnavailable(String),
     Storage(String),
 }
 

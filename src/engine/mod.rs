@@ -4,6 +4,10 @@
 //! its [`Store`]; commands for its threads are executed here one at a time,
 //! which is what makes per-thread timestamps strictly increasing without
 //! locks.
+//!
+//! A mutation is resolved here (ids, timestamps, versions), its storage
+//! operations are appended to the shard's [`Wal`] and applied to the store,
+//! and the reply waits for the durability the configured mode promises.
 
 mod command;
 mod page;
@@ -15,13 +19,17 @@ pub use command::{
     ThreadPage, ThreadPosition,
 };
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::model::{Message, MessageId, Thread, ThreadId, ThreadRecord};
 use crate::shard::ShardId;
-use crate::store::{Store, StoreError};
+use crate::store::{Ops, Store, StoreError};
+use crate::wal::record::Lsn;
+use crate::wal::recovery::{self, RecoveryPolicy};
+use crate::wal::{Wal, WalOptions, WalStats};
 
 impl From<StoreError> for EngineError {
     fn from(err: StoreError) -> Self {
@@ -32,6 +40,10 @@ impl From<StoreError> for EngineError {
 pub struct Engine {
     shard: ShardId,
     store: Store,
+    wal: Rc<Wal>,
+    /// Set when applying a logged write to the store failed: the store no
+    /// longer matches the log, so writes stop until a restart replays it.
+    write_failure: RefCell<Option<String>>,
     /// Last timestamp this shard handed out; keeps thread timestamps
     /// strictly increasing even when the wall clock steps back.
     clock_ns: Cell<u64>,
@@ -41,6 +53,20 @@ pub struct Engine {
 
 /// Block cache per shard for fjall.
 const CACHE_BYTES_PER_SHARD: u64 = 64 * 1024 * 1024;
+/// How often a shard checks whether old WAL segments can be dropped.
+const CHECKPOINT_POLL: Duration = Duration::from_secs(1);
+
+/// A command's reply and, for a mutation, the LSN it must be durable at.
+struct Executed {
+    reply: Reply,
+    lsn: Option<Lsn>,
+}
+
+impl Executed {
+    fn read(reply: Reply) -> Result<Executed, EngineError> {
+        Ok(Executed { reply, lsn: None })
+    }
+}
 
 pub fn now_ns() -> u64 {
     SystemTime::now()
@@ -50,15 +76,114 @@ pub fn now_ns() -> u64 {
 }
 
 impl Engine {
-    pub fn open(shard: ShardId, dir: &Path) -> Result<Engine, StoreError> {
-        let store = Store::open(dir, CACHE_BYTES_PER_SHARD)?;
+    /// Opens the shard's store, replays its WAL past what the store has
+    /// applied, and starts the log writer and checkpoints. Must run on the
+    /// shard's executor. Returns the engine and recovery's log lines.
+    pub fn open(
+        shard: ShardId,
+        dir: &Path,
+        wal_options: WalOptions,
+        policy: RecoveryPolicy,
+    ) -> Result<(Rc<Engine>, Vec<String>), String> {
+        let store = Store::open(&dir.join("store"), CACHE_BYTES_PER_SHARD)
+            .map_err(|err| format!("{shard}: cannot open the store: {err}"))?;
+        let wal_dir = dir.join("wal");
+        let label = shard.to_string();
+        let recovered = recovery::recover(
+            &wal_dir,
+            &label,
+            store.applied_lsn(),
+            policy,
+            |lsn, payload| {
+                let ops = Ops::decode(payload)
+                    .ok_or_else(|| format!("{label}: WAL record {} does not decode", lsn.0))?;
+                store
+                    .apply(lsn, &ops)
+                    .map_err(|err| format!("{label}: replay of LSN {}: {err}", lsn.0))
+            },
+        )?;
+        let mut log = recovered.log;
+        if recovered.replayed > 0 {
+            log.push(format!(
+                "{label}: replayed {} WAL record(s)",
+                recovered.replayed
+            ));
+        }
+        // The store may be ahead of a log cut by recovery; LSNs never go back.
+        let last = recovered.last_lsn.max(store.applied_lsn());
+        let wal = Wal::start(&wal_dir, label, wal_options, last, recovered.segments);
         let seed = now_ns() ^ ((shard.0 as u64) << 56) ^ u64::from(std::process::id());
-        Ok(Engine {
+        let engine = Rc::new(Engine {
             shard,
             store,
+            wal,
+            write_failure: RefCell::new(None),
             clock_ns: Cell::new(0),
             salt_state: Cell::new(seed),
-        })
+        });
+        glommio::spawn_local(engine.clone().checkpoints()).detach();
+        Ok((engine, log))
+    }
+
+    pub fn wal_stats(&self) -> WalStats {
+        self.wal.stats()
+    }
+
+    /// Drops WAL segments once the store has synced everything in them.
+    async fn checkpoints(self: Rc<Self>) {
+        loop {
+            glommio::timer::sleep(CHECKPOINT_POLL).await;
+            if self.wal.segment_count() < 2 {
+                continue;
+            }
+            let applied = self.store.applied_lsn();
+            let db = self.store.database();
+            // fjall's sync blocks; run it off the shard's core.
+            let synced = glommio::executor()
+                .spawn_blocking(move || db.persist(fjall::PersistMode::SyncAll))
+                .await;
+            let removed = match synced {
+                Ok(()) => self.wal.remove_segments_through(applied),
+                Err(err) => Err(format!("store sync failed: {err}")),
+            };
+            if let Err(why) = removed {
+                eprintln!("progressdb: {}: checkpoint failed: {why}", self.shard);
+            }
+        }
+    }
+
+    /// Logs `ops`, applies them to the store, and returns their LSN.
+    fn commit(&self, ops: Ops) -> Result<Lsn, EngineError> {
+        if let Some(why) = self.write_failure.borrow().as_ref() {
+            return Err(EngineError::WritesUnavailable(why.clone()));
+        }
+        let lsn = self
+            .wal
+            .append(&ops.encode())
+            .map_err(|err| EngineError::WritesUnavailable(err.to_string()))?;
+        if let Err(err) = self.store.apply(lsn, &ops) {
+            let why = format!("applying LSN {} failed: {err}", lsn.0);
+            eprintln!(
+                "progressdb: {}: {why}; refusing writes until restart",
+                self.shard
+            );
+            *self.write_failure.borrow_mut() = Some(why.clone());
+            return Err(EngineError::WritesUnavailable(why));
+        }
+        Ok(lsn)
+    }
+
+    /// Executes `command` and waits until its effects are as durable as the
+    /// configured mode promises.
+    pub async fn run(&self, command: Command) -> Outcome {
+        let executed = self.execute(command)?;
+        if let Some(lsn) = executed.lsn {
+            self.wal
+                .wait_durable(lsn)
+                .await
+                .map_err(|err| EngineError::WritesUnavailable(err.to_string()))?;
+        }
+        Ok(executed.reply)
     }
 
     pub fn shard(&self) -> ShardId {
@@ -86,7 +211,7 @@ impl Engine {
         z ^ (z >> 31)
     }
 
-    pub fn execute(&self, command: Command) -> Outcome {
+    fn execute(&self, command: Command) -> Result<Executed, EngineError> {
         match command {
             Command::CreateThread {
                 id,
@@ -97,12 +222,16 @@ impl Engine {
                 if self.store.get_thread(id.as_str())?.is_some() {
                     return Err(EngineError::ThreadExists);
                 }
-                let record = self.new_thread(&id, author.as_str(), title, slug)?;
-                Ok(Reply::Created(to_json(&record.thread)))
+                let record = self.new_thread(&id, author.as_str(), title, slug);
+                let lsn = self.commit(Store::thread_ops(&record))?;
+                Ok(Executed {
+                    reply: Reply::Created(to_json(&record.thread)),
+                    lsn: Some(lsn),
+                })
             }
             Command::GetThread { id, caller } => {
                 let record = self.visible_thread(&id, &caller)?;
-                Ok(Reply::Ok(to_json(&record.thread)))
+                Executed::read(Reply::Ok(to_json(&record.thread)))
             }
             Command::UpdateThread {
                 id,
@@ -118,17 +247,25 @@ impl Engine {
                     record.thread.slug = slug;
                 }
                 record.thread.updated_ts = self.tick(record.thread.updated_ts);
-                self.store.put_thread(&record)?;
-                Ok(Reply::Ok(to_json(&record.thread)))
+                let lsn = self.commit(Store::thread_ops(&record))?;
+                Ok(Executed {
+                    reply: Reply::Ok(to_json(&record.thread)),
+                    lsn: Some(lsn),
+                })
             }
             Command::DeleteThread { id, caller } => {
                 let mut record = self.visible_thread(&id, &caller)?;
                 record.thread.deleted = true;
                 record.thread.updated_ts = self.tick(record.thread.updated_ts);
-                self.store.put_thread(&record)?;
-                Ok(Reply::Ok(br#"{"deleted":true}"#.to_vec()))
+                let lsn = self.commit(Store::thread_ops(&record))?;
+                Ok(Executed {
+                    reply: Reply::Ok(br#"{"deleted":true}"#.to_vec()),
+                    lsn: Some(lsn),
+                })
             }
-            Command::ListThreads(page) => page::threads(&self.store, &page).map(Reply::Threads),
+            Command::ListThreads(page) => {
+                Executed::read(Reply::Threads(page::threads(&self.store, &page)?))
+            }
             Command::PostMessage {
                 thread,
                 caller,
@@ -138,15 +275,17 @@ impl Engine {
                 reply_to,
                 create_thread_titled,
             } => {
-                let mut record = match self.store.get_thread(thread.as_str())? {
+                let (mut record, created) = match self.store.get_thread(thread.as_str())? {
                     Some(record)
                         if !record.thread.deleted && caller.may_access(&record.thread.author) =>
                     {
-                        record
+                        (record, false)
                     }
                     Some(_) => return Err(EngineError::ThreadNotFound),
                     None => match create_thread_titled {
-                        Some(title) => self.new_thread(&thread, author.as_str(), title, None)?,
+                        Some(title) => {
+                            (self.new_thread(&thread, author.as_str(), title, None), true)
+                        }
                         None => return Err(EngineError::ThreadNotFound),
                     },
                 };
@@ -174,8 +313,20 @@ impl Engine {
                     version: 1,
                 };
                 record.last_message_ts = ts;
-                self.store.put_message(&record, &message)?;
-                Ok(Reply::Created(to_json(&message)))
+                // A thread created on the fly is written in the same record
+                // as its first message, so neither exists without the other.
+                let ops = if created {
+                    let mut ops = Store::thread_ops(&record);
+                    ops.extend(Store::message_ops(None, &message));
+                    ops
+                } else {
+                    Store::message_ops(Some(&record), &message)
+                };
+                let lsn = self.commit(ops)?;
+                Ok(Executed {
+                    reply: Reply::Created(to_json(&message)),
+                    lsn: Some(lsn),
+                })
             }
             Command::ListMessages {
                 thread,
@@ -183,11 +334,15 @@ impl Engine {
                 page,
             } => {
                 self.visible_thread(&thread, &caller)?;
-                page::messages(&self.store, thread.as_str(), &page).map(Reply::Ok)
+                Executed::read(Reply::Ok(page::messages(
+                    &self.store,
+                    thread.as_str(),
+                    &page,
+                )?))
             }
             Command::GetMessage { thread, caller, id } => {
-                let message = self.visible_message(&thread, &caller, &id)?.1;
-                Ok(Reply::Ok(to_json(&message)))
+                let message = self.visible_message(&thread, &caller, &id)?;
+                Executed::read(Reply::Ok(to_json(&message)))
             }
             Command::EditMessage {
                 thread,
@@ -195,32 +350,39 @@ impl Engine {
                 id,
                 body,
             } => {
-                let (record, mut message) = self.visible_message(&thread, &caller, &id)?;
+                let mut message = self.visible_message(&thread, &caller, &id)?;
                 message.body = body;
                 message.version += 1;
                 message.updated_ts = Some(self.tick(message.updated_ts.unwrap_or(message.ts)));
-                self.store.put_message(&record, &message)?;
-                Ok(Reply::Ok(to_json(&message)))
+                let lsn = self.commit(Store::message_ops(None, &message))?;
+                Ok(Executed {
+                    reply: Reply::Ok(to_json(&message)),
+                    lsn: Some(lsn),
+                })
             }
             Command::DeleteMessage { thread, caller, id } => {
-                let (record, mut message) = self.visible_message(&thread, &caller, &id)?;
+                let mut message = self.visible_message(&thread, &caller, &id)?;
                 message.deleted = true;
                 message.updated_ts = Some(self.tick(message.updated_ts.unwrap_or(message.ts)));
-                self.store.put_message(&record, &message)?;
-                Ok(Reply::Ok(br#"{"deleted":true}"#.to_vec()))
+                let lsn = self.commit(Store::message_ops(None, &message))?;
+                Ok(Executed {
+                    reply: Reply::Ok(br#"{"deleted":true}"#.to_vec()),
+                    lsn: Some(lsn),
+                })
             }
         }
     }
 
+    /// A new thread record; the caller commits it.
     fn new_thread(
         &self,
         id: &ThreadId,
         author: &str,
         title: String,
         slug: Option<String>,
-    ) -> Result<ThreadRecord, EngineError> {
+    ) -> ThreadRecord {
         let ts = self.tick(0);
-        let record = ThreadRecord {
+        ThreadRecord {
             thread: Thread {
                 id: id.to_string(),
                 title,
@@ -231,9 +393,7 @@ impl Engine {
                 deleted: false,
             },
             last_message_ts: 0,
-        };
-        self.store.put_thread(&record)?;
-        Ok(record)
+        }
     }
 
     /// The thread if it exists, is not deleted, and the caller may see it.
@@ -264,10 +424,10 @@ impl Engine {
         thread: &ThreadId,
         caller: &Caller,
         id: &str,
-    ) -> Result<(ThreadRecord, Message), EngineError> {
-        let record = self.visible_thread(thread, caller)?;
+    ) -> Result<Message, EngineError> {
+        self.visible_thread(thread, caller)?;
         match self.find_message(thread, id)? {
-            Some(message) if !message.deleted => Ok((record, message)),
+            Some(message) if !message.deleted => Ok(message),
             _ => Err(EngineError::MessageNotFound),
         }
     }

@@ -126,10 +126,11 @@ async fn run_shard(
         .map_err(|err| format!("cannot join the shard mesh: {err}"))?;
     let shard = ShardId(senders.peer_id());
     let dir = datadir::shard_dir(&config.db, shard.0);
-    let engine = Rc::new(
-        Engine::open(shard, &dir)
-            .map_err(|err| format!("{shard}: cannot open {}: {err}", dir.display()))?,
-    );
+    let (engine, recovery_log) =
+        Engine::open(shard, &dir, config.wal.clone(), config.wal_recovery)?;
+    for line in recovery_log {
+        eprintln!("progressdb: {line}");
+    }
     let mesh = mesh::Mesh::start(senders, receivers, engine.clone());
     let api = Rc::new(Api::new(
         mesh,

@@ -12,7 +12,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use glommio::ResourceType;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalSender};
 
@@ -83,7 +82,7 @@ impl Mesh {
     /// Runs `command` on shard `target` and returns its outcome.
     pub async fn call(&self, target: ShardId, command: Command) -> Outcome {
         if target == self.local_shard() {
-            return self.engine.execute(command);
+            return self.engine.run(command).await;
         }
         let ticket = self.next_ticket.get();
         self.next_ticket.set(ticket.wrapping_add(1));
@@ -124,20 +123,19 @@ impl Mesh {
     fn on_envelope(self: &Rc<Self>, peer: usize, envelope: Envelope) {
         match envelope {
             Envelope::Request { ticket, command } => {
-                let outcome = self.engine.execute(command);
-                let reply = Envelope::Reply { ticket, outcome };
-                // Never wait inside the receive loop: if the peer's inbox is
-                // full, a task waits instead, so two cores replying to each
+                // Never wait inside the receive loop: a write waits for its
+                // fsync and a reply may wait for room in the peer's inbox, so
+                // each request gets a task and two cores replying to each
                 // other cannot deadlock.
-                if let Err(glommio::GlommioError::WouldBlock(ResourceType::Channel(reply))) =
-                    self.senders.try_send_to(peer, reply)
-                {
-                    let mesh = self.clone();
-                    glommio::spawn_local(async move {
-                        let _ = mesh.senders.send_to(peer, reply).await;
-                    })
-                    .detach();
-                }
+                let mesh = self.clone();
+                glommio::spawn_local(async move {
+                    let outcome = mesh.engine.run(command).await;
+                    let _ = mesh
+                        .senders
+                        .send_to(peer, Envelope::Reply { ticket, outcome })
+                        .await;
+                })
+                .detach();
             }
             Envelope::Reply { ticket, outcome } => {
                 if let Some(waiter) = self.pending.borrow_mut().remove(&ticket) {

@@ -1,6 +1,11 @@
 //! The only code that calls fjall. One [`Store`] per shard, owned by that
 //! shard's executor; nothing else opens its directory.
 //!
+//! Writes are expressed as [`Ops`]: the shard appends their encoding to its
+//! write-ahead log first, then applies them here together with the LSN, in
+//! one fjall batch. fjall's own journal is not synced per write (the WAL is
+//! the source of truth); `applied_lsn` tells recovery where replay starts.
+//!
 //! Message values and author index values are one flag byte followed by the
 //! wire JSON. The flag says whether the item is soft-deleted, so a page scan
 //! can skip deleted items and copy live JSON out without parsing it.
@@ -13,6 +18,7 @@ use std::path::Path;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 use crate::model::{Message, ThreadRecord};
+use crate::wal::record::Lsn;
 
 /// Storage failures. Corruption means a stored value no longer parses,
 /// which is a bug or disk damage, never a client error.
@@ -51,6 +57,78 @@ pub struct Store {
     threads: Keyspace,
     messages: Keyspace,
     author_threads: Keyspace,
+    meta: Keyspace,
+    applied_lsn: std::cell::Cell<Lsn>,
+}
+
+/// Key in the `meta` keyspace holding the last applied LSN (u64 LE).
+const APPLIED_LSN_KEY: &[u8] = b"applied_lsn";
+
+/// The keyspace an operation writes to; its number is part of the WAL
+/// payload format and must not change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    Threads = 1,
+    Messages = 2,
+    AuthorThreads = 3,
+}
+
+/// One atomic group of writes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Ops(Vec<(Space, Vec<u8>, Vec<u8>)>);
+
+impl Ops {
+    pub fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {
+        self.0.push((space, key, value));
+    }
+
+    pub fn extend(&mut self, other: Ops) {
+        self.0.extend(other.0);
+    }
+
+    /// WAL payload:
+    ///
+    /// ```text
+    /// count u32 LE, then per op: space u8, key length u16 LE, key,
+    /// value length u32 LE, value
+    /// ```
+    pub fn encode(&self) -> Vec<u8> {
+        let size: usize = self.0.iter().map(|(_, k, v)| 7 + k.len() + v.len()).sum();
+        let mut out = Vec::with_capacity(4 + size);
+        out.extend_from_slice(&(self.0.len() as u32).to_le_bytes());
+        for (space, key, value) in &self.0 {
+            out.push(*space as u8);
+            out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+            out.extend_from_slice(key);
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            out.extend_from_slice(value);
+        }
+        out
+    }
+
+    pub fn decode(mut bytes: &[u8]) -> Option<Ops> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+            *bytes = rest;
+            Some(head)
+        }
+        let count = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?);
+        let mut ops = Ops::default();
+        for _ in 0..count {
+            let space = match take(&mut bytes, 1)?[0] {
+                1 => Space::Threads,
+                2 => Space::Messages,
+                3 => Space::AuthorThreads,
+                _ => return None,
+            };
+            let key_len = u16::from_le_bytes(take(&mut bytes, 2)?.try_into().ok()?) as usize;
+            let key = take(&mut bytes, key_len)?.to_vec();
+            let value_len = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?) as usize;
+            let value = take(&mut bytes, value_len)?.to_vec();
+            ops.put(space, key, value);
+        }
+        bytes.is_empty().then_some(ops)
+    }
 }
 
 /// Background flush/compaction threads per shard. One keeps a shard's
@@ -62,16 +140,65 @@ impl Store {
         let db = Database::builder(dir)
             .worker_threads(FJALL_WORKER_THREADS)
             .cache_size(cache_bytes)
+            // The WAL makes writes durable; fjall's journal is synced only
+            // at checkpoints, so nothing is fsynced twice.
+            .manual_journal_persist(true)
             .open()?;
         let threads = db.keyspace("threads", KeyspaceCreateOptions::default)?;
         let messages = db.keyspace("messages", KeyspaceCreateOptions::default)?;
         let author_threads = db.keyspace("author_threads", KeyspaceCreateOptions::default)?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let applied = match meta.get(APPLIED_LSN_KEY)? {
+            None => Lsn(0),
+            Some(bytes) => Lsn(u64::from_le_bytes(
+                bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("applied_lsn".into()))?,
+            )),
+        };
         Ok(Store {
             db,
             threads,
             messages,
             author_threads,
+            meta,
+            applied_lsn: std::cell::Cell::new(applied),
         })
+    }
+
+    /// The LSN of the last operations applied (durable only after `persist`).
+    pub fn applied_lsn(&self) -> Lsn {
+        self.applied_lsn.get()
+    }
+
+    fn keyspace(&self, space: Space) -> &Keyspace {
+        match space {
+            Space::Threads => &self.threads,
+            Space::Messages => &self.messages,
+            Space::AuthorThreads => &self.author_threads,
+        }
+    }
+
+    /// Applies one logged group of writes and records its LSN, atomically.
+    pub fn apply(&self, lsn: Lsn, ops: &Ops) -> StoreResult<()> {
+        assert!(
+            lsn > self.applied_lsn.get(),
+            "LSNs must be applied in order"
+        );
+        let mut batch = self.db.batch();
+        for (space, key, value) in &ops.0 {
+            batch.insert(self.keyspace(*space), key.as_slice(), value.as_slice());
+        }
+        batch.insert(&self.meta, APPLIED_LSN_KEY, lsn.0.to_le_bytes());
+        batch.commit()?;
+        self.applied_lsn.set(lsn);
+        Ok(())
+    }
+
+    /// A handle for syncing from a blocking thread (see `persist`).
+    pub fn database(&self) -> Database {
+        self.db.clone()
     }
 
     pub fn get_thread(&self, thread_id: &str) -> StoreResult<Option<ThreadRecord>> {
@@ -81,36 +208,36 @@ impl Store {
         }
     }
 
-    /// Writes a thread record and its author index entry in one batch.
-    pub fn put_thread(&self, record: &ThreadRecord) -> StoreResult<()> {
+    /// Writes of a thread record and its author index entry.
+    pub fn thread_ops(record: &ThreadRecord) -> Ops {
         let thread = &record.thread;
-        let mut batch = self.db.batch();
-        batch.insert(&self.threads, keys::thread(&thread.id), encode(record));
-        batch.insert(
-            &self.author_threads,
+        let mut ops = Ops::default();
+        ops.put(Space::Threads, keys::thread(&thread.id), encode(record));
+        ops.put(
+            Space::AuthorThreads,
             keys::author_thread(&thread.author, thread.created_ts, &thread.id),
             flagged(thread.deleted, thread),
         );
-        batch.commit()?;
-        Ok(())
+        ops
     }
 
-    /// Writes a message and its thread's record (which tracks the newest
-    /// message timestamp) atomically.
-    pub fn put_message(&self, record: &ThreadRecord, message: &Message) -> StoreResult<()> {
-        let mut batch = self.db.batch();
-        batch.insert(
-            &self.threads,
-            keys::thread(&record.thread.id),
-            encode(record),
-        );
-        batch.insert(
-            &self.messages,
+    /// Writes of a message and, when given, its thread's record (which
+    /// tracks the newest message timestamp).
+    pub fn message_ops(record: Option<&ThreadRecord>, message: &Message) -> Ops {
+        let mut ops = Ops::default();
+        if let Some(record) = record {
+            ops.put(
+                Space::Threads,
+                keys::thread(&record.thread.id),
+                encode(record),
+            );
+        }
+        ops.put(
+            Space::Messages,
             keys::message(&message.thread, message.ts),
             flagged(message.deleted, message),
         );
-        batch.commit()?;
-        Ok(())
+        ops
     }
 
     pub fn get_message(&self, thread_id: &str, ts: u64) -> StoreResult<Option<Message>> {
@@ -239,4 +366,42 @@ fn unflag(value: &[u8]) -> StoreResult<(bool, &[u8])> {
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
     serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt(err.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_round_trip_and_reject_garbage() {
+        let mut ops = Ops::default();
+        ops.put(Space::Messages, b"k1".to_vec(), b"value".to_vec());
+        ops.put(Space::AuthorThreads, Vec::new(), vec![0; 300]);
+        let bytes = ops.encode();
+        assert_eq!(Ops::decode(&bytes), Some(ops));
+        for cut in 0..bytes.len() {
+            assert_eq!(Ops::decode(&bytes[..cut]), None, "cut {cut}");
+        }
+        let mut bad_space = bytes.clone();
+        bad_space[4] = 9;
+        assert_eq!(Ops::decode(&bad_space), None);
+        let mut trailing = bytes;
+        trailing.push(0);
+        assert_eq!(Ops::decode(&trailing), None);
+    }
+
+    #[test]
+    fn apply_records_the_lsn_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(store.applied_lsn(), Lsn(0));
+            let mut ops = Ops::default();
+            ops.put(Space::Threads, b"t".to_vec(), b"{}".to_vec());
+            store.apply(Lsn(7), &ops).unwrap();
+            store.persist().unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.applied_lsn(), Lsn(7));
+    }
 }

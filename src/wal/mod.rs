@@ -1,0 +1,391 @@
+//! Per-shard write-ahead log: the source of truth for every mutation.
+//!
+//! A shard resolves a mutation (ids, timestamps, versions), encodes the
+//! resulting storage operations, [`Wal::append`]s them (an in-memory
+//! append that returns the LSN), applies them to its store, and then waits
+//! for [`Wal::wait_durable`] according to the [`Durability`] mode.
+//!
+//! One flusher task per shard turns appends into flushes: it takes
+//! everything appended so far, frames it ([`segment`]), writes it with one
+//! io_uring DMA write and one fdatasync, then wakes every waiter whose LSN
+//! it covered. Appends that arrive while a flush is in flight form the next
+//! flush, so concurrent writers share fsyncs (group commit) and the shard
+//! keeps serving requests meanwhile.
+//!
+//! If a write or fdatasync fails, the shard's WAL is poisoned: waiters and
+//! later appends get [`WalError::Poisoned`] (answered 503) until restart. An
+//! fsync is never retried, because after a failure the kernel may have
+//! dropped the dirty pages and a retry can report success for lost data.
+
+pub mod record;
+pub mod recovery;
+pub mod segment;
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::io::{DmaFile, OpenOptions};
+
+use record::{Kind, Lsn, Record};
+use segment::{flush_len, frame_flush};
+
+/// When a write is acknowledged, and what a crash can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Acknowledge after the record is on stable storage (fdatasync done).
+    Sync,
+    /// Acknowledge at once; fdatasync at least every flush interval.
+    Batch,
+    /// Acknowledge at once; write but never fdatasync.
+    None,
+}
+
+impl Durability {
+    pub fn parse(text: &str) -> Option<Durability> {
+        match text {
+            "sync" => Some(Durability::Sync),
+            "batch" => Some(Durability::Batch),
+            "none" => Some(Durability::None),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::Sync => "sync",
+            Durability::Batch => "batch",
+            Durability::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    pub durability: Durability,
+    /// Longest time an appended record waits for its flush in `batch` mode.
+    pub flush_interval: Duration,
+    /// Size each segment file is preallocated to.
+    pub segment_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalError {
+    /// A write or fsync failed earlier; nothing is accepted until restart.
+    Poisoned(String),
+}
+
+impl std::fmt::Display for WalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WalError::Poisoned(why) => {
+                write!(f, "write-ahead log unavailable until restart: {why}")
+            }
+        }
+    }
+}
+
+/// A segment file and the first LSN it holds (also its name).
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    pub first: Lsn,
+    pub path: PathBuf,
+}
+
+/// Counters for stats and benchmarks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WalStats {
+    pub appends: u64,
+    pub flushes: u64,
+    pub fsyncs: u64,
+    pub records_flushed: u64,
+    pub bytes_written: u64,
+    pub segments: u64,
+    pub durable_lsn: u64,
+}
+
+/// Appended records not yet handed to the flusher.
+struct Pending {
+    records: Vec<u8>,
+    count: u32,
+    first: Lsn,
+}
+
+type Waiter = (Lsn, LocalSender<Result<(), WalError>>);
+
+pub struct Wal {
+    dir: PathBuf,
+    options: WalOptions,
+    next_lsn: Cell<Lsn>,
+    pending: RefCell<Pending>,
+    durable: Cell<Lsn>,
+    waiters: RefCell<VecDeque<Waiter>>,
+    poisoned: RefCell<Option<String>>,
+    segments: RefCell<Vec<SegmentInfo>>,
+    kick: LocalSender<()>,
+    stats: Cell<WalStats>,
+    label: String,
+}
+
+/// Bytes reserved up front for the pending buffer.
+const PENDING_CAPACITY: usize = 64 * 1024;
+
+impl Wal {
+    /// Starts the log after recovery: new records get LSNs after
+    /// `last_lsn`, in a new segment created by the first flush.
+    pub fn start(
+        dir: &Path,
+        label: String,
+        options: WalOptions,
+        last_lsn: Lsn,
+        segments: Vec<SegmentInfo>,
+    ) -> Rc<Wal> {
+        let (kick, kicked) = local_channel::new_bounded(1);
+        let wal = Rc::new(Wal {
+            dir: dir.to_path_buf(),
+            options,
+            next_lsn: Cell::new(Lsn(last_lsn.0 + 1)),
+            pending: RefCell::new(Pending {
+                records: Vec::with_capacity(PENDING_CAPACITY),
+                count: 0,
+                first: Lsn(last_lsn.0 + 1),
+            }),
+            durable: Cell::new(last_lsn),
+            waiters: RefCell::new(VecDeque::new()),
+            poisoned: RefCell::new(None),
+            stats: Cell::new(WalStats {
+                segments: segments.len() as u64,
+                durable_lsn: last_lsn.0,
+                ..WalStats::default()
+            }),
+            segments: RefCell::new(segments),
+            kick,
+            label,
+        });
+        glommio::spawn_local(wal.clone().flusher(kicked)).detach();
+        wal
+    }
+
+    pub fn stats(&self) -> WalStats {
+        self.stats.get()
+    }
+
+    fn update_stats(&self, change: impl FnOnce(&mut WalStats)) {
+        let mut stats = self.stats.get();
+        change(&mut stats);
+        self.stats.set(stats);
+    }
+
+    /// Adds a record to the next flush and returns its LSN. Does not wait.
+    pub fn append(&self, payload: &[u8]) -> Result<Lsn, WalError> {
+        if let Some(why) = self.poisoned.borrow().as_ref() {
+            return Err(WalError::Poisoned(why.clone()));
+        }
+        let lsn = self.next_lsn.get();
+        self.next_lsn.set(Lsn(lsn.0 + 1));
+        let mut pending = self.pending.borrow_mut();
+        if pending.count == 0 {
+            pending.first = lsn;
+        }
+        Record {
+            kind: Kind::Operations,
+            lsn,
+            payload,
+        }
+        .encode_into(&mut pending.records);
+        pending.count += 1;
+        drop(pending);
+        self.update_stats(|stats| stats.appends += 1);
+        // A full channel means a kick is already waiting: nothing to add.
+        let _ = self.kick.try_send(());
+        Ok(lsn)
+    }
+
+    /// Waits until `lsn` is as durable as the mode promises: on stable
+    /// storage in `sync` mode, immediately in the others.
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), WalError> {
+        if self.options.durability != Durability::Sync || self.durable.get() >= lsn {
+            return Ok(());
+        }
+        if let Some(why) = self.poisoned.borrow().as_ref() {
+            return Err(WalError::Poisoned(why.clone()));
+        }
+        let (done, wait) = local_channel::new_bounded(1);
+        self.waiters.borrow_mut().push_back((lsn, done));
+        match wait.recv().await {
+            Some(result) => result,
+            None => Err(WalError::Poisoned("the log writer stopped".into())),
+        }
+    }
+
+    async fn flusher(self: Rc<Self>, kicked: LocalReceiver<()>) {
+        let mut current: Option<OpenSegment> = None;
+        loop {
+            if self.pending.borrow().count == 0 {
+                if kicked.recv().await.is_none() {
+                    return;
+                }
+                continue;
+            }
+            if self.options.durability == Durability::Batch {
+                // Let the interval's appends gather into one flush.
+                glommio::timer::sleep(self.options.flush_interval).await;
+            }
+            let batch = self.pending.replace(Pending {
+                records: Vec::with_capacity(PENDING_CAPACITY),
+                count: 0,
+                first: self.next_lsn.get(),
+            });
+            let last = Lsn(batch.first.0 + u64::from(batch.count) - 1);
+            match self.flush(&mut current, &batch).await {
+                Ok(()) => {
+                    self.durable.set(last);
+                    self.update_stats(|stats| {
+                        stats.flushes += 1;
+                        stats.records_flushed += u64::from(batch.count);
+                        stats.durable_lsn = last.0;
+                        if self.options.durability != Durability::None {
+                            stats.fsyncs += 1;
+                        }
+                    });
+                    self.wake(last, Ok(()));
+                }
+                Err(why) => {
+                    eprintln!(
+                        "progressdb: {}: {why}; refusing writes until restart",
+                        self.label
+                    );
+                    *self.poisoned.borrow_mut() = Some(why.clone());
+                    self.wake(Lsn(u64::MAX), Err(WalError::Poisoned(why)));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn wake(&self, upto: Lsn, result: Result<(), WalError>) {
+        let mut waiters = self.waiters.borrow_mut();
+        while waiters.front().is_some_and(|(lsn, _)| *lsn <= upto) {
+            if let Some((_, done)) = waiters.pop_front() {
+                let _ = done.try_send(result.clone());
+            }
+        }
+    }
+
+    /// One write (+ fdatasync unless `none`) of a framed batch, rotating to
+    /// a new segment when the current one is full.
+    async fn flush(
+        &self,
+        current: &mut Option<OpenSegment>,
+        batch: &Pending,
+    ) -> Result<(), String> {
+        let length = flush_len(batch.records.len());
+        let full = current
+            .as_ref()
+            .is_none_or(|segment| segment.offset + length as u64 > segment.capacity);
+        if full {
+            if let Some(old) = current.take() {
+                let _ = old.file.close().await;
+            }
+            *current = Some(self.create_segment(batch.first, length as u64).await?);
+        }
+        let segment = current.as_mut().expect("a segment is open");
+        let mut buffer = segment.file.alloc_dma_buffer(length);
+        frame_flush(
+            batch.first,
+            batch.count,
+            &batch.records,
+            buffer.as_bytes_mut(),
+        );
+        let written = segment
+            .file
+            .write_at(buffer, segment.offset)
+            .await
+            .map_err(|err| format!("WAL write failed: {err}"))?;
+        if written != length {
+            return Err(format!("WAL write was short: {written} of {length} bytes"));
+        }
+        if self.options.durability != Durability::None {
+            segment
+                .file
+                .fdatasync()
+                .await
+                .map_err(|err| format!("WAL fdatasync failed: {err}"))?;
+        }
+        segment.offset += length as u64;
+        self.update_stats(|stats| stats.bytes_written += length as u64);
+        Ok(())
+    }
+
+    /// Creates, preallocates and syncs a new segment, then syncs the
+    /// directory so the file itself survives a crash.
+    async fn create_segment(&self, first: Lsn, at_least: u64) -> Result<OpenSegment, String> {
+        let path = self.dir.join(recovery::segment_name(first));
+        let capacity = self.options.segment_bytes.max(at_least);
+        let file = OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .dma_open(&path)
+            .await
+            .map_err(|err| format!("cannot create {}: {err}", path.display()))?;
+        file.pre_allocate(capacity, false)
+            .await
+            .map_err(|err| format!("cannot preallocate {}: {err}", path.display()))?;
+        file.fdatasync()
+            .await
+            .map_err(|err| format!("cannot sync {}: {err}", path.display()))?;
+        sync_dir(&self.dir)?;
+        self.segments.borrow_mut().push(SegmentInfo { first, path });
+        self.update_stats(|stats| stats.segments += 1);
+        Ok(OpenSegment {
+            file,
+            offset: 0,
+            capacity,
+        })
+    }
+
+    /// Deletes segments whose every record is at or below `durable_in_store`
+    /// (the store has synced them). The newest segment is always kept.
+    pub fn remove_segments_through(&self, durable_in_store: Lsn) -> Result<usize, String> {
+        let removable: Vec<SegmentInfo> = {
+            let segments = self.segments.borrow();
+            segments
+                .windows(2)
+                .take_while(|pair| pair[1].first.0 <= durable_in_store.0 + 1)
+                .map(|pair| pair[0].clone())
+                .collect()
+        };
+        for segment in &removable {
+            std::fs::remove_file(&segment.path)
+                .map_err(|err| format!("cannot remove {}: {err}", segment.path.display()))?;
+        }
+        if !removable.is_empty() {
+            sync_dir(&self.dir)?;
+            self.segments.borrow_mut().drain(..removable.len());
+            self.update_stats(|stats| stats.segments -= removable.len() as u64);
+        }
+        Ok(removable.len())
+    }
+
+    /// Segments that `remove_segments_through` could delete now.
+    pub fn segment_count(&self) -> usize {
+        self.segments.borrow().len()
+    }
+}
+
+struct OpenSegment {
+    file: DmaFile,
+    offset: u64,
+    capacity: u64,
+}
+
+/// fsync on a directory, so created, renamed or removed entries persist.
+pub fn sync_dir(dir: &Path) -> Result<(), String> {
+    std::fs::File::open(dir)
+        .and_then(|file| file.sync_all())
+        .map_err(|err| format!("cannot sync directory {}: {err}", dir.display()))
+}
