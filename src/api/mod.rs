@@ -71,6 +71,7 @@ impl Api {
             Route::ListThreads => {
                 return self.list_threads(principal.require_user()?, &query).await;
             }
+            Route::Stats => return self.stats().await,
             Route::CreateThread => {
                 let author = principal.require_user()?;
                 let body: input::CreateThread = decode_body(request)?;
@@ -193,6 +194,43 @@ impl Api {
         }
     }
 
+    /// Sends `command` to every shard at once; replies in shard order.
+    async fn ask_every_shard(&self, command: impl Fn() -> Command) -> Result<Vec<Reply>, ApiError> {
+        // One task per shard so the calls overlap instead of queueing.
+        let calls: Vec<_> = (0..self.mesh.shard_count())
+            .map(|shard| {
+                let mesh = self.mesh.clone();
+                let command = command();
+                glommio::spawn_local(async move { mesh.call(ShardId(shard), command).await })
+            })
+            .collect();
+        let mut replies = Vec::with_capacity(calls.len());
+        for call in calls {
+            replies.push(call.await?);
+        }
+        Ok(replies)
+    }
+
+    async fn stats(&self) -> Result<Response, ApiError> {
+        let mut body = b"{\"shards\":[".to_vec();
+        for (index, reply) in self
+            .ask_every_shard(|| Command::Stats)
+            .await?
+            .into_iter()
+            .enumerate()
+        {
+            let Reply::Ok(json) = reply else {
+                return Err(EngineError::Storage("unexpected reply to stats".into()).into());
+            };
+            if index > 0 {
+                body.push(b',');
+            }
+            body.extend(json);
+        }
+        body.extend_from_slice(b"]}");
+        Ok(json(200, body))
+    }
+
     /// Asks every shard for its part of the author's threads, then merges.
     async fn list_threads(&self, author: UserId, query: &Query) -> Result<Response, ApiError> {
         let request = query.thread_page(&self.limits)?;
@@ -202,17 +240,12 @@ impl Api {
             order: request.scan_order,
             limit: request.limit,
         };
-        // One task per shard so the calls overlap instead of queueing.
-        let calls: Vec<_> = (0..self.mesh.shard_count())
-            .map(|shard| {
-                let mesh = self.mesh.clone();
-                let command = Command::ListThreads(page.clone());
-                glommio::spawn_local(async move { mesh.call(ShardId(shard), command).await })
-            })
-            .collect();
         let mut entries = Vec::new();
-        for call in calls {
-            match call.await? {
+        for reply in self
+            .ask_every_shard(|| Command::ListThreads(page.clone()))
+            .await?
+        {
+            match reply {
                 Reply::Threads(part) => entries.extend(part),
                 _ => {
                     return Err(EngineError::Storage("unexpected reply to a listing".into()).into());

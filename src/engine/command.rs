@@ -89,6 +89,8 @@ pub enum Command {
     },
     /// One shard's part of a thread listing; the caller merges the parts.
     ListThreads(ThreadPage),
+    /// One shard's counters.
+    Stats,
     PostMessage {
         thread: ThreadId,
         caller: Caller,
@@ -162,7 +164,7 @@ impl Command {
     /// The thread whose owner executes this command.
     ///
     /// # Panics
-    /// For `ListThreads`, which is sent to every shard instead.
+    /// For `ListThreads` and `Stats`, which are sent to every shard instead.
     pub fn thread(&self) -> &ThreadId {
         match self {
             Command::CreateThread { id, .. }
@@ -174,7 +176,9 @@ impl Command {
             | Command::GetMessage { thread, .. }
             | Command::EditMessage { thread, .. }
             | Command::DeleteMessage { thread, .. } => thread,
-            Command::ListThreads(_) => panic!("a thread listing has no single owner"),
+            Command::ListThreads(_) | Command::Stats => {
+                panic!("sent to every shard, not to one owner")
+            }
         }
     }
 }

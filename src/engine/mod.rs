@@ -263,6 +263,29 @@ impl Engine {
                     lsn: Some(lsn),
                 })
             }
+            Command::Stats => {
+                let wal = self.wal.stats();
+                let records_per_fsync = if wal.fsyncs == 0 {
+                    0.0
+                } else {
+                    wal.records_flushed as f64 / wal.fsyncs as f64
+                };
+                let stats = serde_json::json!({
+                    "shard": self.shard.0,
+                    "applied_lsn": self.store.applied_lsn().0,
+                    "wal": {
+                        "appends": wal.appends,
+                        "flushes": wal.flushes,
+                        "fsyncs": wal.fsyncs,
+                        "records_flushed": wal.records_flushed,
+                        "records_per_fsync": records_per_fsync,
+                        "bytes_written": wal.bytes_written,
+                        "segments": wal.segments,
+                        "durable_lsn": wal.durable_lsn,
+                    },
+                });
+                Executed::read(Reply::Ok(stats.to_string().into_bytes()))
+            }
             Command::ListThreads(page) => {
                 Executed::read(Reply::Threads(page::threads(&self.store, &page)?))
             }

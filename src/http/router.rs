@@ -21,6 +21,8 @@ pub enum Route {
     SeedPostMessage,
     /// `GET /v1/threads/{id}/messages`.
     SeedListMessages(String),
+    /// `GET /admin/v1/stats`: per-shard counters.
+    Stats,
     /// `OPTIONS` on a known path: answered with its `Allow` list.
     Options(&'static str),
 }
@@ -44,14 +46,16 @@ enum Resource {
     Message(String, String),
     SeedMessages,
     SeedThreadMessages(String),
+    Stats,
 }
 
 impl Resource {
     fn allow(&self) -> &'static str {
         match self {
-            Resource::Health | Resource::Ready | Resource::SeedThreadMessages(_) => {
-                "GET, HEAD, OPTIONS"
-            }
+            Resource::Health
+            | Resource::Ready
+            | Resource::SeedThreadMessages(_)
+            | Resource::Stats => "GET, HEAD, OPTIONS",
             Resource::Threads | Resource::Messages(_) => "GET, HEAD, POST, OPTIONS",
             Resource::Thread(_) | Resource::Message(..) => "GET, HEAD, PUT, DELETE, OPTIONS",
             Resource::SeedMessages => "POST, OPTIONS",
@@ -87,6 +91,7 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
         (Resource::Message(id, mid), Method::Delete) => Route::DeleteMessage(id, mid),
         (Resource::SeedMessages, Method::Post) => Route::SeedPostMessage,
         (Resource::SeedThreadMessages(id), Method::Get) => Route::SeedListMessages(id),
+        (Resource::Stats, Method::Get) => Route::Stats,
         _ => return Err(RouteError::MethodNotAllowed(allow)),
     };
     Ok(route)
@@ -116,6 +121,7 @@ fn resource(raw_path: &str) -> Result<Resource, RouteError> {
         }
         ["v1", "messages"] => Resource::SeedMessages,
         ["v1", "threads", id, "messages"] => Resource::SeedThreadMessages(owned(id)),
+        ["admin", "v1", "stats"] => Resource::Stats,
         _ => return Err(RouteError::NotFound),
     })
 }

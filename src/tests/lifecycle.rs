@@ -56,8 +56,8 @@ fn config_file_and_env_are_read() {
     )
     .unwrap();
     let args = vec!["--config".to_string(), config.display().to_string()];
-    let (mut child, addr) =
-        support::spawn_and_wait(&args, &[("PROGRESSDB_ADDR", "127.0.0.1:0")]).unwrap();
+    let started = support::spawn_and_wait(&args, &[("PROGRESSDB_ADDR", "127.0.0.1:0")]).unwrap();
+    let (mut child, addr) = (started.child, started.addr);
     let mut client = support::Client::connect(addr);
     client.key = Some("file-key-0123456789".into());
     client.get("/frontend/v1/threads").expect(200);
@@ -75,7 +75,8 @@ fn development_key_is_generated_once() {
         "--addr".into(),
         "127.0.0.1:0".into(),
     ];
-    let (mut child, addr) = support::spawn_and_wait(&args, &[]).unwrap();
+    let started = support::spawn_and_wait(&args, &[]).unwrap();
+    let (mut child, addr) = (started.child, started.addr);
     let key = std::fs::read_to_string(db.join("dev-api-key")).unwrap();
     let mut client = support::Client::connect(addr);
     client.key = Some(key.trim().to_string());

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 pub const API_KEY: &str = "test-key-0123456789";
@@ -19,6 +19,8 @@ pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub db: PathBuf,
+    /// Everything the server wrote to stderr so far.
+    pub log: Arc<Mutex<Vec<String>>>,
     /// Keeps the temporary directory alive for the server's lifetime.
     _dir: Option<tempfile::TempDir>,
 }
@@ -44,11 +46,12 @@ impl Server {
             API_KEY.into(),
         ];
         args.extend(extra_args.iter().map(|arg| arg.to_string()));
-        let (child, addr) = spawn_and_wait(&args, &[]).unwrap_or_else(|err| panic!("{err}"));
+        let started = spawn_and_wait(&args, &[]).unwrap_or_else(|err| panic!("{err}"));
         Server {
-            child: Some(child),
-            addr,
+            child: Some(started.child),
+            addr: started.addr,
             db: db.to_path_buf(),
+            log: started.log,
             _dir: None,
         }
     }
@@ -103,12 +106,16 @@ fn signal(pid: u32, signal: i32) {
     }
 }
 
+pub struct Started {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
 /// Spawns the binary and waits for its "listening on" line. Returns the
-/// child and bound address, or everything it printed if it failed.
-pub fn spawn_and_wait(
-    args: &[String],
-    env: &[(&str, &str)],
-) -> Result<(Child, SocketAddr), String> {
+/// child, its bound address and its stderr (kept up to date), or
+/// everything it printed if it failed.
+pub fn spawn_and_wait(args: &[String], env: &[(&str, &str)]) -> Result<Started, String> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_progressdb"));
     command
         .args(args)
@@ -123,6 +130,8 @@ pub fn spawn_and_wait(
     let stderr = child.stderr.take().expect("stderr piped");
     let (tx, rx) = mpsc::channel::<Option<String>>();
     let err_tx = tx.clone();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let log_writer = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = tx.send(Some(line));
@@ -132,6 +141,9 @@ pub fn spawn_and_wait(
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("[server] {line}");
+            if let Ok(mut log) = log_writer.lock() {
+                log.push(line.clone());
+            }
             let _ = err_tx.send(Some(format!("stderr: {line}")));
         }
     });
@@ -146,7 +158,7 @@ pub fn spawn_and_wait(
                         .map_err(|err| format!("bad address {addr:?}: {err}"))?;
                     // Keep draining stdout so the server never blocks on it.
                     std::thread::spawn(move || while rx.recv().is_ok() {});
-                    return Ok((child, addr));
+                    return Ok(Started { child, addr, log });
                 }
                 seen.push(line);
             }
@@ -261,9 +273,19 @@ impl Client {
     }
 
     pub fn request(&mut self, method: &str, path: &str, body: Option<&str>) -> Reply {
+        self.try_request(method, path, body).expect("request")
+    }
+
+    /// Like `request`, but an I/O failure (a killed server) is an error.
+    pub fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> std::io::Result<Reply> {
         let bytes = self.request_bytes(method, path, body);
-        self.send_raw(&bytes);
-        self.read_reply(method == "HEAD")
+        self.writer.write_all(&bytes)?;
+        self.try_read_reply(method == "HEAD")
     }
 
     pub fn get(&mut self, path: &str) -> Reply {
@@ -284,43 +306,57 @@ impl Client {
 
     /// Reads one response (Content-Length framed, as the server sends).
     pub fn read_reply(&mut self, head_only: bool) -> Reply {
+        self.try_read_reply(head_only).expect("response")
+    }
+
+    /// Like `read_reply`, but a closed or broken connection is an error.
+    pub fn try_read_reply(&mut self, head_only: bool) -> std::io::Result<Reply> {
+        let broken = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
         let mut line = String::new();
-        self.reader.read_line(&mut line).expect("status line");
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
         let status: u16 = line
             .split_whitespace()
             .nth(1)
             .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {line:?}"));
+            .ok_or_else(|| broken(format!("bad status line {line:?}")))?;
         let mut headers = Vec::new();
         loop {
             let mut header = String::new();
-            self.reader.read_line(&mut header).expect("header line");
+            if self.reader.read_line(&mut header)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
             let header = header.trim_end();
             if header.is_empty() {
                 break;
             }
-            let (name, value) = header.split_once(':').expect("header colon");
+            let (name, value) = header
+                .split_once(':')
+                .ok_or_else(|| broken(format!("bad header {header:?}")))?;
             headers.push((name.trim().to_string(), value.trim().to_string()));
         }
-        let length: usize = headers
+        let length: usize = match headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-            .map(|(_, v)| v.parse().expect("content-length"))
-            .unwrap_or(0);
-        let mut body = vec![
-            0;
-            if head_only || status == 100 {
-                0
-            } else {
-                length
-            }
-        ];
-        self.reader.read_exact(&mut body).expect("body");
-        Reply {
+        {
+            Some((_, value)) => value
+                .parse()
+                .map_err(|_| broken(format!("bad content-length {value:?}")))?,
+            None => 0,
+        };
+        let body_length = if head_only || status == 100 {
+            0
+        } else {
+            length
+        };
+        let mut body = vec![0; body_length];
+        self.reader.read_exact(&mut body)?;
+        Ok(Reply {
             status,
             headers,
             body,
-        }
+        })
     }
 
     /// True once the server has closed this connection.
