@@ -1,28 +1,25 @@
 //! Percent-decoding of path segments and query strings.
 
 /// Decodes `%XX` escapes (either hex case). `plus_as_space` turns `+` into a
-/// space, as HTML forms encode query strings. `None` for a truncated or
-/// non-hex escape, or when the decoded bytes are not UTF-8.
+/// space, as HTML forms encode query strings; in paths `+` is literal. `None`
+/// on a truncated or non-hex escape, or when the decoded bytes are not UTF-8.
 pub fn percent_decode(input: &str, plus_as_space: bool) -> Option<String> {
-    if !input.contains(['%', '+']) {
-        return Some(input.to_owned());
-    }
     let bytes = input.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;
-    while index < bytes.len() {
-        match bytes[index] {
+    while let Some(&byte) = bytes.get(index) {
+        match byte {
             b'%' => {
                 let high = hex_value(*bytes.get(index + 1)?)?;
                 let low = hex_value(*bytes.get(index + 2)?)?;
-                out.push(high << 4 | low);
+                out.push((high << 4) | low);
                 index += 3;
             }
             b'+' if plus_as_space => {
                 out.push(b' ');
                 index += 1;
             }
-            byte => {
+            _ => {
                 out.push(byte);
                 index += 1;
             }
@@ -40,9 +37,9 @@ fn hex_value(byte: u8) -> Option<u8> {
     }
 }
 
-/// Splits a raw query string into decoded `(key, value)` pairs. Empty
-/// segments are skipped; a segment without `=` has an empty value. `None`
-/// when any part fails to decode.
+/// Splits a raw query string on `&`, each pair on its first `=`, and decodes
+/// both sides with `+` as space. Empty segments are skipped; a segment
+/// without `=` has an empty value. `None` when any part fails to decode.
 pub fn query_pairs(query: &str) -> Option<Vec<(String, String)>> {
     query
         .split('&')
@@ -58,34 +55,59 @@ pub fn query_pairs(query: &str) -> Option<Vec<(String, String)>> {
 mod tests {
     use super::*;
 
+    fn decode(input: &str, plus_as_space: bool) -> Option<String> {
+        percent_decode(input, plus_as_space)
+    }
+
     #[test]
     fn decodes_escapes() {
-        assert_eq!(percent_decode("a%2Fb", false).as_deref(), Some("a/b"));
-        assert_eq!(percent_decode("%e2%9c%93", false).as_deref(), Some("✓"));
-        assert_eq!(percent_decode("a+b", false).as_deref(), Some("a+b"));
-        assert_eq!(percent_decode("a+b", true).as_deref(), Some("a b"));
-        assert_eq!(percent_decode("plain", false).as_deref(), Some("plain"));
+        assert_eq!(decode("a%2Fb", false).as_deref(), Some("a/b"));
+        assert_eq!(decode("a%2fb", false).as_deref(), Some("a/b"));
+        assert_eq!(decode("%e2%9c%93", false).as_deref(), Some("✓"));
+        assert_eq!(decode("%E2%9C%93ok", false).as_deref(), Some("✓ok"));
+        assert_eq!(decode("%25", false).as_deref(), Some("%"));
+        assert_eq!(decode("%2B", true).as_deref(), Some("+"));
+        assert_eq!(decode("%00", false).as_deref(), Some("\0"));
+        assert_eq!(decode("plain", false).as_deref(), Some("plain"));
+        assert_eq!(decode("", false).as_deref(), Some(""));
+        assert_eq!(decode("ü✓", false).as_deref(), Some("ü✓"));
+    }
+
+    #[test]
+    fn plus_is_space_only_when_asked() {
+        assert_eq!(decode("a+b", false).as_deref(), Some("a+b"));
+        assert_eq!(decode("a+b", true).as_deref(), Some("a b"));
+        assert_eq!(decode("++", true).as_deref(), Some("  "));
     }
 
     #[test]
     fn rejects_bad_escapes_and_invalid_utf8() {
-        assert_eq!(percent_decode("%zz", false), None);
-        assert_eq!(percent_decode("%4", false), None);
-        assert_eq!(percent_decode("%", false), None);
-        assert_eq!(percent_decode("%ff", false), None);
+        for bad in [
+            "%zz", "%4", "%", "a%", "%4g", "%g4", "%%41", "%ff", "%c3", "%c3%28",
+        ] {
+            assert_eq!(decode(bad, false), None, "{bad}");
+            assert_eq!(decode(bad, true), None, "{bad}");
+        }
     }
 
     #[test]
     fn splits_queries() {
         assert_eq!(
-            query_pairs("limit=5&&before=a%20b&flag").unwrap(),
+            query_pairs("limit=5&&before=a%20b+c&flag&k=v=w&=x&").expect("valid query"),
             vec![
                 ("limit".to_string(), "5".to_string()),
-                ("before".to_string(), "a b".to_string()),
+                ("before".to_string(), "a b c".to_string()),
                 ("flag".to_string(), String::new()),
+                ("k".to_string(), "v=w".to_string()),
+                (String::new(), "x".to_string()),
             ]
         );
-        assert!(query_pairs("limit=%zz").is_none());
-        assert!(query_pairs("").unwrap().is_empty());
+        assert_eq!(
+            query_pairs("a%26b=c%3Dd").expect("valid query"),
+            vec![("a&b".to_string(), "c=d".to_string())]
+        );
+        assert!(query_pairs("").expect("empty query").is_empty());
+        assert_eq!(query_pairs("limit=%zz"), None);
+        assert_eq!(query_pairs("ok=1&%ff=2"), None);
     }
 }
