@@ -23,6 +23,7 @@ pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod loadgen;
 pub mod model;
 pub mod server;
 pub mod shard;

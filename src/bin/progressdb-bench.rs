@@ -1,0 +1,3 @@
+//! The load-test harness binary (being written).
+
+fn main() {}
