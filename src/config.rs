@@ -332,6 +332,7 @@ impl Config {
                 durability,
                 flush_interval: std::time::Duration::from_millis(wal_flush_ms as u64),
                 segment_bytes: wal_segment_bytes as u64,
+                fail_after_flushes: injected_wal_fault(),
             },
             wal_recovery,
             db: flags
@@ -344,6 +345,19 @@ impl Config {
             limits,
             io_memory_bytes: io_memory_kib * 1024,
         })
+    }
+}
+
+/// Debug builds only: `PROGRESSDB_DEBUG_FAIL_WAL_AFTER_FLUSHES=N` makes
+/// every WAL flush after the first N fail, so tests can drive the
+/// poisoned-shard path through the real binary. Release builds ignore it.
+fn injected_wal_fault() -> Option<u64> {
+    if cfg!(debug_assertions) {
+        std::env::var("PROGRESSDB_DEBUG_FAIL_WAL_AFTER_FLUSHES")
+            .ok()
+            .and_then(|value| value.parse().ok())
+    } else {
+        None
     }
 }
 

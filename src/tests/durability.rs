@@ -273,3 +273,76 @@ fn corruption_in_the_middle_refuses_to_start_unless_truncation_is_asked() {
     let log = server.log.lock().unwrap().join("\n");
     assert!(log.contains("truncating at offset 12288"), "{log}");
 }
+
+#[test]
+fn a_failed_fsync_poisons_writes_but_reads_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let args: Vec<String> = ["--db", &db.display().to_string(), "--addr", "127.0.0.1:0"]
+        .iter()
+        .map(|arg| arg.to_string())
+        .chain([
+            "--api-key".to_string(),
+            support::API_KEY.to_string(),
+            "--shards".into(),
+            "1".into(),
+        ])
+        .collect();
+    let started =
+        support::spawn_and_wait(&args, &[("PROGRESSDB_DEBUG_FAIL_WAL_AFTER_FLUSHES", "5")])
+            .unwrap();
+    let mut child = started.child;
+    let mut client = Client::connect(started.addr);
+    client.user = None;
+    let mut acked = Vec::new();
+    for n in 0..5 {
+        let request = json!({"thread": "t", "author": "a", "body": n}).to_string();
+        acked.push(client.post("/v1/messages", &request).expect(201)["id"].clone());
+    }
+    // The sixth flush fails: that write and every later one answer 503.
+    for n in 5..8 {
+        let request = json!({"thread": "t", "author": "a", "body": n}).to_string();
+        client
+            .post("/v1/messages", &request)
+            .expect_error(503, "writes_unavailable");
+    }
+    let page = client
+        .get("/v1/threads/t/messages?sort_by=ts_asc&limit=100")
+        .expect(200);
+    let ids: Vec<Value> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(
+        ids[..5],
+        acked[..],
+        "reads keep working and show every acknowledged write"
+    );
+    let log = started.log.lock().unwrap().join("\n");
+    assert!(log.contains("refusing writes until restart"), "{log}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // After a restart (without the fault) writes work and nothing acknowledged is lost.
+    let server = Server::start_on(&db, &[]);
+    let mut client = server.client();
+    client.user = None;
+    client
+        .post(
+            "/v1/messages",
+            r#"{"thread":"t","author":"a","body":"after"}"#,
+        )
+        .expect(201);
+    let page = client
+        .get("/v1/threads/t/messages?sort_by=ts_asc&limit=100")
+        .expect(200);
+    let ids: Vec<Value> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(ids[..5], acked[..]);
+}

@@ -70,6 +70,9 @@ pub struct WalOptions {
     pub flush_interval: Duration,
     /// Size each segment file is preallocated to.
     pub segment_bytes: u64,
+    /// Fault injection for tests: fail every flush after this many, as a
+    /// failed fdatasync would. Only debug builds ever set it.
+    pub fail_after_flushes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +210,16 @@ impl Wal {
     /// Waits until `lsn` is as durable as the mode promises: on stable
     /// storage in `sync` mode, immediately in the others.
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), WalError> {
-        if self.options.durability != Durability::Sync || self.durable.get() >= lsn {
+        if self.options.durability != Durability::Sync {
+            return Ok(());
+        }
+        self.wait_flushed(lsn).await
+    }
+
+    /// Waits until the flush holding `lsn` completed: written and, unless
+    /// the mode is `none`, fdatasynced.
+    pub async fn wait_flushed(&self, lsn: Lsn) -> Result<(), WalError> {
+        if self.durable.get() >= lsn {
             return Ok(());
         }
         if let Some(why) = self.poisoned.borrow().as_ref() {
@@ -314,6 +326,13 @@ impl Wal {
                 .fdatasync()
                 .await
                 .map_err(|err| format!("WAL fdatasync failed: {err}"))?;
+        }
+        if self
+            .options
+            .fail_after_flushes
+            .is_some_and(|limit| self.stats.get().flushes >= limit)
+        {
+            return Err("WAL fdatasync failed: injected fault".into());
         }
         segment.offset += length as u64;
         self.update_stats(|stats| stats.bytes_written += length as u64);
