@@ -11,4 +11,5 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
 echo "== cargo test"
-cargo test --locked --all-targets
+# Benchmarks are built (and linted) above but run only on request.
+cargo test --locked --lib --bins --tests
