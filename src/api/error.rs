@@ -56,6 +56,14 @@ impl From<EngineError> for ApiError {
                 "invalid_reply_to",
                 "reply_to must name a live message of the same thread",
             ),
+            EngineError::TooManyReactions => ApiError::new(
+                409,
+                "too_many_reactions",
+                format!(
+                    "this message already has reactions from {} users",
+                    crate::engine::REACTIONS_PER_MESSAGE_MAX
+                ),
+            ),
             EngineError::Unavailable(why) => ApiError::new(503, "shard_unavailable", why),
             EngineError::WritesUnavailable(why) => ApiError::new(503, "writes_unavailable", why),
             EngineError::Storage(why) => ApiError::new(500, "storage_error", why),

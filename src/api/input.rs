@@ -57,6 +57,32 @@ pub struct EditMessage {
     pub body: Option<Box<RawValue>>,
 }
 
+#[derive(Deserialize)]
+pub struct React {
+    pub reaction: Option<String>,
+}
+
+/// Longest reaction accepted, in bytes: room for an emoji sequence or a
+/// short name like `thumbs_up`, not for a message.
+pub const REACTION_BYTES_MAX: usize = 64;
+
+pub fn reaction(reaction: Option<String>) -> Result<String, ApiError> {
+    let reaction =
+        reaction.ok_or_else(|| ApiError::bad_request("missing_field", "`reaction` is required"))?;
+    if reaction.trim().is_empty()
+        || reaction.len() > REACTION_BYTES_MAX
+        || reaction.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!(
+                "`reaction` must be 1 to {REACTION_BYTES_MAX} bytes of text without control characters"
+            ),
+        ));
+    }
+    Ok(reaction)
+}
+
 pub fn title(title: Option<String>, limits: &Limits) -> Result<String, ApiError> {
     let title =
         title.ok_or_else(|| ApiError::bad_request("missing_field", "`title` is required"))?;
@@ -120,6 +146,7 @@ pub struct Query {
     after: Option<String>,
     anchor: Option<String>,
     sort_by: Option<String>,
+    include_deleted: Option<String>,
 }
 
 /// A thread listing request after validation.
@@ -130,6 +157,7 @@ pub struct ThreadPageRequest {
     /// newest-first listing), so results are reversed before display.
     pub reverse_for_display: bool,
     pub limit: usize,
+    pub include_deleted: bool,
 }
 
 impl Query {
@@ -145,6 +173,7 @@ impl Query {
                 "after" => &mut query.after,
                 "anchor" => &mut query.anchor,
                 "sort_by" => &mut query.sort_by,
+                "include_deleted" => &mut query.include_deleted,
                 // Unknown parameters are ignored, as most HTTP APIs do, so
                 // newer clients keep working against this server.
                 _ => continue,
@@ -171,6 +200,19 @@ impl Query {
                     "`limit` must be an integer from 1 to {}",
                     limits.page_limit_max
                 ),
+            )),
+        }
+    }
+
+    /// `include_deleted=true` shows soft-deleted items (marked
+    /// `"deleted": true`) to callers who may see the thread.
+    pub fn include_deleted(&self) -> Result<bool, ApiError> {
+        match self.include_deleted.as_deref() {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") => Ok(true),
+            Some(_) => Err(ApiError::bad_request(
+                "invalid_query",
+                "`include_deleted` must be true or false",
             )),
         }
     }
@@ -221,10 +263,20 @@ impl Query {
             }
         };
         Ok(MessagePage {
+            include_deleted: self.include_deleted()?,
             position,
             order,
             limit,
         })
+    }
+
+    /// Replies default to oldest first, the order of a conversation.
+    pub fn reply_page(&self, limits: &Limits) -> Result<MessagePage, ApiError> {
+        let mut page = self.message_page(limits)?;
+        if self.sort_by.is_none() {
+            page.order = Order::OldestFirst;
+        }
+        Ok(page)
     }
 
     pub fn thread_page(&self, limits: &Limits) -> Result<ThreadPageRequest, ApiError> {
@@ -249,6 +301,7 @@ impl Query {
             Order::OldestFirst
         };
         Ok(ThreadPageRequest {
+            include_deleted: self.include_deleted()?,
             position,
             scan_order,
             reverse_for_display: scan_order != order,

@@ -88,6 +88,11 @@ impl Api {
             Route::GetThread(id) => Command::GetThread {
                 id: thread_id(&id)?,
                 caller: user_caller(&principal)?,
+                include_deleted: query.include_deleted()?,
+            },
+            Route::RestoreThread(id) => Command::RestoreThread {
+                id: thread_id(&id)?,
+                caller: user_caller(&principal)?,
             },
             Route::UpdateThread(id) => {
                 let body: input::UpdateThread = decode_body(request)?;
@@ -170,7 +175,47 @@ impl Api {
                 thread: thread_id(&id)?,
                 caller: user_caller(&principal)?,
                 id: mid,
+                include_deleted: query.include_deleted()?,
             },
+            Route::ListVersions(id, mid) => Command::ListVersions {
+                thread: thread_id(&id)?,
+                caller: user_caller(&principal)?,
+                id: mid,
+                include_deleted: query.include_deleted()?,
+            },
+            Route::ListReplies(id, mid) => Command::ListReplies {
+                thread: thread_id(&id)?,
+                caller: user_caller(&principal)?,
+                id: mid,
+                page: query.reply_page(limits)?,
+            },
+            Route::React(id, mid) => {
+                let body: input::React = decode_body(request)?;
+                Command::React {
+                    thread: thread_id(&id)?,
+                    caller: user_caller(&principal)?,
+                    id: mid,
+                    reaction: Some(input::reaction(body.reaction)?),
+                }
+            }
+            Route::Unreact(id, mid) => Command::React {
+                thread: thread_id(&id)?,
+                caller: user_caller(&principal)?,
+                id: mid,
+                reaction: None,
+            },
+            Route::RestoreMessage(id, mid) => Command::RestoreMessage {
+                thread: thread_id(&id)?,
+                caller: user_caller(&principal)?,
+                id: mid,
+            },
+            Route::StreamMessages(_) => {
+                return Err(ApiError::new(
+                    501,
+                    "not_implemented",
+                    "live tail is not available yet",
+                ));
+            }
             Route::EditMessage(id, mid) => {
                 let body: input::EditMessage = decode_body(request)?;
                 Command::EditMessage {
@@ -239,6 +284,7 @@ impl Api {
             after: request.position.clone(),
             order: request.scan_order,
             limit: request.limit,
+            include_deleted: request.include_deleted,
         };
         let mut entries = Vec::new();
         for reply in self

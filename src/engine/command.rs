@@ -47,6 +47,8 @@ pub struct MessagePage {
     pub position: MessagePosition,
     pub order: Order,
     pub limit: usize,
+    /// Also list soft-deleted messages (marked `"deleted": true`).
+    pub include_deleted: bool,
 }
 
 /// A position in an author's thread list: `(created_ts, thread_id)`.
@@ -63,6 +65,7 @@ pub struct ThreadPage {
     pub after: Option<ThreadPosition>,
     pub order: Order,
     pub limit: usize,
+    pub include_deleted: bool,
 }
 
 #[derive(Debug)]
@@ -76,6 +79,7 @@ pub enum Command {
     GetThread {
         id: ThreadId,
         caller: Caller,
+        include_deleted: bool,
     },
     UpdateThread {
         id: ThreadId,
@@ -84,6 +88,10 @@ pub enum Command {
         slug: Option<String>,
     },
     DeleteThread {
+        id: ThreadId,
+        caller: Caller,
+    },
+    RestoreThread {
         id: ThreadId,
         caller: Caller,
     },
@@ -108,6 +116,34 @@ pub enum Command {
         page: MessagePage,
     },
     GetMessage {
+        thread: ThreadId,
+        caller: Caller,
+        id: String,
+        include_deleted: bool,
+    },
+    /// Every version of a message, oldest first, the current one last.
+    ListVersions {
+        thread: ThreadId,
+        caller: Caller,
+        id: String,
+        include_deleted: bool,
+    },
+    /// Direct replies to a message; `page.position` is `End` or `After`
+    /// (or `Before`) a reply's id.
+    ListReplies {
+        thread: ThreadId,
+        caller: Caller,
+        id: String,
+        page: MessagePage,
+    },
+    /// Sets (`Some`) or removes (`None`) the caller's reaction.
+    React {
+        thread: ThreadId,
+        caller: Caller,
+        id: String,
+        reaction: Option<String>,
+    },
+    RestoreMessage {
         thread: ThreadId,
         caller: Caller,
         id: String,
@@ -151,6 +187,8 @@ pub enum EngineError {
     InvalidCursor,
     /// `reply_to` names no live message of this thread.
     InvalidReplyTo,
+    /// The message already has reactions from `reactions_per_message_max` users.
+    TooManyReactions,
     /// The owning shard could not be reached or failed internally.
     Unavailable(String),
     /// The shard's log failed (write or fsync); reads still work.
@@ -170,10 +208,15 @@ impl Command {
             Command::CreateThread { id, .. }
             | Command::GetThread { id, .. }
             | Command::UpdateThread { id, .. }
-            | Command::DeleteThread { id, .. } => id,
+            | Command::DeleteThread { id, .. }
+            | Command::RestoreThread { id, .. } => id,
             Command::PostMessage { thread, .. }
             | Command::ListMessages { thread, .. }
             | Command::GetMessage { thread, .. }
+            | Command::ListVersions { thread, .. }
+            | Command::ListReplies { thread, .. }
+            | Command::React { thread, .. }
+            | Command::RestoreMessage { thread, .. }
             | Command::EditMessage { thread, .. }
             | Command::DeleteMessage { thread, .. } => thread,
             Command::ListThreads(_) | Command::Stats => {

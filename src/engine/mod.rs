@@ -53,6 +53,8 @@ pub struct Engine {
 
 /// Block cache per shard for fjall.
 const CACHE_BYTES_PER_SHARD: u64 = 64 * 1024 * 1024;
+/// Users who may react to one message; bounds the size of its record.
+pub const REACTIONS_PER_MESSAGE_MAX: usize = 1000;
 /// How often a shard checks whether old WAL segments can be dropped.
 const CHECKPOINT_POLL: Duration = Duration::from_secs(1);
 
@@ -229,8 +231,12 @@ impl Engine {
                     lsn: Some(lsn),
                 })
             }
-            Command::GetThread { id, caller } => {
-                let record = self.visible_thread(&id, &caller)?;
+            Command::GetThread {
+                id,
+                caller,
+                include_deleted,
+            } => {
+                let record = self.thread_for(&id, &caller, include_deleted)?;
                 Executed::read(Reply::Ok(to_json(&record.thread)))
             }
             Command::UpdateThread {
@@ -260,6 +266,19 @@ impl Engine {
                 let lsn = self.commit(Store::thread_ops(&record))?;
                 Ok(Executed {
                     reply: Reply::Ok(br#"{"deleted":true}"#.to_vec()),
+                    lsn: Some(lsn),
+                })
+            }
+            Command::RestoreThread { id, caller } => {
+                let mut record = self.thread_for(&id, &caller, true)?;
+                if !record.thread.deleted {
+                    return Executed::read(Reply::Ok(to_json(&record.thread)));
+                }
+                record.thread.deleted = false;
+                record.thread.updated_ts = self.tick(record.thread.updated_ts);
+                let lsn = self.commit(Store::thread_ops(&record))?;
+                Ok(Executed {
+                    reply: Reply::Ok(to_json(&record.thread)),
                     lsn: Some(lsn),
                 })
             }
@@ -312,12 +331,13 @@ impl Engine {
                         None => return Err(EngineError::ThreadNotFound),
                     },
                 };
-                if let Some(reply_to) = &reply_to {
-                    match self.find_message(&thread, reply_to)? {
-                        Some(target) if !target.deleted => {}
+                let parent_ts = match &reply_to {
+                    None => None,
+                    Some(reply_to) => match self.find_message(&thread, reply_to)? {
+                        Some(target) if !target.deleted => Some(target.ts),
                         _ => return Err(EngineError::InvalidReplyTo),
-                    }
-                }
+                    },
+                };
                 let ts = self.tick(record.last_message_ts);
                 let id = MessageId {
                     ts,
@@ -334,17 +354,23 @@ impl Engine {
                     deleted: false,
                     updated_ts: None,
                     version: 1,
+                    edited_by: None,
+                    reactions: Default::default(),
+                    reaction_counts: Default::default(),
                 };
                 record.last_message_ts = ts;
                 // A thread created on the fly is written in the same record
                 // as its first message, so neither exists without the other.
-                let ops = if created {
+                let mut ops = if created {
                     let mut ops = Store::thread_ops(&record);
-                    ops.extend(Store::message_ops(None, &message));
+                    ops.extend(Store::message_ops(None, &message, ts));
                     ops
                 } else {
-                    Store::message_ops(Some(&record), &message)
+                    Store::message_ops(Some(&record), &message, ts)
                 };
+                if let Some(parent_ts) = parent_ts {
+                    Store::reply_op(&mut ops, &message, parent_ts);
+                }
                 let lsn = self.commit(ops)?;
                 Ok(Executed {
                     reply: Reply::Created(to_json(&message)),
@@ -363,9 +389,45 @@ impl Engine {
                     &page,
                 )?))
             }
-            Command::GetMessage { thread, caller, id } => {
-                let message = self.visible_message(&thread, &caller, &id)?;
+            Command::GetMessage {
+                thread,
+                caller,
+                id,
+                include_deleted,
+            } => {
+                let message = self.message_for(&thread, &caller, &id, include_deleted)?;
                 Executed::read(Reply::Ok(to_json(&message)))
+            }
+            Command::ListVersions {
+                thread,
+                caller,
+                id,
+                include_deleted,
+            } => {
+                let message = self.message_for(&thread, &caller, &id, include_deleted)?;
+                let mut versions = self.store.versions(thread.as_str(), message.ts)?;
+                versions.push(message.current_version());
+                let items: Vec<Vec<u8>> = versions.iter().map(to_json).collect();
+                Executed::read(Reply::Ok(page::envelope(
+                    items.iter().map(Vec::as_slice),
+                    false,
+                    None,
+                    None,
+                )))
+            }
+            Command::ListReplies {
+                thread,
+                caller,
+                id,
+                page,
+            } => {
+                let parent = self.message_for(&thread, &caller, &id, page.include_deleted)?;
+                Executed::read(Reply::Ok(page::replies(
+                    &self.store,
+                    thread.as_str(),
+                    parent.ts,
+                    &page,
+                )?))
             }
             Command::EditMessage {
                 thread,
@@ -373,27 +435,83 @@ impl Engine {
                 id,
                 body,
             } => {
-                let mut message = self.visible_message(&thread, &caller, &id)?;
+                let mut message = self.message_for(&thread, &caller, &id, false)?;
+                let mut ops = Ops::default();
+                Store::version_op(&mut ops, &message, &message.current_version());
+                let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
                 message.body = body;
                 message.version += 1;
-                message.updated_ts = Some(self.tick(message.updated_ts.unwrap_or(message.ts)));
-                let lsn = self.commit(Store::message_ops(None, &message))?;
-                Ok(Executed {
-                    reply: Reply::Ok(to_json(&message)),
-                    lsn: Some(lsn),
-                })
+                message.updated_ts = Some(change_ts);
+                message.edited_by = caller.user.as_ref().map(ToString::to_string);
+                self.update_message(&message, ops, change_ts, to_json(&message))
             }
             Command::DeleteMessage { thread, caller, id } => {
-                let mut message = self.visible_message(&thread, &caller, &id)?;
+                let mut message = self.message_for(&thread, &caller, &id, false)?;
+                let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
                 message.deleted = true;
-                message.updated_ts = Some(self.tick(message.updated_ts.unwrap_or(message.ts)));
-                let lsn = self.commit(Store::message_ops(None, &message))?;
-                Ok(Executed {
-                    reply: Reply::Ok(br#"{"deleted":true}"#.to_vec()),
-                    lsn: Some(lsn),
-                })
+                message.updated_ts = Some(change_ts);
+                self.update_message(
+                    &message,
+                    Ops::default(),
+                    change_ts,
+                    br#"{"deleted":true}"#.to_vec(),
+                )
+            }
+            Command::RestoreMessage { thread, caller, id } => {
+                let mut message = self.message_for(&thread, &caller, &id, true)?;
+                if !message.deleted {
+                    return Executed::read(Reply::Ok(to_json(&message)));
+                }
+                let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
+                message.deleted = false;
+                message.updated_ts = Some(change_ts);
+                self.update_message(&message, Ops::default(), change_ts, to_json(&message))
+            }
+            Command::React {
+                thread,
+                caller,
+                id,
+                reaction,
+            } => {
+                let mut message = self.message_for(&thread, &caller, &id, false)?;
+                let user = caller
+                    .user
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                let adds_user = !message.reactions.contains_key(&user);
+                if reaction.is_some()
+                    && adds_user
+                    && message.reactions.len() >= REACTIONS_PER_MESSAGE_MAX
+                {
+                    return Err(EngineError::TooManyReactions);
+                }
+                if message.reactions.get(&user) == reaction.as_ref() {
+                    return Executed::read(Reply::Ok(to_json(&message)));
+                }
+                message.set_reaction(&user, reaction);
+                // Reactions are changes for the live tail, not edits: the
+                // version and updated_ts stay as they are.
+                let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
+                self.update_message(&message, Ops::default(), change_ts, to_json(&message))
             }
         }
+    }
+
+    /// Commits a changed message (plus `extra` writes) and answers `reply`.
+    fn update_message(
+        &self,
+        message: &Message,
+        mut extra: Ops,
+        change_ts: u64,
+        reply: Vec<u8>,
+    ) -> Result<Executed, EngineError> {
+        extra.extend(Store::message_ops(None, message, change_ts));
+        let lsn = self.commit(extra)?;
+        Ok(Executed {
+            reply: Reply::Ok(reply),
+            lsn: Some(lsn),
+        })
     }
 
     /// A new thread record; the caller commits it.
@@ -423,8 +541,22 @@ impl Engine {
     /// Every failure is `ThreadNotFound`, so ids of other users' threads
     /// cannot be probed.
     fn visible_thread(&self, id: &ThreadId, caller: &Caller) -> Result<ThreadRecord, EngineError> {
+        self.thread_for(id, caller, false)
+    }
+
+    /// Like `visible_thread`, but a deleted thread is returned when
+    /// `include_deleted` asks for it.
+    fn thread_for(
+        &self,
+        id: &ThreadId,
+        caller: &Caller,
+        include_deleted: bool,
+    ) -> Result<ThreadRecord, EngineError> {
         match self.store.get_thread(id.as_str())? {
-            Some(record) if !record.thread.deleted && caller.may_access(&record.thread.author) => {
+            Some(record)
+                if (include_deleted || !record.thread.deleted)
+                    && caller.may_access(&record.thread.author) =>
+            {
                 Ok(record)
             }
             _ => Err(EngineError::ThreadNotFound),
@@ -442,15 +574,18 @@ impl Engine {
             .filter(|message| message.id == id))
     }
 
-    fn visible_message(
+    /// A message of a live thread the caller may see; a deleted message only
+    /// when `include_deleted` asks for it.
+    fn message_for(
         &self,
         thread: &ThreadId,
         caller: &Caller,
         id: &str,
+        include_deleted: bool,
     ) -> Result<Message, EngineError> {
         self.visible_thread(thread, caller)?;
         match self.find_message(thread, id)? {
-            Some(message) if !message.deleted => Ok(message),
+            Some(message) if include_deleted || !message.deleted => Ok(message),
             _ => Err(EngineError::MessageNotFound),
         }
     }

@@ -29,11 +29,12 @@ fn scan(
     range: (Bound<u64>, Bound<u64>),
     direction: Direction,
     limit: usize,
+    include_deleted: bool,
 ) -> Result<Side, EngineError> {
     let mut items = Vec::with_capacity(limit.min(1024));
     let mut more = false;
     store.scan_messages(thread, range, direction, |ts, deleted, json| {
-        if deleted {
+        if deleted && !include_deleted {
             return Ok(true);
         }
         if items.len() == limit {
@@ -64,7 +65,14 @@ pub fn messages(store: &Store, thread: &str, page: &MessagePage) -> Result<Vec<u
                 Order::NewestFirst => Direction::Descending,
                 Order::OldestFirst => Direction::Ascending,
             };
-            let side = scan(store, thread, all, direction, page.limit)?;
+            let side = scan(
+                store,
+                thread,
+                all,
+                direction,
+                page.limit,
+                page.include_deleted,
+            )?;
             match page.order {
                 Order::NewestFirst => (reversed(side.items), side.more, false),
                 Order::OldestFirst => (side.items, false, side.more),
@@ -73,13 +81,27 @@ pub fn messages(store: &Store, thread: &str, page: &MessagePage) -> Result<Vec<u
         MessagePosition::Before(id) => {
             let ts = cursor_ts(store, thread, &id)?;
             let range = (Bound::Unbounded, Bound::Excluded(ts));
-            let side = scan(store, thread, range, Direction::Descending, page.limit)?;
+            let side = scan(
+                store,
+                thread,
+                range,
+                Direction::Descending,
+                page.limit,
+                page.include_deleted,
+            )?;
             (reversed(side.items), side.more, true)
         }
         MessagePosition::After(id) => {
             let ts = cursor_ts(store, thread, &id)?;
             let range = (Bound::Excluded(ts), Bound::Unbounded);
-            let side = scan(store, thread, range, Direction::Ascending, page.limit)?;
+            let side = scan(
+                store,
+                thread,
+                range,
+                Direction::Ascending,
+                page.limit,
+                page.include_deleted,
+            )?;
             (side.items, true, side.more)
         }
         MessagePosition::Anchor(id) => {
@@ -91,6 +113,7 @@ pub fn messages(store: &Store, thread: &str, page: &MessagePage) -> Result<Vec<u
                 (Bound::Unbounded, Bound::Excluded(ts)),
                 Direction::Descending,
                 older_limit,
+                page.include_deleted,
             )?;
             let newer = scan(
                 store,
@@ -98,6 +121,7 @@ pub fn messages(store: &Store, thread: &str, page: &MessagePage) -> Result<Vec<u
                 (Bound::Included(ts), Bound::Unbounded),
                 Direction::Ascending,
                 page.limit - older.items.len(),
+                page.include_deleted,
             )?;
             let mut items = reversed(older.items);
             items.extend(newer.items);
@@ -184,7 +208,7 @@ pub fn threads(store: &Store, page: &ThreadPage) -> Result<Vec<ThreadEntry>, Eng
         after,
         direction,
         |created_ts, id, deleted, json| {
-            if !deleted {
+            if page.include_deleted || !deleted {
                 entries.push(ThreadEntry {
                     position: ThreadPosition {
                         created_ts,
@@ -197,4 +221,62 @@ pub fn threads(store: &Store, page: &ThreadPage) -> Result<Vec<ThreadEntry>, Eng
         },
     )?;
     Ok(entries)
+}
+
+/// One page of the direct replies to the message at `parent_ts`. Replies
+/// page forward only: from the start in the page's order, then past
+/// `next_cursor` (`after` oldest-first, `before` newest-first).
+pub fn replies(
+    store: &Store,
+    thread: &str,
+    parent_ts: u64,
+    page: &MessagePage,
+) -> Result<Vec<u8>, EngineError> {
+    let direction = match page.order {
+        Order::NewestFirst => Direction::Descending,
+        Order::OldestFirst => Direction::Ascending,
+    };
+    let mut after = match (page.order, page.position) {
+        (_, MessagePosition::End) => None,
+        (Order::OldestFirst, MessagePosition::After(id))
+        | (Order::NewestFirst, MessagePosition::Before(id)) => Some(cursor_ts(store, thread, &id)?),
+        _ => return Err(EngineError::InvalidCursor),
+    };
+    let wanted = page.limit + 1;
+    let mut items: Vec<Vec<u8>> = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    // Deleted replies are skipped, so fetch in rounds until a page is full.
+    loop {
+        let batch = store.replies(thread, parent_ts, after, direction, wanted)?;
+        let exhausted = batch.len() < wanted;
+        for ts in batch {
+            after = Some(ts);
+            let Some(message) = store.get_message(thread, ts)? else {
+                continue;
+            };
+            if message.deleted && !page.include_deleted {
+                continue;
+            }
+            if items.len() < wanted {
+                ids.push(message.id.clone());
+                items.push(serde_json::to_vec(&message).expect("messages serialize"));
+            }
+        }
+        if exhausted || items.len() >= wanted {
+            break;
+        }
+    }
+    let has_more = items.len() > page.limit;
+    items.truncate(page.limit);
+    let next_cursor = if has_more {
+        ids.get(page.limit - 1).cloned()
+    } else {
+        None
+    };
+    Ok(envelope(
+        items.iter().map(Vec::as_slice),
+        has_more,
+        next_cursor.as_deref(),
+        None,
+    ))
 }

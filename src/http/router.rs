@@ -17,6 +17,14 @@ pub enum Route {
     GetMessage(String, String),
     EditMessage(String, String),
     DeleteMessage(String, String),
+    RestoreThread(String),
+    ListVersions(String, String),
+    ListReplies(String, String),
+    React(String, String),
+    Unreact(String, String),
+    RestoreMessage(String, String),
+    /// `GET .../messages/stream`: Server-Sent Events of a thread's changes.
+    StreamMessages(String),
     /// `POST /v1/messages`: append, creating the thread if needed.
     SeedPostMessage,
     /// `GET /v1/threads/{id}/messages`.
@@ -44,6 +52,12 @@ enum Resource {
     Thread(String),
     Messages(String),
     Message(String, String),
+    ThreadRestore(String),
+    Versions(String, String),
+    Replies(String, String),
+    Reactions(String, String),
+    MessageRestore(String, String),
+    Stream(String),
     SeedMessages,
     SeedThreadMessages(String),
     Stats,
@@ -58,7 +72,13 @@ impl Resource {
             | Resource::Stats => "GET, HEAD, OPTIONS",
             Resource::Threads | Resource::Messages(_) => "GET, HEAD, POST, OPTIONS",
             Resource::Thread(_) | Resource::Message(..) => "GET, HEAD, PUT, DELETE, OPTIONS",
-            Resource::SeedMessages => "POST, OPTIONS",
+            Resource::SeedMessages | Resource::ThreadRestore(_) | Resource::MessageRestore(..) => {
+                "POST, OPTIONS"
+            }
+            Resource::Versions(..) | Resource::Replies(..) | Resource::Stream(_) => {
+                "GET, HEAD, OPTIONS"
+            }
+            Resource::Reactions(..) => "POST, DELETE, OPTIONS",
         }
     }
 }
@@ -89,6 +109,13 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
         (Resource::Message(id, mid), Method::Get) => Route::GetMessage(id, mid),
         (Resource::Message(id, mid), Method::Put) => Route::EditMessage(id, mid),
         (Resource::Message(id, mid), Method::Delete) => Route::DeleteMessage(id, mid),
+        (Resource::ThreadRestore(id), Method::Post) => Route::RestoreThread(id),
+        (Resource::Versions(id, mid), Method::Get) => Route::ListVersions(id, mid),
+        (Resource::Replies(id, mid), Method::Get) => Route::ListReplies(id, mid),
+        (Resource::Reactions(id, mid), Method::Post) => Route::React(id, mid),
+        (Resource::Reactions(id, mid), Method::Delete) => Route::Unreact(id, mid),
+        (Resource::MessageRestore(id, mid), Method::Post) => Route::RestoreMessage(id, mid),
+        (Resource::Stream(id), Method::Get) => Route::StreamMessages(id),
         (Resource::SeedMessages, Method::Post) => Route::SeedPostMessage,
         (Resource::SeedThreadMessages(id), Method::Get) => Route::SeedListMessages(id),
         (Resource::Stats, Method::Get) => Route::Stats,
@@ -115,9 +142,22 @@ fn resource(raw_path: &str) -> Result<Resource, RouteError> {
         ["readyz"] => Resource::Ready,
         ["frontend", "v1", "threads"] => Resource::Threads,
         ["frontend", "v1", "threads", id] => Resource::Thread(owned(id)),
+        ["frontend", "v1", "threads", id, "restore"] => Resource::ThreadRestore(owned(id)),
         ["frontend", "v1", "threads", id, "messages"] => Resource::Messages(owned(id)),
+        // Before the `{mid}` pattern: `stream` is not a message id.
+        ["frontend", "v1", "threads", id, "messages", "stream"] => Resource::Stream(owned(id)),
         ["frontend", "v1", "threads", id, "messages", mid] => {
             Resource::Message(owned(id), owned(mid))
+        }
+        ["frontend", "v1", "threads", id, "messages", mid, action] => {
+            let (id, mid) = (owned(id), owned(mid));
+            match *action {
+                "versions" => Resource::Versions(id, mid),
+                "replies" => Resource::Replies(id, mid),
+                "reactions" => Resource::Reactions(id, mid),
+                "restore" => Resource::MessageRestore(id, mid),
+                _ => return Err(RouteError::NotFound),
+            }
         }
         ["v1", "messages"] => Resource::SeedMessages,
         ["v1", "threads", id, "messages"] => Resource::SeedThreadMessages(owned(id)),

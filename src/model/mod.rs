@@ -9,6 +9,8 @@ pub use ids::{
     ID_BYTES_MAX, MessageId, ThreadId, UserId, decode_base32, encode_base32, is_valid_key,
 };
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -64,6 +66,60 @@ pub struct Message {
     /// 1 for the original content, incremented by every edit.
     #[serde(default = "first_version")]
     pub version: u32,
+    /// Who made the current version, when it is not the original.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_by: Option<String>,
+    /// Each user's reaction: user id -> reaction.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reactions: BTreeMap<String, String>,
+    /// How many users gave each reaction.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reaction_counts: BTreeMap<String, u32>,
+}
+
+impl Message {
+    /// The current content as a version entry.
+    pub fn current_version(&self) -> Version {
+        Version {
+            version: self.version,
+            ts: if self.version == 1 {
+                self.ts
+            } else {
+                self.updated_ts.unwrap_or(self.ts)
+            },
+            author: self
+                .edited_by
+                .clone()
+                .unwrap_or_else(|| self.author.clone()),
+            body: self.body.clone(),
+        }
+    }
+
+    /// Sets (or with `None` removes) `user`'s reaction, keeping counts exact.
+    pub fn set_reaction(&mut self, user: &str, reaction: Option<String>) {
+        if let Some(old) = self.reactions.remove(user)
+            && let Some(count) = self.reaction_counts.get_mut(&old)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.reaction_counts.remove(&old);
+            }
+        }
+        if let Some(reaction) = reaction {
+            *self.reaction_counts.entry(reaction.clone()).or_insert(0) += 1;
+            self.reactions.insert(user.to_owned(), reaction);
+        }
+    }
+}
+
+/// One past content of a message, as `.../versions` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Version {
+    pub version: u32,
+    /// When this version was written, in nanoseconds since the Unix epoch.
+    pub ts: u64,
+    pub author: String,
+    pub body: Box<RawValue>,
 }
 
 fn first_version() -> u32 {

@@ -5,7 +5,14 @@
 //! threads         <thread_id>                               -> ThreadRecord JSON
 //! messages        <thread_id> 0x00 <ts: u64 BE>             -> Message JSON
 //! author_threads  <author> 0x00 <created_ts: u64 BE> <thread_id> -> Thread JSON
+//! versions        <thread_id> 0x00 <ts: u64 BE> <version: u32 BE> -> Version JSON
+//! replies         <thread_id> 0x00 <parent ts: u64 BE> <reply ts: u64 BE> -> empty
+//! changes         <thread_id> 0x00 <change ts: u64 BE>       -> message ts (u64 BE)
 //! ```
+//!
+//! `changes` records, for every new, edited, reacted-to, deleted or restored
+//! message, the time of that change; a live-tail client that reconnects
+//! replays the changes after the last one it saw.
 //!
 //! Thread ids and user ids never contain `0x00` (see `model::ids`), so the
 //! separator makes `<id> 0x00` an exact prefix: thread `a` never sees the
@@ -37,6 +44,45 @@ pub fn message_ts(thread_id: &str, key: &[u8]) -> Option<u64> {
         .strip_prefix(thread_id.as_bytes())?
         .strip_prefix(&[SEPARATOR])?;
     Some(u64::from_be_bytes(rest.try_into().ok()?))
+}
+
+/// `<thread_id> 0x00 <a> <b...>`: keys below a thread ordered by `a`, then `b`.
+fn thread_key(thread_id: &str, parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = message_prefix(thread_id);
+    for part in parts {
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+pub fn version(thread_id: &str, message_ts: u64, version: u32) -> Vec<u8> {
+    thread_key(
+        thread_id,
+        &[&message_ts.to_be_bytes(), &version.to_be_bytes()],
+    )
+}
+
+/// Prefix of every stored version of one message.
+pub fn versions_prefix(thread_id: &str, message_ts: u64) -> Vec<u8> {
+    thread_key(thread_id, &[&message_ts.to_be_bytes()])
+}
+
+pub fn reply(thread_id: &str, parent_ts: u64, reply_ts: u64) -> Vec<u8> {
+    thread_key(
+        thread_id,
+        &[&parent_ts.to_be_bytes(), &reply_ts.to_be_bytes()],
+    )
+}
+
+/// The reply's timestamp from a `replies` key under `parent_prefix`.
+pub fn reply_ts(parent_prefix: &[u8], key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(
+        key.strip_prefix(parent_prefix)?.try_into().ok()?,
+    ))
+}
+
+pub fn change(thread_id: &str, change_ts: u64) -> Vec<u8> {
+    thread_key(thread_id, &[&change_ts.to_be_bytes()])
 }
 
 pub fn author_prefix(author: &str) -> Vec<u8> {
@@ -83,6 +129,19 @@ mod tests {
         assert!(message("a", u64::MAX) < message_prefix("a0"));
         assert_eq!(message_ts("a", &message("a", 42)), Some(42));
         assert_eq!(message_ts("a", &message("a0", 42)), None);
+    }
+
+    #[test]
+    fn thread_scoped_keys_sort_by_time() {
+        assert_eq!(
+            version("t", 1, 2),
+            b"t\0\0\0\0\0\0\0\0\x01\0\0\0\x02".to_vec()
+        );
+        assert!(version("t", 1, 9) < version("t", 2, 1));
+        assert!(version("t", 1, 9).starts_with(&versions_prefix("t", 1)));
+        let parent = versions_prefix("t", 5);
+        assert_eq!(reply_ts(&parent, &reply("t", 5, 77)), Some(77));
+        assert!(change("t", 3) < change("t", 256));
     }
 
     #[test]

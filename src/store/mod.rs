@@ -17,7 +17,7 @@ use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
-use crate::model::{Message, ThreadRecord};
+use crate::model::{Message, ThreadRecord, Version};
 use crate::wal::record::Lsn;
 
 /// Storage failures. Corruption means a stored value no longer parses,
@@ -57,6 +57,9 @@ pub struct Store {
     threads: Keyspace,
     messages: Keyspace,
     author_threads: Keyspace,
+    versions: Keyspace,
+    replies: Keyspace,
+    changes: Keyspace,
     meta: Keyspace,
     applied_lsn: std::cell::Cell<Lsn>,
 }
@@ -71,6 +74,9 @@ pub enum Space {
     Threads = 1,
     Messages = 2,
     AuthorThreads = 3,
+    Versions = 4,
+    Replies = 5,
+    Changes = 6,
 }
 
 /// One atomic group of writes.
@@ -119,6 +125,9 @@ impl Ops {
                 1 => Space::Threads,
                 2 => Space::Messages,
                 3 => Space::AuthorThreads,
+                4 => Space::Versions,
+                5 => Space::Replies,
+                6 => Space::Changes,
                 _ => return None,
             };
             let key_len = u16::from_le_bytes(take(&mut bytes, 2)?.try_into().ok()?) as usize;
@@ -147,6 +156,9 @@ impl Store {
         let threads = db.keyspace("threads", KeyspaceCreateOptions::default)?;
         let messages = db.keyspace("messages", KeyspaceCreateOptions::default)?;
         let author_threads = db.keyspace("author_threads", KeyspaceCreateOptions::default)?;
+        let versions = db.keyspace("versions", KeyspaceCreateOptions::default)?;
+        let replies = db.keyspace("replies", KeyspaceCreateOptions::default)?;
+        let changes = db.keyspace("changes", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let applied = match meta.get(APPLIED_LSN_KEY)? {
             None => Lsn(0),
@@ -162,6 +174,9 @@ impl Store {
             threads,
             messages,
             author_threads,
+            versions,
+            replies,
+            changes,
             meta,
             applied_lsn: std::cell::Cell::new(applied),
         })
@@ -177,6 +192,9 @@ impl Store {
             Space::Threads => &self.threads,
             Space::Messages => &self.messages,
             Space::AuthorThreads => &self.author_threads,
+            Space::Versions => &self.versions,
+            Space::Replies => &self.replies,
+            Space::Changes => &self.changes,
         }
     }
 
@@ -223,7 +241,9 @@ impl Store {
 
     /// Writes of a message and, when given, its thread's record (which
     /// tracks the newest message timestamp).
-    pub fn message_ops(record: Option<&ThreadRecord>, message: &Message) -> Ops {
+    /// `change_ts` is when this change happened: the live tail replays
+    /// changes in that order.
+    pub fn message_ops(record: Option<&ThreadRecord>, message: &Message, change_ts: u64) -> Ops {
         let mut ops = Ops::default();
         if let Some(record) = record {
             ops.put(
@@ -237,7 +257,128 @@ impl Store {
             keys::message(&message.thread, message.ts),
             flagged(message.deleted, message),
         );
+        ops.put(
+            Space::Changes,
+            keys::change(&message.thread, change_ts),
+            message.ts.to_be_bytes().to_vec(),
+        );
         ops
+    }
+
+    /// Keeps a past version of a message.
+    pub fn version_op(ops: &mut Ops, message: &Message, version: &Version) {
+        ops.put(
+            Space::Versions,
+            keys::version(&message.thread, message.ts, version.version),
+            encode(version),
+        );
+    }
+
+    /// Indexes `reply` under the message it answers.
+    pub fn reply_op(ops: &mut Ops, reply: &Message, parent_ts: u64) {
+        ops.put(
+            Space::Replies,
+            keys::reply(&reply.thread, parent_ts, reply.ts),
+            Vec::new(),
+        );
+    }
+
+    /// Past versions of a message, oldest first.
+    pub fn versions(&self, thread_id: &str, message_ts: u64) -> StoreResult<Vec<Version>> {
+        self.versions
+            .prefix(keys::versions_prefix(thread_id, message_ts))
+            .map(|guard| decode(&guard.value()?))
+            .collect()
+    }
+
+    /// Timestamps of the direct replies to a message, strictly past `after`
+    /// in `direction`, at most `limit`.
+    pub fn replies(
+        &self,
+        thread_id: &str,
+        parent_ts: u64,
+        after: Option<u64>,
+        direction: Direction,
+        limit: usize,
+    ) -> StoreResult<Vec<u64>> {
+        let prefix = keys::versions_prefix(thread_id, parent_ts);
+        let start = match (direction, after) {
+            (Direction::Ascending, Some(ts)) => {
+                Bound::Excluded(keys::reply(thread_id, parent_ts, ts))
+            }
+            _ => Bound::Included(keys::reply(thread_id, parent_ts, 0)),
+        };
+        let end = match (direction, after) {
+            (Direction::Descending, Some(ts)) => {
+                Bound::Excluded(keys::reply(thread_id, parent_ts, ts))
+            }
+            _ => Bound::Included(keys::reply(thread_id, parent_ts, u64::MAX)),
+        };
+        let mut found = Vec::new();
+        walk(
+            self.replies.range::<Vec<u8>, _>((start, end)),
+            direction,
+            |guard| {
+                let key = guard.key()?;
+                let ts = keys::reply_ts(&prefix, &key)
+                    .ok_or_else(|| StoreError::Corrupt("reply key".into()))?;
+                found.push(ts);
+                Ok(found.len() < limit)
+            },
+        )?;
+        Ok(found)
+    }
+
+    /// `(change_ts, message_ts)` of a thread's changes after `after`, oldest
+    /// first, at most `limit`.
+    pub fn changes_after(
+        &self,
+        thread_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<(u64, u64)>> {
+        let start = keys::change(thread_id, after);
+        let end = keys::change(thread_id, u64::MAX);
+        let prefix = keys::message_prefix(thread_id);
+        let mut found = Vec::new();
+        for guard in self
+            .changes
+            .range::<Vec<u8>, _>((Bound::Excluded(start), Bound::Included(end)))
+        {
+            let (key, value) = guard.into_inner()?;
+            let change_ts = key
+                .strip_prefix(prefix.as_slice())
+                .and_then(|rest| rest.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StoreError::Corrupt("change key".into()))?;
+            let message_ts = value
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt("change value".into()))?;
+            found.push((change_ts, message_ts));
+            if found.len() == limit {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// The newest change of a thread, if any.
+    pub fn last_change(&self, thread_id: &str) -> StoreResult<Option<u64>> {
+        let start = keys::change(thread_id, 0);
+        let end = keys::change(thread_id, u64::MAX);
+        let prefix = keys::message_prefix(thread_id);
+        match self.changes.range::<Vec<u8>, _>(start..=end).next_back() {
+            None => Ok(None),
+            Some(guard) => {
+                let key = guard.key()?;
+                Ok(key
+                    .strip_prefix(prefix.as_slice())
+                    .and_then(|rest| rest.try_into().ok())
+                    .map(u64::from_be_bytes))
+            }
+        }
     }
 
     pub fn get_message(&self, thread_id: &str, ts: u64) -> StoreResult<Option<Message>> {
