@@ -138,6 +138,24 @@ pub fn required_body(body: Option<Box<RawValue>>) -> Result<Box<RawValue>, ApiEr
     })
 }
 
+/// Where a live tail resumes: the `Last-Event-ID` header a reconnecting
+/// EventSource sends, or `last_event_id` in the query for clients that
+/// cannot set headers.
+pub fn last_event_id(request: &Request, query: &Query) -> Result<Option<u64>, ApiError> {
+    let text = request
+        .header("last-event-id")
+        .or(query.last_event_id.as_deref());
+    match text.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                "Last-Event-ID must be an event id from this stream",
+            )
+        }),
+    }
+}
+
 /// The recognised query parameters of list routes.
 #[derive(Default)]
 pub struct Query {
@@ -147,6 +165,7 @@ pub struct Query {
     anchor: Option<String>,
     sort_by: Option<String>,
     include_deleted: Option<String>,
+    last_event_id: Option<String>,
 }
 
 /// A thread listing request after validation.
@@ -174,6 +193,7 @@ impl Query {
                 "anchor" => &mut query.anchor,
                 "sort_by" => &mut query.sort_by,
                 "include_deleted" => &mut query.include_deleted,
+                "last_event_id" => &mut query.last_event_id,
                 // Unknown parameters are ignored, as most HTTP APIs do, so
                 // newer clients keep working against this server.
                 _ => continue,

@@ -20,6 +20,21 @@ use crate::shard::{ShardId, mesh::Mesh, shard_for};
 
 use input::{Query, decode_body};
 
+/// What a request turned into: a response, or a live tail the connection
+/// serves until the client goes away.
+pub enum Handled {
+    Response(Response),
+    Stream(LiveTail),
+}
+
+/// A validated request to stream a thread's changes.
+pub struct LiveTail {
+    pub thread: ThreadId,
+    pub caller: Caller,
+    /// Resume after this event id (`Last-Event-ID`), replaying what was missed.
+    pub last_event_id: Option<u64>,
+}
+
 /// Per-core request handler. Cheap to share between the core's connections.
 pub struct Api {
     mesh: Rc<Mesh>,
@@ -39,27 +54,38 @@ impl Api {
         }
     }
 
-    pub async fn handle(&self, request: &Request) -> Response {
+    pub async fn handle(&self, request: &Request) -> Handled {
         let response = match self.dispatch(request).await {
-            Ok(response) => response,
+            Ok(Handled::Response(response)) => response,
+            Ok(stream) => return stream,
             Err(err) => err.into_response(),
         };
         // Names the core that accepted the connection: operators and tests
         // use it to see requests being routed across shards.
-        response.with_header("X-ProgressDB-Shard", self.mesh.local_shard().0.to_string())
+        Handled::Response(
+            response.with_header("X-ProgressDB-Shard", self.mesh.local_shard().0.to_string()),
+        )
     }
 
-    async fn dispatch(&self, request: &Request) -> Result<Response, ApiError> {
+    pub fn mesh(&self) -> &Rc<Mesh> {
+        &self.mesh
+    }
+
+    async fn dispatch(&self, request: &Request) -> Result<Handled, ApiError> {
         let route = router::route(request.method, &request.path)?;
         match route {
-            Route::Healthz => return Ok(json(200, br#"{"status":"ok"}"#.to_vec())),
+            Route::Healthz => {
+                return Ok(Handled::Response(json(200, br#"{"status":"ok"}"#.to_vec())));
+            }
             Route::Readyz => {
                 let body =
                     serde_json::json!({"status": "ready", "version": env!("CARGO_PKG_VERSION")});
-                return Ok(json(200, body.to_string().into_bytes()));
+                return Ok(Handled::Response(json(200, body.to_string().into_bytes())));
             }
             Route::Options(allow) => {
-                return Ok(Response::json(204, Vec::new()).with_header("Allow", allow));
+                return Ok(Handled::Response(
+                    Response::json(204, Vec::new()).with_header("Allow", allow),
+                ));
             }
             _ => {}
         }
@@ -69,9 +95,12 @@ impl Api {
         let command = match route {
             Route::Healthz | Route::Readyz | Route::Options(_) => unreachable!("answered above"),
             Route::ListThreads => {
-                return self.list_threads(principal.require_user()?, &query).await;
+                return self
+                    .list_threads(principal.require_user()?, &query)
+                    .await
+                    .map(Handled::Response);
             }
-            Route::Stats => return self.stats().await,
+            Route::Stats => return self.stats().await.map(Handled::Response),
             Route::CreateThread => {
                 let author = principal.require_user()?;
                 let body: input::CreateThread = decode_body(request)?;
@@ -209,12 +238,12 @@ impl Api {
                 caller: user_caller(&principal)?,
                 id: mid,
             },
-            Route::StreamMessages(_) => {
-                return Err(ApiError::new(
-                    501,
-                    "not_implemented",
-                    "live tail is not available yet",
-                ));
+            Route::StreamMessages(id) => {
+                return Ok(Handled::Stream(LiveTail {
+                    thread: thread_id(&id)?,
+                    caller: user_caller(&principal)?,
+                    last_event_id: input::last_event_id(request, &query)?,
+                }));
             }
             Route::EditMessage(id, mid) => {
                 let body: input::EditMessage = decode_body(request)?;
@@ -233,9 +262,11 @@ impl Api {
         };
         let owner = shard_for(command.thread().as_str(), self.mesh.shard_count());
         match self.mesh.call(owner, command).await? {
-            Reply::Created(body) => Ok(json(201, body)),
-            Reply::Ok(body) => Ok(json(200, body)),
-            Reply::Threads(_) => Err(EngineError::Storage("unexpected thread slice".into()).into()),
+            Reply::Created(body) => Ok(Handled::Response(json(201, body))),
+            Reply::Ok(body) => Ok(Handled::Response(json(200, body))),
+            Reply::Threads(_) | Reply::Events { .. } => {
+                Err(EngineError::Storage("unexpected reply".into()).into())
+            }
         }
     }
 

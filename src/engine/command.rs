@@ -4,6 +4,7 @@
 use serde_json::value::RawValue;
 
 use crate::model::{MessageId, ThreadId, UserId};
+use crate::shard::hub::StreamEvent;
 
 /// Who is asking. `user: None` is a backend caller (seed routes) that may
 /// act on any thread; `Some(user)` may only touch threads that user authored.
@@ -148,6 +149,25 @@ pub enum Command {
         caller: Caller,
         id: String,
     },
+    /// Registers core `core` as listening to the thread's changes and
+    /// returns the changes after `after` (a Last-Event-ID) to replay.
+    Subscribe {
+        thread: ThreadId,
+        caller: Caller,
+        core: usize,
+        after: Option<u64>,
+    },
+    /// More changes after `after`, when a replay did not fit one reply.
+    ChangesAfter {
+        thread: ThreadId,
+        caller: Caller,
+        after: u64,
+    },
+    /// Undoes one `Subscribe` of `core`.
+    Unsubscribe {
+        thread: ThreadId,
+        core: usize,
+    },
     EditMessage {
         thread: ThreadId,
         caller: Caller,
@@ -168,6 +188,12 @@ pub enum Reply {
     Created(Vec<u8>),
     Ok(Vec<u8>),
     Threads(Vec<ThreadEntry>),
+    /// Changes to replay, oldest first; `more` when the replay was cut at
+    /// its size limit.
+    Events {
+        events: Vec<StreamEvent>,
+        more: bool,
+    },
 }
 
 /// One thread of a shard's part of a listing.
@@ -217,6 +243,9 @@ impl Command {
             | Command::ListReplies { thread, .. }
             | Command::React { thread, .. }
             | Command::RestoreMessage { thread, .. }
+            | Command::Subscribe { thread, .. }
+            | Command::ChangesAfter { thread, .. }
+            | Command::Unsubscribe { thread, .. }
             | Command::EditMessage { thread, .. }
             | Command::DeleteMessage { thread, .. } => thread,
             Command::ListThreads(_) | Command::Stats => {

@@ -20,12 +20,14 @@ pub use command::{
 };
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::model::{Message, MessageId, Thread, ThreadId, ThreadRecord};
 use crate::shard::ShardId;
+use crate::shard::hub::StreamEvent;
 use crate::store::{Ops, Store, StoreError};
 use crate::wal::record::Lsn;
 use crate::wal::recovery::{self, RecoveryPolicy};
@@ -44,6 +46,8 @@ pub struct Engine {
     /// Set when applying a logged write to the store failed: the store no
     /// longer matches the log, so writes stop until a restart replays it.
     write_failure: RefCell<Option<String>>,
+    /// Live-tail listeners: thread -> core -> subscriptions on that core.
+    listeners: RefCell<HashMap<String, HashMap<usize, usize>>>,
     /// Last timestamp this shard handed out; keeps thread timestamps
     /// strictly increasing even when the wall clock steps back.
     clock_ns: Cell<u64>,
@@ -58,15 +62,55 @@ pub const REACTIONS_PER_MESSAGE_MAX: usize = 1000;
 /// How often a shard checks whether old WAL segments can be dropped.
 const CHECKPOINT_POLL: Duration = Duration::from_secs(1);
 
-/// A command's reply and, for a mutation, the LSN it must be durable at.
+/// A command's reply and, for a mutation, the LSN it must be durable at
+/// and the change to send to live-tail subscribers once it is.
 struct Executed {
     reply: Reply,
     lsn: Option<Lsn>,
+    change: Option<(String, StreamEvent)>,
 }
 
 impl Executed {
     fn read(reply: Reply) -> Result<Executed, EngineError> {
-        Ok(Executed { reply, lsn: None })
+        Ok(Executed {
+            reply,
+            lsn: None,
+            change: None,
+        })
+    }
+
+    fn write(reply: Reply, lsn: Lsn) -> Result<Executed, EngineError> {
+        Ok(Executed {
+            reply,
+            lsn: Some(lsn),
+            change: None,
+        })
+    }
+}
+
+/// A change to deliver to the cores listening to its thread.
+pub struct Published {
+    pub thread: String,
+    pub cores: Vec<usize>,
+    pub event: StreamEvent,
+}
+
+/// Changes replayed per reply to a subscriber catching up.
+const REPLAY_EVENTS_MAX: usize = 500;
+
+/// The live-tail event for `message` as changed at `change_ts`.
+fn stream_event(message: &Message, change_ts: u64) -> StreamEvent {
+    let kind = if message.deleted {
+        "message.deleted"
+    } else if change_ts == message.ts {
+        "message.created"
+    } else {
+        "message.updated"
+    };
+    StreamEvent {
+        id: change_ts,
+        kind,
+        data: to_json(message).into(),
     }
 }
 
@@ -120,6 +164,7 @@ impl Engine {
             store,
             wal,
             write_failure: RefCell::new(None),
+            listeners: RefCell::new(HashMap::new()),
             clock_ns: Cell::new(0),
             salt_state: Cell::new(seed),
         });
@@ -176,16 +221,48 @@ impl Engine {
     }
 
     /// Executes `command` and waits until its effects are as durable as the
-    /// configured mode promises.
-    pub async fn run(&self, command: Command) -> Outcome {
-        let executed = self.execute(command)?;
-        if let Some(lsn) = executed.lsn {
-            self.wal
-                .wait_durable(lsn)
-                .await
-                .map_err(|err| EngineError::WritesUnavailable(err.to_string()))?;
+    /// configured mode promises. A durable change of a thread with live-tail
+    /// listeners comes back as `Published` for the caller to deliver.
+    pub async fn run(&self, command: Command) -> (Outcome, Option<Published>) {
+        let executed = match self.execute(command) {
+            Ok(executed) => executed,
+            Err(err) => return (Err(err), None),
+        };
+        if let Some(lsn) = executed.lsn
+            && let Err(err) = self.wal.wait_durable(lsn).await
+        {
+            return (Err(EngineError::WritesUnavailable(err.to_string())), None);
         }
-        Ok(executed.reply)
+        let published = executed.change.and_then(|(thread, event)| {
+            let cores: Vec<usize> = self
+                .listeners
+                .borrow()
+                .get(&thread)?
+                .keys()
+                .copied()
+                .collect();
+            Some(Published {
+                thread,
+                cores,
+                event,
+            })
+        });
+        (Ok(executed.reply), published)
+    }
+
+    /// The replay for a subscriber: changes after `after`, as events.
+    fn replay(&self, thread: &ThreadId, after: u64) -> Result<Reply, EngineError> {
+        let changes = self
+            .store
+            .changes_after(thread.as_str(), after, REPLAY_EVENTS_MAX + 1)?;
+        let more = changes.len() > REPLAY_EVENTS_MAX;
+        let mut events = Vec::with_capacity(changes.len());
+        for (change_ts, message_ts) in changes.into_iter().take(REPLAY_EVENTS_MAX) {
+            if let Some(message) = self.store.get_message(thread.as_str(), message_ts)? {
+                events.push(stream_event(&message, change_ts));
+            }
+        }
+        Ok(Reply::Events { events, more })
     }
 
     pub fn shard(&self) -> ShardId {
@@ -226,10 +303,7 @@ impl Engine {
                 }
                 let record = self.new_thread(&id, author.as_str(), title, slug);
                 let lsn = self.commit(Store::thread_ops(&record))?;
-                Ok(Executed {
-                    reply: Reply::Created(to_json(&record.thread)),
-                    lsn: Some(lsn),
-                })
+                Executed::write(Reply::Created(to_json(&record.thread)), lsn)
             }
             Command::GetThread {
                 id,
@@ -254,20 +328,14 @@ impl Engine {
                 }
                 record.thread.updated_ts = self.tick(record.thread.updated_ts);
                 let lsn = self.commit(Store::thread_ops(&record))?;
-                Ok(Executed {
-                    reply: Reply::Ok(to_json(&record.thread)),
-                    lsn: Some(lsn),
-                })
+                Executed::write(Reply::Ok(to_json(&record.thread)), lsn)
             }
             Command::DeleteThread { id, caller } => {
                 let mut record = self.visible_thread(&id, &caller)?;
                 record.thread.deleted = true;
                 record.thread.updated_ts = self.tick(record.thread.updated_ts);
                 let lsn = self.commit(Store::thread_ops(&record))?;
-                Ok(Executed {
-                    reply: Reply::Ok(br#"{"deleted":true}"#.to_vec()),
-                    lsn: Some(lsn),
-                })
+                Executed::write(Reply::Ok(br#"{"deleted":true}"#.to_vec()), lsn)
             }
             Command::RestoreThread { id, caller } => {
                 let mut record = self.thread_for(&id, &caller, true)?;
@@ -277,10 +345,7 @@ impl Engine {
                 record.thread.deleted = false;
                 record.thread.updated_ts = self.tick(record.thread.updated_ts);
                 let lsn = self.commit(Store::thread_ops(&record))?;
-                Ok(Executed {
-                    reply: Reply::Ok(to_json(&record.thread)),
-                    lsn: Some(lsn),
-                })
+                Executed::write(Reply::Ok(to_json(&record.thread)), lsn)
             }
             Command::Stats => {
                 let wal = self.wal.stats();
@@ -375,6 +440,7 @@ impl Engine {
                 Ok(Executed {
                     reply: Reply::Created(to_json(&message)),
                     lsn: Some(lsn),
+                    change: Some((message.thread.clone(), stream_event(&message, ts))),
                 })
             }
             Command::ListMessages {
@@ -467,6 +533,51 @@ impl Engine {
                 message.updated_ts = Some(change_ts);
                 self.update_message(&message, Ops::default(), change_ts, to_json(&message))
             }
+            Command::Subscribe {
+                thread,
+                caller,
+                core,
+                after,
+            } => {
+                self.visible_thread(&thread, &caller)?;
+                *self
+                    .listeners
+                    .borrow_mut()
+                    .entry(thread.to_string())
+                    .or_default()
+                    .entry(core)
+                    .or_insert(0) += 1;
+                match after {
+                    Some(after) => Executed::read(self.replay(&thread, after)?),
+                    None => Executed::read(Reply::Events {
+                        events: Vec::new(),
+                        more: false,
+                    }),
+                }
+            }
+            Command::ChangesAfter {
+                thread,
+                caller,
+                after,
+            } => {
+                self.visible_thread(&thread, &caller)?;
+                Executed::read(self.replay(&thread, after)?)
+            }
+            Command::Unsubscribe { thread, core } => {
+                let mut listeners = self.listeners.borrow_mut();
+                if let Some(cores) = listeners.get_mut(thread.as_str()) {
+                    if let Some(count) = cores.get_mut(&core) {
+                        *count -= 1;
+                        if *count == 0 {
+                            cores.remove(&core);
+                        }
+                    }
+                    if cores.is_empty() {
+                        listeners.remove(thread.as_str());
+                    }
+                }
+                Executed::read(Reply::Ok(Vec::new()))
+            }
             Command::React {
                 thread,
                 caller,
@@ -511,6 +622,7 @@ impl Engine {
         Ok(Executed {
             reply: Reply::Ok(reply),
             lsn: Some(lsn),
+            change: Some((message.thread.clone(), stream_event(message, change_ts))),
         })
     }
 

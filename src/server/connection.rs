@@ -15,7 +15,8 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use crate::api::{Api, ApiError};
+use super::live_tail;
+use crate::api::{Api, ApiError, Handled};
 use crate::http::{self, HeadLimits, Method, Parse, Response};
 
 /// Bytes requested from the socket per read.
@@ -76,7 +77,24 @@ pub async fn serve(mut stream: TcpStream, api: Rc<Api>, settings: Rc<ConnectionS
             Parse::Complete { request, consumed } => {
                 input.drain(..consumed);
                 continue_sent = false;
-                let response = api.handle(&request).await;
+                let response = match api.handle(&request).await {
+                    Handled::Response(response) => response,
+                    Handled::Stream(tail) => {
+                        // Answers already buffered for pipelined requests go first.
+                        if !output.is_empty() && stream.write_all(&output).await.is_err() {
+                            return;
+                        }
+                        output.clear();
+                        if let Err(err) =
+                            live_tail::serve(&mut stream, api.mesh().clone(), tail).await
+                        {
+                            err.into_response().write_to(&mut output, false, false);
+                            let _ = stream.write_all(&output).await;
+                        }
+                        let _ = stream.close().await;
+                        return;
+                    }
+                };
                 let head_only = request.method == Method::Head;
                 response.write_to(&mut output, request.keep_alive, head_only);
                 if !request.keep_alive {

@@ -8,6 +8,7 @@
 
 mod connection;
 pub mod datadir;
+mod live_tail;
 
 use std::cell::Cell;
 use std::net::SocketAddr;

@@ -16,11 +16,23 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalSender};
 
 use super::ShardId;
-use crate::engine::{Command, Engine, EngineError, Outcome};
+use super::hub::{Hub, StreamEvent};
+use crate::engine::{Command, Engine, EngineError, Outcome, Published};
 
 pub enum Envelope {
-    Request { ticket: u64, command: Command },
-    Reply { ticket: u64, outcome: Outcome },
+    Request {
+        ticket: u64,
+        command: Command,
+    },
+    Reply {
+        ticket: u64,
+        outcome: Outcome,
+    },
+    /// A thread's change for the live-tail subscribers on the receiving core.
+    Event {
+        thread: String,
+        event: StreamEvent,
+    },
 }
 
 /// Messages that may wait in one direction of one core pair before senders
@@ -35,6 +47,7 @@ pub fn builder(shard_count: usize) -> MeshHandle {
 
 pub struct Mesh {
     engine: Rc<Engine>,
+    hub: Hub,
     shard_count: usize,
     senders: Senders<Envelope>,
     pending: RefCell<HashMap<u64, LocalSender<Outcome>>>,
@@ -53,6 +66,7 @@ impl Mesh {
     ) -> Rc<Mesh> {
         let mesh = Rc::new(Mesh {
             engine,
+            hub: Hub::default(),
             shard_count: senders.nr_consumers(),
             senders,
             pending: RefCell::new(HashMap::new()),
@@ -80,9 +94,45 @@ impl Mesh {
     }
 
     /// Runs `command` on shard `target` and returns its outcome.
+    /// This core's live-tail subscribers.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Runs a command on this core's engine and delivers the change it made
+    /// to every core listening to its thread.
+    async fn run_local(&self, command: Command) -> Outcome {
+        let (outcome, published) = self.engine.run(command).await;
+        if let Some(published) = published {
+            self.publish(published);
+        }
+        outcome
+    }
+
+    fn publish(&self, published: Published) {
+        let Published {
+            thread,
+            cores,
+            event,
+        } = published;
+        for core in cores {
+            if core == self.local_shard().0 {
+                self.hub.publish(&thread, &event);
+                continue;
+            }
+            let envelope = Envelope::Event {
+                thread: thread.clone(),
+                event: event.clone(),
+            };
+            // A full inbox means that core is far behind; its subscribers
+            // will miss this event and can resume from their last event id.
+            let _ = self.senders.try_send_to(core, envelope);
+        }
+    }
+
     pub async fn call(&self, target: ShardId, command: Command) -> Outcome {
         if target == self.local_shard() {
-            return self.engine.run(command).await;
+            return self.run_local(command).await;
         }
         let ticket = self.next_ticket.get();
         self.next_ticket.set(ticket.wrapping_add(1));
@@ -129,7 +179,7 @@ impl Mesh {
                 // other cannot deadlock.
                 let mesh = self.clone();
                 glommio::spawn_local(async move {
-                    let outcome = mesh.engine.run(command).await;
+                    let outcome = mesh.run_local(command).await;
                     let _ = mesh
                         .senders
                         .send_to(peer, Envelope::Reply { ticket, outcome })
@@ -144,6 +194,7 @@ impl Mesh {
                     let _ = waiter.try_send(outcome);
                 }
             }
+            Envelope::Event { thread, event } => self.hub.publish(&thread, &event),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! sent to the owner over glommio's cross-core channels ([`mesh`]); the owner
 //! executes it and sends the reply back. No lock guards chat data.
 
+pub mod hub;
 pub mod mesh;
 
 use std::fmt;
