@@ -513,9 +513,9 @@ impl Engine {
             }
             Command::DeleteMessage { thread, caller, id } => {
                 let mut message = self.message_for(&thread, &caller, &id, false)?;
+                // Not an edit: `updated_ts` and the version stay as they are.
                 let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
                 message.deleted = true;
-                message.updated_ts = Some(change_ts);
                 self.update_message(
                     &message,
                     Ops::default(),
@@ -530,7 +530,6 @@ impl Engine {
                 }
                 let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
                 message.deleted = false;
-                message.updated_ts = Some(change_ts);
                 self.update_message(&message, Ops::default(), change_ts, to_json(&message))
             }
             Command::Subscribe {

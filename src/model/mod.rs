@@ -60,7 +60,8 @@ pub struct Message {
     pub reply_to: Option<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub deleted: bool,
-    /// Nanoseconds since the Unix epoch of the last edit or deletion.
+    /// Nanoseconds since the Unix epoch of the last edit of the content
+    /// (deleting, restoring and reacting are not edits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_ts: Option<u64>,
     /// 1 for the original content, incremented by every edit.

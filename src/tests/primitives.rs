@@ -113,6 +113,10 @@ fn soft_delete_hides_include_deleted_shows_and_restore_brings_back() {
         .get(&format!("{base}/{gone_id}/versions?include_deleted=true"))
         .expect(200);
     assert_eq!(versions["data"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        versions["data"][1]["ts"], shown["updated_ts"],
+        "a delete is not an edit: the last version keeps its edit time"
+    );
     client
         .get(&format!("{base}/{gone_id}/versions"))
         .expect_error(404, "message_not_found");
