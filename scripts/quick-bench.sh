@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
 CONNECTIONS="${2:-64}"
 KEY="bench-key-0123456789"
+ADMIN_KEY="bench-admin-0123456789"
 AUTH=(-H "Authorization: Bearer $KEY" -H "X-User-ID: bench")
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
@@ -28,7 +29,7 @@ trap cleanup EXIT
 start() { # durability -> sets SERVER, ADDR, THREAD
   [ -n "$SERVER" ] && { kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; }
   rm -rf "$WORK/db"
-  ./target/release/progressdb --db "$WORK/db" --addr 127.0.0.1:0 --api-key "$KEY" \
+  ./target/release/progressdb --db "$WORK/db" --addr 127.0.0.1:0 --api-key "$KEY" --admin-key "$ADMIN_KEY" \
     --durability "$1" >"$WORK/out" 2>&1 &
   SERVER=$!
   for _ in $(seq 100); do grep -q "listening on" "$WORK/out" && break; sleep 0.1; done
@@ -54,7 +55,7 @@ PAGE="$(rps "$ADDR/frontend/v1/threads/$THREAD/messages?limit=50")"
 POST_NONE="$(rps -s "$WORK/post.lua" "$ADDR/frontend/v1/threads/$THREAD/messages")"
 start sync
 POST_SYNC="$(rps -s "$WORK/post.lua" "$ADDR/frontend/v1/threads/$THREAD/messages")"
-PER_FSYNC="$(curl -s "${AUTH[@]}" "$ADDR/admin/v1/stats" | python3 -c '
+PER_FSYNC="$(curl -s -H "Authorization: Bearer $ADMIN_KEY" "$ADDR/admin/v1/stats" | python3 -c '
 import json, sys
 shards = json.load(sys.stdin)["shards"]
 records = sum(s["wal"]["records_flushed"] for s in shards)

@@ -42,18 +42,72 @@ pub struct Flags {
     #[arg(long, env = "PROGRESSDB_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// API key accepted in `Authorization: Bearer` or `X-API-Key`; repeat
-    /// for several. The environment variable takes a comma-separated list.
-    /// When no key is configured a development key is generated into
+    /// Backend key (`sk_...`), sent as `Authorization: Bearer` or
+    /// `X-API-Key`: every frontend route for any user named in `X-User-ID`,
+    /// the seed routes and `/backend/v1/sign`. Repeat for several; the
+    /// environment variable takes a comma-separated list. When no key of any
+    /// kind is configured, a development backend key is generated into
     /// `<db>/dev-api-key` on first start.
     #[arg(
         long = "api-key",
+        visible_alias = "backend-key",
         env = "PROGRESSDB_API_KEYS",
         value_delimiter = ',',
         value_name = "KEY",
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
+
+    /// Frontend key (`pk_...`), safe in browsers: frontend routes only, and
+    /// every request must carry `X-User-ID` and a valid `X-User-Signature`.
+    #[arg(
+        long = "frontend-key",
+        env = "PROGRESSDB_FRONTEND_KEYS",
+        value_delimiter = ',',
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub frontend_keys: Vec<String>,
+
+    /// Admin key: the admin routes (`/admin/v1/...`) and nothing else.
+    #[arg(
+        long = "admin-key",
+        env = "PROGRESSDB_ADMIN_KEYS",
+        value_delimiter = ',',
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub admin_keys: Vec<String>,
+
+    /// Secret that user signatures are HMAC-keyed with; the first one signs,
+    /// every one verifies (for rotation). [default: the backend keys]
+    #[arg(
+        long = "signing-key",
+        env = "PROGRESSDB_SIGNING_KEYS",
+        value_delimiter = ',',
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub signing_keys: Vec<String>,
+
+    /// Origin allowed to call the frontend routes from a browser (CORS);
+    /// repeat for several, or `*` for any. [default: none]
+    #[arg(
+        long = "cors-origin",
+        env = "PROGRESSDB_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Requests per second each key may make, 0 for no limit. Kept per
+    /// core (each core allows its share), so no state is shared. [default: 0]
+    #[arg(long, env = "PROGRESSDB_RATE_LIMIT_RPS", value_name = "N")]
+    pub rate_limit_rps: Option<u64>,
+
+    /// Requests a key may make in a burst above its rate. [default: the rate]
+    #[arg(long, env = "PROGRESSDB_RATE_LIMIT_BURST", value_name = "N")]
+    pub rate_limit_burst: Option<u64>,
 
     /// Largest accepted request body in bytes. [default: 1048576]
     #[arg(long, env = "PROGRESSDB_REQUEST_BODY_BYTES_MAX", value_name = "BYTES")]
@@ -106,6 +160,12 @@ struct FileSettings {
     addr: Option<String>,
     shards: Option<usize>,
     api_keys: Option<Vec<String>>,
+    frontend_keys: Option<Vec<String>>,
+    admin_keys: Option<Vec<String>>,
+    signing_keys: Option<Vec<String>>,
+    cors_origins: Option<Vec<String>>,
+    rate_limit_rps: Option<u64>,
+    rate_limit_burst: Option<u64>,
     request_body_bytes_max: Option<usize>,
     request_head_bytes_max: Option<usize>,
     idle_timeout_ms: Option<u64>,
@@ -125,7 +185,15 @@ pub struct Config {
     /// `None` when neither flag, env nor file set it: the server then uses
     /// the count stored in the data directory, else the number of cores.
     pub shards: Option<usize>,
+    /// Backend keys (`--api-key` / `--backend-key`).
     pub api_keys: Vec<String>,
+    pub frontend_keys: Vec<String>,
+    pub admin_keys: Vec<String>,
+    pub signing_keys: Vec<String>,
+    pub cors_origins: Vec<String>,
+    /// Requests per second per key (0: unlimited) and burst size.
+    pub rate_limit_rps: u64,
+    pub rate_limit_burst: u64,
     pub limits: Limits,
     pub io_memory_bytes: usize,
     pub wal: WalOptions,
@@ -140,9 +208,17 @@ impl std::fmt::Debug for Config {
             .field("addr", &self.addr)
             .field("shards", &self.shards)
             .field(
-                "api_keys",
-                &format_args!("[{} hidden]", self.api_keys.len()),
+                "keys",
+                &format_args!(
+                    "[{} backend, {} frontend, {} admin, {} signing: hidden]",
+                    self.api_keys.len(),
+                    self.frontend_keys.len(),
+                    self.admin_keys.len(),
+                    self.signing_keys.len()
+                ),
             )
+            .field("cors_origins", &self.cors_origins)
+            .field("rate_limit_rps", &self.rate_limit_rps)
             .field("limits", &self.limits)
             .field("io_memory_bytes", &self.io_memory_bytes)
             .field("wal", &self.wal)
@@ -231,19 +307,25 @@ impl Config {
                 format!("must be 1..={SHARDS_MAX}, got {count}"),
             ));
         }
-        let api_keys = if flags.api_keys.is_empty() {
-            file.api_keys.unwrap_or_default()
+        let api_keys = secrets("api_keys", flags.api_keys, file.api_keys)?;
+        let frontend_keys = secrets("frontend_keys", flags.frontend_keys, file.frontend_keys)?;
+        let admin_keys = secrets("admin_keys", flags.admin_keys, file.admin_keys)?;
+        let signing_keys = secrets("signing_keys", flags.signing_keys, file.signing_keys)?;
+        let cors_origins = if flags.cors_origins.is_empty() {
+            file.cors_origins.unwrap_or_default()
         } else {
-            flags.api_keys
+            flags.cors_origins
         };
-        for key in &api_keys {
-            if key.len() < 8 || key.len() > 256 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-                // The key itself is never echoed.
-                return Err(invalid(
-                    "api_keys",
-                    "each key must be 8 to 256 printable ASCII characters without spaces",
-                ));
-            }
+        let rate_limit_rps = flags.rate_limit_rps.or(file.rate_limit_rps).unwrap_or(0);
+        let rate_limit_burst = flags
+            .rate_limit_burst
+            .or(file.rate_limit_burst)
+            .unwrap_or(rate_limit_rps);
+        if rate_limit_rps > 0 && rate_limit_burst == 0 {
+            return Err(invalid(
+                "rate_limit_burst",
+                "must be at least 1 when a rate is set",
+            ));
         }
         let limits = Limits {
             request_body_bytes_max: positive(
@@ -342,6 +424,12 @@ impl Config {
             addr,
             shards,
             api_keys,
+            frontend_keys,
+            admin_keys,
+            signing_keys,
+            cors_origins,
+            rate_limit_rps,
+            rate_limit_burst,
             limits,
             io_memory_bytes: io_memory_kib * 1024,
         })
@@ -359,6 +447,29 @@ fn injected_wal_fault() -> Option<u64> {
     } else {
         None
     }
+}
+
+/// A list of secrets from flags (or env) or else the file, validated
+/// without ever echoing a value.
+fn secrets(
+    key: &'static str,
+    from_flags: Vec<String>,
+    from_file: Option<Vec<String>>,
+) -> Result<Vec<String>, ConfigError> {
+    let values = if from_flags.is_empty() {
+        from_file.unwrap_or_default()
+    } else {
+        from_flags
+    };
+    for value in &values {
+        if value.len() < 8 || value.len() > 256 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                key,
+                "each key must be 8 to 256 printable ASCII characters without spaces",
+            ));
+        }
+    }
+    Ok(values)
 }
 
 fn positive(

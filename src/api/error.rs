@@ -11,6 +11,8 @@ pub struct ApiError {
     pub message: String,
     /// Value of an `Allow` header (405 only).
     pub allow: Option<&'static str>,
+    /// Value of a `Retry-After` header in seconds (429 only).
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -20,6 +22,7 @@ impl ApiError {
             code,
             message: message.into(),
             allow: None,
+            retry_after_s: None,
         }
     }
 
@@ -28,11 +31,14 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response {
-        let response = Response::error(self.status, self.code, &self.message);
-        match self.allow {
-            Some(allow) => response.with_header("Allow", allow),
-            None => response,
+        let mut response = Response::error(self.status, self.code, &self.message);
+        if let Some(allow) = self.allow {
+            response = response.with_header("Allow", allow);
         }
+        if let Some(seconds) = self.retry_after_s {
+            response = response.with_header("Retry-After", seconds.to_string());
+        }
+        response
     }
 }
 
@@ -107,6 +113,14 @@ impl From<crate::auth::AuthError> for ApiError {
                 "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
             ),
             AuthError::UnknownKey => ApiError::new(401, "unauthorized", "unknown API key"),
+            AuthError::WrongScope => {
+                ApiError::new(403, "forbidden", "this kind of key may not call this route")
+            }
+            AuthError::BadSignature => ApiError::new(
+                401,
+                "invalid_signature",
+                "frontend keys need X-User-ID and a valid X-User-Signature for that user",
+            ),
             AuthError::MissingUser => ApiError::bad_request(
                 "missing_user_id",
                 "this route acts for a user: send `X-User-ID`",

@@ -58,6 +58,12 @@ pub struct EditMessage {
 }
 
 #[derive(Deserialize)]
+pub struct Sign {
+    #[serde(rename = "userId", alias = "user_id")]
+    pub user_id: Option<String>,
+}
+
+#[derive(Deserialize)]
 pub struct React {
     pub reaction: Option<String>,
 }

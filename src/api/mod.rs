@@ -2,21 +2,26 @@
 //! shard -> [`Response`]. Everything a client sends is validated here, on
 //! the accepting core, before it crosses to another core.
 
+mod cors;
 mod error;
 mod input;
+mod limit;
 
 pub use error::ApiError;
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Instant;
 
 use crate::auth::{Keys, Principal};
-use crate::config::Limits;
+use crate::config::{Config, Limits};
 use crate::engine::{self, Caller, Command, EngineError, Order, Reply, ThreadEntry, ThreadPage};
 use crate::http::router::{self, Route};
 use crate::http::{Request, Response};
 use crate::model::{ThreadId, UserId};
 use crate::shard::{ShardId, mesh::Mesh, shard_for};
+use cors::Cors;
+use limit::RateLimiter;
 
 use input::{Query, decode_body};
 
@@ -40,16 +45,26 @@ pub struct Api {
     mesh: Rc<Mesh>,
     keys: Rc<Keys>,
     limits: Limits,
+    cors: Cors,
+    rate_limiter: RateLimiter,
     /// Sequence for thread ids generated on this core.
     thread_sequence: Cell<u32>,
 }
 
 impl Api {
-    pub fn new(mesh: Rc<Mesh>, keys: Rc<Keys>, limits: Limits) -> Api {
+    pub fn new(mesh: Rc<Mesh>, keys: Rc<Keys>, config: &Config) -> Api {
+        let rate_limiter = RateLimiter::new(
+            config.rate_limit_rps,
+            config.rate_limit_burst,
+            mesh.shard_count(),
+            keys.key_count(),
+        );
         Api {
             mesh,
             keys,
-            limits,
+            limits: config.limits.clone(),
+            cors: Cors::new(&config.cors_origins),
+            rate_limiter,
             thread_sequence: Cell::new(0),
         }
     }
@@ -62,9 +77,9 @@ impl Api {
         };
         // Names the core that accepted the connection: operators and tests
         // use it to see requests being routed across shards.
-        Handled::Response(
-            response.with_header("X-ProgressDB-Shard", self.mesh.local_shard().0.to_string()),
-        )
+        let response =
+            response.with_header("X-ProgressDB-Shard", self.mesh.local_shard().0.to_string());
+        Handled::Response(self.cors.decorate(request, response))
     }
 
     pub fn mesh(&self) -> &Rc<Mesh> {
@@ -83,13 +98,24 @@ impl Api {
                 return Ok(Handled::Response(json(200, body.to_string().into_bytes())));
             }
             Route::Options(allow) => {
-                return Ok(Handled::Response(
-                    Response::json(204, Vec::new()).with_header("Allow", allow),
-                ));
+                return Ok(Handled::Response(self.cors.preflight(request, allow)));
             }
             _ => {}
         }
-        let principal = self.keys.authenticate(request)?;
+        let scope = route
+            .scope()
+            .expect("only unauthenticated routes have no scope");
+        let principal = self.keys.authenticate(request, scope)?;
+        if let Err(retry_after_s) = self.rate_limiter.admit(principal.key_index, Instant::now()) {
+            return Err(ApiError {
+                retry_after_s: Some(retry_after_s),
+                ..ApiError::new(
+                    429,
+                    "rate_limited",
+                    "too many requests for this key; retry later",
+                )
+            });
+        }
         let query = Query::parse(&request.query)?;
         let limits = &self.limits;
         let command = match route {
@@ -101,6 +127,7 @@ impl Api {
                     .map(Handled::Response);
             }
             Route::Stats => return self.stats().await.map(Handled::Response),
+            Route::Sign => return self.sign(request).map(Handled::Response),
             Route::CreateThread => {
                 let author = principal.require_user()?;
                 let body: input::CreateThread = decode_body(request)?;
@@ -285,6 +312,30 @@ impl Api {
             replies.push(call.await?);
         }
         Ok(replies)
+    }
+
+    /// `POST /backend/v1/sign {"userId"}`: the signature a frontend sends
+    /// as `X-User-Signature` for that user.
+    fn sign(&self, request: &Request) -> Result<Response, ApiError> {
+        let body: input::Sign = decode_body(request)?;
+        let user = body
+            .user_id
+            .as_deref()
+            .and_then(UserId::parse)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_field",
+                    "`userId` must be 1 to 128 printable ASCII characters without spaces",
+                )
+            })?;
+        let secret = self.keys.signing_secret().ok_or_else(|| {
+            ApiError::new(503, "signing_unavailable", "no signing key is configured")
+        })?;
+        let body = serde_json::json!({
+            "userId": user.as_str(),
+            "signature": crate::auth::sign(secret, user.as_str()),
+        });
+        Ok(json(200, body.to_string().into_bytes()))
     }
 
     async fn stats(&self) -> Result<Response, ApiError> {

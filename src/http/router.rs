@@ -2,6 +2,7 @@
 //! handlers receive plain strings and validate them as ids.
 
 use super::{Method, url::percent_decode};
+use crate::auth::Scope;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -31,8 +32,24 @@ pub enum Route {
     SeedListMessages(String),
     /// `GET /admin/v1/stats`: per-shard counters.
     Stats,
+    /// `POST /backend/v1/sign`: a user's signature for frontend keys.
+    Sign,
     /// `OPTIONS` on a known path: answered with its `Allow` list.
     Options(&'static str),
+}
+
+impl Route {
+    /// Which key kinds may call this route; `None` for unauthenticated ones.
+    pub fn scope(&self) -> Option<Scope> {
+        match self {
+            Route::Healthz | Route::Readyz | Route::Options(_) => None,
+            Route::Stats => Some(Scope::Admin),
+            Route::Sign | Route::SeedPostMessage | Route::SeedListMessages(_) => {
+                Some(Scope::Backend)
+            }
+            _ => Some(Scope::Frontend),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +78,7 @@ enum Resource {
     SeedMessages,
     SeedThreadMessages(String),
     Stats,
+    Sign,
 }
 
 impl Resource {
@@ -72,9 +90,10 @@ impl Resource {
             | Resource::Stats => "GET, HEAD, OPTIONS",
             Resource::Threads | Resource::Messages(_) => "GET, HEAD, POST, OPTIONS",
             Resource::Thread(_) | Resource::Message(..) => "GET, HEAD, PUT, DELETE, OPTIONS",
-            Resource::SeedMessages | Resource::ThreadRestore(_) | Resource::MessageRestore(..) => {
-                "POST, OPTIONS"
-            }
+            Resource::SeedMessages
+            | Resource::ThreadRestore(_)
+            | Resource::MessageRestore(..)
+            | Resource::Sign => "POST, OPTIONS",
             Resource::Versions(..) | Resource::Replies(..) | Resource::Stream(_) => {
                 "GET, HEAD, OPTIONS"
             }
@@ -119,6 +138,7 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
         (Resource::SeedMessages, Method::Post) => Route::SeedPostMessage,
         (Resource::SeedThreadMessages(id), Method::Get) => Route::SeedListMessages(id),
         (Resource::Stats, Method::Get) => Route::Stats,
+        (Resource::Sign, Method::Post) => Route::Sign,
         _ => return Err(RouteError::MethodNotAllowed(allow)),
     };
     Ok(route)
@@ -162,6 +182,8 @@ fn resource(raw_path: &str) -> Result<Resource, RouteError> {
         ["v1", "messages"] => Resource::SeedMessages,
         ["v1", "threads", id, "messages"] => Resource::SeedThreadMessages(owned(id)),
         ["admin", "v1", "stats"] => Resource::Stats,
+        // The last two are paths older ProgressDB clients call.
+        ["backend", "v1", "sign"] | ["v1", "_sign"] | ["v1", "sign"] => Resource::Sign,
         _ => return Err(RouteError::NotFound),
     })
 }

@@ -135,8 +135,13 @@ async fn run_shard(
     let mesh = mesh::Mesh::start(senders, receivers, engine.clone());
     let api = Rc::new(Api::new(
         mesh,
-        Rc::new(Keys::new(&keys)),
-        config.limits.clone(),
+        Rc::new(Keys::new(
+            &keys,
+            &config.frontend_keys,
+            &config.admin_keys,
+            &config.signing_keys,
+        )),
+        &config,
     ));
     let listener = TcpListener::bind(addr)
         .map_err(|err| format!("{shard}: cannot listen on {addr}: {err}"))?;
@@ -190,8 +195,13 @@ async fn run_shard(
         .map_err(|err| format!("{shard}: cannot persist on shutdown: {err}"))
 }
 
+/// The backend keys: as configured, or a development key when no key of
+/// any kind is configured.
 fn resolve_keys(config: &Config) -> Result<Arc<Vec<String>>, String> {
-    if !config.api_keys.is_empty() {
+    let any_configured = !(config.api_keys.is_empty()
+        && config.frontend_keys.is_empty()
+        && config.admin_keys.is_empty());
+    if any_configured {
         return Ok(Arc::new(config.api_keys.clone()));
     }
     let (key, generated) = datadir::dev_key(&config.db)?;

@@ -228,6 +228,8 @@ pub struct Client {
     writer: TcpStream,
     pub user: Option<String>,
     pub key: Option<String>,
+    /// Raw header lines (each ending in CRLF) added to every request.
+    pub extra_headers: String,
 }
 
 impl Client {
@@ -240,6 +242,7 @@ impl Client {
             writer: stream,
             user: Some("alice".into()),
             key: Some(API_KEY.into()),
+            extra_headers: String::new(),
         }
     }
 
@@ -257,6 +260,7 @@ impl Client {
         if let Some(user) = &self.user {
             head.push_str(&format!("X-User-ID: {user}\r\n"));
         }
+        head.push_str(&self.extra_headers);
         let body = body.unwrap_or("");
         if !body.is_empty() || method == "POST" || method == "PUT" {
             head.push_str("Content-Type: application/json\r\n");
