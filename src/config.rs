@@ -122,6 +122,11 @@ pub struct Flags {
     #[arg(long, env = "PROGRESSDB_IDLE_TIMEOUT_MS", value_name = "MS")]
     pub idle_timeout_ms: Option<u64>,
 
+    /// Milliseconds a client may take to send one whole request, from its
+    /// first byte; cuts off clients that trickle a request. [default: 10000]
+    #[arg(long, env = "PROGRESSDB_REQUEST_TIMEOUT_MS", value_name = "MS")]
+    pub request_timeout_ms: Option<u64>,
+
     /// Open connections each shard accepts before answering 503. [default: 10000]
     #[arg(long, env = "PROGRESSDB_CONNECTIONS_PER_SHARD_MAX", value_name = "N")]
     pub connections_per_shard_max: Option<usize>,
@@ -169,6 +174,7 @@ struct FileSettings {
     request_body_bytes_max: Option<usize>,
     request_head_bytes_max: Option<usize>,
     idle_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
     connections_per_shard_max: Option<usize>,
     io_memory_kib: Option<usize>,
     durability: Option<String>,
@@ -234,6 +240,7 @@ pub struct Limits {
     pub request_header_count_max: usize,
     pub request_body_bytes_max: usize,
     pub idle_timeout_ms: u64,
+    pub request_timeout_ms: u64,
     pub connections_per_shard_max: usize,
     pub title_bytes_max: usize,
     pub role_bytes_max: usize,
@@ -248,6 +255,7 @@ impl Default for Limits {
             request_header_count_max: 64,
             request_body_bytes_max: 1024 * 1024,
             idle_timeout_ms: 60_000,
+            request_timeout_ms: 10_000,
             connections_per_shard_max: 10_000,
             title_bytes_max: 512,
             role_bytes_max: 64,
@@ -348,6 +356,15 @@ impl Config {
                     .map(|ms| ms as usize),
                 defaults.idle_timeout_ms as usize,
                 24 * 3600 * 1000,
+            )? as u64,
+            request_timeout_ms: positive(
+                "request_timeout_ms",
+                flags
+                    .request_timeout_ms
+                    .or(file.request_timeout_ms)
+                    .map(|ms| ms as usize),
+                defaults.request_timeout_ms as usize,
+                3600 * 1000,
             )? as u64,
             connections_per_shard_max: positive(
                 "connections_per_shard_max",

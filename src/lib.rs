@@ -25,6 +25,7 @@ pub mod engine;
 pub mod http;
 pub mod loadgen;
 pub mod model;
+pub mod rng;
 pub mod server;
 pub mod shard;
 pub mod store;

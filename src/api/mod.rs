@@ -442,3 +442,102 @@ fn user_caller(principal: &Principal) -> Result<Caller, ApiError> {
         user: Some(principal.require_user()?),
     })
 }
+
+/// Hostile-input smoke test of everything that decodes a request before it
+/// reaches a shard: framing, routing, query strings, cursors and JSON bodies.
+/// `PROGRESSDB_FUZZ_CASES` sets the number of cases (CI runs the default;
+/// `scripts/fuzz.sh` runs a million).
+#[cfg(test)]
+mod fuzz {
+    use super::input::{self, Query};
+    use crate::config::Limits;
+    use crate::http::{self, HeadLimits, Parse};
+    use crate::rng::XorShift;
+
+    const SEEDS: &[&[u8]] = &[
+        b"GET /frontend/v1/threads?limit=10&before=0000000000000abcgeneral&sort_by=created_ts_asc HTTP/1.1\r\nX-User-ID: u\r\n\r\n",
+        b"POST /frontend/v1/threads HTTP/1.1\r\nContent-Length: 30\r\n\r\n{\"title\":\"t\",\"id\":\"x\",\"slug\":1}",
+        b"POST /v1/messages HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2a\r\n{\"thread\":\"g\",\"author\":\"a\",\"body\":[1,{}]}\r\n0\r\n\r\n",
+        b"GET /frontend/v1/threads/a%2Fb/messages/33n7p71hm22r0rcvr6rq3m3ccc/versions?include_deleted=true&anchor=x HTTP/1.1\r\n\r\n",
+        b"PUT /frontend/v1/threads/t/messages/m HTTP/1.1\r\nContent-Length: 16\r\nExpect: 100-continue\r\n\r\n{\"body\":\"\\u00e9\"}",
+        b"POST /frontend/v1/threads/t/messages/m/reactions HTTP/1.1\r\nContent-Length: 19\r\n\r\n{\"reaction\":\"\xf0\x9f\x91\x8d\"}",
+    ];
+
+    fn mutate(rng: &mut XorShift, seed: &[u8]) -> Vec<u8> {
+        let mut bytes = seed.to_vec();
+        for _ in 0..1 + rng.below(6) {
+            let at = rng.below(bytes.len().max(1));
+            match rng.below(6) {
+                0 if !bytes.is_empty() => bytes[at] ^= 1 << rng.below(8),
+                1 => bytes.insert(at.min(bytes.len()), rng.next_u64() as u8),
+                2 if !bytes.is_empty() => {
+                    bytes.remove(at);
+                }
+                3 => bytes.truncate(at),
+                4 => {
+                    let other = SEEDS[rng.below(SEEDS.len())];
+                    let from = rng.below(other.len());
+                    bytes.splice(
+                        at.min(bytes.len())..at.min(bytes.len()),
+                        other[from..].iter().copied(),
+                    );
+                }
+                _ => {
+                    let tokens: [&[u8]; 6] = [b"%", b"%zz", b"\r\n", b"\"", b"{", b"\xff"];
+                    let token = tokens[rng.below(tokens.len())];
+                    bytes.splice(
+                        at.min(bytes.len())..at.min(bytes.len()),
+                        token.iter().copied(),
+                    );
+                }
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn hostile_requests_never_panic() {
+        let cases: usize = std::env::var("PROGRESSDB_FUZZ_CASES")
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(20_000);
+        let seed = 0xf022_u64;
+        let mut rng = XorShift::new(seed);
+        let head = HeadLimits {
+            head_bytes_max: 4096,
+            header_count_max: 32,
+            body_bytes_max: 4096,
+        };
+        let limits = Limits::default();
+        let mut complete = 0;
+        for _ in 0..cases {
+            let seed_request = SEEDS[rng.below(SEEDS.len())];
+            let bytes = mutate(&mut rng, seed_request);
+            let Parse::Complete { request, .. } = http::parse_request(&bytes, &head) else {
+                continue;
+            };
+            complete += 1;
+            let _ = http::router::route(request.method, &request.path);
+            if let Ok(query) = Query::parse(&request.query) {
+                let _ = query.message_page(&limits);
+                let _ = query.thread_page(&limits);
+                let _ = query.reply_page(&limits);
+                let _ = query.include_deleted();
+                let _ = input::last_event_id(&request, &query);
+            }
+            let _ = input::decode_body::<input::CreateThread>(&request);
+            let _ = input::decode_body::<input::SeedPostMessage>(&request);
+            if let Ok(body) = input::decode_body::<input::PostMessage>(&request) {
+                let _ = input::optional_role(body.role, &limits);
+                let _ = input::required_body(body.body);
+            }
+            if let Ok(body) = input::decode_body::<input::React>(&request) {
+                let _ = input::reaction(body.reaction);
+            }
+        }
+        assert!(
+            complete > cases / 20,
+            "seed {seed:#x}: too few mutants parsed ({complete})"
+        );
+    }
+}

@@ -922,26 +922,13 @@ mod tests {
         assert_eq!(request.header("host"), Some("h"));
     }
 
-    /// xorshift64*: deterministic randomness without a dependency.
-    struct Rng(u64);
+    use crate::rng::XorShift as Rng;
 
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn word(&mut self, max: usize) -> String {
-            (0..1 + self.below(max))
-                .map(|_| char::from(b'a' + self.below(26) as u8))
-                .collect()
-        }
+    /// A random lower-case word of 1 to `max` letters.
+    fn word(rng: &mut Rng, max: usize) -> String {
+        (0..1 + rng.below(max))
+            .map(|_| char::from(b'a' + rng.below(26) as u8))
+            .collect()
     }
 
     /// One valid request in a random shape, and the body it carries.
@@ -953,20 +940,20 @@ mod tests {
         let method = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"][rng.below(7)];
         let version = if rng.below(4) == 0 { "1.0" } else { "1.1" };
         let query = if rng.below(2) == 0 {
-            format!("?{}={}", rng.word(5), rng.word(5))
+            format!("?{}={}", word(rng, 5), word(rng, 5))
         } else {
             String::new()
         };
-        out.extend(format!("{method} /{}{query} HTTP/{version}\r\n", rng.word(8)).bytes());
+        out.extend(format!("{method} /{}{query} HTTP/{version}\r\n", word(rng, 8)).bytes());
         for _ in 0..rng.below(4) {
-            out.extend(format!("X-{}: {}\r\n", rng.word(6), rng.word(12)).bytes());
+            out.extend(format!("X-{}: {}\r\n", word(rng, 6), word(rng, 12)).bytes());
         }
         match rng.below(3) {
             0 => out.extend_from_slice(b"Connection: close\r\n"),
             1 => out.extend_from_slice(b"Connection: keep-alive\r\n"),
             _ => {}
         }
-        let body: Vec<u8> = (0..rng.below(65)).map(|_| rng.next() as u8).collect();
+        let body: Vec<u8> = (0..rng.below(65)).map(|_| rng.next_u64() as u8).collect();
         match rng.below(3) {
             0 if body.is_empty() => out.extend_from_slice(b"\r\n"),
             0 | 1 => {
@@ -986,7 +973,7 @@ mod tests {
                 }
                 out.extend_from_slice(b"0\r\n");
                 if rng.below(2) == 0 {
-                    out.extend(format!("T-{}: {}\r\n", rng.word(4), rng.word(4)).bytes());
+                    out.extend(format!("T-{}: {}\r\n", word(rng, 4), word(rng, 4)).bytes());
                 }
                 out.extend_from_slice(b"\r\n");
             }
@@ -1012,7 +999,7 @@ mod tests {
     #[test]
     fn randomized_splits_give_identical_results() {
         let seed = 0x5eed_u64;
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         for round in 0..1500 {
             let mut stream = Vec::new();
             let mut bodies = Vec::new();
@@ -1057,11 +1044,11 @@ mod tests {
     #[test]
     fn randomized_garbage_never_panics() {
         let seed = 0xbad_c0de_u64;
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let mut completed = 0;
         for round in 0..4000 {
             let bytes: Vec<u8> = if round % 2 == 0 {
-                (0..rng.below(300)).map(|_| rng.next() as u8).collect()
+                (0..rng.below(300)).map(|_| rng.next_u64() as u8).collect()
             } else {
                 let (mut bytes, _) = random_request(&mut rng);
                 for _ in 0..1 + rng.below(3) {
@@ -1070,7 +1057,7 @@ mod tests {
                         0 => b'\r',
                         1 => b'\n',
                         2 => b';',
-                        _ => rng.next() as u8,
+                        _ => rng.next_u64() as u8,
                     };
                 }
                 bytes

@@ -10,7 +10,7 @@
 use std::cell::Cell;
 use std::io::ErrorKind;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -28,7 +28,12 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 pub struct ConnectionSettings {
     pub head_limits: HeadLimits,
+    /// Longest silence on a connection between requests.
     pub idle_timeout: Duration,
+    /// Longest time from a request's first byte to its last: a client
+    /// trickling a request byte by byte (slowloris) is cut off here even
+    /// though it is never silent for `idle_timeout`.
+    pub request_timeout: Duration,
 }
 
 /// Counts a shard's open connections; the guard gives the slot back on drop.
@@ -72,11 +77,15 @@ pub async fn serve(mut stream: TcpStream, api: Rc<Api>, settings: Rc<ConnectionS
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut output: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut continue_sent = false;
+    // When the request now being received began.
+    let mut request_started: Option<Instant> = None;
     loop {
         match http::parse_request(&input, &settings.head_limits) {
             Parse::Complete { request, consumed } => {
                 input.drain(..consumed);
                 continue_sent = false;
+                // Bytes of a pipelined request may already be here.
+                request_started = (!input.is_empty()).then(Instant::now);
                 let response = match api.handle(&request).await {
                     Handled::Response(response) => response,
                     Handled::Stream(tail) => {
@@ -122,10 +131,33 @@ pub async fn serve(mut stream: TcpStream, api: Rc<Api>, settings: Rc<ConnectionS
                 }
                 let start = input.len();
                 input.resize(start + READ_CHUNK_BYTES, 0);
-                let read = stream.read(&mut input[start..]).await;
+                let read = match request_started {
+                    // Between requests only the idle timeout (set on the
+                    // socket) applies.
+                    None => stream.read(&mut input[start..]).await,
+                    Some(started) => {
+                        let left = settings.request_timeout.saturating_sub(started.elapsed());
+                        let buffer = &mut input[start..];
+                        let stream = &mut stream;
+                        glommio::timer::timeout(left, async move {
+                            stream
+                                .read(buffer)
+                                .await
+                                .map_err(glommio::GlommioError::from)
+                        })
+                        .await
+                        .map_err(|err| match err {
+                            glommio::GlommioError::IoError(err) => err,
+                            _ => std::io::Error::from(ErrorKind::TimedOut),
+                        })
+                    }
+                };
                 match read {
                     Ok(0) => return,
-                    Ok(count) => input.truncate(start + count),
+                    Ok(count) => {
+                        input.truncate(start + count);
+                        request_started.get_or_insert_with(Instant::now);
+                    }
                     Err(err) => {
                         input.truncate(start);
                         if err.kind() == ErrorKind::TimedOut && !input.is_empty() {

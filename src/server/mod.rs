@@ -152,6 +152,7 @@ async fn run_shard(
             body_bytes_max: config.limits.request_body_bytes_max,
         },
         idle_timeout: Duration::from_millis(config.limits.idle_timeout_ms),
+        request_timeout: Duration::from_millis(config.limits.request_timeout_ms),
     });
     let _ = ready.send(Ok(()));
 

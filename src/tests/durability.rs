@@ -14,22 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use progressdb::rng::XorShift;
 use serde_json::{Value, json};
 use support::{Client, Server};
-
-/// xorshift64*: seeded randomness for kill timing and bodies.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -98,7 +85,7 @@ fn verify(server: &Server, acked: &HashMap<String, Value>, sent: &HashSet<String
 fn acknowledged_messages_survive_sigkill() {
     let rounds = env_or("PROGRESSDB_KILL_ROUNDS", 20);
     let seed = env_or("PROGRESSDB_KILL_SEED", 0x5eed_0001);
-    let mut rng = Rng(seed | 1);
+    let mut rng = XorShift::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
     // Small segments, so rotation and checkpoints happen during the test.
@@ -121,7 +108,7 @@ fn acknowledged_messages_survive_sigkill() {
                 let addr = server.addr;
                 let acked = acked.clone();
                 let sent = sent.clone();
-                let salt = rng.next();
+                let salt = rng.next_u64();
                 std::thread::spawn(move || {
                     let mut client = Client::connect(addr);
                     client.user = None;
@@ -142,7 +129,7 @@ fn acknowledged_messages_survive_sigkill() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(30 + rng.below(300)));
+        std::thread::sleep(Duration::from_millis(30 + rng.below(300) as u64));
         server.kill();
         for writer in writers {
             writer.join().expect("writer thread");

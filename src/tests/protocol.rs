@@ -210,3 +210,31 @@ fn idle_and_stalled_connections_are_closed() {
     stalled.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
+
+// Slowloris: a client that is never silent for the idle timeout but never
+// finishes its request is cut off by the request timeout.
+#[test]
+fn a_trickled_request_is_cut_off() {
+    let server = Server::start(&["--request-timeout-ms", "800", "--idle-timeout-ms", "60000"]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    let started = Instant::now();
+    let mut answer = String::new();
+    for _ in 0..40 {
+        if stream.write_all(b"X").is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if started.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+    }
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A normal request on a fresh connection is unaffected.
+    server.client().get("/healthz").expect(200);
+}

@@ -82,7 +82,15 @@ fn every_key_kind_reaches_only_its_routes() {
         ("POST", "/backend/v1/sign", Some(r#"{"userId":"x"}"#)),
         ("GET", "/admin/v1/stats", None),
     ];
-    let callers: [(&str, Option<&str>, Option<&str>, Option<&str>, [u16; 6]); 6] = [
+    // (name, key, X-User-ID, X-User-Signature, expected status per route)
+    type Caller<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        [u16; 6],
+    );
+    let callers: [Caller; 6] = [
         (
             "no key",
             None,

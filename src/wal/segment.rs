@@ -173,19 +173,7 @@ fn valid_flush_after(bytes: &[u8], offset: usize, last_lsn: Option<Lsn>) -> bool
 mod tests {
     use super::*;
 
-    /// xorshift64*: seeded, dependency-free randomness for the crash tests.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::rng::XorShift as Rng;
 
     fn encode_ops(first: u64, payloads: &[Vec<u8>]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -308,7 +296,7 @@ mod tests {
     #[test]
     fn recovery_after_random_crashes() {
         let seed: u64 = 0x00c0_ffee;
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         for round in 0..500 {
             let mut file = CrashFile::new(BLOCK_BYTES * 64);
             let mut written: Vec<(u64, Vec<u8>)> = Vec::new();
@@ -318,7 +306,7 @@ mod tests {
             let flushes = 1 + rng.below(8);
             for index in 0..flushes {
                 let payloads: Vec<Vec<u8>> = (0..1 + rng.below(6))
-                    .map(|_| (0..rng.below(3000)).map(|_| rng.next() as u8).collect())
+                    .map(|_| (0..rng.below(3000)).map(|_| rng.next_u64() as u8).collect())
                     .collect();
                 let bytes = flush(next_lsn, &payloads);
                 if offset + bytes.len() > file.volatile.len() {
