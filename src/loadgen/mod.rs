@@ -66,6 +66,11 @@ pub struct Options {
     #[arg(long, default_value = "bench")]
     pub user: String,
 
+    /// Extra request header, "Name: value" (repeatable), e.g. an
+    /// X-User-Signature for frontend keys.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+
     /// Workload: post, read (newest-50 page), mix (reads and posts), hot (all
     /// posts to one thread), url (GET --url, no setup). tail (SSE) is not
     /// supported yet.
@@ -119,11 +124,13 @@ pub struct Options {
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
 
-    /// Before measuring, create this many threads...
+    /// Threads to create before measuring (post/read/mix create --threads
+    /// anyway; the larger count is created).
     #[arg(long, default_value_t = 0)]
     pub preload_threads: usize,
 
-    /// ...and post this many messages into each created thread.
+    /// Messages to post into each created thread before measuring (several
+    /// connections, progress on stderr).
     #[arg(long, default_value_t = 0)]
     pub preload_messages: usize,
 
@@ -243,9 +250,24 @@ pub fn run(options: &Options) -> Result<Report, Error> {
     }
     let create_threads = targets.unwrap_or(0).max(options.preload_threads);
 
+    for header in &options.headers {
+        let valid = header
+            .split_once(':')
+            .is_some_and(|(name, _)| !name.trim().is_empty() && !name.contains(' '));
+        if !valid || header.contains(['\r', '\n']) {
+            return Err(Error::new(format!(
+                "--header must look like \"Name: value\", got {header:?}"
+            )));
+        }
+    }
     let host = host_port(&options.addr);
     let addr = resolve(host)?;
-    let http = scenario::Http::new(host, options.key.as_deref(), &options.user);
+    let http = scenario::Http::new(
+        host,
+        options.key.as_deref(),
+        &options.user,
+        &options.headers,
+    );
     let post_body = scenario::message_body(options.message_bytes);
     let timeout = Duration::from_millis(options.timeout_ms);
     let workers = options.workers.min(options.connections);

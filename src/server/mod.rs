@@ -55,10 +55,20 @@ pub fn run(config: Config) -> Result<(), String> {
     let db_display = config.db.display().to_string();
     let config = Arc::new(config);
 
+    // Shards are pinned only to the CPUs this process may use, so
+    // `taskset -c 0 progressdb ...` keeps them there (scripts/bench.sh
+    // relies on it to give the load generator the other core).
+    let allowed = allowed_cpus();
+    let cpus = CpuSet::online()
+        .map_err(|err| format!("cannot list CPUs: {err}"))?
+        .filter(|location| {
+            allowed
+                .as_ref()
+                .is_none_or(|allowed| allowed.contains(&location.cpu))
+        });
     let placement = if shard_count <= cores {
-        PoolPlacement::MaxSpread(shard_count, None)
+        PoolPlacement::MaxSpread(shard_count, Some(cpus))
     } else {
-        let cpus = CpuSet::online().map_err(|err| format!("cannot list CPUs: {err}"))?;
         PoolPlacement::Fenced(shard_count, cpus)
     };
     let handles = LocalExecutorPoolBuilder::new(placement)
@@ -240,6 +250,23 @@ fn io_memory_per_shard(configured: usize, shards: usize) -> Result<usize, String
         ));
     }
     Ok(configured.clamp(IO_MEMORY_MIN_BYTES, share))
+}
+
+/// The CPUs in this process's affinity mask, if it can be read.
+fn allowed_cpus() -> Option<Vec<usize>> {
+    // SAFETY: sched_getaffinity fills the zeroed set we own; CPU_ISSET only
+    // reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        Some(
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+                .collect(),
+        )
+    }
 }
 
 fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, Option<socket2::Socket>), String> {

@@ -1,1 +1,504 @@
-//! End-to-end tests of the load harness (being written).
+//! End-to-end tests of the load harness: open-loop rate accuracy and latency
+//! from the planned time against a tiny in-test HTTP server, error counting
+//! (status, I/O, timeout, connect), reconnects and chunked answers, and the
+//! JSON document written by the real `progressdb-bench` binary against the
+//! real `progressdb` server.
+
+#[path = "support.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use progressdb::loadgen::{Mode, Options, Report, run};
+use serde_json::Value;
+
+/// How the test server answers.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// 200 with a small JSON body, keep-alive.
+    Ok,
+    /// 500 for everything.
+    Error500,
+    /// 200, chunked body.
+    Chunked,
+    /// 200 with `Connection: close`, then closes.
+    CloseEach,
+    /// Closes without answering every `n`th request of a connection.
+    DropEvery(u64),
+    /// Reads requests and never answers.
+    Silent,
+    /// 200 after sleeping this long.
+    Slow(Duration),
+}
+
+struct TestServer {
+    addr: String,
+    /// Requests read so far.
+    requests: Arc<AtomicU64>,
+    /// Connections accepted so far.
+    connections: Arc<AtomicU64>,
+}
+
+/// A thread-per-connection HTTP/1.1 server on 127.0.0.1:0.
+fn serve(answer: Answer) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let requests = Arc::new(AtomicU64::new(0));
+    let connections = Arc::new(AtomicU64::new(0));
+    let (req, conns) = (requests.clone(), connections.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            conns.fetch_add(1, Ordering::SeqCst);
+            let req = req.clone();
+            std::thread::spawn(move || {
+                let _ = handle(stream, answer, &req);
+            });
+        }
+    });
+    TestServer {
+        addr,
+        requests,
+        connections,
+    }
+}
+
+fn handle(stream: TcpStream, answer: Answer, requests: &AtomicU64) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let mut served = 0u64;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        requests.fetch_add(1, Ordering::SeqCst);
+        served += 1;
+        let json = "{\"status\":\"ok\"}";
+        let reply = match answer {
+            Answer::Ok => format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+                json.len()
+            ),
+            Answer::Error500 => {
+                let err = "{\"error\":\"internal\",\"message\":\"test\"}";
+                format!(
+                    "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{err}",
+                    err.len()
+                )
+            }
+            Answer::Chunked => format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{}\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+                &json[..5],
+                json.len() - 5,
+                &json[5..]
+            ),
+            Answer::CloseEach => format!(
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{json}",
+                json.len()
+            ),
+            Answer::DropEvery(n) => {
+                if served.is_multiple_of(n) {
+                    return Ok(());
+                }
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{json}",
+                    json.len()
+                )
+            }
+            Answer::Silent => {
+                std::thread::sleep(Duration::from_secs(30));
+                return Ok(());
+            }
+            Answer::Slow(delay) => {
+                std::thread::sleep(delay);
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{json}",
+                    json.len()
+                )
+            }
+        };
+        writer.write_all(reply.as_bytes())?;
+        if matches!(answer, Answer::CloseEach) {
+            return Ok(());
+        }
+    }
+}
+
+fn bench(args: &[&str]) -> Report {
+    let mut argv = vec!["progressdb-bench", "--quiet"];
+    argv.extend_from_slice(args);
+    let options = Options::try_parse_from(argv).expect("flags parse");
+    run(&options).expect("run")
+}
+
+#[test]
+fn open_loop_hits_the_offered_rate() {
+    let server = serve(Answer::Ok);
+    let report = bench(&[
+        "--addr",
+        &server.addr,
+        "--scenario",
+        "url",
+        "--url",
+        "/healthz",
+        "--rate",
+        "2000",
+        "--duration",
+        "5",
+        "--warmup",
+        "0.5",
+        "--connections",
+        "16",
+        "--workers",
+        "2",
+    ]);
+    assert_eq!(report.mode, Mode::Open);
+    assert_eq!(report.workers, 2);
+    let expected = 2000.0 * 5.0;
+    let got = report.requests() as f64;
+    assert!(
+        (got - expected).abs() / expected < 0.02,
+        "measured {got} requests, expected {expected} ± 2%\n{}",
+        report.table()
+    );
+    assert_eq!(report.errors().total(), 0, "{}", report.table());
+    assert_eq!(report.stats.ok, report.requests());
+    // The server really saw them: warmup plus measured window, at the rate.
+    let seen = server.requests.load(Ordering::SeqCst) as f64;
+    let sent = 2000.0 * 5.5;
+    assert!(
+        (seen - sent).abs() / sent < 0.02,
+        "server saw {seen}, expected {sent} ± 2%"
+    );
+    // Every measured request went through the open-loop histograms.
+    assert_eq!(report.stats.latency.len(), report.requests());
+    let service = report.stats.service.as_ref().expect("open loop keeps it");
+    assert_eq!(service.len(), report.requests());
+}
+
+#[test]
+fn open_loop_measures_from_the_planned_time() {
+    // One connection, 20 ms per answer, offered 100 req/s: the server can do
+    // 50 req/s, so requests fall further and further behind their plan.
+    let server = serve(Answer::Slow(Duration::from_millis(20)));
+    let report = bench(&[
+        "--addr",
+        &server.addr,
+        "--scenario",
+        "url",
+        "--url",
+        "/",
+        "--rate",
+        "100",
+        "--duration",
+        "2",
+        "--warmup",
+        "0",
+        "--connections",
+        "1",
+    ]);
+    let latency = report.latency();
+    let service = progressdb::loadgen::Summary::of(report.stats.service.as_ref().unwrap());
+    let achieved = report.throughput_rps();
+    assert!(
+        (35.0..=60.0).contains(&achieved),
+        "achieved {achieved} req/s\n{}",
+        report.table()
+    );
+    assert!(
+        (19_000..60_000).contains(&service.p50),
+        "service p50 {} µs\n{}",
+        service.p50,
+        report.table()
+    );
+    // The last requests were planned ~1 s before they could be sent.
+    assert!(
+        latency.max > 800_000 && latency.p50 > 200_000,
+        "latency from plan {latency:?}\n{}",
+        report.table()
+    );
+}
+
+#[test]
+fn every_500_is_counted() {
+    let server = serve(Answer::Error500);
+    let report = bench(&[
+        "--addr",
+        &server.addr,
+        "--scenario",
+        "url",
+        "--url",
+        "/anything",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--connections",
+        "4",
+    ]);
+    assert_eq!(report.mode, Mode::Closed);
+    assert!(report.requests() > 100, "{}", report.table());
+    assert_eq!(report.stats.ok, 0);
+    assert_eq!(
+        report.errors().by_status.get(&500).copied(),
+        Some(report.requests())
+    );
+    assert_eq!(report.errors().total(), report.requests());
+    let json = report.to_json();
+    assert_eq!(json["errors"]["by_status"]["500"], report.requests());
+    assert_eq!(json["errors"]["total"], report.requests());
+    // Answered with a status: they have latencies.
+    assert_eq!(report.stats.latency.len(), report.requests());
+    assert!(report.table().contains("HTTP 500"), "{}", report.table());
+}
+
+#[test]
+fn broken_connections_are_counted_and_replaced() {
+    let server = serve(Answer::DropEvery(5));
+    let report = bench(&[
+        "--addr",
+        &server.addr,
+        "--scenario",
+        "url",
+        "--url",
+        "/",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--connections",
+        "4",
+    ]);
+    let errors = report.errors();
+    assert!(errors.io > 10, "{}", report.table());
+    assert!(report.stats.ok > 4 * errors.io / 2, "{}", report.table());
+    assert_eq!(report.stats.ok + errors.io, report.requests());
+    assert!(server.connections.load(Ordering::SeqCst) > errors.io);
+}
+
+#[test]
+fn connection_close_and_chunked_answers_work() {
+    for answer in [Answer::CloseEach, Answer::Chunked] {
+        let server = serve(answer);
+        let report = bench(&[
+            "--addr",
+            &server.addr,
+            "--scenario",
+            "url",
+            "--url",
+            "/",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+            "--connections",
+            "2",
+        ]);
+        assert!(report.requests() > 20, "{}", report.table());
+        assert_eq!(report.errors().total(), 0, "{}", report.table());
+        let connections = server.connections.load(Ordering::SeqCst);
+        if matches!(answer, Answer::CloseEach) {
+            assert!(connections >= report.requests(), "{connections}");
+        } else {
+            assert_eq!(connections, 2);
+        }
+    }
+}
+
+#[test]
+fn timeouts_and_refused_connections_are_counted() {
+    let server = serve(Answer::Silent);
+    let report = bench(&[
+        "--addr",
+        &server.addr,
+        "--scenario",
+        "url",
+        "--url",
+        "/",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--connections",
+        "2",
+        "--timeout-ms",
+        "150",
+    ]);
+    let errors = report.errors();
+    assert!(errors.timeout >= 8, "{}", report.table());
+    assert_eq!(errors.timeout, report.requests());
+    assert_eq!(report.stats.latency.len(), 0);
+
+    // A port nobody listens on.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let report = bench(&[
+        "--addr",
+        &addr,
+        "--scenario",
+        "url",
+        "--url",
+        "/",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--connections",
+        "2",
+    ]);
+    let errors = report.errors();
+    assert!(errors.connect > 10, "{}", report.table());
+    assert_eq!(errors.connect, report.requests());
+}
+
+#[test]
+fn unsupported_and_bad_flags_are_refused() {
+    for args in [
+        &["--addr", "127.0.0.1:1", "--scenario", "tail"][..],
+        &["--addr", "127.0.0.1:1", "--scenario", "url"][..],
+        &["--addr", "127.0.0.1:1", "--rate", "0"][..],
+        &["--addr", "127.0.0.1:1", "--duration", "0"][..],
+        &["--addr", "127.0.0.1:1", "--threads", "0"][..],
+    ] {
+        let mut argv = vec!["progressdb-bench", "--quiet"];
+        argv.extend_from_slice(args);
+        let options = Options::try_parse_from(argv).expect("flags parse");
+        let err = run(&options).expect_err("refused");
+        if args.contains(&"tail") {
+            assert!(err.to_string().contains("not yet supported"), "{err}");
+        }
+    }
+    assert!(Options::try_parse_from(["progressdb-bench", "--read-percent", "101"]).is_err());
+}
+
+/// Asserts `value[key]` exists and satisfies `check`.
+fn expect_key(value: &Value, key: &str, check: fn(&Value) -> bool) {
+    let field = value
+        .get(key)
+        .unwrap_or_else(|| panic!("missing {key:?} in {value}"));
+    assert!(check(field), "{key:?} has the wrong type: {field}");
+}
+
+#[test]
+fn json_schema_against_the_real_server() {
+    let server = support::Server::start(&[]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json_path = dir.path().join("bench.json");
+    let addr = server.addr.to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_progressdb-bench"))
+        .args([
+            "--addr",
+            &addr,
+            "--key",
+            support::API_KEY,
+            "--scenario",
+            "post",
+            "--threads",
+            "10",
+            "--connections",
+            "8",
+            "--duration",
+            "1.5",
+            "--warmup",
+            "0.5",
+            "--json",
+        ])
+        .arg(&json_path)
+        .output()
+        .expect("run progressdb-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "bench failed: {}\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(stdout.contains("throughput"), "{stdout}");
+    assert!(stderr.contains("creating threads"), "{stderr}");
+    assert!(stderr.contains("req/s"), "no progress line: {stderr}");
+
+    let text = std::fs::read_to_string(&json_path).expect("json written");
+    let v: Value = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["scenario"], "post");
+    assert_eq!(v["mode"], "closed");
+    assert_eq!(v["connections"], 8);
+    assert_eq!(v["threads"], 10);
+    assert!(v["offered_rate"].is_null());
+    expect_key(&v, "duration_s", Value::is_f64);
+    expect_key(&v, "warmup_s", Value::is_f64);
+    expect_key(&v, "requests", Value::is_u64);
+    expect_key(&v, "ok", Value::is_u64);
+    expect_key(&v, "throughput_rps", Value::is_number);
+    expect_key(&v, "achieved_rate", Value::is_number);
+    expect_key(&v, "latency_us", Value::is_object);
+    for key in ["p50", "p90", "p99", "p999", "max", "min"] {
+        expect_key(&v["latency_us"], key, Value::is_u64);
+    }
+    expect_key(&v["latency_us"], "mean", Value::is_number);
+    expect_key(&v, "errors", Value::is_object);
+    expect_key(&v["errors"], "by_status", Value::is_object);
+    for key in ["io", "timeout", "connect", "total"] {
+        expect_key(&v["errors"], key, Value::is_u64);
+    }
+    expect_key(&v, "histogram", Value::is_array);
+    expect_key(&v, "percentiles", Value::is_array);
+    expect_key(&v, "timeline", Value::is_array);
+
+    let requests = v["requests"].as_u64().unwrap();
+    assert!(requests > 0, "{text}");
+    assert_eq!(v["ok"], requests, "{stdout}");
+    assert_eq!(v["errors"]["total"], 0, "{stdout}");
+    assert!(v["errors"]["by_status"].as_object().unwrap().is_empty());
+    let p50 = v["latency_us"]["p50"].as_u64().unwrap();
+    let max = v["latency_us"]["max"].as_u64().unwrap();
+    assert!(p50 > 0 && p50 <= max, "{}", v["latency_us"]);
+    let buckets = v["histogram"].as_array().unwrap();
+    let counted: u64 = buckets
+        .iter()
+        .map(|b| {
+            assert!(b["value_us"].is_u64(), "{b}");
+            b["count"].as_u64().expect("count")
+        })
+        .sum();
+    assert_eq!(counted, requests);
+    let seconds = v["timeline"].as_array().unwrap();
+    assert!(
+        seconds.iter().any(|s| s["phase"] == "measure"),
+        "{seconds:?}"
+    );
+
+    // The server stored what was acknowledged (10 threads of posts).
+    let mut client = server.client().acting_for("bench");
+    let threads = client.get("/frontend/v1/threads?limit=100").expect(200);
+    assert_eq!(threads["data"].as_array().unwrap().len(), 10);
+}
