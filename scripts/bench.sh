@@ -25,7 +25,7 @@ fi
 cargo build --release --locked -q --bin progressdb --bin progressdb-bench
 
 if [ "$(nproc)" -ge 2 ]; then SERVER_CPU=0; CLIENT_CPU=1; else SERVER_CPU=0; CLIENT_CPU=0; fi
-on_server() { taskset -c "$SERVER_CPU" "$@"; }
+# taskset execs its command, so $! after `taskset ... &` is the server's pid.
 on_client() { taskset -c "$CLIENT_CPU" "$@"; }
 
 WORK="$(mktemp -d)"
@@ -61,17 +61,17 @@ http {
   }
 }
 CONF
-on_server nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+taskset -c "$SERVER_CPU" nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 PIDS+=($!)
 
 # --- redis --------------------------------------------------------------
 mkdir -p "$WORK/redis"
-on_server redis-server --port 0 --unixsocket "$WORK/redis/redis.sock" --dir "$WORK/redis" \
+taskset -c "$SERVER_CPU" redis-server --port 0 --unixsocket "$WORK/redis/redis.sock" --dir "$WORK/redis" \
   --appendonly yes --appendfsync always --save '' --daemonize no >"$WORK/redis/log" 2>&1 &
 PIDS+=($!)
 
 # --- progressdb ---------------------------------------------------------
-on_server ./target/release/progressdb --db "$WORK/db" --addr 127.0.0.1:0 --shards 1 \
+taskset -c "$SERVER_CPU" ./target/release/progressdb --db "$WORK/db" --addr 127.0.0.1:0 --shards 1 \
   --api-key "$KEY" --admin-key "$ADMIN" >"$WORK/server.out" 2>&1 &
 SERVER_PID=$!
 PIDS+=($SERVER_PID)
