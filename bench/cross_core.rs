@@ -19,6 +19,9 @@
 //! total time, percentiles from a per-call clock read) and `IN_FLIGHT`
 //! concurrent callers (throughput). Run: `cargo bench --bench cross_core`
 
+#[path = "machine.rs"]
+mod machine;
+
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -281,27 +284,11 @@ fn cross_core_hop(spin: Option<Duration>) -> Figures {
         .expect("executor 0 reports")
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("model name"))
-        .and_then(|rest| rest.split_once(':'))
-        .map_or_else(
-            || "unknown CPU".into(),
-            |(_, model)| model.trim().to_owned(),
-        )
-}
-
 fn main() {
     println!(
         "Cross-core request/reply (glommio channel mesh) vs local hop (local_channel); \
-         {}; {} cores; kernel {}",
-        cpu_model(),
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim(),
+         {}",
+        machine::describe(),
     );
     let local = local_hop();
     let cross = cross_core_hop(None);

@@ -18,6 +18,9 @@
 //! httparse. Each cell runs for about `CELL_TIME`, single-threaded.
 //! Run: `cargo bench --bench http_parse`
 
+#[path = "machine.rs"]
+mod machine;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -228,18 +231,6 @@ fn rate(mut pass: impl FnMut() -> usize) -> f64 {
 /// The server's header slot count, fixed at compile time for httparse.
 const HEADER_SLOTS: usize = 64;
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("model name"))
-        .and_then(|rest| rest.split_once(':'))
-        .map_or_else(
-            || "unknown CPU".into(),
-            |(_, model)| model.trim().to_owned(),
-        )
-}
-
 fn main() {
     let defaults = Limits::default();
     assert_eq!(defaults.request_header_count_max, HEADER_SLOTS);
@@ -250,13 +241,9 @@ fn main() {
     };
 
     println!(
-        "HTTP request framing, parse_request vs bare httparse; {}; {} cores; kernel {}; \
+        "HTTP request framing, parse_request vs bare httparse; {}; \
          limits: head {} B, {} headers, body {} B",
-        cpu_model(),
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim(),
+        machine::describe(),
         limits.head_bytes_max,
         limits.header_count_max,
         limits.body_bytes_max,

@@ -26,6 +26,9 @@
 //! Run: `cargo bench --bench timeline_scan` (set `PROGRESSDB_BENCH_DIR` to
 //! measure another filesystem).
 
+#[path = "machine.rs"]
+mod machine;
+
 use std::ops::Bound;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -216,18 +219,6 @@ fn measure_row(layout: &str, store: &Store, cursors: &[u64]) {
     );
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("model name"))
-        .and_then(|rest| rest.split_once(':'))
-        .map_or_else(
-            || "unknown CPU".into(),
-            |(_, model)| model.trim().to_owned(),
-        )
-}
-
 fn open(dir: &Path) -> Store {
     Store::open(dir, CACHE_BYTES).expect("open store")
 }
@@ -250,14 +241,10 @@ fn main() {
     println!(
         "Timeline pages of {PAGE}, fjall via Store; {HOT_MESSAGES} messages in one thread + \
          {OTHER_MESSAGES_EACH} in each of {OTHER_THREADS} others, {} B values; \
-         loaded {:.1} MB in {load_seconds:.1} s; dir {base}; {}; {} cores; kernel {}",
+         loaded {:.1} MB in {load_seconds:.1} s; dir {base}; {}",
         message_value(HOT_THREAD, FIRST_TS, 0).len(),
         bytes as f64 / 1e6,
-        cpu_model(),
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim(),
+        machine::describe(),
     );
     println!();
     println!(

@@ -6,6 +6,9 @@
 //! sharing one group commit. Run: `cargo bench --bench wal`
 //! (set `PROGRESSDB_BENCH_DIR` to measure another filesystem).
 
+#[path = "machine.rs"]
+mod machine;
+
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
@@ -55,13 +58,10 @@ fn measure(durability: Durability, batch: usize) -> (f64, f64) {
 
 fn main() {
     println!(
-        "WAL append, {RECORD_BYTES}-byte records; dir {}; {} cores; kernel {}",
+        "WAL append, {RECORD_BYTES}-byte records; dir {}; {}",
         std::env::var("PROGRESSDB_BENCH_DIR")
             .unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim(),
+        machine::describe(),
     );
     println!();
     println!(
