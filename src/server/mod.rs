@@ -78,7 +78,7 @@ pub fn run(config: Config) -> Result<(), String> {
             let config = config.clone();
             let keys = keys.clone();
             let ready_tx = ready_tx.clone();
-            let mesh_handle = mesh_handle.clone();
+            // Moved, never cloned, on the executor thread: see `mesh::builder`.
             async move {
                 if let Err(err) = run_shard(addr, config, keys, mesh_handle, ready_tx.clone()).await
                 {

@@ -41,8 +41,19 @@ pub const CHANNEL_CAPACITY: usize = 1024;
 
 pub type MeshHandle = MeshBuilder<Envelope, Full>;
 
+/// Creates the mesh every shard joins.
+///
+/// glommio 0.9's `MeshBuilder` keeps its peer list behind a plain `Rc`
+/// although it is handed to several threads, so its reference count is
+/// updated without atomics. Two rules keep that sound here: clones are made
+/// only on the thread that calls this (the pool clones the shard closure
+/// there), and one clone is leaked so the count can never reach zero while
+/// the executor threads drop theirs concurrently — a racing decrement can
+/// then only leave the count too high, never free the list early.
 pub fn builder(shard_count: usize) -> MeshHandle {
-    MeshBuilder::full(shard_count, CHANNEL_CAPACITY)
+    let handle = MeshBuilder::full(shard_count, CHANNEL_CAPACITY);
+    std::mem::forget(handle.clone());
+    handle
 }
 
 pub struct Mesh {
