@@ -151,6 +151,23 @@ pub struct Flags {
     #[arg(long, env = "PROGRESSDB_WAL_RECOVERY", value_name = "POLICY")]
     pub wal_recovery: Option<String>,
 
+    /// Encrypt message bodies, past versions and thread titles at rest
+    /// (AES-256-GCM, a key per thread, wrapped by the KMS master key).
+    /// Applies to threads created while it is on.
+    #[arg(long, env = "PROGRESSDB_ENCRYPTION")]
+    pub encryption: bool,
+
+    /// Where master keys live: `embedded` (a keyring file, or the
+    /// PROGRESSDB_KMS_MASTER_KEY environment variable holding 64 hex
+    /// digits). [default: embedded]
+    #[arg(long, env = "PROGRESSDB_KMS", value_name = "KIND")]
+    pub kms: Option<String>,
+
+    /// The embedded KMS's keyring file, created with mode 0600 on first
+    /// start. [default: <db>/kms/master.keys]
+    #[arg(long, env = "PROGRESSDB_KMS_KEY_FILE", value_name = "FILE")]
+    pub kms_key_file: Option<PathBuf>,
+
     /// Memory registered with io_uring per shard, in KiB. It is locked
     /// memory, so shards x this must fit under `ulimit -l`. [default: 512]
     #[arg(long, env = "PROGRESSDB_IO_MEMORY_KIB", value_name = "KIB")]
@@ -181,6 +198,9 @@ struct FileSettings {
     wal_flush_ms: Option<u64>,
     wal_segment_bytes: Option<u64>,
     wal_recovery: Option<String>,
+    encryption: Option<bool>,
+    kms: Option<String>,
+    kms_key_file: Option<PathBuf>,
 }
 
 /// The effective configuration.
@@ -204,6 +224,8 @@ pub struct Config {
     pub io_memory_bytes: usize,
     pub wal: WalOptions,
     pub wal_recovery: RecoveryPolicy,
+    /// `Some(keyring file)` when encryption is on (embedded KMS).
+    pub encryption: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Config {
@@ -426,7 +448,38 @@ impl Config {
                 format!("must be at least {WAL_SEGMENT_BYTES_MIN}"),
             ));
         }
+        let db = flags
+            .db
+            .clone()
+            .or(file.db.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DB));
+        let encryption = if flags.encryption || file.encryption.unwrap_or(false) {
+            match flags
+                .kms
+                .as_deref()
+                .or(file.kms.as_deref())
+                .unwrap_or("embedded")
+            {
+                "embedded" => Some(
+                    flags
+                        .kms_key_file
+                        .clone()
+                        .or(file.kms_key_file.clone())
+                        .unwrap_or_else(|| db.join("kms").join("master.keys")),
+                ),
+                "external" => {
+                    return Err(invalid(
+                        "kms",
+                        "the external KMS is not supported yet; use embedded",
+                    ));
+                }
+                other => return Err(invalid("kms", format!("must be embedded, got {other:?}"))),
+            }
+        } else {
+            None
+        };
         Ok(Config {
+            encryption,
             wal: WalOptions {
                 durability,
                 flush_interval: std::time::Duration::from_millis(wal_flush_ms as u64),
@@ -434,10 +487,7 @@ impl Config {
                 fail_after_flushes: injected_wal_fault(),
             },
             wal_recovery,
-            db: flags
-                .db
-                .or(file.db)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
+            db,
             addr,
             shards,
             api_keys,

@@ -21,6 +21,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod crypto;
 pub mod engine;
 pub mod http;
 pub mod loadgen;

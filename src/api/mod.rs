@@ -15,7 +15,9 @@ use std::time::Instant;
 
 use crate::auth::{Keys, Principal};
 use crate::config::{Config, Limits};
-use crate::engine::{self, Caller, Command, EngineError, Order, Reply, ThreadEntry, ThreadPage};
+use crate::engine::{
+    self, Caller, Command, EngineError, Order, Reply, SecretKey, ThreadEntry, ThreadPage,
+};
 use crate::http::router::{self, Route};
 use crate::http::{Request, Response};
 use crate::model::{ThreadId, UserId};
@@ -47,6 +49,9 @@ pub struct Api {
     limits: Limits,
     cors: Cors,
     rate_limiter: RateLimiter,
+    /// The embedded KMS keyring file when encryption is on.
+    keyring_file: Option<std::path::PathBuf>,
+    kms_check_dir: std::path::PathBuf,
     /// Sequence for thread ids generated on this core.
     thread_sequence: Cell<u32>,
 }
@@ -65,6 +70,8 @@ impl Api {
             limits: config.limits.clone(),
             cors: Cors::new(&config.cors_origins),
             rate_limiter,
+            keyring_file: config.encryption.clone(),
+            kms_check_dir: config.db.join("kms"),
             thread_sequence: Cell::new(0),
         }
     }
@@ -128,6 +135,7 @@ impl Api {
             }
             Route::Stats => return self.stats().await.map(Handled::Response),
             Route::Sign => return self.sign(request).map(Handled::Response),
+            Route::RotateMasterKey => return self.rotate_master_key().await.map(Handled::Response),
             Route::CreateThread => {
                 let author = principal.require_user()?;
                 let body: input::CreateThread = decode_body(request)?;
@@ -335,6 +343,46 @@ impl Api {
             "userId": user.as_str(),
             "signature": crate::auth::sign(secret, user.as_str()),
         });
+        Ok(json(200, body.to_string().into_bytes()))
+    }
+
+    /// Creates a master key on this core (which saves the keyring) and adds
+    /// it to every other shard; new thread keys are wrapped under it.
+    async fn rotate_master_key(&self) -> Result<Response, ApiError> {
+        let Some(path) = &self.keyring_file else {
+            return Err(ApiError::new(
+                409,
+                "encryption_off",
+                "encryption is not enabled",
+            ));
+        };
+        if std::env::var_os("PROGRESSDB_KMS_MASTER_KEY").is_some() {
+            return Err(ApiError::new(
+                409,
+                "rotation_unavailable",
+                "the master key comes from PROGRESSDB_KMS_MASTER_KEY; rotate it by configuring a keyring file",
+            ));
+        }
+        let (id, key) = self
+            .mesh
+            .engine()
+            .rotate_master_key(path, &self.kms_check_dir)?;
+        let local = self.mesh.local_shard();
+        for shard in (0..self.mesh.shard_count())
+            .map(ShardId)
+            .filter(|shard| *shard != local)
+        {
+            self.mesh
+                .call(
+                    shard,
+                    Command::AddMasterKey {
+                        id,
+                        key: SecretKey(key),
+                    },
+                )
+                .await?;
+        }
+        let body = serde_json::json!({ "rotated": true, "key_id": id });
         Ok(json(200, body.to_string().into_bytes()))
     }
 

@@ -100,6 +100,11 @@ pub enum Command {
     ListThreads(ThreadPage),
     /// One shard's counters.
     Stats,
+    /// Adds a rotated master key to a shard's keyring.
+    AddMasterKey {
+        id: u32,
+        key: SecretKey,
+    },
     PostMessage {
         thread: ThreadId,
         caller: Caller,
@@ -181,6 +186,15 @@ pub enum Command {
     },
 }
 
+/// Key material crossing cores; `Debug` never shows it.
+pub struct SecretKey(pub [u8; crate::crypto::KEY_BYTES]);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey(hidden)")
+    }
+}
+
 /// A successful answer. JSON is rendered on the owning shard, next to the
 /// data, so the accepting core only copies bytes to the socket.
 #[derive(Debug)]
@@ -248,7 +262,7 @@ impl Command {
             | Command::Unsubscribe { thread, .. }
             | Command::EditMessage { thread, .. }
             | Command::DeleteMessage { thread, .. } => thread,
-            Command::ListThreads(_) | Command::Stats => {
+            Command::ListThreads(_) | Command::Stats | Command::AddMasterKey { .. } => {
                 panic!("sent to every shard, not to one owner")
             }
         }

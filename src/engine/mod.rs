@@ -15,8 +15,8 @@ mod page;
 pub use page::envelope;
 
 pub use command::{
-    Caller, Command, EngineError, MessagePage, MessagePosition, Order, Outcome, Reply, ThreadEntry,
-    ThreadPage, ThreadPosition,
+    Caller, Command, EngineError, MessagePage, MessagePosition, Order, Outcome, Reply, SecretKey,
+    ThreadEntry, ThreadPage, ThreadPosition,
 };
 
 use std::cell::{Cell, RefCell};
@@ -25,6 +25,8 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::crypto::{CryptoError, Dek, Keyring};
+use crate::model::Version;
 use crate::model::{Message, MessageId, Thread, ThreadId, ThreadRecord};
 use crate::shard::ShardId;
 use crate::shard::hub::StreamEvent;
@@ -48,6 +50,8 @@ pub struct Engine {
     write_failure: RefCell<Option<String>>,
     /// Live-tail listeners: thread -> core -> subscriptions on that core.
     listeners: RefCell<HashMap<String, HashMap<usize, usize>>>,
+    /// With encryption on: the KMS keyring and unwrapped thread keys.
+    sealing: Option<Sealing>,
     /// Last timestamp this shard handed out; keeps thread timestamps
     /// strictly increasing even when the wall clock steps back.
     clock_ns: Cell<u64>,
@@ -57,6 +61,16 @@ pub struct Engine {
 
 /// Block cache per shard for fjall.
 const CACHE_BYTES_PER_SHARD: u64 = 64 * 1024 * 1024;
+/// Encryption state of one shard.
+pub struct Sealing {
+    keyring: RefCell<Keyring>,
+    /// Unwrapped keys of recently used threads; cleared when full.
+    deks: RefCell<HashMap<String, Dek>>,
+}
+
+/// Unwrapped thread keys kept per shard before the cache is cleared.
+const DEK_CACHE_MAX: usize = 10_000;
+
 /// Users who may react to one message; bounds the size of its record.
 pub const REACTIONS_PER_MESSAGE_MAX: usize = 1000;
 /// How often a shard checks whether old WAL segments can be dropped.
@@ -130,6 +144,7 @@ impl Engine {
         dir: &Path,
         wal_options: WalOptions,
         policy: RecoveryPolicy,
+        keyring: Option<Keyring>,
     ) -> Result<(Rc<Engine>, Vec<String>), String> {
         let store = Store::open(&dir.join("store"), CACHE_BYTES_PER_SHARD)
             .map_err(|err| format!("{shard}: cannot open the store: {err}"))?;
@@ -165,6 +180,10 @@ impl Engine {
             wal,
             write_failure: RefCell::new(None),
             listeners: RefCell::new(HashMap::new()),
+            sealing: keyring.map(|keyring| Sealing {
+                keyring: RefCell::new(keyring),
+                deks: RefCell::new(HashMap::new()),
+            }),
             clock_ns: Cell::new(0),
             salt_state: Cell::new(seed),
         });
@@ -258,7 +277,7 @@ impl Engine {
         let more = changes.len() > REPLAY_EVENTS_MAX;
         let mut events = Vec::with_capacity(changes.len());
         for (change_ts, message_ts) in changes.into_iter().take(REPLAY_EVENTS_MAX) {
-            if let Some(message) = self.store.get_message(thread.as_str(), message_ts)? {
+            if let Some(message) = self.get_message(thread.as_str(), message_ts)? {
                 events.push(stream_event(&message, change_ts));
             }
         }
@@ -301,8 +320,8 @@ impl Engine {
                 if self.store.get_thread(id.as_str())?.is_some() {
                     return Err(EngineError::ThreadExists);
                 }
-                let record = self.new_thread(&id, author.as_str(), title, slug);
-                let lsn = self.commit(Store::thread_ops(&record))?;
+                let record = self.new_thread(&id, author.as_str(), title, slug)?;
+                let lsn = self.commit(self.thread_ops(&record)?)?;
                 Executed::write(Reply::Created(to_json(&record.thread)), lsn)
             }
             Command::GetThread {
@@ -327,14 +346,14 @@ impl Engine {
                     record.thread.slug = slug;
                 }
                 record.thread.updated_ts = self.tick(record.thread.updated_ts);
-                let lsn = self.commit(Store::thread_ops(&record))?;
+                let lsn = self.commit(self.thread_ops(&record)?)?;
                 Executed::write(Reply::Ok(to_json(&record.thread)), lsn)
             }
             Command::DeleteThread { id, caller } => {
                 let mut record = self.visible_thread(&id, &caller)?;
                 record.thread.deleted = true;
                 record.thread.updated_ts = self.tick(record.thread.updated_ts);
-                let lsn = self.commit(Store::thread_ops(&record))?;
+                let lsn = self.commit(self.thread_ops(&record)?)?;
                 Executed::write(Reply::Ok(br#"{"deleted":true}"#.to_vec()), lsn)
             }
             Command::RestoreThread { id, caller } => {
@@ -344,8 +363,12 @@ impl Engine {
                 }
                 record.thread.deleted = false;
                 record.thread.updated_ts = self.tick(record.thread.updated_ts);
-                let lsn = self.commit(Store::thread_ops(&record))?;
+                let lsn = self.commit(self.thread_ops(&record)?)?;
                 Executed::write(Reply::Ok(to_json(&record.thread)), lsn)
+            }
+            Command::AddMasterKey { id, key } => {
+                self.add_master_key(id, key.0);
+                Executed::read(Reply::Ok(Vec::new()))
             }
             Command::Stats => {
                 let wal = self.wal.stats();
@@ -371,7 +394,12 @@ impl Engine {
                 Executed::read(Reply::Ok(stats.to_string().into_bytes()))
             }
             Command::ListThreads(page) => {
-                Executed::read(Reply::Threads(page::threads(&self.store, &page)?))
+                let reveal = self.revealer(Engine::reveal_thread_json);
+                Executed::read(Reply::Threads(page::threads(
+                    &self.store,
+                    &page,
+                    reveal.as_deref(),
+                )?))
             }
             Command::PostMessage {
                 thread,
@@ -382,7 +410,7 @@ impl Engine {
                 reply_to,
                 create_thread_titled,
             } => {
-                let (mut record, created) = match self.store.get_thread(thread.as_str())? {
+                let (mut record, created) = match self.get_thread(thread.as_str())? {
                     Some(record)
                         if !record.thread.deleted && caller.may_access(&record.thread.author) =>
                     {
@@ -390,9 +418,10 @@ impl Engine {
                     }
                     Some(_) => return Err(EngineError::ThreadNotFound),
                     None => match create_thread_titled {
-                        Some(title) => {
-                            (self.new_thread(&thread, author.as_str(), title, None), true)
-                        }
+                        Some(title) => (
+                            self.new_thread(&thread, author.as_str(), title, None)?,
+                            true,
+                        ),
                         None => return Err(EngineError::ThreadNotFound),
                     },
                 };
@@ -422,16 +451,17 @@ impl Engine {
                     edited_by: None,
                     reactions: Default::default(),
                     reaction_counts: Default::default(),
+                    sealed_body: None,
                 };
                 record.last_message_ts = ts;
                 // A thread created on the fly is written in the same record
                 // as its first message, so neither exists without the other.
                 let mut ops = if created {
-                    let mut ops = Store::thread_ops(&record);
-                    ops.extend(Store::message_ops(None, &message, ts));
+                    let mut ops = self.thread_ops(&record)?;
+                    ops.extend(self.message_ops(None, &message, ts)?);
                     ops
                 } else {
-                    Store::message_ops(Some(&record), &message, ts)
+                    self.message_ops(Some(&record), &message, ts)?
                 };
                 if let Some(parent_ts) = parent_ts {
                     Store::reply_op(&mut ops, &message, parent_ts);
@@ -449,10 +479,12 @@ impl Engine {
                 page,
             } => {
                 self.visible_thread(&thread, &caller)?;
+                let reveal = self.revealer(Engine::reveal_message_json);
                 Executed::read(Reply::Ok(page::messages(
                     &self.store,
                     thread.as_str(),
                     &page,
+                    reveal.as_deref(),
                 )?))
             }
             Command::GetMessage {
@@ -471,7 +503,7 @@ impl Engine {
                 include_deleted,
             } => {
                 let message = self.message_for(&thread, &caller, &id, include_deleted)?;
-                let mut versions = self.store.versions(thread.as_str(), message.ts)?;
+                let mut versions = self.versions(&message)?;
                 versions.push(message.current_version());
                 let items: Vec<Vec<u8>> = versions.iter().map(to_json).collect();
                 Executed::read(Reply::Ok(page::envelope(
@@ -488,11 +520,13 @@ impl Engine {
                 page,
             } => {
                 let parent = self.message_for(&thread, &caller, &id, page.include_deleted)?;
+                let reveal = self.revealer(Engine::reveal_message_json);
                 Executed::read(Reply::Ok(page::replies(
                     &self.store,
                     thread.as_str(),
                     parent.ts,
                     &page,
+                    reveal.as_deref(),
                 )?))
             }
             Command::EditMessage {
@@ -503,7 +537,7 @@ impl Engine {
             } => {
                 let mut message = self.message_for(&thread, &caller, &id, false)?;
                 let mut ops = Ops::default();
-                Store::version_op(&mut ops, &message, &message.current_version());
+                self.version_op(&mut ops, &message, &message.current_version())?;
                 let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
                 message.body = body;
                 message.version += 1;
@@ -616,7 +650,7 @@ impl Engine {
         change_ts: u64,
         reply: Vec<u8>,
     ) -> Result<Executed, EngineError> {
-        extra.extend(Store::message_ops(None, message, change_ts));
+        extra.extend(self.message_ops(None, message, change_ts)?);
         let lsn = self.commit(extra)?;
         Ok(Executed {
             reply: Reply::Ok(reply),
@@ -632,9 +666,18 @@ impl Engine {
         author: &str,
         title: String,
         slug: Option<String>,
-    ) -> ThreadRecord {
+    ) -> Result<ThreadRecord, EngineError> {
         let ts = self.tick(0);
-        ThreadRecord {
+        let dek = match &self.sealing {
+            None => None,
+            Some(sealing) => {
+                let dek = Dek::generate().map_err(sealing_error)?;
+                let wrapped = sealing.keyring.borrow().wrap(&dek).map_err(sealing_error)?;
+                self.remember_dek(id.as_str(), dek);
+                Some(wrapped)
+            }
+        };
+        Ok(ThreadRecord {
             thread: Thread {
                 id: id.to_string(),
                 title,
@@ -643,9 +686,238 @@ impl Engine {
                 created_ts: ts,
                 updated_ts: ts,
                 deleted: false,
+                sealed_title: None,
             },
             last_message_ts: 0,
+            dek,
+        })
+    }
+
+    fn remember_dek(&self, thread: &str, dek: Dek) {
+        if let Some(sealing) = &self.sealing {
+            let mut deks = sealing.deks.borrow_mut();
+            if deks.len() >= DEK_CACHE_MAX {
+                deks.clear();
+            }
+            deks.insert(thread.to_owned(), dek);
         }
+    }
+
+    /// The thread's data key, if encryption is on and the thread has one.
+    fn dek(
+        &self,
+        thread: &str,
+        wrapped: Option<&crate::crypto::WrappedKey>,
+    ) -> Result<Option<Dek>, EngineError> {
+        let Some(sealing) = &self.sealing else {
+            return Ok(None);
+        };
+        if let Some(dek) = sealing.deks.borrow().get(thread) {
+            return Ok(Some(dek.clone()));
+        }
+        let wrapped = match wrapped {
+            Some(wrapped) => wrapped.clone(),
+            None => match self.store.get_thread(thread)?.and_then(|record| record.dek) {
+                Some(wrapped) => wrapped,
+                None => return Ok(None),
+            },
+        };
+        let dek = sealing
+            .keyring
+            .borrow()
+            .unwrap(&wrapped)
+            .map_err(sealing_error)?;
+        self.remember_dek(thread, dek.clone());
+        Ok(Some(dek))
+    }
+
+    /// A thread record as read from the store, with its title opened.
+    fn get_thread(&self, id: &str) -> Result<Option<ThreadRecord>, EngineError> {
+        let Some(mut record) = self.store.get_thread(id)? else {
+            return Ok(None);
+        };
+        if let Some(sealed) = record.thread.sealed_title.take() {
+            let dek = self.dek(id, record.dek.as_ref())?.ok_or_else(missing_key)?;
+            record.thread.title = dek
+                .open_title(id, record.thread.updated_ts, &sealed)
+                .map_err(sealing_error)?;
+        }
+        Ok(Some(record))
+    }
+
+    /// A message as read from the store, with its body opened.
+    fn get_message(&self, thread: &str, ts: u64) -> Result<Option<Message>, EngineError> {
+        let Some(mut message) = self.store.get_message(thread, ts)? else {
+            return Ok(None);
+        };
+        self.open_message(&mut message)?;
+        Ok(Some(message))
+    }
+
+    fn open_message(&self, message: &mut Message) -> Result<(), EngineError> {
+        if let Some(sealed) = message.sealed_body.take() {
+            let dek = self.dek(&message.thread, None)?.ok_or_else(missing_key)?;
+            let body = dek
+                .open_body(
+                    &message.thread,
+                    &message.id,
+                    message.ts,
+                    message.version,
+                    &sealed,
+                )
+                .map_err(sealing_error)?;
+            message.body = raw_json(body)?;
+        }
+        Ok(())
+    }
+
+    /// Stored JSON of a message, opened for a client (only with encryption).
+    fn reveal_message_json(&self, json: &[u8]) -> Result<Vec<u8>, EngineError> {
+        let mut message: Message =
+            serde_json::from_slice(json).map_err(|err| EngineError::Storage(err.to_string()))?;
+        self.open_message(&mut message)?;
+        Ok(to_json(&message))
+    }
+
+    /// Stored JSON of a thread, opened for a client (only with encryption).
+    fn reveal_thread_json(&self, json: &[u8]) -> Result<Vec<u8>, EngineError> {
+        let thread: Thread =
+            serde_json::from_slice(json).map_err(|err| EngineError::Storage(err.to_string()))?;
+        if thread.sealed_title.is_none() {
+            return Ok(json.to_vec());
+        }
+        let record = self
+            .get_thread(&thread.id)?
+            .ok_or(EngineError::ThreadNotFound)?;
+        let mut opened = thread;
+        opened.title = record.thread.title;
+        opened.sealed_title = None;
+        Ok(to_json(&opened))
+    }
+
+    /// `reveal` for page scans: `None` (copy as stored) without encryption.
+    fn revealer(
+        &self,
+        reveal: fn(&Engine, &[u8]) -> Result<Vec<u8>, EngineError>,
+    ) -> Option<page::RevealFn<'_>> {
+        self.sealing
+            .as_ref()
+            .map(|_| Box::new(move |json: &[u8]| reveal(self, json)) as page::RevealFn<'_>)
+    }
+
+    /// Writes of a thread record, its title sealed when encryption is on.
+    fn thread_ops(&self, record: &ThreadRecord) -> Result<Ops, EngineError> {
+        Ok(Store::thread_ops(&self.sealed_record(record)?))
+    }
+
+    fn sealed_record(&self, record: &ThreadRecord) -> Result<ThreadRecord, EngineError> {
+        let mut sealed = record.clone();
+        if let Some(dek) = self.dek(&record.thread.id, record.dek.as_ref())? {
+            sealed.thread.sealed_title = Some(dek.seal_title(
+                &record.thread.id,
+                record.thread.updated_ts,
+                &record.thread.title,
+            ));
+            sealed.thread.title = String::new();
+        }
+        Ok(sealed)
+    }
+
+    /// Writes of a message (and its thread record), sealed when encryption is on.
+    fn message_ops(
+        &self,
+        record: Option<&ThreadRecord>,
+        message: &Message,
+        change_ts: u64,
+    ) -> Result<Ops, EngineError> {
+        let record = record
+            .map(|record| self.sealed_record(record))
+            .transpose()?;
+        let mut stored = message.clone();
+        if let Some(sealed) = self.seal_body(message, message.version, &message.body)? {
+            stored.sealed_body = Some(sealed);
+            stored.body = raw_json(b"null".to_vec())?;
+        }
+        Ok(Store::message_ops(record.as_ref(), &stored, change_ts))
+    }
+
+    fn version_op(
+        &self,
+        ops: &mut Ops,
+        message: &Message,
+        version: &Version,
+    ) -> Result<(), EngineError> {
+        let mut stored = version.clone();
+        if let Some(sealed) = self.seal_body(message, version.version, &version.body)? {
+            stored.sealed_body = Some(sealed);
+            stored.body = raw_json(b"null".to_vec())?;
+        }
+        Store::version_op(ops, message, &stored);
+        Ok(())
+    }
+
+    /// `body` as version `version` of `message`, sealed with its thread's
+    /// key; `None` when the thread is not encrypted.
+    fn seal_body(
+        &self,
+        message: &Message,
+        version: u32,
+        body: &serde_json::value::RawValue,
+    ) -> Result<Option<String>, EngineError> {
+        Ok(self.dek(&message.thread, None)?.map(|dek| {
+            dek.seal_body(
+                &message.thread,
+                &message.id,
+                message.ts,
+                version,
+                body.get().as_bytes(),
+            )
+        }))
+    }
+
+    fn versions(&self, message: &Message) -> Result<Vec<Version>, EngineError> {
+        let mut versions = self.store.versions(&message.thread, message.ts)?;
+        for version in &mut versions {
+            if let Some(sealed) = version.sealed_body.take() {
+                let dek = self.dek(&message.thread, None)?.ok_or_else(missing_key)?;
+                let body = dek
+                    .open_body(
+                        &message.thread,
+                        &message.id,
+                        message.ts,
+                        version.version,
+                        &sealed,
+                    )
+                    .map_err(sealing_error)?;
+                version.body = raw_json(body)?;
+            }
+        }
+        Ok(versions)
+    }
+
+    /// Adds a master key to this shard's keyring (rotation).
+    pub fn add_master_key(&self, id: u32, key: [u8; crate::crypto::KEY_BYTES]) {
+        if let Some(sealing) = &self.sealing {
+            sealing.keyring.borrow_mut().add(id, key);
+        }
+    }
+
+    /// Creates a new master key, saves the keyring, and returns it so the
+    /// other shards can add it too.
+    pub fn rotate_master_key(
+        &self,
+        path: &Path,
+        check_dir: &Path,
+    ) -> Result<(u32, [u8; crate::crypto::KEY_BYTES]), EngineError> {
+        let sealing = self
+            .sealing
+            .as_ref()
+            .ok_or_else(|| EngineError::Storage("encryption is off".into()))?;
+        sealing
+            .keyring
+            .borrow_mut()
+            .rotate(path, check_dir)
+            .map_err(sealing_error)
     }
 
     /// The thread if it exists, is not deleted, and the caller may see it.
@@ -663,7 +935,7 @@ impl Engine {
         caller: &Caller,
         include_deleted: bool,
     ) -> Result<ThreadRecord, EngineError> {
-        match self.store.get_thread(id.as_str())? {
+        match self.get_thread(id.as_str())? {
             Some(record)
                 if (include_deleted || !record.thread.deleted)
                     && caller.may_access(&record.thread.author) =>
@@ -680,7 +952,6 @@ impl Engine {
             return Ok(None);
         };
         Ok(self
-            .store
             .get_message(thread.as_str(), parsed.ts)?
             .filter(|message| message.id == id))
     }
@@ -700,6 +971,21 @@ impl Engine {
             _ => Err(EngineError::MessageNotFound),
         }
     }
+}
+
+fn sealing_error(err: CryptoError) -> EngineError {
+    EngineError::Storage(format!("encryption: {err}"))
+}
+
+fn missing_key() -> EngineError {
+    EngineError::Storage("encryption: a sealed value belongs to a thread without a key".into())
+}
+
+fn raw_json(bytes: Vec<u8>) -> Result<Box<serde_json::value::RawValue>, EngineError> {
+    let text = String::from_utf8(bytes)
+        .map_err(|_| EngineError::Storage("sealed body is not UTF-8".into()))?;
+    serde_json::value::RawValue::from_string(text)
+        .map_err(|err| EngineError::Storage(err.to_string()))
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {

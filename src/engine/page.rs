@@ -56,7 +56,28 @@ fn cursor_ts(store: &Store, thread: &str, id: &MessageId) -> Result<u64, EngineE
 }
 
 /// Renders one page of a thread's messages as the list envelope.
-pub fn messages(store: &Store, thread: &str, page: &MessagePage) -> Result<Vec<u8>, EngineError> {
+/// Turns a stored item's JSON into what a client sees (opens sealed
+/// fields); `None` when stored JSON is already that.
+pub type Reveal<'a> = Option<&'a dyn Fn(&[u8]) -> Result<Vec<u8>, EngineError>>;
+
+/// An owned `Reveal` function.
+pub type RevealFn<'a> = Box<dyn Fn(&[u8]) -> Result<Vec<u8>, EngineError> + 'a>;
+
+fn reveal_all<T>(items: &mut [(T, Vec<u8>)], reveal: Reveal) -> Result<(), EngineError> {
+    if let Some(reveal) = reveal {
+        for (_, json) in items.iter_mut() {
+            *json = reveal(json)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn messages(
+    store: &Store,
+    thread: &str,
+    page: &MessagePage,
+    reveal: Reveal,
+) -> Result<Vec<u8>, EngineError> {
     let all = (Bound::Unbounded, Bound::Unbounded);
     // Items oldest first, plus whether more exist beyond each end.
     let (ascending, more_older, more_newer) = match page.position {
@@ -128,10 +149,11 @@ pub fn messages(store: &Store, thread: &str, page: &MessagePage) -> Result<Vec<u
             (items, older.more, newer.more)
         }
     };
-    let (items, more_next, more_prev) = match page.order {
+    let (mut items, more_next, more_prev) = match page.order {
         Order::NewestFirst => (reversed(ascending), more_older, more_newer),
         Order::OldestFirst => (ascending, more_newer, more_older),
     };
+    reveal_all(&mut items, reveal)?;
     let cursor_of = |item: Option<&(u64, Vec<u8>)>, wanted: bool| -> Option<String> {
         let (_, json) = item.filter(|_| wanted)?;
         message_id_of(json)
@@ -192,7 +214,11 @@ pub fn envelope<'a>(
 
 /// One shard's part of a thread listing: up to `limit + 1` live threads
 /// past the position, so the merging caller can tell whether more exist.
-pub fn threads(store: &Store, page: &ThreadPage) -> Result<Vec<ThreadEntry>, EngineError> {
+pub fn threads(
+    store: &Store,
+    page: &ThreadPage,
+    reveal: Reveal,
+) -> Result<Vec<ThreadEntry>, EngineError> {
     let direction = match page.order {
         Order::NewestFirst => Direction::Descending,
         Order::OldestFirst => Direction::Ascending,
@@ -220,6 +246,11 @@ pub fn threads(store: &Store, page: &ThreadPage) -> Result<Vec<ThreadEntry>, Eng
             Ok(entries.len() < wanted)
         },
     )?;
+    if let Some(reveal) = reveal {
+        for entry in &mut entries {
+            entry.json = reveal(&entry.json)?;
+        }
+    }
     Ok(entries)
 }
 
@@ -231,6 +262,7 @@ pub fn replies(
     thread: &str,
     parent_ts: u64,
     page: &MessagePage,
+    reveal: Reveal,
 ) -> Result<Vec<u8>, EngineError> {
     let direction = match page.order {
         Order::NewestFirst => Direction::Descending,
@@ -259,7 +291,11 @@ pub fn replies(
             }
             if items.len() < wanted {
                 ids.push(message.id.clone());
-                items.push(serde_json::to_vec(&message).expect("messages serialize"));
+                let json = serde_json::to_vec(&message).expect("messages serialize");
+                items.push(match reveal {
+                    Some(reveal) => reveal(&json)?,
+                    None => json,
+                });
             }
         }
         if exhausted || items.len() >= wanted {

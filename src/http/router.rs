@@ -34,6 +34,8 @@ pub enum Route {
     Stats,
     /// `POST /backend/v1/sign`: a user's signature for frontend keys.
     Sign,
+    /// `POST /admin/v1/kms/rotate`: a new master key for new thread keys.
+    RotateMasterKey,
     /// `OPTIONS` on a known path: answered with its `Allow` list.
     Options(&'static str),
 }
@@ -43,7 +45,7 @@ impl Route {
     pub fn scope(&self) -> Option<Scope> {
         match self {
             Route::Healthz | Route::Readyz | Route::Options(_) => None,
-            Route::Stats => Some(Scope::Admin),
+            Route::Stats | Route::RotateMasterKey => Some(Scope::Admin),
             Route::Sign | Route::SeedPostMessage | Route::SeedListMessages(_) => {
                 Some(Scope::Backend)
             }
@@ -79,6 +81,7 @@ enum Resource {
     SeedThreadMessages(String),
     Stats,
     Sign,
+    Rotate,
 }
 
 impl Resource {
@@ -93,7 +96,8 @@ impl Resource {
             Resource::SeedMessages
             | Resource::ThreadRestore(_)
             | Resource::MessageRestore(..)
-            | Resource::Sign => "POST, OPTIONS",
+            | Resource::Sign
+            | Resource::Rotate => "POST, OPTIONS",
             Resource::Versions(..) | Resource::Replies(..) | Resource::Stream(_) => {
                 "GET, HEAD, OPTIONS"
             }
@@ -139,6 +143,7 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
         (Resource::SeedThreadMessages(id), Method::Get) => Route::SeedListMessages(id),
         (Resource::Stats, Method::Get) => Route::Stats,
         (Resource::Sign, Method::Post) => Route::Sign,
+        (Resource::Rotate, Method::Post) => Route::RotateMasterKey,
         _ => return Err(RouteError::MethodNotAllowed(allow)),
     };
     Ok(route)
@@ -182,6 +187,7 @@ fn resource(raw_path: &str) -> Result<Resource, RouteError> {
         ["v1", "messages"] => Resource::SeedMessages,
         ["v1", "threads", id, "messages"] => Resource::SeedThreadMessages(owned(id)),
         ["admin", "v1", "stats"] => Resource::Stats,
+        ["admin", "v1", "kms", "rotate"] => Resource::Rotate,
         // The last two are paths older ProgressDB clients call.
         ["backend", "v1", "sign"] | ["v1", "_sign"] | ["v1", "sign"] => Resource::Sign,
         _ => return Err(RouteError::NotFound),

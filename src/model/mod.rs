@@ -33,6 +33,10 @@ pub struct Thread {
     pub updated_ts: u64,
     #[serde(default, skip_serializing_if = "is_false")]
     pub deleted: bool,
+    /// Storage only, with encryption on: the title sealed with the thread's
+    /// key (`title` is then empty). Never sent to clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_title: Option<String>,
 }
 
 /// What the owning shard stores for a thread: the public fields plus the
@@ -42,6 +46,10 @@ pub struct Thread {
 pub struct ThreadRecord {
     pub thread: Thread,
     pub last_message_ts: u64,
+    /// The thread's data-encryption key, wrapped by the KMS; present when
+    /// the thread was created with encryption on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dek: Option<crate::crypto::WrappedKey>,
 }
 
 /// A message as clients see it and as it is stored.
@@ -76,6 +84,10 @@ pub struct Message {
     /// How many users gave each reaction.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reaction_counts: BTreeMap<String, u32>,
+    /// Storage only, with encryption on: the body sealed with the thread's
+    /// key (`body` is then `null`). Never sent to clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_body: Option<String>,
 }
 
 impl Message {
@@ -93,6 +105,7 @@ impl Message {
                 .clone()
                 .unwrap_or_else(|| self.author.clone()),
             body: self.body.clone(),
+            sealed_body: None,
         }
     }
 
@@ -121,6 +134,9 @@ pub struct Version {
     pub ts: u64,
     pub author: String,
     pub body: Box<RawValue>,
+    /// Storage only: the sealed body, as on `Message`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_body: Option<String>,
 }
 
 fn first_version() -> u32 {

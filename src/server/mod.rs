@@ -23,6 +23,7 @@ use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 use crate::api::Api;
 use crate::auth::Keys;
 use crate::config::Config;
+use crate::crypto::Keyring;
 use crate::engine::Engine;
 use crate::http::HeadLimits;
 use crate::shard::{ShardId, mesh};
@@ -40,6 +41,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shard_count = datadir::prepare(&config.db, config.shards, cores)?;
     let keys = resolve_keys(&config)?;
+    let keyring = open_keyring(&config)?;
     let io_memory = io_memory_per_shard(config.io_memory_bytes, shard_count)?;
 
     // Block the shutdown signals before any thread starts, so every thread
@@ -77,10 +79,12 @@ pub fn run(config: Config) -> Result<(), String> {
         .on_all_shards(move || {
             let config = config.clone();
             let keys = keys.clone();
+            let keyring = keyring.clone();
             let ready_tx = ready_tx.clone();
             // Moved, never cloned, on the executor thread: see `mesh::builder`.
             async move {
-                if let Err(err) = run_shard(addr, config, keys, mesh_handle, ready_tx.clone()).await
+                if let Err(err) =
+                    run_shard(addr, config, keys, keyring, mesh_handle, ready_tx.clone()).await
                 {
                     let _ = ready_tx.send(Err(err));
                 }
@@ -128,6 +132,7 @@ async fn run_shard(
     addr: SocketAddr,
     config: Arc<Config>,
     keys: Arc<Vec<String>>,
+    keyring: Option<Keyring>,
     mesh_handle: mesh::MeshHandle,
     ready: mpsc::Sender<Result<(), String>>,
 ) -> Result<(), String> {
@@ -137,8 +142,13 @@ async fn run_shard(
         .map_err(|err| format!("cannot join the shard mesh: {err}"))?;
     let shard = ShardId(senders.peer_id());
     let dir = datadir::shard_dir(&config.db, shard.0);
-    let (engine, recovery_log) =
-        Engine::open(shard, &dir, config.wal.clone(), config.wal_recovery)?;
+    let (engine, recovery_log) = Engine::open(
+        shard,
+        &dir,
+        config.wal.clone(),
+        config.wal_recovery,
+        keyring,
+    )?;
     for line in recovery_log {
         eprintln!("progressdb: {line}");
     }
@@ -204,6 +214,31 @@ async fn run_shard(
     engine
         .persist()
         .map_err(|err| format!("{shard}: cannot persist on shutdown: {err}"))
+}
+
+/// The master keys when encryption is on: from PROGRESSDB_KMS_MASTER_KEY
+/// (64 hex digits, never written anywhere), else the keyring file. Either
+/// must match what the data directory was encrypted with.
+fn open_keyring(config: &Config) -> Result<Option<Keyring>, String> {
+    let Some(path) = &config.encryption else {
+        return Ok(None);
+    };
+    let check_dir = config.db.join("kms");
+    let keyring = match std::env::var("PROGRESSDB_KMS_MASTER_KEY") {
+        Ok(hex) => {
+            let keyring = Keyring::single(&hex).ok_or(
+                "PROGRESSDB_KMS_MASTER_KEY must be 64 hex digits (32 random bytes)".to_string(),
+            )?;
+            std::fs::create_dir_all(&check_dir)
+                .map_err(|err| format!("cannot create {}: {err}", check_dir.display()))?;
+            keyring
+                .check_against(&check_dir.join("master.check"))
+                .map_err(|err| err.to_string())?;
+            keyring
+        }
+        Err(_) => Keyring::open(path, &check_dir).map_err(|err| err.to_string())?,
+    };
+    Ok(Some(keyring))
 }
 
 /// The backend keys: as configured, or a development key when no key of

@@ -1,0 +1,460 @@
+//! Field-level encryption: envelope encryption with AES-256-GCM.
+//!
+//! Each thread gets its own random 256-bit data-encryption key (DEK). The
+//! DEK is stored only wrapped (AES-256-GCM, random nonce) under a master
+//! key held by the KMS; the embedded KMS keeps its master keys in a file
+//! created with mode 0600. Message bodies, past versions and thread titles
+//! are sealed with the thread's DEK before they reach the WAL or the store.
+//!
+//! Nonces are never reused under one key: a field's nonce is derived from
+//! what makes it unique within its thread — a message body's from its
+//! timestamp (unique per thread) and version number, a title's from the
+//! thread's update timestamp with a marker no message version reaches. The
+//! thread and message ids are bound as associated data, so a sealed value
+//! moved to another message does not open.
+//!
+//! Rotation adds a master key; new DEKs are wrapped under the newest, and
+//! every older key stays in the keyring so old data stays readable.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use serde::{Deserialize, Serialize};
+
+pub const KEY_BYTES: usize = 32;
+const NONCE_BYTES: usize = 12;
+/// Version field of title nonces: above any message version.
+const TITLE_NONCE_MARK: u32 = u32::MAX;
+/// Sealed with each master key at creation, to recognise a wrong key at
+/// start instead of failing on the first read.
+const CHECK_PLAINTEXT: &[u8] = b"progressdb master key check";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CryptoError {
+    /// A ciphertext did not open: wrong key, or damaged or moved data.
+    Open,
+    /// The keyring does not hold the master key a DEK was wrapped with.
+    UnknownMasterKey(u32),
+    Setup(String),
+}
+
+impl std::fmt::Display for CryptoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CryptoError::Open => {
+                write!(f, "a sealed value did not open (wrong key or damaged data)")
+            }
+            CryptoError::UnknownMasterKey(id) => write!(f, "master key {id} is not in the keyring"),
+            CryptoError::Setup(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A DEK as stored: wrapped under master key `key_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrappedKey {
+    pub key_id: u32,
+    /// Hex of nonce followed by ciphertext.
+    pub wrapped: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
+    let mut bytes = [0u8; N];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut bytes))
+        .map_err(|err| CryptoError::Setup(format!("cannot read /dev/urandom: {err}")))?;
+    Ok(bytes)
+}
+
+fn seal_with(
+    key: &[u8; KEY_BYTES],
+    nonce: &[u8; NONCE_BYTES],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Vec<u8> {
+    Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key))
+        .encrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .expect("AES-GCM encryption of in-memory data cannot fail")
+}
+
+fn open_with(
+    key: &[u8; KEY_BYTES],
+    nonce: &[u8; NONCE_BYTES],
+    aad: &[u8],
+    ciphertext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key))
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
+        .map_err(|_| CryptoError::Open)
+}
+
+/// A thread's data-encryption key, unwrapped.
+#[derive(Clone)]
+pub struct Dek([u8; KEY_BYTES]);
+
+impl std::fmt::Debug for Dek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dek(hidden)")
+    }
+}
+
+fn field_nonce(ts: u64, version: u32) -> [u8; NONCE_BYTES] {
+    let mut nonce = [0u8; NONCE_BYTES];
+    nonce[..8].copy_from_slice(&ts.to_be_bytes());
+    nonce[8..].copy_from_slice(&version.to_be_bytes());
+    nonce
+}
+
+impl Dek {
+    pub fn generate() -> Result<Dek, CryptoError> {
+        Ok(Dek(random_bytes()?))
+    }
+
+    /// Seals version `version` of the body of the message at `ts`.
+    pub fn seal_body(
+        &self,
+        thread: &str,
+        message: &str,
+        ts: u64,
+        version: u32,
+        body: &[u8],
+    ) -> String {
+        assert!(
+            version < TITLE_NONCE_MARK,
+            "message versions stay below the title marker"
+        );
+        let aad = [thread.as_bytes(), b"\0", message.as_bytes()].concat();
+        hex(&seal_with(&self.0, &field_nonce(ts, version), &aad, body))
+    }
+
+    pub fn open_body(
+        &self,
+        thread: &str,
+        message: &str,
+        ts: u64,
+        version: u32,
+        sealed: &str,
+    ) -> Result<Vec<u8>, CryptoError> {
+        let aad = [thread.as_bytes(), b"\0", message.as_bytes()].concat();
+        let ciphertext = unhex(sealed).ok_or(CryptoError::Open)?;
+        open_with(&self.0, &field_nonce(ts, version), &aad, &ciphertext)
+    }
+
+    /// Seals a thread title written at `updated_ts`.
+    pub fn seal_title(&self, thread: &str, updated_ts: u64, title: &str) -> String {
+        let aad = [thread.as_bytes(), b"\0title"].concat();
+        hex(&seal_with(
+            &self.0,
+            &field_nonce(updated_ts, TITLE_NONCE_MARK),
+            &aad,
+            title.as_bytes(),
+        ))
+    }
+
+    pub fn open_title(
+        &self,
+        thread: &str,
+        updated_ts: u64,
+        sealed: &str,
+    ) -> Result<String, CryptoError> {
+        let aad = [thread.as_bytes(), b"\0title"].concat();
+        let ciphertext = unhex(sealed).ok_or(CryptoError::Open)?;
+        let plain = open_with(
+            &self.0,
+            &field_nonce(updated_ts, TITLE_NONCE_MARK),
+            &aad,
+            &ciphertext,
+        )?;
+        String::from_utf8(plain).map_err(|_| CryptoError::Open)
+    }
+}
+
+/// The embedded KMS's master keys, oldest first; the newest wraps new DEKs.
+#[derive(Clone)]
+pub struct Keyring {
+    keys: Vec<(u32, [u8; KEY_BYTES])>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Keyring([{} master keys hidden])", self.keys.len())
+    }
+}
+
+/// Keyring file: one `id:hex` line per master key. Check file: one
+/// `id:hex(nonce + sealed CHECK_PLAINTEXT)` line per master key.
+const CHECK_FILE: &str = "master.check";
+
+impl Keyring {
+    /// Loads the keyring from `path`, creating it (mode 0600, one fresh
+    /// key) on first start, and checks it against the data directory's
+    /// check file in `dir`. A key that does not match what the data was
+    /// written with is refused before anything is read or written.
+    pub fn open(path: &Path, dir: &Path) -> Result<Keyring, CryptoError> {
+        let setup = |what: &str, err: std::io::Error| {
+            CryptoError::Setup(format!("{what} {}: {err}", path.display()))
+        };
+        let keyring = match fs::read_to_string(path) {
+            Ok(text) => Keyring::parse(&text).ok_or_else(|| {
+                CryptoError::Setup(format!(
+                    "{} is not a keyring (lines of id:64 hex digits)",
+                    path.display()
+                ))
+            })?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let keyring = Keyring {
+                    keys: vec![(1, random_bytes()?)],
+                };
+                write_private(path, keyring.to_text().as_bytes())
+                    .map_err(|err| setup("cannot create", err))?;
+                keyring
+            }
+            Err(err) => return Err(setup("cannot read", err)),
+        };
+        keyring.check_against(&dir.join(CHECK_FILE))?;
+        Ok(keyring)
+    }
+
+    /// A keyring holding one given master key (from an environment variable).
+    pub fn single(key_hex: &str) -> Option<Keyring> {
+        let key: [u8; KEY_BYTES] = unhex(key_hex.trim())?.try_into().ok()?;
+        Some(Keyring {
+            keys: vec![(1, key)],
+        })
+    }
+
+    fn parse(text: &str) -> Option<Keyring> {
+        let mut keys = Vec::new();
+        for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            let (id, key) = line.trim().split_once(':')?;
+            keys.push((id.parse().ok()?, unhex(key)?.try_into().ok()?));
+        }
+        (!keys.is_empty()).then_some(Keyring { keys })
+    }
+
+    fn to_text(&self) -> String {
+        self.keys
+            .iter()
+            .map(|(id, key)| format!("{id}:{}\n", hex(key)))
+            .collect()
+    }
+
+    /// Every key the check file knows must be here and must open its line;
+    /// keys the check file lacks are added to it.
+    pub fn check_against(&self, check_path: &Path) -> Result<(), CryptoError> {
+        let existing = fs::read_to_string(check_path).unwrap_or_default();
+        let mut checked = std::collections::BTreeSet::new();
+        for line in existing.lines().filter(|line| !line.trim().is_empty()) {
+            let (id, sealed) = line.split_once(':').ok_or_else(|| {
+                CryptoError::Setup(format!("{} is damaged", check_path.display()))
+            })?;
+            let id: u32 = id
+                .parse()
+                .map_err(|_| CryptoError::Setup(format!("{} is damaged", check_path.display())))?;
+            let key = self.key(id)?;
+            let bytes = unhex(sealed)
+                .filter(|b| b.len() > NONCE_BYTES)
+                .ok_or(CryptoError::Open)?;
+            let nonce: [u8; NONCE_BYTES] = bytes[..NONCE_BYTES]
+                .try_into()
+                .map_err(|_| CryptoError::Open)?;
+            let plain = open_with(key, &nonce, b"check", &bytes[NONCE_BYTES..]).map_err(|_| {
+                CryptoError::Setup(format!(
+                    "master key {id} does not match the one this data directory was encrypted with; refusing to start"
+                ))
+            })?;
+            if plain != CHECK_PLAINTEXT {
+                return Err(CryptoError::Open);
+            }
+            checked.insert(id);
+        }
+        let mut text = existing;
+        for (id, key) in &self.keys {
+            if !checked.contains(id) {
+                let nonce: [u8; NONCE_BYTES] = random_bytes()?;
+                let sealed = [
+                    nonce.as_slice(),
+                    &seal_with(key, &nonce, b"check", CHECK_PLAINTEXT),
+                ]
+                .concat();
+                text.push_str(&format!("{id}:{}\n", hex(&sealed)));
+            }
+        }
+        write_private(check_path, text.as_bytes()).map_err(|err| {
+            CryptoError::Setup(format!("cannot write {}: {err}", check_path.display()))
+        })
+    }
+
+    fn key(&self, id: u32) -> Result<&[u8; KEY_BYTES], CryptoError> {
+        self.keys
+            .iter()
+            .find(|(key_id, _)| *key_id == id)
+            .map(|(_, key)| key)
+            .ok_or(CryptoError::UnknownMasterKey(id))
+    }
+
+    pub fn newest_id(&self) -> u32 {
+        self.keys.last().map_or(0, |(id, _)| *id)
+    }
+
+    /// Adds a master key (rotation); returns the new keyring text to persist.
+    pub fn add(&mut self, id: u32, key: [u8; KEY_BYTES]) {
+        if self.keys.iter().all(|(existing, _)| *existing != id) {
+            self.keys.push((id, key));
+        }
+    }
+
+    /// Creates the next master key and saves the keyring to `path`.
+    pub fn rotate(
+        &mut self,
+        path: &Path,
+        check_dir: &Path,
+    ) -> Result<(u32, [u8; KEY_BYTES]), CryptoError> {
+        let id = self.newest_id() + 1;
+        let key = random_bytes()?;
+        self.add(id, key);
+        write_private(path, self.to_text().as_bytes())
+            .map_err(|err| CryptoError::Setup(format!("cannot write {}: {err}", path.display())))?;
+        self.check_against(&check_dir.join(CHECK_FILE))?;
+        Ok((id, key))
+    }
+
+    pub fn wrap(&self, dek: &Dek) -> Result<WrappedKey, CryptoError> {
+        let key_id = self.newest_id();
+        let nonce: [u8; NONCE_BYTES] = random_bytes()?;
+        let sealed = seal_with(self.key(key_id)?, &nonce, &key_id.to_be_bytes(), &dek.0);
+        Ok(WrappedKey {
+            key_id,
+            wrapped: hex(&[nonce.as_slice(), &sealed].concat()),
+        })
+    }
+
+    pub fn unwrap(&self, wrapped: &WrappedKey) -> Result<Dek, CryptoError> {
+        let bytes = unhex(&wrapped.wrapped)
+            .filter(|b| b.len() > NONCE_BYTES)
+            .ok_or(CryptoError::Open)?;
+        let nonce: [u8; NONCE_BYTES] = bytes[..NONCE_BYTES]
+            .try_into()
+            .map_err(|_| CryptoError::Open)?;
+        let key = self.key(wrapped.key_id)?;
+        let plain = open_with(
+            key,
+            &nonce,
+            &wrapped.key_id.to_be_bytes(),
+            &bytes[NONCE_BYTES..],
+        )?;
+        Ok(Dek(plain.try_into().map_err(|_| CryptoError::Open)?))
+    }
+}
+
+/// Writes a file only its owner can read, durably (temp file, fsync,
+/// rename, directory fsync).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let temporary = path.with_extension("tmp");
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&temporary, path)?;
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_and_titles_round_trip_and_are_bound_to_their_place() {
+        let dek = Dek::generate().unwrap();
+        let sealed = dek.seal_body("t", "m", 5, 1, b"{\"text\":\"secret\"}");
+        assert!(!sealed.contains("secret"));
+        assert_eq!(
+            dek.open_body("t", "m", 5, 1, &sealed).unwrap(),
+            b"{\"text\":\"secret\"}"
+        );
+        assert_eq!(
+            dek.open_body("t", "other", 5, 1, &sealed),
+            Err(CryptoError::Open)
+        );
+        assert_eq!(
+            dek.open_body("t", "m", 5, 2, &sealed),
+            Err(CryptoError::Open)
+        );
+        let title = dek.seal_title("t", 9, "plans");
+        assert_eq!(dek.open_title("t", 9, &title).unwrap(), "plans");
+        assert_eq!(dek.open_title("u", 9, &title), Err(CryptoError::Open));
+        let other = Dek::generate().unwrap();
+        assert_eq!(
+            other.open_body("t", "m", 5, 1, &sealed),
+            Err(CryptoError::Open)
+        );
+    }
+
+    #[test]
+    fn keyring_is_private_checked_and_rotates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms").join("master.keys");
+        let mut keyring = Keyring::open(&path, dir.path()).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let dek = Dek::generate().unwrap();
+        let old = keyring.wrap(&dek).unwrap();
+        assert_eq!(old.key_id, 1);
+        let (id, _) = keyring.rotate(&path, dir.path()).unwrap();
+        assert_eq!(id, 2);
+        let new = keyring.wrap(&dek).unwrap();
+        assert_eq!(new.key_id, 2);
+        let reopened = Keyring::open(&path, dir.path()).unwrap();
+        for wrapped in [&old, &new] {
+            let dek_again = reopened.unwrap(wrapped).unwrap();
+            assert_eq!(dek_again.0, dek.0);
+        }
+        // A different key for the same data directory is refused.
+        let wrong = Keyring::single(&"ab".repeat(32)).unwrap();
+        let err = wrong
+            .check_against(&dir.path().join(CHECK_FILE))
+            .unwrap_err();
+        assert!(
+            matches!(err, CryptoError::Setup(ref why) if why.contains("does not match")),
+            "{err}"
+        );
+        assert!(!format!("{keyring:?}{dek:?}").contains(&hex(&dek.0)));
+    }
+}
