@@ -159,9 +159,19 @@ pub struct Flags {
 
     /// Where master keys live: `embedded` (a keyring file, or the
     /// PROGRESSDB_KMS_MASTER_KEY environment variable holding 64 hex
-    /// digits). [default: embedded]
+    /// digits) or `external` (an HTTP KMS at --kms-url; a bearer token, if
+    /// it needs one, comes from PROGRESSDB_KMS_TOKEN). [default: embedded]
     #[arg(long, env = "PROGRESSDB_KMS", value_name = "KIND")]
     pub kms: Option<String>,
+
+    /// The external KMS: http://host:port[/prefix], serving POST /wrap,
+    /// /unwrap and /rotate.
+    #[arg(long, env = "PROGRESSDB_KMS_URL", value_name = "URL")]
+    pub kms_url: Option<String>,
+
+    /// Timeout of each external KMS call, in milliseconds. [default: 2000]
+    #[arg(long, env = "PROGRESSDB_KMS_TIMEOUT_MS", value_name = "MS")]
+    pub kms_timeout_ms: Option<u64>,
 
     /// The embedded KMS's keyring file, created with mode 0600 on first
     /// start. [default: <db>/kms/master.keys]
@@ -201,6 +211,8 @@ struct FileSettings {
     encryption: Option<bool>,
     kms: Option<String>,
     kms_key_file: Option<PathBuf>,
+    kms_url: Option<String>,
+    kms_timeout_ms: Option<u64>,
 }
 
 /// The effective configuration.
@@ -224,8 +236,18 @@ pub struct Config {
     pub io_memory_bytes: usize,
     pub wal: WalOptions,
     pub wal_recovery: RecoveryPolicy,
-    /// `Some(keyring file)` when encryption is on (embedded KMS).
-    pub encryption: Option<PathBuf>,
+    /// `Some` when encryption is on: where the master keys live.
+    pub encryption: Option<KmsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KmsConfig {
+    /// The embedded KMS's keyring file.
+    Embedded { key_file: PathBuf },
+    External {
+        url: String,
+        timeout: std::time::Duration,
+    },
 }
 
 impl std::fmt::Debug for Config {
@@ -460,20 +482,42 @@ impl Config {
                 .or(file.kms.as_deref())
                 .unwrap_or("embedded")
             {
-                "embedded" => Some(
-                    flags
+                "embedded" => Some(KmsConfig::Embedded {
+                    key_file: flags
                         .kms_key_file
                         .clone()
                         .or(file.kms_key_file.clone())
                         .unwrap_or_else(|| db.join("kms").join("master.keys")),
-                ),
+                }),
                 "external" => {
+                    let url = flags
+                        .kms_url
+                        .clone()
+                        .or(file.kms_url.clone())
+                        .ok_or_else(|| invalid("kms_url", "is required with kms = external"))?;
+                    if !url.starts_with("http://") {
+                        return Err(invalid("kms_url", "must start with http://"));
+                    }
+                    let timeout_ms = positive(
+                        "kms_timeout_ms",
+                        flags
+                            .kms_timeout_ms
+                            .or(file.kms_timeout_ms)
+                            .map(|ms| ms as usize),
+                        KMS_TIMEOUT_MS_DEFAULT,
+                        60_000,
+                    )?;
+                    Some(KmsConfig::External {
+                        url,
+                        timeout: std::time::Duration::from_millis(timeout_ms as u64),
+                    })
+                }
+                other => {
                     return Err(invalid(
                         "kms",
-                        "the external KMS is not supported yet; use embedded",
+                        format!("must be embedded or external, got {other:?}"),
                     ));
                 }
-                other => return Err(invalid("kms", format!("must be embedded, got {other:?}"))),
             }
         } else {
             None
@@ -538,6 +582,8 @@ fn secrets(
     }
     Ok(values)
 }
+
+const KMS_TIMEOUT_MS_DEFAULT: usize = 2_000;
 
 fn positive(
     key: &'static str,

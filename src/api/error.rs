@@ -72,6 +72,7 @@ impl From<EngineError> for ApiError {
             ),
             EngineError::Unavailable(why) => ApiError::new(503, "shard_unavailable", why),
             EngineError::WritesUnavailable(why) => ApiError::new(503, "writes_unavailable", why),
+            EngineError::KmsUnavailable(why) => ApiError::new(503, "kms_unavailable", why),
             EngineError::Storage(why) => ApiError::new(500, "storage_error", why),
         }
     }

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::auth::{Keys, Principal};
-use crate::config::{Config, Limits};
+use crate::config::{Config, KmsConfig, Limits};
 use crate::engine::{
     self, Caller, Command, EngineError, Order, Reply, SecretKey, ThreadEntry, ThreadPage,
 };
@@ -51,6 +51,7 @@ pub struct Api {
     rate_limiter: RateLimiter,
     /// The embedded KMS keyring file when encryption is on.
     keyring_file: Option<std::path::PathBuf>,
+    encryption: bool,
     kms_check_dir: std::path::PathBuf,
     /// Sequence for thread ids generated on this core.
     thread_sequence: Cell<u32>,
@@ -70,7 +71,11 @@ impl Api {
             limits: config.limits.clone(),
             cors: Cors::new(&config.cors_origins),
             rate_limiter,
-            keyring_file: config.encryption.clone(),
+            keyring_file: match &config.encryption {
+                Some(KmsConfig::Embedded { key_file }) => Some(key_file.clone()),
+                _ => None,
+            },
+            encryption: config.encryption.is_some(),
             kms_check_dir: config.db.join("kms"),
             thread_sequence: Cell::new(0),
         }
@@ -346,17 +351,18 @@ impl Api {
         Ok(json(200, body.to_string().into_bytes()))
     }
 
-    /// Creates a master key on this core (which saves the keyring) and adds
-    /// it to every other shard; new thread keys are wrapped under it.
+    /// Starts wrapping new thread keys under a new master key. Embedded:
+    /// created on this core (which saves the keyring) and added to every
+    /// other shard. External: the KMS rotates.
     async fn rotate_master_key(&self) -> Result<Response, ApiError> {
-        let Some(path) = &self.keyring_file else {
+        if !self.encryption {
             return Err(ApiError::new(
                 409,
                 "encryption_off",
                 "encryption is not enabled",
             ));
-        };
-        if std::env::var_os("PROGRESSDB_KMS_MASTER_KEY").is_some() {
+        }
+        if self.keyring_file.is_some() && std::env::var_os("PROGRESSDB_KMS_MASTER_KEY").is_some() {
             return Err(ApiError::new(
                 409,
                 "rotation_unavailable",
@@ -366,7 +372,12 @@ impl Api {
         let (id, key) = self
             .mesh
             .engine()
-            .rotate_master_key(path, &self.kms_check_dir)?;
+            .rotate_master_key(self.keyring_file.as_deref(), &self.kms_check_dir)?;
+        // An external KMS rotated on its side; nothing to hand to the shards.
+        let Some(key) = key else {
+            let body = serde_json::json!({ "rotated": true, "key_id": id });
+            return Ok(json(200, body.to_string().into_bytes()));
+        };
         let local = self.mesh.local_shard();
         for shard in (0..self.mesh.shard_count())
             .map(ShardId)

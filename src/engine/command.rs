@@ -233,6 +233,8 @@ pub enum EngineError {
     Unavailable(String),
     /// The shard's log failed (write or fsync); reads still work.
     WritesUnavailable(String),
+    /// The external KMS could not be reached; nothing was changed.
+    KmsUnavailable(String),
     Storage(String),
 }
 

@@ -25,7 +25,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::crypto::{CryptoError, Dek, Keyring};
+use crate::crypto::{CryptoError, Dek, Kms};
 use crate::model::Version;
 use crate::model::{Message, MessageId, Thread, ThreadId, ThreadRecord};
 use crate::shard::ShardId;
@@ -50,7 +50,7 @@ pub struct Engine {
     write_failure: RefCell<Option<String>>,
     /// Live-tail listeners: thread -> core -> subscriptions on that core.
     listeners: RefCell<HashMap<String, HashMap<usize, usize>>>,
-    /// With encryption on: the KMS keyring and unwrapped thread keys.
+    /// With encryption on: the KMS and unwrapped thread keys.
     sealing: Option<Sealing>,
     /// Last timestamp this shard handed out; keeps thread timestamps
     /// strictly increasing even when the wall clock steps back.
@@ -63,7 +63,7 @@ pub struct Engine {
 const CACHE_BYTES_PER_SHARD: u64 = 64 * 1024 * 1024;
 /// Encryption state of one shard.
 pub struct Sealing {
-    keyring: RefCell<Keyring>,
+    kms: RefCell<Kms>,
     /// Unwrapped keys of recently used threads; cleared when full.
     deks: RefCell<HashMap<String, Dek>>,
 }
@@ -144,7 +144,7 @@ impl Engine {
         dir: &Path,
         wal_options: WalOptions,
         policy: RecoveryPolicy,
-        keyring: Option<Keyring>,
+        kms: Option<Kms>,
     ) -> Result<(Rc<Engine>, Vec<String>), String> {
         let store = Store::open(&dir.join("store"), CACHE_BYTES_PER_SHARD)
             .map_err(|err| format!("{shard}: cannot open the store: {err}"))?;
@@ -180,8 +180,8 @@ impl Engine {
             wal,
             write_failure: RefCell::new(None),
             listeners: RefCell::new(HashMap::new()),
-            sealing: keyring.map(|keyring| Sealing {
-                keyring: RefCell::new(keyring),
+            sealing: kms.map(|kms| Sealing {
+                kms: RefCell::new(kms),
                 deks: RefCell::new(HashMap::new()),
             }),
             clock_ns: Cell::new(0),
@@ -672,7 +672,7 @@ impl Engine {
             None => None,
             Some(sealing) => {
                 let dek = Dek::generate().map_err(sealing_error)?;
-                let wrapped = sealing.keyring.borrow().wrap(&dek).map_err(sealing_error)?;
+                let wrapped = sealing.kms.borrow().wrap(&dek).map_err(sealing_error)?;
                 self.remember_dek(id.as_str(), dek);
                 Some(wrapped)
             }
@@ -723,7 +723,7 @@ impl Engine {
             },
         };
         let dek = sealing
-            .keyring
+            .kms
             .borrow()
             .unwrap(&wrapped)
             .map_err(sealing_error)?;
@@ -895,29 +895,40 @@ impl Engine {
         Ok(versions)
     }
 
-    /// Adds a master key to this shard's keyring (rotation).
+    /// Adds a master key to this shard's embedded keyring (rotation).
     pub fn add_master_key(&self, id: u32, key: [u8; crate::crypto::KEY_BYTES]) {
-        if let Some(sealing) = &self.sealing {
-            sealing.keyring.borrow_mut().add(id, key);
+        if let Some(sealing) = &self.sealing
+            && let Kms::Embedded(keyring) = &mut *sealing.kms.borrow_mut()
+        {
+            keyring.add(id, key);
         }
     }
 
-    /// Creates a new master key, saves the keyring, and returns it so the
-    /// other shards can add it too.
+    /// Starts wrapping new thread keys under a new master key. The embedded
+    /// KMS creates it, saves the keyring and returns it so the other shards
+    /// can add it too; the external KMS rotates on its side and only its id
+    /// comes back.
     pub fn rotate_master_key(
         &self,
-        path: &Path,
+        path: Option<&Path>,
         check_dir: &Path,
-    ) -> Result<(u32, [u8; crate::crypto::KEY_BYTES]), EngineError> {
+    ) -> Result<(u32, Option<[u8; crate::crypto::KEY_BYTES]>), EngineError> {
         let sealing = self
             .sealing
             .as_ref()
             .ok_or_else(|| EngineError::Storage("encryption is off".into()))?;
-        sealing
-            .keyring
-            .borrow_mut()
-            .rotate(path, check_dir)
-            .map_err(sealing_error)
+        match &mut *sealing.kms.borrow_mut() {
+            Kms::Embedded(keyring) => {
+                let path = path.ok_or_else(|| {
+                    EngineError::Storage("the embedded KMS has no keyring file".into())
+                })?;
+                let (id, key) = keyring
+                    .rotate_checked(path, check_dir)
+                    .map_err(sealing_error)?;
+                Ok((id, Some(key)))
+            }
+            Kms::External(kms) => Ok((kms.rotate().map_err(sealing_error)?, None)),
+        }
     }
 
     /// The thread if it exists, is not deleted, and the caller may see it.
@@ -974,7 +985,10 @@ impl Engine {
 }
 
 fn sealing_error(err: CryptoError) -> EngineError {
-    EngineError::Storage(format!("encryption: {err}"))
+    match err {
+        CryptoError::Kms(_) => EngineError::KmsUnavailable(err.to_string()),
+        _ => EngineError::Storage(format!("encryption: {err}")),
+    }
 }
 
 fn missing_key() -> EngineError {

@@ -23,7 +23,8 @@ use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 use crate::api::Api;
 use crate::auth::Keys;
 use crate::config::Config;
-use crate::crypto::Keyring;
+use crate::config::KmsConfig;
+use crate::crypto::{ExternalKms, Keyring, Kms};
 use crate::engine::Engine;
 use crate::http::HeadLimits;
 use crate::shard::{ShardId, mesh};
@@ -41,7 +42,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shard_count = datadir::prepare(&config.db, config.shards, cores)?;
     let keys = resolve_keys(&config)?;
-    let keyring = open_keyring(&config)?;
+    let kms = open_kms(&config)?;
     let io_memory = io_memory_per_shard(config.io_memory_bytes, shard_count)?;
 
     // Block the shutdown signals before any thread starts, so every thread
@@ -79,12 +80,12 @@ pub fn run(config: Config) -> Result<(), String> {
         .on_all_shards(move || {
             let config = config.clone();
             let keys = keys.clone();
-            let keyring = keyring.clone();
+            let kms = kms.clone();
             let ready_tx = ready_tx.clone();
             // Moved, never cloned, on the executor thread: see `mesh::builder`.
             async move {
                 if let Err(err) =
-                    run_shard(addr, config, keys, keyring, mesh_handle, ready_tx.clone()).await
+                    run_shard(addr, config, keys, kms, mesh_handle, ready_tx.clone()).await
                 {
                     let _ = ready_tx.send(Err(err));
                 }
@@ -132,7 +133,7 @@ async fn run_shard(
     addr: SocketAddr,
     config: Arc<Config>,
     keys: Arc<Vec<String>>,
-    keyring: Option<Keyring>,
+    kms: Option<Kms>,
     mesh_handle: mesh::MeshHandle,
     ready: mpsc::Sender<Result<(), String>>,
 ) -> Result<(), String> {
@@ -142,13 +143,8 @@ async fn run_shard(
         .map_err(|err| format!("cannot join the shard mesh: {err}"))?;
     let shard = ShardId(senders.peer_id());
     let dir = datadir::shard_dir(&config.db, shard.0);
-    let (engine, recovery_log) = Engine::open(
-        shard,
-        &dir,
-        config.wal.clone(),
-        config.wal_recovery,
-        keyring,
-    )?;
+    let (engine, recovery_log) =
+        Engine::open(shard, &dir, config.wal.clone(), config.wal_recovery, kms)?;
     for line in recovery_log {
         eprintln!("progressdb: {line}");
     }
@@ -216,29 +212,42 @@ async fn run_shard(
         .map_err(|err| format!("{shard}: cannot persist on shutdown: {err}"))
 }
 
-/// The master keys when encryption is on: from PROGRESSDB_KMS_MASTER_KEY
-/// (64 hex digits, never written anywhere), else the keyring file. Either
-/// must match what the data directory was encrypted with.
-fn open_keyring(config: &Config) -> Result<Option<Keyring>, String> {
-    let Some(path) = &config.encryption else {
+/// The KMS when encryption is on. Embedded: the master keys from
+/// PROGRESSDB_KMS_MASTER_KEY (64 hex digits, never written anywhere), else
+/// the keyring file. External: the HTTP KMS, with its bearer token from
+/// PROGRESSDB_KMS_TOKEN. Either must hold the key the data directory was
+/// encrypted with; start-up stops here, before any data is opened, if not.
+fn open_kms(config: &Config) -> Result<Option<Kms>, String> {
+    let Some(kms_config) = &config.encryption else {
         return Ok(None);
     };
     let check_dir = config.db.join("kms");
-    let keyring = match std::env::var("PROGRESSDB_KMS_MASTER_KEY") {
-        Ok(hex) => {
-            let keyring = Keyring::single(&hex).ok_or(
-                "PROGRESSDB_KMS_MASTER_KEY must be 64 hex digits (32 random bytes)".to_string(),
-            )?;
-            std::fs::create_dir_all(&check_dir)
-                .map_err(|err| format!("cannot create {}: {err}", check_dir.display()))?;
-            keyring
-                .check_against(&check_dir.join("master.check"))
-                .map_err(|err| err.to_string())?;
-            keyring
+    std::fs::create_dir_all(&check_dir)
+        .map_err(|err| format!("cannot create {}: {err}", check_dir.display()))?;
+    let kms = match kms_config {
+        KmsConfig::Embedded { key_file } => match std::env::var("PROGRESSDB_KMS_MASTER_KEY") {
+            Ok(hex) => {
+                let keyring = Keyring::single(&hex).ok_or(
+                    "PROGRESSDB_KMS_MASTER_KEY must be 64 hex digits (32 random bytes)".to_string(),
+                )?;
+                keyring
+                    .check_against(&check_dir.join("master.check"))
+                    .map_err(|err| err.to_string())?;
+                Kms::Embedded(keyring)
+            }
+            Err(_) => {
+                Kms::Embedded(Keyring::open(key_file, &check_dir).map_err(|err| err.to_string())?)
+            }
+        },
+        KmsConfig::External { url, timeout } => {
+            let token = std::env::var("PROGRESSDB_KMS_TOKEN").ok();
+            let kms = ExternalKms::new(url, token, *timeout)
+                .map_err(|err| format!("invalid kms_url: {err}"))?;
+            crate::crypto::check_external(&kms, &check_dir).map_err(|err| err.to_string())?;
+            Kms::External(kms)
         }
-        Err(_) => Keyring::open(path, &check_dir).map_err(|err| err.to_string())?,
     };
-    Ok(Some(keyring))
+    Ok(Some(kms))
 }
 
 /// The backend keys: as configured, or a development key when no key of

@@ -28,6 +28,16 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Every file under `db` with its bytes, sorted by path.
+fn snapshot(db: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = files_under(db)
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
 /// Files under `dir` whose bytes contain `marker`.
 fn files_containing(dir: &Path, marker: &str) -> Vec<PathBuf> {
     files_under(dir)
@@ -221,14 +231,6 @@ fn a_wrong_master_key_refuses_to_start_and_touches_nothing() {
         "an env key is never written down"
     );
 
-    let snapshot = |db: &Path| -> Vec<(PathBuf, Vec<u8>)> {
-        let mut files: Vec<_> = files_under(db)
-            .into_iter()
-            .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
-            .collect();
-        files.sort();
-        files
-    };
     let before = snapshot(&db);
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_progressdb"))
         .args(&args)
@@ -249,4 +251,174 @@ fn a_wrong_master_key_refuses_to_start_and_touches_nothing() {
     assert_readable(&mut Client::connect(started.addr), &id, "ENVKEY");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A running `progressdb-kms`, killed on drop.
+struct ExternalKms {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for ExternalKms {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_kms(key_file: &Path, token: &str) -> ExternalKms {
+    let args = [
+        "--addr".to_string(),
+        "127.0.0.1:0".to_string(),
+        "--key-file".to_string(),
+        key_file.display().to_string(),
+    ];
+    let started = support::spawn_program_and_wait(
+        Path::new(env!("CARGO_BIN_EXE_progressdb-kms")),
+        &args,
+        &[("PROGRESSDB_KMS_TOKEN", token)],
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    ExternalKms {
+        child: started.child,
+        url: format!("http://{}", started.addr),
+    }
+}
+
+const KMS_TOKEN: &str = "kms-token-0123456789";
+
+fn external_args(url: &str) -> Vec<String> {
+    [
+        "--shards",
+        "2",
+        "--encryption",
+        "--kms",
+        "external",
+        "--kms-url",
+        url,
+        "--admin-key",
+        ADMIN,
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect()
+}
+
+fn start_external(db: &Path, url: &str) -> Server {
+    let args = external_args(url);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start_with_env(db, &args, &[("PROGRESSDB_KMS_TOKEN", KMS_TOKEN)])
+}
+
+/// The server's answer to starting on `db` with the KMS at `url`: exit code
+/// and stderr, when it refuses.
+fn refused_start(db: &Path, url: &str, token: &str) -> (Option<i32>, String) {
+    let mut args = vec![
+        "--db".to_string(),
+        db.display().to_string(),
+        "--addr".to_string(),
+        "127.0.0.1:0".to_string(),
+        "--api-key".to_string(),
+        support::API_KEY.to_string(),
+    ];
+    args.extend(external_args(url));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_progressdb"))
+        .args(&args)
+        .env("PROGRESSDB_KMS_TOKEN", token)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_external_kms_holds_the_master_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let key_file = dir.path().join("kms-a.keys");
+    let kms = start_kms(&key_file, KMS_TOKEN);
+
+    let server = start_external(&db, &kms.url);
+    let mut client = server.client();
+    let before = write_marked(&mut client, "EXTBEFORE");
+    assert_readable(&mut client, &before, "EXTBEFORE");
+    // Rotation happens in the KMS: its keyring gains a key.
+    let mut admin = server.client();
+    admin.key = Some(ADMIN.into());
+    assert_eq!(
+        admin.post("/admin/v1/kms/rotate", "").expect(200)["key_id"],
+        2
+    );
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap().lines().count(),
+        2
+    );
+    let after = write_marked(&mut client, "EXTAFTER");
+    drop((client, admin));
+    server.stop();
+
+    // The server holds no master key: nothing under the data directory
+    // contains the KMS's keys or any plaintext.
+    for marker in ["OLD_EXTBEFORE", "NEW_EXTAFTER", "TITLE_EXTAFTER"] {
+        assert_eq!(files_containing(&db, marker), Vec::<PathBuf>::new());
+    }
+    for line in std::fs::read_to_string(&key_file).unwrap().lines() {
+        let master_hex = line.split(':').nth(1).unwrap();
+        assert_eq!(files_containing(&db, master_hex), Vec::<PathBuf>::new());
+    }
+
+    // A fresh server (empty key cache) reads old and new through the KMS.
+    let server = start_external(&db, &kms.url);
+    let mut client = server.client();
+    assert_readable(&mut client, &before, "EXTBEFORE");
+    assert_readable(&mut client, &after, "EXTAFTER");
+    drop(client);
+    server.stop();
+
+    let files_before = snapshot(&db);
+    let snapshot_matches = || snapshot(&db) == files_before;
+
+    // A KMS with other master keys: refused, nothing touched.
+    let other = start_kms(&dir.path().join("kms-b.keys"), KMS_TOKEN);
+    let (code, stderr) = refused_start(&db, &other.url, KMS_TOKEN);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("refusing to start"), "{stderr}");
+    assert!(snapshot_matches(), "a wrong KMS touched the data directory");
+
+    // A wrong token: refused, and the token is never echoed.
+    let (code, stderr) = refused_start(&db, &kms.url, "wrong-token-987654");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(!stderr.contains("wrong-token-987654"), "{stderr}");
+
+    // The KMS is down: refused with a clear reason.
+    let url = kms.url.clone();
+    drop(kms);
+    let (code, stderr) = refused_start(&db, &url, KMS_TOKEN);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("external KMS"), "{stderr}");
+    assert!(
+        snapshot_matches(),
+        "an unreachable KMS touched the data directory"
+    );
+}
+
+#[test]
+fn requests_needing_an_unreachable_kms_answer_503_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let kms = start_kms(&dir.path().join("kms.keys"), KMS_TOKEN);
+    let server = start_external(&db, &kms.url);
+    let mut client = server.client();
+    let id = write_marked(&mut client, "DOWN");
+    drop(kms);
+    client
+        .post("/frontend/v1/threads", &json!({ "title": "t" }).to_string())
+        .expect_error(503, "kms_unavailable");
+    // Keys already unwrapped stay cached: the existing thread still works.
+    assert_readable(&mut client, &id, "DOWN");
+    let listed = client.get("/frontend/v1/threads?limit=100").expect(200);
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
 }

@@ -37,6 +37,11 @@ impl Server {
 
     /// A server on `db`, which may hold data from an earlier run.
     pub fn start_on(db: &Path, extra_args: &[&str]) -> Server {
+        Server::start_with_env(db, extra_args, &[])
+    }
+
+    /// Like [`Server::start_on`], with extra environment variables.
+    pub fn start_with_env(db: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut args: Vec<String> = vec![
             "--db".into(),
             db.display().to_string(),
@@ -46,7 +51,7 @@ impl Server {
             API_KEY.into(),
         ];
         args.extend(extra_args.iter().map(|arg| arg.to_string()));
-        let started = spawn_and_wait(&args, &[]).unwrap_or_else(|err| panic!("{err}"));
+        let started = spawn_and_wait(&args, env).unwrap_or_else(|err| panic!("{err}"));
         Server {
             child: Some(started.child),
             addr: started.addr,
@@ -116,7 +121,17 @@ pub struct Started {
 /// child, its bound address and its stderr (kept up to date), or
 /// everything it printed if it failed.
 pub fn spawn_and_wait(args: &[String], env: &[(&str, &str)]) -> Result<Started, String> {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_progressdb"));
+    spawn_program_and_wait(Path::new(env!("CARGO_BIN_EXE_progressdb")), args, env)
+}
+
+/// [`spawn_and_wait`] for another of the package's programs that prints
+/// the same "listening on http://<addr>" line.
+pub fn spawn_program_and_wait(
+    program: &Path,
+    args: &[String],
+    env: &[(&str, &str)],
+) -> Result<Started, String> {
+    let mut command = Command::new(program);
     command
         .args(args)
         .stdin(Stdio::null())

@@ -15,6 +15,12 @@
 //!
 //! Rotation adds a master key; new DEKs are wrapped under the newest, and
 //! every older key stays in the keyring so old data stays readable.
+//!
+//! Master keys live in a KMS ([`Kms`]): the embedded one is the keyring
+//! here; the external one is reached over HTTP ([`external`]) and keeps its
+//! keys to itself.
+
+pub mod external;
 
 use std::fs;
 use std::io::Write;
@@ -40,6 +46,8 @@ pub enum CryptoError {
     /// The keyring does not hold the master key a DEK was wrapped with.
     UnknownMasterKey(u32),
     Setup(String),
+    /// The external KMS could not be reached or gave an unusable answer.
+    Kms(String),
 }
 
 impl std::fmt::Display for CryptoError {
@@ -50,6 +58,7 @@ impl std::fmt::Display for CryptoError {
             }
             CryptoError::UnknownMasterKey(id) => write!(f, "master key {id} is not in the keyring"),
             CryptoError::Setup(why) => f.write_str(why),
+            CryptoError::Kms(why) => write!(f, "external KMS: {why}"),
         }
     }
 }
@@ -140,6 +149,16 @@ impl Dek {
         Ok(Dek(random_bytes()?))
     }
 
+    /// A key received in hex (the external KMS's wire format).
+    pub fn from_hex(text: &str) -> Option<Dek> {
+        Some(Dek(unhex(text)?.try_into().ok()?))
+    }
+
+    /// The key in hex, for the KMS wire format only; never log it.
+    pub fn expose_hex(&self) -> String {
+        hex(&self.0)
+    }
+
     /// Seals version `version` of the body of the message at `ts`.
     pub fn seal_body(
         &self,
@@ -221,6 +240,14 @@ impl Keyring {
     /// check file in `dir`. A key that does not match what the data was
     /// written with is refused before anything is read or written.
     pub fn open(path: &Path, dir: &Path) -> Result<Keyring, CryptoError> {
+        let keyring = Keyring::load_or_create(path)?;
+        keyring.check_against(&dir.join(CHECK_FILE))?;
+        Ok(keyring)
+    }
+
+    /// Loads the keyring from `path`, creating it (mode 0600, one fresh
+    /// key) when it does not exist.
+    pub fn load_or_create(path: &Path) -> Result<Keyring, CryptoError> {
         let setup = |what: &str, err: std::io::Error| {
             CryptoError::Setup(format!("{what} {}: {err}", path.display()))
         };
@@ -241,7 +268,6 @@ impl Keyring {
             }
             Err(err) => return Err(setup("cannot read", err)),
         };
-        keyring.check_against(&dir.join(CHECK_FILE))?;
         Ok(keyring)
     }
 
@@ -335,18 +361,25 @@ impl Keyring {
     }
 
     /// Creates the next master key and saves the keyring to `path`.
-    pub fn rotate(
-        &mut self,
-        path: &Path,
-        check_dir: &Path,
-    ) -> Result<(u32, [u8; KEY_BYTES]), CryptoError> {
+    pub fn rotate(&mut self, path: &Path) -> Result<(u32, [u8; KEY_BYTES]), CryptoError> {
         let id = self.newest_id() + 1;
         let key = random_bytes()?;
         self.add(id, key);
         write_private(path, self.to_text().as_bytes())
             .map_err(|err| CryptoError::Setup(format!("cannot write {}: {err}", path.display())))?;
-        self.check_against(&check_dir.join(CHECK_FILE))?;
         Ok((id, key))
+    }
+
+    /// Like [`Keyring::rotate`], then records the new key in the data
+    /// directory's check file in `check_dir`.
+    pub fn rotate_checked(
+        &mut self,
+        path: &Path,
+        check_dir: &Path,
+    ) -> Result<(u32, [u8; KEY_BYTES]), CryptoError> {
+        let rotated = self.rotate(path)?;
+        self.check_against(&check_dir.join(CHECK_FILE))?;
+        Ok(rotated)
     }
 
     pub fn wrap(&self, dek: &Dek) -> Result<WrappedKey, CryptoError> {
@@ -374,6 +407,96 @@ impl Keyring {
             &bytes[NONCE_BYTES..],
         )?;
         Ok(Dek(plain.try_into().map_err(|_| CryptoError::Open)?))
+    }
+}
+
+/// Where the master keys live.
+#[derive(Debug, Clone)]
+pub enum Kms {
+    Embedded(Keyring),
+    External(ExternalKms),
+}
+
+pub use external::ExternalKms;
+
+impl Kms {
+    pub fn wrap(&self, dek: &Dek) -> Result<WrappedKey, CryptoError> {
+        match self {
+            Kms::Embedded(keyring) => keyring.wrap(dek),
+            Kms::External(kms) => kms.wrap(dek),
+        }
+    }
+
+    pub fn unwrap(&self, wrapped: &WrappedKey) -> Result<Dek, CryptoError> {
+        match self {
+            Kms::Embedded(keyring) => keyring.unwrap(wrapped),
+            Kms::External(kms) => kms.unwrap(wrapped),
+        }
+    }
+}
+
+/// External KMS check file: `key_id:wrapped:digest` of a random check key,
+/// written on the first start with the KMS.
+const EXTERNAL_CHECK_FILE: &str = "external.check";
+
+/// Proves at start that the external KMS still holds the master key this
+/// data directory was written with: it must unwrap the check key wrapped
+/// on the first start to the same bytes. Refuses (and touches nothing)
+/// otherwise, or when the KMS cannot be reached.
+pub fn check_external(kms: &ExternalKms, dir: &Path) -> Result<(), CryptoError> {
+    use hmac::{Hmac, Mac};
+    let digest = |dek: &Dek| {
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&dek.0).expect("any key length");
+        mac.update(CHECK_PLAINTEXT);
+        hex(&mac.finalize().into_bytes())
+    };
+    let path = dir.join(EXTERNAL_CHECK_FILE);
+    let refuse = |why: String| {
+        CryptoError::Setup(format!(
+            "{why}; refusing to start (the external KMS at {} must hold the master key this data directory was encrypted with)",
+            kms.url()
+        ))
+    };
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut fields = text.trim().splitn(3, ':');
+            let (Some(id), Some(wrapped), Some(expected)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return Err(CryptoError::Setup(format!("{} is damaged", path.display())));
+            };
+            let key_id = id
+                .parse()
+                .map_err(|_| CryptoError::Setup(format!("{} is damaged", path.display())))?;
+            let wrapped = WrappedKey {
+                key_id,
+                wrapped: wrapped.to_owned(),
+            };
+            match kms.unwrap(&wrapped) {
+                Ok(dek) if digest(&dek) == expected => Ok(()),
+                Ok(_) | Err(CryptoError::Open) => Err(refuse(
+                    "the KMS does not open this data directory's check key".into(),
+                )),
+                Err(err) => Err(refuse(err.to_string())),
+            }
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let check = Dek::generate()?;
+            let wrapped = kms.wrap(&check).map_err(|err| refuse(err.to_string()))?;
+            let line = format!(
+                "{}:{}:{}\n",
+                wrapped.key_id,
+                wrapped.wrapped,
+                digest(&check)
+            );
+            write_private(&path, line.as_bytes()).map_err(|err| {
+                CryptoError::Setup(format!("cannot write {}: {err}", path.display()))
+            })
+        }
+        Err(err) => Err(CryptoError::Setup(format!(
+            "cannot read {}: {err}",
+            path.display()
+        ))),
     }
 }
 
@@ -437,7 +560,7 @@ mod tests {
         let dek = Dek::generate().unwrap();
         let old = keyring.wrap(&dek).unwrap();
         assert_eq!(old.key_id, 1);
-        let (id, _) = keyring.rotate(&path, dir.path()).unwrap();
+        let (id, _) = keyring.rotate_checked(&path, dir.path()).unwrap();
         assert_eq!(id, 2);
         let new = keyring.wrap(&dek).unwrap();
         assert_eq!(new.key_id, 2);
