@@ -238,3 +238,50 @@ fn a_trickled_request_is_cut_off() {
     // A normal request on a fresh connection is unaffected.
     server.client().get("/healthz").expect(200);
 }
+
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+// A client that pipelines requests but never reads the answers: the server
+// stops reading once its answers cannot be written, so the client's writes
+// stall instead of the server's memory growing, and the write timeout
+// then drops the connection.
+#[test]
+fn a_client_that_never_reads_cannot_make_the_server_buffer() {
+    let server = Server::start(&["--shards", "1", "--idle-timeout-ms", "1000"]);
+    server.client().get("/healthz").expect(200);
+    let resident_before = resident_kib(server.pid());
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let batch = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+    let limit: usize = 512 << 20;
+    let mut sent = 0usize;
+    let stalled = loop {
+        match stream.write_all(batch.as_bytes()) {
+            Ok(()) if sent < limit => sent += batch.len(),
+            Ok(()) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(
+        stalled,
+        "the server read all {sent} bytes without them being read back"
+    );
+    // Only socket buffers' worth got through: a few MiB, not hundreds.
+    assert!(sent < 64 << 20, "{sent} bytes accepted");
+    let resident_after = resident_kib(server.pid());
+    assert!(
+        resident_after < resident_before + 32 * 1024,
+        "resident memory grew from {resident_before} KiB to {resident_after} KiB"
+    );
+    // Other clients are served all along.
+    server.client().get("/healthz").expect(200);
+}
