@@ -313,8 +313,8 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_DB: &str = "./data";
 pub const SHARDS_MAX: usize = 256;
 const IO_MEMORY_KIB_DEFAULT: usize = 512;
-const WAL_FLUSH_MS_DEFAULT: usize = 5;
-const WAL_SEGMENT_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
+pub(crate) const WAL_FLUSH_MS_DEFAULT: usize = 5;
+pub(crate) const WAL_SEGMENT_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 const WAL_SEGMENT_BYTES_MIN: usize = 64 * 1024;
 
 /// A setting that failed validation; `Display` is the one line to print.

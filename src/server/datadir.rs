@@ -35,6 +35,31 @@ pub fn shard_dir(db: &Path, shard: usize) -> PathBuf {
 pub fn prepare(db: &Path, requested: Option<usize>, default: usize) -> Result<usize, String> {
     fs::create_dir_all(db)
         .map_err(|err| format!("cannot create data directory {}: {err}", db.display()))?;
+    match stored_shards(db)? {
+        Some(stored) => match requested {
+            Some(count) if count != stored => Err(format!(
+                "{} was created with {stored} shards; --shards {count} would misplace threads (start with --shards {stored} or a new --db)",
+                db.display(),
+            )),
+            _ => Ok(stored),
+        },
+        None => {
+            let shards = requested.unwrap_or(default);
+            let meta = serde_json::to_vec(&Meta {
+                format: FORMAT,
+                shards,
+            })
+            .expect("meta serializes");
+            write_durably(db, META_FILE, &meta, 0o644)?;
+            Ok(shards)
+        }
+    }
+}
+
+/// The shard count `db` was created with, or `None` when it holds no
+/// layout marker yet (a new directory). Embedded mode checks it before
+/// opening, to refuse a multi-shard directory with a typed error.
+pub fn stored_shards(db: &Path) -> Result<Option<usize>, String> {
     let meta_path = db.join(META_FILE);
     match fs::read(&meta_path) {
         Ok(bytes) => {
@@ -47,26 +72,9 @@ pub fn prepare(db: &Path, requested: Option<usize>, default: usize) -> Result<us
                     meta.format
                 ));
             }
-            match requested {
-                Some(count) if count != meta.shards => Err(format!(
-                    "{} was created with {} shards; --shards {count} would misplace threads (start with --shards {} or a new --db)",
-                    db.display(),
-                    meta.shards,
-                    meta.shards
-                )),
-                _ => Ok(meta.shards),
-            }
+            Ok(Some(meta.shards))
         }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let shards = requested.unwrap_or(default);
-            let meta = serde_json::to_vec(&Meta {
-                format: FORMAT,
-                shards,
-            })
-            .expect("meta serializes");
-            write_durably(db, META_FILE, &meta, 0o644)?;
-            Ok(shards)
-        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(format!("cannot read {}: {err}", meta_path.display())),
     }
 }
@@ -137,6 +145,8 @@ mod tests {
         assert_eq!(prepare(dir.path(), Some(3), 8), Ok(3));
         let err = prepare(dir.path(), Some(2), 8).unwrap_err();
         assert!(err.contains("created with 3 shards"), "{err}");
+        assert_eq!(stored_shards(dir.path()), Ok(Some(3)));
+        assert_eq!(stored_shards(&dir.path().join("new")), Ok(None));
     }
 
     #[test]

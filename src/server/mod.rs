@@ -12,6 +12,7 @@ mod live_tail;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -28,6 +29,8 @@ use crate::crypto::{ExternalKms, Keyring, Kms};
 use crate::engine::Engine;
 use crate::http::HeadLimits;
 use crate::shard::{ShardId, mesh};
+use crate::wal::WalOptions;
+use crate::wal::recovery::RecoveryPolicy;
 use connection::{ConnectionSettings, ConnectionSlot};
 
 /// Set once by the signal thread; every shard polls it.
@@ -142,12 +145,13 @@ async fn run_shard(
         .await
         .map_err(|err| format!("cannot join the shard mesh: {err}"))?;
     let shard = ShardId(senders.peer_id());
-    let dir = datadir::shard_dir(&config.db, shard.0);
-    let (engine, recovery_log) =
-        Engine::open(shard, &dir, config.wal.clone(), config.wal_recovery, kms)?;
-    for line in recovery_log {
-        eprintln!("progressdb: {line}");
-    }
+    let engine = open_shard(
+        &config.db,
+        shard,
+        config.wal.clone(),
+        config.wal_recovery,
+        kms,
+    )?;
     let mesh = mesh::Mesh::start(senders, receivers, engine.clone());
     let api = Rc::new(Api::new(
         mesh,
@@ -210,6 +214,26 @@ async fn run_shard(
     engine
         .persist()
         .map_err(|err| format!("{shard}: cannot persist on shutdown: {err}"))
+}
+
+/// Opens shard `shard` of the data directory `db`: its store, its WAL
+/// (replaying what the store has not applied yet) and its engine, and
+/// reports recovery on stderr. Must run on the shard's executor. The server
+/// and embedded mode both open shards here, so a directory written by one
+/// is read by the other exactly the same way.
+pub(crate) fn open_shard(
+    db: &Path,
+    shard: ShardId,
+    wal: WalOptions,
+    policy: RecoveryPolicy,
+    kms: Option<Kms>,
+) -> Result<Rc<Engine>, String> {
+    let dir = datadir::shard_dir(db, shard.0);
+    let (engine, recovery_log) = Engine::open(shard, &dir, wal, policy, kms)?;
+    for line in recovery_log {
+        eprintln!("progressdb: {line}");
+    }
+    Ok(engine)
 }
 
 /// The KMS when encryption is on. Embedded: the master keys from
@@ -275,7 +299,7 @@ fn resolve_keys(config: &Config) -> Result<Arc<Vec<String>>, String> {
 /// io_uring registered buffers are locked memory: the sum over shards must
 /// fit under RLIMIT_MEMLOCK, so the per-shard size is capped to a fair share
 /// of it (half, leaving room for the rings themselves on older kernels).
-fn io_memory_per_shard(configured: usize, shards: usize) -> Result<usize, String> {
+pub(crate) fn io_memory_per_shard(configured: usize, shards: usize) -> Result<usize, String> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
