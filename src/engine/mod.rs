@@ -57,6 +57,9 @@ pub struct Engine {
     clock_ns: Cell<u64>,
     /// State of the generator for message id salts.
     salt_state: Cell<u64>,
+    /// The checkpoint task; it holds the engine, so [`Engine::stop`]
+    /// cancels it to let the engine (and the store's lock) be dropped.
+    checkpointer: RefCell<Option<glommio::task::JoinHandle<()>>>,
 }
 
 /// Block cache per shard for fjall.
@@ -186,9 +189,22 @@ impl Engine {
             }),
             clock_ns: Cell::new(0),
             salt_state: Cell::new(seed),
+            checkpointer: RefCell::new(None),
         });
-        glommio::spawn_local(engine.clone().checkpoints()).detach();
+        let checkpointer = glommio::spawn_local(engine.clone().checkpoints()).detach();
+        *engine.checkpointer.borrow_mut() = Some(checkpointer);
         Ok((engine, log))
+    }
+
+    /// Stops the engine's background tasks (checkpoints, log flusher) so
+    /// that dropping the last handle closes the store and releases its
+    /// directory lock; a process that exits right away need not call it.
+    /// Every write must have completed first; persist the store before.
+    pub fn stop(&self) {
+        if let Some(checkpointer) = self.checkpointer.borrow_mut().take() {
+            checkpointer.cancel();
+        }
+        self.wal.stop();
     }
 
     pub fn wal_stats(&self) -> WalStats {

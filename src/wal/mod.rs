@@ -131,6 +131,9 @@ pub struct Wal {
     kick: LocalSender<()>,
     stats: Cell<WalStats>,
     label: String,
+    /// The flusher task; it holds the log, so [`Wal::stop`] cancels it to
+    /// let the log (and its files) be dropped.
+    flusher: RefCell<Option<glommio::task::JoinHandle<()>>>,
 }
 
 /// Bytes reserved up front for the pending buffer.
@@ -167,9 +170,19 @@ impl Wal {
             segments: RefCell::new(segments),
             kick,
             label,
+            flusher: RefCell::new(None),
         });
-        glommio::spawn_local(wal.clone().flusher(kicked)).detach();
+        let flusher = glommio::spawn_local(wal.clone().flusher(kicked)).detach();
+        *wal.flusher.borrow_mut() = Some(flusher);
         wal
+    }
+
+    /// Stops the flusher. Only for closing: records appended afterwards are
+    /// never written, so every write must have been waited for first.
+    pub fn stop(&self) {
+        if let Some(flusher) = self.flusher.borrow_mut().take() {
+            flusher.cancel();
+        }
     }
 
     pub fn stats(&self) -> WalStats {
