@@ -17,11 +17,15 @@
 //!
 //! Listing a user's threads is the one request that asks every shard and
 //! merges the answers.
+//!
+//! Without HTTP, [`Db`] ([`embedded`]) drives one shard's engine from plain
+//! threads, on the same on-disk layout.
 
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod crypto;
+pub mod embedded;
 pub mod engine;
 pub mod http;
 pub mod loadgen;
@@ -31,3 +35,5 @@ pub mod server;
 pub mod shard;
 pub mod store;
 pub mod wal;
+
+pub use embedded::Db;

@@ -1,0 +1,606 @@
+//! Embedded mode: the storage engine as a Rust library, without HTTP.
+//!
+//! [`Db::open`] opens a data directory as a one-shard server would: the same
+//! layout marker (`progressdb.json` with `"shards": 1`), the same
+//! [`Engine`], store and write-ahead log under `shard-0/`, in `sync`
+//! durability (a call that writes returns only after its WAL record is
+//! fsynced). A directory written here can be served by
+//! `progressdb --shards 1 --db <dir>` and the other way round, just not at
+//! the same time: the store's lock file lets one process in.
+//!
+//! The engine is glommio code (DMA file I/O, `Rc`, async execution), so a
+//! [`Db`] owns one background thread running a glommio `LocalExecutor`
+//! with the engine on it. Each method sends its command over a flume
+//! channel and blocks on a one-shot reply. The executor awaits the channel
+//! asynchronously; a send from a plain thread wakes it through glommio's
+//! foreign-waker path (an eventfd), so an idle `Db` does not spin.
+//!
+//! Every command runs as its own task on that executor, so writes from
+//! several threads share fsyncs (group commit) exactly as HTTP requests do.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use crate::config::{Limits, WAL_FLUSH_MS_DEFAULT, WAL_SEGMENT_BYTES_DEFAULT};
+use crate::engine::{
+    self, Caller, Command, Engine, EngineError, MessagePage, MessagePosition, Order, Reply,
+};
+use crate::model::{MessageId, ThreadId, UserId};
+use crate::server::{self, datadir};
+use crate::shard::ShardId;
+use crate::wal::recovery::RecoveryPolicy;
+use crate::wal::{Durability, WalOptions};
+
+pub use crate::model::{Message, Thread, Version};
+
+/// The only shard of an embedded database.
+const SHARD: ShardId = ShardId(0);
+
+/// io_uring buffer memory asked for, capped by `RLIMIT_MEMLOCK` like a
+/// server shard's. Small, so a process can hold several databases under
+/// the common 8 MiB `ulimit -l`.
+const IO_MEMORY_BYTES: usize = 256 * 1024;
+
+/// How long closing waits for the engine's cancelled tasks to drop it.
+const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Why an embedded database call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// An argument was refused before reaching the engine.
+    InvalidInput {
+        field: &'static str,
+        reason: String,
+    },
+    /// The directory belongs to a server with more than one shard; a
+    /// one-shard reader would look for threads on the wrong shard.
+    ShardCount {
+        dir: PathBuf,
+        shards: usize,
+    },
+    /// The directory could not be opened (permissions, damaged metadata,
+    /// WAL corruption, or another process holds it).
+    Open(String),
+    ThreadNotFound,
+    ThreadExists,
+    MessageNotFound,
+    /// A page cursor names no message of this thread.
+    InvalidCursor,
+    /// The WAL failed (write or fsync); reads keep working, writes fail
+    /// until the database is reopened.
+    WritesUnavailable(String),
+    /// The store failed or holds a value that no longer parses.
+    Storage(String),
+    /// The background executor stopped (it panicked or failed to close).
+    Closed(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::InvalidInput { field, reason } => write!(f, "invalid {field}: {reason}"),
+            Error::ShardCount { dir, shards } => write!(
+                f,
+                "{} was created with {shards} shards; embedded mode opens only one-shard directories (serve it with `progressdb --shards {shards}`)",
+                dir.display()
+            ),
+            Error::Open(why) => write!(f, "cannot open the database: {why}"),
+            Error::ThreadNotFound => f.write_str("thread not found"),
+            Error::ThreadExists => f.write_str("thread already exists"),
+            Error::MessageNotFound => f.write_str("message not found"),
+            Error::InvalidCursor => f.write_str("cursor names no message of this thread"),
+            Error::WritesUnavailable(why) => write!(f, "writes unavailable: {why}"),
+            Error::Storage(why) => write!(f, "storage: {why}"),
+            Error::Closed(why) => write!(f, "database closed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<EngineError> for Error {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::ThreadNotFound => Error::ThreadNotFound,
+            EngineError::MessageNotFound => Error::MessageNotFound,
+            EngineError::ThreadExists => Error::ThreadExists,
+            EngineError::InvalidCursor => Error::InvalidCursor,
+            EngineError::InvalidReplyTo => invalid("reply_to", "names no live message"),
+            EngineError::TooManyReactions => invalid("reaction", "too many reactions"),
+            EngineError::WritesUnavailable(why) => Error::WritesUnavailable(why),
+            // Embedded mode runs without encryption, so no KMS is ever asked.
+            EngineError::KmsUnavailable(why) => Error::Storage(format!("key service: {why}")),
+            EngineError::Unavailable(why) | EngineError::Storage(why) => Error::Storage(why),
+        }
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidInput {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Which page of a thread's messages to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    order: Order,
+    limit: usize,
+    cursor: Option<String>,
+    include_deleted: bool,
+}
+
+impl Page {
+    /// The newest `limit` messages, newest first.
+    pub fn newest_first(limit: usize) -> Page {
+        Page {
+            order: Order::NewestFirst,
+            limit,
+            cursor: None,
+            include_deleted: false,
+        }
+    }
+
+    /// The oldest `limit` messages, oldest first.
+    pub fn oldest_first(limit: usize) -> Page {
+        Page {
+            order: Order::OldestFirst,
+            ..Page::newest_first(limit)
+        }
+    }
+
+    /// Continues past `cursor` (a [`Messages::next_cursor`]) in this page's
+    /// order: older messages when newest first, newer ones when oldest first.
+    pub fn after(mut self, cursor: impl Into<String>) -> Page {
+        self.cursor = Some(cursor.into());
+        self
+    }
+
+    /// Also lists soft-deleted messages (marked `deleted`).
+    pub fn include_deleted(mut self) -> Page {
+        self.include_deleted = true;
+        self
+    }
+}
+
+/// One page of messages.
+#[derive(Debug)]
+pub struct Messages {
+    pub messages: Vec<Message>,
+    /// Where the next page starts (pass to [`Page::after`]); `None` on the
+    /// last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A command and where its outcome goes.
+struct Request {
+    command: Command,
+    reply: flume::Sender<Result<Vec<u8>, EngineError>>,
+}
+
+/// An open embedded database.
+///
+/// `Db` is `Send + Sync`: share it between threads with `Arc<Db>` (every
+/// method takes `&self`). Calls from different threads run concurrently on
+/// the background executor, and concurrent writes share fsyncs.
+///
+/// Dropping it closes it: the executor finishes, the store is synced and
+/// the thread joined. [`Db::close`] does the same and reports a failure.
+///
+/// ```
+/// use progressdb::Db;
+/// use progressdb::embedded::Page;
+///
+/// # fn main() -> Result<(), progressdb::embedded::Error> {
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let dir = tmp.path().join("chat-data");
+/// let db = Db::open(&dir)?;
+/// let thread = db.create_thread("alice", "Launch plan")?;
+/// let first = db.post_message(&thread.id, "alice", r#"{"text":"hello"}"#)?;
+/// db.post_message(&thread.id, "bob", r#"{"text":"hi there"}"#)?;
+///
+/// // Newest first, two per page; follow next_cursor for older ones.
+/// let page = db.list_messages(&thread.id, &Page::newest_first(2))?;
+/// assert_eq!(page.messages[0].body.get(), r#"{"text":"hi there"}"#);
+/// assert!(page.next_cursor.is_none());
+///
+/// // Edits keep history; deletes are soft.
+/// db.edit_message(&thread.id, &first.id, r#"{"text":"hello, all"}"#)?;
+/// assert_eq!(db.versions(&thread.id, &first.id)?.len(), 2);
+/// db.delete_message(&thread.id, &first.id)?;
+/// let page = db.list_messages(&thread.id, &Page::oldest_first(50))?;
+/// assert_eq!(page.messages.len(), 1);
+/// db.close()?; // or drop it
+/// # Ok(())
+/// # }
+/// ```
+pub struct Db {
+    requests: Option<flume::Sender<Request>>,
+    executor: Option<glommio::ExecutorJoinHandle<Result<(), String>>>,
+    dir: PathBuf,
+    /// Makes ids of threads created in the same millisecond differ.
+    thread_sequence: AtomicU32,
+}
+
+// Compile-time proof of the thread-safety promise above.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Db>();
+};
+
+impl Db {
+    /// Opens (or creates) the database in `dir`, recovering its WAL.
+    ///
+    /// Fails with [`Error::ShardCount`] when `dir` was created by a server
+    /// with more than one shard, and with [`Error::Open`] when it cannot be
+    /// read or another process (a server or another `Db`) has it open.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Db, Error> {
+        let dir = dir.as_ref().to_path_buf();
+        match datadir::stored_shards(&dir).map_err(Error::Open)? {
+            None | Some(1) => {}
+            Some(shards) => return Err(Error::ShardCount { dir, shards }),
+        }
+        datadir::prepare(&dir, Some(1), 1).map_err(Error::Open)?;
+        let io_memory = server::io_memory_per_shard(IO_MEMORY_BYTES, 1).map_err(Error::Open)?;
+
+        let (requests, incoming) = flume::unbounded::<Request>();
+        let (opened_tx, opened_rx) = flume::bounded::<Result<(), String>>(1);
+        let shard_root = dir.clone();
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .name("progressdb-embedded")
+            .io_memory(io_memory)
+            .spawn(move || async move {
+                let engine = match open_engine(&shard_root) {
+                    Ok(engine) => engine,
+                    Err(why) => {
+                        let _ = opened_tx.send(Err(why));
+                        return Ok(());
+                    }
+                };
+                let _ = opened_tx.send(Ok(()));
+                serve(engine, incoming).await
+            })
+            .map_err(|err| Error::Open(format!("cannot start the executor: {err}")))?;
+        let opened = opened_rx.recv().unwrap_or_else(|_| {
+            // The executor dropped the sender without a word: it panicked
+            // or could not be built; `join` below says which.
+            Err("the executor stopped while opening".into())
+        });
+        if let Err(why) = opened {
+            let why = match executor.join() {
+                Err(err) => format!("{why}: {err}"),
+                Ok(_) => why,
+            };
+            return Err(Error::Open(why));
+        }
+        Ok(Db {
+            requests: Some(requests),
+            executor: Some(executor),
+            dir,
+            thread_sequence: AtomicU32::new(0),
+        })
+    }
+
+    /// The data directory this database was opened on.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates a thread with a generated id. `author` is 1 to 128 printable
+    /// ASCII characters; `title` 1 to 512 bytes of non-blank text (trimmed).
+    pub fn create_thread(&self, author: &str, title: &str) -> Result<Thread, Error> {
+        let author = user_id("author", author)?;
+        let title = title.trim();
+        let title_max = Limits::default().title_bytes_max;
+        if title.is_empty() || title.len() > title_max {
+            return Err(invalid(
+                "title",
+                format!("must be 1 to {title_max} bytes of non-blank text"),
+            ));
+        }
+        let now_ns = engine::now_ns();
+        let id = ThreadId::generate(
+            now_ns / 1_000_000,
+            SHARD.0 as u16,
+            self.thread_sequence.fetch_add(1, Ordering::Relaxed),
+            // Sub-millisecond clock bits: cheap entropy against a clock reset.
+            (now_ns % 1_000_000) as u32,
+        );
+        self.call(Command::CreateThread {
+            id,
+            author,
+            title: title.to_owned(),
+            slug: None,
+        })
+    }
+
+    /// The thread `id` unless it is missing or deleted.
+    pub fn thread(&self, id: &str) -> Result<Thread, Error> {
+        self.call(Command::GetThread {
+            id: thread_id(id)?,
+            caller: anyone(),
+            include_deleted: false,
+        })
+    }
+
+    /// Appends a message to `thread`. `body_json` is any JSON value but
+    /// `null`, at most 1 MiB; it is stored and returned byte for byte.
+    pub fn post_message(
+        &self,
+        thread: &str,
+        author: &str,
+        body_json: &str,
+    ) -> Result<Message, Error> {
+        self.call(Command::PostMessage {
+            thread: thread_id(thread)?,
+            caller: anyone(),
+            author: user_id("author", author)?,
+            role: None,
+            body: body(body_json)?,
+            reply_to: None,
+            create_thread_titled: None,
+        })
+    }
+
+    /// The message `id` of `thread` unless it is missing or deleted.
+    pub fn message(&self, thread: &str, id: &str) -> Result<Message, Error> {
+        self.call(Command::GetMessage {
+            thread: thread_id(thread)?,
+            caller: anyone(),
+            id: id.to_owned(),
+            include_deleted: false,
+        })
+    }
+
+    /// One page of `thread`'s messages; `limit` must be 1 to 1000.
+    pub fn list_messages(&self, thread: &str, page: &Page) -> Result<Messages, Error> {
+        let limit_max = Limits::default().page_limit_max;
+        if page.limit == 0 || page.limit > limit_max {
+            return Err(invalid("limit", format!("must be 1 to {limit_max}")));
+        }
+        let position = match &page.cursor {
+            None => MessagePosition::End,
+            Some(cursor) => {
+                let id = MessageId::parse(cursor).ok_or(Error::InvalidCursor)?;
+                match page.order {
+                    Order::NewestFirst => MessagePosition::Before(id),
+                    Order::OldestFirst => MessagePosition::After(id),
+                }
+            }
+        };
+        let envelope: Envelope<Message> = self.call(Command::ListMessages {
+            thread: thread_id(thread)?,
+            caller: anyone(),
+            page: MessagePage {
+                position,
+                order: page.order,
+                limit: page.limit,
+                include_deleted: page.include_deleted,
+            },
+        })?;
+        Ok(Messages {
+            messages: envelope.data,
+            next_cursor: envelope.pagination.next_cursor,
+        })
+    }
+
+    /// Replaces a message's body, keeping the previous one as a version.
+    /// Returns the message with `version` incremented.
+    pub fn edit_message(&self, thread: &str, id: &str, body_json: &str) -> Result<Message, Error> {
+        self.call(Command::EditMessage {
+            thread: thread_id(thread)?,
+            caller: anyone(),
+            id: id.to_owned(),
+            body: body(body_json)?,
+        })
+    }
+
+    /// Every version of a message, oldest first; the current one is last.
+    pub fn versions(&self, thread: &str, id: &str) -> Result<Vec<Version>, Error> {
+        let envelope: Envelope<Version> = self.call(Command::ListVersions {
+            thread: thread_id(thread)?,
+            caller: anyone(),
+            id: id.to_owned(),
+            include_deleted: false,
+        })?;
+        Ok(envelope.data)
+    }
+
+    /// Soft-deletes a message: reads hide it unless they include deleted
+    /// messages; nothing is erased.
+    pub fn delete_message(&self, thread: &str, id: &str) -> Result<(), Error> {
+        self.send(Command::DeleteMessage {
+            thread: thread_id(thread)?,
+            caller: anyone(),
+            id: id.to_owned(),
+        })
+        .map(drop)
+    }
+
+    /// Closes the database: stops the executor after syncing the store and
+    /// joins its thread. Dropping does the same but can only log a failure.
+    pub fn close(mut self) -> Result<(), Error> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> Result<(), Error> {
+        // No call is in flight: every method borrows `self` until its reply
+        // arrives. Disconnecting ends the executor's request loop.
+        drop(self.requests.take());
+        match self.executor.take() {
+            None => Ok(()),
+            Some(executor) => match executor.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(why)) => Err(Error::Closed(why)),
+                Err(err) => Err(Error::Closed(err.to_string())),
+            },
+        }
+    }
+
+    fn call<T: DeserializeOwned>(&self, command: Command) -> Result<T, Error> {
+        let json = self.send(command)?;
+        serde_json::from_slice(&json)
+            .map_err(|err| Error::Storage(format!("engine reply does not parse: {err}")))
+    }
+
+    fn send(&self, command: Command) -> Result<Vec<u8>, Error> {
+        let closed = || Error::Closed("the executor has stopped".into());
+        let requests = self.requests.as_ref().ok_or_else(closed)?;
+        let (reply, outcome) = flume::bounded(1);
+        requests
+            .send(Request { command, reply })
+            .map_err(|_| closed())?;
+        Ok(outcome.recv().map_err(|_| closed())??)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Err(err) = self.shut_down() {
+            eprintln!("progressdb: {}: {err}", self.dir.display());
+        }
+    }
+}
+
+/// Opens the one shard on the executor thread, as a server shard does.
+fn open_engine(dir: &Path) -> Result<Rc<Engine>, String> {
+    let wal = WalOptions {
+        durability: Durability::Sync,
+        flush_interval: std::time::Duration::from_millis(WAL_FLUSH_MS_DEFAULT as u64),
+        segment_bytes: WAL_SEGMENT_BYTES_DEFAULT as u64,
+        fail_after_flushes: None,
+    };
+    server::open_shard(dir, SHARD, wal, RecoveryPolicy::Strict, None)
+}
+
+/// The executor's loop: runs each request as its own task until every
+/// sender is gone, then syncs the store.
+async fn serve(engine: Rc<Engine>, incoming: flume::Receiver<Request>) -> Result<(), String> {
+    while let Ok(Request { command, reply }) = incoming.recv_async().await {
+        let engine = engine.clone();
+        glommio::spawn_local(async move {
+            // No live-tail listeners exist in embedded mode, so nothing is
+            // ever published.
+            let (outcome, _published) = engine.run(command).await;
+            let _ = reply.send(outcome.and_then(reply_json));
+        })
+        .detach();
+    }
+    let persisted = engine
+        .persist()
+        .map_err(|err| format!("cannot sync the store on close: {err}"));
+    // The background tasks hold the engine; once they are gone, dropping it
+    // closes the store and releases the directory for the next opener.
+    engine.stop();
+    let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+    while Rc::strong_count(&engine) > 1 {
+        if std::time::Instant::now() > deadline {
+            return Err("background tasks did not stop; the directory stays locked".into());
+        }
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+    drop(engine);
+    persisted
+}
+
+fn reply_json(reply: Reply) -> Result<Vec<u8>, EngineError> {
+    match reply {
+        Reply::Ok(json) | Reply::Created(json) => Ok(json),
+        Reply::Threads(_) | Reply::Events { .. } => Err(EngineError::Storage(
+            "unexpected reply kind for an embedded command".into(),
+        )),
+    }
+}
+
+/// The list envelope the engine renders, read back into model types.
+#[derive(Deserialize)]
+struct Envelope<T> {
+    data: Vec<T>,
+    pagination: Pagination,
+}
+
+#[derive(Deserialize)]
+struct Pagination {
+    next_cursor: Option<String>,
+}
+
+/// Embedded callers are trusted code, like the server's backend key: they
+/// may act on any thread.
+fn anyone() -> Caller {
+    Caller { user: None }
+}
+
+fn thread_id(text: &str) -> Result<ThreadId, Error> {
+    ThreadId::parse(text).ok_or_else(|| {
+        invalid(
+            "thread",
+            "must be 1 to 128 characters of A-Z, a-z, 0-9, '_' and '-'",
+        )
+    })
+}
+
+fn user_id(field: &'static str, text: &str) -> Result<UserId, Error> {
+    UserId::parse(text).ok_or_else(|| invalid(field, "must be 1 to 128 printable ASCII characters"))
+}
+
+fn body(json: &str) -> Result<Box<RawValue>, Error> {
+    let body_max = Limits::default().request_body_bytes_max;
+    if json.len() > body_max {
+        return Err(invalid("body", format!("must be at most {body_max} bytes")));
+    }
+    let raw = RawValue::from_string(json.to_owned())
+        .map_err(|err| invalid("body", format!("is not JSON: {err}")))?;
+    if raw.get().trim() == "null" {
+        return Err(invalid("body", "may be any JSON value but null"));
+    }
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_must_be_json_and_not_null() {
+        assert!(body(r#"{"text":"hi"}"#).is_ok());
+        assert_eq!(body("\"plain\"").unwrap().get(), "\"plain\"");
+        for bad in ["", "null", " null ", "{", "hi"] {
+            assert!(
+                matches!(body(bad), Err(Error::InvalidInput { field: "body", .. })),
+                "{bad:?}"
+            );
+        }
+        let huge = format!(
+            "\"{}\"",
+            "x".repeat(Limits::default().request_body_bytes_max)
+        );
+        assert!(matches!(body(&huge), Err(Error::InvalidInput { .. })));
+    }
+
+    #[test]
+    fn engine_errors_map_to_typed_errors() {
+        assert_eq!(
+            Error::from(EngineError::ThreadNotFound),
+            Error::ThreadNotFound
+        );
+        assert_eq!(
+            Error::from(EngineError::WritesUnavailable("fsync".into())),
+            Error::WritesUnavailable("fsync".into())
+        );
+        assert!(matches!(
+            Error::from(EngineError::InvalidReplyTo),
+            Error::InvalidInput {
+                field: "reply_to",
+                ..
+            }
+        ));
+    }
+}
