@@ -7,8 +7,8 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
-use serde::Deserialize;
+use clap::{CommandFactory, Parser};
+use serde::{Deserialize, Serialize};
 
 use crate::wal::recovery::RecoveryPolicy;
 use crate::wal::{Durability, WalOptions};
@@ -182,6 +182,12 @@ pub struct Flags {
     /// memory, so shards x this must fit under `ulimit -l`. [default: 512]
     #[arg(long, env = "PROGRESSDB_IO_MEMORY_KIB", value_name = "KIB")]
     pub io_memory_kib: Option<usize>,
+
+    /// Print the effective configuration (config file, environment and
+    /// flags merged, defaults filled in, secrets masked) as TOML and exit
+    /// without starting the server.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// The same settings as [`Flags`], as read from a config file.
@@ -214,6 +220,39 @@ struct FileSettings {
     kms_url: Option<String>,
     kms_timeout_ms: Option<u64>,
 }
+
+/// The keys a config file may hold: the fields of [`FileSettings`] (a unit
+/// test keeps the two equal). Errors name the failing key from here.
+const FILE_KEYS: &[&str] = &[
+    "db",
+    "addr",
+    "shards",
+    "api_keys",
+    "frontend_keys",
+    "admin_keys",
+    "signing_keys",
+    "cors_origins",
+    "rate_limit_rps",
+    "rate_limit_burst",
+    "request_body_bytes_max",
+    "request_head_bytes_max",
+    "idle_timeout_ms",
+    "request_timeout_ms",
+    "connections_per_shard_max",
+    "io_memory_kib",
+    "durability",
+    "wal_flush_ms",
+    "wal_segment_bytes",
+    "wal_recovery",
+    "encryption",
+    "kms",
+    "kms_key_file",
+    "kms_url",
+    "kms_timeout_ms",
+];
+
+/// File keys that hold secrets: errors about them never quote a value.
+const SECRET_FILE_KEYS: &[&str] = &["api_keys", "frontend_keys", "admin_keys", "signing_keys"];
 
 /// The effective configuration.
 #[derive(Clone)]
@@ -602,12 +641,213 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| invalid("config", format!("cannot read {}: {err}", path.display())))?;
     let is_json = path.extension().is_some_and(|ext| ext == "json");
-    let parsed = if is_json {
-        serde_json::from_str(&text).map_err(|err| err.to_string())
+    let whole = |reason: String| invalid("config", format!("{}: {reason}", path.display()));
+    // Parsed to a generic table first so that a bad value can be blamed on
+    // its own key: serde's errors for the whole struct do not name it.
+    let entries: serde_json::Map<String, serde_json::Value> = if is_json {
+        match serde_json::from_str(&text).map_err(|err| whole(err.to_string()))? {
+            serde_json::Value::Object(map) => map,
+            _ => return Err(whole("must be a JSON object of settings".into())),
+        }
     } else {
-        toml::from_str(&text).map_err(|err| err.to_string())
+        let table: toml::Table =
+            toml::from_str(&text).map_err(|err| whole(toml_error_line(&text, &err)))?;
+        match serde_json::to_value(table).map_err(|err| whole(err.to_string()))? {
+            serde_json::Value::Object(map) => map,
+            _ => return Err(whole("must be a table of settings".into())),
+        }
     };
-    parsed.map_err(|reason| invalid("config", format!("{}: {reason}", path.display())))
+    for (key, value) in &entries {
+        let Some(&name) = FILE_KEYS.iter().find(|known| **known == key) else {
+            return Err(whole(format!(
+                "unknown setting `{key}` (known: {})",
+                FILE_KEYS.join(", ")
+            )));
+        };
+        let single =
+            serde_json::Value::Object([(key.clone(), value.clone())].into_iter().collect());
+        if let Err(err) = serde_json::from_value::<FileSettings>(single) {
+            // serde quotes the offending value, which must not happen to a key.
+            let reason = if SECRET_FILE_KEYS.contains(&name) {
+                "must be a list of strings".to_owned()
+            } else {
+                err.to_string()
+            };
+            return Err(invalid(name, format!("in {}: {reason}", path.display())));
+        }
+    }
+    serde_json::from_value(serde_json::Value::Object(entries)).map_err(|err| whole(err.to_string()))
+}
+
+/// A TOML syntax error on one line: position and message, without the
+/// multi-line source excerpt the parser's `Display` draws.
+fn toml_error_line(text: &str, err: &toml::de::Error) -> String {
+    let message = err
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// One line for a flag or environment value that clap rejected, naming
+/// the setting (as the config file spells it) and where it can be set.
+pub fn flag_error_line(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let named = err
+        .get(clap::error::ContextKind::InvalidArg)
+        .map(|arg| arg.to_string());
+    let long = named
+        .as_deref()
+        .and_then(|arg| arg.strip_prefix("--"))
+        .map(|arg| arg.split([' ', '=']).next().unwrap_or(arg));
+    let command = Flags::command();
+    let Some(arg) = long.and_then(|long| {
+        command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(long))
+    }) else {
+        return format!("invalid arguments: {first}");
+    };
+    let env = arg
+        .get_env()
+        .map(|env| format!(" or {}", env.to_string_lossy()))
+        .unwrap_or_default();
+    format!(
+        "invalid config `{}`: {first} (set by --{}{env})",
+        arg.get_id(),
+        arg.get_long().unwrap_or_default()
+    )
+}
+
+/// What `--print-config` shows: the file's keys with effective values.
+#[derive(Serialize)]
+struct EffectiveSettings {
+    db: String,
+    addr: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shards: Option<usize>,
+    api_keys: Vec<String>,
+    frontend_keys: Vec<String>,
+    admin_keys: Vec<String>,
+    signing_keys: Vec<String>,
+    cors_origins: Vec<String>,
+    rate_limit_rps: u64,
+    rate_limit_burst: u64,
+    request_body_bytes_max: usize,
+    request_head_bytes_max: usize,
+    idle_timeout_ms: u64,
+    request_timeout_ms: u64,
+    connections_per_shard_max: usize,
+    io_memory_kib: usize,
+    durability: &'static str,
+    wal_flush_ms: u64,
+    wal_segment_bytes: u64,
+    wal_recovery: &'static str,
+    encryption: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kms: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kms_key_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kms_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kms_timeout_ms: Option<u64>,
+}
+
+/// A secret as `--print-config` shows it: only a kind label such as `sk_`
+/// survives, since that names the kind of key and holds no key material.
+pub fn mask_secret(secret: &str) -> String {
+    match secret.find('_') {
+        Some(at) if (2..=3).contains(&at) && secret.len() > at + 1 => {
+            format!("{}***(masked)", &secret[..=at])
+        }
+        _ => "***(masked)".to_owned(),
+    }
+}
+
+impl Config {
+    /// The effective configuration as TOML with the config file's keys,
+    /// every secret masked. Comments explain values that are not settings.
+    pub fn render_effective(&self) -> String {
+        let masked = |keys: &[String]| keys.iter().map(|key| mask_secret(key)).collect();
+        let settings = EffectiveSettings {
+            db: self.db.display().to_string(),
+            addr: self.addr.to_string(),
+            shards: self.shards,
+            api_keys: masked(&self.api_keys),
+            frontend_keys: masked(&self.frontend_keys),
+            admin_keys: masked(&self.admin_keys),
+            signing_keys: masked(&self.signing_keys),
+            cors_origins: self.cors_origins.clone(),
+            rate_limit_rps: self.rate_limit_rps,
+            rate_limit_burst: self.rate_limit_burst,
+            request_body_bytes_max: self.limits.request_body_bytes_max,
+            request_head_bytes_max: self.limits.request_head_bytes_max,
+            idle_timeout_ms: self.limits.idle_timeout_ms,
+            request_timeout_ms: self.limits.request_timeout_ms,
+            connections_per_shard_max: self.limits.connections_per_shard_max,
+            io_memory_kib: self.io_memory_bytes / 1024,
+            durability: self.wal.durability.name(),
+            wal_flush_ms: self.wal.flush_interval.as_millis() as u64,
+            wal_segment_bytes: self.wal.segment_bytes,
+            wal_recovery: match self.wal_recovery {
+                RecoveryPolicy::Strict => "strict",
+                RecoveryPolicy::Truncate => "truncate",
+            },
+            encryption: self.encryption.is_some(),
+            kms: self.encryption.as_ref().map(|kms| match kms {
+                KmsConfig::Embedded { .. } => "embedded",
+                KmsConfig::External { .. } => "external",
+            }),
+            kms_key_file: match &self.encryption {
+                Some(KmsConfig::Embedded { key_file }) => Some(key_file.display().to_string()),
+                _ => None,
+            },
+            kms_url: match &self.encryption {
+                Some(KmsConfig::External { url, .. }) => Some(url.clone()),
+                _ => None,
+            },
+            kms_timeout_ms: match &self.encryption {
+                Some(KmsConfig::External { timeout, .. }) => Some(timeout.as_millis() as u64),
+                _ => None,
+            },
+        };
+        let mut out = String::from(
+            "# progressdb effective configuration: flags > PROGRESSDB_* environment > config file > defaults.\n\
+             # Secrets are masked.\n",
+        );
+        if self.shards.is_none() {
+            out.push_str("# shards: not set; the count stored in the data directory, else one per CPU core.\n");
+        }
+        if self.api_keys.is_empty() && self.frontend_keys.is_empty() && self.admin_keys.is_empty() {
+            out.push_str("# No key configured: the server uses a development key kept in <db>/dev-api-key.\n");
+        }
+        if self.signing_keys.is_empty() {
+            out.push_str("# signing_keys: none set; the backend keys sign user ids.\n");
+        }
+        if self.encryption.is_some() && std::env::var_os("PROGRESSDB_KMS_MASTER_KEY").is_some() {
+            out.push_str(
+                "# The KMS master key comes from PROGRESSDB_KMS_MASTER_KEY (***(masked)).\n",
+            );
+        }
+        out.push_str(
+            &toml::to_string(&settings).expect("plain strings and numbers always serialize"),
+        );
+        out
+    }
 }
 
 /// Accepts `HOST:PORT`, `[v6]:PORT`, and Go-style `:PORT` for all interfaces.
@@ -687,6 +927,110 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.key, "api_keys");
         assert!(!err.to_string().contains("short"), "keys are never echoed");
+    }
+
+    #[test]
+    fn file_keys_are_exactly_the_file_settings() {
+        // serde lists every field it expects when it meets an unknown one.
+        let err = toml::from_str::<FileSettings>("zz_not_a_setting = 1").unwrap_err();
+        let message = err.message();
+        let expected = message.split("expected one of").nth(1).expect(message);
+        let fields: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        assert_eq!(fields, FILE_KEYS);
+    }
+
+    #[test]
+    fn file_errors_are_one_line_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("a.toml", "shards = \"two\"\n", "shards"),
+            ("b.json", r#"{"wal_flush_ms": -1}"#, "wal_flush_ms"),
+            ("c.toml", "api_keys = \"sk_not_a_list_0123\"\n", "api_keys"),
+            ("d.toml", "db = \"x\"\nno_such_setting = true\n", "config"),
+            ("e.toml", "db = \"x\"\naddr = = 1\n", "config"),
+            ("f.json", "[1, 2]", "config"),
+        ];
+        for (name, text, key) in cases {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let err = Config::resolve(Flags {
+                config: Some(path),
+                ..Flags::default()
+            })
+            .unwrap_err();
+            assert_eq!(err.key, key, "{name}: {err}");
+            let line = err.to_string();
+            assert!(!line.contains('\n'), "{name}: {line}");
+            assert!(
+                !line.contains("sk_not_a_list"),
+                "secrets are never echoed: {line}"
+            );
+        }
+        let path = dir.path().join("d.toml");
+        let err = read_file(&path).unwrap_err();
+        assert!(err.reason.contains("`no_such_setting`"), "{err}");
+        let path = dir.path().join("e.toml");
+        let err = read_file(&path).unwrap_err();
+        assert!(err.reason.contains("line 2, column 8"), "{err}");
+    }
+
+    #[test]
+    fn flag_errors_name_the_setting_and_its_variable() {
+        let err = Flags::try_parse_from(["progressdb", "--rate-limit-rps", "fast"]).unwrap_err();
+        let line = flag_error_line(&err);
+        assert!(
+            line.starts_with("invalid config `rate_limit_rps`: "),
+            "{line}"
+        );
+        assert!(line.contains("PROGRESSDB_RATE_LIMIT_RPS"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+        let err = Flags::try_parse_from(["progressdb", "--no-such-flag"]).unwrap_err();
+        let line = flag_error_line(&err);
+        assert!(
+            line.contains("--no-such-flag") && !line.contains('\n'),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_masked_down_to_their_kind_label() {
+        assert_eq!(mask_secret("sk_live_0123456789"), "sk_***(masked)");
+        assert_eq!(mask_secret("adm_0123456789"), "adm_***(masked)");
+        assert_eq!(mask_secret("plainsecret123"), "***(masked)");
+        assert_eq!(mask_secret("longprefix_0123"), "***(masked)");
+        assert_eq!(mask_secret("sk_"), "***(masked)");
+    }
+
+    #[test]
+    fn printed_config_is_a_config_file_without_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::resolve(Flags {
+            api_keys: vec!["sk_backend_secret_1".into()],
+            frontend_keys: vec!["pk_frontend_secret_1".into()],
+            admin_keys: vec!["admin_secret_value_1".into()],
+            signing_keys: vec!["signing-secret-value-1".into()],
+            encryption: true,
+            db: Some(dir.path().join("db")),
+            durability: Some("batch".into()),
+            ..Flags::default()
+        })
+        .unwrap();
+        let printed = config.render_effective();
+        for secret in ["secret_1", "secret-value", "secret_value"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        // Every printed key is a config-file key, so the output can seed a file.
+        let parsed: FileSettings = toml::from_str(&printed).unwrap();
+        assert_eq!(parsed.api_keys, Some(vec!["sk_***(masked)".to_string()]));
+        assert_eq!(parsed.durability.as_deref(), Some("batch"));
+        assert_eq!(parsed.encryption, Some(true));
+        assert_eq!(parsed.kms.as_deref(), Some("embedded"));
+        assert_eq!(
+            parsed.wal_segment_bytes,
+            Some(WAL_SEGMENT_BYTES_DEFAULT as u64)
+        );
+        assert_eq!(parsed.shards, None);
+        assert!(printed.contains("# shards: not set"), "{printed}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! the accepting core, before it crosses to another core.
 
 mod cors;
+pub mod docs;
 mod error;
 mod input;
 mod limit;
@@ -112,6 +113,8 @@ impl Api {
             Route::Options(allow) => {
                 return Ok(Handled::Response(self.cors.preflight(request, allow)));
             }
+            Route::OpenApi => return Ok(Handled::Response(docs::openapi())),
+            Route::Docs => return Ok(Handled::Response(docs::page())),
             _ => {}
         }
         let scope = route
@@ -131,7 +134,9 @@ impl Api {
         let query = Query::parse(&request.query)?;
         let limits = &self.limits;
         let command = match route {
-            Route::Healthz | Route::Readyz | Route::Options(_) => unreachable!("answered above"),
+            Route::Healthz | Route::Readyz | Route::OpenApi | Route::Docs | Route::Options(_) => {
+                unreachable!("answered above")
+            }
             Route::ListThreads => {
                 return self
                     .list_threads(principal.require_user()?, &query)

@@ -1,17 +1,37 @@
 //! The ProgressDB server binary: parse flags, resolve config, run.
 
 use clap::Parser;
-use progressdb::config::{Config, Flags};
+use clap::error::ErrorKind;
+use progressdb::config::{Config, Flags, flag_error_line};
+
+/// Exit status for a configuration error (flag, environment or file).
+const EXIT_CONFIG: i32 = 2;
 
 fn main() {
-    let flags = Flags::parse();
+    let flags = match Flags::try_parse() {
+        Ok(flags) => flags,
+        Err(err) => match err.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => err.exit(),
+            _ => {
+                eprintln!("progressdb: {}", flag_error_line(&err));
+                std::process::exit(EXIT_CONFIG);
+            }
+        },
+    };
+    let print_config = flags.print_config;
     let config = match Config::resolve(flags) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("progressdb: {err}");
-            std::process::exit(2);
+            std::process::exit(EXIT_CONFIG);
         }
     };
+    if print_config {
+        print!("{}", config.render_effective());
+        return;
+    }
     if let Err(err) = progressdb::server::run(config) {
         eprintln!("progressdb: {err}");
         std::process::exit(1);

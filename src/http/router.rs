@@ -36,6 +36,10 @@ pub enum Route {
     Sign,
     /// `POST /admin/v1/kms/rotate`: a new master key for new thread keys.
     RotateMasterKey,
+    /// `GET /openapi.json`: the OpenAPI document of every route here.
+    OpenApi,
+    /// `GET /docs/`: the HTML page that renders `/openapi.json`.
+    Docs,
     /// `OPTIONS` on a known path: answered with its `Allow` list.
     Options(&'static str),
 }
@@ -44,7 +48,9 @@ impl Route {
     /// Which key kinds may call this route; `None` for unauthenticated ones.
     pub fn scope(&self) -> Option<Scope> {
         match self {
-            Route::Healthz | Route::Readyz | Route::Options(_) => None,
+            Route::Healthz | Route::Readyz | Route::OpenApi | Route::Docs | Route::Options(_) => {
+                None
+            }
             Route::Stats | Route::RotateMasterKey => Some(Scope::Admin),
             Route::Sign | Route::SeedPostMessage | Route::SeedListMessages(_) => {
                 Some(Scope::Backend)
@@ -64,53 +70,126 @@ pub enum RouteError {
 }
 
 /// The resources the API serves, before the method is considered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resource {
     Health,
     Ready,
+    OpenApi,
+    Docs,
     Threads,
-    Thread(String),
-    Messages(String),
-    Message(String, String),
-    ThreadRestore(String),
-    Versions(String, String),
-    Replies(String, String),
-    Reactions(String, String),
-    MessageRestore(String, String),
-    Stream(String),
+    Thread,
+    Messages,
+    Message,
+    ThreadRestore,
+    Versions,
+    Replies,
+    Reactions,
+    MessageRestore,
+    Stream,
     SeedMessages,
-    SeedThreadMessages(String),
+    SeedThreadMessages,
     Stats,
     Sign,
     Rotate,
 }
 
 impl Resource {
-    fn allow(&self) -> &'static str {
+    /// The `Allow` value, and with it the methods this resource serves:
+    /// [`served_routes`] reads them from here, so the two cannot disagree.
+    fn allow(self) -> &'static str {
         match self {
             Resource::Health
             | Resource::Ready
-            | Resource::SeedThreadMessages(_)
+            | Resource::OpenApi
+            | Resource::Docs
+            | Resource::SeedThreadMessages
             | Resource::Stats => "GET, HEAD, OPTIONS",
-            Resource::Threads | Resource::Messages(_) => "GET, HEAD, POST, OPTIONS",
-            Resource::Thread(_) | Resource::Message(..) => "GET, HEAD, PUT, DELETE, OPTIONS",
+            Resource::Threads | Resource::Messages => "GET, HEAD, POST, OPTIONS",
+            Resource::Thread | Resource::Message => "GET, HEAD, PUT, DELETE, OPTIONS",
             Resource::SeedMessages
-            | Resource::ThreadRestore(_)
-            | Resource::MessageRestore(..)
+            | Resource::ThreadRestore
+            | Resource::MessageRestore
             | Resource::Sign
             | Resource::Rotate => "POST, OPTIONS",
-            Resource::Versions(..) | Resource::Replies(..) | Resource::Stream(_) => {
-                "GET, HEAD, OPTIONS"
-            }
-            Resource::Reactions(..) => "POST, DELETE, OPTIONS",
+            Resource::Versions | Resource::Replies | Resource::Stream => "GET, HEAD, OPTIONS",
+            Resource::Reactions => "POST, DELETE, OPTIONS",
         }
     }
+}
+
+/// Every path the router serves, in match order: the first template whose
+/// literal segments all match wins, and `{name}` segments capture one
+/// decoded segment each, left to right. The matcher reads only this table,
+/// so listing it (see [`served_routes`]) is listing the API; the OpenAPI
+/// document is checked against it by a unit test.
+const PATHS: &[(&str, Resource)] = &[
+    ("/healthz", Resource::Health),
+    ("/readyz", Resource::Ready),
+    ("/openapi.json", Resource::OpenApi),
+    ("/docs/", Resource::Docs),
+    ("/frontend/v1/threads", Resource::Threads),
+    ("/frontend/v1/threads/{id}", Resource::Thread),
+    ("/frontend/v1/threads/{id}/restore", Resource::ThreadRestore),
+    ("/frontend/v1/threads/{id}/messages", Resource::Messages),
+    // Before the `{mid}` template: `stream` is not a message id.
+    (
+        "/frontend/v1/threads/{id}/messages/stream",
+        Resource::Stream,
+    ),
+    (
+        "/frontend/v1/threads/{id}/messages/{mid}",
+        Resource::Message,
+    ),
+    (
+        "/frontend/v1/threads/{id}/messages/{mid}/versions",
+        Resource::Versions,
+    ),
+    (
+        "/frontend/v1/threads/{id}/messages/{mid}/replies",
+        Resource::Replies,
+    ),
+    (
+        "/frontend/v1/threads/{id}/messages/{mid}/reactions",
+        Resource::Reactions,
+    ),
+    (
+        "/frontend/v1/threads/{id}/messages/{mid}/restore",
+        Resource::MessageRestore,
+    ),
+    ("/v1/messages", Resource::SeedMessages),
+    ("/v1/threads/{id}/messages", Resource::SeedThreadMessages),
+    ("/admin/v1/stats", Resource::Stats),
+    ("/admin/v1/kms/rotate", Resource::Rotate),
+    ("/backend/v1/sign", Resource::Sign),
+    // Paths older ProgressDB clients call.
+    ("/v1/_sign", Resource::Sign),
+    ("/v1/sign", Resource::Sign),
+];
+
+/// Every (method, path template) the router serves, `HEAD` and `OPTIONS`
+/// aside (every `GET` also answers `HEAD`, every path `OPTIONS`).
+pub fn served_routes() -> Vec<(Method, &'static str)> {
+    let mut routes = Vec::new();
+    for &(template, resource) in PATHS {
+        for name in resource.allow().split(", ") {
+            let method = match name {
+                "GET" => Method::Get,
+                "POST" => Method::Post,
+                "PUT" => Method::Put,
+                "DELETE" => Method::Delete,
+                _ => continue,
+            };
+            routes.push((method, template));
+        }
+    }
+    routes
 }
 
 /// Longest path we try to route; anything longer is not ours.
 const PATH_SEGMENTS_MAX: usize = 8;
 
 pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
-    let resource = resource(raw_path)?;
+    let (resource, params) = resource(raw_path)?;
     let allow = resource.allow();
     // HEAD is served as GET without a body.
     let method = if method == Method::Head {
@@ -118,29 +197,34 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
     } else {
         method
     };
+    // The table guarantees as many captures as the template has `{...}`.
+    let mut params = params.into_iter();
+    let mut param = move || params.next().unwrap_or_default();
     let route = match (resource, method) {
         (_, Method::Options) => Route::Options(allow),
         (Resource::Health, Method::Get) => Route::Healthz,
         (Resource::Ready, Method::Get) => Route::Readyz,
+        (Resource::OpenApi, Method::Get) => Route::OpenApi,
+        (Resource::Docs, Method::Get) => Route::Docs,
         (Resource::Threads, Method::Get) => Route::ListThreads,
         (Resource::Threads, Method::Post) => Route::CreateThread,
-        (Resource::Thread(id), Method::Get) => Route::GetThread(id),
-        (Resource::Thread(id), Method::Put) => Route::UpdateThread(id),
-        (Resource::Thread(id), Method::Delete) => Route::DeleteThread(id),
-        (Resource::Messages(id), Method::Get) => Route::ListMessages(id),
-        (Resource::Messages(id), Method::Post) => Route::PostMessage(id),
-        (Resource::Message(id, mid), Method::Get) => Route::GetMessage(id, mid),
-        (Resource::Message(id, mid), Method::Put) => Route::EditMessage(id, mid),
-        (Resource::Message(id, mid), Method::Delete) => Route::DeleteMessage(id, mid),
-        (Resource::ThreadRestore(id), Method::Post) => Route::RestoreThread(id),
-        (Resource::Versions(id, mid), Method::Get) => Route::ListVersions(id, mid),
-        (Resource::Replies(id, mid), Method::Get) => Route::ListReplies(id, mid),
-        (Resource::Reactions(id, mid), Method::Post) => Route::React(id, mid),
-        (Resource::Reactions(id, mid), Method::Delete) => Route::Unreact(id, mid),
-        (Resource::MessageRestore(id, mid), Method::Post) => Route::RestoreMessage(id, mid),
-        (Resource::Stream(id), Method::Get) => Route::StreamMessages(id),
+        (Resource::Thread, Method::Get) => Route::GetThread(param()),
+        (Resource::Thread, Method::Put) => Route::UpdateThread(param()),
+        (Resource::Thread, Method::Delete) => Route::DeleteThread(param()),
+        (Resource::Messages, Method::Get) => Route::ListMessages(param()),
+        (Resource::Messages, Method::Post) => Route::PostMessage(param()),
+        (Resource::Message, Method::Get) => Route::GetMessage(param(), param()),
+        (Resource::Message, Method::Put) => Route::EditMessage(param(), param()),
+        (Resource::Message, Method::Delete) => Route::DeleteMessage(param(), param()),
+        (Resource::ThreadRestore, Method::Post) => Route::RestoreThread(param()),
+        (Resource::Versions, Method::Get) => Route::ListVersions(param(), param()),
+        (Resource::Replies, Method::Get) => Route::ListReplies(param(), param()),
+        (Resource::Reactions, Method::Post) => Route::React(param(), param()),
+        (Resource::Reactions, Method::Delete) => Route::Unreact(param(), param()),
+        (Resource::MessageRestore, Method::Post) => Route::RestoreMessage(param(), param()),
+        (Resource::Stream, Method::Get) => Route::StreamMessages(param()),
         (Resource::SeedMessages, Method::Post) => Route::SeedPostMessage,
-        (Resource::SeedThreadMessages(id), Method::Get) => Route::SeedListMessages(id),
+        (Resource::SeedThreadMessages, Method::Get) => Route::SeedListMessages(param()),
         (Resource::Stats, Method::Get) => Route::Stats,
         (Resource::Sign, Method::Post) => Route::Sign,
         (Resource::Rotate, Method::Post) => Route::RotateMasterKey,
@@ -149,7 +233,8 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
     Ok(route)
 }
 
-fn resource(raw_path: &str) -> Result<Resource, RouteError> {
+/// The resource at `raw_path` and its decoded `{...}` captures.
+fn resource(raw_path: &str) -> Result<(Resource, Vec<String>), RouteError> {
     let trimmed = raw_path.strip_prefix('/').ok_or(RouteError::NotFound)?;
     let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
     let raw_segments: Vec<&str> = trimmed.split('/').collect();
@@ -160,38 +245,22 @@ fn resource(raw_path: &str) -> Result<Resource, RouteError> {
     for raw in raw_segments {
         segments.push(percent_decode(raw, false).ok_or(RouteError::BadPath)?);
     }
-    let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let owned = |text: &str| text.to_owned();
-    Ok(match parts.as_slice() {
-        ["healthz"] => Resource::Health,
-        ["readyz"] => Resource::Ready,
-        ["frontend", "v1", "threads"] => Resource::Threads,
-        ["frontend", "v1", "threads", id] => Resource::Thread(owned(id)),
-        ["frontend", "v1", "threads", id, "restore"] => Resource::ThreadRestore(owned(id)),
-        ["frontend", "v1", "threads", id, "messages"] => Resource::Messages(owned(id)),
-        // Before the `{mid}` pattern: `stream` is not a message id.
-        ["frontend", "v1", "threads", id, "messages", "stream"] => Resource::Stream(owned(id)),
-        ["frontend", "v1", "threads", id, "messages", mid] => {
-            Resource::Message(owned(id), owned(mid))
-        }
-        ["frontend", "v1", "threads", id, "messages", mid, action] => {
-            let (id, mid) = (owned(id), owned(mid));
-            match *action {
-                "versions" => Resource::Versions(id, mid),
-                "replies" => Resource::Replies(id, mid),
-                "reactions" => Resource::Reactions(id, mid),
-                "restore" => Resource::MessageRestore(id, mid),
-                _ => return Err(RouteError::NotFound),
+    'templates: for &(template, resource) in PATHS {
+        let mut params = Vec::new();
+        // Request paths lose one trailing `/` above, so templates do too.
+        let mut pattern = template[1..].trim_end_matches('/').split('/');
+        for segment in &segments {
+            match pattern.next() {
+                Some(part) if part.starts_with('{') => params.push(segment.clone()),
+                Some(part) if part == segment.as_str() => {}
+                _ => continue 'templates,
             }
         }
-        ["v1", "messages"] => Resource::SeedMessages,
-        ["v1", "threads", id, "messages"] => Resource::SeedThreadMessages(owned(id)),
-        ["admin", "v1", "stats"] => Resource::Stats,
-        ["admin", "v1", "kms", "rotate"] => Resource::Rotate,
-        // The last two are paths older ProgressDB clients call.
-        ["backend", "v1", "sign"] | ["v1", "_sign"] | ["v1", "sign"] => Resource::Sign,
-        _ => return Err(RouteError::NotFound),
-    })
+        if pattern.next().is_none() {
+            return Ok((resource, params));
+        }
+    }
+    Err(RouteError::NotFound)
 }
 
 #[cfg(test)]
