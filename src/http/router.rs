@@ -36,6 +36,19 @@ pub enum Route {
     Sign,
     /// `POST /admin/v1/kms/rotate`: a new master key for new thread keys.
     RotateMasterKey,
+    /// `GET /admin/v1/threads`: every thread, searchable by id or author.
+    AdminListThreads,
+    /// `GET /admin/v1/threads/{id}`, deleted or not.
+    AdminGetThread(String),
+    /// `GET /admin/v1/threads/{id}/messages`, deleted ones included.
+    AdminListMessages(String),
+    /// `GET /admin/v1/threads/{id}/messages/{mid}/versions`.
+    AdminListVersions(String, String),
+    /// `GET /admin/v1/threads/{id}/messages/stream`: the live tail.
+    AdminStreamMessages(String),
+    /// `GET /viewer/...`: a static file of the admin web UI (public; its
+    /// data calls need the admin key).
+    Viewer(&'static crate::api::viewer::Asset),
     /// `OPTIONS` on a known path: answered with its `Allow` list.
     Options(&'static str),
 }
@@ -44,8 +57,14 @@ impl Route {
     /// Which key kinds may call this route; `None` for unauthenticated ones.
     pub fn scope(&self) -> Option<Scope> {
         match self {
-            Route::Healthz | Route::Readyz | Route::Options(_) => None,
-            Route::Stats | Route::RotateMasterKey => Some(Scope::Admin),
+            Route::Healthz | Route::Readyz | Route::Options(_) | Route::Viewer(_) => None,
+            Route::Stats
+            | Route::RotateMasterKey
+            | Route::AdminListThreads
+            | Route::AdminGetThread(_)
+            | Route::AdminListMessages(_)
+            | Route::AdminListVersions(..)
+            | Route::AdminStreamMessages(_) => Some(Scope::Admin),
             Route::Sign | Route::SeedPostMessage | Route::SeedListMessages(_) => {
                 Some(Scope::Backend)
             }
@@ -82,6 +101,9 @@ enum Resource {
     Stats,
     Sign,
     Rotate,
+    /// Every admin read resource: GET only.
+    AdminRead(Route),
+    Viewer(&'static crate::api::viewer::Asset),
 }
 
 impl Resource {
@@ -90,7 +112,9 @@ impl Resource {
             Resource::Health
             | Resource::Ready
             | Resource::SeedThreadMessages(_)
-            | Resource::Stats => "GET, HEAD, OPTIONS",
+            | Resource::Stats
+            | Resource::AdminRead(_)
+            | Resource::Viewer(_) => "GET, HEAD, OPTIONS",
             Resource::Threads | Resource::Messages(_) => "GET, HEAD, POST, OPTIONS",
             Resource::Thread(_) | Resource::Message(..) => "GET, HEAD, PUT, DELETE, OPTIONS",
             Resource::SeedMessages
@@ -144,6 +168,8 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
         (Resource::Stats, Method::Get) => Route::Stats,
         (Resource::Sign, Method::Post) => Route::Sign,
         (Resource::Rotate, Method::Post) => Route::RotateMasterKey,
+        (Resource::AdminRead(route), Method::Get) => route,
+        (Resource::Viewer(asset), Method::Get) => Route::Viewer(asset),
         _ => return Err(RouteError::MethodNotAllowed(allow)),
     };
     Ok(route)
@@ -188,6 +214,23 @@ fn resource(raw_path: &str) -> Result<Resource, RouteError> {
         ["v1", "threads", id, "messages"] => Resource::SeedThreadMessages(owned(id)),
         ["admin", "v1", "stats"] => Resource::Stats,
         ["admin", "v1", "kms", "rotate"] => Resource::Rotate,
+        ["admin", "v1", "threads"] => Resource::AdminRead(Route::AdminListThreads),
+        ["admin", "v1", "threads", id] => Resource::AdminRead(Route::AdminGetThread(owned(id))),
+        ["admin", "v1", "threads", id, "messages"] => {
+            Resource::AdminRead(Route::AdminListMessages(owned(id)))
+        }
+        ["admin", "v1", "threads", id, "messages", "stream"] => {
+            Resource::AdminRead(Route::AdminStreamMessages(owned(id)))
+        }
+        ["admin", "v1", "threads", id, "messages", mid, "versions"] => {
+            Resource::AdminRead(Route::AdminListVersions(owned(id), owned(mid)))
+        }
+        // `/viewer` and `/viewer/` both serve the page (the trailing slash
+        // was trimmed above); its assets are named with absolute paths.
+        ["viewer"] => Resource::Viewer(&crate::api::viewer::INDEX),
+        ["viewer", file] => {
+            Resource::Viewer(crate::api::viewer::asset(file).ok_or(RouteError::NotFound)?)
+        }
         // The last two are paths older ProgressDB clients call.
         ["backend", "v1", "sign"] | ["v1", "_sign"] | ["v1", "sign"] => Resource::Sign,
         _ => return Err(RouteError::NotFound),
@@ -274,6 +317,52 @@ mod tests {
         assert_eq!(
             route(Method::Get, "/frontend/v1/threads/%FF"),
             Err(RouteError::BadPath)
+        );
+    }
+
+    #[test]
+    fn admin_reads_and_viewer() {
+        let cases = [
+            ("/admin/v1/threads", Route::AdminListThreads),
+            ("/admin/v1/threads/t1", Route::AdminGetThread("t1".into())),
+            (
+                "/admin/v1/threads/t1/messages",
+                Route::AdminListMessages("t1".into()),
+            ),
+            (
+                "/admin/v1/threads/t1/messages/stream",
+                Route::AdminStreamMessages("t1".into()),
+            ),
+            (
+                "/admin/v1/threads/t1/messages/m1/versions",
+                Route::AdminListVersions("t1".into(), "m1".into()),
+            ),
+            ("/viewer/", Route::Viewer(&crate::api::viewer::INDEX)),
+            ("/viewer", Route::Viewer(&crate::api::viewer::INDEX)),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(route(Method::Get, path), Ok(expected.clone()), "{path}");
+            assert_eq!(expected.scope().is_none(), path.starts_with("/viewer"));
+        }
+        assert!(matches!(
+            route(Method::Get, "/viewer/viewer.js"),
+            Ok(Route::Viewer(_))
+        ));
+        assert_eq!(
+            route(Method::Get, "/viewer/../Cargo.toml"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            route(Method::Get, "/viewer/nope.js"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            route(Method::Delete, "/admin/v1/threads/t1"),
+            Err(RouteError::MethodNotAllowed("GET, HEAD, OPTIONS"))
+        );
+        assert_eq!(
+            route(Method::Get, "/admin/v1/threads/t1/messages/m1"),
+            Err(RouteError::NotFound)
         );
     }
 
