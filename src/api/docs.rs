@@ -137,7 +137,11 @@ mod tests {
             .split('/')
             .map(|segment| match segment.strip_prefix('{') {
                 Some(name) => {
-                    let sample = format!("sample-{}", name.trim_end_matches('}'));
+                    // Viewer files are a closed set: only real names route.
+                    let sample = match name.trim_end_matches('}') {
+                        "file" => "viewer.js".to_owned(),
+                        name => format!("sample-{name}"),
+                    };
                     samples.push(sample.clone());
                     sample
                 }

@@ -274,6 +274,23 @@ impl Query {
         }
     }
 
+    /// `limit`, validated, for listings that build their own page.
+    pub fn page_limit(&self, limits: &Limits) -> Result<usize, ApiError> {
+        self.limit(limits)
+    }
+
+    /// The `after` cursor of a listing that pages forward only.
+    pub fn forward_cursor(&self) -> Result<Option<&str>, ApiError> {
+        match self.single_position()? {
+            None => Ok(None),
+            Some(("after", text)) => Ok(Some(text)),
+            Some((name, _)) => Err(ApiError::bad_request(
+                "invalid_query",
+                format!("`{name}` is not supported here: this listing pages forward with `after`"),
+            )),
+        }
+    }
+
     pub fn message_page(&self, limits: &Limits) -> Result<MessagePage, ApiError> {
         let limit = self.limit(limits)?;
         let order = self.order()?;

@@ -2,11 +2,13 @@
 //! shard -> [`Response`]. Everything a client sends is validated here, on
 //! the accepting core, before it crosses to another core.
 
+mod admin;
 mod cors;
 pub mod docs;
 mod error;
 mod input;
 mod limit;
+pub mod viewer;
 
 pub use error::ApiError;
 
@@ -83,6 +85,7 @@ impl Api {
     }
 
     pub async fn handle(&self, request: &Request) -> Handled {
+        crate::shard::requests::record();
         let response = match self.dispatch(request).await {
             Ok(Handled::Response(response)) => response,
             Ok(stream) => return stream,
@@ -115,6 +118,7 @@ impl Api {
             }
             Route::OpenApi => return Ok(Handled::Response(docs::openapi())),
             Route::Docs => return Ok(Handled::Response(docs::page())),
+            Route::Viewer(asset) => return Ok(Handled::Response(viewer::response(asset))),
             _ => {}
         }
         let scope = route
@@ -132,11 +136,24 @@ impl Api {
             });
         }
         let query = Query::parse(&request.query)?;
+        if let Some(handled) = self.admin_read(&route, request, &query).await {
+            return handled;
+        }
         let limits = &self.limits;
         let command = match route {
-            Route::Healthz | Route::Readyz | Route::OpenApi | Route::Docs | Route::Options(_) => {
+            Route::Healthz
+            | Route::Readyz
+            | Route::OpenApi
+            | Route::Docs
+            | Route::Options(_)
+            | Route::Viewer(_) => {
                 unreachable!("answered above")
             }
+            Route::AdminListThreads
+            | Route::AdminGetThread(_)
+            | Route::AdminListMessages(_)
+            | Route::AdminListVersions(..)
+            | Route::AdminStreamMessages(_) => unreachable!("answered by admin_read"),
             Route::ListThreads => {
                 return self
                     .list_threads(principal.require_user()?, &query)
@@ -425,6 +442,14 @@ impl Api {
     /// Asks every shard for its part of the author's threads, then merges.
     async fn list_threads(&self, author: UserId, query: &Query) -> Result<Response, ApiError> {
         let request = query.thread_page(&self.limits)?;
+        self.merge_author_threads(author, request).await
+    }
+
+    async fn merge_author_threads(
+        &self,
+        author: UserId,
+        request: input::ThreadPageRequest,
+    ) -> Result<Response, ApiError> {
         let page = ThreadPage {
             author,
             after: request.position.clone(),

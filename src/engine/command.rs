@@ -19,6 +19,14 @@ impl Caller {
             .as_ref()
             .is_none_or(|user| user.as_str() == author)
     }
+
+    /// Whether a read that asks for deleted items also reaches into a
+    /// deleted thread. Only callers holding a server-side key (no user:
+    /// the seed routes and admins) do; a user's deleted thread hides its
+    /// messages from that user, as documented.
+    pub fn reads_deleted_threads(&self, include_deleted: bool) -> bool {
+        include_deleted && self.user.is_none()
+    }
 }
 
 /// Display order of a page.
@@ -69,6 +77,19 @@ pub struct ThreadPage {
     pub include_deleted: bool,
 }
 
+/// A page of every thread of a shard, in thread id order (admin listing).
+#[derive(Debug, Clone)]
+pub struct AllThreadsPage {
+    /// Only ids starting with this; empty for all.
+    pub id_prefix: String,
+    /// Threads strictly past this id in `order`.
+    pub after: Option<String>,
+    /// `OldestFirst` is ascending id order, `NewestFirst` descending.
+    pub order: Order,
+    pub limit: usize,
+    pub include_deleted: bool,
+}
+
 #[derive(Debug)]
 pub enum Command {
     CreateThread {
@@ -98,6 +119,8 @@ pub enum Command {
     },
     /// One shard's part of a thread listing; the caller merges the parts.
     ListThreads(ThreadPage),
+    /// One shard's part of the admin listing of every thread.
+    ListAllThreads(AllThreadsPage),
     /// One shard's counters.
     Stats,
     /// Adds a rotated master key to a shard's keyring.
@@ -244,7 +267,7 @@ impl Command {
     /// The thread whose owner executes this command.
     ///
     /// # Panics
-    /// For `ListThreads` and `Stats`, which are sent to every shard instead.
+    /// For listings and `Stats`, which are sent to every shard instead.
     pub fn thread(&self) -> &ThreadId {
         match self {
             Command::CreateThread { id, .. }
@@ -264,7 +287,10 @@ impl Command {
             | Command::Unsubscribe { thread, .. }
             | Command::EditMessage { thread, .. }
             | Command::DeleteMessage { thread, .. } => thread,
-            Command::ListThreads(_) | Command::Stats | Command::AddMasterKey { .. } => {
+            Command::ListThreads(_)
+            | Command::ListAllThreads(_)
+            | Command::Stats
+            | Command::AddMasterKey { .. } => {
                 panic!("sent to every shard, not to one owner")
             }
         }

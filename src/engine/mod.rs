@@ -15,8 +15,8 @@ mod page;
 pub use page::envelope;
 
 pub use command::{
-    Caller, Command, EngineError, MessagePage, MessagePosition, Order, Outcome, Reply, SecretKey,
-    ThreadEntry, ThreadPage, ThreadPosition,
+    AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, Outcome,
+    Reply, SecretKey, ThreadEntry, ThreadPage, ThreadPosition,
 };
 
 use std::cell::{Cell, RefCell};
@@ -60,6 +60,9 @@ pub struct Engine {
     /// The checkpoint task; it holds the engine, so [`Engine::stop`]
     /// cancels it to let the engine (and the store's lock) be dropped.
     checkpointer: RefCell<Option<glommio::task::JoinHandle<()>>>,
+    /// Messages stored on this shard; counted on the first `Stats` (a full
+    /// scan, so not at startup) and kept current by every post after it.
+    message_count: Cell<Option<u64>>,
 }
 
 /// Block cache per shard for fjall.
@@ -190,6 +193,7 @@ impl Engine {
             clock_ns: Cell::new(0),
             salt_state: Cell::new(seed),
             checkpointer: RefCell::new(None),
+            message_count: Cell::new(None),
         });
         let checkpointer = glommio::spawn_local(engine.clone().checkpoints()).detach();
         *engine.checkpointer.borrow_mut() = Some(checkpointer);
@@ -393,9 +397,24 @@ impl Engine {
                 } else {
                     wal.records_flushed as f64 / wal.fsyncs as f64
                 };
+                let messages = match self.message_count.get() {
+                    Some(count) => count,
+                    None => {
+                        let count = self.store.count_messages()?;
+                        self.message_count.set(Some(count));
+                        count
+                    }
+                };
+                let requests = crate::shard::requests::snapshot();
                 let stats = serde_json::json!({
                     "shard": self.shard.0,
                     "applied_lsn": self.store.applied_lsn().0,
+                    "messages": messages,
+                    "requests": {
+                        "total": requests.total,
+                        "per_second_10s": requests.per_second_10s,
+                        "per_second_60s": requests.per_second_60s,
+                    },
                     "wal": {
                         "appends": wal.appends,
                         "flushes": wal.flushes,
@@ -405,10 +424,16 @@ impl Engine {
                         "bytes_written": wal.bytes_written,
                         "segments": wal.segments,
                         "durable_lsn": wal.durable_lsn,
+                        "disk_bytes": self.wal.disk_bytes(),
                     },
                 });
                 Executed::read(Reply::Ok(stats.to_string().into_bytes()))
             }
+            Command::ListAllThreads(page) => Executed::read(Reply::Threads(page::all_threads(
+                &self.store,
+                &page,
+                &|record| self.open_thread_record(record),
+            )?)),
             Command::ListThreads(page) => {
                 let reveal = self.revealer(Engine::reveal_thread_json);
                 Executed::read(Reply::Threads(page::threads(
@@ -483,6 +508,9 @@ impl Engine {
                     Store::reply_op(&mut ops, &message, parent_ts);
                 }
                 let lsn = self.commit(ops)?;
+                if let Some(count) = self.message_count.get() {
+                    self.message_count.set(Some(count + 1));
+                }
                 Ok(Executed {
                     reply: Reply::Created(to_json(&message)),
                     lsn: Some(lsn),
@@ -494,7 +522,11 @@ impl Engine {
                 caller,
                 page,
             } => {
-                self.visible_thread(&thread, &caller)?;
+                self.thread_for(
+                    &thread,
+                    &caller,
+                    caller.reads_deleted_threads(page.include_deleted),
+                )?;
                 let reveal = self.revealer(Engine::reveal_message_json);
                 Executed::read(Reply::Ok(page::messages(
                     &self.store,
@@ -752,13 +784,25 @@ impl Engine {
         let Some(mut record) = self.store.get_thread(id)? else {
             return Ok(None);
         };
+        self.open_title(&mut record)?;
+        Ok(Some(record))
+    }
+
+    fn open_title(&self, record: &mut ThreadRecord) -> Result<(), EngineError> {
         if let Some(sealed) = record.thread.sealed_title.take() {
+            let id = record.thread.id.as_str();
             let dek = self.dek(id, record.dek.as_ref())?.ok_or_else(missing_key)?;
             record.thread.title = dek
                 .open_title(id, record.thread.updated_ts, &sealed)
                 .map_err(sealing_error)?;
         }
-        Ok(Some(record))
+        Ok(())
+    }
+
+    /// A stored thread record as the thread JSON clients see.
+    fn open_thread_record(&self, mut record: ThreadRecord) -> Result<Vec<u8>, EngineError> {
+        self.open_title(&mut record)?;
+        Ok(to_json(&record.thread))
     }
 
     /// A message as read from the store, with its body opened.
@@ -992,7 +1036,11 @@ impl Engine {
         id: &str,
         include_deleted: bool,
     ) -> Result<Message, EngineError> {
-        self.visible_thread(thread, caller)?;
+        self.thread_for(
+            thread,
+            caller,
+            caller.reads_deleted_threads(include_deleted),
+        )?;
         match self.find_message(thread, id)? {
             Some(message) if include_deleted || !message.deleted => Ok(message),
             _ => Err(EngineError::MessageNotFound),

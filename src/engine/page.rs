@@ -11,9 +11,10 @@
 use std::ops::Bound;
 
 use super::command::{
-    EngineError, MessagePage, MessagePosition, Order, ThreadEntry, ThreadPage, ThreadPosition,
+    AllThreadsPage, EngineError, MessagePage, MessagePosition, Order, ThreadEntry, ThreadPage,
+    ThreadPosition,
 };
-use crate::model::MessageId;
+use crate::model::{MessageId, ThreadRecord};
 use crate::store::{Direction, Store};
 
 /// Messages of one side of a position, in scan order.
@@ -252,6 +253,46 @@ pub fn threads(
         }
     }
     Ok(entries)
+}
+
+/// One shard's part of the admin listing: up to `limit + 1` threads in id
+/// order past `page.after`, so the merging caller can tell whether more
+/// exist. `render` turns a stored record into the thread's JSON.
+pub fn all_threads(
+    store: &Store,
+    page: &AllThreadsPage,
+    render: &dyn Fn(ThreadRecord) -> Result<Vec<u8>, EngineError>,
+) -> Result<Vec<ThreadEntry>, EngineError> {
+    let direction = match page.order {
+        Order::NewestFirst => Direction::Descending,
+        Order::OldestFirst => Direction::Ascending,
+    };
+    let wanted = page.limit + 1;
+    let mut records = Vec::with_capacity(wanted.min(1024));
+    store.scan_threads(
+        &page.id_prefix,
+        page.after.as_deref(),
+        direction,
+        |_, record| {
+            if page.include_deleted || !record.thread.deleted {
+                records.push(record);
+            }
+            Ok(records.len() < wanted)
+        },
+    )?;
+    records
+        .into_iter()
+        .map(|record| {
+            let position = ThreadPosition {
+                created_ts: record.thread.created_ts,
+                thread_id: record.thread.id.clone(),
+            };
+            Ok(ThreadEntry {
+                position,
+                json: render(record)?,
+            })
+        })
+        .collect()
 }
 
 /// One page of the direct replies to the message at `parent_ts`. Replies

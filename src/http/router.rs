@@ -40,6 +40,19 @@ pub enum Route {
     OpenApi,
     /// `GET /docs/`: the HTML page that renders `/openapi.json`.
     Docs,
+    /// `GET /admin/v1/threads`: every thread, searchable by id or author.
+    AdminListThreads,
+    /// `GET /admin/v1/threads/{id}`, deleted or not.
+    AdminGetThread(String),
+    /// `GET /admin/v1/threads/{id}/messages`, deleted ones included.
+    AdminListMessages(String),
+    /// `GET /admin/v1/threads/{id}/messages/{mid}/versions`.
+    AdminListVersions(String, String),
+    /// `GET /admin/v1/threads/{id}/messages/stream`: the live tail.
+    AdminStreamMessages(String),
+    /// `GET /viewer/...`: a static file of the admin web UI (public; its
+    /// data calls need the admin key).
+    Viewer(&'static crate::api::viewer::Asset),
     /// `OPTIONS` on a known path: answered with its `Allow` list.
     Options(&'static str),
 }
@@ -48,10 +61,19 @@ impl Route {
     /// Which key kinds may call this route; `None` for unauthenticated ones.
     pub fn scope(&self) -> Option<Scope> {
         match self {
-            Route::Healthz | Route::Readyz | Route::OpenApi | Route::Docs | Route::Options(_) => {
-                None
-            }
-            Route::Stats | Route::RotateMasterKey => Some(Scope::Admin),
+            Route::Healthz
+            | Route::Readyz
+            | Route::OpenApi
+            | Route::Docs
+            | Route::Options(_)
+            | Route::Viewer(_) => None,
+            Route::Stats
+            | Route::RotateMasterKey
+            | Route::AdminListThreads
+            | Route::AdminGetThread(_)
+            | Route::AdminListMessages(_)
+            | Route::AdminListVersions(..)
+            | Route::AdminStreamMessages(_) => Some(Scope::Admin),
             Route::Sign | Route::SeedPostMessage | Route::SeedListMessages(_) => {
                 Some(Scope::Backend)
             }
@@ -91,6 +113,13 @@ enum Resource {
     Stats,
     Sign,
     Rotate,
+    AdminThreads,
+    AdminThread,
+    AdminMessages,
+    AdminStream,
+    AdminVersions,
+    ViewerPage,
+    ViewerAsset,
 }
 
 impl Resource {
@@ -103,7 +132,14 @@ impl Resource {
             | Resource::OpenApi
             | Resource::Docs
             | Resource::SeedThreadMessages
-            | Resource::Stats => "GET, HEAD, OPTIONS",
+            | Resource::Stats
+            | Resource::AdminThreads
+            | Resource::AdminThread
+            | Resource::AdminMessages
+            | Resource::AdminStream
+            | Resource::AdminVersions
+            | Resource::ViewerPage
+            | Resource::ViewerAsset => "GET, HEAD, OPTIONS",
             Resource::Threads | Resource::Messages => "GET, HEAD, POST, OPTIONS",
             Resource::Thread | Resource::Message => "GET, HEAD, PUT, DELETE, OPTIONS",
             Resource::SeedMessages
@@ -160,6 +196,22 @@ const PATHS: &[(&str, Resource)] = &[
     ("/v1/threads/{id}/messages", Resource::SeedThreadMessages),
     ("/admin/v1/stats", Resource::Stats),
     ("/admin/v1/kms/rotate", Resource::Rotate),
+    ("/admin/v1/threads", Resource::AdminThreads),
+    ("/admin/v1/threads/{id}", Resource::AdminThread),
+    ("/admin/v1/threads/{id}/messages", Resource::AdminMessages),
+    // Before the `{mid}` template: `stream` is not a message id.
+    (
+        "/admin/v1/threads/{id}/messages/stream",
+        Resource::AdminStream,
+    ),
+    (
+        "/admin/v1/threads/{id}/messages/{mid}/versions",
+        Resource::AdminVersions,
+    ),
+    // `/viewer` and `/viewer/` both serve the page; its assets are named
+    // with absolute paths.
+    ("/viewer/", Resource::ViewerPage),
+    ("/viewer/{file}", Resource::ViewerAsset),
     ("/backend/v1/sign", Resource::Sign),
     // Paths older ProgressDB clients call.
     ("/v1/_sign", Resource::Sign),
@@ -228,6 +280,15 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
         (Resource::Stats, Method::Get) => Route::Stats,
         (Resource::Sign, Method::Post) => Route::Sign,
         (Resource::Rotate, Method::Post) => Route::RotateMasterKey,
+        (Resource::AdminThreads, Method::Get) => Route::AdminListThreads,
+        (Resource::AdminThread, Method::Get) => Route::AdminGetThread(param()),
+        (Resource::AdminMessages, Method::Get) => Route::AdminListMessages(param()),
+        (Resource::AdminStream, Method::Get) => Route::AdminStreamMessages(param()),
+        (Resource::AdminVersions, Method::Get) => Route::AdminListVersions(param(), param()),
+        (Resource::ViewerPage, Method::Get) => Route::Viewer(&crate::api::viewer::INDEX),
+        (Resource::ViewerAsset, Method::Get) => {
+            Route::Viewer(crate::api::viewer::asset(&param()).ok_or(RouteError::NotFound)?)
+        }
         _ => return Err(RouteError::MethodNotAllowed(allow)),
     };
     Ok(route)
@@ -343,6 +404,52 @@ mod tests {
         assert_eq!(
             route(Method::Get, "/frontend/v1/threads/%FF"),
             Err(RouteError::BadPath)
+        );
+    }
+
+    #[test]
+    fn admin_reads_and_viewer() {
+        let cases = [
+            ("/admin/v1/threads", Route::AdminListThreads),
+            ("/admin/v1/threads/t1", Route::AdminGetThread("t1".into())),
+            (
+                "/admin/v1/threads/t1/messages",
+                Route::AdminListMessages("t1".into()),
+            ),
+            (
+                "/admin/v1/threads/t1/messages/stream",
+                Route::AdminStreamMessages("t1".into()),
+            ),
+            (
+                "/admin/v1/threads/t1/messages/m1/versions",
+                Route::AdminListVersions("t1".into(), "m1".into()),
+            ),
+            ("/viewer/", Route::Viewer(&crate::api::viewer::INDEX)),
+            ("/viewer", Route::Viewer(&crate::api::viewer::INDEX)),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(route(Method::Get, path), Ok(expected.clone()), "{path}");
+            assert_eq!(expected.scope().is_none(), path.starts_with("/viewer"));
+        }
+        assert!(matches!(
+            route(Method::Get, "/viewer/viewer.js"),
+            Ok(Route::Viewer(_))
+        ));
+        assert_eq!(
+            route(Method::Get, "/viewer/../Cargo.toml"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            route(Method::Get, "/viewer/nope.js"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            route(Method::Delete, "/admin/v1/threads/t1"),
+            Err(RouteError::MethodNotAllowed("GET, HEAD, OPTIONS"))
+        );
+        assert_eq!(
+            route(Method::Get, "/admin/v1/threads/t1/messages/m1"),
+            Err(RouteError::NotFound)
         );
     }
 

@@ -7,6 +7,7 @@
 
 pub mod hub;
 pub mod mesh;
+pub mod requests;
 
 use std::fmt;
 

@@ -449,6 +449,42 @@ impl Store {
         })
     }
 
+    /// Visits every thread whose id starts with `prefix`, in id order,
+    /// strictly past `after` in `direction`, until `visit` returns false.
+    /// `visit` gets `(thread_id, record)`. Serves the admin listing, which
+    /// is not scoped to one author.
+    pub fn scan_threads(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        direction: Direction,
+        mut visit: impl FnMut(&str, ThreadRecord) -> StoreResult<bool>,
+    ) -> StoreResult<()> {
+        let lower = keys::thread(prefix);
+        // Thread ids are ASCII, so `prefix 0xff` sorts after every id that
+        // starts with `prefix` and before every id that does not.
+        let mut upper = lower.clone();
+        upper.push(0xff);
+        let range = match (direction, after.map(keys::thread)) {
+            (_, None) => (Bound::Included(lower), Bound::Excluded(upper)),
+            (Direction::Ascending, Some(key)) => (Bound::Excluded(key), Bound::Excluded(upper)),
+            (Direction::Descending, Some(key)) => (Bound::Included(lower), Bound::Excluded(key)),
+        };
+        let iter = self.threads.range::<Vec<u8>, _>(range);
+        walk(iter, direction, |guard| {
+            let (key, value) = guard.into_inner()?;
+            let id = std::str::from_utf8(&key)
+                .map_err(|_| StoreError::Corrupt("thread key is not UTF-8".into()))?;
+            visit(id, decode(&value)?)
+        })
+    }
+
+    /// Messages stored on this shard, deleted ones included. Walks every
+    /// key, so callers count once and keep the number up to date.
+    pub fn count_messages(&self) -> StoreResult<u64> {
+        Ok(self.messages.len()? as u64)
+    }
+
     /// Makes everything written so far survive power loss.
     pub fn persist(&self) -> StoreResult<()> {
         self.db.persist(fjall::PersistMode::SyncAll)?;
@@ -544,5 +580,72 @@ mod tests {
         }
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.applied_lsn(), Lsn(7));
+    }
+
+    fn record(id: &str) -> ThreadRecord {
+        ThreadRecord {
+            thread: crate::model::Thread {
+                id: id.into(),
+                title: format!("title {id}"),
+                author: "alice".into(),
+                slug: None,
+                created_ts: 1,
+                updated_ts: 1,
+                deleted: false,
+                sealed_title: None,
+            },
+            last_message_ts: 0,
+            dek: None,
+        }
+    }
+
+    fn scanned(
+        store: &Store,
+        prefix: &str,
+        after: Option<&str>,
+        direction: Direction,
+        limit: usize,
+    ) -> Vec<String> {
+        let mut ids = Vec::new();
+        store
+            .scan_threads(prefix, after, direction, |id, record| {
+                assert_eq!(record.thread.id, id);
+                ids.push(id.to_owned());
+                Ok(ids.len() < limit)
+            })
+            .unwrap();
+        ids
+    }
+
+    #[test]
+    fn thread_scans_follow_prefix_cursor_and_direction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut ops = Ops::default();
+        for id in ["a", "ab", "ab-2", "abc", "b", "Z_9"] {
+            ops.extend(Store::thread_ops(&record(id)));
+        }
+        store.apply(Lsn(1), &ops).unwrap();
+        let all = Direction::Ascending;
+        assert_eq!(
+            scanned(&store, "", None, all, 100),
+            ["Z_9", "a", "ab", "ab-2", "abc", "b"]
+        );
+        assert_eq!(scanned(&store, "ab", None, all, 100), ["ab", "ab-2", "abc"]);
+        assert_eq!(scanned(&store, "ab", Some("ab"), all, 100), ["ab-2", "abc"]);
+        assert_eq!(
+            scanned(&store, "ab", None, Direction::Descending, 100),
+            ["abc", "ab-2", "ab"]
+        );
+        assert_eq!(
+            scanned(&store, "ab", Some("abc"), Direction::Descending, 1),
+            ["ab-2"]
+        );
+        assert!(scanned(&store, "c", None, all, 100).is_empty());
+        // The author index lives in another keyspace and never shows up here.
+        assert_eq!(
+            scanned(&store, "alice", None, all, 100),
+            Vec::<String>::new()
+        );
     }
 }

@@ -403,6 +403,21 @@ impl Wal {
         Ok(removable.len())
     }
 
+    /// Bytes the log's files take in its directory now (segments may be
+    /// preallocated, so this is what the disk holds, not what was written).
+    /// A handful of `stat` calls: meant for the admin stats, not hot paths.
+    pub fn disk_bytes(&self) -> u64 {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.metadata().ok())
+            .filter(|meta| meta.is_file())
+            .map(|meta| meta.len())
+            .sum()
+    }
+
     /// Segments that `remove_segments_through` could delete now.
     pub fn segment_count(&self) -> usize {
         self.segments.borrow().len()
