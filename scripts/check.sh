@@ -10,6 +10,11 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+echo "== browser test dependencies"
+scripts/install-test-deps.sh
+
 echo "== cargo test"
-# Benchmarks are built (and linted) above but run only on request.
+# Benchmarks are built (and linted) above but run only on request. The
+# doc tests are the README's embedded-mode example.
 cargo test --locked --lib --bins --tests
+cargo test --locked --doc
