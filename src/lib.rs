@@ -25,6 +25,8 @@ pub mod crypto;
 pub mod engine;
 pub mod http;
 pub mod loadgen;
+pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod rng;
 pub mod server;

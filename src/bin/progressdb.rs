@@ -2,18 +2,19 @@
 
 use clap::Parser;
 use progressdb::config::{Config, Flags};
+use progressdb::logging;
 
 fn main() {
     let flags = Flags::parse();
     let config = match Config::resolve(flags) {
         Ok(config) => config,
         Err(err) => {
-            eprintln!("progressdb: {err}");
+            logging::error("invalid configuration", &[("error", &err)]);
             std::process::exit(2);
         }
     };
     if let Err(err) = progressdb::server::run(config) {
-        eprintln!("progressdb: {err}");
+        logging::error("cannot run", &[("error", &err)]);
         std::process::exit(1);
     }
 }

@@ -100,6 +100,8 @@ pub enum Command {
     ListThreads(ThreadPage),
     /// One shard's counters.
     Stats,
+    /// One shard's part of a Prometheus scrape.
+    Metrics,
     /// Adds a rotated master key to a shard's keyring.
     AddMasterKey {
         id: u32,
@@ -208,6 +210,8 @@ pub enum Reply {
         events: Vec<StreamEvent>,
         more: bool,
     },
+    /// A shard's answer to `Command::Metrics`.
+    Metrics(Box<crate::metrics::ShardSample>),
 }
 
 /// One thread of a shard's part of a listing.
@@ -242,7 +246,7 @@ impl Command {
     /// The thread whose owner executes this command.
     ///
     /// # Panics
-    /// For `ListThreads` and `Stats`, which are sent to every shard instead.
+    /// For `ListThreads`, `Stats` and `Metrics`, which are sent to every shard instead.
     pub fn thread(&self) -> &ThreadId {
         match self {
             Command::CreateThread { id, .. }
@@ -262,7 +266,10 @@ impl Command {
             | Command::Unsubscribe { thread, .. }
             | Command::EditMessage { thread, .. }
             | Command::DeleteMessage { thread, .. } => thread,
-            Command::ListThreads(_) | Command::Stats | Command::AddMasterKey { .. } => {
+            Command::ListThreads(_)
+            | Command::Stats
+            | Command::Metrics
+            | Command::AddMasterKey { .. } => {
                 panic!("sent to every shard, not to one owner")
             }
         }

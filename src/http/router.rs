@@ -32,6 +32,8 @@ pub enum Route {
     SeedListMessages(String),
     /// `GET /admin/v1/stats`: per-shard counters.
     Stats,
+    /// `GET /metrics`: Prometheus metrics of every shard.
+    Metrics,
     /// `POST /backend/v1/sign`: a user's signature for frontend keys.
     Sign,
     /// `POST /admin/v1/kms/rotate`: a new master key for new thread keys.
@@ -45,7 +47,7 @@ impl Route {
     pub fn scope(&self) -> Option<Scope> {
         match self {
             Route::Healthz | Route::Readyz | Route::Options(_) => None,
-            Route::Stats | Route::RotateMasterKey => Some(Scope::Admin),
+            Route::Stats | Route::Metrics | Route::RotateMasterKey => Some(Scope::Admin),
             Route::Sign | Route::SeedPostMessage | Route::SeedListMessages(_) => {
                 Some(Scope::Backend)
             }
@@ -80,6 +82,7 @@ enum Resource {
     SeedMessages,
     SeedThreadMessages(String),
     Stats,
+    Metrics,
     Sign,
     Rotate,
 }
@@ -90,7 +93,8 @@ impl Resource {
             Resource::Health
             | Resource::Ready
             | Resource::SeedThreadMessages(_)
-            | Resource::Stats => "GET, HEAD, OPTIONS",
+            | Resource::Stats
+            | Resource::Metrics => "GET, HEAD, OPTIONS",
             Resource::Threads | Resource::Messages(_) => "GET, HEAD, POST, OPTIONS",
             Resource::Thread(_) | Resource::Message(..) => "GET, HEAD, PUT, DELETE, OPTIONS",
             Resource::SeedMessages
@@ -142,6 +146,7 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
         (Resource::SeedMessages, Method::Post) => Route::SeedPostMessage,
         (Resource::SeedThreadMessages(id), Method::Get) => Route::SeedListMessages(id),
         (Resource::Stats, Method::Get) => Route::Stats,
+        (Resource::Metrics, Method::Get) => Route::Metrics,
         (Resource::Sign, Method::Post) => Route::Sign,
         (Resource::Rotate, Method::Post) => Route::RotateMasterKey,
         _ => return Err(RouteError::MethodNotAllowed(allow)),
@@ -187,6 +192,7 @@ fn resource(raw_path: &str) -> Result<Resource, RouteError> {
         ["v1", "messages"] => Resource::SeedMessages,
         ["v1", "threads", id, "messages"] => Resource::SeedThreadMessages(owned(id)),
         ["admin", "v1", "stats"] => Resource::Stats,
+        ["metrics"] => Resource::Metrics,
         ["admin", "v1", "kms", "rotate"] => Resource::Rotate,
         // The last two are paths older ProgressDB clients call.
         ["backend", "v1", "sign"] | ["v1", "_sign"] | ["v1", "sign"] => Resource::Sign,
@@ -246,6 +252,7 @@ mod tests {
                 Route::DeleteMessage("t1".into(), "m1".into()),
             ),
             (Method::Post, "/v1/messages", Route::SeedPostMessage),
+            (Method::Get, "/metrics", Route::Metrics),
             (
                 Method::Get,
                 "/v1/threads/general/messages",

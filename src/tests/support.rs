@@ -21,6 +21,8 @@ pub struct Server {
     pub db: PathBuf,
     /// Everything the server wrote to stderr so far.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The stdout line announcing the listening address.
+    pub banner: String,
     /// Keeps the temporary directory alive for the server's lifetime.
     _dir: Option<tempfile::TempDir>,
 }
@@ -52,6 +54,7 @@ impl Server {
             addr: started.addr,
             db: db.to_path_buf(),
             log: started.log,
+            banner: started.banner,
             _dir: None,
         }
     }
@@ -70,6 +73,16 @@ impl Server {
         signal(child.id(), libc::SIGTERM);
         let status = child.wait().expect("wait");
         assert!(status.success(), "server exited with {status}");
+    }
+
+    /// Sends SIGTERM without waiting (see `wait_exit`).
+    pub fn terminate(&self) {
+        signal(self.pid(), libc::SIGTERM);
+    }
+
+    /// Waits for the process to exit by itself and returns its status.
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
+        self.child.take().expect("running").wait().expect("wait")
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -110,6 +123,7 @@ pub struct Started {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
+    pub banner: String,
 }
 
 /// Spawns the binary and waits for its "listening on" line. Returns the
@@ -158,7 +172,12 @@ pub fn spawn_and_wait(args: &[String], env: &[(&str, &str)]) -> Result<Started, 
                         .map_err(|err| format!("bad address {addr:?}: {err}"))?;
                     // Keep draining stdout so the server never blocks on it.
                     std::thread::spawn(move || while rx.recv().is_ok() {});
-                    return Ok(Started { child, addr, log });
+                    return Ok(Started {
+                        child,
+                        addr,
+                        log,
+                        banner: line,
+                    });
                 }
                 seen.push(line);
             }
