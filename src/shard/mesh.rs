@@ -217,10 +217,12 @@ impl Mesh {
                 // each request gets a task and two cores replying to each
                 // other cannot deadlock.
                 let mesh = self.clone();
-                mesh.executing.set(mesh.executing.get() + 1);
+                // A scrape does not count itself as load.
+                let counted = u64::from(!matches!(command, Command::Metrics));
+                mesh.executing.set(mesh.executing.get() + counted);
                 glommio::spawn_local(async move {
                     let outcome = mesh.run_local(command).await;
-                    mesh.executing.set(mesh.executing.get() - 1);
+                    mesh.executing.set(mesh.executing.get() - counted);
                     let _ = mesh
                         .senders
                         .send_to(peer, Envelope::Reply { ticket, outcome })

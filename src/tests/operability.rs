@@ -267,6 +267,7 @@ fn metrics_count_requests_by_route_status_and_shard() {
     // Every connection this test opened is open and was accepted once.
     assert_eq!(sum(&text, "progressdb_connections_accepted_total", &[]), 5);
     assert_eq!(sum(&text, "progressdb_connections_open", &[]), 5);
+    assert_eq!(sum(&text, "progressdb_mesh_requests_executing", &[]), 0);
     // At most the answering scrape's own call to shard 1 is waiting.
     assert!(sum(&text, "progressdb_mesh_calls_waiting", &[]) <= 1);
     assert_eq!(sum(&text, "progressdb_connections_refused_total", &[]), 0);
