@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::{CommandFactory, Parser};
 use serde::{Deserialize, Serialize};
 
+use crate::logging::Level;
 use crate::wal::recovery::RecoveryPolicy;
 use crate::wal::{Durability, WalOptions};
 
@@ -188,6 +189,28 @@ pub struct Flags {
     /// without starting the server.
     #[arg(long)]
     pub print_config: bool,
+
+    /// Least severe log events written to stderr: error, warn, info or
+    /// debug. [default: info]
+    #[arg(long, env = "PROGRESSDB_LOG", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Write one log line per request (method, route, status, duration,
+    /// shard; never paths, headers or keys), as info events.
+    #[arg(long, env = "PROGRESSDB_ACCESS_LOG")]
+    pub access_log: bool,
+
+    /// Also serve `GET /metrics` without a key on this address (for a
+    /// Prometheus scraper on a private network). On the main port
+    /// /metrics needs the admin key. [default: off]
+    #[arg(long, env = "PROGRESSDB_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+
+    /// On SIGTERM/SIGINT, the longest wait in ms for requests in flight
+    /// to finish before the store is flushed and the process exits.
+    /// [default: 10000]
+    #[arg(long, env = "PROGRESSDB_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
+    pub shutdown_timeout_ms: Option<u64>,
 }
 
 /// The same settings as [`Flags`], as read from a config file.
@@ -219,6 +242,10 @@ struct FileSettings {
     kms_key_file: Option<PathBuf>,
     kms_url: Option<String>,
     kms_timeout_ms: Option<u64>,
+    log_level: Option<String>,
+    access_log: Option<bool>,
+    metrics_addr: Option<String>,
+    shutdown_timeout_ms: Option<u64>,
 }
 
 /// The keys a config file may hold: the fields of [`FileSettings`] (a unit
@@ -249,6 +276,10 @@ const FILE_KEYS: &[&str] = &[
     "kms_key_file",
     "kms_url",
     "kms_timeout_ms",
+    "log_level",
+    "access_log",
+    "metrics_addr",
+    "shutdown_timeout_ms",
 ];
 
 /// File keys that hold secrets: errors about them never quote a value.
@@ -277,6 +308,12 @@ pub struct Config {
     pub wal_recovery: RecoveryPolicy,
     /// `Some` when encryption is on: where the master keys live.
     pub encryption: Option<KmsConfig>,
+    pub log_level: Level,
+    pub access_log: bool,
+    /// A second listener serving `/metrics` without a key.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Longest wait for requests in flight on shutdown.
+    pub shutdown_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,6 +349,10 @@ impl std::fmt::Debug for Config {
             .field("io_memory_bytes", &self.io_memory_bytes)
             .field("wal", &self.wal)
             .field("wal_recovery", &self.wal_recovery)
+            .field("log_level", &self.log_level)
+            .field("access_log", &self.access_log)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
             .finish()
     }
 }
@@ -355,6 +396,7 @@ const IO_MEMORY_KIB_DEFAULT: usize = 512;
 pub(crate) const WAL_FLUSH_MS_DEFAULT: usize = 5;
 pub(crate) const WAL_SEGMENT_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 const WAL_SEGMENT_BYTES_MIN: usize = 64 * 1024;
+const SHUTDOWN_TIMEOUT_MS_DEFAULT: usize = 10_000;
 
 /// A setting that failed validation; `Display` is the one line to print.
 #[derive(Debug, PartialEq, Eq)]
@@ -561,7 +603,45 @@ impl Config {
         } else {
             None
         };
+        let log_level = match flags.log_level.or(file.log_level).as_deref() {
+            None => Level::Info,
+            Some(text) => Level::parse(text).ok_or_else(|| {
+                invalid(
+                    "log_level",
+                    format!("must be error, warn, info or debug, got {text:?}"),
+                )
+            })?,
+        };
+        let access_log = flags.access_log || file.access_log.unwrap_or(false);
+        let metrics_addr = match flags.metrics_addr.or(file.metrics_addr) {
+            None => None,
+            Some(text) => {
+                let metrics_addr =
+                    parse_addr(&text).map_err(|reason| invalid("metrics_addr", reason))?;
+                // Port 0 picks a port distinct from the main one.
+                if metrics_addr.port() != 0 && metrics_addr.port() == addr.port() {
+                    return Err(invalid(
+                        "metrics_addr",
+                        "must use a different port than `addr`",
+                    ));
+                }
+                Some(metrics_addr)
+            }
+        };
+        let shutdown_timeout_ms = positive(
+            "shutdown_timeout_ms",
+            flags
+                .shutdown_timeout_ms
+                .or(file.shutdown_timeout_ms)
+                .map(|ms| ms as usize),
+            SHUTDOWN_TIMEOUT_MS_DEFAULT,
+            3600 * 1000,
+        )? as u64;
         Ok(Config {
+            log_level,
+            access_log,
+            metrics_addr,
+            shutdown_timeout_ms,
             encryption,
             wal: WalOptions {
                 durability,
@@ -765,6 +845,11 @@ struct EffectiveSettings {
     kms_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     kms_timeout_ms: Option<u64>,
+    log_level: &'static str,
+    access_log: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_addr: Option<String>,
+    shutdown_timeout_ms: u64,
 }
 
 /// A secret as `--print-config` shows it: only a kind label such as `sk_`
@@ -824,6 +909,10 @@ impl Config {
                 Some(KmsConfig::External { timeout, .. }) => Some(timeout.as_millis() as u64),
                 _ => None,
             },
+            log_level: self.log_level.name(),
+            access_log: self.access_log,
+            metrics_addr: self.metrics_addr.map(|addr| addr.to_string()),
+            shutdown_timeout_ms: self.shutdown_timeout_ms,
         };
         let mut out = String::from(
             "# progressdb effective configuration: flags > PROGRESSDB_* environment > config file > defaults.\n\
@@ -1041,5 +1130,55 @@ mod tests {
         })
         .unwrap();
         assert!(!format!("{config:?}").contains("sk_secret_value"));
+    }
+
+    #[test]
+    fn operability_settings() {
+        let config = Config::resolve(Flags::default()).unwrap();
+        assert_eq!(config.log_level, Level::Info);
+        assert!(!config.access_log);
+        assert_eq!(config.metrics_addr, None);
+        assert_eq!(config.shutdown_timeout_ms, 10_000);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "log_level = \"debug\"\naccess_log = true\nmetrics_addr = \"127.0.0.1:9100\"\nshutdown_timeout_ms = 500\n",
+        )
+        .unwrap();
+        let config = Config::resolve(Flags {
+            config: Some(path),
+            log_level: Some("warn".into()),
+            ..Flags::default()
+        })
+        .unwrap();
+        assert_eq!(config.log_level, Level::Warn, "the flag wins");
+        assert!(config.access_log);
+        assert_eq!(config.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(config.shutdown_timeout_ms, 500);
+
+        let err = |flags: Flags| Config::resolve(flags).unwrap_err().key;
+        assert_eq!(
+            err(Flags {
+                log_level: Some("loud".into()),
+                ..Flags::default()
+            }),
+            "log_level"
+        );
+        assert_eq!(
+            err(Flags {
+                metrics_addr: Some("127.0.0.1:8080".into()),
+                ..Flags::default()
+            }),
+            "metrics_addr"
+        );
+        assert_eq!(
+            err(Flags {
+                shutdown_timeout_ms: Some(0),
+                ..Flags::default()
+            }),
+            "shutdown_timeout_ms"
+        );
     }
 }

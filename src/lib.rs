@@ -29,6 +29,8 @@ pub mod embedded;
 pub mod engine;
 pub mod http;
 pub mod loadgen;
+pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod rng;
 pub mod server;

@@ -14,15 +14,17 @@ pub use error::ApiError;
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::auth::{Keys, Principal};
 use crate::config::{Config, KmsConfig, Limits};
 use crate::engine::{
     self, Caller, Command, EngineError, Order, Reply, SecretKey, ThreadEntry, ThreadPage,
 };
-use crate::http::router::{self, Route};
+use crate::http::router::{self, Route, RouteError};
 use crate::http::{Request, Response};
+use crate::logging;
+use crate::metrics;
 use crate::model::{ThreadId, UserId};
 use crate::shard::{ShardId, mesh::Mesh, shard_for};
 use cors::Cors;
@@ -86,24 +88,78 @@ impl Api {
 
     pub async fn handle(&self, request: &Request) -> Handled {
         crate::shard::requests::record();
-        let response = match self.dispatch(request).await {
+        let started = Instant::now();
+        let routed = router::route(request.method, &request.path);
+        let route = metrics::route_name(&routed);
+        let response = match self.dispatch(request, routed).await {
             Ok(Handled::Response(response)) => response,
-            Ok(stream) => return stream,
+            Ok(stream) => {
+                // A live tail counts once, as started, with the time it
+                // took to validate; its lifetime is not a latency.
+                self.observe(request.method.as_str(), route, 200, started.elapsed());
+                return stream;
+            }
             Err(err) => err.into_response(),
         };
         // Names the core that accepted the connection: operators and tests
         // use it to see requests being routed across shards.
         let response =
             response.with_header("X-ProgressDB-Shard", self.mesh.local_shard().0.to_string());
+        self.observe(
+            request.method.as_str(),
+            route,
+            response.status,
+            started.elapsed(),
+        );
         Handled::Response(self.cors.decorate(request, response))
+    }
+
+    /// Counts a request in this core's metrics and writes its access log
+    /// line. Only bounded, non-secret values: no path, header or body.
+    pub fn observe(
+        &self,
+        method: &'static str,
+        route: &'static str,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        self.mesh.metrics().observe(route, status, elapsed);
+        logging::access(&[
+            ("method", &method),
+            ("route", &route),
+            ("status", &status),
+            ("duration_us", &elapsed.as_micros()),
+            ("shard", &self.mesh.local_shard().0),
+        ]);
+    }
+
+    /// The metrics listener (`--metrics-addr`): `GET /metrics` and
+    /// `/healthz` without a key, nothing else. Its requests are not counted,
+    /// so scrapes do not show up in what they measure.
+    pub async fn handle_metrics_port(&self, request: &Request) -> Response {
+        let answer = match router::route(request.method, &request.path) {
+            Ok(Route::Metrics) => self.metrics().await,
+            Ok(Route::Healthz) => Ok(json(200, br#"{"status":"ok"}"#.to_vec())),
+            Ok(_) | Err(RouteError::NotFound) | Err(RouteError::BadPath) => Err(ApiError::new(
+                404,
+                "not_found",
+                "this listener serves only GET /metrics and /healthz",
+            )),
+            Err(err) => Err(err.into()),
+        };
+        answer.unwrap_or_else(ApiError::into_response)
     }
 
     pub fn mesh(&self) -> &Rc<Mesh> {
         &self.mesh
     }
 
-    async fn dispatch(&self, request: &Request) -> Result<Handled, ApiError> {
-        let route = router::route(request.method, &request.path)?;
+    async fn dispatch(
+        &self,
+        request: &Request,
+        routed: Result<Route, RouteError>,
+    ) -> Result<Handled, ApiError> {
+        let route = routed?;
         match route {
             Route::Healthz => {
                 return Ok(Handled::Response(json(200, br#"{"status":"ok"}"#.to_vec())));
@@ -161,6 +217,7 @@ impl Api {
                     .map(Handled::Response);
             }
             Route::Stats => return self.stats().await.map(Handled::Response),
+            Route::Metrics => return self.metrics().await.map(Handled::Response),
             Route::Sign => return self.sign(request).map(Handled::Response),
             Route::RotateMasterKey => return self.rotate_master_key().await.map(Handled::Response),
             Route::CreateThread => {
@@ -326,7 +383,7 @@ impl Api {
         match self.mesh.call(owner, command).await? {
             Reply::Created(body) => Ok(Handled::Response(json(201, body))),
             Reply::Ok(body) => Ok(Handled::Response(json(200, body))),
-            Reply::Threads(_) | Reply::Events { .. } => {
+            Reply::Threads(_) | Reply::Events { .. } | Reply::Metrics(_) => {
                 Err(EngineError::Storage("unexpected reply".into()).into())
             }
         }
@@ -437,6 +494,23 @@ impl Api {
         }
         body.extend_from_slice(b"]}");
         Ok(json(200, body))
+    }
+
+    /// Every shard's counters in the Prometheus text format, each series
+    /// labelled with its shard.
+    async fn metrics(&self) -> Result<Response, ApiError> {
+        let mut samples = Vec::with_capacity(self.mesh.shard_count());
+        for reply in self.ask_every_shard(|| Command::Metrics).await? {
+            let Reply::Metrics(sample) = reply else {
+                return Err(EngineError::Storage("unexpected reply to metrics".into()).into());
+            };
+            samples.push(*sample);
+        }
+        Ok(Response {
+            status: 200,
+            headers: vec![("Content-Type", metrics::CONTENT_TYPE.to_owned())],
+            body: metrics::render(&samples).into_bytes(),
+        })
     }
 
     /// Asks every shard for its part of the author's threads, then merges.

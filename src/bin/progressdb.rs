@@ -3,8 +3,10 @@
 use clap::Parser;
 use clap::error::ErrorKind;
 use progressdb::config::{Config, Flags, flag_error_line};
+use progressdb::logging;
 
 /// Exit status for a configuration error (flag, environment or file).
+/// Such errors are one plain line: logging is not configured yet.
 const EXIT_CONFIG: i32 = 2;
 
 fn main() {
@@ -33,7 +35,7 @@ fn main() {
         return;
     }
     if let Err(err) = progressdb::server::run(config) {
-        eprintln!("progressdb: {err}");
+        logging::error("cannot run", &[("error", &err)]);
         std::process::exit(1);
     }
 }

@@ -123,6 +123,8 @@ pub enum Command {
     ListAllThreads(AllThreadsPage),
     /// One shard's counters.
     Stats,
+    /// One shard's part of a Prometheus scrape.
+    Metrics,
     /// Adds a rotated master key to a shard's keyring.
     AddMasterKey {
         id: u32,
@@ -231,6 +233,8 @@ pub enum Reply {
         events: Vec<StreamEvent>,
         more: bool,
     },
+    /// A shard's answer to `Command::Metrics`.
+    Metrics(Box<crate::metrics::ShardSample>),
 }
 
 /// One thread of a shard's part of a listing.
@@ -267,7 +271,7 @@ impl Command {
     /// The thread whose owner executes this command.
     ///
     /// # Panics
-    /// For listings and `Stats`, which are sent to every shard instead.
+    /// For listings, `Stats` and `Metrics`, which are sent to every shard instead.
     pub fn thread(&self) -> &ThreadId {
         match self {
             Command::CreateThread { id, .. }
@@ -290,6 +294,7 @@ impl Command {
             Command::ListThreads(_)
             | Command::ListAllThreads(_)
             | Command::Stats
+            | Command::Metrics
             | Command::AddMasterKey { .. } => {
                 panic!("sent to every shard, not to one owner")
             }

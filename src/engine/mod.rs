@@ -233,7 +233,10 @@ impl Engine {
                 Err(err) => Err(format!("store sync failed: {err}")),
             };
             if let Err(why) = removed {
-                eprintln!("progressdb: {}: checkpoint failed: {why}", self.shard);
+                crate::logging::warn(
+                    "checkpoint failed",
+                    &[("shard", &self.shard.0), ("error", &why)],
+                );
             }
         }
     }
@@ -249,9 +252,9 @@ impl Engine {
             .map_err(|err| EngineError::WritesUnavailable(err.to_string()))?;
         if let Err(err) = self.store.apply(lsn, &ops) {
             let why = format!("applying LSN {} failed: {err}", lsn.0);
-            eprintln!(
-                "progressdb: {}: {why}; refusing writes until restart",
-                self.shard
+            crate::logging::error(
+                "store apply failed; refusing writes until restart",
+                &[("shard", &self.shard.0), ("error", &why)],
             );
             *self.write_failure.borrow_mut() = Some(why.clone());
             return Err(EngineError::WritesUnavailable(why));
@@ -310,6 +313,22 @@ impl Engine {
 
     pub fn persist(&self) -> Result<(), StoreError> {
         self.store.persist()
+    }
+
+    /// Writes out every logged record, whatever the durability mode, so a
+    /// clean shutdown leaves nothing acknowledged only in memory.
+    pub async fn flush_wal(&self) -> Result<(), crate::wal::WalError> {
+        self.wal.flush_all().await
+    }
+
+    /// The storage part of this shard's metrics: log and fjall counters.
+    pub fn metrics_sample(&self) -> crate::metrics::ShardSample {
+        crate::metrics::ShardSample {
+            shard: self.shard.0,
+            wal: self.wal.stats(),
+            store: self.store.metrics(),
+            ..crate::metrics::ShardSample::default()
+        }
     }
 
     /// A timestamp greater than both `floor` and anything this shard issued.
@@ -434,6 +453,9 @@ impl Engine {
                 &page,
                 &|record| self.open_thread_record(record),
             )?)),
+            // The mesh answers this itself with the core's counters added;
+            // run here directly, the shard reports what the engine knows.
+            Command::Metrics => Executed::read(Reply::Metrics(Box::new(self.metrics_sample()))),
             Command::ListThreads(page) => {
                 let reveal = self.revealer(Engine::reveal_thread_json);
                 Executed::read(Reply::Threads(page::threads(

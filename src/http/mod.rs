@@ -29,6 +29,22 @@ pub enum Method {
     Other,
 }
 
+impl Method {
+    /// The method's name for logs; `OTHER` for any we do not serve, so a
+    /// client cannot put arbitrary text into a log line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Other => "OTHER",
+        }
+    }
+}
+
 /// One fully framed request. The body is already de-chunked.
 #[derive(Debug, Clone)]
 pub struct Request {

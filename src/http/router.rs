@@ -32,6 +32,8 @@ pub enum Route {
     SeedListMessages(String),
     /// `GET /admin/v1/stats`: per-shard counters.
     Stats,
+    /// `GET /metrics`: Prometheus metrics of every shard.
+    Metrics,
     /// `POST /backend/v1/sign`: a user's signature for frontend keys.
     Sign,
     /// `POST /admin/v1/kms/rotate`: a new master key for new thread keys.
@@ -68,6 +70,7 @@ impl Route {
             | Route::Options(_)
             | Route::Viewer(_) => None,
             Route::Stats
+            | Route::Metrics
             | Route::RotateMasterKey
             | Route::AdminListThreads
             | Route::AdminGetThread(_)
@@ -111,6 +114,7 @@ enum Resource {
     SeedMessages,
     SeedThreadMessages,
     Stats,
+    Metrics,
     Sign,
     Rotate,
     AdminThreads,
@@ -133,6 +137,7 @@ impl Resource {
             | Resource::Docs
             | Resource::SeedThreadMessages
             | Resource::Stats
+            | Resource::Metrics
             | Resource::AdminThreads
             | Resource::AdminThread
             | Resource::AdminMessages
@@ -196,6 +201,7 @@ const PATHS: &[(&str, Resource)] = &[
     ("/v1/threads/{id}/messages", Resource::SeedThreadMessages),
     ("/admin/v1/stats", Resource::Stats),
     ("/admin/v1/kms/rotate", Resource::Rotate),
+    ("/metrics", Resource::Metrics),
     ("/admin/v1/threads", Resource::AdminThreads),
     ("/admin/v1/threads/{id}", Resource::AdminThread),
     ("/admin/v1/threads/{id}/messages", Resource::AdminMessages),
@@ -278,6 +284,7 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
         (Resource::SeedMessages, Method::Post) => Route::SeedPostMessage,
         (Resource::SeedThreadMessages, Method::Get) => Route::SeedListMessages(param()),
         (Resource::Stats, Method::Get) => Route::Stats,
+        (Resource::Metrics, Method::Get) => Route::Metrics,
         (Resource::Sign, Method::Post) => Route::Sign,
         (Resource::Rotate, Method::Post) => Route::RotateMasterKey,
         (Resource::AdminThreads, Method::Get) => Route::AdminListThreads,
@@ -376,6 +383,7 @@ mod tests {
                 Route::DeleteMessage("t1".into(), "m1".into()),
             ),
             (Method::Post, "/v1/messages", Route::SeedPostMessage),
+            (Method::Get, "/metrics", Route::Metrics),
             (
                 Method::Get,
                 "/v1/threads/general/messages",

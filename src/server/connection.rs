@@ -6,6 +6,10 @@
 //! holds more than one incomplete request (the parser rejects oversized
 //! heads and bodies), and we stop reading while a response cannot be
 //! written.
+//!
+//! When the shard drains for shutdown, a connection idle between requests
+//! closes at once; one in the middle of a request finishes it and answers
+//! with `Connection: close`.
 
 use std::cell::Cell;
 use std::io::ErrorKind;
@@ -15,9 +19,11 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use super::drain::Drain;
 use super::live_tail;
 use crate::api::{Api, ApiError, Handled};
 use crate::http::{self, HeadLimits, Method, Parse, Response};
+use crate::metrics::ROUTE_INVALID;
 
 /// Bytes requested from the socket per read.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -34,6 +40,17 @@ pub struct ConnectionSettings {
     /// trickling a request byte by byte (slowloris) is cut off here even
     /// though it is never silent for `idle_timeout`.
     pub request_timeout: Duration,
+    /// This core's shutdown notice.
+    pub drain: Drain,
+}
+
+/// Which listener a connection came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The API port: every route, keys checked.
+    Api,
+    /// `--metrics-addr`: only `/metrics` and `/healthz`, without a key.
+    Metrics,
 }
 
 /// Counts a shard's open connections; the guard gives the slot back on drop.
@@ -69,7 +86,12 @@ pub async fn refuse(mut stream: TcpStream) {
     let _ = stream.close().await;
 }
 
-pub async fn serve(mut stream: TcpStream, api: Rc<Api>, settings: Rc<ConnectionSettings>) {
+pub async fn serve(
+    mut stream: TcpStream,
+    api: Rc<Api>,
+    settings: Rc<ConnectionSettings>,
+    listener: Listener,
+) {
     // Latency matters more than packet count for small JSON responses.
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(settings.idle_timeout));
@@ -86,7 +108,11 @@ pub async fn serve(mut stream: TcpStream, api: Rc<Api>, settings: Rc<ConnectionS
                 continue_sent = false;
                 // Bytes of a pipelined request may already be here.
                 request_started = (!input.is_empty()).then(Instant::now);
-                let response = match api.handle(&request).await {
+                let handled = match listener {
+                    Listener::Api => api.handle(&request).await,
+                    Listener::Metrics => Handled::Response(api.handle_metrics_port(&request).await),
+                };
+                let response = match handled {
                     Handled::Response(response) => response,
                     Handled::Stream(tail) => {
                         // Answers already buffered for pipelined requests go first.
@@ -94,9 +120,16 @@ pub async fn serve(mut stream: TcpStream, api: Rc<Api>, settings: Rc<ConnectionS
                             return;
                         }
                         output.clear();
-                        if let Err(err) =
-                            live_tail::serve(&mut stream, api.mesh().clone(), tail).await
-                        {
+                        // A live tail never ends by itself: shutdown ends it.
+                        let served = futures_lite::future::or(
+                            live_tail::serve(&mut stream, api.mesh().clone(), tail),
+                            async {
+                                settings.drain.wait().await;
+                                Ok(())
+                            },
+                        )
+                        .await;
+                        if let Err(err) = served {
                             err.into_response().write_to(&mut output, false, false);
                             let _ = stream.write_all(&output).await;
                         }
@@ -105,8 +138,9 @@ pub async fn serve(mut stream: TcpStream, api: Rc<Api>, settings: Rc<ConnectionS
                     }
                 };
                 let head_only = request.method == Method::Head;
-                response.write_to(&mut output, request.keep_alive, head_only);
-                if !request.keep_alive {
+                let keep_alive = request.keep_alive && !settings.drain.is_draining();
+                response.write_to(&mut output, keep_alive, head_only);
+                if !keep_alive {
                     let _ = stream.write_all(&output).await;
                     let _ = stream.close().await;
                     return;
@@ -133,8 +167,23 @@ pub async fn serve(mut stream: TcpStream, api: Rc<Api>, settings: Rc<ConnectionS
                 input.resize(start + READ_CHUNK_BYTES, 0);
                 let read = match request_started {
                     // Between requests only the idle timeout (set on the
-                    // socket) applies.
-                    None => stream.read(&mut input[start..]).await,
+                    // socket) applies, and shutdown closes the connection.
+                    None => {
+                        let buffer = &mut input[start..];
+                        let stream = &mut stream;
+                        let read = futures_lite::future::or(
+                            async move { Some(stream.read(buffer).await) },
+                            async {
+                                settings.drain.wait().await;
+                                None
+                            },
+                        )
+                        .await;
+                        match read {
+                            Some(read) => read,
+                            None => return,
+                        }
+                    }
                     Some(started) => {
                         let left = settings.request_timeout.saturating_sub(started.elapsed());
                         let buffer = &mut input[start..];
@@ -167,6 +216,7 @@ pub async fn serve(mut stream: TcpStream, api: Rc<Api>, settings: Rc<ConnectionS
                                 "request_timeout",
                                 "the request was not completed in time",
                             );
+                            observe_invalid(&api, listener, 408, request_started);
                             response.write_to(&mut output, false, false);
                             let _ = stream.write_all(&output).await;
                         }
@@ -176,13 +226,21 @@ pub async fn serve(mut stream: TcpStream, api: Rc<Api>, settings: Rc<ConnectionS
             }
             Parse::Error(err) => {
                 // Framing is lost: answer, then close.
-                ApiError::from(&err)
-                    .into_response()
-                    .write_to(&mut output, false, false);
+                let response = ApiError::from(&err).into_response();
+                observe_invalid(&api, listener, response.status, request_started);
+                response.write_to(&mut output, false, false);
                 let _ = stream.write_all(&output).await;
                 let _ = stream.close().await;
                 return;
             }
         }
+    }
+}
+
+/// Counts a request that could not be framed (no method or route is known).
+fn observe_invalid(api: &Api, listener: Listener, status: u16, started: Option<Instant>) {
+    if listener == Listener::Api {
+        let elapsed = started.map(|started| started.elapsed()).unwrap_or_default();
+        api.observe("-", ROUTE_INVALID, status, elapsed);
     }
 }

@@ -3,20 +3,24 @@
 //! `run` settles the shard count, starts one glommio executor per shard
 //! (pinned to distinct cores when there are enough), and on each: joins the
 //! cross-core mesh, opens that shard's store, binds the shared port with
-//! `SO_REUSEPORT` and serves connections. The calling thread waits for
-//! SIGINT/SIGTERM, then asks every shard to persist its store and stop.
+//! `SO_REUSEPORT` and serves connections; shard 0 also serves the optional
+//! metrics listener. The calling thread waits for SIGINT/SIGTERM, then every
+//! shard drains: it stops accepting, lets requests in flight finish (up to
+//! `--shutdown-timeout-ms`), waits until every shard has drained (a request
+//! on one core may still need another core's engine), flushes its WAL,
+//! syncs its store and stops. A second signal exits at once.
 
 mod connection;
 pub mod datadir;
+mod drain;
 mod live_tail;
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
@@ -28,20 +32,26 @@ use crate::config::KmsConfig;
 use crate::crypto::{ExternalKms, Keyring, Kms};
 use crate::engine::Engine;
 use crate::http::HeadLimits;
+use crate::logging;
 use crate::shard::{ShardId, mesh};
 use crate::wal::WalOptions;
 use crate::wal::recovery::RecoveryPolicy;
-use connection::{ConnectionSettings, ConnectionSlot};
+use connection::{ConnectionSettings, ConnectionSlot, Listener};
 
 /// Set once by the signal thread; every shard polls it.
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+/// Shards that have finished draining their connections.
+static DRAINED: AtomicUsize = AtomicUsize::new(0);
 const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
+/// How often a draining shard checks its connections and its peers.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 /// Smallest io_uring buffer glommio accepts per executor.
 const IO_MEMORY_MIN_BYTES: usize = 64 * 1024;
 
 /// Starts the server and blocks until it has shut down.
 pub fn run(config: Config) -> Result<(), String> {
+    logging::init(config.log_level, config.access_log);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shard_count = datadir::prepare(&config.db, config.shards, cores)?;
     let keys = resolve_keys(&config)?;
@@ -56,9 +66,18 @@ pub fn run(config: Config) -> Result<(), String> {
     // Port 0 must resolve to one port that every shard then shares, so it
     // is reserved here before the shards bind it with SO_REUSEPORT.
     let (addr, reservation) = reserve_port(config.addr)?;
+    let (metrics_addr, metrics_reservation) = match config.metrics_addr {
+        Some(wanted) => {
+            let (bound, reservation) = reserve_port(wanted)?;
+            (Some(bound), reservation)
+        }
+        None => (None, None),
+    };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mesh_handle = mesh::builder(shard_count);
     let db_display = config.db.display().to_string();
+    let durability = config.wal.durability.name();
+    let shutdown_timeout_ms = config.shutdown_timeout_ms;
     let config = Arc::new(config);
 
     // Shards are pinned only to the CPUs this process may use, so
@@ -87,11 +106,17 @@ pub fn run(config: Config) -> Result<(), String> {
             let ready_tx = ready_tx.clone();
             // Moved, never cloned, on the executor thread: see `mesh::builder`.
             async move {
-                if let Err(err) =
-                    run_shard(addr, config, keys, kms, mesh_handle, ready_tx.clone()).await
-                {
-                    let _ = ready_tx.send(Err(err));
+                let listen = Addresses {
+                    api: addr,
+                    metrics: metrics_addr,
+                };
+                let result =
+                    run_shard(listen, config, keys, kms, mesh_handle, ready_tx.clone()).await;
+                if let Err(err) = &result {
+                    // Read during start-up; afterwards the join below reports it.
+                    let _ = ready_tx.send(Err(err.clone()));
                 }
+                result
             }
         })
         .map_err(|err| format!("cannot start executors: {err}"))?;
@@ -104,36 +129,70 @@ pub fn run(config: Config) -> Result<(), String> {
         }
     }
     drop(reservation);
-    // Tests and scripts wait for this line to learn the bound port.
+    drop(metrics_reservation);
+    // Tests and scripts wait for this line to learn the bound port (the
+    // first address after "listening on"); fields follow as key=value.
+    let metrics_field = metrics_addr
+        .map(|metrics| format!(" metrics=http://{metrics}/metrics"))
+        .unwrap_or_default();
     println!(
-        "progressdb {} listening on http://{addr} shards={shard_count} data={db_display}",
+        "progressdb {} listening on http://{addr} shards={shard_count} durability={durability} data={db_display}{metrics_field}",
         env!("CARGO_PKG_VERSION"),
+    );
+    logging::info(
+        "started",
+        &[
+            ("addr", &addr),
+            ("shards", &shard_count),
+            ("durability", &durability),
+            ("data", &db_display),
+        ],
     );
 
     wait_for_signal(&signals);
+    logging::info(
+        "shutting down: draining requests in flight",
+        &[("timeout_ms", &shutdown_timeout_ms)],
+    );
     SHUTDOWN.store(true, Ordering::SeqCst);
     // A second signal ends the process at once.
     std::thread::spawn(move || {
         wait_for_signal(&signals);
+        logging::warn("second signal: exiting without draining", &[]);
         std::process::exit(130);
     });
     let mut clean = true;
     for result in handles.join_all() {
-        if let Err(err) = result {
-            eprintln!("progressdb: shard exited with error: {err}");
-            clean = false;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                logging::error("shard stopped with an error", &[("error", &err)]);
+                clean = false;
+            }
+            Err(err) => {
+                logging::error("shard panicked", &[("error", &err)]);
+                clean = false;
+            }
         }
     }
     if clean {
-        eprintln!("progressdb: stopped cleanly");
+        logging::info("stopped cleanly", &[]);
         Ok(())
     } else {
         Err("not every shard stopped cleanly".into())
     }
 }
 
+/// Where shards listen: the API port on every shard, the metrics port on
+/// shard 0 only.
+#[derive(Clone, Copy)]
+struct Addresses {
+    api: SocketAddr,
+    metrics: Option<SocketAddr>,
+}
+
 async fn run_shard(
-    addr: SocketAddr,
+    listen: Addresses,
     config: Arc<Config>,
     keys: Arc<Vec<String>>,
     kms: Option<Kms>,
@@ -163,8 +222,16 @@ async fn run_shard(
         )),
         &config,
     ));
+    let addr = listen.api;
     let listener = TcpListener::bind(addr)
         .map_err(|err| format!("{shard}: cannot listen on {addr}: {err}"))?;
+    let metrics_listener = match listen.metrics {
+        Some(metrics_addr) if shard.0 == 0 => Some(
+            TcpListener::bind(metrics_addr)
+                .map_err(|err| format!("{shard}: cannot listen on {metrics_addr}: {err}"))?,
+        ),
+        _ => None,
+    };
     let settings = Rc::new(ConnectionSettings {
         head_limits: HeadLimits {
             head_bytes_max: config.limits.request_head_bytes_max,
@@ -173,47 +240,116 @@ async fn run_shard(
         },
         idle_timeout: Duration::from_millis(config.limits.idle_timeout_ms),
         request_timeout: Duration::from_millis(config.limits.request_timeout_ms),
+        drain: drain::Drain::default(),
     });
     let _ = ready.send(Ok(()));
+    logging::debug(
+        "shard ready",
+        &[
+            ("shard", &shard.0),
+            ("dir", &datadir::shard_dir(&config.db, shard.0).display()),
+        ],
+    );
 
-    let open_connections = Rc::new(Cell::new(0usize));
+    let open_connections = api.mesh().metrics().open_connections.clone();
     let connections_max = config.limits.connections_per_shard_max;
-    let accept_loop = glommio::spawn_local(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok(stream) => stream,
-                // Out of descriptors or a connection reset before accept:
-                // back off briefly instead of spinning.
-                Err(_) => {
-                    glommio::timer::sleep(Duration::from_millis(5)).await;
-                    continue;
-                }
-            };
-            match ConnectionSlot::acquire(&open_connections, connections_max) {
-                Some(slot) => {
-                    let api = api.clone();
-                    let settings = settings.clone();
-                    glommio::spawn_local(async move {
-                        connection::serve(stream, api, settings).await;
-                        drop(slot);
-                    })
-                    .detach();
-                }
-                None => {
-                    glommio::spawn_local(connection::refuse(stream)).detach();
-                }
-            }
-        }
-    })
+    let accept_loop = glommio::spawn_local(accept(
+        listener,
+        Listener::Api,
+        api.clone(),
+        settings.clone(),
+        connections_max,
+    ))
     .detach();
+    let metrics_loop = metrics_listener.map(|listener| {
+        glommio::spawn_local(accept(
+            listener,
+            Listener::Metrics,
+            api.clone(),
+            settings.clone(),
+            connections_max,
+        ))
+        .detach()
+    });
 
     while !SHUTDOWN.load(Ordering::SeqCst) {
         glommio::timer::sleep(SHUTDOWN_POLL).await;
     }
+    // Dropping the listeners closes them: new connections are refused.
     accept_loop.cancel();
+    if let Some(metrics_loop) = metrics_loop {
+        metrics_loop.cancel();
+    }
+    settings.drain.start();
+    let deadline = Instant::now() + Duration::from_millis(config.shutdown_timeout_ms);
+    while open_connections.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(DRAIN_POLL).await;
+    }
+    if open_connections.get() > 0 {
+        logging::warn(
+            "shutdown timeout: closing connections with requests in flight",
+            &[
+                ("shard", &shard.0),
+                ("connections", &open_connections.get()),
+            ],
+        );
+    }
+    // Stay reachable over the mesh until every shard has drained: a request
+    // still running on another core may need this shard's engine.
+    DRAINED.fetch_add(1, Ordering::SeqCst);
+    let shard_count = api.mesh().shard_count();
+    while DRAINED.load(Ordering::SeqCst) < shard_count && Instant::now() < deadline {
+        glommio::timer::sleep(DRAIN_POLL).await;
+    }
+    engine
+        .flush_wal()
+        .await
+        .map_err(|err| format!("{shard}: cannot flush the WAL on shutdown: {err}"))?;
     engine
         .persist()
-        .map_err(|err| format!("{shard}: cannot persist on shutdown: {err}"))
+        .map_err(|err| format!("{shard}: cannot persist on shutdown: {err}"))?;
+    logging::debug("shard stopped", &[("shard", &shard.0)]);
+    Ok(())
+}
+
+/// Accepts connections until cancelled, each served on its own task while
+/// a per-shard slot is free, else answered 503.
+async fn accept(
+    listener: TcpListener,
+    kind: Listener,
+    api: Rc<Api>,
+    settings: Rc<ConnectionSettings>,
+    connections_max: usize,
+) {
+    let metrics = api.mesh().metrics();
+    let open_connections = metrics.open_connections.clone();
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            // Out of descriptors or a connection reset before accept:
+            // back off briefly instead of spinning.
+            Err(_) => {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        match ConnectionSlot::acquire(&open_connections, connections_max) {
+            Some(slot) => {
+                metrics.accepted.set(metrics.accepted.get() + 1);
+                let api = api.clone();
+                let settings = settings.clone();
+                glommio::spawn_local(async move {
+                    connection::serve(stream, api, settings, kind).await;
+                    drop(slot);
+                })
+                .detach();
+            }
+            None => {
+                metrics.refused.set(metrics.refused.get() + 1);
+                glommio::spawn_local(connection::refuse(stream)).detach();
+            }
+        }
+    }
 }
 
 /// Opens shard `shard` of the data directory `db`: its store, its WAL
@@ -231,7 +367,7 @@ pub(crate) fn open_shard(
     let dir = datadir::shard_dir(db, shard.0);
     let (engine, recovery_log) = Engine::open(shard, &dir, wal, policy, kms)?;
     for line in recovery_log {
-        eprintln!("progressdb: {line}");
+        logging::info("recovery", &[("shard", &shard.0), ("detail", &line)]);
     }
     Ok(engine)
 }

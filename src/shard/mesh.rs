@@ -17,7 +17,8 @@ use glommio::channels::local_channel::{self, LocalSender};
 
 use super::ShardId;
 use super::hub::{Hub, StreamEvent};
-use crate::engine::{Command, Engine, EngineError, Outcome, Published};
+use crate::engine::{Command, Engine, EngineError, Outcome, Published, Reply};
+use crate::metrics::{CoreMetrics, ShardSample};
 
 pub enum Envelope {
     Request {
@@ -65,6 +66,10 @@ pub struct Mesh {
     next_ticket: Cell<u64>,
     /// Commands this core sent to other cores, for stats.
     hops: Cell<u64>,
+    /// Commands from other cores being executed here now.
+    executing: Cell<u64>,
+    /// This core's HTTP and connection counters.
+    metrics: CoreMetrics,
 }
 
 impl Mesh {
@@ -83,6 +88,8 @@ impl Mesh {
             pending: RefCell::new(HashMap::new()),
             next_ticket: Cell::new(0),
             hops: Cell::new(0),
+            executing: Cell::new(0),
+            metrics: CoreMetrics::default(),
         });
         mesh.clone().spawn_receivers(receivers);
         mesh
@@ -104,7 +111,24 @@ impl Mesh {
         self.hops.get()
     }
 
-    /// Runs `command` on shard `target` and returns its outcome.
+    pub fn metrics(&self) -> &CoreMetrics {
+        &self.metrics
+    }
+
+    /// This core's whole part of a scrape: storage, mesh and HTTP counters.
+    fn metrics_sample(&self) -> ShardSample {
+        ShardSample {
+            routes: self.metrics.routes(),
+            connections_open: self.metrics.open_connections.get() as u64,
+            connections_accepted: self.metrics.accepted.get(),
+            connections_refused: self.metrics.refused.get(),
+            mesh_hops: self.hops.get(),
+            mesh_calls_waiting: self.pending.borrow().len() as u64,
+            mesh_requests_executing: self.executing.get(),
+            ..self.engine.metrics_sample()
+        }
+    }
+
     /// This core's live-tail subscribers.
     pub fn hub(&self) -> &Hub {
         &self.hub
@@ -113,6 +137,9 @@ impl Mesh {
     /// Runs a command on this core's engine and delivers the change it made
     /// to every core listening to its thread.
     async fn run_local(&self, command: Command) -> Outcome {
+        if let Command::Metrics = command {
+            return Ok(Reply::Metrics(Box::new(self.metrics_sample())));
+        }
         let (outcome, published) = self.engine.run(command).await;
         if let Some(published) = published {
             self.publish(published);
@@ -141,6 +168,7 @@ impl Mesh {
         }
     }
 
+    /// Runs `command` on shard `target` and returns its outcome.
     pub async fn call(&self, target: ShardId, command: Command) -> Outcome {
         if target == self.local_shard() {
             return self.run_local(command).await;
@@ -189,8 +217,12 @@ impl Mesh {
                 // each request gets a task and two cores replying to each
                 // other cannot deadlock.
                 let mesh = self.clone();
+                // A scrape does not count itself as load.
+                let counted = u64::from(!matches!(command, Command::Metrics));
+                mesh.executing.set(mesh.executing.get() + counted);
                 glommio::spawn_local(async move {
                     let outcome = mesh.run_local(command).await;
+                    mesh.executing.set(mesh.executing.get() - counted);
                     let _ = mesh
                         .senders
                         .send_to(peer, Envelope::Reply { ticket, outcome })

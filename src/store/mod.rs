@@ -485,6 +485,33 @@ impl Store {
         Ok(self.messages.len()? as u64)
     }
 
+    /// fjall's memtable and table counts, for metrics. These fjall calls
+    /// are marked experimental there, so they are read here only.
+    pub fn metrics(&self) -> crate::metrics::StoreSample {
+        let spaces = [
+            ("threads", &self.threads),
+            ("messages", &self.messages),
+            ("author_threads", &self.author_threads),
+            ("versions", &self.versions),
+            ("replies", &self.replies),
+            ("changes", &self.changes),
+            ("meta", &self.meta),
+        ];
+        crate::metrics::StoreSample {
+            memtable_bytes: self.db.write_buffer_size(),
+            sealed_memtables: spaces
+                .iter()
+                .map(|(_, space)| space.sealed_memtable_count() as u64)
+                .sum(),
+            tables: spaces
+                .iter()
+                .map(|(name, space)| (*name, space.table_count() as u64))
+                .collect(),
+            journals: self.db.journal_count() as u64,
+            applied_lsn: self.applied_lsn.get().0,
+        }
+    }
+
     /// Makes everything written so far survive power loss.
     pub fn persist(&self) -> StoreResult<()> {
         self.db.persist(fjall::PersistMode::SyncAll)?;

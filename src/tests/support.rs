@@ -21,6 +21,8 @@ pub struct Server {
     pub db: PathBuf,
     /// Everything the server wrote to stderr so far.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The stdout line announcing the listening address.
+    pub banner: String,
     /// Keeps the temporary directory alive for the server's lifetime.
     _dir: Option<tempfile::TempDir>,
 }
@@ -57,6 +59,7 @@ impl Server {
             addr: started.addr,
             db: db.to_path_buf(),
             log: started.log,
+            banner: started.banner,
             _dir: None,
         }
     }
@@ -75,6 +78,16 @@ impl Server {
         signal(child.id(), libc::SIGTERM);
         let status = child.wait().expect("wait");
         assert!(status.success(), "server exited with {status}");
+    }
+
+    /// Sends SIGTERM without waiting (see `wait_exit`).
+    pub fn terminate(&self) {
+        signal(self.pid(), libc::SIGTERM);
+    }
+
+    /// Waits for the process to exit by itself and returns its status.
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
+        self.child.take().expect("running").wait().expect("wait")
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -115,6 +128,7 @@ pub struct Started {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
+    pub banner: String,
 }
 
 /// Spawns the binary and waits for its "listening on" line. Returns the
@@ -173,7 +187,12 @@ pub fn spawn_program_and_wait(
                         .map_err(|err| format!("bad address {addr:?}: {err}"))?;
                     // Keep draining stdout so the server never blocks on it.
                     std::thread::spawn(move || while rx.recv().is_ok() {});
-                    return Ok(Started { child, addr, log });
+                    return Ok(Started {
+                        child,
+                        addr,
+                        log,
+                        banner: line,
+                    });
                 }
                 seen.push(line);
             }

@@ -99,7 +99,7 @@ pub struct SegmentInfo {
 }
 
 /// Counters for stats and benchmarks.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct WalStats {
     pub appends: u64,
     pub flushes: u64,
@@ -229,6 +229,14 @@ impl Wal {
         self.wait_flushed(lsn).await
     }
 
+    /// Waits until every record appended so far is flushed, whatever the
+    /// durability mode: a clean shutdown must not leave a `batch` or `none`
+    /// interval's records in memory.
+    pub async fn flush_all(&self) -> Result<(), WalError> {
+        let last = Lsn(self.next_lsn.get().0 - 1);
+        self.wait_flushed(last).await
+    }
+
     /// Waits until the flush holding `lsn` completed: written and, unless
     /// the mode is `none`, fdatasynced.
     pub async fn wait_flushed(&self, lsn: Lsn) -> Result<(), WalError> {
@@ -279,9 +287,9 @@ impl Wal {
                     self.wake(last, Ok(()));
                 }
                 Err(why) => {
-                    eprintln!(
-                        "progressdb: {}: {why}; refusing writes until restart",
-                        self.label
+                    crate::logging::error(
+                        "log write failed; refusing writes until restart",
+                        &[("shard", &self.label), ("error", &why)],
                     );
                     *self.poisoned.borrow_mut() = Some(why.clone());
                     self.wake(Lsn(u64::MAX), Err(WalError::Poisoned(why)));

@@ -1,0 +1,510 @@
+//! Prometheus metrics: the per-core counters and the text exposition.
+//!
+//! Each core owns one [`CoreMetrics`] (plain `Cell`/`RefCell`, touched only
+//! by that core's tasks), so recording a request costs a map lookup and a
+//! few increments with no cross-core traffic. A scrape sends
+//! `Command::Metrics` to every shard over the mesh; each answers with a
+//! [`ShardSample`] (plain data), and the scraping core renders them all
+//! with a `shard` label via [`render`].
+//!
+//! Labels are bounded: `route` is the route's name (never the raw path),
+//! `status` an HTTP status code, `keyspace` one of the store's keyspaces.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::http::router::{Route, RouteError};
+use crate::wal::WalStats;
+
+/// `Content-Type` of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Upper bounds of the latency histogram buckets, in microseconds
+/// (100 µs to 10 s); `+Inf` follows implicitly.
+pub const BUCKETS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// Route label of requests that matched no route (404, 405, bad path).
+pub const ROUTE_UNMATCHED: &str = "unmatched";
+/// Route label of requests that could not be framed (400, 408, 413, 431).
+pub const ROUTE_INVALID: &str = "invalid";
+
+/// The `route` label for a routing result.
+pub fn route_name(routed: &Result<Route, RouteError>) -> &'static str {
+    let Ok(route) = routed else {
+        return ROUTE_UNMATCHED;
+    };
+    match route {
+        Route::Healthz => "healthz",
+        Route::Readyz => "readyz",
+        Route::ListThreads => "list_threads",
+        Route::CreateThread => "create_thread",
+        Route::GetThread(_) => "get_thread",
+        Route::UpdateThread(_) => "update_thread",
+        Route::DeleteThread(_) => "delete_thread",
+        Route::ListMessages(_) => "list_messages",
+        Route::PostMessage(_) => "post_message",
+        Route::GetMessage(..) => "get_message",
+        Route::EditMessage(..) => "edit_message",
+        Route::DeleteMessage(..) => "delete_message",
+        Route::RestoreThread(_) => "restore_thread",
+        Route::ListVersions(..) => "list_versions",
+        Route::ListReplies(..) => "list_replies",
+        Route::React(..) => "react",
+        Route::Unreact(..) => "unreact",
+        Route::RestoreMessage(..) => "restore_message",
+        Route::StreamMessages(_) => "stream_messages",
+        Route::SeedPostMessage => "seed_post_message",
+        Route::SeedListMessages(_) => "seed_list_messages",
+        Route::Stats => "stats",
+        Route::Metrics => "metrics",
+        Route::Sign => "sign",
+        Route::RotateMasterKey => "rotate_master_key",
+        Route::Options(_) => "options",
+        Route::OpenApi => "openapi",
+        Route::Docs => "docs",
+        Route::Viewer(_) => "viewer",
+        Route::AdminListThreads => "admin_list_threads",
+        Route::AdminGetThread(_) => "admin_get_thread",
+        Route::AdminListMessages(_) => "admin_list_messages",
+        Route::AdminListVersions(..) => "admin_list_versions",
+        Route::AdminStreamMessages(_) => "admin_stream_messages",
+    }
+}
+
+/// Requests of one route on one core.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteSample {
+    /// Requests by status code.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Per-bucket (not cumulative) counts; the last is `+Inf`.
+    pub buckets: [u64; BUCKETS_US.len() + 1],
+    pub sum_us: u64,
+    pub count: u64,
+}
+
+impl RouteSample {
+    fn observe(&mut self, status: u16, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        *self.statuses.entry(status).or_insert(0) += 1;
+        let bucket = BUCKETS_US.partition_point(|&bound| bound < micros);
+        self.buckets[bucket] += 1;
+        self.sum_us = self.sum_us.saturating_add(micros);
+        self.count += 1;
+    }
+}
+
+/// One core's HTTP and connection counters. Never shared across cores.
+#[derive(Default)]
+pub struct CoreMetrics {
+    routes: RefCell<BTreeMap<&'static str, RouteSample>>,
+    /// Connections open on this core; also the per-shard connection limit's count.
+    pub open_connections: Rc<Cell<usize>>,
+    pub accepted: Cell<u64>,
+    /// Connections answered 503 at the per-shard limit.
+    pub refused: Cell<u64>,
+}
+
+impl CoreMetrics {
+    pub fn observe(&self, route: &'static str, status: u16, elapsed: Duration) {
+        self.routes
+            .borrow_mut()
+            .entry(route)
+            .or_default()
+            .observe(status, elapsed);
+    }
+
+    pub fn routes(&self) -> Vec<(&'static str, RouteSample)> {
+        self.routes
+            .borrow()
+            .iter()
+            .map(|(name, sample)| (*name, sample.clone()))
+            .collect()
+    }
+}
+
+/// fjall's view of one shard's store.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreSample {
+    /// Bytes in active and sealed memtables, over all keyspaces.
+    pub memtable_bytes: u64,
+    /// Sealed memtables waiting to be flushed to tables.
+    pub sealed_memtables: u64,
+    /// Tables (SST files) per keyspace.
+    pub tables: Vec<(&'static str, u64)>,
+    /// fjall journal files.
+    pub journals: u64,
+    pub applied_lsn: u64,
+}
+
+/// Everything one shard reports to a scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShardSample {
+    pub shard: usize,
+    pub routes: Vec<(&'static str, RouteSample)>,
+    pub connections_open: u64,
+    pub connections_accepted: u64,
+    pub connections_refused: u64,
+    /// Commands this core sent to other cores.
+    pub mesh_hops: u64,
+    /// Calls from this core to other cores still waiting for their reply.
+    pub mesh_calls_waiting: u64,
+    /// Commands from other cores this core is executing now.
+    pub mesh_requests_executing: u64,
+    pub wal: WalStats,
+    pub store: StoreSample,
+}
+
+/// Renders every shard's sample as one exposition, families in a fixed
+/// order, each with `# HELP` and `# TYPE` once.
+pub fn render(samples: &[ShardSample]) -> String {
+    let mut out = String::with_capacity(4096 + samples.len() * 4096);
+
+    family(
+        &mut out,
+        "progressdb_http_requests_total",
+        "counter",
+        "HTTP requests answered, by accepting shard, route and status.",
+    );
+    for sample in samples {
+        for (route, stats) in &sample.routes {
+            for (status, count) in &stats.statuses {
+                let _ = writeln!(
+                    out,
+                    "progressdb_http_requests_total{{shard=\"{}\",route=\"{route}\",status=\"{status}\"}} {count}",
+                    sample.shard
+                );
+            }
+        }
+    }
+
+    family(
+        &mut out,
+        "progressdb_http_request_duration_seconds",
+        "histogram",
+        "Time from a request being framed to its response being ready.",
+    );
+    for sample in samples {
+        for (route, stats) in &sample.routes {
+            let labels = format!("shard=\"{}\",route=\"{route}\"", sample.shard);
+            let mut cumulative = 0;
+            for (index, count) in stats.buckets.iter().enumerate() {
+                cumulative += count;
+                let le = match BUCKETS_US.get(index) {
+                    Some(bound) => seconds(*bound),
+                    None => "+Inf".to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "progressdb_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "progressdb_http_request_duration_seconds_sum{{{labels}}} {}",
+                seconds(stats.sum_us)
+            );
+            let _ = writeln!(
+                out,
+                "progressdb_http_request_duration_seconds_count{{{labels}}} {}",
+                stats.count
+            );
+        }
+    }
+
+    let per_shard: [ShardFamily; 18] = [
+        (
+            "progressdb_connections_open",
+            "gauge",
+            "Client connections open on the shard.",
+            |s| s.connections_open,
+        ),
+        (
+            "progressdb_connections_accepted_total",
+            "counter",
+            "Client connections the shard accepted.",
+            |s| s.connections_accepted,
+        ),
+        (
+            "progressdb_connections_refused_total",
+            "counter",
+            "Connections answered 503 at the per-shard connection limit.",
+            |s| s.connections_refused,
+        ),
+        (
+            "progressdb_mesh_hops_total",
+            "counter",
+            "Commands the shard sent to another core over the mesh.",
+            |s| s.mesh_hops,
+        ),
+        (
+            "progressdb_mesh_calls_waiting",
+            "gauge",
+            "Commands the shard sent to other cores that await their reply.",
+            |s| s.mesh_calls_waiting,
+        ),
+        (
+            "progressdb_mesh_requests_executing",
+            "gauge",
+            "Commands from other cores the shard is executing.",
+            |s| s.mesh_requests_executing,
+        ),
+        (
+            "progressdb_wal_appends_total",
+            "counter",
+            "Records appended to the shard's write-ahead log.",
+            |s| s.wal.appends,
+        ),
+        (
+            "progressdb_wal_flushes_total",
+            "counter",
+            "Group-commit writes of the shard's log.",
+            |s| s.wal.flushes,
+        ),
+        (
+            "progressdb_wal_fsyncs_total",
+            "counter",
+            "fdatasync calls on the shard's log.",
+            |s| s.wal.fsyncs,
+        ),
+        (
+            "progressdb_wal_records_flushed_total",
+            "counter",
+            "Records made durable by the shard's log flushes.",
+            |s| s.wal.records_flushed,
+        ),
+        (
+            "progressdb_wal_bytes_written_total",
+            "counter",
+            "Bytes written to the shard's log, padding included.",
+            |s| s.wal.bytes_written,
+        ),
+        (
+            "progressdb_wal_segments",
+            "gauge",
+            "Log segment files of the shard.",
+            |s| s.wal.segments,
+        ),
+        (
+            "progressdb_wal_durable_lsn",
+            "gauge",
+            "Highest log sequence number the shard has flushed.",
+            |s| s.wal.durable_lsn,
+        ),
+        (
+            "progressdb_store_applied_lsn",
+            "gauge",
+            "Highest log sequence number applied to the shard's store.",
+            |s| s.store.applied_lsn,
+        ),
+        (
+            "progressdb_store_memtable_bytes",
+            "gauge",
+            "Bytes in the shard's fjall memtables (active and sealed).",
+            |s| s.store.memtable_bytes,
+        ),
+        (
+            "progressdb_store_sealed_memtables",
+            "gauge",
+            "Sealed fjall memtables of the shard waiting to be flushed.",
+            |s| s.store.sealed_memtables,
+        ),
+        (
+            "progressdb_store_journals",
+            "gauge",
+            "fjall journal files of the shard.",
+            |s| s.store.journals,
+        ),
+        (
+            "progressdb_shard_up",
+            "gauge",
+            "1 for every shard that answered this scrape.",
+            |_| 1,
+        ),
+    ];
+    for (name, kind, help, value) in per_shard {
+        family(&mut out, name, kind, help);
+        for sample in samples {
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{}\"}} {}",
+                sample.shard,
+                value(sample)
+            );
+        }
+    }
+
+    family(
+        &mut out,
+        "progressdb_store_tables",
+        "gauge",
+        "fjall tables (SST files) per shard and keyspace.",
+    );
+    for sample in samples {
+        for (keyspace, count) in &sample.store.tables {
+            let _ = writeln!(
+                out,
+                "progressdb_store_tables{{shard=\"{}\",keyspace=\"{keyspace}\"}} {count}",
+                sample.shard
+            );
+        }
+    }
+    out
+}
+
+/// A per-shard family: name, type, help, and how to read it from a sample.
+type ShardFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ShardSample) -> u64,
+);
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Microseconds as seconds, exact and without float noise.
+fn seconds(micros: u64) -> String {
+    let (whole, frac) = (micros / 1_000_000, micros % 1_000_000);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{frac:06}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Method;
+    use crate::http::router;
+
+    fn line_value(text: &str, series: &str) -> Option<u64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn observations_land_in_the_right_bucket() {
+        let metrics = CoreMetrics::default();
+        metrics.observe("post_message", 201, Duration::from_micros(100));
+        metrics.observe("post_message", 201, Duration::from_micros(101));
+        metrics.observe("post_message", 400, Duration::from_secs(60));
+        let routes = metrics.routes();
+        assert_eq!(routes.len(), 1);
+        let (name, sample) = &routes[0];
+        assert_eq!(*name, "post_message");
+        assert_eq!(sample.count, 3);
+        assert_eq!(sample.statuses[&201], 2);
+        assert_eq!(sample.statuses[&400], 1);
+        // The bound is inclusive (`le`): 100 µs is in the first bucket.
+        assert_eq!(sample.buckets[0], 1);
+        assert_eq!(sample.buckets[1], 1);
+        assert_eq!(sample.buckets[BUCKETS_US.len()], 1, "+Inf");
+        assert_eq!(sample.sum_us, 60_000_201);
+    }
+
+    #[test]
+    fn render_sums_nothing_and_labels_every_shard() {
+        let metrics = CoreMetrics::default();
+        for micros in [50, 300, 300, 2_000_000] {
+            metrics.observe("create_thread", 201, Duration::from_micros(micros));
+        }
+        let shard0 = ShardSample {
+            shard: 0,
+            routes: metrics.routes(),
+            connections_open: 2,
+            wal: WalStats {
+                appends: 7,
+                ..WalStats::default()
+            },
+            store: StoreSample {
+                tables: vec![("messages", 3)],
+                ..StoreSample::default()
+            },
+            ..ShardSample::default()
+        };
+        let shard1 = ShardSample {
+            shard: 1,
+            mesh_hops: 5,
+            ..ShardSample::default()
+        };
+        let text = render(&[shard0, shard1]);
+        let series = |labels: &str| {
+            format!(
+                "progressdb_http_request_duration_seconds_bucket{{shard=\"0\",route=\"create_thread\",le=\"{labels}\"}}"
+            )
+        };
+        assert_eq!(line_value(&text, &series("0.0001")), Some(1));
+        assert_eq!(line_value(&text, &series("0.0005")), Some(3));
+        assert_eq!(line_value(&text, &series("2.5")), Some(4));
+        assert_eq!(line_value(&text, &series("+Inf")), Some(4));
+        assert_eq!(
+            line_value(
+                &text,
+                "progressdb_http_request_duration_seconds_count{shard=\"0\",route=\"create_thread\"}"
+            ),
+            Some(4)
+        );
+        assert!(text.contains(
+            "progressdb_http_request_duration_seconds_sum{shard=\"0\",route=\"create_thread\"} 2.00065\n"
+        ));
+        assert_eq!(
+            line_value(
+                &text,
+                "progressdb_http_requests_total{shard=\"0\",route=\"create_thread\",status=\"201\"}"
+            ),
+            Some(4)
+        );
+        assert_eq!(
+            line_value(&text, "progressdb_wal_appends_total{shard=\"0\"}"),
+            Some(7)
+        );
+        assert_eq!(
+            line_value(&text, "progressdb_mesh_hops_total{shard=\"1\"}"),
+            Some(5)
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                "progressdb_store_tables{shard=\"0\",keyspace=\"messages\"}"
+            ),
+            Some(3)
+        );
+        // Each family is declared exactly once, before its samples.
+        assert_eq!(
+            text.matches("# TYPE progressdb_connections_open gauge")
+                .count(),
+            1
+        );
+        for line in text.lines().filter(|line| !line.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').expect("series value");
+            assert!(series.starts_with("progressdb_"), "{line}");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn seconds_are_exact() {
+        assert_eq!(seconds(100), "0.0001");
+        assert_eq!(seconds(2_500), "0.0025");
+        assert_eq!(seconds(1_000_000), "1");
+        assert_eq!(seconds(10_250_000), "10.25");
+    }
+
+    #[test]
+    fn route_labels_never_carry_the_path() {
+        let routed = router::route(Method::Get, "/frontend/v1/threads/secret-id/messages");
+        assert_eq!(route_name(&routed), "list_messages");
+        let routed = router::route(Method::Get, "/no/such/place");
+        assert_eq!(route_name(&routed), ROUTE_UNMATCHED);
+        let routed = router::route(Method::Get, "/metrics");
+        assert_eq!(route_name(&routed), "metrics");
+    }
+}
