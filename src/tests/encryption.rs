@@ -145,7 +145,16 @@ fn no_plaintext_reaches_the_disk_but_the_api_returns_it() {
     let mut client = server.client();
     let id = write_marked(&mut client, "SECRETMARK42");
     assert_readable(&mut client, &id, "SECRETMARK42");
-    drop(client);
+    // The admin reads (viewer) open sealed fields too.
+    let mut admin = server.client();
+    admin.key = Some(ADMIN.into());
+    let listed = admin.get("/admin/v1/threads").expect(200);
+    assert_eq!(listed["data"][0]["title"], "TITLE_SECRETMARK42");
+    let page = admin
+        .get(&format!("/admin/v1/threads/{id}/messages?sort_by=ts_asc"))
+        .expect(200);
+    assert_eq!(page["data"][0]["body"]["text"], "NEW_SECRETMARK42");
+    drop((client, admin));
     server.stop();
     for marker in [
         "TITLE_SECRETMARK42",
