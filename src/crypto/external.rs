@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{CryptoError, Dek, WrappedKey, hex, unhex};
+use super::{CryptoError, Dek, WrappedKey, unhex};
 
 /// Bound on a KMS response; real answers are a few hundred bytes.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -85,7 +85,7 @@ impl ExternalKms {
     }
 
     pub fn wrap(&self, dek: &Dek) -> Result<WrappedKey, CryptoError> {
-        let reply = self.call("/wrap", &json!({ "plaintext": hex(&dek.0) }))?;
+        let reply = self.call("/wrap", &json!({ "plaintext": dek.expose_hex() }))?;
         let key_id = key_id_of(&reply)?;
         let ciphertext = reply["ciphertext"]
             .as_str()
@@ -106,9 +106,9 @@ impl ExternalKms {
             .as_str()
             .and_then(unhex)
             .ok_or_else(|| malformed("plaintext"))?;
-        Ok(Dek(plaintext
-            .try_into()
-            .map_err(|_| malformed("plaintext"))?))
+        Ok(Dek::from_key(
+            plaintext.try_into().map_err(|_| malformed("plaintext"))?,
+        ))
     }
 
     /// Asks the KMS to wrap new keys under a new master key; returns its id.

@@ -71,17 +71,34 @@ pub struct WrappedKey {
     pub wrapped: String,
 }
 
+// Hex is on the path of every sealed read and write, so it is a table
+// lookup per nibble rather than formatting or parsing per byte.
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)]);
+        out.push(DIGITS[usize::from(byte & 0x0f)]);
+    }
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
+    fn nibble(digit: u8) -> Option<u8> {
+        match digit {
+            b'0'..=b'9' => Some(digit - b'0'),
+            b'a'..=b'f' => Some(digit - b'a' + 10),
+            b'A'..=b'F' => Some(digit - b'A' + 10),
+            _ => None,
+        }
+    }
+    let digits = text.as_bytes();
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+    digits
+        .chunks_exact(2)
+        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
         .collect()
 }
 
@@ -93,13 +110,17 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
     Ok(bytes)
 }
 
+fn cipher(key: &[u8; KEY_BYTES]) -> Aes256Gcm {
+    Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key))
+}
+
 fn seal_with(
-    key: &[u8; KEY_BYTES],
+    cipher: &Aes256Gcm,
     nonce: &[u8; NONCE_BYTES],
     aad: &[u8],
     plaintext: &[u8],
 ) -> Vec<u8> {
-    Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key))
+    cipher
         .encrypt(
             Nonce::from_slice(nonce),
             Payload {
@@ -111,12 +132,12 @@ fn seal_with(
 }
 
 fn open_with(
-    key: &[u8; KEY_BYTES],
+    cipher: &Aes256Gcm,
     nonce: &[u8; NONCE_BYTES],
     aad: &[u8],
     ciphertext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key))
+    cipher
         .decrypt(
             Nonce::from_slice(nonce),
             Payload {
@@ -129,7 +150,11 @@ fn open_with(
 
 /// A thread's data-encryption key, unwrapped.
 #[derive(Clone)]
-pub struct Dek([u8; KEY_BYTES]);
+pub struct Dek {
+    key: [u8; KEY_BYTES],
+    /// The expanded key schedule, kept because a page opens many fields.
+    cipher: Aes256Gcm,
+}
 
 impl std::fmt::Debug for Dek {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -146,17 +171,24 @@ fn field_nonce(ts: u64, version: u32) -> [u8; NONCE_BYTES] {
 
 impl Dek {
     pub fn generate() -> Result<Dek, CryptoError> {
-        Ok(Dek(random_bytes()?))
+        Ok(Dek::from_key(random_bytes()?))
+    }
+
+    pub(crate) fn from_key(key: [u8; KEY_BYTES]) -> Dek {
+        Dek {
+            cipher: cipher(&key),
+            key,
+        }
     }
 
     /// A key received in hex (the external KMS's wire format).
     pub fn from_hex(text: &str) -> Option<Dek> {
-        Some(Dek(unhex(text)?.try_into().ok()?))
+        Some(Dek::from_key(unhex(text)?.try_into().ok()?))
     }
 
     /// The key in hex, for the KMS wire format only; never log it.
     pub fn expose_hex(&self) -> String {
-        hex(&self.0)
+        hex(&self.key)
     }
 
     /// Seals version `version` of the body of the message at `ts`.
@@ -173,7 +205,12 @@ impl Dek {
             "message versions stay below the title marker"
         );
         let aad = [thread.as_bytes(), b"\0", message.as_bytes()].concat();
-        hex(&seal_with(&self.0, &field_nonce(ts, version), &aad, body))
+        hex(&seal_with(
+            &self.cipher,
+            &field_nonce(ts, version),
+            &aad,
+            body,
+        ))
     }
 
     pub fn open_body(
@@ -186,14 +223,14 @@ impl Dek {
     ) -> Result<Vec<u8>, CryptoError> {
         let aad = [thread.as_bytes(), b"\0", message.as_bytes()].concat();
         let ciphertext = unhex(sealed).ok_or(CryptoError::Open)?;
-        open_with(&self.0, &field_nonce(ts, version), &aad, &ciphertext)
+        open_with(&self.cipher, &field_nonce(ts, version), &aad, &ciphertext)
     }
 
     /// Seals a thread title written at `updated_ts`.
     pub fn seal_title(&self, thread: &str, updated_ts: u64, title: &str) -> String {
         let aad = [thread.as_bytes(), b"\0title"].concat();
         hex(&seal_with(
-            &self.0,
+            &self.cipher,
             &field_nonce(updated_ts, TITLE_NONCE_MARK),
             &aad,
             title.as_bytes(),
@@ -209,7 +246,7 @@ impl Dek {
         let aad = [thread.as_bytes(), b"\0title"].concat();
         let ciphertext = unhex(sealed).ok_or(CryptoError::Open)?;
         let plain = open_with(
-            &self.0,
+            &self.cipher,
             &field_nonce(updated_ts, TITLE_NONCE_MARK),
             &aad,
             &ciphertext,
@@ -314,7 +351,7 @@ impl Keyring {
             let nonce: [u8; NONCE_BYTES] = bytes[..NONCE_BYTES]
                 .try_into()
                 .map_err(|_| CryptoError::Open)?;
-            let plain = open_with(key, &nonce, b"check", &bytes[NONCE_BYTES..]).map_err(|_| {
+            let plain = open_with(&cipher(key), &nonce, b"check", &bytes[NONCE_BYTES..]).map_err(|_| {
                 CryptoError::Setup(format!(
                     "master key {id} does not match the one this data directory was encrypted with; refusing to start"
                 ))
@@ -330,7 +367,7 @@ impl Keyring {
                 let nonce: [u8; NONCE_BYTES] = random_bytes()?;
                 let sealed = [
                     nonce.as_slice(),
-                    &seal_with(key, &nonce, b"check", CHECK_PLAINTEXT),
+                    &seal_with(&cipher(key), &nonce, b"check", CHECK_PLAINTEXT),
                 ]
                 .concat();
                 text.push_str(&format!("{id}:{}\n", hex(&sealed)));
@@ -385,7 +422,12 @@ impl Keyring {
     pub fn wrap(&self, dek: &Dek) -> Result<WrappedKey, CryptoError> {
         let key_id = self.newest_id();
         let nonce: [u8; NONCE_BYTES] = random_bytes()?;
-        let sealed = seal_with(self.key(key_id)?, &nonce, &key_id.to_be_bytes(), &dek.0);
+        let sealed = seal_with(
+            &cipher(self.key(key_id)?),
+            &nonce,
+            &key_id.to_be_bytes(),
+            &dek.key,
+        );
         Ok(WrappedKey {
             key_id,
             wrapped: hex(&[nonce.as_slice(), &sealed].concat()),
@@ -401,12 +443,14 @@ impl Keyring {
             .map_err(|_| CryptoError::Open)?;
         let key = self.key(wrapped.key_id)?;
         let plain = open_with(
-            key,
+            &cipher(key),
             &nonce,
             &wrapped.key_id.to_be_bytes(),
             &bytes[NONCE_BYTES..],
         )?;
-        Ok(Dek(plain.try_into().map_err(|_| CryptoError::Open)?))
+        Ok(Dek::from_key(
+            plain.try_into().map_err(|_| CryptoError::Open)?,
+        ))
     }
 }
 
@@ -446,7 +490,8 @@ const EXTERNAL_CHECK_FILE: &str = "external.check";
 pub fn check_external(kms: &ExternalKms, dir: &Path) -> Result<(), CryptoError> {
     use hmac::{Hmac, Mac};
     let digest = |dek: &Dek| {
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&dek.0).expect("any key length");
+        let mut mac =
+            <Hmac<sha2::Sha256> as Mac>::new_from_slice(&dek.key).expect("any key length");
         mac.update(CHECK_PLAINTEXT);
         hex(&mac.finalize().into_bytes())
     };
@@ -524,6 +569,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hex_round_trips_and_rejects_anything_but_digits() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(unhex(&hex(&bytes)).unwrap(), bytes);
+        assert_eq!(hex(&[0x0a, 0xff]), "0aff");
+        assert_eq!(unhex("0A"), Some(vec![10]));
+        for bad in ["0", "0g", "+f", " 1", "é0"] {
+            assert_eq!(unhex(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn bodies_and_titles_round_trip_and_are_bound_to_their_place() {
         let dek = Dek::generate().unwrap();
         let sealed = dek.seal_body("t", "m", 5, 1, b"{\"text\":\"secret\"}");
@@ -567,7 +623,7 @@ mod tests {
         let reopened = Keyring::open(&path, dir.path()).unwrap();
         for wrapped in [&old, &new] {
             let dek_again = reopened.unwrap(wrapped).unwrap();
-            assert_eq!(dek_again.0, dek.0);
+            assert_eq!(dek_again.key, dek.key);
         }
         // A different key for the same data directory is refused.
         let wrong = Keyring::single(&"ab".repeat(32)).unwrap();
@@ -578,6 +634,6 @@ mod tests {
             matches!(err, CryptoError::Setup(ref why) if why.contains("does not match")),
             "{err}"
         );
-        assert!(!format!("{keyring:?}{dek:?}").contains(&hex(&dek.0)));
+        assert!(!format!("{keyring:?}{dek:?}").contains(&hex(&dek.key)));
     }
 }

@@ -71,7 +71,7 @@ const CACHE_BYTES_PER_SHARD: u64 = 64 * 1024 * 1024;
 pub struct Sealing {
     kms: RefCell<Kms>,
     /// Unwrapped keys of recently used threads; cleared when full.
-    deks: RefCell<HashMap<String, Dek>>,
+    deks: RefCell<HashMap<String, Rc<Dek>>>,
 }
 
 /// Unwrapped thread keys kept per shard before the cache is cleared.
@@ -743,7 +743,7 @@ impl Engine {
             Some(sealing) => {
                 let dek = Dek::generate().map_err(sealing_error)?;
                 let wrapped = sealing.kms.borrow().wrap(&dek).map_err(sealing_error)?;
-                self.remember_dek(id.as_str(), dek);
+                self.remember_dek(id.as_str(), Rc::new(dek));
                 Some(wrapped)
             }
         };
@@ -763,7 +763,7 @@ impl Engine {
         })
     }
 
-    fn remember_dek(&self, thread: &str, dek: Dek) {
+    fn remember_dek(&self, thread: &str, dek: Rc<Dek>) {
         if let Some(sealing) = &self.sealing {
             let mut deks = sealing.deks.borrow_mut();
             if deks.len() >= DEK_CACHE_MAX {
@@ -778,7 +778,7 @@ impl Engine {
         &self,
         thread: &str,
         wrapped: Option<&crate::crypto::WrappedKey>,
-    ) -> Result<Option<Dek>, EngineError> {
+    ) -> Result<Option<Rc<Dek>>, EngineError> {
         let Some(sealing) = &self.sealing else {
             return Ok(None);
         };
@@ -792,11 +792,13 @@ impl Engine {
                 None => return Ok(None),
             },
         };
-        let dek = sealing
-            .kms
-            .borrow()
-            .unwrap(&wrapped)
-            .map_err(sealing_error)?;
+        let dek = Rc::new(
+            sealing
+                .kms
+                .borrow()
+                .unwrap(&wrapped)
+                .map_err(sealing_error)?,
+        );
         self.remember_dek(thread, dek.clone());
         Ok(Some(dek))
     }
