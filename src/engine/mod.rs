@@ -840,19 +840,23 @@ impl Engine {
 
     fn open_message(&self, message: &mut Message) -> Result<(), EngineError> {
         if let Some(sealed) = message.sealed_body.take() {
-            let dek = self.dek(&message.thread, None)?.ok_or_else(missing_key)?;
-            let body = dek
-                .open_body(
-                    &message.thread,
-                    &message.id,
-                    message.ts,
-                    message.version,
-                    &sealed,
-                )
-                .map_err(sealing_error)?;
-            message.body = raw_json(body)?;
+            message.body = self.open_body(message, message.version, &sealed)?;
         }
         Ok(())
+    }
+
+    /// Version `version` of `message`'s body, sealed as `sealed`.
+    fn open_body(
+        &self,
+        message: &Message,
+        version: u32,
+        sealed: &str,
+    ) -> Result<Box<serde_json::value::RawValue>, EngineError> {
+        let dek = self.dek(&message.thread, None)?.ok_or_else(missing_key)?;
+        let body = dek
+            .open_body(&message.thread, &message.id, message.ts, version, sealed)
+            .map_err(sealing_error)?;
+        raw_json(body)
     }
 
     /// Stored JSON of a message, opened for a client (only with encryption).
@@ -963,17 +967,7 @@ impl Engine {
         let mut versions = self.store.versions(&message.thread, message.ts)?;
         for version in &mut versions {
             if let Some(sealed) = version.sealed_body.take() {
-                let dek = self.dek(&message.thread, None)?.ok_or_else(missing_key)?;
-                let body = dek
-                    .open_body(
-                        &message.thread,
-                        &message.id,
-                        message.ts,
-                        version.version,
-                        &sealed,
-                    )
-                    .map_err(sealing_error)?;
-                version.body = raw_json(body)?;
+                version.body = self.open_body(message, version.version, &sealed)?;
             }
         }
         Ok(versions)

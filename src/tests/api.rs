@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Client, Server};
+use support::{Client, Server, ids};
 
 fn create_thread(client: &mut Client, title: &str) -> Value {
     client
@@ -24,15 +24,6 @@ fn post_message(client: &mut Client, thread: &str, body: Value) -> Value {
             &json!({ "body": body }).to_string(),
         )
         .expect(201)
-}
-
-fn ids(page: &Value) -> Vec<String> {
-    page["data"]
-        .as_array()
-        .expect("data array")
-        .iter()
-        .map(|item| item["id"].as_str().expect("id").to_string())
-        .collect()
 }
 
 #[test]

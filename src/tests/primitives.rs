@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
-use support::{Client, Server};
+use support::{Client, Server, ids};
 
 fn create_thread(client: &mut Client) -> String {
     client
@@ -28,15 +28,6 @@ fn post(client: &mut Client, thread: &str, body: Value) -> Value {
             &json!({ "body": body }).to_string(),
         )
         .expect(201)
-}
-
-fn ids(page: &Value) -> Vec<String> {
-    page["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]

@@ -11,6 +11,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+/// The `id`s of a list envelope's items, in order.
+pub fn ids(page: &serde_json::Value) -> Vec<String> {
+    page["data"]
+        .as_array()
+        .expect("data array")
+        .iter()
+        .map(|item| item["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
 pub const API_KEY: &str = "test-key-0123456789";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const IO_TIMEOUT: Duration = Duration::from_secs(20);

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{API_KEY, Client, Server};
+use support::{API_KEY, Client, Server, ids};
 
 const ADMIN: &str = "admin_key_0123456789";
 
@@ -50,15 +50,6 @@ fn post(client: &mut Client, thread: &str, text: &str) -> String {
         )
         .expect(201);
     message["id"].as_str().expect("message id").to_string()
-}
-
-fn ids(page: &Value) -> Vec<String> {
-    page["data"]
-        .as_array()
-        .expect("data array")
-        .iter()
-        .map(|item| item["id"].as_str().expect("id").to_string())
-        .collect()
 }
 
 #[test]
