@@ -84,22 +84,36 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    fn nibble(digit: u8) -> Option<u8> {
-        match digit {
-            b'0'..=b'9' => Some(digit - b'0'),
-            b'a'..=b'f' => Some(digit - b'a' + 10),
-            b'A'..=b'F' => Some(digit - b'A' + 10),
-            _ => None,
+    /// Each byte's digit value, or `INVALID`.
+    const INVALID: u8 = 0xff;
+    const VALUES: [u8; 256] = {
+        let mut values = [INVALID; 256];
+        let mut digit = 0;
+        while digit < 10 {
+            values[b'0' as usize + digit] = digit as u8;
+            digit += 1;
         }
-    }
+        let mut letter = 0;
+        while letter < 6 {
+            values[b'a' as usize + letter] = 10 + letter as u8;
+            values[b'A' as usize + letter] = 10 + letter as u8;
+            letter += 1;
+        }
+        values
+    };
     let digits = text.as_bytes();
     if !digits.len().is_multiple_of(2) {
         return None;
     }
-    digits
-        .chunks_exact(2)
-        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
-        .collect()
+    let mut bytes = Vec::with_capacity(digits.len() / 2);
+    let mut invalid = 0;
+    for pair in digits.chunks_exact(2) {
+        let (high, low) = (VALUES[usize::from(pair[0])], VALUES[usize::from(pair[1])]);
+        // Checked once at the end, so the loop has no early exit.
+        invalid |= (high | low) & 0xf0;
+        bytes.push(high << 4 | (low & 0x0f));
+    }
+    (invalid == 0).then_some(bytes)
 }
 
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {

@@ -27,7 +27,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::crypto::{CryptoError, Dek, Kms};
 use crate::model::Version;
-use crate::model::{Message, MessageId, Thread, ThreadId, ThreadRecord};
+use crate::model::{
+    Message, MessageId, SealedMessageRef, Thread, ThreadId, ThreadRecord, splice_opened_body,
+};
 use crate::shard::ShardId;
 use crate::shard::hub::StreamEvent;
 use crate::store::{Ops, Store, StoreError};
@@ -861,9 +863,22 @@ impl Engine {
 
     /// Stored JSON of a message, opened for a client (only with encryption).
     fn reveal_message_json(&self, json: &[u8]) -> Result<Vec<u8>, EngineError> {
+        let view: SealedMessageRef =
+            serde_json::from_slice(json).map_err(|err| EngineError::Storage(err.to_string()))?;
+        let Some(sealed) = view.sealed_body else {
+            return Ok(json.to_vec());
+        };
+        let dek = self.dek(&view.thread, None)?.ok_or_else(missing_key)?;
+        let body = dek
+            .open_body(&view.thread, &view.id, view.ts, view.version, &sealed)
+            .map_err(sealing_error)?;
+        if let Some(opened) = splice_opened_body(json, view.ts, &sealed, &body) {
+            return Ok(opened);
+        }
         let mut message: Message =
             serde_json::from_slice(json).map_err(|err| EngineError::Storage(err.to_string()))?;
-        self.open_message(&mut message)?;
+        message.body = raw_json(body)?;
+        message.sealed_body = None;
         Ok(to_json(&message))
     }
 

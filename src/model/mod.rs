@@ -142,3 +142,111 @@ pub struct Version {
 fn first_version() -> u32 {
     1
 }
+
+/// What opening a stored message's sealed body needs, borrowed from its
+/// JSON without building a [`Message`] (pages open many of them).
+#[derive(Deserialize)]
+pub struct SealedMessageRef<'a> {
+    #[serde(borrow)]
+    pub id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub thread: std::borrow::Cow<'a, str>,
+    pub ts: u64,
+    #[serde(default = "first_version")]
+    pub version: u32,
+    #[serde(borrow, default)]
+    pub sealed_body: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// A stored sealed message's JSON with `body` set to the opened `body` and
+/// `sealed_body` gone: the bytes serde would write for the opened
+/// [`Message`], made without parsing it. That works because serde writes a
+/// `Message` compactly and in field order, so `ts` is directly followed by
+/// `"body":null` and `sealed_body` is the last field; neither pattern can
+/// occur inside a string, whose quotes are escaped. `None` when `json` is
+/// not laid out that way; the caller then takes the parsing path.
+pub fn splice_opened_body(json: &[u8], ts: u64, sealed: &str, body: &[u8]) -> Option<Vec<u8>> {
+    let head = json.strip_suffix(format!(",\"sealed_body\":\"{sealed}\"}}").as_bytes())?;
+    let marker = format!(",\"ts\":{ts},\"body\":null");
+    // Compared only where a field starts: a comparison per byte would cost
+    // more than the rest of the splice.
+    let marker_at = (0..=head.len().checked_sub(marker.len())?)
+        .find(|&at| head[at] == b',' && head[at..].starts_with(marker.as_bytes()))?;
+    let null_at = marker_at + marker.len() - b"null".len();
+    // As `RawValue` does: surrounding whitespace is not part of the value.
+    let body = body.trim_ascii();
+    let mut out = Vec::with_capacity(head.len() + body.len());
+    out.extend_from_slice(&head[..null_at]);
+    out.extend_from_slice(body);
+    out.extend_from_slice(&head[null_at + b"null".len()..]);
+    out.push(b'}');
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).unwrap()
+    }
+
+    /// The opened message as serde renders it: what the splice must equal.
+    fn opened_by_parsing(stored: &[u8], body: &str) -> Vec<u8> {
+        let mut message: Message = serde_json::from_slice(stored).unwrap();
+        message.body = raw(body);
+        message.sealed_body = None;
+        serde_json::to_vec(&message).unwrap()
+    }
+
+    #[test]
+    fn splicing_an_opened_body_matches_parsing() {
+        // Strings that contain the splice's own patterns, escaped.
+        let tricky = r#"a","ts":5,"body":null,"sealed_body":"ab"}"#;
+        let mut message = Message {
+            id: "m1".into(),
+            thread: "t1".into(),
+            author: tricky.into(),
+            role: Some("user".into()),
+            ts: 5,
+            body: raw("null"),
+            reply_to: Some("m0".into()),
+            deleted: true,
+            updated_ts: Some(9),
+            version: 3,
+            edited_by: Some(tricky.into()),
+            reactions: BTreeMap::from([(tricky.to_string(), "👍".to_string())]),
+            reaction_counts: BTreeMap::from([("body".to_string(), 1)]),
+            sealed_body: Some("00ff".into()),
+        };
+        for body in [r#"{"text":"hi"}"#, r#" [1, "two"] "#, "7"] {
+            let stored = serde_json::to_vec(&message).unwrap();
+            let spliced = splice_opened_body(&stored, 5, "00ff", body.as_bytes())
+                .expect("the layout serde writes");
+            assert_eq!(
+                String::from_utf8(spliced).unwrap(),
+                String::from_utf8(opened_by_parsing(&stored, body)).unwrap()
+            );
+            let view: SealedMessageRef = serde_json::from_slice(&stored).unwrap();
+            assert_eq!((view.id.as_ref(), view.ts, view.version), ("m1", 5, 3));
+            assert_eq!(view.sealed_body.as_deref(), Some("00ff"));
+        }
+        // The smallest message: no optional fields.
+        message.role = None;
+        message.reply_to = None;
+        message.deleted = false;
+        message.updated_ts = None;
+        message.edited_by = None;
+        message.reactions.clear();
+        message.reaction_counts.clear();
+        let stored = serde_json::to_vec(&message).unwrap();
+        assert_eq!(
+            splice_opened_body(&stored, 5, "00ff", b"1").unwrap(),
+            opened_by_parsing(&stored, "1")
+        );
+        // Anything else is refused, not guessed at.
+        assert_eq!(splice_opened_body(&stored, 6, "00ff", b"1"), None);
+        assert_eq!(splice_opened_body(&stored, 5, "00fe", b"1"), None);
+        assert_eq!(splice_opened_body(b"{}", 5, "00ff", b"1"), None);
+    }
+}
