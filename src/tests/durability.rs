@@ -207,7 +207,7 @@ fn torn_tail_is_truncated_and_earlier_records_survive() {
 
     let server = Server::start_on(&db, &["--shards", "1"]);
     assert_eq!(ids_of(&server), ids[..9].to_vec());
-    let log = server.log.lock().unwrap().join("\n");
+    let log = support::log_with(&server.log, "torn tail at offset");
     assert!(
         log.contains("shard-0: WAL segment") && log.contains("torn tail at offset"),
         "{log}"
@@ -257,7 +257,7 @@ fn corruption_in_the_middle_refuses_to_start_unless_truncation_is_asked() {
 
     let server = Server::start_on(&db, &["--wal-recovery", "truncate"]);
     assert_eq!(ids_of(&server), ids[..3].to_vec());
-    let log = server.log.lock().unwrap().join("\n");
+    let log = support::log_with(&server.log, "truncating at offset");
     assert!(log.contains("truncating at offset 12288"), "{log}");
 }
 
@@ -307,7 +307,7 @@ fn a_failed_fsync_poisons_writes_but_reads_keep_working() {
         acked[..],
         "reads keep working and show every acknowledged write"
     );
-    let log = started.log.lock().unwrap().join("\n");
+    let log = support::log_with(&started.log, "refusing writes until restart");
     assert!(log.contains("refusing writes until restart"), "{log}");
     let _ = child.kill();
     let _ = child.wait();

@@ -144,6 +144,20 @@ pub struct Started {
 /// Spawns the binary and waits for its "listening on" line. Returns the
 /// child, its bound address and its stderr (kept up to date), or
 /// everything it printed if it failed.
+/// The server's stderr so far, once it holds `needle` or after a few
+/// seconds: it is read on another thread, so a line the server wrote just
+/// before answering may not have arrived yet.
+pub fn log_with(log: &Mutex<Vec<String>>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = log.lock().unwrap().join("\n");
+        if text.contains(needle) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn spawn_and_wait(args: &[String], env: &[(&str, &str)]) -> Result<Started, String> {
     spawn_program_and_wait(Path::new(env!("CARGO_BIN_EXE_progressdb")), args, env)
 }
