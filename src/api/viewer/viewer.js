@@ -10,6 +10,9 @@ const STATS_EVERY_MS = 5000;
 const state = {
   key: null,
   threadsCursor: null,
+  // Bumped by every thread search, so an answer that arrives after a newer
+  // search was started is dropped instead of replacing its results.
+  threadsSearch: 0,
   thread: null, // the open thread's id
   messagesCursor: null,
   live: null, // AbortController of the open live tail
@@ -179,6 +182,7 @@ function searchParams(cursor) {
 
 async function searchThreads(more) {
   const cursor = more ? state.threadsCursor : null;
+  const search = ++state.threadsSearch;
   let page;
   try {
     page = await api("/admin/v1/threads", searchParams(cursor));
@@ -186,6 +190,7 @@ async function searchThreads(more) {
     setStatus(`Threads: ${err.message}`, true);
     return;
   }
+  if (search !== state.threadsSearch) return;
   const items = page.data.map((thread) => {
     const button = el(
       "button",

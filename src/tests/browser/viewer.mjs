@@ -56,11 +56,17 @@ try {
   await page.fill("#search-text", spec.search_prefix);
   await page.click("#search-button");
   const threadItem = page.locator(`.thread-item[data-thread="${threadId}"]`);
+  // The list first shows every thread (loaded on connect); wait for the
+  // search's answer to replace it.
+  const searched = await page
+    .waitForFunction(
+      (expected) => document.querySelectorAll(".thread-item").length === expected,
+      spec.threads_matching_prefix,
+      { timeout: 5_000 },
+    )
+    .then(() => true, () => false);
+  check(searched, `the id prefix search lists exactly ${spec.threads_matching_prefix} thread(s)`);
   await threadItem.waitFor();
-  check(
-    (await page.locator(".thread-item").count()) === spec.threads_matching_prefix,
-    `the id prefix search lists exactly ${spec.threads_matching_prefix} thread(s)`,
-  );
   const deletedThread = page.locator(`.thread-item[data-thread="${spec.deleted_thread}"]`);
   check(await deletedThread.evaluate((node) => node.classList.contains("deleted")), "a deleted thread is greyed");
 
