@@ -927,6 +927,13 @@ impl Config {
         if self.signing_keys.is_empty() {
             out.push_str("# signing_keys: none set; the backend keys sign user ids.\n");
         }
+        if matches!(self.encryption, Some(KmsConfig::External { .. }))
+            && std::env::var_os("PROGRESSDB_KMS_TOKEN").is_some()
+        {
+            out.push_str(
+                "# The external KMS token comes from PROGRESSDB_KMS_TOKEN (***(masked)).\n",
+            );
+        }
         if self.encryption.is_some() && std::env::var_os("PROGRESSDB_KMS_MASTER_KEY").is_some() {
             out.push_str(
                 "# The KMS master key comes from PROGRESSDB_KMS_MASTER_KEY (***(masked)).\n",

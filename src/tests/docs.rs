@@ -169,6 +169,19 @@ fn print_config_masks_secrets_and_shows_precedence() {
     assert_eq!(list("signing_keys"), ["***(masked)"]);
     // Printing is all it did: no server, so no data directory.
     assert!(!db.exists(), "--print-config started the server");
+
+    // The external KMS's token is named, never shown.
+    let output = binary()
+        .args(["--print-config", "--encryption", "--kms", "external"])
+        .args(["--kms-url", "http://127.0.0.1:7070"])
+        .env("PROGRESSDB_KMS_TOKEN", "kms-token-do-not-print")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let printed = stdout(&output);
+    assert!(printed.contains("kms = \"external\""), "{printed}");
+    assert!(printed.contains("PROGRESSDB_KMS_TOKEN"), "{printed}");
+    assert!(!printed.contains("kms-token-do-not-print"), "{printed}");
 }
 
 /// Runs the binary, expecting exit 2 and exactly one stderr line naming `key`.
