@@ -34,6 +34,11 @@ struct Flags {
     /// comes from PROGRESSDB_KMS_TOKEN.
     #[arg(long, value_name = "FILE")]
     key_file: PathBuf,
+
+    /// Answer every request only after this many milliseconds, to see how
+    /// a server copes with a slow KMS.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    delay_ms: u64,
 }
 
 struct Kms {
@@ -41,6 +46,7 @@ struct Kms {
     keyring: Mutex<Keyring>,
     key_file: PathBuf,
     token: Option<String>,
+    delay: Duration,
 }
 
 fn main() {
@@ -64,6 +70,7 @@ fn main() {
         keyring: Mutex::new(keyring),
         key_file: flags.key_file,
         token: std::env::var("PROGRESSDB_KMS_TOKEN").ok(),
+        delay: Duration::from_millis(flags.delay_ms),
     });
     // Tests wait for this line to learn the port.
     println!("progressdb-kms listening on http://{addr}");
@@ -80,6 +87,7 @@ fn main() {
 fn serve(kms: &Kms, mut stream: TcpStream) -> std::io::Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    std::thread::sleep(kms.delay);
     let (status, body) = match read_request(&mut stream)? {
         Some(request) => answer(kms, &request),
         None => (400, json!({ "error": "bad_request" })),

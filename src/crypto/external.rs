@@ -12,8 +12,8 @@
 //!
 //! Calls are blocking with a timeout on every step. They happen only when a
 //! thread is created (wrap) and when a thread's key is not in the shard's
-//! key cache (unwrap), so the owning shard waits one loopback round trip
-//! at those points; everything else uses cached keys.
+//! key cache (unwrap); the engine makes them from glommio's blocking
+//! thread pool (`Engine::fetch_thread_key`) so the shard is not held up.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

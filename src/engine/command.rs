@@ -273,12 +273,19 @@ impl Command {
     /// # Panics
     /// For listings, `Stats` and `Metrics`, which are sent to every shard instead.
     pub fn thread(&self) -> &ThreadId {
+        self.single_thread()
+            .expect("sent to every shard, not to one owner")
+    }
+
+    /// The one thread this command is about; `None` for the commands sent
+    /// to every shard.
+    pub fn single_thread(&self) -> Option<&ThreadId> {
         match self {
             Command::CreateThread { id, .. }
             | Command::GetThread { id, .. }
             | Command::UpdateThread { id, .. }
             | Command::DeleteThread { id, .. }
-            | Command::RestoreThread { id, .. } => id,
+            | Command::RestoreThread { id, .. } => Some(id),
             Command::PostMessage { thread, .. }
             | Command::ListMessages { thread, .. }
             | Command::GetMessage { thread, .. }
@@ -290,14 +297,12 @@ impl Command {
             | Command::ChangesAfter { thread, .. }
             | Command::Unsubscribe { thread, .. }
             | Command::EditMessage { thread, .. }
-            | Command::DeleteMessage { thread, .. } => thread,
+            | Command::DeleteMessage { thread, .. } => Some(thread),
             Command::ListThreads(_)
             | Command::ListAllThreads(_)
             | Command::Stats
             | Command::Metrics
-            | Command::AddMasterKey { .. } => {
-                panic!("sent to every shard, not to one owner")
-            }
+            | Command::AddMasterKey { .. } => None,
         }
     }
 }

@@ -25,7 +25,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::crypto::{CryptoError, Dek, Kms};
+use crate::crypto::{CryptoError, Dek, Kms, WrappedKey};
 use crate::model::Version;
 use crate::model::{
     Message, MessageId, SealedMessageRef, Thread, ThreadId, ThreadRecord, splice_opened_body,
@@ -74,6 +74,9 @@ pub struct Sealing {
     kms: RefCell<Kms>,
     /// Unwrapped keys of recently used threads; cleared when full.
     deks: RefCell<HashMap<String, Rc<Dek>>>,
+    /// The key of the thread the command now executing creates, when it
+    /// was made and wrapped before the command ran (external KMS).
+    next_thread_key: RefCell<Option<(Dek, WrappedKey)>>,
 }
 
 /// Unwrapped thread keys kept per shard before the cache is cleared.
@@ -191,6 +194,7 @@ impl Engine {
             sealing: kms.map(|kms| Sealing {
                 kms: RefCell::new(kms),
                 deks: RefCell::new(HashMap::new()),
+                next_thread_key: RefCell::new(None),
             }),
             clock_ns: Cell::new(0),
             salt_state: Cell::new(seed),
@@ -268,7 +272,20 @@ impl Engine {
     /// configured mode promises. A durable change of a thread with live-tail
     /// listeners comes back as `Published` for the caller to deliver.
     pub async fn run(&self, command: Command) -> (Outcome, Option<Published>) {
-        let executed = match self.execute(command) {
+        let thread_key = match self.fetch_thread_key(&command).await {
+            Ok(thread_key) => thread_key,
+            Err(err) => return (Err(err), None),
+        };
+        // No await from here to the end of `execute`: the key is this
+        // command's alone.
+        if let Some(sealing) = &self.sealing {
+            *sealing.next_thread_key.borrow_mut() = thread_key;
+        }
+        let executed = self.execute(command);
+        if let Some(sealing) = &self.sealing {
+            sealing.next_thread_key.borrow_mut().take();
+        }
+        let executed = match executed {
             Ok(executed) => executed,
             Err(err) => return (Err(err), None),
         };
@@ -292,6 +309,53 @@ impl Engine {
             })
         });
         (Ok(executed.reply), published)
+    }
+
+    /// With an external KMS, talks to it on a blocking thread before
+    /// `command` runs, so the shard keeps serving during the round trip:
+    /// a new thread's key is made and wrapped (and returned), an existing
+    /// thread's key is unwrapped into the cache. Commands over many threads
+    /// (listings) still unwrap uncached keys inline.
+    async fn fetch_thread_key(
+        &self,
+        command: &Command,
+    ) -> Result<Option<(Dek, WrappedKey)>, EngineError> {
+        let Some(sealing) = &self.sealing else {
+            return Ok(None);
+        };
+        let kms = match &*sealing.kms.borrow() {
+            Kms::External(kms) => kms.clone(),
+            Kms::Embedded(_) => return Ok(None),
+        };
+        let Some(thread) = command.single_thread() else {
+            return Ok(None);
+        };
+        if let Command::CreateThread { .. } = command {
+            let dek = Dek::generate().map_err(sealing_error)?;
+            let (dek, wrapped) = glommio::executor()
+                .spawn_blocking(move || {
+                    let wrapped = kms.wrap(&dek);
+                    (dek, wrapped)
+                })
+                .await;
+            return Ok(Some((dek, wrapped.map_err(sealing_error)?)));
+        }
+        if sealing.deks.borrow().contains_key(thread.as_str()) {
+            return Ok(None);
+        }
+        let Some(wrapped) = self
+            .store
+            .get_thread(thread.as_str())?
+            .and_then(|record| record.dek)
+        else {
+            return Ok(None);
+        };
+        let dek = glommio::executor()
+            .spawn_blocking(move || kms.unwrap(&wrapped))
+            .await
+            .map_err(sealing_error)?;
+        self.remember_dek(thread.as_str(), Rc::new(dek));
+        Ok(None)
     }
 
     /// The replay for a subscriber: changes after `after`, as events.
@@ -743,8 +807,15 @@ impl Engine {
         let dek = match &self.sealing {
             None => None,
             Some(sealing) => {
-                let dek = Dek::generate().map_err(sealing_error)?;
-                let wrapped = sealing.kms.borrow().wrap(&dek).map_err(sealing_error)?;
+                let fetched = sealing.next_thread_key.borrow_mut().take();
+                let (dek, wrapped) = match fetched {
+                    Some(fetched) => fetched,
+                    None => {
+                        let dek = Dek::generate().map_err(sealing_error)?;
+                        let wrapped = sealing.kms.borrow().wrap(&dek).map_err(sealing_error)?;
+                        (dek, wrapped)
+                    }
+                };
                 self.remember_dek(id.as_str(), Rc::new(dek));
                 Some(wrapped)
             }

@@ -276,11 +276,18 @@ impl Drop for ExternalKms {
 }
 
 fn start_kms(key_file: &Path, token: &str) -> ExternalKms {
+    start_slow_kms(key_file, token, 0)
+}
+
+/// A KMS that answers each request only after `delay_ms`.
+fn start_slow_kms(key_file: &Path, token: &str, delay_ms: u64) -> ExternalKms {
     let args = [
         "--addr".to_string(),
         "127.0.0.1:0".to_string(),
         "--key-file".to_string(),
         key_file.display().to_string(),
+        "--delay-ms".to_string(),
+        delay_ms.to_string(),
     ];
     let started = support::spawn_program_and_wait(
         Path::new(env!("CARGO_BIN_EXE_progressdb-kms")),
@@ -430,4 +437,62 @@ fn requests_needing_an_unreachable_kms_answer_503_and_change_nothing() {
     assert_readable(&mut client, &id, "DOWN");
     let listed = client.get("/frontend/v1/threads?limit=100").expect(200);
     assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+}
+
+// The KMS is reached from a blocking thread, not the shard's: while one
+// request waits for a slow KMS, the same shard keeps answering others.
+#[test]
+fn a_slow_kms_does_not_stall_the_shard() {
+    const KMS_DELAY_MS: u64 = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let kms = start_slow_kms(&dir.path().join("kms.keys"), KMS_TOKEN, KMS_DELAY_MS);
+    let args = [
+        "--shards",
+        "1",
+        "--encryption",
+        "--kms",
+        "external",
+        "--kms-url",
+        &kms.url,
+        "--kms-timeout-ms",
+        "20000",
+    ];
+    let env = [("PROGRESSDB_KMS_TOKEN", KMS_TOKEN)];
+    let server = Server::start_with_env(&db, &args, &env);
+    let id = write_marked(&mut server.client(), "SLOW");
+    server.stop();
+    // A fresh start: the thread's key is no longer cached.
+    let server = Server::start_with_env(&db, &args, &env);
+    let mut reader = server.client();
+    let reading = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        assert_readable(&mut reader, &id, "SLOW");
+        started.elapsed()
+    });
+    let creating = {
+        let mut creator = server.client();
+        std::thread::spawn(move || {
+            creator
+                .post(
+                    "/frontend/v1/threads",
+                    &json!({ "title": "new" }).to_string(),
+                )
+                .expect(201);
+        })
+    };
+    // Let both requests reach the shard and wait on the KMS.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut other = server.client();
+    let started = std::time::Instant::now();
+    other
+        .get("/frontend/v1/threads/no-such-thread")
+        .expect_error(404, "thread_not_found");
+    let answered_in = started.elapsed();
+    assert!(
+        answered_in < std::time::Duration::from_millis(KMS_DELAY_MS / 2),
+        "the shard stalled for {answered_in:?} behind the KMS"
+    );
+    assert!(reading.join().unwrap() >= std::time::Duration::from_millis(KMS_DELAY_MS));
+    creating.join().unwrap();
 }
