@@ -11,6 +11,7 @@
 
 mod command;
 mod page;
+mod tail_cache;
 
 pub use page::envelope;
 
@@ -62,6 +63,8 @@ pub struct Engine {
     /// The checkpoint task; it holds the engine, so [`Engine::stop`]
     /// cancels it to let the engine (and the store's lock) be dropped.
     checkpointer: RefCell<Option<glommio::task::JoinHandle<()>>>,
+    /// Rendered newest-first first pages, dropped on every write to their thread.
+    tail_pages: tail_cache::TailCache,
     /// Messages stored on this shard; counted on the first `Stats` (a full
     /// scan, so not at startup) and kept current by every post after it.
     message_count: Cell<Option<u64>>,
@@ -199,6 +202,7 @@ impl Engine {
             clock_ns: Cell::new(0),
             salt_state: Cell::new(seed),
             checkpointer: RefCell::new(None),
+            tail_pages: tail_cache::TailCache::default(),
             message_count: Cell::new(None),
         });
         let checkpointer = glommio::spawn_local(engine.clone().checkpoints()).detach();
@@ -251,6 +255,11 @@ impl Engine {
     fn commit(&self, ops: Ops) -> Result<Lsn, EngineError> {
         if let Some(why) = self.write_failure.borrow().as_ref() {
             return Err(EngineError::WritesUnavailable(why.clone()));
+        }
+        // Before anything is written, so no cached page can be older than
+        // the store, whatever happens next.
+        for thread in ops.touched_threads() {
+            self.tail_pages.forget(thread);
         }
         let lsn = self
             .wal
@@ -615,13 +624,22 @@ impl Engine {
                     &caller,
                     caller.reads_deleted_threads(page.include_deleted),
                 )?;
+                let first_page =
+                    page.position == MessagePosition::End && page.order == Order::NewestFirst;
+                if first_page
+                    && let Some(body) =
+                        self.tail_pages
+                            .get(thread.as_str(), page.limit, page.include_deleted)
+                {
+                    return Executed::read(Reply::Ok(body));
+                }
                 let reveal = self.revealer(Engine::reveal_message_json);
-                Executed::read(Reply::Ok(page::messages(
-                    &self.store,
-                    thread.as_str(),
-                    &page,
-                    reveal.as_deref(),
-                )?))
+                let body = page::messages(&self.store, thread.as_str(), &page, reveal.as_deref())?;
+                if first_page {
+                    self.tail_pages
+                        .put(thread.as_str(), page.limit, page.include_deleted, &body);
+                }
+                Executed::read(Reply::Ok(body))
             }
             Command::GetMessage {
                 thread,

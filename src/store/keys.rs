@@ -32,6 +32,14 @@ pub fn message_prefix(thread_id: &str) -> Vec<u8> {
     key
 }
 
+/// The thread id a `threads` or `messages` key belongs to.
+pub fn thread_of(key: &[u8]) -> &[u8] {
+    match key.iter().position(|&byte| byte == SEPARATOR) {
+        Some(end) => &key[..end],
+        None => key,
+    }
+}
+
 pub fn message(thread_id: &str, ts: u64) -> Vec<u8> {
     let mut key = message_prefix(thread_id);
     key.extend_from_slice(&ts.to_be_bytes());
@@ -112,6 +120,13 @@ pub fn author_thread_position(author: &str, key: &[u8]) -> Option<(u64, String)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_of_names_the_thread_of_thread_and_message_keys() {
+        assert_eq!(thread_of(&thread("general")), b"general");
+        assert_eq!(thread_of(&message("general", 0)), b"general");
+        assert_eq!(thread_of(&message("a", u64::MAX)), b"a");
+    }
 
     // Guards the on-disk layout: changing it silently orphans stored data.
     #[test]

@@ -92,6 +92,14 @@ impl Ops {
         self.0.extend(other.0);
     }
 
+    /// Ids of the threads whose record or messages these writes change.
+    pub fn touched_threads(&self) -> impl Iterator<Item = &[u8]> {
+        self.0
+            .iter()
+            .filter(|(space, ..)| matches!(space, Space::Threads | Space::Messages))
+            .map(|(_, key, _)| keys::thread_of(key))
+    }
+
     /// WAL payload:
     ///
     /// ```text

@@ -335,3 +335,79 @@ fn paging_is_consistent_while_others_write() {
         "every original seen exactly once, newest first"
     );
 }
+
+// The owner keeps each thread's rendered first page; every kind of write
+// must show up on the very next read of it, from any core.
+#[test]
+fn the_newest_page_reflects_every_change_at_once() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut client = server.client();
+    let thread = create_thread(&mut client);
+    let base = format!("/frontend/v1/threads/{thread}/messages");
+    let first = post(&mut client, &thread, json!("one"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let page = |client: &mut Client, query: &str| client.get(&format!("{base}{query}")).expect(200);
+    let bodies = |page: &Value| -> Vec<Value> {
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|message| message["body"].clone())
+            .collect()
+    };
+    // Two reads: the second is served from the owner's cache.
+    for _ in 0..2 {
+        assert_eq!(bodies(&page(&mut client, "")), [json!("one")]);
+    }
+    post(&mut client, &thread, json!("two"));
+    assert_eq!(bodies(&page(&mut client, "")), [json!("two"), json!("one")]);
+    client
+        .put(&format!("{base}/{first}"), r#"{"body":"one, edited"}"#)
+        .expect(200);
+    assert_eq!(
+        bodies(&page(&mut client, "")),
+        [json!("two"), json!("one, edited")]
+    );
+    client
+        .post(&format!("{base}/{first}/reactions"), r#"{"reaction":"+1"}"#)
+        .expect(200);
+    assert_eq!(page(&mut client, "")["data"][1]["reaction_counts"]["+1"], 1);
+    client
+        .delete(&format!("{base}/{first}/reactions"))
+        .expect(200);
+    assert!(
+        page(&mut client, "")["data"][1]
+            .get("reaction_counts")
+            .is_none()
+    );
+    // Other limits and include_deleted are separate pages, kept apart.
+    assert_eq!(bodies(&page(&mut client, "?limit=1")), [json!("two")]);
+    client.delete(&format!("{base}/{first}")).expect(200);
+    assert_eq!(bodies(&page(&mut client, "")), [json!("two")]);
+    assert_eq!(bodies(&page(&mut client, "?limit=1")), [json!("two")]);
+    assert_eq!(
+        bodies(&page(&mut client, "?include_deleted=true")),
+        [json!("two"), json!("one, edited")]
+    );
+    client
+        .post(&format!("{base}/{first}/restore"), "")
+        .expect(200);
+    assert_eq!(
+        bodies(&page(&mut client, "")),
+        [json!("two"), json!("one, edited")]
+    );
+    // A deleted thread is gone, cached page or not; restored, it is back.
+    client
+        .delete(&format!("/frontend/v1/threads/{thread}"))
+        .expect(200);
+    client.get(&base).expect_error(404, "thread_not_found");
+    client
+        .post(&format!("/frontend/v1/threads/{thread}/restore"), "")
+        .expect(200);
+    assert_eq!(
+        bodies(&page(&mut client, "")),
+        [json!("two"), json!("one, edited")]
+    );
+}
