@@ -26,6 +26,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
+use crate::api::input;
 use crate::config::{Limits, WAL_FLUSH_MS_DEFAULT, WAL_SEGMENT_BYTES_DEFAULT};
 use crate::engine::{
     self, Caller, Command, Engine, EngineError, MessagePage, MessagePosition, Order, Reply,
@@ -298,22 +299,17 @@ impl Db {
     /// ASCII characters; `title` 1 to 512 bytes of non-blank text (trimmed).
     pub fn create_thread(&self, author: &str, title: &str) -> Result<Thread, Error> {
         let author = user_id("author", author)?;
-        let title = title.trim();
-        let title_max = Limits::default().title_bytes_max;
-        if title.is_empty() || title.len() > title_max {
-            return Err(invalid(
+        let limits = Limits::default();
+        let title = input::valid_title(title, &limits).ok_or_else(|| {
+            invalid(
                 "title",
-                format!("must be 1 to {title_max} bytes of non-blank text"),
-            ));
-        }
-        let now_ns = engine::now_ns();
-        let id = ThreadId::generate(
-            now_ns / 1_000_000,
-            SHARD.0 as u16,
-            self.thread_sequence.fetch_add(1, Ordering::Relaxed),
-            // Sub-millisecond clock bits: cheap entropy against a clock reset.
-            (now_ns % 1_000_000) as u32,
-        );
+                format!(
+                    "must be 1 to {} bytes of non-blank text",
+                    limits.title_bytes_max
+                ),
+            )
+        })?;
+        let id = engine::new_thread_id(SHARD, self.thread_sequence.fetch_add(1, Ordering::Relaxed));
         self.call(Command::CreateThread {
             id,
             author,

@@ -6,9 +6,7 @@
 
 use super::input::{self, Query};
 use super::{Api, ApiError, Handled, LiveTail, json, thread_id};
-use crate::engine::{
-    self, AllThreadsPage, Caller, Command, EngineError, Order, Reply, ThreadEntry,
-};
+use crate::engine::{self, AllThreadsPage, Caller, Command, EngineError, Order, Reply};
 use crate::http::{Request, Response, query_pairs};
 use crate::model::{ThreadId, UserId};
 use crate::shard::shard_for;
@@ -218,18 +216,9 @@ impl Api {
             limit: query.page_limit(&self.limits)?,
             include_deleted: search.include_deleted,
         };
-        let mut entries: Vec<ThreadEntry> = Vec::new();
-        for reply in self
-            .ask_every_shard(|| Command::ListAllThreads(page.clone()))
-            .await?
-        {
-            match reply {
-                Reply::Threads(part) => entries.extend(part),
-                _ => {
-                    return Err(EngineError::Storage("unexpected reply to a listing".into()).into());
-                }
-            }
-        }
+        let mut entries = self
+            .threads_of_every_shard(|| Command::ListAllThreads(page.clone()))
+            .await?;
         entries.sort_by(|a, b| a.position.thread_id.cmp(&b.position.thread_id));
         if order == Order::NewestFirst {
             entries.reverse();

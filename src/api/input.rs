@@ -92,17 +92,23 @@ pub fn reaction(reaction: Option<String>) -> Result<String, ApiError> {
 pub fn title(title: Option<String>, limits: &Limits) -> Result<String, ApiError> {
     let title =
         title.ok_or_else(|| ApiError::bad_request("missing_field", "`title` is required"))?;
-    let trimmed = title.trim();
-    if trimmed.is_empty() || trimmed.len() > limits.title_bytes_max {
-        return Err(ApiError::bad_request(
+    let trimmed = valid_title(&title, limits).ok_or_else(|| {
+        ApiError::bad_request(
             "invalid_field",
             format!(
                 "`title` must be 1 to {} bytes of non-blank text",
                 limits.title_bytes_max
             ),
-        ));
-    }
+        )
+    })?;
     Ok(trimmed.to_owned())
+}
+
+/// The title trimmed, if it is 1 to `title_bytes_max` bytes of non-blank
+/// text. Shared with embedded mode so both refuse the same titles.
+pub fn valid_title<'a>(title: &'a str, limits: &Limits) -> Option<&'a str> {
+    let trimmed = title.trim();
+    (!trimmed.is_empty() && trimmed.len() <= limits.title_bytes_max).then_some(trimmed)
 }
 
 pub fn optional_slug(slug: Option<String>) -> Result<Option<String>, ApiError> {

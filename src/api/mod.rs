@@ -6,7 +6,7 @@ mod admin;
 mod cors;
 pub mod docs;
 mod error;
-mod input;
+pub(crate) mod input;
 mod limit;
 pub mod viewer;
 
@@ -87,8 +87,8 @@ impl Api {
     }
 
     pub async fn handle(&self, request: &Request) -> Handled {
-        crate::shard::requests::record();
         let started = Instant::now();
+        crate::shard::requests::record(started);
         let routed = router::route(request.method, &request.path);
         let route = metrics::route_name(&routed);
         let response = match self.dispatch(request, routed).await {
@@ -406,6 +406,22 @@ impl Api {
         Ok(replies)
     }
 
+    /// A thread listing asked of every shard, its parts concatenated
+    /// (each caller merges them in its own order).
+    async fn threads_of_every_shard(
+        &self,
+        command: impl Fn() -> Command,
+    ) -> Result<Vec<ThreadEntry>, ApiError> {
+        let mut entries = Vec::new();
+        for reply in self.ask_every_shard(command).await? {
+            let Reply::Threads(part) = reply else {
+                return Err(EngineError::Storage("unexpected reply to a listing".into()).into());
+            };
+            entries.extend(part);
+        }
+        Ok(entries)
+    }
+
     /// `POST /backend/v1/sign {"userId"}`: the signature a frontend sends
     /// as `X-User-Signature` for that user.
     fn sign(&self, request: &Request) -> Result<Response, ApiError> {
@@ -531,18 +547,9 @@ impl Api {
             limit: request.limit,
             include_deleted: request.include_deleted,
         };
-        let mut entries = Vec::new();
-        for reply in self
-            .ask_every_shard(|| Command::ListThreads(page.clone()))
-            .await?
-        {
-            match reply {
-                Reply::Threads(part) => entries.extend(part),
-                _ => {
-                    return Err(EngineError::Storage("unexpected reply to a listing".into()).into());
-                }
-            }
-        }
+        let mut entries = self
+            .threads_of_every_shard(|| Command::ListThreads(page.clone()))
+            .await?;
         entries.sort_by(|a, b| a.position.cmp(&b.position));
         if request.scan_order == Order::NewestFirst {
             entries.reverse();
@@ -576,14 +583,7 @@ impl Api {
     fn generate_thread_id(&self) -> ThreadId {
         let sequence = self.thread_sequence.get();
         self.thread_sequence.set(sequence.wrapping_add(1));
-        let now_ns = engine::now_ns();
-        ThreadId::generate(
-            now_ns / 1_000_000,
-            self.mesh.local_shard().0 as u16,
-            sequence,
-            // Sub-millisecond clock bits: cheap entropy against a clock reset.
-            (now_ns % 1_000_000) as u32,
-        )
+        engine::new_thread_id(self.mesh.local_shard(), sequence)
     }
 }
 

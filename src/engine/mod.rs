@@ -149,6 +149,19 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// A new thread id from the clock, for the shard generating it and its
+/// `sequence`-th id since start.
+pub fn new_thread_id(shard: ShardId, sequence: u32) -> ThreadId {
+    let now_ns = now_ns();
+    ThreadId::generate(
+        now_ns / 1_000_000,
+        shard.0 as u16,
+        sequence,
+        // Sub-millisecond clock bits: cheap entropy against a clock reset.
+        (now_ns % 1_000_000) as u32,
+    )
+}
+
 impl Engine {
     /// Opens the shard's store, replays its WAL past what the store has
     /// applied, and starts the log writer and checkpoints. Must run on the
