@@ -1,4 +1,4 @@
-//! Timeline page scans on fjall through `progressdb::store::Store`: how fast
+//! Timeline page scans on the LSM-tree store through `progressdb::store::Store`: how fast
 //! the newest page of a thread comes out of a reverse iterator, against the
 //! oldest page from a forward iterator in the same run.
 //!
@@ -12,7 +12,7 @@
 //! A page is what `engine::page` does for `GET .../messages`: walk
 //! `scan_messages` collecting `PAGE` copied JSON items plus one more to learn
 //! whether more exist. Three pages are measured:
-//! - newest: `Descending` over the whole thread (fjall reverse iterator);
+//! - newest: `Descending` over the whole thread (reverse iterator);
 //! - oldest: `Ascending` over the whole thread (forward iterator);
 //! - cursor: `Descending` ending at `Bound::Excluded(ts)` of a random message
 //!   (the "older than this one" page of infinite scroll).
@@ -20,9 +20,9 @@
 //! Keys are `<thread> 0x00 <ts BE>`, so newest-first has no forward-iterator
 //! alternative; the oldest page is the baseline, and the ratio columns are
 //! pages/s ÷ oldest pages/s. Each layout is measured in turn: right after
-//! loading (memtable), after `Store::persist` and reopening (fjall replays
-//! its journal), and after flushing the memtable to SSTs and reopening
-//! (block cache cold at first; warm-up pages run before timing).
+//! loading (memtables), and after `Store::persist` (every memtable flushed
+//! to tables) and reopening (block cache cold at first; warm-up pages run
+//! before timing).
 //! Run: `cargo bench --bench timeline_scan` (set `PROGRESSDB_BENCH_DIR` to
 //! measure another filesystem).
 
@@ -33,9 +33,8 @@ use std::ops::Bound;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fjall::KeyspaceCreateOptions;
 use progressdb::rng::XorShift;
-use progressdb::store::{Direction, Ops, Space, Store, keys};
+use progressdb::store::{Direction, Ops, Space, Store, StoreOptions, keys};
 use progressdb::wal::record::Lsn;
 
 /// Messages in the thread whose pages are read.
@@ -174,16 +173,9 @@ fn rate(mut read: impl FnMut(usize)) -> f64 {
     }
 }
 
-/// SSTs of the messages keyspace.
-fn tables(store: &Store) -> usize {
-    messages_keyspace(store).table_count()
-}
-
-fn messages_keyspace(store: &Store) -> fjall::Keyspace {
-    store
-        .database()
-        .keyspace("messages", KeyspaceCreateOptions::default)
-        .expect("messages keyspace")
+/// Tables (SSTs) of the store.
+fn tables(store: &Store) -> u64 {
+    store.metrics().tables
 }
 
 fn measure_row(layout: &str, store: &Store, cursors: &[u64]) {
@@ -220,7 +212,11 @@ fn measure_row(layout: &str, store: &Store, cursors: &[u64]) {
 }
 
 fn open(dir: &Path) -> Store {
-    Store::open(dir, CACHE_BYTES).expect("open store")
+    let options = StoreOptions {
+        cache_bytes: CACHE_BYTES,
+        ..StoreOptions::default()
+    };
+    Store::open(dir, options, "bench").expect("open store")
 }
 
 fn main() {
@@ -239,7 +235,7 @@ fn main() {
     let load_seconds = started.elapsed().as_secs_f64();
 
     println!(
-        "Timeline pages of {PAGE}, fjall via Store; {HOT_MESSAGES} messages in one thread + \
+        "Timeline pages of {PAGE}, LSM-tree via Store; {HOT_MESSAGES} messages in one thread + \
          {OTHER_MESSAGES_EACH} in each of {OTHER_THREADS} others, {} B values; \
          loaded {:.1} MB in {load_seconds:.1} s; dir {base}; {}",
         message_value(HOT_THREAD, FIRST_TS, 0).len(),
@@ -257,15 +253,5 @@ fn main() {
     store.persist().expect("persist");
     drop(store);
     let store = open(dir.path());
-    measure_row("persist + reopen", &store, &cursors);
-
-    // `rotate_memtable_and_wait` is fjall's own (hidden) flush-now hook; the
-    // server leaves flushing to fjall's size thresholds.
-    messages_keyspace(&store)
-        .rotate_memtable_and_wait()
-        .expect("flush memtable");
-    store.persist().expect("persist");
-    drop(store);
-    let store = open(dir.path());
-    measure_row("flushed to SSTs + reopen", &store, &cursors);
+    measure_row("flushed to tables + reopen", &store, &cursors);
 }

@@ -11,6 +11,7 @@ use clap::{CommandFactory, Parser};
 use serde::{Deserialize, Serialize};
 
 use crate::logging::Level;
+use crate::store::StoreOptions;
 use crate::wal::recovery::RecoveryPolicy;
 use crate::wal::{Durability, WalOptions};
 
@@ -146,6 +147,12 @@ pub struct Flags {
     #[arg(long, env = "PROGRESSDB_WAL_SEGMENT_BYTES", value_name = "BYTES")]
     pub wal_segment_bytes: Option<u64>,
 
+    /// Bytes a shard's memtable holds before it is written out as a table.
+    /// Up to five memtables per shard are in memory (one filling, four
+    /// waiting for the disk). [default: 33554432]
+    #[arg(long, env = "PROGRESSDB_MEMTABLE_BYTES", value_name = "BYTES")]
+    pub memtable_bytes: Option<u64>,
+
     /// What start-up does when the WAL is corrupt in the middle (not just a
     /// torn tail): `strict` refuses to start the shard, `truncate` cuts the
     /// log at the damage and loses what follows. [default: strict]
@@ -236,6 +243,7 @@ struct FileSettings {
     durability: Option<String>,
     wal_flush_ms: Option<u64>,
     wal_segment_bytes: Option<u64>,
+    memtable_bytes: Option<u64>,
     wal_recovery: Option<String>,
     encryption: Option<bool>,
     kms: Option<String>,
@@ -270,6 +278,7 @@ const FILE_KEYS: &[&str] = &[
     "durability",
     "wal_flush_ms",
     "wal_segment_bytes",
+    "memtable_bytes",
     "wal_recovery",
     "encryption",
     "kms",
@@ -306,6 +315,7 @@ pub struct Config {
     pub io_memory_bytes: usize,
     pub wal: WalOptions,
     pub wal_recovery: RecoveryPolicy,
+    pub store: StoreOptions,
     /// `Some` when encryption is on: where the master keys live.
     pub encryption: Option<KmsConfig>,
     pub log_level: Level,
@@ -396,6 +406,7 @@ const IO_MEMORY_KIB_DEFAULT: usize = 512;
 pub(crate) const WAL_FLUSH_MS_DEFAULT: usize = 5;
 pub(crate) const WAL_SEGMENT_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 const WAL_SEGMENT_BYTES_MIN: usize = 64 * 1024;
+const MEMTABLE_BYTES_MIN: usize = 64 * 1024;
 const SHUTDOWN_TIMEOUT_MS_DEFAULT: usize = 10_000;
 
 /// A setting that failed validation; `Display` is the one line to print.
@@ -551,6 +562,21 @@ impl Config {
                 format!("must be at least {WAL_SEGMENT_BYTES_MIN}"),
             ));
         }
+        let memtable_bytes = positive(
+            "memtable_bytes",
+            flags
+                .memtable_bytes
+                .or(file.memtable_bytes)
+                .map(|b| b as usize),
+            StoreOptions::default().memtable_bytes as usize,
+            1 << 30,
+        )?;
+        if memtable_bytes < MEMTABLE_BYTES_MIN {
+            return Err(invalid(
+                "memtable_bytes",
+                format!("must be at least {MEMTABLE_BYTES_MIN}"),
+            ));
+        }
         let db = flags
             .db
             .clone()
@@ -650,6 +676,10 @@ impl Config {
                 fail_after_flushes: injected_wal_fault(),
             },
             wal_recovery,
+            store: StoreOptions {
+                memtable_bytes: memtable_bytes as u64,
+                ..StoreOptions::default()
+            },
             db,
             addr,
             shards,
@@ -835,6 +865,7 @@ struct EffectiveSettings {
     durability: &'static str,
     wal_flush_ms: u64,
     wal_segment_bytes: u64,
+    memtable_bytes: u64,
     wal_recovery: &'static str,
     encryption: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -888,6 +919,7 @@ impl Config {
             durability: self.wal.durability.name(),
             wal_flush_ms: self.wal.flush_interval.as_millis() as u64,
             wal_segment_bytes: self.wal.segment_bytes,
+            memtable_bytes: self.store.memtable_bytes,
             wal_recovery: match self.wal_recovery {
                 RecoveryPolicy::Strict => "strict",
                 RecoveryPolicy::Truncate => "truncate",

@@ -474,7 +474,8 @@ fn open_engine(dir: &Path) -> Result<Rc<Engine>, String> {
         segment_bytes: WAL_SEGMENT_BYTES_DEFAULT as u64,
         fail_after_flushes: None,
     };
-    server::open_shard(dir, SHARD, wal, RecoveryPolicy::Strict, None)
+    let store = crate::store::StoreOptions::default();
+    server::open_shard(dir, SHARD, store, wal, RecoveryPolicy::Strict, None)
 }
 
 /// The executor's loop: runs each request as its own task until every

@@ -12,7 +12,7 @@
 //! 4. [`shard::shard_for`] names the core that owns the thread; the command
 //!    goes there over the cross-core [`shard::mesh`] (or runs in place).
 //! 5. The owner's [`engine::Engine`] executes it against its own [`store`]
-//!    (fjall), renders the JSON, and the reply travels back.
+//!    (an LSM-tree), renders the JSON, and the reply travels back.
 //! 6. The accepting core writes the response; pipelined requests follow.
 //!
 //! Listing a user's threads is the one request that asks every shard and

@@ -52,9 +52,62 @@ static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static ACCESS_LOG: AtomicBool = AtomicBool::new(false);
 
 /// Sets the level and access log switch; called once before shards start.
+/// Also routes the warnings and errors our libraries report through the
+/// `log` facade (glommio's stall detector, the storage engine) here.
 pub fn init(level: Level, access_log: bool) {
     LEVEL.store(level as u8, Ordering::Relaxed);
     ACCESS_LOG.store(access_log, Ordering::Relaxed);
+    // Fails only when a logger is already set (a second init): keep it.
+    if log::set_logger(&LIBRARY_LOG).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}
+
+/// Events from libraries, as `source=<crate::module>` lines.
+struct LibraryLog;
+
+static LIBRARY_LOG: LibraryLog = LibraryLog;
+
+/// Stall reports from glommio's stall detector (see `server::stalls`).
+static STALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Shard stalls reported since start.
+pub fn stalls() -> u64 {
+    STALLS.load(Ordering::Relaxed)
+}
+
+impl log::Log for LibraryLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let level = match record.level() {
+            log::Level::Error => Level::Error,
+            log::Level::Warn => Level::Warn,
+            _ => return,
+        };
+        // Formatting a stall report resolves its stack's symbols, which
+        // parses the binary's debug info into a cache: tens of MiB, freed
+        // right after so that reports never grow the server.
+        let detail = record.args().to_string();
+        let msg = if detail.contains("stall-detector") {
+            STALLS.fetch_add(1, Ordering::Relaxed);
+            backtrace::clear_symbol_cache();
+            // SAFETY: malloc_trim only returns free heap pages to the system.
+            unsafe { libc::malloc_trim(0) };
+            "shard stalled"
+        } else {
+            "library event"
+        };
+        log(
+            level,
+            msg,
+            &[("source", &record.target()), ("detail", &detail)],
+        );
+    }
+
+    fn flush(&self) {}
 }
 
 pub fn enabled(level: Level) -> bool {

@@ -128,18 +128,25 @@ impl CoreMetrics {
     }
 }
 
-/// fjall's view of one shard's store.
+/// The LSM-tree's view of one shard's store.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoreSample {
-    /// Bytes in active and sealed memtables, over all keyspaces.
+    /// Bytes in the active and sealed memtables.
     pub memtable_bytes: u64,
     /// Sealed memtables waiting to be flushed to tables.
     pub sealed_memtables: u64,
-    /// Tables (SST files) per keyspace.
-    pub tables: Vec<(&'static str, u64)>,
-    /// fjall journal files.
-    pub journals: u64,
+    /// Tables (SST files).
+    pub tables: u64,
+    /// Sorted runs in level 0 (compaction debt).
+    pub l0_runs: u64,
+    /// Bytes of the tables on disk.
+    pub disk_bytes: u64,
     pub applied_lsn: u64,
+    /// Newest LSN in the tables on disk.
+    pub persisted_lsn: u64,
+    /// Memtable flushes and compactions done since start.
+    pub flushes: u64,
+    pub compactions: u64,
 }
 
 /// Everything one shard reports to a scrape.
@@ -217,7 +224,7 @@ pub fn render(samples: &[ShardSample]) -> String {
         }
     }
 
-    let per_shard: [ShardFamily; 18] = [
+    let per_shard: [ShardFamily; 23] = [
         (
             "progressdb_connections_open",
             "gauge",
@@ -303,22 +310,52 @@ pub fn render(samples: &[ShardSample]) -> String {
             |s| s.store.applied_lsn,
         ),
         (
+            "progressdb_store_persisted_lsn",
+            "gauge",
+            "Highest log sequence number in the shard's tables on disk.",
+            |s| s.store.persisted_lsn,
+        ),
+        (
             "progressdb_store_memtable_bytes",
             "gauge",
-            "Bytes in the shard's fjall memtables (active and sealed).",
+            "Bytes in the shard's memtables (active and sealed).",
             |s| s.store.memtable_bytes,
         ),
         (
             "progressdb_store_sealed_memtables",
             "gauge",
-            "Sealed fjall memtables of the shard waiting to be flushed.",
+            "Sealed memtables of the shard waiting to be flushed.",
             |s| s.store.sealed_memtables,
         ),
         (
-            "progressdb_store_journals",
+            "progressdb_store_tables",
             "gauge",
-            "fjall journal files of the shard.",
-            |s| s.store.journals,
+            "Tables (SST files) of the shard's store.",
+            |s| s.store.tables,
+        ),
+        (
+            "progressdb_store_l0_runs",
+            "gauge",
+            "Sorted runs in level 0 of the shard's store (compaction debt).",
+            |s| s.store.l0_runs,
+        ),
+        (
+            "progressdb_store_disk_bytes",
+            "gauge",
+            "Bytes of the shard's tables on disk.",
+            |s| s.store.disk_bytes,
+        ),
+        (
+            "progressdb_store_flushes_total",
+            "counter",
+            "Memtable flushes of the shard since start.",
+            |s| s.store.flushes,
+        ),
+        (
+            "progressdb_store_compactions_total",
+            "counter",
+            "Compactions of the shard since start.",
+            |s| s.store.compactions,
         ),
         (
             "progressdb_shard_up",
@@ -339,21 +376,6 @@ pub fn render(samples: &[ShardSample]) -> String {
         }
     }
 
-    family(
-        &mut out,
-        "progressdb_store_tables",
-        "gauge",
-        "fjall tables (SST files) per shard and keyspace.",
-    );
-    for sample in samples {
-        for (keyspace, count) in &sample.store.tables {
-            let _ = writeln!(
-                out,
-                "progressdb_store_tables{{shard=\"{}\",keyspace=\"{keyspace}\"}} {count}",
-                sample.shard
-            );
-        }
-    }
     out
 }
 
@@ -425,7 +447,7 @@ mod tests {
                 ..WalStats::default()
             },
             store: StoreSample {
-                tables: vec![("messages", 3)],
+                tables: 3,
                 ..StoreSample::default()
             },
             ..ShardSample::default()
@@ -471,10 +493,7 @@ mod tests {
             Some(5)
         );
         assert_eq!(
-            line_value(
-                &text,
-                "progressdb_store_tables{shard=\"0\",keyspace=\"messages\"}"
-            ),
+            line_value(&text, "progressdb_store_tables{shard=\"0\"}"),
             Some(3)
         );
         // Each family is declared exactly once, before its samples.

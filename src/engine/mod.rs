@@ -11,6 +11,7 @@
 
 mod command;
 mod page;
+mod record_cache;
 mod tail_cache;
 
 pub use page::envelope;
@@ -33,7 +34,7 @@ use crate::model::{
 };
 use crate::shard::ShardId;
 use crate::shard::hub::StreamEvent;
-use crate::store::{Ops, Store, StoreError};
+use crate::store::{Ops, Store, StoreError, StoreOptions};
 use crate::wal::record::Lsn;
 use crate::wal::recovery::{self, RecoveryPolicy};
 use crate::wal::{Wal, WalOptions, WalStats};
@@ -65,13 +66,13 @@ pub struct Engine {
     checkpointer: RefCell<Option<glommio::task::JoinHandle<()>>>,
     /// Rendered newest-first first pages, dropped on every write to their thread.
     tail_pages: tail_cache::TailCache,
+    /// Decoded records of recently used threads (see `record_cache`).
+    thread_records: record_cache::RecordCache,
     /// Messages stored on this shard; counted on the first `Stats` (a full
     /// scan, so not at startup) and kept current by every post after it.
     message_count: Cell<Option<u64>>,
 }
 
-/// Block cache per shard for fjall.
-const CACHE_BYTES_PER_SHARD: u64 = 64 * 1024 * 1024;
 /// Encryption state of one shard.
 pub struct Sealing {
     kms: RefCell<Kms>,
@@ -169,11 +170,12 @@ impl Engine {
     pub fn open(
         shard: ShardId,
         dir: &Path,
+        store_options: StoreOptions,
         wal_options: WalOptions,
         policy: RecoveryPolicy,
         kms: Option<Kms>,
     ) -> Result<(Rc<Engine>, Vec<String>), String> {
-        let store = Store::open(&dir.join("store"), CACHE_BYTES_PER_SHARD)
+        let store = Store::open(&dir.join("store"), store_options, &shard.to_string())
             .map_err(|err| format!("{shard}: cannot open the store: {err}"))?;
         let wal_dir = dir.join("wal");
         let label = shard.to_string();
@@ -216,6 +218,7 @@ impl Engine {
             salt_state: Cell::new(seed),
             checkpointer: RefCell::new(None),
             tail_pages: tail_cache::TailCache::default(),
+            thread_records: record_cache::RecordCache::default(),
             message_count: Cell::new(None),
         });
         let checkpointer = glommio::spawn_local(engine.clone().checkpoints()).detach();
@@ -238,24 +241,20 @@ impl Engine {
         self.wal.stats()
     }
 
-    /// Drops WAL segments once the store has synced everything in them.
+    /// Drops WAL segments once the store's tables on disk hold everything
+    /// in them. The store's maintenance thread writes the tables; this only
+    /// reads how far it got, so a checkpoint never waits for I/O.
     async fn checkpoints(self: Rc<Self>) {
         loop {
             glommio::timer::sleep(CHECKPOINT_POLL).await;
             if self.wal.segment_count() < 2 {
                 continue;
             }
-            let applied = self.store.applied_lsn();
-            let db = self.store.database();
-            // fjall's sync blocks; run it off the shard's core.
-            let synced = glommio::executor()
-                .spawn_blocking(move || db.persist(fjall::PersistMode::SyncAll))
-                .await;
-            let removed = match synced {
-                Ok(()) => self.wal.remove_segments_through(applied),
-                Err(err) => Err(format!("store sync failed: {err}")),
-            };
-            if let Err(why) = removed {
+            if let Err(why) = self
+                .wal
+                .remove_segments_through(self.store.persisted_lsn())
+                .await
+            {
                 crate::logging::warn(
                     "checkpoint failed",
                     &[("shard", &self.shard.0), ("error", &why)],
@@ -269,10 +268,14 @@ impl Engine {
         if let Some(why) = self.write_failure.borrow().as_ref() {
             return Err(EngineError::WritesUnavailable(why.clone()));
         }
+        self.store
+            .admit_write()
+            .map_err(|err| EngineError::WritesUnavailable(err.to_string()))?;
         // Before anything is written, so no cached page can be older than
         // the store, whatever happens next.
         for thread in ops.touched_threads() {
             self.tail_pages.forget(thread);
+            self.thread_records.forget(thread);
         }
         let lsn = self
             .wal
@@ -409,7 +412,7 @@ impl Engine {
         self.wal.flush_all().await
     }
 
-    /// The storage part of this shard's metrics: log and fjall counters.
+    /// The storage part of this shard's metrics: log and store counters.
     pub fn metrics_sample(&self) -> crate::metrics::ShardSample {
         crate::metrics::ShardSample {
             shard: self.shard.0,
@@ -618,6 +621,8 @@ impl Engine {
                     Store::reply_op(&mut ops, &message, parent_ts);
                 }
                 let lsn = self.commit(ops)?;
+                // The record as just written, for the thread's next post.
+                self.thread_records.put(&record);
                 if let Some(count) = self.message_count.get() {
                     self.message_count.set(Some(count + 1));
                 }
@@ -909,10 +914,14 @@ impl Engine {
 
     /// A thread record as read from the store, with its title opened.
     fn get_thread(&self, id: &str) -> Result<Option<ThreadRecord>, EngineError> {
+        if let Some(record) = self.thread_records.get(id) {
+            return Ok(Some(record));
+        }
         let Some(mut record) = self.store.get_thread(id)? else {
             return Ok(None);
         };
         self.open_title(&mut record)?;
+        self.thread_records.put(&record);
         Ok(Some(record))
     }
 

@@ -4,7 +4,7 @@
 //! ```text
 //! <db>/progressdb.json   {"format": 1, "shards": N}, written once
 //! <db>/dev-api-key       generated when no key is configured (mode 0600)
-//! <db>/shard-<k>/        one fjall database per shard
+//! <db>/shard-<k>/        one shard: its WAL and its LSM-tree store
 //! ```
 
 use std::fs;
@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 const META_FILE: &str = "progressdb.json";
 const DEV_KEY_FILE: &str = "dev-api-key";
-const FORMAT: u32 = 1;
+/// 2: one LSM-tree per shard with the keyspace as a key prefix, its
+/// sequence numbers being WAL LSNs (1 was one fjall database per shard).
+const FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Meta {

@@ -14,6 +14,7 @@ mod connection;
 pub mod datadir;
 mod drain;
 mod live_tail;
+pub mod stalls;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,6 +35,7 @@ use crate::engine::Engine;
 use crate::http::HeadLimits;
 use crate::logging;
 use crate::shard::{ShardId, mesh};
+use crate::store::StoreOptions;
 use crate::wal::WalOptions;
 use crate::wal::recovery::RecoveryPolicy;
 use connection::{ConnectionSettings, ConnectionSlot, Listener};
@@ -99,6 +101,8 @@ pub fn run(config: Config) -> Result<(), String> {
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("progressdb-shard")
         .io_memory(io_memory)
+        .preempt_timer(stalls::PREEMPT_TIMER)
+        .detect_stalls(Some(Box::new(|| Box::new(stalls::StallLog))))
         .on_all_shards(move || {
             let config = config.clone();
             let keys = keys.clone();
@@ -207,6 +211,7 @@ async fn run_shard(
     let engine = open_shard(
         &config.db,
         shard,
+        config.store,
         config.wal.clone(),
         config.wal_recovery,
         kms,
@@ -360,12 +365,13 @@ async fn accept(
 pub(crate) fn open_shard(
     db: &Path,
     shard: ShardId,
+    store: StoreOptions,
     wal: WalOptions,
     policy: RecoveryPolicy,
     kms: Option<Kms>,
 ) -> Result<Rc<Engine>, String> {
     let dir = datadir::shard_dir(db, shard.0);
-    let (engine, recovery_log) = Engine::open(shard, &dir, wal, policy, kms)?;
+    let (engine, recovery_log) = Engine::open(shard, &dir, store, wal, policy, kms)?;
     for line in recovery_log {
         logging::info("recovery", &[("shard", &shard.0), ("detail", &line)]);
     }

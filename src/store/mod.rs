@@ -1,21 +1,36 @@
-//! The only code that calls fjall. One [`Store`] per shard, owned by that
-//! shard's executor; nothing else opens its directory.
+//! The only code that calls the storage engine (fjall's `lsm-tree`). One
+//! [`Store`] per shard, owned by that shard's executor; nothing else opens
+//! its directory.
 //!
 //! Writes are expressed as [`Ops`]: the shard appends their encoding to its
-//! write-ahead log first, then applies them here together with the LSN, in
-//! one fjall batch. fjall's own journal is not synced per write (the WAL is
-//! the source of truth); `applied_lsn` tells recovery where replay starts.
+//! write-ahead log first, then applies them here with the WAL record's LSN
+//! as the LSM sequence number. There is no second journal: the WAL is the
+//! only log, and the newest LSN inside the tree's on-disk tables tells
+//! recovery where WAL replay starts (see [`Store::applied_lsn`]).
+//!
+//! One tree holds every keyspace; each key starts with its [`Space`] byte.
+//! One tree means one memtable and one flush per shard, and one persisted
+//! LSN that covers every keyspace.
+//!
+//! The shard thread only inserts into the active memtable, rotates it when
+//! it is full and reads. Flushing sealed memtables to tables and compaction
+//! run on the shard's maintenance thread ([`maintenance`]); the shard never
+//! sleeps for them. When flushing falls behind by
+//! [`SEALED_MEMTABLES_MAX`] memtables, writes are refused with
+//! [`StoreError::Busy`] before they reach the WAL, so memory stays bounded.
 //!
 //! Message values and author index values are one flag byte followed by the
 //! wire JSON. The flag says whether the item is soft-deleted, so a page scan
 //! can skip deleted items and copy live JSON out without parsing it.
 
 pub mod keys;
+mod maintenance;
 
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::Arc;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use lsm_tree::{AbstractTree, AnyTree, Guard, SeqNo, SequenceNumberCounter};
 
 use crate::model::{Message, ThreadRecord, Version};
 use crate::wal::record::Lsn;
@@ -24,8 +39,10 @@ use crate::wal::record::Lsn;
 /// which is a bug or disk damage, never a client error.
 #[derive(Debug)]
 pub enum StoreError {
-    Engine(fjall::Error),
+    Engine(lsm_tree::Error),
     Corrupt(String),
+    /// Flushing is behind (or failing): writes wait for it to catch up.
+    Busy(String),
 }
 
 impl std::fmt::Display for StoreError {
@@ -33,12 +50,13 @@ impl std::fmt::Display for StoreError {
         match self {
             StoreError::Engine(err) => write!(f, "storage engine: {err}"),
             StoreError::Corrupt(what) => write!(f, "corrupt stored value: {what}"),
+            StoreError::Busy(why) => write!(f, "store busy: {why}"),
         }
     }
 }
 
-impl From<fjall::Error> for StoreError {
-    fn from(err: fjall::Error) -> Self {
+impl From<lsm_tree::Error> for StoreError {
+    fn from(err: lsm_tree::Error) -> Self {
         StoreError::Engine(err)
     }
 }
@@ -52,23 +70,68 @@ pub enum Direction {
     Descending,
 }
 
-pub struct Store {
-    db: Database,
-    threads: Keyspace,
-    messages: Keyspace,
-    author_threads: Keyspace,
-    versions: Keyspace,
-    replies: Keyspace,
-    changes: Keyspace,
-    meta: Keyspace,
-    applied_lsn: std::cell::Cell<Lsn>,
+/// Sizes of one shard's store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Block cache for the tables.
+    pub cache_bytes: u64,
+    /// Bytes the active memtable may hold before it is sealed and flushed.
+    pub memtable_bytes: u64,
 }
 
-/// Key in the `meta` keyspace holding the last applied LSN (u64 LE).
-const APPLIED_LSN_KEY: &[u8] = b"applied_lsn";
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 64 * 1024 * 1024,
+            memtable_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// Sealed memtables that may wait for their flush before writes are
+/// refused: a shard's memtables stay under 5 x `memtable_bytes`.
+pub const SEALED_MEMTABLES_MAX: usize = 4;
+
+/// Reads see every applied write: nothing here reads at an old snapshot.
+const READ_ALL: SeqNo = SeqNo::MAX;
+
+pub struct Store {
+    tree: AnyTree,
+    /// The tree's sequence counters, kept past every applied LSN so that
+    /// its own version numbers never fall behind the data.
+    seqno: SequenceNumberCounter,
+    visible_seqno: SequenceNumberCounter,
+    applied_lsn: std::cell::Cell<Lsn>,
+    memtable_bytes: u64,
+    maintenance: maintenance::Handle,
+    /// Held for the store's life: a second opener (another server or an
+    /// embedded `Db` on the same directory) is refused.
+    _lock: std::fs::File,
+}
+
+/// Creates `dir` if needed and takes an exclusive lock on `<dir>.lock`
+/// beside it (the tree's own directory holds only the tree's files).
+fn lock_directory(dir: &Path) -> StoreResult<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let busy = |why: String| StoreError::Busy(format!("{}: {why}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(|err| busy(err.to_string()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.with_extension("lock"))
+        .map_err(|err| busy(err.to_string()))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is shared.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        return Err(busy("in use by another process or store".into()));
+    }
+    Ok(file)
+}
 
 /// The keyspace an operation writes to; its number is part of the WAL
-/// payload format and must not change.
+/// payload format and the first byte of every stored key, and must not
+/// change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Space {
     Threads = 1,
@@ -77,6 +140,38 @@ pub enum Space {
     Versions = 4,
     Replies = 5,
     Changes = 6,
+}
+
+impl Space {
+    const ALL: [Space; 6] = [
+        Space::Threads,
+        Space::Messages,
+        Space::AuthorThreads,
+        Space::Versions,
+        Space::Replies,
+        Space::Changes,
+    ];
+}
+
+/// `key` as stored: its keyspace byte first.
+fn stored_key(space: Space, key: &[u8]) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(key.len() + 1);
+    stored.push(space as u8);
+    stored.extend_from_slice(key);
+    stored
+}
+
+/// The first key past every key of `space`.
+fn space_end(space: Space) -> Vec<u8> {
+    vec![space as u8 + 1]
+}
+
+fn stored_bound(space: Space, bound: Bound<Vec<u8>>) -> Bound<Vec<u8>> {
+    match bound {
+        Bound::Included(key) => Bound::Included(stored_key(space, &key)),
+        Bound::Excluded(key) => Bound::Excluded(stored_key(space, &key)),
+        Bound::Unbounded => Bound::Unbounded,
+    }
 }
 
 /// One atomic group of writes.
@@ -129,15 +224,8 @@ impl Ops {
         let count = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?);
         let mut ops = Ops::default();
         for _ in 0..count {
-            let space = match take(&mut bytes, 1)?[0] {
-                1 => Space::Threads,
-                2 => Space::Messages,
-                3 => Space::AuthorThreads,
-                4 => Space::Versions,
-                5 => Space::Replies,
-                6 => Space::Changes,
-                _ => return None,
-            };
+            let code = take(&mut bytes, 1)?[0];
+            let space = *Space::ALL.iter().find(|space| **space as u8 == code)?;
             let key_len = u16::from_le_bytes(take(&mut bytes, 2)?.try_into().ok()?) as usize;
             let key = take(&mut bytes, key_len)?.to_vec();
             let value_len = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?) as usize;
@@ -148,87 +236,113 @@ impl Ops {
     }
 }
 
-/// Background flush/compaction threads per shard. One keeps a shard's
-/// maintenance off the request cores' toes on small machines.
-const FJALL_WORKER_THREADS: usize = 1;
-
 impl Store {
-    pub fn open(dir: &Path, cache_bytes: u64) -> StoreResult<Store> {
-        let db = Database::builder(dir)
-            .worker_threads(FJALL_WORKER_THREADS)
-            .cache_size(cache_bytes)
-            // The WAL makes writes durable; fjall's journal is synced only
-            // at checkpoints, so nothing is fsynced twice.
-            .manual_journal_persist(true)
+    /// Opens (or creates) the shard's tree and starts its maintenance
+    /// thread. `label` names the shard in logs and the thread's name.
+    pub fn open(dir: &Path, options: StoreOptions, label: &str) -> StoreResult<Store> {
+        let lock = lock_directory(dir)?;
+        let cache = Arc::new(lsm_tree::Cache::with_capacity_bytes(options.cache_bytes));
+        // The counters are shared with the tree (they are reference counted).
+        let seqno = SequenceNumberCounter::default();
+        let visible_seqno = SequenceNumberCounter::default();
+        let tree = lsm_tree::Config::new(dir, seqno.clone(), visible_seqno.clone())
+            .use_cache(cache)
             .open()?;
-        let threads = db.keyspace("threads", KeyspaceCreateOptions::default)?;
-        let messages = db.keyspace("messages", KeyspaceCreateOptions::default)?;
-        let author_threads = db.keyspace("author_threads", KeyspaceCreateOptions::default)?;
-        let versions = db.keyspace("versions", KeyspaceCreateOptions::default)?;
-        let replies = db.keyspace("replies", KeyspaceCreateOptions::default)?;
-        let changes = db.keyspace("changes", KeyspaceCreateOptions::default)?;
-        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
-        let applied = match meta.get(APPLIED_LSN_KEY)? {
-            None => Lsn(0),
-            Some(bytes) => Lsn(u64::from_le_bytes(
-                bytes
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("applied_lsn".into()))?,
-            )),
-        };
+        // Every LSN up to the newest one in a table is in the tables: the
+        // shard flushes whole memtables, in the order they were sealed.
+        let persisted = tree.get_highest_persisted_seqno().unwrap_or(0);
+        seqno.fetch_max(persisted + 1);
+        visible_seqno.fetch_max(persisted + 1);
+        let maintenance = maintenance::Handle::start(tree.clone(), seqno.clone(), label)
+            .map_err(|err| StoreError::Busy(format!("cannot start maintenance: {err}")))?;
         Ok(Store {
-            db,
-            threads,
-            messages,
-            author_threads,
-            versions,
-            replies,
-            changes,
-            meta,
-            applied_lsn: std::cell::Cell::new(applied),
+            tree,
+            seqno,
+            visible_seqno,
+            applied_lsn: std::cell::Cell::new(Lsn(persisted)),
+            memtable_bytes: options.memtable_bytes,
+            maintenance,
+            _lock: lock,
         })
     }
 
-    /// The LSN of the last operations applied (durable only after `persist`).
+    /// The LSN of the last operations applied. Right after `open` it is the
+    /// newest LSN on disk, where WAL replay resumes.
     pub fn applied_lsn(&self) -> Lsn {
         self.applied_lsn.get()
     }
 
-    fn keyspace(&self, space: Space) -> &Keyspace {
-        match space {
-            Space::Threads => &self.threads,
-            Space::Messages => &self.messages,
-            Space::AuthorThreads => &self.author_threads,
-            Space::Versions => &self.versions,
-            Space::Replies => &self.replies,
-            Space::Changes => &self.changes,
-        }
+    /// Every LSN up to this one is in the tree's tables on disk, so the WAL
+    /// may drop it. Advances as the maintenance thread flushes.
+    pub fn persisted_lsn(&self) -> Lsn {
+        Lsn(self.maintenance.persisted())
     }
 
-    /// Applies one logged group of writes and records its LSN, atomically.
+    /// Refuses a write while flushing is too far behind or failing, before
+    /// the write reaches the WAL.
+    pub fn admit_write(&self) -> StoreResult<()> {
+        if self.tree.sealed_memtable_count() < SEALED_MEMTABLES_MAX {
+            return Ok(());
+        }
+        let why = self
+            .maintenance
+            .last_error()
+            .unwrap_or_else(|| "memtable flushes are behind".to_owned());
+        Err(StoreError::Busy(why))
+    }
+
+    /// Applies one logged group of writes under its LSN. Never blocks on
+    /// I/O: a full memtable is sealed and handed to the maintenance thread.
     pub fn apply(&self, lsn: Lsn, ops: &Ops) -> StoreResult<()> {
         assert!(
             lsn > self.applied_lsn.get(),
             "LSNs must be applied in order"
         );
-        let mut batch = self.db.batch();
+        let mut memtable_bytes = 0;
         for (space, key, value) in &ops.0 {
-            batch.insert(self.keyspace(*space), key.as_slice(), value.as_slice());
+            let stored = stored_key(*space, key);
+            (_, memtable_bytes) = self.tree.insert(stored, value.as_slice(), lsn.0);
         }
-        batch.insert(&self.meta, APPLIED_LSN_KEY, lsn.0.to_le_bytes());
-        batch.commit()?;
+        self.seqno.fetch_max(lsn.0 + 1);
+        self.visible_seqno.fetch_max(lsn.0 + 1);
         self.applied_lsn.set(lsn);
+        if memtable_bytes >= self.memtable_bytes && self.tree.rotate_memtable().is_some() {
+            self.maintenance.flush_soon();
+        }
         Ok(())
     }
 
-    /// A handle for syncing from a blocking thread (see `persist`).
-    pub fn database(&self) -> Database {
-        self.db.clone()
+    /// Flushes everything applied so far to tables and waits for it (clean
+    /// shutdown: the next start replays nothing). Blocks the calling thread.
+    pub fn persist(&self) -> StoreResult<()> {
+        self.tree.rotate_memtable();
+        self.maintenance.flush_and_wait().map_err(StoreError::Busy)
+    }
+
+    fn get(&self, space: Space, key: &[u8]) -> StoreResult<Option<lsm_tree::Slice>> {
+        Ok(self.tree.get(stored_key(space, key), READ_ALL)?)
+    }
+
+    /// Keys and values of `space` inside `range` (keys without the space
+    /// byte), in key order.
+    fn range(&self, space: Space, range: (Bound<Vec<u8>>, Bound<Vec<u8>>)) -> SpaceIter {
+        let start = match stored_bound(space, range.0) {
+            Bound::Unbounded => Bound::Included(vec![space as u8]),
+            bound => bound,
+        };
+        let end = match stored_bound(space, range.1) {
+            Bound::Unbounded => Bound::Excluded(space_end(space)),
+            bound => bound,
+        };
+        SpaceIter(self.tree.range((start, end), READ_ALL, None))
+    }
+
+    fn prefix(&self, space: Space, prefix: &[u8]) -> SpaceIter {
+        SpaceIter(self.tree.prefix(stored_key(space, prefix), READ_ALL, None))
     }
 
     pub fn get_thread(&self, thread_id: &str) -> StoreResult<Option<ThreadRecord>> {
-        match self.threads.get(keys::thread(thread_id))? {
+        match self.get(Space::Threads, &keys::thread(thread_id))? {
             None => Ok(None),
             Some(bytes) => decode(&bytes).map(Some),
         }
@@ -293,10 +407,12 @@ impl Store {
 
     /// Past versions of a message, oldest first.
     pub fn versions(&self, thread_id: &str, message_ts: u64) -> StoreResult<Vec<Version>> {
-        self.versions
-            .prefix(keys::versions_prefix(thread_id, message_ts))
-            .map(|guard| decode(&guard.value()?))
-            .collect()
+        self.prefix(
+            Space::Versions,
+            &keys::versions_prefix(thread_id, message_ts),
+        )
+        .map(|entry| decode(entry?.value()))
+        .collect()
     }
 
     /// Timestamps of the direct replies to a message, strictly past `after`
@@ -324,11 +440,10 @@ impl Store {
         };
         let mut found = Vec::new();
         walk(
-            self.replies.range::<Vec<u8>, _>((start, end)),
+            self.range(Space::Replies, (start, end)),
             direction,
-            |guard| {
-                let key = guard.key()?;
-                let ts = keys::reply_ts(&prefix, &key)
+            |entry| {
+                let ts = keys::reply_ts(&prefix, entry.key())
                     .ok_or_else(|| StoreError::Corrupt("reply key".into()))?;
                 found.push(ts);
                 Ok(found.len() < limit)
@@ -349,18 +464,19 @@ impl Store {
         let end = keys::change(thread_id, u64::MAX);
         let prefix = keys::message_prefix(thread_id);
         let mut found = Vec::new();
-        for guard in self
-            .changes
-            .range::<Vec<u8>, _>((Bound::Excluded(start), Bound::Included(end)))
-        {
-            let (key, value) = guard.into_inner()?;
-            let change_ts = key
+        for entry in self.range(
+            Space::Changes,
+            (Bound::Excluded(start), Bound::Included(end)),
+        ) {
+            let entry = entry?;
+            let change_ts = entry
+                .key()
                 .strip_prefix(prefix.as_slice())
                 .and_then(|rest| rest.try_into().ok())
                 .map(u64::from_be_bytes)
                 .ok_or_else(|| StoreError::Corrupt("change key".into()))?;
-            let message_ts = value
-                .as_ref()
+            let message_ts = entry
+                .value()
                 .try_into()
                 .map(u64::from_be_bytes)
                 .map_err(|_| StoreError::Corrupt("change value".into()))?;
@@ -377,11 +493,13 @@ impl Store {
         let start = keys::change(thread_id, 0);
         let end = keys::change(thread_id, u64::MAX);
         let prefix = keys::message_prefix(thread_id);
-        match self.changes.range::<Vec<u8>, _>(start..=end).next_back() {
+        let range = (Bound::Included(start), Bound::Included(end));
+        match self.range(Space::Changes, range).next_back() {
             None => Ok(None),
-            Some(guard) => {
-                let key = guard.key()?;
-                Ok(key
+            Some(entry) => {
+                let entry = entry?;
+                Ok(entry
+                    .key()
                     .strip_prefix(prefix.as_slice())
                     .and_then(|rest| rest.try_into().ok())
                     .map(u64::from_be_bytes))
@@ -390,7 +508,7 @@ impl Store {
     }
 
     pub fn get_message(&self, thread_id: &str, ts: u64) -> StoreResult<Option<Message>> {
-        match self.messages.get(keys::message(thread_id, ts))? {
+        match self.get(Space::Messages, &keys::message(thread_id, ts))? {
             None => Ok(None),
             Some(bytes) => decode(unflag(&bytes)?.1).map(Some),
         }
@@ -415,12 +533,11 @@ impl Store {
             Bound::Excluded(ts) => Bound::Excluded(keys::message(thread_id, ts)),
             Bound::Unbounded => Bound::Included(keys::message(thread_id, u64::MAX)),
         };
-        let iter = self.messages.range::<Vec<u8>, _>((start, end));
-        walk(iter, direction, |guard| {
-            let (key, value) = guard.into_inner()?;
-            let ts = keys::message_ts(thread_id, &key)
+        let iter = self.range(Space::Messages, (start, end));
+        walk(iter, direction, |entry| {
+            let ts = keys::message_ts(thread_id, entry.key())
                 .ok_or_else(|| StoreError::Corrupt("message key outside its thread".into()))?;
-            let (deleted, json) = unflag(&value)?;
+            let (deleted, json) = unflag(entry.value())?;
             visit(ts, deleted, json)
         })
     }
@@ -447,12 +564,11 @@ impl Store {
             (Direction::Ascending, Some(key)) => (Bound::Excluded(key), Bound::Excluded(upper)),
             (Direction::Descending, Some(key)) => (Bound::Included(prefix), Bound::Excluded(key)),
         };
-        let iter = self.author_threads.range::<Vec<u8>, _>(range);
-        walk(iter, direction, |guard| {
-            let (key, value) = guard.into_inner()?;
-            let (ts, id) = keys::author_thread_position(author, &key)
+        let iter = self.range(Space::AuthorThreads, range);
+        walk(iter, direction, |entry| {
+            let (ts, id) = keys::author_thread_position(author, entry.key())
                 .ok_or_else(|| StoreError::Corrupt("author index key".into()))?;
-            let (deleted, json) = unflag(&value)?;
+            let (deleted, json) = unflag(entry.value())?;
             visit(ts, &id, deleted, json)
         })
     }
@@ -478,72 +594,96 @@ impl Store {
             (Direction::Ascending, Some(key)) => (Bound::Excluded(key), Bound::Excluded(upper)),
             (Direction::Descending, Some(key)) => (Bound::Included(lower), Bound::Excluded(key)),
         };
-        let iter = self.threads.range::<Vec<u8>, _>(range);
-        walk(iter, direction, |guard| {
-            let (key, value) = guard.into_inner()?;
-            let id = std::str::from_utf8(&key)
+        let iter = self.range(Space::Threads, range);
+        walk(iter, direction, |entry| {
+            let id = std::str::from_utf8(entry.key())
                 .map_err(|_| StoreError::Corrupt("thread key is not UTF-8".into()))?;
-            visit(id, decode(&value)?)
+            visit(id, decode(entry.value())?)
         })
     }
 
     /// Messages stored on this shard, deleted ones included. Walks every
     /// key, so callers count once and keep the number up to date.
     pub fn count_messages(&self) -> StoreResult<u64> {
-        Ok(self.messages.len()? as u64)
+        let mut count = 0;
+        for entry in self.range(Space::Messages, (Bound::Unbounded, Bound::Unbounded)) {
+            entry?;
+            count += 1;
+        }
+        Ok(count)
     }
 
-    /// fjall's memtable and table counts, for metrics. These fjall calls
-    /// are marked experimental there, so they are read here only.
+    /// Memtable, table and flush counters, for metrics.
     pub fn metrics(&self) -> crate::metrics::StoreSample {
-        let spaces = [
-            ("threads", &self.threads),
-            ("messages", &self.messages),
-            ("author_threads", &self.author_threads),
-            ("versions", &self.versions),
-            ("replies", &self.replies),
-            ("changes", &self.changes),
-            ("meta", &self.meta),
-        ];
         crate::metrics::StoreSample {
-            memtable_bytes: self.db.write_buffer_size(),
-            sealed_memtables: spaces
-                .iter()
-                .map(|(_, space)| space.sealed_memtable_count() as u64)
-                .sum(),
-            tables: spaces
-                .iter()
-                .map(|(name, space)| (*name, space.table_count() as u64))
-                .collect(),
-            journals: self.db.journal_count() as u64,
+            memtable_bytes: self.tree.version_memtable_size_sum(),
+            sealed_memtables: self.tree.sealed_memtable_count() as u64,
+            tables: self.tree.table_count() as u64,
+            l0_runs: self.tree.l0_run_count() as u64,
+            disk_bytes: self.tree.disk_space(),
             applied_lsn: self.applied_lsn.get().0,
+            persisted_lsn: self.maintenance.persisted(),
+            flushes: self.maintenance.flushes(),
+            compactions: self.maintenance.compactions(),
         }
     }
+}
 
-    /// Makes everything written so far survive power loss.
-    pub fn persist(&self) -> StoreResult<()> {
-        self.db.persist(fjall::PersistMode::SyncAll)?;
-        Ok(())
+/// A stored key (without its keyspace byte) and its value.
+struct Entry {
+    key: lsm_tree::Slice,
+    value: lsm_tree::Slice,
+}
+
+impl Entry {
+    fn key(&self) -> &[u8] {
+        &self.key[1..]
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.value
+    }
+}
+
+/// A range of one keyspace, in either direction.
+struct SpaceIter(Box<dyn DoubleEndedIterator<Item = lsm_tree::IterGuardImpl> + Send>);
+
+fn entry(guard: lsm_tree::IterGuardImpl) -> StoreResult<Entry> {
+    let (key, value) = guard.into_inner()?;
+    Ok(Entry { key, value })
+}
+
+impl Iterator for SpaceIter {
+    type Item = StoreResult<Entry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(entry)
+    }
+}
+
+impl DoubleEndedIterator for SpaceIter {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0.next_back().map(entry)
     }
 }
 
 /// Drives a range iterator in `direction` until `step` returns false.
 fn walk(
-    iter: fjall::Iter,
+    iter: SpaceIter,
     direction: Direction,
-    mut step: impl FnMut(fjall::Guard) -> StoreResult<bool>,
+    mut step: impl FnMut(Entry) -> StoreResult<bool>,
 ) -> StoreResult<()> {
     match direction {
         Direction::Ascending => {
-            for guard in iter {
-                if !step(guard)? {
+            for entry in iter {
+                if !step(entry?)? {
                     break;
                 }
             }
         }
         Direction::Descending => {
-            for guard in iter.rev() {
-                if !step(guard)? {
+            for entry in iter.rev() {
+                if !step(entry?)? {
                     break;
                 }
             }
@@ -606,15 +746,90 @@ mod tests {
     fn apply_records_the_lsn_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            let store = Store::open(dir.path(), StoreOptions::default(), "test").unwrap();
             assert_eq!(store.applied_lsn(), Lsn(0));
             let mut ops = Ops::default();
             ops.put(Space::Threads, b"t".to_vec(), b"{}".to_vec());
             store.apply(Lsn(7), &ops).unwrap();
             store.persist().unwrap();
         }
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default(), "test").unwrap();
         assert_eq!(store.applied_lsn(), Lsn(7));
+    }
+
+    #[test]
+    fn full_memtables_flush_in_the_background_and_reopen_resumes_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            cache_bytes: 1 << 20,
+            memtable_bytes: 64 * 1024,
+        };
+        let value = vec![b'x'; 1000];
+        let key = |n: u64| keys::message("t", n);
+        {
+            let store = Store::open(dir.path(), options, "test").unwrap();
+            for lsn in 1..=300 {
+                let mut ops = Ops::default();
+                ops.put(Space::Messages, key(lsn), value.clone());
+                // Writes are refused while flushes are behind; a flush
+                // that completes admits them again.
+                while let Err(StoreError::Busy(_)) = store.admit_write() {
+                    store.maintenance.flush_and_wait().unwrap();
+                }
+                store.apply(Lsn(lsn), &ops).unwrap();
+            }
+            // 300 KB through 64 KiB memtables: several were sealed. Ask for
+            // a flush of what is sealed and wait for it.
+            store.maintenance.flush_and_wait().unwrap();
+            let persisted = store.persisted_lsn();
+            assert!(persisted.0 >= 60, "persisted {persisted:?}");
+            assert!(persisted.0 < 300, "the active memtable is not flushed");
+            // Reads see memtable and tables alike.
+            for lsn in [1, persisted.0, 300] {
+                assert_eq!(
+                    store.get(Space::Messages, &key(lsn)).unwrap().unwrap(),
+                    value
+                );
+            }
+            assert_eq!(store.count_messages().unwrap(), 300);
+            assert!(store.metrics().tables > 0);
+        }
+        // Without a clean persist, a reopened store resumes from its tables:
+        // WAL replay brings back the rest.
+        let store = Store::open(dir.path(), options, "test").unwrap();
+        let resumed = store.applied_lsn().0;
+        assert!((60..300).contains(&resumed), "resumed at {resumed}");
+        assert!(store.get(Space::Messages, &key(resumed)).unwrap().is_some());
+        assert!(
+            store
+                .get(Space::Messages, &key(resumed + 1))
+                .unwrap()
+                .is_none()
+        );
+        store.persist().unwrap();
+    }
+
+    #[test]
+    fn persist_flushes_everything_and_a_second_opener_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), StoreOptions::default(), "test").unwrap();
+            let refused = Store::open(dir.path(), StoreOptions::default(), "test");
+            assert!(matches!(refused, Err(StoreError::Busy(_))));
+            let mut ops = Ops::default();
+            ops.put(Space::Threads, b"t".to_vec(), b"{}".to_vec());
+            store.apply(Lsn(5), &ops).unwrap();
+            store.persist().unwrap();
+            assert_eq!(store.persisted_lsn(), Lsn(5));
+        }
+        let store = Store::open(dir.path(), StoreOptions::default(), "test").unwrap();
+        assert_eq!(store.applied_lsn(), Lsn(5));
+        assert_eq!(
+            store.get(Space::Threads, b"t").unwrap().unwrap(),
+            b"{}".as_slice()
+        );
+        // Other keyspaces do not see the key.
+        assert!(store.get(Space::Messages, b"t").unwrap().is_none());
     }
 
     fn record(id: &str) -> ThreadRecord {
@@ -655,7 +870,7 @@ mod tests {
     #[test]
     fn thread_scans_follow_prefix_cursor_and_direction() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default(), "test").unwrap();
         let mut ops = Ops::default();
         for id in ["a", "ab", "ab-2", "abc", "b", "Z_9"] {
             ops.extend(Store::thread_ops(&record(id)));

@@ -155,6 +155,8 @@ fn wal_segments(db: &Path) -> Vec<PathBuf> {
     let mut segments: Vec<PathBuf> = std::fs::read_dir(db.join("shard-0").join("wal"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
+        // The log also keeps a spare file for its next segment.
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
         .collect();
     segments.sort();
     segments

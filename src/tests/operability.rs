@@ -227,7 +227,7 @@ fn metrics_count_requests_by_route_status_and_shard() {
         );
         assert!(
             text.contains(&format!(
-                "progressdb_store_tables{{shard=\"{shard}\",keyspace=\"messages\"}} "
+                "progressdb_store_persisted_lsn{{shard=\"{shard}\"}} "
             )),
             "{text}"
         );

@@ -256,6 +256,7 @@ impl Wal {
 
     async fn flusher(self: Rc<Self>, kicked: LocalReceiver<()>) {
         let mut current: Option<OpenSegment> = None;
+        let spare = Spare::default();
         loop {
             if self.pending.borrow().count == 0 {
                 if kicked.recv().await.is_none() {
@@ -273,7 +274,7 @@ impl Wal {
                 first: self.next_lsn.get(),
             });
             let last = Lsn(batch.first.0 + u64::from(batch.count) - 1);
-            match self.flush(&mut current, &batch).await {
+            match self.flush(&mut current, &spare, &batch).await {
                 Ok(()) => {
                     self.durable.set(last);
                     self.update_stats(|stats| {
@@ -313,6 +314,7 @@ impl Wal {
     async fn flush(
         &self,
         current: &mut Option<OpenSegment>,
+        spare: &Spare,
         batch: &Pending,
     ) -> Result<(), String> {
         let length = flush_len(batch.records.len());
@@ -323,7 +325,7 @@ impl Wal {
             if let Some(old) = current.take() {
                 let _ = old.file.close().await;
             }
-            *current = Some(self.create_segment(batch.first, length as u64).await?);
+            *current = Some(self.next_segment(spare, batch.first, length as u64).await?);
         }
         let segment = current.as_mut().expect("a segment is open");
         let mut buffer = segment.file.alloc_dma_buffer(length);
@@ -360,6 +362,51 @@ impl Wal {
         Ok(())
     }
 
+    /// The segment for records from `first` on: the spare when one is
+    /// ready (and large enough), else a new preallocated file. Either way
+    /// the preparation of the following spare starts here.
+    async fn next_segment(
+        &self,
+        spare: &Spare,
+        first: Lsn,
+        at_least: u64,
+    ) -> Result<OpenSegment, String> {
+        let segment = if spare.take_ready() && at_least <= self.options.segment_bytes {
+            self.adopt_spare(first).await?
+        } else {
+            self.create_segment(first, at_least).await?
+        };
+        spare.prepare(self.dir.join(SPARE_NAME), self.options.segment_bytes);
+        Ok(segment)
+    }
+
+    /// Renames the zero-filled spare to the segment for `first`. Its blocks
+    /// are already written, so the fdatasyncs of the flushes into it only
+    /// flush data: no extent conversion, no file-system journal commit.
+    async fn adopt_spare(&self, first: Lsn) -> Result<OpenSegment, String> {
+        let path = self.dir.join(recovery::segment_name(first));
+        let (from, to, dir) = (self.dir.join(SPARE_NAME), path.clone(), self.dir.clone());
+        glommio::executor()
+            .spawn_blocking(move || {
+                std::fs::rename(&from, &to)
+                    .map_err(|err| format!("cannot rename {}: {err}", from.display()))?;
+                sync_dir(&dir)
+            })
+            .await?;
+        let file = OpenOptions::new()
+            .write(true)
+            .read(true)
+            .dma_open(&path)
+            .await
+            .map_err(|err| format!("cannot open {}: {err}", path.display()))?;
+        self.added_segment(first, path);
+        Ok(OpenSegment {
+            file,
+            offset: 0,
+            capacity: self.options.segment_bytes,
+        })
+    }
+
     /// Creates, preallocates and syncs a new segment, then syncs the
     /// directory so the file itself survives a crash.
     async fn create_segment(&self, first: Lsn, at_least: u64) -> Result<OpenSegment, String> {
@@ -378,9 +425,11 @@ impl Wal {
         file.fdatasync()
             .await
             .map_err(|err| format!("cannot sync {}: {err}", path.display()))?;
-        sync_dir(&self.dir)?;
-        self.segments.borrow_mut().push(SegmentInfo { first, path });
-        self.update_stats(|stats| stats.segments += 1);
+        let dir = self.dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || sync_dir(&dir))
+            .await?;
+        self.added_segment(first, path);
         Ok(OpenSegment {
             file,
             offset: 0,
@@ -388,27 +437,42 @@ impl Wal {
         })
     }
 
+    fn added_segment(&self, first: Lsn, path: PathBuf) {
+        self.segments.borrow_mut().push(SegmentInfo { first, path });
+        self.update_stats(|stats| stats.segments += 1);
+    }
+
     /// Deletes segments whose every record is at or below `durable_in_store`
-    /// (the store has synced them). The newest segment is always kept.
-    pub fn remove_segments_through(&self, durable_in_store: Lsn) -> Result<usize, String> {
-        let removable: Vec<SegmentInfo> = {
+    /// (the store has them on disk). The newest segment is always kept.
+    /// The unlinks and the directory sync run on a blocking thread.
+    pub async fn remove_segments_through(&self, durable_in_store: Lsn) -> Result<usize, String> {
+        let removable: Vec<PathBuf> = {
             let segments = self.segments.borrow();
             segments
                 .windows(2)
                 .take_while(|pair| pair[1].first.0 <= durable_in_store.0 + 1)
-                .map(|pair| pair[0].clone())
+                .map(|pair| pair[0].path.clone())
                 .collect()
         };
-        for segment in &removable {
-            std::fs::remove_file(&segment.path)
-                .map_err(|err| format!("cannot remove {}: {err}", segment.path.display()))?;
+        if removable.is_empty() {
+            return Ok(0);
         }
-        if !removable.is_empty() {
-            sync_dir(&self.dir)?;
-            self.segments.borrow_mut().drain(..removable.len());
-            self.update_stats(|stats| stats.segments -= removable.len() as u64);
-        }
-        Ok(removable.len())
+        let count = removable.len();
+        let dir = self.dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || {
+                for path in &removable {
+                    std::fs::remove_file(path)
+                        .map_err(|err| format!("cannot remove {}: {err}", path.display()))?;
+                }
+                sync_dir(&dir)
+            })
+            .await?;
+        // Only this function removes segments, and appends add at the end,
+        // so the first `count` are still the ones removed.
+        self.segments.borrow_mut().drain(..count);
+        self.update_stats(|stats| stats.segments -= count as u64);
+        Ok(count)
     }
 
     /// Bytes the log's files take in its directory now (segments may be
@@ -436,6 +500,75 @@ struct OpenSegment {
     file: DmaFile,
     offset: u64,
     capacity: u64,
+}
+
+/// The next segment's file while it is prepared; recovery lists `*.wal`
+/// files only, so a leftover spare is ignored (and overwritten).
+const SPARE_NAME: &str = "next-segment.spare";
+
+/// Bytes of zeros written per call while preparing a spare.
+const ZERO_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// The next segment, prepared on a blocking thread ahead of need.
+#[derive(Default)]
+struct Spare(Rc<Cell<SpareState>>);
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum SpareState {
+    #[default]
+    Absent,
+    Preparing,
+    Ready,
+}
+
+impl Spare {
+    /// True (and the spare is used up) when a prepared spare is ready.
+    fn take_ready(&self) -> bool {
+        let ready = self.0.get() == SpareState::Ready;
+        if ready {
+            self.0.set(SpareState::Absent);
+        }
+        ready
+    }
+
+    /// Starts writing a zero-filled spare of `bytes` unless one is ready or
+    /// under way. A failure only means the next rotation preallocates.
+    fn prepare(&self, path: PathBuf, bytes: u64) {
+        if self.0.get() != SpareState::Absent {
+            return;
+        }
+        self.0.set(SpareState::Preparing);
+        let state = self.0.clone();
+        glommio::spawn_local(async move {
+            let written = glommio::executor()
+                .spawn_blocking(move || write_zeroed_file(&path, bytes))
+                .await;
+            state.set(match written {
+                Ok(()) => SpareState::Ready,
+                Err(_) => SpareState::Absent,
+            });
+        })
+        .detach();
+    }
+}
+
+/// Writes `bytes` zeros to a new file at `path` and syncs it, then drops it
+/// from the page cache (the log writes it with direct I/O).
+fn write_zeroed_file(path: &Path, bytes: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let mut file = std::fs::File::create(path)?;
+    let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+    let mut left = bytes;
+    while left > 0 {
+        let chunk = left.min(ZERO_CHUNK_BYTES as u64) as usize;
+        file.write_all(&zeros[..chunk])?;
+        left -= chunk as u64;
+    }
+    file.sync_all()?;
+    // SAFETY: advice on a descriptor this function owns; it changes no memory.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    Ok(())
 }
 
 /// fsync on a directory, so created, renamed or removed entries persist.
