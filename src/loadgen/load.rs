@@ -13,13 +13,15 @@
 //! In the closed loop a request starts when it is sent. In the open loop,
 //! connection `c` of `C` at total rate `R` plans request `k` at
 //! `t0 + c/R + k*C/R` (the `c/R` phase spreads connections evenly, so the
-//! aggregate schedule is one request every `1/R`). A connection that is
-//! behind sends at once, and latency is still measured from the planned
-//! time: a stalled server shows up as latency instead of as fewer samples
-//! (no coordinated omission). monoio's timer rounds every deadline *up* to
-//! the next millisecond, so a connection sleeps until 1 ms before the plan
-//! and may then send up to 1 ms early; latency is measured from the earlier
-//! of the planned and the actual send time, which is honest both ways.
+//! aggregate schedule is one request every `1/R`, and request `k` of
+//! connection `c` is slot `c + k*C` of it: the tail scenario writes that
+//! slot into its posts). A connection that is behind sends at once, and
+//! latency is still measured from the planned time: a stalled server shows
+//! up as latency instead of as fewer samples (no coordinated omission).
+//! monoio's timer rounds every deadline *up* to the next millisecond, so a
+//! connection sleeps until 1 ms before the plan and may then send up to
+//! 1 ms early; latency is measured from the earlier of the planned and the
+//! actual send time, which is honest both ways.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
