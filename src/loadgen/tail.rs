@@ -10,9 +10,10 @@
 //!    once its `200` head arrived: the server registers a subscriber before
 //!    answering, so every post committed after that reaches it. Any stream
 //!    that does not open aborts the run (it is setup, like creating threads).
-//! 2. The posts run through the ordinary open loop ([`super::load`]): slot
+//! 2. The posts run through the ordinary open loop (`load`): slot
 //!    `seq` of the schedule posts to thread `seq % threads`, and its body
-//!    carries `seq` and its planned send time ([`Stamp`]).
+//!    carries `seq` and its planned send time
+//!    ([`Stamp`](super::scenario::Stamp)).
 //! 3. After the last post was answered, one end marker is posted to each
 //!    thread. A thread's events arrive in commit order, so a subscriber that
 //!    sees its thread's marker has seen every event it will ever get, and
