@@ -63,9 +63,15 @@ WORK="$(mktemp -d)"
 SERVER_PID=""
 BENCH_PID=""
 cleanup() {
-  [ -n "$BENCH_PID" ] && kill "$BENCH_PID" 2>/dev/null
+  if [ -n "$BENCH_PID" ]; then kill "$BENCH_PID" 2>/dev/null || true; fi
   if [ -n "$SERVER_PID" ]; then
-    kill "$SERVER_PID" 2>/dev/null && timeout 20 tail --pid="$SERVER_PID" -f /dev/null || true
+    kill "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 200); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$SERVER_PID" 2>/dev/null; then
+      echo "the server did not stop within 20 s of SIGTERM; killing it" >&2
+      kill -KILL "$SERVER_PID" 2>/dev/null || true
+    fi
+    wait "$SERVER_PID" 2>/dev/null || true
   fi
   rm -rf "$WORK"
 }
@@ -107,8 +113,10 @@ echo
 echo "top symbols (self time, server threads):"
 # -g none: one line per symbol (the call chains are in the file); the sed
 # drops the empty columns perf pads each line with.
+# (sed -n, not head: head would close the pipe early, and with pipefail the
+# SIGPIPE would end the script before it names the file.)
 perf report -i "$PERF_DATA" --no-children --sort symbol -g none --stdio 2>/dev/null \
-  | grep -v '^#' | grep -v '^$' | sed -e 's/\([[:space:]]\+-\)*[[:space:]]*$//' | head -n 25
+  | grep -v -e '^#' -e '^$' | sed -e 's/\([[:space:]]\+-\)*[[:space:]]*$//' | sed -n '1,25p'
 echo
 echo "perf.data: $PERF_DATA"
 echo "explore:   perf report -i $PERF_DATA --no-children"
