@@ -13,13 +13,15 @@
 //! In the closed loop a request starts when it is sent. In the open loop,
 //! connection `c` of `C` at total rate `R` plans request `k` at
 //! `t0 + c/R + k*C/R` (the `c/R` phase spreads connections evenly, so the
-//! aggregate schedule is one request every `1/R`). A connection that is
-//! behind sends at once, and latency is still measured from the planned
-//! time: a stalled server shows up as latency instead of as fewer samples
-//! (no coordinated omission). monoio's timer rounds every deadline *up* to
-//! the next millisecond, so a connection sleeps until 1 ms before the plan
-//! and may then send up to 1 ms early; latency is measured from the earlier
-//! of the planned and the actual send time, which is honest both ways.
+//! aggregate schedule is one request every `1/R`, and request `k` of
+//! connection `c` is slot `c + k*C` of it: the tail scenario writes that
+//! slot into its posts). A connection that is behind sends at once, and
+//! latency is still measured from the planned time: a stalled server shows
+//! up as latency instead of as fewer samples (no coordinated omission).
+//! monoio's timer rounds every deadline *up* to the next millisecond, so a
+//! connection sleeps until 1 ms before the plan and may then send up to
+//! 1 ms early; latency is measured from the earlier of the planned and the
+//! actual send time, which is honest both ways.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -31,14 +33,14 @@ use std::time::{Duration, Instant};
 
 use super::client::Conn;
 use super::report::{Mode, Outcome, Report, Second, Stats, Summary};
-use super::scenario::{Rng, Workload};
+use super::scenario::{Rng, Stamp, Workload};
 use super::{Error, spawn_workers};
 
 /// Pause after a failed connect, so a dead server is not hammered in a loop.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(10);
 /// How far ahead the workers' shared start is set, so every runtime is up
 /// before the first request is due.
-const START_DELAY: Duration = Duration::from_millis(50);
+pub const START_DELAY: Duration = Duration::from_millis(50);
 
 /// Everything a measured run needs; shared read-only by all workers.
 pub struct Plan {
@@ -54,6 +56,19 @@ pub struct Plan {
     pub seed: u64,
     pub threads: Option<usize>,
     pub quiet: bool,
+    /// The shared start instant `t0` (normally now + [`START_DELAY`]); the
+    /// tail scenario's subscribers measure from it too.
+    pub start: Instant,
+    /// Keep the schedule slots of the requests answered 2xx (the tail
+    /// scenario expects an event for each).
+    pub collect_acked: bool,
+}
+
+/// What the measured phase produced.
+pub struct Measured {
+    pub report: Report,
+    /// With [`Plan::collect_acked`]: the slots answered 2xx, unordered.
+    pub acked: Vec<u64>,
 }
 
 struct Clock {
@@ -75,6 +90,7 @@ struct Tick {
 struct Recorder {
     total: Stats,
     interval: Stats,
+    acked: Vec<u64>,
 }
 
 impl Recorder {
@@ -89,9 +105,9 @@ impl Recorder {
 }
 
 /// Runs the measured phase and returns the merged report.
-pub fn measure(plan: Plan) -> Result<Report, Error> {
+pub fn measure(plan: Plan) -> Result<Measured, Error> {
     let workers = plan.workers.clamp(1, plan.connections);
-    let t0 = Instant::now() + START_DELAY;
+    let t0 = plan.start;
     let clock = Arc::new(Clock {
         t0,
         measure_start: t0 + plan.warmup,
@@ -145,13 +161,15 @@ pub fn measure(plan: Plan) -> Result<Report, Error> {
     }
 
     let mut total = Stats::new(plan.rate.is_some());
+    let mut acked = Vec::new();
     for handle in handles {
-        let stats = handle
+        let (stats, worker_acked) = handle
             .join()
             .map_err(|_| Error::new("a load worker panicked"))??;
         total.merge(&stats);
+        acked.extend(worker_acked);
     }
-    Ok(Report {
+    let report = Report {
         scenario: plan.workload.kind.name().to_string(),
         mode: if plan.rate.is_some() {
             Mode::Open
@@ -168,7 +186,9 @@ pub fn measure(plan: Plan) -> Result<Report, Error> {
         warmup_s: plan.warmup.as_secs_f64(),
         stats: total,
         timeline,
-    })
+        tail: None,
+    };
+    Ok(Measured { report, acked })
 }
 
 async fn worker_main(
@@ -177,11 +197,12 @@ async fn worker_main(
     worker: usize,
     workers: usize,
     tx: Sender<Tick>,
-) -> Stats {
+) -> (Stats, Vec<u64>) {
     let open = plan.rate.is_some();
     let recorder = Rc::new(RefCell::new(Recorder {
         total: Stats::new(open),
         interval: Stats::new(false),
+        acked: Vec::new(),
     }));
     let mut tasks = Vec::new();
     for index in (worker..plan.connections).step_by(workers) {
@@ -198,7 +219,11 @@ async fn worker_main(
     }
     ticker.await;
     let mut recorder = recorder.borrow_mut();
-    std::mem::replace(&mut recorder.total, Stats::new(false))
+    let acked = std::mem::take(&mut recorder.acked);
+    (
+        std::mem::replace(&mut recorder.total, Stats::new(false)),
+        acked,
+    )
 }
 
 /// Sends this worker's interval stats once a second. Ticks also fall exactly
@@ -256,6 +281,8 @@ async fn connection(
     let mut conn: Option<Conn> = None;
     let mut k: u64 = 0;
     loop {
+        // Open loop: this request's slot in the run's whole schedule.
+        let seq = index as u64 + k * plan.connections as u64;
         let planned = schedule.map(|(phase, interval)| {
             clock.t0 + Duration::from_secs_f64(phase + k as f64 * interval)
         });
@@ -295,32 +322,43 @@ async fn connection(
                 }
             }
         }
-        let c = conn.as_mut().expect("connected above");
-        plan.workload.build(&mut rng, c.request_buf());
         // Closed loop: a (re)connect is not part of the request's latency.
         let sent = Instant::now();
         let started = planned.map_or(sent, |p| p.min(sent));
-        let result = monoio::time::timeout(plan.timeout, c.round_trip()).await;
-        let done = Instant::now();
-        let outcome = match result {
-            Ok(Ok(reply)) => {
-                if reply.close {
-                    conn = None;
-                }
-                Outcome::Status(reply.status)
-            }
-            Ok(Err(_)) => {
-                conn = None;
-                Outcome::Io
-            }
-            Err(_) => {
-                // The abandoned read still owns the buffers; start afresh.
-                conn = None;
-                Outcome::Timeout
-            }
+        let stamp = Stamp {
+            seq,
+            at_us: (started - clock.t0).as_micros() as u64,
         };
-        recorder
-            .borrow_mut()
-            .record(measured, outcome, done - started, done - sent);
+        let outcome = send(&plan, &mut conn, &mut rng, stamp).await;
+        let done = Instant::now();
+        let mut recorder = recorder.borrow_mut();
+        recorder.record(measured, outcome, done - started, done - sent);
+        if plan.collect_acked && matches!(outcome, Outcome::Status(200..=299)) {
+            recorder.acked.push(seq);
+        }
+    }
+}
+
+/// Builds and sends one request on the open connection and reads its
+/// answer; a connection that cannot be reused is dropped.
+async fn send(plan: &Plan, conn: &mut Option<Conn>, rng: &mut Rng, stamp: Stamp) -> Outcome {
+    let c = conn.as_mut().expect("connected by the caller");
+    plan.workload.build(rng, stamp, c.request_buf());
+    match monoio::time::timeout(plan.timeout, c.round_trip()).await {
+        Ok(Ok(reply)) => {
+            if reply.close {
+                *conn = None;
+            }
+            Outcome::Status(reply.status)
+        }
+        Ok(Err(_)) => {
+            *conn = None;
+            Outcome::Io
+        }
+        Err(_) => {
+            // The abandoned read still owns the buffers; start afresh.
+            *conn = None;
+            Outcome::Timeout
+        }
     }
 }

@@ -13,6 +13,8 @@
 //! * `setup`: creating threads and preloading messages before measuring.
 //! * `load`: the measured phase: workers, connections, closed and open loop
 //!   timing, per-second progress.
+//! * `tail`: the tail scenario's live-tail subscribers, the end markers and
+//!   the check that every acknowledged post reached every subscriber.
 //! * [`report`]: counters and histograms, their merge, the table and the
 //!   JSON document (its schema is documented there).
 //!
@@ -25,6 +27,7 @@ mod load;
 pub mod report;
 pub mod scenario;
 mod setup;
+pub mod tail;
 
 use std::fmt;
 use std::future::Future;
@@ -32,11 +35,11 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-pub use report::{Errors, Mode, Report, SCHEMA_VERSION, Summary};
+pub use report::{Errors, Mode, Report, SCHEMA_VERSION, Summary, TailReport};
 pub use scenario::ScenarioKind;
 
 /// Every flag of `progressdb-bench`.
@@ -72,8 +75,9 @@ pub struct Options {
     pub headers: Vec<String>,
 
     /// Workload: post, read (newest-50 page), mix (reads and posts), hot (all
-    /// posts to one thread), url (GET --url, no setup). tail (SSE) is not
-    /// supported yet.
+    /// posts to one thread), url (GET --url, no setup), tail (--subscribers
+    /// live-tail streams while posts arrive at --rate; reports post-to-event
+    /// delivery latency and any event that did not arrive).
     #[arg(long, value_enum, default_value_t = ScenarioKind::Post)]
     pub scenario: ScenarioKind,
 
@@ -81,8 +85,8 @@ pub struct Options {
     #[arg(long)]
     pub url: Option<String>,
 
-    /// Threads that post/read/mix spread requests over [default: the
-    /// preloaded thread count, else 100].
+    /// Threads that post/read/mix/tail spread requests over [default: the
+    /// preloaded thread count, else 100; tail: 1].
     #[arg(long)]
     pub threads: Option<usize>,
 
@@ -141,6 +145,16 @@ pub struct Options {
     /// No progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
+
+    /// Tail scenario: live-tail (SSE) subscribers, one connection each,
+    /// dealt round robin over the --threads threads.
+    #[arg(long, default_value_t = 100)]
+    pub subscribers: usize,
+
+    /// Tail scenario: OS threads the subscribers are spread over, each
+    /// running one monoio runtime (posts run on --workers others).
+    #[arg(long, default_value_t = 1)]
+    pub tail_threads: usize,
 }
 
 /// Why a run could not happen (bad flags, unreachable server during setup,
@@ -197,9 +211,7 @@ fn resolve(host_port: &str) -> Result<SocketAddr, Error> {
 pub fn run(options: &Options) -> Result<Report, Error> {
     let kind = options.scenario;
     if kind == ScenarioKind::Tail {
-        return Err(Error::new(
-            "scenario tail (server-sent events) is not yet supported",
-        ));
+        check_tail_flags(options)?;
     }
     if options.addr.starts_with("https://") {
         return Err(Error::new("https is not supported; give HOST:PORT"));
@@ -243,7 +255,8 @@ pub fn run(options: &Options) -> Result<Report, Error> {
             Some(options.threads.unwrap_or(default))
         }
         ScenarioKind::Hot => Some(1),
-        ScenarioKind::Url | ScenarioKind::Tail => None,
+        ScenarioKind::Tail => Some(options.threads.unwrap_or(1)),
+        ScenarioKind::Url => None,
     };
     if targets == Some(0) {
         return Err(Error::new("--threads must be at least 1"));
@@ -302,7 +315,7 @@ pub fn run(options: &Options) -> Result<Report, Error> {
 
     if !options.quiet {
         eprintln!(
-            "progressdb-bench: {} against {}, {}, {} connections on {} worker{}, {:.1} s + {:.1} s warmup",
+            "progressdb-bench: {} against {}, {}, {} connections on {} worker{}, {:.1} s + {:.1} s warmup{}",
             kind.name(),
             host,
             match options.rate {
@@ -314,9 +327,17 @@ pub fn run(options: &Options) -> Result<Report, Error> {
             if workers == 1 { "" } else { "s" },
             duration.as_secs_f64(),
             warmup.as_secs_f64(),
+            if kind == ScenarioKind::Tail {
+                format!(
+                    ", {} subscribers on {} thread(s)",
+                    options.subscribers, options.tail_threads
+                )
+            } else {
+                String::new()
+            },
         );
     }
-    let report = load::measure(load::Plan {
+    let plan = load::Plan {
         addr,
         addr_text: host.to_string(),
         workload,
@@ -329,7 +350,14 @@ pub fn run(options: &Options) -> Result<Report, Error> {
         seed: options.seed,
         threads: targets,
         quiet: options.quiet,
-    })?;
+        start: Instant::now() + load::START_DELAY,
+        collect_acked: kind == ScenarioKind::Tail,
+    };
+    let report = if kind == ScenarioKind::Tail {
+        tail::measure(plan, options.subscribers, options.tail_threads)?
+    } else {
+        load::measure(plan)?.report
+    };
 
     if let Some(path) = &options.json {
         let text = serde_json::to_string_pretty(&report.to_json()).expect("JSON values serialize");
@@ -337,6 +365,22 @@ pub fn run(options: &Options) -> Result<Report, Error> {
             .map_err(|err| Error::new(format!("--json {}: {err}", path.display())))?;
     }
     Ok(report)
+}
+
+fn check_tail_flags(options: &Options) -> Result<(), Error> {
+    if options.rate.is_none() {
+        return Err(Error::new(
+            "the tail scenario needs --rate: posts arrive in an open loop and \
+             delivery is measured from each post's planned send time",
+        ));
+    }
+    if options.subscribers == 0 {
+        return Err(Error::new("--subscribers must be at least 1"));
+    }
+    if options.tail_threads == 0 {
+        return Err(Error::new("--tail-threads must be at least 1"));
+    }
+    Ok(())
 }
 
 /// Starts `count` OS threads, each running one monoio runtime (io_uring when

@@ -25,7 +25,7 @@
 //! {
 //!   "schema_version": 1,                 integer
 //!   "tool": "progressdb-bench 0.1.0",    string
-//!   "scenario": "post",                  post | read | mix | hot | url
+//!   "scenario": "post",                  post | read | mix | hot | url | tail
 //!   "mode": "closed",                    closed | open
 //!   "addr": "127.0.0.1:8080",            string, as given
 //!   "connections": 64, "workers": 1,     integers
@@ -50,6 +50,26 @@
 //!   "timeline": [{"t_s": number, "phase": "warmup"|"measure", "requests": integer,
 //!                 "errors": integer, "rps": number, "p50_us": integer, "p99_us": integer}, ...]
 //!       one entry per progress tick (about one per second, t_s from the start)
+//!   "tail": null, or in the tail scenario (the fields above then describe the posts):
+//!     {"subscribers": integer, "tail_threads": integer,
+//!      "posts_acked": integer,          posts answered 2xx: each is due at every
+//!                                       subscriber of its thread
+//!      "expected": integer,             deliveries due (posts_acked x their subscribers)
+//!      "received": integer,             deliveries of acknowledged posts that arrived
+//!      "missing": integer,              expected - received; 0 in a correct run
+//!      "missing_examples": [{"seq": integer, "subscribers": integer}, ...],
+//!                                       up to 10 posts (schedule slot) that some
+//!                                       subscribers never got, and how many
+//!      "unacked": integer,              events of posts that failed or timed out
+//!      "out_of_order": integer,         events whose id did not increase on their stream
+//!      "overflowed": integer,           subscribers cut off with an `overflow` event
+//!      "ended_early": integer,          streams that closed or broke before the end marker
+//!      "timed_out": integer,            streams still without the end marker at the deadline
+//!      "end_marker": bool,              the end marker was acknowledged on every thread
+//!      "delivery_samples": integer,     receipts of posts planned in the measured window
+//!      "delivery_us": {same keys as latency_us}
+//!          from each post's planned send time to the arrival of its event, one
+//!          sample per subscriber that got it}
 //! }
 //! ```
 
@@ -270,6 +290,127 @@ pub struct Report {
     pub warmup_s: f64,
     pub stats: Stats,
     pub timeline: Vec<Second>,
+    /// The tail scenario's deliveries; `None` in the others.
+    pub tail: Option<TailReport>,
+}
+
+/// What the tail scenario's subscribers received (see the JSON schema
+/// above for each count's meaning).
+#[derive(Debug, Clone)]
+pub struct TailReport {
+    pub subscribers: usize,
+    pub tail_threads: usize,
+    pub posts_acked: u64,
+    pub expected: u64,
+    pub received: u64,
+    pub missing: u64,
+    /// (schedule slot, subscribers that never got it), at most ten.
+    pub missing_examples: Vec<(u64, u64)>,
+    pub unacked: u64,
+    pub out_of_order: u64,
+    pub overflowed: u64,
+    pub ended_early: u64,
+    pub timed_out: u64,
+    pub end_marker: bool,
+    /// Delivery latency of each receipt of a measured post, in µs.
+    pub delivery: Histogram,
+}
+
+impl TailReport {
+    /// True when every subscriber got every acknowledged post, in order,
+    /// and saw the end of the run.
+    pub fn complete(&self) -> bool {
+        self.missing == 0
+            && self.out_of_order == 0
+            && self.ended_early == 0
+            && self.timed_out == 0
+            && self.end_marker
+    }
+
+    fn table(&self, t: &mut String) {
+        let _ = writeln!(t);
+        let _ = writeln!(
+            t,
+            "tail          {} subscribers on {} thread{}",
+            self.subscribers,
+            self.tail_threads,
+            if self.tail_threads == 1 { "" } else { "s" },
+        );
+        let _ = writeln!(
+            t,
+            "deliveries    {} expected ({} posts acknowledged), {} received, {} missing",
+            self.expected, self.posts_acked, self.received, self.missing
+        );
+        let m = Summary::of(&self.delivery);
+        let _ = writeln!(
+            t,
+            "{:<14}{:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "delivery (ms)", "p50", "p90", "p99", "p99.9", "max", "mean"
+        );
+        let _ = writeln!(
+            t,
+            "{:<14}{:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            "post to event",
+            ms(m.p50),
+            ms(m.p90),
+            ms(m.p99),
+            ms(m.p999),
+            ms(m.max),
+            m.mean / 1000.0
+        );
+        let _ = writeln!(t, "  samples     {}", self.delivery.len());
+        if self.complete() {
+            let _ = writeln!(t, "  every subscriber got every acknowledged post");
+        } else {
+            let examples: Vec<String> = self
+                .missing_examples
+                .iter()
+                .map(|(seq, n)| format!("post {seq} missed by {n}"))
+                .collect();
+            let _ = writeln!(t, "INCOMPLETE DELIVERY");
+            let _ = writeln!(
+                t,
+                "  missing     {} ({})",
+                self.missing,
+                examples.join(", ")
+            );
+            let _ = writeln!(t, "  overflowed  {}", self.overflowed);
+            let _ = writeln!(t, "  ended early {}", self.ended_early);
+            let _ = writeln!(t, "  timed out   {}", self.timed_out);
+            let _ = writeln!(t, "  out of order {}", self.out_of_order);
+            if !self.end_marker {
+                let _ = writeln!(t, "  the end marker post failed");
+            }
+        }
+        if self.unacked > 0 {
+            let _ = writeln!(t, "  events of unacknowledged posts {}", self.unacked);
+        }
+    }
+
+    fn json(&self) -> Value {
+        let examples: Vec<Value> = self
+            .missing_examples
+            .iter()
+            .map(|(seq, n)| json!({ "seq": seq, "subscribers": n }))
+            .collect();
+        json!({
+            "subscribers": self.subscribers,
+            "tail_threads": self.tail_threads,
+            "posts_acked": self.posts_acked,
+            "expected": self.expected,
+            "received": self.received,
+            "missing": self.missing,
+            "missing_examples": examples,
+            "unacked": self.unacked,
+            "out_of_order": self.out_of_order,
+            "overflowed": self.overflowed,
+            "ended_early": self.ended_early,
+            "timed_out": self.timed_out,
+            "end_marker": self.end_marker,
+            "delivery_samples": self.delivery.len(),
+            "delivery_us": Summary::of(&self.delivery).json(),
+        })
+    }
 }
 
 impl Report {
@@ -360,6 +501,9 @@ impl Report {
         let _ = writeln!(t, "  connect     {}", e.connect);
         let _ = writeln!(t, "  timeout     {}", e.timeout);
         let _ = writeln!(t, "  io          {}", e.io);
+        if let Some(tail) = &self.tail {
+            tail.table(&mut t);
+        }
         t
     }
 
@@ -434,6 +578,7 @@ impl Report {
             "percentiles": percentiles,
             "histogram": histogram,
             "timeline": timeline,
+            "tail": self.tail.as_ref().map(TailReport::json),
         })
     }
 }
@@ -519,6 +664,7 @@ mod tests {
             warmup_s: 0.0,
             stats,
             timeline: Vec::new(),
+            tail: None,
         };
         let v = report.to_json();
         assert_eq!(v["schema_version"], 1);
@@ -536,5 +682,50 @@ mod tests {
             .sum();
         assert_eq!(counted, 1001);
         assert!(report.table().contains("HTTP 503"));
+        assert!(v["tail"].is_null());
+    }
+
+    #[test]
+    fn tail_json_and_table_say_what_is_missing() {
+        let mut delivery = new_histogram();
+        for us in 1..=100 {
+            delivery.record(us).unwrap();
+        }
+        let mut tail = TailReport {
+            subscribers: 3,
+            tail_threads: 1,
+            posts_acked: 5,
+            expected: 15,
+            received: 15,
+            missing: 0,
+            missing_examples: Vec::new(),
+            unacked: 0,
+            out_of_order: 0,
+            overflowed: 0,
+            ended_early: 0,
+            timed_out: 0,
+            end_marker: true,
+            delivery,
+        };
+        let mut text = String::new();
+        tail.table(&mut text);
+        assert!(text.contains("every subscriber got every"), "{text}");
+        let v = tail.json();
+        assert_eq!(v["delivery_samples"], 100);
+        assert_eq!(v["delivery_us"]["p50"], 50);
+        assert_eq!(v["missing"], 0);
+
+        tail.received = 13;
+        tail.missing = 2;
+        tail.missing_examples = vec![(4, 2)];
+        assert!(!tail.complete());
+        let mut text = String::new();
+        tail.table(&mut text);
+        assert!(text.contains("INCOMPLETE DELIVERY"), "{text}");
+        assert!(text.contains("post 4 missed by 2"), "{text}");
+        assert_eq!(
+            tail.json()["missing_examples"],
+            json!([{"seq": 4, "subscribers": 2}])
+        );
     }
 }

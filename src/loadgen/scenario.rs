@@ -23,7 +23,8 @@ pub enum ScenarioKind {
     Hot,
     /// GET the raw `--url` path; no setup.
     Url,
-    /// Server-sent events tail (not supported yet).
+    /// `--subscribers` live-tail (SSE) streams while posts arrive at
+    /// `--rate`; measures post-to-event delivery (see `tail`).
     Tail,
 }
 
@@ -136,6 +137,60 @@ pub fn message_body(text_bytes: usize) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Where a post sits in the open-loop schedule, written into the bodies of
+/// the tail scenario's posts so that a subscriber can tell which post an
+/// event is and when it was meant to be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stamp {
+    /// The post's slot in the run's schedule (0, 1, 2, ... at `--rate`).
+    pub seq: u64,
+    /// Its planned send time (or its actual one, if earlier), in
+    /// microseconds after the run's shared start instant.
+    pub at_us: u64,
+}
+
+/// A tail post's body is `{"body":{"bench_seq":S,"bench_at_us":A,"text":...},"role":"user"}`,
+/// written in these pieces; the keys are what [`parse_stamp`] looks for in
+/// an event's message JSON.
+const TAIL_OPEN: &[u8] = br#"{"body":{"#;
+const SEQ_KEY: &[u8] = br#""bench_seq":"#;
+const AT_KEY: &[u8] = br#""bench_at_us":"#;
+const TAIL_TEXT: &[u8] =
+    br#","text":"a benchmark message with some ordinary chat text"},"role":"user"}"#;
+
+/// The body of the marker posted to each thread after the last measured
+/// post: a subscriber that sees it has seen everything posted before it,
+/// because a thread's events arrive in commit order.
+pub const TAIL_END_BODY: &[u8] = br#"{"body":{"bench_end":true},"role":"user"}"#;
+/// What identifies the end marker inside an event's message JSON.
+pub const TAIL_END_KEY: &[u8] = br#""bench_end":true"#;
+
+/// Decimal digits of `n`.
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
+}
+
+/// Reads the [`Stamp`] out of an event's data (a message JSON embedding a
+/// tail post's body). `None` for anything else.
+pub fn parse_stamp(data: &[u8]) -> Option<Stamp> {
+    let seq = number_after(data, SEQ_KEY)?;
+    let at_us = number_after(data, AT_KEY)?;
+    Some(Stamp { seq, at_us })
+}
+
+/// The unsigned integer right after the first `key` in `data`.
+fn number_after(data: &[u8], key: &[u8]) -> Option<u64> {
+    let start = data.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits = data[start..].iter().take_while(|b| b.is_ascii_digit());
+    let mut value: u64 = 0;
+    let mut any = false;
+    for &d in digits {
+        value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        any = true;
+    }
+    any.then_some(value)
+}
+
 /// Which operation a request is (the table does not split by it yet, but the
 /// setup phase and future per-operation histograms do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,8 +214,13 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Writes the next request into `out` (cleared by the caller).
-    pub fn build(&self, rng: &mut Rng, out: &mut Vec<u8>) -> Op {
+    /// Writes the next request into `out` (cleared by the caller). `stamp`
+    /// is used by the tail scenario only.
+    pub fn build(&self, rng: &mut Rng, stamp: Stamp, out: &mut Vec<u8>) -> Op {
+        if self.kind == ScenarioKind::Tail {
+            self.build_tail_post(stamp, out);
+            return Op::Post;
+        }
         let op = match self.kind {
             ScenarioKind::Post | ScenarioKind::Hot => Op::Post,
             ScenarioKind::Read => Op::Read,
@@ -198,6 +258,32 @@ impl Workload {
             }
         }
         op
+    }
+
+    /// A tail post: slot `seq` goes to thread `seq % threads`, so the
+    /// subscribers of each thread know which posts to expect. Written in
+    /// pieces to allocate nothing.
+    fn build_tail_post(&self, stamp: Stamp, out: &mut Vec<u8>) {
+        let thread = &self.threads[(stamp.seq % self.threads.len() as u64) as usize];
+        let length = TAIL_OPEN.len()
+            + SEQ_KEY.len()
+            + digits(stamp.seq)
+            + 1
+            + AT_KEY.len()
+            + digits(stamp.at_us)
+            + TAIL_TEXT.len();
+        let path: [&[u8]; 3] = [b"/frontend/v1/threads/", thread.as_bytes(), b"/messages"];
+        self.http.start(out, b"POST ", &path);
+        let _ = write!(
+            out,
+            "Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        );
+        out.extend_from_slice(TAIL_OPEN);
+        out.extend_from_slice(SEQ_KEY);
+        let _ = write!(out, "{},", stamp.seq);
+        out.extend_from_slice(AT_KEY);
+        let _ = write!(out, "{}", stamp.at_us);
+        out.extend_from_slice(TAIL_TEXT);
     }
 }
 
@@ -239,7 +325,7 @@ mod tests {
         let mut saw = (false, false);
         for _ in 0..64 {
             let mut out = Vec::new();
-            let text = match workload.build(&mut rng, &mut out) {
+            let text = match workload.build(&mut rng, Stamp::default(), &mut out) {
                 Op::Read => {
                     saw.0 = true;
                     String::from_utf8(out).unwrap()
@@ -264,5 +350,44 @@ mod tests {
             }
         }
         assert_eq!(saw, (true, true));
+    }
+
+    #[test]
+    fn tail_posts_carry_their_stamp() {
+        let workload = Workload {
+            kind: ScenarioKind::Tail,
+            http: Http::new("db:1", None, "u", &[]),
+            threads: vec!["t0".into(), "t1".into(), "t2".into()],
+            read_percent: 0,
+            url: String::new(),
+            post_body: Vec::new(),
+        };
+        for (seq, at_us) in [(0, 0), (7, 9), (10, 123_456_789), (u64::MAX, 1)] {
+            let mut out = Vec::new();
+            let stamp = Stamp { seq, at_us };
+            assert_eq!(
+                workload.build(&mut Rng::new(1, 1), stamp, &mut out),
+                Op::Post
+            );
+            let text = String::from_utf8(out).unwrap();
+            let thread = format!("POST /frontend/v1/threads/t{}/messages ", seq % 3);
+            assert!(text.starts_with(&thread), "{text}");
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(head.contains(&format!("Content-Length: {}", body.len())));
+            let parsed: serde_json::Value = serde_json::from_str(body).expect("valid JSON");
+            assert_eq!(parsed["body"]["bench_seq"], seq);
+            // The stamp is found again inside the message JSON of an event.
+            let event = format!(
+                r#"{{"id":"x","thread":"t","ts":5,"body":{}}}"#,
+                parsed["body"]
+            );
+            assert_eq!(parse_stamp(event.as_bytes()), Some(stamp));
+        }
+        assert_eq!(parse_stamp(br#"{"body":{"text":"hi"}}"#), None);
+        assert_eq!(parse_stamp(br#"{"body":{"bench_seq":x}}"#), None);
+        assert_eq!(digits(0), 1);
+        assert_eq!(digits(9), 1);
+        assert_eq!(digits(10), 2);
+        assert_eq!(digits(u64::MAX), 20);
     }
 }

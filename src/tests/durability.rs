@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use progressdb::rng::XorShift;
 use serde_json::{Value, json};
-use support::{Client, Server};
+use support::{Client, Server, all_messages};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -27,28 +27,6 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 const THREADS: usize = 6;
 const WRITERS: usize = 8;
-
-/// Every message of a thread, oldest first, paging with cursors.
-fn all_messages(client: &mut Client, thread: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut path = format!("/v1/threads/{thread}/messages?limit=1000&sort_by=ts_asc");
-    loop {
-        let reply = client.get(&path);
-        if reply.status == 404 {
-            return out;
-        }
-        let page = reply.expect(200);
-        out.extend(page["data"].as_array().unwrap().iter().cloned());
-        match page["pagination"]["next_cursor"].as_str() {
-            Some(cursor) => {
-                path = format!(
-                    "/v1/threads/{thread}/messages?limit=1000&sort_by=ts_asc&after={cursor}"
-                )
-            }
-            None => return out,
-        }
-    }
-}
 
 /// Checks the server against what clients sent and were acknowledged.
 fn verify(server: &Server, acked: &HashMap<String, Value>, sent: &HashSet<String>, context: &str) {

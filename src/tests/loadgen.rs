@@ -1,8 +1,9 @@
 //! End-to-end tests of the load harness: open-loop rate accuracy and latency
 //! from the planned time against a tiny in-test HTTP server, error counting
-//! (status, I/O, timeout, connect), reconnects and chunked answers, and the
+//! (status, I/O, timeout, connect), reconnects and chunked answers, the
 //! JSON document written by the real `progressdb-bench` binary against the
-//! real `progressdb` server.
+//! real `progressdb` server, and its tail scenario (every live-tail event
+//! delivered) against the real server.
 
 #[path = "support.rs"]
 mod support;
@@ -384,6 +385,26 @@ fn timeouts_and_refused_connections_are_counted() {
 fn unsupported_and_bad_flags_are_refused() {
     for args in [
         &["--addr", "127.0.0.1:1", "--scenario", "tail"][..],
+        &[
+            "--addr",
+            "127.0.0.1:1",
+            "--scenario",
+            "tail",
+            "--rate",
+            "1",
+            "--subscribers",
+            "0",
+        ][..],
+        &[
+            "--addr",
+            "127.0.0.1:1",
+            "--scenario",
+            "tail",
+            "--rate",
+            "1",
+            "--tail-threads",
+            "0",
+        ][..],
         &["--addr", "127.0.0.1:1", "--scenario", "url"][..],
         &["--addr", "127.0.0.1:1", "--rate", "0"][..],
         &["--addr", "127.0.0.1:1", "--duration", "0"][..],
@@ -393,8 +414,8 @@ fn unsupported_and_bad_flags_are_refused() {
         argv.extend_from_slice(args);
         let options = Options::try_parse_from(argv).expect("flags parse");
         let err = run(&options).expect_err("refused");
-        if args.contains(&"tail") {
-            assert!(err.to_string().contains("not yet supported"), "{err}");
+        if args == ["--addr", "127.0.0.1:1", "--scenario", "tail"] {
+            assert!(err.to_string().contains("needs --rate"), "{err}");
         }
     }
     assert!(Options::try_parse_from(["progressdb-bench", "--read-percent", "101"]).is_err());
@@ -501,4 +522,118 @@ fn json_schema_against_the_real_server() {
     let mut client = server.client().acting_for("bench");
     let threads = client.get("/frontend/v1/threads?limit=100").expect(200);
     assert_eq!(threads["data"].as_array().unwrap().len(), 10);
+}
+
+/// Runs the real `progressdb-bench` binary; returns stdout, stderr and the
+/// JSON it wrote, after asserting it succeeded.
+fn bench_binary(args: &[&str]) -> (String, String, Value) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json_path = dir.path().join("bench.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_progressdb-bench"))
+        .args(args)
+        .arg("--json")
+        .arg(&json_path)
+        .output()
+        .expect("run progressdb-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "bench failed: {}\n{stdout}\n{stderr}",
+        output.status
+    );
+    let text = std::fs::read_to_string(&json_path).expect("json written");
+    let json = serde_json::from_str(&text).expect("valid JSON");
+    (stdout, stderr, json)
+}
+
+#[test]
+fn tail_scenario_delivers_every_event_against_the_real_server() {
+    // Two shards, so most streams are served by a core that does not own
+    // their thread and events cross the mesh.
+    let server = support::Server::start(&["--shards", "2"]);
+    let addr = server.addr.to_string();
+    let (stdout, stderr, v) = bench_binary(&[
+        "--addr",
+        &addr,
+        "--key",
+        support::API_KEY,
+        "--scenario",
+        "tail",
+        "--subscribers",
+        "20",
+        "--tail-threads",
+        "2",
+        "--threads",
+        "3",
+        "--rate",
+        "40",
+        "--connections",
+        "4",
+        "--duration",
+        "2",
+        "--warmup",
+        "0.5",
+    ]);
+    assert!(stderr.contains("20 streams open"), "{stderr}");
+    assert!(stdout.contains("post to event"), "{stdout}");
+    assert!(stdout.contains("every subscriber got every"), "{stdout}");
+    assert_eq!(v["scenario"], "tail");
+    assert_eq!(v["mode"], "open");
+    assert_eq!(v["threads"], 3);
+    let tail = &v["tail"];
+    assert_eq!(tail["subscribers"], 20);
+    assert_eq!(tail["tail_threads"], 2);
+    for key in [
+        "posts_acked",
+        "expected",
+        "received",
+        "missing",
+        "unacked",
+        "out_of_order",
+        "overflowed",
+        "ended_early",
+        "timed_out",
+        "delivery_samples",
+    ] {
+        expect_key(tail, key, Value::is_u64);
+    }
+    for key in ["p50", "p90", "p99", "p999", "max", "min"] {
+        expect_key(&tail["delivery_us"], key, Value::is_u64);
+    }
+    expect_key(tail, "missing_examples", Value::is_array);
+
+    // Each acknowledged post reached every subscriber of its thread: 20
+    // subscribers over 3 threads is 7, 7 and 6 per thread.
+    let acked = tail["posts_acked"].as_u64().unwrap();
+    let expected = tail["expected"].as_u64().unwrap();
+    assert!(acked >= v["ok"].as_u64().unwrap() && acked > 0, "{stdout}");
+    assert!((6 * acked..=7 * acked).contains(&expected), "{stdout}");
+    assert_eq!(tail["received"], expected, "{stdout}");
+    assert_eq!(tail["missing"], 0, "{stdout}");
+    assert_eq!(tail["end_marker"], true, "{stdout}");
+    for key in ["out_of_order", "overflowed", "ended_early", "timed_out"] {
+        assert_eq!(tail[key], 0, "{key}: {stdout}");
+    }
+    assert!(tail["delivery_samples"].as_u64().unwrap() > 0, "{stdout}");
+    let p50 = tail["delivery_us"]["p50"].as_u64().unwrap();
+    assert!(p50 > 0 && p50 <= tail["delivery_us"]["max"].as_u64().unwrap());
+
+    // The server holds every acknowledged post plus one end marker per thread.
+    let mut client = server.client().acting_for("bench");
+    let threads = client.get("/frontend/v1/threads?limit=100").expect(200);
+    let stored: usize = support::ids(&threads)
+        .iter()
+        .map(|id| {
+            let path = format!("/frontend/v1/threads/{id}/messages?limit=1000");
+            let page = client.get(&path).expect(200);
+            assert_eq!(page["pagination"]["has_more"], false);
+            page["data"].as_array().unwrap().len()
+        })
+        .sum();
+    assert_eq!(support::ids(&threads).len(), 3);
+    assert!(
+        stored as u64 >= acked + 3,
+        "stored {stored}, acknowledged {acked}"
+    );
 }

@@ -21,6 +21,29 @@ pub fn ids(page: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// Every message of a thread, oldest first, paging with cursors (the
+/// `/v1` route, so any author's thread; empty if there is no such thread).
+pub fn all_messages(client: &mut Client, thread: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut path = format!("/v1/threads/{thread}/messages?limit=1000&sort_by=ts_asc");
+    loop {
+        let reply = client.get(&path);
+        if reply.status == 404 {
+            return out;
+        }
+        let page = reply.expect(200);
+        out.extend(page["data"].as_array().expect("data array").iter().cloned());
+        match page["pagination"]["next_cursor"].as_str() {
+            Some(cursor) => {
+                path = format!(
+                    "/v1/threads/{thread}/messages?limit=1000&sort_by=ts_asc&after={cursor}"
+                )
+            }
+            None => return out,
+        }
+    }
+}
+
 pub const API_KEY: &str = "test-key-0123456789";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
