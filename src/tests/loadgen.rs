@@ -500,5 +500,5 @@ fn json_schema_against_the_real_server() {
     // The server stored what was acknowledged (10 threads of posts).
     let mut client = server.client().acting_for("bench");
     let threads = client.get("/frontend/v1/threads?limit=100").expect(200);
-    assert_eq!(threads["data"].as_array().unwrap().len(), 10);
+    assert_eq!(threads["threads"].as_array().unwrap().len(), 10);
 }

@@ -11,13 +11,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-/// The `id`s of a list envelope's items, in order.
-pub fn ids(page: &serde_json::Value) -> Vec<String> {
-    page["data"]
-        .as_array()
-        .expect("data array")
+/// The items of a list answer: its `messages`, `threads` or `versions`.
+pub fn items(page: &serde_json::Value) -> &Vec<serde_json::Value> {
+    ["messages", "threads", "versions"]
         .iter()
-        .map(|item| item["id"].as_str().expect("id").to_string())
+        .find_map(|name| page[name].as_array())
+        .unwrap_or_else(|| panic!("not a list answer: {page}"))
+}
+
+/// The `key`s of a list answer's items, in order.
+pub fn ids(page: &serde_json::Value) -> Vec<String> {
+    items(page)
+        .iter()
+        .map(|item| item["key"].as_str().expect("key").to_string())
         .collect()
 }
 
