@@ -7,8 +7,7 @@
 use super::input::{self, Query};
 use super::{Api, ApiError, Handled, LiveTail, json, thread_id};
 use crate::engine::{
-    self, AllThreadsPage, Caller, Command, EngineError, Order, Pagination, Reply, ThreadEntry,
-    ThreadPart,
+    self, AllThreadsPage, Caller, Command, EngineError, Order, Pagination, Reply, ThreadPart,
 };
 use crate::http::{Request, Response, query_pairs};
 use crate::model::{ThreadId, UserId};
@@ -222,18 +221,9 @@ impl Api {
         }
         let has_after = entries.len() > page.limit;
         entries.truncate(page.limit);
-        let key_of = |entry: Option<&ThreadEntry>| entry.map(|e| e.position.thread_id.clone());
-        let pagination = Pagination::of(
-            key_of(entries.first()),
-            key_of(entries.last()),
-            entries.len(),
-            // This listing pages forward only; a cursor means it has gone
-            // past something.
-            (page.after.is_some(), has_after),
-            total,
-        );
-        let items = entries.iter().map(|entry| entry.json.as_slice());
-        let body = engine::list(&[], "threads", items, &pagination);
+        // This listing pages forward only; a cursor means it has gone past
+        // something.
+        let body = engine::thread_list(&entries, (page.after.is_some(), has_after), total);
         Ok(Handled::Response(json(200, body)))
     }
 

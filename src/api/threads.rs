@@ -7,8 +7,8 @@
 use super::input::{ThreadCursor, ThreadPageRequest};
 use super::{Api, ApiError, Call, json};
 use crate::engine::{
-    self, Caller, Command, EngineError, Order, Pagination, Reply, ThreadEntry, ThreadPage,
-    ThreadPart, ThreadPosition, ThreadSort,
+    self, Caller, Command, EngineError, Order, Reply, ThreadEntry, ThreadPage, ThreadPart,
+    ThreadPosition, ThreadSort,
 };
 use crate::http::Response;
 use crate::model::{Thread, ThreadId, UserId};
@@ -82,16 +82,8 @@ impl Api {
                 (entries.entries, entries.more, older.more, older.total)
             }
         };
-        let key_of = |entry: Option<&ThreadEntry>| entry.map(|e| e.position.thread_id.clone());
-        let pagination = Pagination::of(
-            key_of(entries.first()),
-            key_of(entries.last()),
-            entries.len(),
-            (has_before, has_after),
-            total,
-        );
-        let items = entries.iter().map(|entry| entry.json.as_slice());
-        Ok(json(200, engine::list(&[], "threads", items, &pagination)))
+        let body = engine::thread_list(&entries, (has_before, has_after), total);
+        Ok(json(200, body))
     }
 
     /// Up to `limit` threads past the cursor (or from the newest) in

@@ -15,7 +15,7 @@ mod commands;
 mod page;
 mod tail_cache;
 
-pub use page::{Pagination, list, wrap};
+pub use page::{Pagination, list, thread_list, wrap};
 
 pub use command::{
     AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, Outcome,

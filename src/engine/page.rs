@@ -224,20 +224,45 @@ pub fn messages(
 ) -> Result<Vec<u8>, EngineError> {
     let (mut items, has_before, has_after) = message_items(store, thread, page)?;
     reveal_all(&mut items, reveal)?;
+    Ok(message_list(
+        &[("thread", thread)],
+        &items,
+        (has_before, has_after),
+        total,
+    ))
+}
+
+/// `{<fields>,"messages":[…],"pagination":P}` of a page's items.
+fn message_list(
+    fields: &[(&str, &str)],
+    items: &Items,
+    flags: (bool, bool),
+    total: u64,
+) -> Vec<u8> {
     let key_of = |item: Option<&(u64, Vec<u8>)>| item.and_then(|(_, json)| message_id_of(json));
     let pagination = Pagination::of(
         key_of(items.first()),
         key_of(items.last()),
         items.len(),
-        (has_before, has_after),
+        flags,
         total,
     );
-    Ok(list(
-        &[("thread", thread)],
-        "messages",
-        items.iter().map(|(_, json)| json.as_slice()),
-        &pagination,
-    ))
+    let jsons = items.iter().map(|(_, json)| json.as_slice());
+    list(fields, "messages", jsons, &pagination)
+}
+
+/// `{"threads":[…],"pagination":P}` of merged thread entries.
+pub fn thread_list(entries: &[ThreadEntry], flags: (bool, bool), total: u64) -> Vec<u8> {
+    let key_of = |entry: Option<&ThreadEntry>| entry.map(|e| e.position.thread_id.clone());
+    let pagination = Pagination::of(
+        key_of(entries.first()),
+        key_of(entries.last()),
+        entries.len(),
+        flags,
+        total,
+    );
+    let jsons = entries.iter().map(|entry| entry.json.as_slice());
+    list(&[], "threads", jsons, &pagination)
 }
 
 fn reversed<T>(mut items: Vec<T>) -> Vec<T> {
@@ -434,20 +459,7 @@ pub fn replies(
     };
     reveal_all(&mut items, reveal)?;
     let total = count_replies(store, parent, deleted)?;
-    let key_of = |item: Option<&(u64, Vec<u8>)>| item.and_then(|(_, json)| message_id_of(json));
-    let pagination = Pagination::of(
-        key_of(items.first()),
-        key_of(items.last()),
-        items.len(),
-        (has_before, has_after),
-        total,
-    );
-    Ok(list(
-        &[],
-        "messages",
-        items.iter().map(|(_, json)| json.as_slice()),
-        &pagination,
-    ))
+    Ok(message_list(&[], &items, (has_before, has_after), total))
 }
 
 fn count_replies(

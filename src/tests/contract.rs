@@ -21,6 +21,13 @@ fn key(value: &Value) -> String {
         .to_string()
 }
 
+/// A new thread of the client's user; its key.
+fn new_thread(client: &mut Client) -> String {
+    key(&client
+        .post("/frontend/v1/threads", r#"{"title":"t"}"#)
+        .expect(201))
+}
+
 /// Every field of `P`, with its type.
 fn assert_pagination(page: &Value) {
     let p = &page["pagination"];
@@ -159,9 +166,7 @@ fn thread_routes_answer_what_the_sdks_read() {
 fn message_routes_answer_what_the_sdks_read() {
     let server = Server::start(&[]);
     let mut client = server.client();
-    let thread = key(&client
-        .post("/frontend/v1/threads", r#"{"title":"t"}"#)
-        .expect(201));
+    let thread = new_thread(&mut client);
     let base = format!("/frontend/v1/threads/{thread}/messages");
     let created = client.post(&base, r#"{"body":{"text":"hi"}}"#).expect(201);
     assert_message(&created);
@@ -209,9 +214,7 @@ fn post_numbered(client: &mut Client, base: &str, n: usize) -> Vec<String> {
 fn message_pages_are_oldest_first_and_walk_both_ways() {
     let server = Server::start(&[]);
     let mut client = server.client();
-    let thread = key(&client
-        .post("/frontend/v1/threads", r#"{"title":"t"}"#)
-        .expect(201));
+    let thread = new_thread(&mut client);
     let base = format!("/frontend/v1/threads/{thread}/messages");
     let posted = post_numbered(&mut client, &base, 7);
 
@@ -280,9 +283,7 @@ fn message_pages_are_oldest_first_and_walk_both_ways() {
 fn limits_are_checked() {
     let server = Server::start(&[]);
     let mut client = server.client();
-    let thread = key(&client
-        .post("/frontend/v1/threads", r#"{"title":"t"}"#)
-        .expect(201));
+    let thread = new_thread(&mut client);
     let base = format!("/frontend/v1/threads/{thread}/messages");
     let posted = post_numbered(&mut client, &base, 55);
     let default = get_page(&mut client, &base);
@@ -449,9 +450,7 @@ fn backend_keys_name_the_author() {
 fn upstream_admin_routes() {
     let server = Server::start(&["--admin-key", ADMIN]);
     let mut client = server.client();
-    let thread = key(&client
-        .post("/frontend/v1/threads", r#"{"title":"t"}"#)
-        .expect(201));
+    let thread = new_thread(&mut client);
     post_numbered(
         &mut client,
         &format!("/frontend/v1/threads/{thread}/messages"),
@@ -471,9 +470,7 @@ fn upstream_admin_routes() {
 fn extensions_speak_the_same_vocabulary() {
     let server = Server::start(&["--admin-key", ADMIN]);
     let mut client = server.client();
-    let thread = key(&client
-        .post("/frontend/v1/threads", r#"{"title":"t"}"#)
-        .expect(201));
+    let thread = new_thread(&mut client);
     let base = format!("/frontend/v1/threads/{thread}/messages");
     let parent = post_numbered(&mut client, &base, 1).remove(0);
     client
