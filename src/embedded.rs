@@ -362,29 +362,39 @@ impl Db {
         if page.limit == 0 || page.limit > limit_max {
             return Err(invalid("limit", format!("must be 1 to {limit_max}")));
         }
-        let position = match &page.cursor {
-            None => MessagePosition::End,
-            Some(cursor) => {
+        let newest_first = page.order == Order::NewestFirst;
+        let position = match (&page.cursor, newest_first) {
+            (None, true) => MessagePosition::End,
+            (None, false) => MessagePosition::Start,
+            (Some(cursor), _) => {
                 let id = MessageId::parse(cursor).ok_or(Error::InvalidCursor)?;
-                match page.order {
-                    Order::NewestFirst => MessagePosition::Before(id),
-                    Order::OldestFirst => MessagePosition::After(id),
+                if newest_first {
+                    MessagePosition::Before(id)
+                } else {
+                    MessagePosition::After(id)
                 }
             }
         };
-        let envelope: Envelope<Message> = self.call(Command::ListMessages {
+        // The engine answers oldest first, with the contract's anchors.
+        let mut list: MessageList = self.call(Command::ListMessages {
             thread: thread_id(thread)?,
             caller: anyone(),
             page: MessagePage {
                 position,
-                order: page.order,
                 limit: page.limit,
                 include_deleted: page.include_deleted,
             },
         })?;
+        let pagination = list.pagination;
+        let next_cursor = if newest_first {
+            list.messages.reverse();
+            pagination.has_before.then_some(pagination.before_anchor)
+        } else {
+            pagination.has_after.then_some(pagination.after_anchor)
+        };
         Ok(Messages {
-            messages: envelope.data,
-            next_cursor: envelope.pagination.next_cursor,
+            messages: list.messages,
+            next_cursor,
         })
     }
 
@@ -401,13 +411,13 @@ impl Db {
 
     /// Every version of a message, oldest first; the current one is last.
     pub fn versions(&self, thread: &str, id: &str) -> Result<Vec<Version>, Error> {
-        let envelope: Envelope<Version> = self.call(Command::ListVersions {
+        let versions: VersionList = self.call(Command::ListVersions {
             thread: thread_id(thread)?,
             caller: anyone(),
             id: id.to_owned(),
             include_deleted: false,
         })?;
-        Ok(envelope.data)
+        Ok(versions.versions)
     }
 
     /// Soft-deletes a message: reads hide it unless they include deleted
@@ -517,16 +527,25 @@ fn reply_json(reply: Reply) -> Result<Vec<u8>, EngineError> {
     }
 }
 
-/// The list envelope the engine renders, read back into model types.
+/// A page of messages as the engine renders it, read back into model types.
 #[derive(Deserialize)]
-struct Envelope<T> {
-    data: Vec<T>,
+struct MessageList {
+    messages: Vec<Message>,
     pagination: Pagination,
 }
 
+/// The contract's pagination object, the fields paging needs.
 #[derive(Deserialize)]
 struct Pagination {
-    next_cursor: Option<String>,
+    before_anchor: String,
+    after_anchor: String,
+    has_before: bool,
+    has_after: bool,
+}
+
+#[derive(Deserialize)]
+struct VersionList {
+    versions: Vec<Version>,
 }
 
 /// Embedded callers are trusted code, like the server's backend key: they

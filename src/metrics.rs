@@ -62,6 +62,8 @@ pub fn route_name(routed: &Result<Route, RouteError>) -> &'static str {
         Route::SeedPostMessage => "seed_post_message",
         Route::SeedListMessages(_) => "seed_list_messages",
         Route::Stats => "stats",
+        Route::AdminHealth => "admin_health",
+        Route::AdminTotals => "admin_totals",
         Route::Metrics => "metrics",
         Route::Sign => "sign",
         Route::RotateMasterKey => "rotate_master_key",

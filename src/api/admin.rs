@@ -6,7 +6,9 @@
 
 use super::input::{self, Query};
 use super::{Api, ApiError, Handled, LiveTail, json, thread_id};
-use crate::engine::{self, AllThreadsPage, Caller, Command, EngineError, Order, Reply};
+use crate::engine::{
+    self, AllThreadsPage, Caller, Command, EngineError, Order, Pagination, Reply, ThreadPart,
+};
 use crate::http::{Request, Response, query_pairs};
 use crate::model::{ThreadId, UserId};
 use crate::shard::shard_for;
@@ -121,22 +123,14 @@ impl Api {
         Some(handled)
     }
 
-    async fn owner_call(&self, command: Command) -> Result<Handled, ApiError> {
-        let owner = shard_for(command.thread().as_str(), self.mesh.shard_count());
-        match self.mesh.call(owner, command).await? {
-            Reply::Ok(body) => Ok(Handled::Response(json(200, body))),
-            _ => Err(EngineError::Storage("unexpected reply".into()).into()),
-        }
-    }
-
     async fn admin_get_thread(&self, id: &str, request: &Request) -> Result<Handled, ApiError> {
         let search = Search::parse(&request.query)?;
-        self.owner_call(Command::GetThread {
+        let command = Command::GetThread {
             id: thread_id(id)?,
             caller: ADMIN,
             include_deleted: search.include_deleted,
-        })
-        .await
+        };
+        self.answer(command, Some("thread")).await
     }
 
     async fn admin_list_messages(
@@ -148,12 +142,12 @@ impl Api {
         let search = Search::parse(&request.query)?;
         let mut page = query.message_page(&self.limits)?;
         page.include_deleted = search.include_deleted;
-        self.owner_call(Command::ListMessages {
+        let command = Command::ListMessages {
             thread: thread_id(id)?,
             caller: ADMIN,
             page,
-        })
-        .await
+        };
+        self.answer(command, None).await
     }
 
     async fn admin_list_versions(
@@ -163,13 +157,13 @@ impl Api {
         request: &Request,
     ) -> Result<Handled, ApiError> {
         let search = Search::parse(&request.query)?;
-        self.owner_call(Command::ListVersions {
+        let command = Command::ListVersions {
             thread: thread_id(id)?,
             caller: ADMIN,
             id: mid.to_owned(),
             include_deleted: search.include_deleted,
-        })
-        .await
+        };
+        self.answer(command, None).await
     }
 
     /// Every thread, or one author's (the frontend listing, merged the same
@@ -184,7 +178,7 @@ impl Api {
             let mut page = query.thread_page(&self.limits)?;
             page.include_deleted = search.include_deleted;
             return self
-                .merge_author_threads(author, page)
+                .author_threads(author, page)
                 .await
                 .map(Handled::Response);
         }
@@ -216,25 +210,20 @@ impl Api {
             limit: query.page_limit(&self.limits)?,
             include_deleted: search.include_deleted,
         };
-        let mut entries = self
+        let ThreadPart {
+            mut entries, total, ..
+        } = self
             .threads_of_every_shard(|| Command::ListAllThreads(page.clone()))
             .await?;
         entries.sort_by(|a, b| a.position.thread_id.cmp(&b.position.thread_id));
         if order == Order::NewestFirst {
             entries.reverse();
         }
-        let has_more = entries.len() > page.limit;
+        let has_after = entries.len() > page.limit;
         entries.truncate(page.limit);
-        let next_cursor = entries
-            .last()
-            .filter(|_| has_more)
-            .map(|entry| entry.position.thread_id.clone());
-        let body = engine::envelope(
-            entries.iter().map(|entry| entry.json.as_slice()),
-            has_more,
-            next_cursor.as_deref(),
-            None,
-        );
+        // This listing pages forward only; a cursor means it has gone past
+        // something.
+        let body = engine::thread_list(&entries, (page.after.is_some(), has_after), total);
         Ok(Handled::Response(json(200, body)))
     }
 
@@ -245,6 +234,7 @@ impl Api {
         include_deleted: bool,
     ) -> Result<Response, ApiError> {
         let owner = shard_for(id.as_str(), self.mesh.shard_count());
+        let key = id.to_string();
         let command = Command::GetThread {
             id,
             caller: ADMIN,
@@ -256,7 +246,10 @@ impl Api {
             Ok(_) => return Err(EngineError::Storage("unexpected reply".into()).into()),
             Err(err) => return Err(err.into()),
         };
-        let body = engine::envelope(found.iter().map(Vec::as_slice), false, None, None);
+        let count = usize::from(found.is_some());
+        let key = found.as_ref().map(|_| key);
+        let pagination = Pagination::of(key.clone(), key, count, (false, false), count as u64);
+        let body = engine::list(&[], "threads", found.iter().map(Vec::as_slice), &pagination);
         Ok(json(200, body))
     }
 }

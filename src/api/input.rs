@@ -8,9 +8,9 @@ use serde_json::value::RawValue;
 
 use super::ApiError;
 use crate::config::Limits;
-use crate::engine::{MessagePage, MessagePosition, Order, ThreadPosition};
+use crate::engine::{MessagePage, MessagePosition, ThreadSort};
 use crate::http::{Request, query_pairs};
-use crate::model::{MessageId, is_valid_key};
+use crate::model::{MessageId, ThreadId, is_valid_key};
 
 pub fn decode_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
     if request.body.is_empty() {
@@ -25,15 +25,19 @@ pub fn decode_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError
 
 #[derive(Deserialize)]
 pub struct CreateThread {
-    pub id: Option<String>,
+    /// The key a backend chooses for the thread (`id` before v0.2).
+    #[serde(alias = "id")]
+    pub key: Option<String>,
     pub title: Option<String>,
     pub slug: Option<String>,
+    pub author: Option<String>,
 }
 
 #[derive(Deserialize)]
 pub struct UpdateThread {
     pub title: Option<String>,
     pub slug: Option<String>,
+    pub author: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -41,6 +45,7 @@ pub struct PostMessage {
     pub body: Option<Box<RawValue>>,
     pub role: Option<String>,
     pub reply_to: Option<String>,
+    pub author: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +60,7 @@ pub struct SeedPostMessage {
 #[derive(Deserialize)]
 pub struct EditMessage {
     pub body: Option<Box<RawValue>>,
+    pub author: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +72,7 @@ pub struct Sign {
 #[derive(Deserialize)]
 pub struct React {
     pub reaction: Option<String>,
+    pub author: Option<String>,
 }
 
 /// Longest reaction accepted, in bytes: room for an emoji sequence or a
@@ -178,15 +185,28 @@ pub struct Query {
     sort_by: Option<String>,
     include_deleted: Option<String>,
     last_event_id: Option<String>,
+    /// The user a backend key acts for when no body `author` or
+    /// `X-User-ID` names one.
+    pub author: Option<String>,
+}
+
+/// Where a thread listing page is: at the newest threads, or relative to
+/// a thread's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThreadCursor {
+    Newest,
+    /// Threads newer than this one.
+    Before(ThreadId),
+    /// Threads older than this one.
+    After(ThreadId),
+    /// Newer ones, this one, older ones.
+    Anchor(ThreadId),
 }
 
 /// A thread listing request after validation.
 pub struct ThreadPageRequest {
-    pub position: Option<ThreadPosition>,
-    pub scan_order: Order,
-    /// The scan runs against the display order (e.g. `after` on a
-    /// newest-first listing), so results are reversed before display.
-    pub reverse_for_display: bool,
+    pub cursor: ThreadCursor,
+    pub sort: ThreadSort,
     pub limit: usize,
     pub include_deleted: bool,
 }
@@ -206,6 +226,7 @@ impl Query {
                 "sort_by" => &mut query.sort_by,
                 "include_deleted" => &mut query.include_deleted,
                 "last_event_id" => &mut query.last_event_id,
+                "author" => &mut query.author,
                 // Unknown parameters are ignored, as most HTTP APIs do, so
                 // newer clients keep working against this server.
                 _ => continue,
@@ -249,18 +270,6 @@ impl Query {
         }
     }
 
-    fn order(&self) -> Result<Order, ApiError> {
-        match self.sort_by.as_deref() {
-            None => Ok(Order::NewestFirst),
-            Some(text) => parse_order(text).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_sort_by",
-                    "`sort_by` must be one of: ts_desc (default), ts_asc, created_ts_desc, created_ts_asc, desc, asc",
-                )
-            }),
-        }
-    }
-
     fn single_position(&self) -> Result<Option<(&'static str, &str)>, ApiError> {
         let given: Vec<(&'static str, &str)> = [
             ("before", &self.before),
@@ -297,9 +306,18 @@ impl Query {
         }
     }
 
+    /// A page of a thread's messages, which are always oldest first:
+    /// `sort_by` may only name that order.
     pub fn message_page(&self, limits: &Limits) -> Result<MessagePage, ApiError> {
-        let limit = self.limit(limits)?;
-        let order = self.order()?;
+        match self.sort_by.as_deref() {
+            None | Some("created_ts" | "created_ts_asc" | "ts" | "ts_asc" | "asc") => {}
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_sort_by",
+                    "messages are listed oldest first: `sort_by` may only be created_ts",
+                ));
+            }
+        }
         let position = match self.single_position()? {
             None => MessagePosition::End,
             Some((name, text)) => {
@@ -314,83 +332,64 @@ impl Query {
         Ok(MessagePage {
             include_deleted: self.include_deleted()?,
             position,
-            order,
-            limit,
+            limit: self.limit(limits)?,
         })
     }
 
-    /// Replies default to oldest first, the order of a conversation.
+    /// Replies read like a conversation: without a cursor, the first ones.
     pub fn reply_page(&self, limits: &Limits) -> Result<MessagePage, ApiError> {
         let mut page = self.message_page(limits)?;
-        if self.sort_by.is_none() {
-            page.order = Order::OldestFirst;
+        match page.position {
+            MessagePosition::End => page.position = MessagePosition::Start,
+            MessagePosition::Anchor(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "replies page with `before` and `after`, not `anchor`",
+                ));
+            }
+            _ => {}
         }
         Ok(page)
     }
 
     pub fn thread_page(&self, limits: &Limits) -> Result<ThreadPageRequest, ApiError> {
-        let limit = self.limit(limits)?;
-        let order = self.order()?;
-        let (position, toward_older) = match self.single_position()? {
-            None => (None, order == Order::NewestFirst),
-            Some(("anchor", _)) => {
+        let sort = match self.sort_by.as_deref() {
+            None | Some("created_ts" | "created_ts_desc" | "ts_desc" | "desc") => {
+                ThreadSort::CreatedTs
+            }
+            Some("updated_ts" | "updated_ts_desc") => ThreadSort::UpdatedTs,
+            Some(_) => {
                 return Err(ApiError::bad_request(
-                    "invalid_query",
-                    "`anchor` applies to messages only",
+                    "invalid_sort_by",
+                    "`sort_by` must be created_ts (default) or updated_ts; threads are listed newest first",
                 ));
             }
+        };
+        let cursor = match self.single_position()? {
+            None => ThreadCursor::Newest,
             Some((name, text)) => {
-                let position = parse_thread_cursor(text).ok_or_else(|| invalid_cursor(name))?;
-                (Some(position), name == "before")
+                let key = ThreadId::parse(text).ok_or_else(|| invalid_cursor(name))?;
+                match name {
+                    "before" => ThreadCursor::Before(key),
+                    "after" => ThreadCursor::After(key),
+                    _ => ThreadCursor::Anchor(key),
+                }
             }
         };
-        let scan_order = if toward_older {
-            Order::NewestFirst
-        } else {
-            Order::OldestFirst
-        };
         Ok(ThreadPageRequest {
+            cursor,
+            sort,
+            limit: self.limit(limits)?,
             include_deleted: self.include_deleted()?,
-            position,
-            scan_order,
-            reverse_for_display: scan_order != order,
-            limit,
         })
-    }
-}
-
-fn parse_order(text: &str) -> Option<Order> {
-    match text {
-        "ts_desc" | "created_ts_desc" | "desc" | "newest" | "-ts" | "-created_ts" => {
-            Some(Order::NewestFirst)
-        }
-        "ts_asc" | "created_ts_asc" | "asc" | "oldest" | "ts" | "created_ts" => {
-            Some(Order::OldestFirst)
-        }
-        _ => None,
     }
 }
 
 fn invalid_cursor(name: &str) -> ApiError {
     ApiError::bad_request(
         "invalid_cursor",
-        format!("`{name}` is not a cursor from this listing"),
+        format!("`{name}` is not a key from this listing"),
     )
-}
-
-/// Opaque text form of a thread listing position: 16 hex digits of the
-/// creation timestamp followed by the thread id.
-pub fn thread_cursor(position: &ThreadPosition) -> String {
-    format!("{:016x}{}", position.created_ts, position.thread_id)
-}
-
-fn parse_thread_cursor(text: &str) -> Option<ThreadPosition> {
-    let (ts, id) = (text.get(..16)?, text.get(16..)?);
-    let created_ts = u64::from_str_radix(ts, 16).ok()?;
-    is_valid_key(id).then(|| ThreadPosition {
-        created_ts,
-        thread_id: id.to_owned(),
-    })
 }
 
 #[cfg(test)]
@@ -444,19 +443,5 @@ mod tests {
         assert_eq!(both.err().map(|e| e.code), Some("invalid_query"));
         let forged = Query::parse("after=nope").unwrap().message_page(&limits);
         assert_eq!(forged.err().map(|e| e.code), Some("invalid_cursor"));
-    }
-
-    #[test]
-    fn thread_cursor_round_trips() {
-        let position = ThreadPosition {
-            created_ts: 0xabc,
-            thread_id: "general".into(),
-        };
-        assert_eq!(
-            parse_thread_cursor(&thread_cursor(&position)),
-            Some(position)
-        );
-        assert_eq!(parse_thread_cursor("zz"), None);
-        assert_eq!(parse_thread_cursor("0000000000000abc../x"), None);
     }
 }

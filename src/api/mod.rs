@@ -6,8 +6,10 @@ mod admin;
 mod cors;
 pub mod docs;
 mod error;
+mod frontend;
 pub(crate) mod input;
 mod limit;
+mod threads;
 pub mod viewer;
 
 pub use error::ApiError;
@@ -18,19 +20,24 @@ use std::time::{Duration, Instant};
 
 use crate::auth::{Keys, Principal};
 use crate::config::{Config, KmsConfig, Limits};
-use crate::engine::{
-    self, Caller, Command, EngineError, Order, Reply, SecretKey, ThreadEntry, ThreadPage,
-};
+use crate::engine::{self, Caller, Command, EngineError, Reply, SecretKey, ThreadPart};
 use crate::http::router::{self, Route, RouteError};
-use crate::http::{Request, Response};
+use crate::http::{Method, Request, Response};
 use crate::logging;
 use crate::metrics;
 use crate::model::{ThreadId, UserId};
-use crate::shard::{ShardId, mesh::Mesh, shard_for};
+use crate::shard::{ShardId, mesh::Mesh};
 use cors::Cors;
 use limit::RateLimiter;
 
 use input::{Query, decode_body};
+
+/// An authenticated request on its way to a handler.
+pub(crate) struct Call<'a> {
+    pub request: &'a Request,
+    pub principal: Principal,
+    pub query: Query,
+}
 
 /// What a request turned into: a response, or a live tail the connection
 /// serves until the client goes away.
@@ -159,23 +166,16 @@ impl Api {
         request: &Request,
         routed: Result<Route, RouteError>,
     ) -> Result<Handled, ApiError> {
-        let route = routed?;
-        match route {
-            Route::Healthz => {
-                return Ok(Handled::Response(json(200, br#"{"status":"ok"}"#.to_vec())));
+        let route = match routed {
+            // Any OPTIONS is a browser's preflight: answered before auth,
+            // even on a path this server does not serve.
+            Err(RouteError::NotFound) if request.method == Method::Options => {
+                Route::Options("OPTIONS")
             }
-            Route::Readyz => {
-                let body =
-                    serde_json::json!({"status": "ready", "version": env!("CARGO_PKG_VERSION")});
-                return Ok(Handled::Response(json(200, body.to_string().into_bytes())));
-            }
-            Route::Options(allow) => {
-                return Ok(Handled::Response(self.cors.preflight(request, allow)));
-            }
-            Route::OpenApi => return Ok(Handled::Response(docs::openapi())),
-            Route::Docs => return Ok(Handled::Response(docs::page())),
-            Route::Viewer(asset) => return Ok(Handled::Response(viewer::response(asset))),
-            _ => {}
+            routed => routed?,
+        };
+        if let Some(response) = self.public(&route, request) {
+            return Ok(Handled::Response(response));
         }
         let scope = route
             .scope()
@@ -195,198 +195,25 @@ impl Api {
         if let Some(handled) = self.admin_read(&route, request, &query).await {
             return handled;
         }
-        let limits = &self.limits;
-        let command = match route {
-            Route::Healthz
-            | Route::Readyz
-            | Route::OpenApi
-            | Route::Docs
-            | Route::Options(_)
-            | Route::Viewer(_) => {
-                unreachable!("answered above")
-            }
-            Route::AdminListThreads
-            | Route::AdminGetThread(_)
-            | Route::AdminListMessages(_)
-            | Route::AdminListVersions(..)
-            | Route::AdminStreamMessages(_) => unreachable!("answered by admin_read"),
-            Route::ListThreads => {
-                return self
-                    .list_threads(principal.require_user()?, &query)
-                    .await
-                    .map(Handled::Response);
-            }
-            Route::Stats => return self.stats().await.map(Handled::Response),
-            Route::Metrics => return self.metrics().await.map(Handled::Response),
-            Route::Sign => return self.sign(request).map(Handled::Response),
-            Route::RotateMasterKey => return self.rotate_master_key().await.map(Handled::Response),
-            Route::CreateThread => {
-                let author = principal.require_user()?;
-                let body: input::CreateThread = decode_body(request)?;
-                Command::CreateThread {
-                    id: match body.id {
-                        Some(id) => thread_id(&id)?,
-                        None => self.generate_thread_id(),
-                    },
-                    author,
-                    title: input::title(body.title, limits)?,
-                    slug: input::optional_slug(body.slug)?,
-                }
-            }
-            Route::GetThread(id) => Command::GetThread {
-                id: thread_id(&id)?,
-                caller: user_caller(&principal)?,
-                include_deleted: query.include_deleted()?,
-            },
-            Route::RestoreThread(id) => Command::RestoreThread {
-                id: thread_id(&id)?,
-                caller: user_caller(&principal)?,
-            },
-            Route::UpdateThread(id) => {
-                let body: input::UpdateThread = decode_body(request)?;
-                let title = body
-                    .title
-                    .map(|t| input::title(Some(t), limits))
-                    .transpose()?;
-                let slug = input::optional_slug(body.slug)?;
-                if title.is_none() && slug.is_none() {
-                    return Err(ApiError::bad_request(
-                        "missing_field",
-                        "send `title` or `slug`",
-                    ));
-                }
-                Command::UpdateThread {
-                    id: thread_id(&id)?,
-                    caller: user_caller(&principal)?,
-                    title,
-                    slug,
-                }
-            }
-            Route::DeleteThread(id) => Command::DeleteThread {
-                id: thread_id(&id)?,
-                caller: user_caller(&principal)?,
-            },
-            Route::PostMessage(id) => {
-                let author = principal.require_user()?;
-                let body: input::PostMessage = decode_body(request)?;
-                Command::PostMessage {
-                    thread: thread_id(&id)?,
-                    caller: Caller {
-                        user: Some(author.clone()),
-                    },
-                    author,
-                    role: input::optional_role(body.role, limits)?,
-                    body: input::required_body(body.body)?,
-                    reply_to: body.reply_to,
-                    create_thread_titled: None,
-                }
-            }
-            Route::SeedPostMessage => {
-                let body: input::SeedPostMessage = decode_body(request)?;
-                let Some(thread) = body.thread else {
-                    return Err(ApiError::bad_request(
-                        "missing_field",
-                        "`thread` is required",
-                    ));
-                };
-                let thread = thread_id(&thread)?;
-                let author = match body.author {
-                    Some(author) => UserId::parse(&author).ok_or_else(|| {
-                        ApiError::bad_request(
-                            "invalid_field",
-                            "`author` must be 1 to 128 printable ASCII characters",
-                        )
-                    })?,
-                    None => principal.require_user()?,
-                };
-                Command::PostMessage {
-                    create_thread_titled: Some(thread.to_string()),
-                    thread,
-                    caller: Caller { user: None },
-                    author,
-                    role: input::optional_role(body.role, limits)?,
-                    body: input::required_body(body.body)?,
-                    reply_to: body.reply_to,
-                }
-            }
-            Route::ListMessages(id) => Command::ListMessages {
-                thread: thread_id(&id)?,
-                caller: user_caller(&principal)?,
-                page: query.message_page(limits)?,
-            },
-            Route::SeedListMessages(id) => Command::ListMessages {
-                thread: thread_id(&id)?,
-                caller: Caller { user: None },
-                page: query.message_page(limits)?,
-            },
-            Route::GetMessage(id, mid) => Command::GetMessage {
-                thread: thread_id(&id)?,
-                caller: user_caller(&principal)?,
-                id: mid,
-                include_deleted: query.include_deleted()?,
-            },
-            Route::ListVersions(id, mid) => Command::ListVersions {
-                thread: thread_id(&id)?,
-                caller: user_caller(&principal)?,
-                id: mid,
-                include_deleted: query.include_deleted()?,
-            },
-            Route::ListReplies(id, mid) => Command::ListReplies {
-                thread: thread_id(&id)?,
-                caller: user_caller(&principal)?,
-                id: mid,
-                page: query.reply_page(limits)?,
-            },
-            Route::React(id, mid) => {
-                let body: input::React = decode_body(request)?;
-                Command::React {
-                    thread: thread_id(&id)?,
-                    caller: user_caller(&principal)?,
-                    id: mid,
-                    reaction: Some(input::reaction(body.reaction)?),
-                }
-            }
-            Route::Unreact(id, mid) => Command::React {
-                thread: thread_id(&id)?,
-                caller: user_caller(&principal)?,
-                id: mid,
-                reaction: None,
-            },
-            Route::RestoreMessage(id, mid) => Command::RestoreMessage {
-                thread: thread_id(&id)?,
-                caller: user_caller(&principal)?,
-                id: mid,
-            },
-            Route::StreamMessages(id) => {
-                return Ok(Handled::Stream(LiveTail {
-                    thread: thread_id(&id)?,
-                    caller: user_caller(&principal)?,
-                    last_event_id: input::last_event_id(request, &query)?,
-                }));
-            }
-            Route::EditMessage(id, mid) => {
-                let body: input::EditMessage = decode_body(request)?;
-                Command::EditMessage {
-                    thread: thread_id(&id)?,
-                    caller: user_caller(&principal)?,
-                    id: mid,
-                    body: input::required_body(body.body)?,
-                }
-            }
-            Route::DeleteMessage(id, mid) => Command::DeleteMessage {
-                thread: thread_id(&id)?,
-                caller: user_caller(&principal)?,
-                id: mid,
-            },
+        let call = Call {
+            request,
+            principal,
+            query,
         };
-        let owner = shard_for(command.thread().as_str(), self.mesh.shard_count());
-        match self.mesh.call(owner, command).await? {
-            Reply::Created(body) => Ok(Handled::Response(json(201, body))),
-            Reply::Ok(body) => Ok(Handled::Response(json(200, body))),
-            Reply::Threads(_) | Reply::Events { .. } | Reply::Metrics(_) => {
-                Err(EngineError::Storage("unexpected reply".into()).into())
-            }
-        }
+        self.authenticated(route, &call).await
+    }
+
+    /// The routes anyone may call, answered without a key.
+    fn public(&self, route: &Route, request: &Request) -> Option<Response> {
+        Some(match route {
+            Route::Healthz => json(200, br#"{"status":"ok"}"#.to_vec()),
+            Route::Readyz => status_ok(),
+            Route::Options(allow) => self.cors.preflight(request, allow),
+            Route::OpenApi => docs::openapi(),
+            Route::Docs => docs::page(),
+            Route::Viewer(asset) => viewer::response(asset),
+            _ => return None,
+        })
     }
 
     /// Sends `command` to every shard at once; replies in shard order.
@@ -406,20 +233,23 @@ impl Api {
         Ok(replies)
     }
 
-    /// A thread listing asked of every shard, its parts concatenated
-    /// (each caller merges them in its own order).
+    /// A thread listing asked of every shard: the parts' entries
+    /// concatenated (each caller merges them in its own order), their
+    /// totals summed, `behind` if any shard has one.
     async fn threads_of_every_shard(
         &self,
         command: impl Fn() -> Command,
-    ) -> Result<Vec<ThreadEntry>, ApiError> {
-        let mut entries = Vec::new();
+    ) -> Result<ThreadPart, ApiError> {
+        let mut all = ThreadPart::default();
         for reply in self.ask_every_shard(command).await? {
             let Reply::Threads(part) = reply else {
                 return Err(EngineError::Storage("unexpected reply to a listing".into()).into());
             };
-            entries.extend(part);
+            all.entries.extend(part.entries);
+            all.total += part.total;
+            all.behind |= part.behind;
         }
-        Ok(entries)
+        Ok(all)
     }
 
     /// `POST /backend/v1/sign {"userId"}`: the signature a frontend sends
@@ -529,57 +359,6 @@ impl Api {
         })
     }
 
-    /// Asks every shard for its part of the author's threads, then merges.
-    async fn list_threads(&self, author: UserId, query: &Query) -> Result<Response, ApiError> {
-        let request = query.thread_page(&self.limits)?;
-        self.merge_author_threads(author, request).await
-    }
-
-    async fn merge_author_threads(
-        &self,
-        author: UserId,
-        request: input::ThreadPageRequest,
-    ) -> Result<Response, ApiError> {
-        let page = ThreadPage {
-            author,
-            after: request.position.clone(),
-            order: request.scan_order,
-            limit: request.limit,
-            include_deleted: request.include_deleted,
-        };
-        let mut entries = self
-            .threads_of_every_shard(|| Command::ListThreads(page.clone()))
-            .await?;
-        entries.sort_by(|a, b| a.position.cmp(&b.position));
-        if request.scan_order == Order::NewestFirst {
-            entries.reverse();
-        }
-        let more_in_scan = entries.len() > request.limit;
-        entries.truncate(request.limit);
-        // A cursor was given, so items exist on the side the scan started from.
-        let more_behind_scan = request.position.is_some();
-        let (more_next, more_prev) = if request.reverse_for_display {
-            entries.reverse();
-            (more_behind_scan, more_in_scan)
-        } else {
-            (more_in_scan, more_behind_scan)
-        };
-        let cursor = |entry: Option<&ThreadEntry>, wanted: bool| {
-            entry
-                .filter(|_| wanted)
-                .map(|entry| input::thread_cursor(&entry.position))
-        };
-        let next_cursor = cursor(entries.last(), more_next);
-        let prev_cursor = cursor(entries.first(), more_prev);
-        let body = engine::envelope(
-            entries.iter().map(|entry| entry.json.as_slice()),
-            next_cursor.is_some(),
-            next_cursor.as_deref(),
-            prev_cursor.as_deref(),
-        );
-        Ok(json(200, body))
-    }
-
     fn generate_thread_id(&self) -> ThreadId {
         let sequence = self.thread_sequence.get();
         self.thread_sequence.set(sequence.wrapping_add(1));
@@ -600,10 +379,11 @@ fn thread_id(text: &str) -> Result<ThreadId, ApiError> {
     })
 }
 
-fn user_caller(principal: &Principal) -> Result<Caller, ApiError> {
-    Ok(Caller {
-        user: Some(principal.require_user()?),
-    })
+/// `{"status":"ok","version":…}`: `GET /readyz` and `GET /admin/health`
+/// (the SDKs check for `"ok"`).
+fn status_ok() -> Response {
+    let body = serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")});
+    json(200, body.to_string().into_bytes())
 }
 
 /// Hostile-input smoke test of everything that decodes a request before it

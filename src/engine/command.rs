@@ -29,47 +29,59 @@ impl Caller {
     }
 }
 
-/// Display order of a page.
+/// Scan order of a thread listing (newest first is its display order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
     NewestFirst,
     OldestFirst,
 }
 
-/// Where a message page starts. Positions are message ids; the owner checks
-/// that the message exists in the thread, so a forged position or one from
-/// another thread is refused.
+/// Where a message page is, in the v0.2 contract's terms. Positions are
+/// message ids; the owner checks that the message exists in the thread, so
+/// a forged position or one from another thread is refused. Pages are
+/// always oldest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessagePosition {
-    /// The newest (or oldest, for `OldestFirst`) messages.
+    /// The newest `limit` messages (the contract's "no cursor").
     End,
-    /// Messages strictly older than this one.
+    /// The oldest `limit` messages (embedded mode's oldest-first reading).
+    Start,
+    /// Up to `limit` messages just older than this one.
     Before(MessageId),
-    /// Messages strictly newer than this one.
+    /// Up to `limit` messages just newer than this one.
     After(MessageId),
-    /// A page centred on this message, which is included.
+    /// Up to `limit` older, this one (if visible), up to `limit` newer.
     Anchor(MessageId),
 }
 
 #[derive(Debug, Clone)]
 pub struct MessagePage {
     pub position: MessagePosition,
-    pub order: Order,
     pub limit: usize,
     /// Also list soft-deleted messages (marked `"deleted": true`).
     pub include_deleted: bool,
 }
 
-/// A position in an author's thread list: `(created_ts, thread_id)`.
+/// What a thread listing is ordered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadSort {
+    CreatedTs,
+    /// Last activity: a new message or a change of the thread itself.
+    UpdatedTs,
+}
+
+/// A position in an author's thread list: `(sort_ts, thread_id)`, where
+/// `sort_ts` is the thread's `created_ts` or `updated_ts` per the listing.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ThreadPosition {
-    pub created_ts: u64,
+    pub sort_ts: u64,
     pub thread_id: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct ThreadPage {
     pub author: UserId,
+    pub sort: ThreadSort,
     /// Threads strictly past this position in `order`.
     pub after: Option<ThreadPosition>,
     pub order: Order,
@@ -159,8 +171,8 @@ pub enum Command {
         id: String,
         include_deleted: bool,
     },
-    /// Direct replies to a message; `page.position` is `End` or `After`
-    /// (or `Before`) a reply's id.
+    /// Direct replies to a message, oldest first; `page.position` is
+    /// `Start`, `Before` or `After` a reply's id.
     ListReplies {
         thread: ThreadId,
         caller: Caller,
@@ -226,7 +238,7 @@ impl std::fmt::Debug for SecretKey {
 pub enum Reply {
     Created(Vec<u8>),
     Ok(Vec<u8>),
-    Threads(Vec<ThreadEntry>),
+    Threads(ThreadPart),
     /// Changes to replay, oldest first; `more` when the replay was cut at
     /// its size limit.
     Events {
@@ -235,6 +247,19 @@ pub enum Reply {
     },
     /// A shard's answer to `Command::Metrics`.
     Metrics(Box<crate::metrics::ShardSample>),
+}
+
+/// One shard's part of a thread listing.
+#[derive(Debug, Default)]
+pub struct ThreadPart {
+    /// Up to `limit + 1` threads past the position, in scan order.
+    pub entries: Vec<ThreadEntry>,
+    /// The threads of the whole listing on this shard (a counter, not a
+    /// scan, for author listings).
+    pub total: u64,
+    /// A listed thread exists on this shard strictly behind the position
+    /// (against the scan order); `false` without a position.
+    pub behind: bool,
 }
 
 /// One thread of a shard's part of a listing.

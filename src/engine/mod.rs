@@ -9,16 +9,18 @@
 //! operations are appended to the shard's [`Wal`] and applied to the store,
 //! and the reply waits for the durability the configured mode promises.
 
+mod authors;
 mod command;
+mod commands;
 mod page;
 mod record_cache;
 mod tail_cache;
 
-pub use page::envelope;
+pub use page::{Pagination, list, thread_list, wrap};
 
 pub use command::{
     AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, Outcome,
-    Reply, SecretKey, ThreadEntry, ThreadPage, ThreadPosition,
+    Reply, SecretKey, ThreadEntry, ThreadPage, ThreadPart, ThreadPosition, ThreadSort,
 };
 
 use std::cell::{Cell, RefCell};
@@ -71,6 +73,10 @@ pub struct Engine {
     /// Messages stored on this shard; counted on the first `Stats` (a full
     /// scan, so not at startup) and kept current by every post after it.
     message_count: Cell<Option<u64>>,
+    /// Threads stored on this shard, kept the same way.
+    thread_count: Cell<Option<u64>>,
+    /// Listed authors' threads by last activity, and their counts.
+    authors: authors::Authors,
 }
 
 /// Encryption state of one shard.
@@ -220,6 +226,8 @@ impl Engine {
             tail_pages: tail_cache::TailCache::default(),
             thread_records: record_cache::RecordCache::default(),
             message_count: Cell::new(None),
+            thread_count: Cell::new(None),
+            authors: authors::Authors::default(),
         });
         let checkpointer = glommio::spawn_local(engine.clone().checkpoints()).detach();
         *engine.checkpointer.borrow_mut() = Some(checkpointer);
@@ -439,398 +447,6 @@ impl Engine {
         z ^ (z >> 31)
     }
 
-    fn execute(&self, command: Command) -> Result<Executed, EngineError> {
-        match command {
-            Command::CreateThread {
-                id,
-                author,
-                title,
-                slug,
-            } => {
-                if self.store.get_thread(id.as_str())?.is_some() {
-                    return Err(EngineError::ThreadExists);
-                }
-                let record = self.new_thread(&id, author.as_str(), title, slug)?;
-                let lsn = self.commit(self.thread_ops(&record)?)?;
-                Executed::write(Reply::Created(to_json(&record.thread)), lsn)
-            }
-            Command::GetThread {
-                id,
-                caller,
-                include_deleted,
-            } => {
-                let record = self.thread_for(&id, &caller, include_deleted)?;
-                Executed::read(Reply::Ok(to_json(&record.thread)))
-            }
-            Command::UpdateThread {
-                id,
-                caller,
-                title,
-                slug,
-            } => {
-                let mut record = self.visible_thread(&id, &caller)?;
-                if let Some(title) = title {
-                    record.thread.title = title;
-                }
-                if slug.is_some() {
-                    record.thread.slug = slug;
-                }
-                record.thread.updated_ts = self.tick(record.thread.updated_ts);
-                let lsn = self.commit(self.thread_ops(&record)?)?;
-                Executed::write(Reply::Ok(to_json(&record.thread)), lsn)
-            }
-            Command::DeleteThread { id, caller } => {
-                let mut record = self.visible_thread(&id, &caller)?;
-                record.thread.deleted = true;
-                record.thread.updated_ts = self.tick(record.thread.updated_ts);
-                let lsn = self.commit(self.thread_ops(&record)?)?;
-                Executed::write(Reply::Ok(br#"{"deleted":true}"#.to_vec()), lsn)
-            }
-            Command::RestoreThread { id, caller } => {
-                let mut record = self.thread_for(&id, &caller, true)?;
-                if !record.thread.deleted {
-                    return Executed::read(Reply::Ok(to_json(&record.thread)));
-                }
-                record.thread.deleted = false;
-                record.thread.updated_ts = self.tick(record.thread.updated_ts);
-                let lsn = self.commit(self.thread_ops(&record)?)?;
-                Executed::write(Reply::Ok(to_json(&record.thread)), lsn)
-            }
-            Command::AddMasterKey { id, key } => {
-                self.add_master_key(id, key.0);
-                Executed::read(Reply::Ok(Vec::new()))
-            }
-            Command::Stats => {
-                let wal = self.wal.stats();
-                let records_per_fsync = if wal.fsyncs == 0 {
-                    0.0
-                } else {
-                    wal.records_flushed as f64 / wal.fsyncs as f64
-                };
-                let messages = match self.message_count.get() {
-                    Some(count) => count,
-                    None => {
-                        let count = self.store.count_messages()?;
-                        self.message_count.set(Some(count));
-                        count
-                    }
-                };
-                let requests = crate::shard::requests::snapshot();
-                let stats = serde_json::json!({
-                    "shard": self.shard.0,
-                    "applied_lsn": self.store.applied_lsn().0,
-                    "messages": messages,
-                    "requests": {
-                        "total": requests.total,
-                        "per_second_10s": requests.per_second_10s,
-                        "per_second_60s": requests.per_second_60s,
-                    },
-                    "wal": {
-                        "appends": wal.appends,
-                        "flushes": wal.flushes,
-                        "fsyncs": wal.fsyncs,
-                        "records_flushed": wal.records_flushed,
-                        "records_per_fsync": records_per_fsync,
-                        "bytes_written": wal.bytes_written,
-                        "segments": wal.segments,
-                        "durable_lsn": wal.durable_lsn,
-                        "disk_bytes": self.wal.disk_bytes(),
-                    },
-                });
-                Executed::read(Reply::Ok(stats.to_string().into_bytes()))
-            }
-            Command::ListAllThreads(page) => Executed::read(Reply::Threads(page::all_threads(
-                &self.store,
-                &page,
-                &|record| self.open_thread_record(record),
-            )?)),
-            // The mesh answers this itself with the core's counters added;
-            // run here directly, the shard reports what the engine knows.
-            Command::Metrics => Executed::read(Reply::Metrics(Box::new(self.metrics_sample()))),
-            Command::ListThreads(page) => {
-                let reveal = self.revealer(Engine::reveal_thread_json);
-                Executed::read(Reply::Threads(page::threads(
-                    &self.store,
-                    &page,
-                    reveal.as_deref(),
-                )?))
-            }
-            Command::PostMessage {
-                thread,
-                caller,
-                author,
-                role,
-                body,
-                reply_to,
-                create_thread_titled,
-            } => {
-                let (mut record, created) = match self.get_thread(thread.as_str())? {
-                    Some(record)
-                        if !record.thread.deleted && caller.may_access(&record.thread.author) =>
-                    {
-                        (record, false)
-                    }
-                    Some(_) => return Err(EngineError::ThreadNotFound),
-                    None => match create_thread_titled {
-                        Some(title) => (
-                            self.new_thread(&thread, author.as_str(), title, None)?,
-                            true,
-                        ),
-                        None => return Err(EngineError::ThreadNotFound),
-                    },
-                };
-                let parent_ts = match &reply_to {
-                    None => None,
-                    Some(reply_to) => match self.find_message(&thread, reply_to)? {
-                        Some(target) if !target.deleted => Some(target.ts),
-                        _ => return Err(EngineError::InvalidReplyTo),
-                    },
-                };
-                let ts = self.tick(record.last_message_ts);
-                let id = MessageId {
-                    ts,
-                    salt: self.next_salt(),
-                };
-                let message = Message {
-                    id: id.to_string(),
-                    thread: thread.to_string(),
-                    author: author.to_string(),
-                    role,
-                    ts,
-                    body,
-                    reply_to,
-                    deleted: false,
-                    updated_ts: None,
-                    version: 1,
-                    edited_by: None,
-                    reactions: Default::default(),
-                    reaction_counts: Default::default(),
-                    sealed_body: None,
-                };
-                record.last_message_ts = ts;
-                // A thread created on the fly is written in the same record
-                // as its first message, so neither exists without the other.
-                let mut ops = if created {
-                    let mut ops = self.thread_ops(&record)?;
-                    ops.extend(self.message_ops(None, &message, ts)?);
-                    ops
-                } else {
-                    self.message_ops(Some(&record), &message, ts)?
-                };
-                if let Some(parent_ts) = parent_ts {
-                    Store::reply_op(&mut ops, &message, parent_ts);
-                }
-                let lsn = self.commit(ops)?;
-                // The record as just written, for the thread's next post.
-                self.thread_records.put(&record);
-                if let Some(count) = self.message_count.get() {
-                    self.message_count.set(Some(count + 1));
-                }
-                Ok(Executed {
-                    reply: Reply::Created(to_json(&message)),
-                    lsn: Some(lsn),
-                    change: Some((message.thread.clone(), stream_event(&message, ts))),
-                })
-            }
-            Command::ListMessages {
-                thread,
-                caller,
-                page,
-            } => {
-                self.thread_for(
-                    &thread,
-                    &caller,
-                    caller.reads_deleted_threads(page.include_deleted),
-                )?;
-                let first_page =
-                    page.position == MessagePosition::End && page.order == Order::NewestFirst;
-                if first_page
-                    && let Some(body) =
-                        self.tail_pages
-                            .get(thread.as_str(), page.limit, page.include_deleted)
-                {
-                    return Executed::read(Reply::Ok(body));
-                }
-                let reveal = self.revealer(Engine::reveal_message_json);
-                let body = page::messages(&self.store, thread.as_str(), &page, reveal.as_deref())?;
-                if first_page {
-                    self.tail_pages
-                        .put(thread.as_str(), page.limit, page.include_deleted, &body);
-                }
-                Executed::read(Reply::Ok(body))
-            }
-            Command::GetMessage {
-                thread,
-                caller,
-                id,
-                include_deleted,
-            } => {
-                let message = self.message_for(&thread, &caller, &id, include_deleted)?;
-                Executed::read(Reply::Ok(to_json(&message)))
-            }
-            Command::ListVersions {
-                thread,
-                caller,
-                id,
-                include_deleted,
-            } => {
-                let message = self.message_for(&thread, &caller, &id, include_deleted)?;
-                let mut versions = self.versions(&message)?;
-                versions.push(message.current_version());
-                let items: Vec<Vec<u8>> = versions.iter().map(to_json).collect();
-                Executed::read(Reply::Ok(page::envelope(
-                    items.iter().map(Vec::as_slice),
-                    false,
-                    None,
-                    None,
-                )))
-            }
-            Command::ListReplies {
-                thread,
-                caller,
-                id,
-                page,
-            } => {
-                let parent = self.message_for(&thread, &caller, &id, page.include_deleted)?;
-                let reveal = self.revealer(Engine::reveal_message_json);
-                Executed::read(Reply::Ok(page::replies(
-                    &self.store,
-                    thread.as_str(),
-                    parent.ts,
-                    &page,
-                    reveal.as_deref(),
-                )?))
-            }
-            Command::EditMessage {
-                thread,
-                caller,
-                id,
-                body,
-            } => {
-                let mut message = self.message_for(&thread, &caller, &id, false)?;
-                let mut ops = Ops::default();
-                self.version_op(&mut ops, &message, &message.current_version())?;
-                let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
-                message.body = body;
-                message.version += 1;
-                message.updated_ts = Some(change_ts);
-                message.edited_by = caller.user.as_ref().map(ToString::to_string);
-                self.update_message(&message, ops, change_ts, to_json(&message))
-            }
-            Command::DeleteMessage { thread, caller, id } => {
-                let mut message = self.message_for(&thread, &caller, &id, false)?;
-                // Not an edit: `updated_ts` and the version stay as they are.
-                let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
-                message.deleted = true;
-                self.update_message(
-                    &message,
-                    Ops::default(),
-                    change_ts,
-                    br#"{"deleted":true}"#.to_vec(),
-                )
-            }
-            Command::RestoreMessage { thread, caller, id } => {
-                let mut message = self.message_for(&thread, &caller, &id, true)?;
-                if !message.deleted {
-                    return Executed::read(Reply::Ok(to_json(&message)));
-                }
-                let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
-                message.deleted = false;
-                self.update_message(&message, Ops::default(), change_ts, to_json(&message))
-            }
-            Command::Subscribe {
-                thread,
-                caller,
-                core,
-                after,
-            } => {
-                self.visible_thread(&thread, &caller)?;
-                *self
-                    .listeners
-                    .borrow_mut()
-                    .entry(thread.to_string())
-                    .or_default()
-                    .entry(core)
-                    .or_insert(0) += 1;
-                match after {
-                    Some(after) => Executed::read(self.replay(&thread, after)?),
-                    None => Executed::read(Reply::Events {
-                        events: Vec::new(),
-                        more: false,
-                    }),
-                }
-            }
-            Command::ChangesAfter {
-                thread,
-                caller,
-                after,
-            } => {
-                self.visible_thread(&thread, &caller)?;
-                Executed::read(self.replay(&thread, after)?)
-            }
-            Command::Unsubscribe { thread, core } => {
-                let mut listeners = self.listeners.borrow_mut();
-                if let Some(cores) = listeners.get_mut(thread.as_str()) {
-                    if let Some(count) = cores.get_mut(&core) {
-                        *count -= 1;
-                        if *count == 0 {
-                            cores.remove(&core);
-                        }
-                    }
-                    if cores.is_empty() {
-                        listeners.remove(thread.as_str());
-                    }
-                }
-                Executed::read(Reply::Ok(Vec::new()))
-            }
-            Command::React {
-                thread,
-                caller,
-                id,
-                reaction,
-            } => {
-                let mut message = self.message_for(&thread, &caller, &id, false)?;
-                let user = caller
-                    .user
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
-                let adds_user = !message.reactions.contains_key(&user);
-                if reaction.is_some()
-                    && adds_user
-                    && message.reactions.len() >= REACTIONS_PER_MESSAGE_MAX
-                {
-                    return Err(EngineError::TooManyReactions);
-                }
-                if message.reactions.get(&user) == reaction.as_ref() {
-                    return Executed::read(Reply::Ok(to_json(&message)));
-                }
-                message.set_reaction(&user, reaction);
-                // Reactions are changes for the live tail, not edits: the
-                // version and updated_ts stay as they are.
-                let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
-                self.update_message(&message, Ops::default(), change_ts, to_json(&message))
-            }
-        }
-    }
-
-    /// Commits a changed message (plus `extra` writes) and answers `reply`.
-    fn update_message(
-        &self,
-        message: &Message,
-        mut extra: Ops,
-        change_ts: u64,
-        reply: Vec<u8>,
-    ) -> Result<Executed, EngineError> {
-        extra.extend(self.message_ops(None, message, change_ts)?);
-        let lsn = self.commit(extra)?;
-        Ok(Executed {
-            reply: Reply::Ok(reply),
-            lsn: Some(lsn),
-            change: Some((message.thread.clone(), stream_event(message, change_ts))),
-        })
-    }
-
     /// A new thread record; the caller commits it.
     fn new_thread(
         &self,
@@ -869,6 +485,7 @@ impl Engine {
             },
             last_message_ts: 0,
             dek,
+            counts: Some(Default::default()),
         })
     }
 
@@ -947,6 +564,7 @@ impl Engine {
         let Some(mut message) = self.store.get_message(thread, ts)? else {
             return Ok(None);
         };
+        message.normalize();
         self.open_message(&mut message)?;
         Ok(Some(message))
     }
@@ -990,6 +608,7 @@ impl Engine {
             serde_json::from_slice(json).map_err(|err| EngineError::Storage(err.to_string()))?;
         message.body = raw_json(body)?;
         message.sealed_body = None;
+        message.normalize();
         Ok(to_json(&message))
     }
 
@@ -1171,22 +790,22 @@ impl Engine {
             .filter(|message| message.id == id))
     }
 
-    /// A message of a live thread the caller may see; a deleted message only
-    /// when `include_deleted` asks for it.
+    /// A message of a live thread the caller may see, with the thread's
+    /// record; a deleted message only when `include_deleted` asks for it.
     fn message_for(
         &self,
         thread: &ThreadId,
         caller: &Caller,
         id: &str,
         include_deleted: bool,
-    ) -> Result<Message, EngineError> {
-        self.thread_for(
+    ) -> Result<(ThreadRecord, Message), EngineError> {
+        let record = self.thread_for(
             thread,
             caller,
             caller.reads_deleted_threads(include_deleted),
         )?;
         match self.find_message(thread, id)? {
-            Some(message) if include_deleted || !message.deleted => Ok(message),
+            Some(message) if include_deleted || !message.deleted => Ok((record, message)),
             _ => Err(EngineError::MessageNotFound),
         }
     }

@@ -1,12 +1,11 @@
-//! Cursor pagination over a thread's timeline and an author's threads.
+//! Pages of a thread's timeline, an author's threads and a message's
+//! replies, in the ProgressDB v0.2 contract's shape.
 //!
 //! Positions are keys, not offsets: a page "older than message X" is a range
 //! scan that starts at X's timestamp, so messages arriving or being edited
-//! between pages never shift what the next page returns.
-//!
-//! Message cursors are message ids. `next_cursor` continues in the page's
-//! display order (pass it as `before` for newest-first pages, as `after` for
-//! oldest-first), `prev_cursor` goes the other way.
+//! between pages never shift what the next page returns. Message pages are
+//! always oldest first; `before_anchor` is a page's first key and
+//! `after_anchor` its last, which is where the previous and next pages start.
 
 use std::ops::Bound;
 
@@ -14,7 +13,7 @@ use super::command::{
     AllThreadsPage, EngineError, MessagePage, MessagePosition, Order, ThreadEntry, ThreadPage,
     ThreadPosition,
 };
-use crate::model::{MessageId, ThreadRecord};
+use crate::model::{MessageId, ThreadRecord, upgrade_legacy_message, upgrade_legacy_thread};
 use crate::store::{Direction, Store};
 
 /// Messages of one side of a position, in scan order.
@@ -42,10 +41,22 @@ fn scan(
             more = true;
             return Ok(false);
         }
-        items.push((ts, json.to_vec()));
+        let json = upgrade_legacy_message(json).unwrap_or_else(|| json.to_vec());
+        items.push((ts, json));
         Ok(true)
     })?;
     Ok(Side { items, more })
+}
+
+/// Whether a listed message exists in `range`.
+fn any_in(
+    store: &Store,
+    thread: &str,
+    range: (Bound<u64>, Bound<u64>),
+    direction: Direction,
+    include_deleted: bool,
+) -> Result<bool, EngineError> {
+    Ok(scan(store, thread, range, direction, 0, include_deleted)?.more)
 }
 
 /// The timestamp of a cursor message, which must exist in this thread.
@@ -56,7 +67,6 @@ fn cursor_ts(store: &Store, thread: &str, id: &MessageId) -> Result<u64, EngineE
     }
 }
 
-/// Renders one page of a thread's messages as the list envelope.
 /// Turns a stored item's JSON into what a client sees (opens sealed
 /// fields); `None` when stored JSON is already that.
 pub type Reveal<'a> = Option<&'a dyn Fn(&[u8]) -> Result<Vec<u8>, EngineError>>;
@@ -73,125 +83,58 @@ fn reveal_all<T>(items: &mut [(T, Vec<u8>)], reveal: Reveal) -> Result<(), Engin
     Ok(())
 }
 
-pub fn messages(
-    store: &Store,
-    thread: &str,
-    page: &MessagePage,
-    reveal: Reveal,
-) -> Result<Vec<u8>, EngineError> {
-    let all = (Bound::Unbounded, Bound::Unbounded);
-    // Items oldest first, plus whether more exist beyond each end.
-    let (ascending, more_older, more_newer) = match page.position {
-        MessagePosition::End => {
-            let direction = match page.order {
-                Order::NewestFirst => Direction::Descending,
-                Order::OldestFirst => Direction::Ascending,
-            };
-            let side = scan(
-                store,
-                thread,
-                all,
-                direction,
-                page.limit,
-                page.include_deleted,
-            )?;
-            match page.order {
-                Order::NewestFirst => (reversed(side.items), side.more, false),
-                Order::OldestFirst => (side.items, false, side.more),
-            }
-        }
-        MessagePosition::Before(id) => {
-            let ts = cursor_ts(store, thread, &id)?;
-            let range = (Bound::Unbounded, Bound::Excluded(ts));
-            let side = scan(
-                store,
-                thread,
-                range,
-                Direction::Descending,
-                page.limit,
-                page.include_deleted,
-            )?;
-            (reversed(side.items), side.more, true)
-        }
-        MessagePosition::After(id) => {
-            let ts = cursor_ts(store, thread, &id)?;
-            let range = (Bound::Excluded(ts), Bound::Unbounded);
-            let side = scan(
-                store,
-                thread,
-                range,
-                Direction::Ascending,
-                page.limit,
-                page.include_deleted,
-            )?;
-            (side.items, true, side.more)
-        }
-        MessagePosition::Anchor(id) => {
-            let ts = cursor_ts(store, thread, &id)?;
-            let older_limit = (page.limit - 1) / 2;
-            let older = scan(
-                store,
-                thread,
-                (Bound::Unbounded, Bound::Excluded(ts)),
-                Direction::Descending,
-                older_limit,
-                page.include_deleted,
-            )?;
-            let newer = scan(
-                store,
-                thread,
-                (Bound::Included(ts), Bound::Unbounded),
-                Direction::Ascending,
-                page.limit - older.items.len(),
-                page.include_deleted,
-            )?;
-            let mut items = reversed(older.items);
-            items.extend(newer.items);
-            (items, older.more, newer.more)
-        }
-    };
-    let (mut items, more_next, more_prev) = match page.order {
-        Order::NewestFirst => (reversed(ascending), more_older, more_newer),
-        Order::OldestFirst => (ascending, more_newer, more_older),
-    };
-    reveal_all(&mut items, reveal)?;
-    let cursor_of = |item: Option<&(u64, Vec<u8>)>, wanted: bool| -> Option<String> {
-        let (_, json) = item.filter(|_| wanted)?;
-        message_id_of(json)
-    };
-    let next_cursor = cursor_of(items.last(), more_next);
-    let prev_cursor = cursor_of(items.first(), more_prev);
-    Ok(envelope(
-        items.iter().map(|(_, json)| json.as_slice()),
-        next_cursor.is_some(),
-        next_cursor.as_deref(),
-        prev_cursor.as_deref(),
-    ))
+/// The contract's pagination object `P`; every field is always sent.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Pagination {
+    /// Key of the page's first item; empty on an empty page.
+    pub before_anchor: String,
+    /// Key of the page's last item; empty on an empty page.
+    pub after_anchor: String,
+    pub has_before: bool,
+    pub has_after: bool,
+    pub count: usize,
+    /// Listed items in the whole list, not only this page.
+    pub total: u64,
 }
 
-fn reversed<T>(mut items: Vec<T>) -> Vec<T> {
-    items.reverse();
-    items
-}
-
-/// The `id` field of a stored message, read without decoding the body.
-fn message_id_of(json: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct IdOnly {
-        id: String,
+impl Pagination {
+    /// `P` of a page whose first and last keys are `first` and `last`.
+    pub fn of(
+        first: Option<String>,
+        last: Option<String>,
+        count: usize,
+        (has_before, has_after): (bool, bool),
+        total: u64,
+    ) -> Pagination {
+        Pagination {
+            before_anchor: first.unwrap_or_default(),
+            after_anchor: last.unwrap_or_default(),
+            has_before,
+            has_after,
+            count,
+            total,
+        }
     }
-    serde_json::from_slice::<IdOnly>(json).ok().map(|m| m.id)
 }
 
-/// `{"data":[...],"pagination":{...}}` from already-encoded items.
-pub fn envelope<'a>(
+/// `{<fields>,"<name>":[items],"pagination":P}` from already-encoded items;
+/// `fields` are string-valued members written before the array.
+pub fn list<'a>(
+    fields: &[(&str, &str)],
+    name: &str,
     items: impl Iterator<Item = &'a [u8]>,
-    has_more: bool,
-    next_cursor: Option<&str>,
-    prev_cursor: Option<&str>,
+    pagination: &Pagination,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(4096);
-    out.extend_from_slice(b"{\"data\":[");
+    out.push(b'{');
+    for (field, value) in fields {
+        serde_json::to_writer(&mut out, field).expect("strings serialize");
+        out.push(b':');
+        serde_json::to_writer(&mut out, value).expect("strings serialize");
+        out.push(b',');
+    }
+    serde_json::to_writer(&mut out, name).expect("strings serialize");
+    out.extend_from_slice(b":[");
     for (index, item) in items.enumerate() {
         if index > 0 {
             out.push(b',');
@@ -199,60 +142,200 @@ pub fn envelope<'a>(
         out.extend_from_slice(item);
     }
     out.extend_from_slice(b"],\"pagination\":");
-    let pagination = serde_json::json!({
-        "has_more": has_more,
-        "next_cursor": next_cursor,
-        "prev_cursor": prev_cursor,
-    });
-    let mut pagination = pagination;
-    if let Some(map) = pagination.as_object_mut() {
-        map.retain(|_, value| !value.is_null());
-    }
-    serde_json::to_writer(&mut out, &pagination).expect("json values always serialize");
+    serde_json::to_writer(&mut out, pagination).expect("pagination serializes");
     out.push(b'}');
     out
 }
 
-/// One shard's part of a thread listing: up to `limit + 1` live threads
-/// past the position, so the merging caller can tell whether more exist.
+/// `{"<name>":<item>}`: how single reads answer (`{"thread":…}`).
+pub fn wrap(name: &str, item: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(item.len() + name.len() + 5);
+    out.extend_from_slice(b"{\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(item);
+    out.push(b'}');
+    out
+}
+
+/// A page's items oldest first, and whether listed messages exist before
+/// (older) and after (newer) it.
+type MessageItems = (Items, bool, bool);
+
+fn message_items(
+    store: &Store,
+    thread: &str,
+    page: &MessagePage,
+) -> Result<MessageItems, EngineError> {
+    let (limit, deleted) = (page.limit, page.include_deleted);
+    let all = (Bound::Unbounded, Bound::Unbounded);
+    Ok(match page.position {
+        MessagePosition::End => {
+            let side = scan(store, thread, all, Direction::Descending, limit, deleted)?;
+            (reversed(side.items), side.more, false)
+        }
+        MessagePosition::Start => {
+            let side = scan(store, thread, all, Direction::Ascending, limit, deleted)?;
+            (side.items, false, side.more)
+        }
+        MessagePosition::Before(id) => {
+            let ts = cursor_ts(store, thread, &id)?;
+            let older = (Bound::Unbounded, Bound::Excluded(ts));
+            let side = scan(store, thread, older, Direction::Descending, limit, deleted)?;
+            let newer = (Bound::Included(ts), Bound::Unbounded);
+            let has_after = any_in(store, thread, newer, Direction::Ascending, deleted)?;
+            (reversed(side.items), side.more, has_after)
+        }
+        MessagePosition::After(id) => {
+            let ts = cursor_ts(store, thread, &id)?;
+            let newer = (Bound::Excluded(ts), Bound::Unbounded);
+            let side = scan(store, thread, newer, Direction::Ascending, limit, deleted)?;
+            let older = (Bound::Unbounded, Bound::Included(ts));
+            let has_before = any_in(store, thread, older, Direction::Descending, deleted)?;
+            (side.items, has_before, side.more)
+        }
+        MessagePosition::Anchor(id) => {
+            let ts = cursor_ts(store, thread, &id)?;
+            let (older, itself, newer) = (
+                (Bound::Unbounded, Bound::Excluded(ts)),
+                (Bound::Included(ts), Bound::Included(ts)),
+                (Bound::Excluded(ts), Bound::Unbounded),
+            );
+            let older = scan(store, thread, older, Direction::Descending, limit, deleted)?;
+            let itself = scan(store, thread, itself, Direction::Ascending, 1, deleted)?;
+            let newer = scan(store, thread, newer, Direction::Ascending, limit, deleted)?;
+            let mut items = reversed(older.items);
+            items.extend(itself.items);
+            items.extend(newer.items);
+            (items, older.more, newer.more)
+        }
+    })
+}
+
+/// One page of a thread's messages, oldest first, as
+/// `{"thread":"<key>","messages":[…],"pagination":P}`; `total` is the
+/// thread's listed message count, kept by the caller.
+pub fn messages(
+    store: &Store,
+    thread: &str,
+    page: &MessagePage,
+    total: u64,
+    reveal: Reveal,
+) -> Result<Vec<u8>, EngineError> {
+    let (mut items, has_before, has_after) = message_items(store, thread, page)?;
+    reveal_all(&mut items, reveal)?;
+    Ok(message_list(
+        &[("thread", thread)],
+        &items,
+        (has_before, has_after),
+        total,
+    ))
+}
+
+/// `{<fields>,"messages":[…],"pagination":P}` of a page's items.
+fn message_list(
+    fields: &[(&str, &str)],
+    items: &Items,
+    flags: (bool, bool),
+    total: u64,
+) -> Vec<u8> {
+    let key_of = |item: Option<&(u64, Vec<u8>)>| item.and_then(|(_, json)| message_id_of(json));
+    let pagination = Pagination::of(
+        key_of(items.first()),
+        key_of(items.last()),
+        items.len(),
+        flags,
+        total,
+    );
+    let jsons = items.iter().map(|(_, json)| json.as_slice());
+    list(fields, "messages", jsons, &pagination)
+}
+
+/// `{"threads":[…],"pagination":P}` of merged thread entries.
+pub fn thread_list(entries: &[ThreadEntry], flags: (bool, bool), total: u64) -> Vec<u8> {
+    let key_of = |entry: Option<&ThreadEntry>| entry.map(|e| e.position.thread_id.clone());
+    let pagination = Pagination::of(
+        key_of(entries.first()),
+        key_of(entries.last()),
+        entries.len(),
+        flags,
+        total,
+    );
+    let jsons = entries.iter().map(|entry| entry.json.as_slice());
+    list(&[], "threads", jsons, &pagination)
+}
+
+fn reversed<T>(mut items: Vec<T>) -> Vec<T> {
+    items.reverse();
+    items
+}
+
+/// The `key` of a stored message, read without decoding the body.
+fn message_id_of(json: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct KeyOnly {
+        #[serde(rename = "key", alias = "id")]
+        id: String,
+    }
+    serde_json::from_slice::<KeyOnly>(json).ok().map(|m| m.id)
+}
+
+fn direction(order: Order) -> Direction {
+    match order {
+        Order::NewestFirst => Direction::Descending,
+        Order::OldestFirst => Direction::Ascending,
+    }
+}
+
+fn opposite(direction: Direction) -> Direction {
+    match direction {
+        Direction::Ascending => Direction::Descending,
+        Direction::Descending => Direction::Ascending,
+    }
+}
+
+/// One shard's part of an author's listing by `created_ts`: up to
+/// `limit + 1` listed threads past the position (so the merging caller can
+/// tell whether more exist), and whether a listed thread lies strictly
+/// behind the position.
 pub fn threads(
     store: &Store,
     page: &ThreadPage,
     reveal: Reveal,
-) -> Result<Vec<ThreadEntry>, EngineError> {
-    let direction = match page.order {
-        Order::NewestFirst => Direction::Descending,
-        Order::OldestFirst => Direction::Ascending,
-    };
+) -> Result<(Vec<ThreadEntry>, bool), EngineError> {
+    let direction = direction(page.order);
     let after = page
         .after
         .as_ref()
-        .map(|position| (position.created_ts, position.thread_id.as_str()));
+        .map(|position| (position.sort_ts, position.thread_id.as_str()));
     let wanted = page.limit + 1;
     let mut entries = Vec::with_capacity(wanted.min(1024));
-    store.scan_author_threads(
-        page.author.as_str(),
-        after,
-        direction,
-        |created_ts, id, deleted, json| {
-            if page.include_deleted || !deleted {
-                entries.push(ThreadEntry {
-                    position: ThreadPosition {
-                        created_ts,
-                        thread_id: id.to_owned(),
-                    },
-                    json: json.to_vec(),
-                });
-            }
-            Ok(entries.len() < wanted)
-        },
-    )?;
+    let author = page.author.as_str();
+    store.scan_author_threads(author, after, direction, |created_ts, id, deleted, json| {
+        if page.include_deleted || !deleted {
+            entries.push(ThreadEntry {
+                position: ThreadPosition {
+                    sort_ts: created_ts,
+                    thread_id: id.to_owned(),
+                },
+                json: upgrade_legacy_thread(json).unwrap_or_else(|| json.to_vec()),
+            });
+        }
+        Ok(entries.len() < wanted)
+    })?;
     if let Some(reveal) = reveal {
         for entry in &mut entries {
             entry.json = reveal(&entry.json)?;
         }
     }
-    Ok(entries)
+    let mut behind = false;
+    if after.is_some() {
+        store.scan_author_threads(author, after, opposite(direction), |_, _, deleted, _| {
+            behind = page.include_deleted || !deleted;
+            Ok(!behind)
+        })?;
+    }
+    Ok((entries, behind))
 }
 
 /// One shard's part of the admin listing: up to `limit + 1` threads in id
@@ -263,16 +346,12 @@ pub fn all_threads(
     page: &AllThreadsPage,
     render: &dyn Fn(ThreadRecord) -> Result<Vec<u8>, EngineError>,
 ) -> Result<Vec<ThreadEntry>, EngineError> {
-    let direction = match page.order {
-        Order::NewestFirst => Direction::Descending,
-        Order::OldestFirst => Direction::Ascending,
-    };
     let wanted = page.limit + 1;
     let mut records = Vec::with_capacity(wanted.min(1024));
     store.scan_threads(
         &page.id_prefix,
         page.after.as_deref(),
-        direction,
+        direction(page.order),
         |_, record| {
             if page.include_deleted || !record.thread.deleted {
                 records.push(record);
@@ -284,7 +363,7 @@ pub fn all_threads(
         .into_iter()
         .map(|record| {
             let position = ThreadPosition {
-                created_ts: record.thread.created_ts,
+                sort_ts: record.thread.created_ts,
                 thread_id: record.thread.id.clone(),
             };
             Ok(ThreadEntry {
@@ -295,9 +374,52 @@ pub fn all_threads(
         .collect()
 }
 
-/// One page of the direct replies to the message at `parent_ts`. Replies
-/// page forward only: from the start in the page's order, then past
-/// `next_cursor` (`after` oldest-first, `before` newest-first).
+/// `(ts, json)` of listed messages, in a page's order.
+type Items = Vec<(u64, Vec<u8>)>;
+
+/// Listed replies past `after` (exclusive) in `direction`: up to `limit`
+/// of them, and whether more exist.
+fn reply_side(
+    store: &Store,
+    (thread, parent_ts): (&str, u64),
+    mut after: Option<u64>,
+    direction: Direction,
+    limit: usize,
+    include_deleted: bool,
+) -> Result<(Items, bool), EngineError> {
+    let wanted = limit + 1;
+    let mut items = Vec::new();
+    // Deleted replies are skipped, so fetch in rounds until a page is full.
+    loop {
+        let batch = store.replies(thread, parent_ts, after, direction, wanted)?;
+        let exhausted = batch.len() < wanted;
+        for ts in batch {
+            after = Some(ts);
+            let Some(mut message) = store.get_message(thread, ts)? else {
+                continue;
+            };
+            if message.deleted && !include_deleted {
+                continue;
+            }
+            if items.len() == limit {
+                return Ok((items, true));
+            }
+            message.normalize();
+            items.push((
+                ts,
+                serde_json::to_vec(&message).expect("messages serialize"),
+            ));
+        }
+        if exhausted {
+            return Ok((items, false));
+        }
+    }
+}
+
+/// One page of the direct replies to the message at `parent_ts`, oldest
+/// first, as `{"messages":[…],"pagination":P}`: the first replies, or
+/// those just before or after a reply. `total` counts the listed replies
+/// by walking the reply index (replies have no counter yet).
 pub fn replies(
     store: &Store,
     thread: &str,
@@ -305,55 +427,53 @@ pub fn replies(
     page: &MessagePage,
     reveal: Reveal,
 ) -> Result<Vec<u8>, EngineError> {
-    let direction = match page.order {
-        Order::NewestFirst => Direction::Descending,
-        Order::OldestFirst => Direction::Ascending,
-    };
-    let mut after = match (page.order, page.position) {
-        (_, MessagePosition::End) => None,
-        (Order::OldestFirst, MessagePosition::After(id))
-        | (Order::NewestFirst, MessagePosition::Before(id)) => Some(cursor_ts(store, thread, &id)?),
-        _ => return Err(EngineError::InvalidCursor),
-    };
-    let wanted = page.limit + 1;
-    let mut items: Vec<Vec<u8>> = Vec::new();
-    let mut ids: Vec<String> = Vec::new();
-    // Deleted replies are skipped, so fetch in rounds until a page is full.
-    loop {
-        let batch = store.replies(thread, parent_ts, after, direction, wanted)?;
-        let exhausted = batch.len() < wanted;
-        for ts in batch {
-            after = Some(ts);
-            let Some(message) = store.get_message(thread, ts)? else {
-                continue;
-            };
-            if message.deleted && !page.include_deleted {
-                continue;
-            }
-            if items.len() < wanted {
-                ids.push(message.id.clone());
-                let json = serde_json::to_vec(&message).expect("messages serialize");
-                items.push(match reveal {
-                    Some(reveal) => reveal(&json)?,
-                    None => json,
-                });
-            }
+    let parent = (thread, parent_ts);
+    let deleted = page.include_deleted;
+    let (direction, from) = match page.position {
+        MessagePosition::Start | MessagePosition::End => (Direction::Ascending, None),
+        MessagePosition::After(id) => (Direction::Ascending, Some(cursor_ts(store, thread, &id)?)),
+        MessagePosition::Before(id) => {
+            (Direction::Descending, Some(cursor_ts(store, thread, &id)?))
         }
-        if exhausted || items.len() >= wanted {
-            break;
+        MessagePosition::Anchor(_) => return Err(EngineError::InvalidCursor),
+    };
+    let (mut items, more) = reply_side(store, parent, from, direction, page.limit, deleted)?;
+    // Behind the cursor, the cursor itself included: one nanosecond past
+    // it, against the scan (timestamps are never 0 or u64::MAX).
+    let behind = match from {
+        None => false,
+        Some(ts) => {
+            let (back, inclusive) = match direction {
+                Direction::Ascending => (Direction::Descending, ts + 1),
+                Direction::Descending => (Direction::Ascending, ts - 1),
+            };
+            reply_side(store, parent, Some(inclusive), back, 0, deleted)?.1
+        }
+    };
+    let (has_before, has_after) = match direction {
+        Direction::Ascending => (behind, more),
+        Direction::Descending => {
+            items.reverse();
+            (more, behind)
+        }
+    };
+    reveal_all(&mut items, reveal)?;
+    let total = count_replies(store, parent, deleted)?;
+    Ok(message_list(&[], &items, (has_before, has_after), total))
+}
+
+fn count_replies(
+    store: &Store,
+    (thread, parent_ts): (&str, u64),
+    include_deleted: bool,
+) -> Result<u64, EngineError> {
+    let mut total = 0;
+    for ts in store.replies(thread, parent_ts, None, Direction::Ascending, usize::MAX)? {
+        if let Some(message) = store.get_message(thread, ts)?
+            && (include_deleted || !message.deleted)
+        {
+            total += 1;
         }
     }
-    let has_more = items.len() > page.limit;
-    items.truncate(page.limit);
-    let next_cursor = if has_more {
-        ids.get(page.limit - 1).cloned()
-    } else {
-        None
-    };
-    Ok(envelope(
-        items.iter().map(Vec::as_slice),
-        has_more,
-        next_cursor.as_deref(),
-        None,
-    ))
+    Ok(total)
 }

@@ -60,6 +60,7 @@ mod tests {
             },
             last_message_ts: 0,
             dek: None,
+            counts: None,
         }
     }
 

@@ -32,6 +32,10 @@ pub enum Route {
     SeedListMessages(String),
     /// `GET /admin/v1/stats`: per-shard counters.
     Stats,
+    /// `GET /admin/health`: upstream ProgressDB's admin health check.
+    AdminHealth,
+    /// `GET /admin/stats`: upstream's `{"threads","messages"}` totals.
+    AdminTotals,
     /// `GET /metrics`: Prometheus metrics of every shard.
     Metrics,
     /// `POST /backend/v1/sign`: a user's signature for frontend keys.
@@ -70,6 +74,8 @@ impl Route {
             | Route::Options(_)
             | Route::Viewer(_) => None,
             Route::Stats
+            | Route::AdminHealth
+            | Route::AdminTotals
             | Route::Metrics
             | Route::RotateMasterKey
             | Route::AdminListThreads
@@ -114,6 +120,8 @@ enum Resource {
     SeedMessages,
     SeedThreadMessages,
     Stats,
+    AdminHealth,
+    AdminTotals,
     Metrics,
     Sign,
     Rotate,
@@ -137,6 +145,8 @@ impl Resource {
             | Resource::Docs
             | Resource::SeedThreadMessages
             | Resource::Stats
+            | Resource::AdminHealth
+            | Resource::AdminTotals
             | Resource::Metrics
             | Resource::AdminThreads
             | Resource::AdminThread
@@ -200,6 +210,9 @@ const PATHS: &[(&str, Resource)] = &[
     ("/v1/messages", Resource::SeedMessages),
     ("/v1/threads/{id}/messages", Resource::SeedThreadMessages),
     ("/admin/v1/stats", Resource::Stats),
+    // Upstream ProgressDB's admin routes.
+    ("/admin/health", Resource::AdminHealth),
+    ("/admin/stats", Resource::AdminTotals),
     ("/admin/v1/kms/rotate", Resource::Rotate),
     ("/metrics", Resource::Metrics),
     ("/admin/v1/threads", Resource::AdminThreads),
@@ -284,6 +297,8 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
         (Resource::SeedMessages, Method::Post) => Route::SeedPostMessage,
         (Resource::SeedThreadMessages, Method::Get) => Route::SeedListMessages(param()),
         (Resource::Stats, Method::Get) => Route::Stats,
+        (Resource::AdminHealth, Method::Get) => Route::AdminHealth,
+        (Resource::AdminTotals, Method::Get) => Route::AdminTotals,
         (Resource::Metrics, Method::Get) => Route::Metrics,
         (Resource::Sign, Method::Post) => Route::Sign,
         (Resource::Rotate, Method::Post) => Route::RotateMasterKey,

@@ -256,10 +256,10 @@ async fn one_job(shared: &Shared, conn: &mut Option<Conn>, job: usize) -> Result
     if let Job::CreateThreads = shared.job {
         let id = serde_json::from_slice::<serde_json::Value>(c.body())
             .ok()
-            .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned))
+            .and_then(|v| v.get("key").and_then(|key| key.as_str()).map(str::to_owned))
             .ok_or_else(|| {
                 Failure::Refused(format!(
-                    "thread creation answered without an \"id\": {}",
+                    "thread creation answered without a \"key\": {}",
                     String::from_utf8_lossy(c.body())
                 ))
             })?;

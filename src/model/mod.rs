@@ -21,6 +21,9 @@ fn is_false(value: &bool) -> bool {
 /// A thread as clients see it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Thread {
+    /// The thread's key (`"key"` on the wire, as the ProgressDB SDKs read
+    /// it; data written before v0.2 stored it as `"id"`).
+    #[serde(rename = "key", alias = "id")]
     pub id: String,
     pub title: String,
     pub author: String,
@@ -28,8 +31,8 @@ pub struct Thread {
     pub slug: Option<String>,
     /// Nanoseconds since the Unix epoch.
     pub created_ts: u64,
-    /// Nanoseconds since the Unix epoch of the last change to the thread's
-    /// own fields (title, deletion).
+    /// Nanoseconds since the Unix epoch of the thread's last activity: a
+    /// new message or a change of its own fields (title, deletion).
     pub updated_ts: u64,
     #[serde(default, skip_serializing_if = "is_false")]
     pub deleted: bool,
@@ -50,17 +53,44 @@ pub struct ThreadRecord {
     /// the thread was created with encryption on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dek: Option<crate::crypto::WrappedKey>,
+    /// How many messages the thread holds, and how many of them are
+    /// soft-deleted: a listing's `total` without a scan. `None` for threads
+    /// written before these were kept; counted once when first needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<MessageCounts>,
+}
+
+/// A thread's message counters, kept by every post, delete and restore.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageCounts {
+    pub all: u64,
+    pub deleted: u64,
+}
+
+impl MessageCounts {
+    /// Items a listing shows: live ones, or all with `include_deleted`.
+    pub fn visible(&self, include_deleted: bool) -> u64 {
+        if include_deleted {
+            self.all
+        } else {
+            self.all - self.deleted
+        }
+    }
 }
 
 /// A message as clients see it and as it is stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Message {
+    /// `"key"` on the wire (`"id"` in data written before v0.2).
+    #[serde(rename = "key", alias = "id")]
     pub id: String,
     pub thread: String,
     pub author: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    /// Nanoseconds since the Unix epoch; strictly increasing within a thread.
+    /// Nanoseconds since the Unix epoch; strictly increasing within a
+    /// thread. `"created_ts"` on the wire (`"ts"` before v0.2).
+    #[serde(rename = "created_ts", alias = "ts")]
     pub ts: u64,
     /// Any JSON value, kept byte-for-byte as the client sent it.
     pub body: Box<RawValue>,
@@ -69,7 +99,9 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "is_false")]
     pub deleted: bool,
     /// Nanoseconds since the Unix epoch of the last edit of the content
-    /// (deleting, restoring and reacting are not edits).
+    /// (deleting, restoring and reacting are not edits); the creation time
+    /// until the first edit. `None` only in data written before v0.2,
+    /// which [`Message::normalize`] fills in on read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_ts: Option<u64>,
     /// 1 for the original content, incremented by every edit.
@@ -91,6 +123,12 @@ pub struct Message {
 }
 
 impl Message {
+    /// Fills in what data written before v0.2 lacks, so every message on
+    /// the wire carries `updated_ts`.
+    pub fn normalize(&mut self) {
+        self.updated_ts.get_or_insert(self.ts);
+    }
+
     /// The current content as a version entry.
     pub fn current_version(&self) -> Version {
         Version {
@@ -130,7 +168,9 @@ impl Message {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Version {
     pub version: u32,
-    /// When this version was written, in nanoseconds since the Unix epoch.
+    /// When this version was written, in nanoseconds since the Unix epoch
+    /// (`"created_ts"` on the wire, `"ts"` in data written before v0.2).
+    #[serde(rename = "created_ts", alias = "ts")]
     pub ts: u64,
     pub author: String,
     pub body: Box<RawValue>,
@@ -143,14 +183,37 @@ fn first_version() -> u32 {
     1
 }
 
+/// The wire JSON of a stored message written before v0.2 (`"id"`, `"ts"`,
+/// no `updated_ts`), which page scans would otherwise copy as stored;
+/// `None` when `json` already has the wire shape, which costs one prefix
+/// comparison (serde writes `key` first).
+pub fn upgrade_legacy_message(json: &[u8]) -> Option<Vec<u8>> {
+    if !json.starts_with(br#"{"id":"#) {
+        return None;
+    }
+    let mut message: Message = serde_json::from_slice(json).ok()?;
+    message.normalize();
+    serde_json::to_vec(&message).ok()
+}
+
+/// As [`upgrade_legacy_message`], for a thread's stored JSON.
+pub fn upgrade_legacy_thread(json: &[u8]) -> Option<Vec<u8>> {
+    if !json.starts_with(br#"{"id":"#) {
+        return None;
+    }
+    let thread: Thread = serde_json::from_slice(json).ok()?;
+    serde_json::to_vec(&thread).ok()
+}
+
 /// What opening a stored message's sealed body needs, borrowed from its
 /// JSON without building a [`Message`] (pages open many of them).
 #[derive(Deserialize)]
 pub struct SealedMessageRef<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, rename = "key", alias = "id")]
     pub id: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     pub thread: std::borrow::Cow<'a, str>,
+    #[serde(rename = "created_ts", alias = "ts")]
     pub ts: u64,
     #[serde(default = "first_version")]
     pub version: u32,
@@ -164,10 +227,11 @@ pub struct SealedMessageRef<'a> {
 /// `Message` compactly and in field order, so `ts` is directly followed by
 /// `"body":null` and `sealed_body` is the last field; neither pattern can
 /// occur inside a string, whose quotes are escaped. `None` when `json` is
-/// not laid out that way; the caller then takes the parsing path.
+/// not laid out that way (as data written before v0.2 is not); the caller
+/// then takes the parsing path.
 pub fn splice_opened_body(json: &[u8], ts: u64, sealed: &str, body: &[u8]) -> Option<Vec<u8>> {
     let head = json.strip_suffix(format!(",\"sealed_body\":\"{sealed}\"}}").as_bytes())?;
-    let marker = format!(",\"ts\":{ts},\"body\":null");
+    let marker = format!(",\"created_ts\":{ts},\"body\":null");
     // Compared only where a field starts: a comparison per byte would cost
     // more than the rest of the splice.
     let marker_at = (0..=head.len().checked_sub(marker.len())?)

@@ -1,6 +1,6 @@
 //! End-to-end tests of the HTTP/JSON API against the real binary: every
-//! route, the list envelope and cursors, isolation between users, and the
-//! error answer for each kind of bad input.
+//! route, isolation between users, and the error answer for each kind of
+//! bad input. The v0.2 contract's shapes and paging are in contract.rs.
 
 #[path = "support.rs"]
 mod support;
@@ -33,7 +33,7 @@ fn health_and_readiness() {
     client.key = None;
     assert_eq!(client.get("/healthz").expect(200), json!({"status": "ok"}));
     let ready = client.get("/readyz").expect(200);
-    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["status"], "ok");
     assert_eq!(ready["version"], env!("CARGO_PKG_VERSION"));
 }
 
@@ -75,7 +75,7 @@ fn thread_lifecycle() {
     let server = Server::start(&[]);
     let mut client = server.client();
     let thread = create_thread(&mut client, "  Launch plan  ");
-    let id = thread["id"].as_str().unwrap().to_string();
+    let id = thread["key"].as_str().unwrap().to_string();
     assert_eq!(thread["title"], "Launch plan");
     assert_eq!(thread["author"], "alice");
     assert!(
@@ -88,7 +88,7 @@ fn thread_lifecycle() {
     let fetched = client
         .get(&format!("/frontend/v1/threads/{id}"))
         .expect(200);
-    assert_eq!(fetched, thread);
+    assert_eq!(fetched, json!({ "thread": thread }));
 
     let renamed = client
         .put(
@@ -102,15 +102,14 @@ fn thread_lifecycle() {
 
     let listed = client.get("/frontend/v1/threads").expect(200);
     assert_eq!(ids(&listed), vec![id.clone()]);
-    assert_eq!(listed["data"][0]["title"], "Launch v2");
-    assert_eq!(listed["pagination"]["has_more"], false);
+    assert_eq!(listed["threads"][0]["title"], "Launch v2");
+    assert_eq!(listed["pagination"]["has_after"], false);
 
-    assert_eq!(
-        client
-            .delete(&format!("/frontend/v1/threads/{id}"))
-            .expect(200),
-        json!({"deleted": true})
-    );
+    let deleted = client
+        .delete(&format!("/frontend/v1/threads/{id}"))
+        .expect(200);
+    assert_eq!(deleted["key"], id.as_str());
+    assert_eq!(deleted["deleted"], true);
     client
         .get(&format!("/frontend/v1/threads/{id}"))
         .expect_error(404, "thread_not_found");
@@ -137,7 +136,7 @@ fn client_chosen_thread_ids() {
             r#"{"id":"support-42","title":"Support"}"#,
         )
         .expect(201);
-    assert_eq!(thread["id"], "support-42");
+    assert_eq!(thread["key"], "support-42");
     client
         .post(
             "/frontend/v1/threads",
@@ -153,7 +152,7 @@ fn client_chosen_thread_ids() {
 fn message_lifecycle() {
     let server = Server::start(&[]);
     let mut client = server.client();
-    let thread = create_thread(&mut client, "chat")["id"]
+    let thread = create_thread(&mut client, "chat")["key"]
         .as_str()
         .unwrap()
         .to_string();
@@ -163,7 +162,7 @@ fn message_lifecycle() {
     let created = client
         .post(&base, &json!({"body": body, "role": "user"}).to_string())
         .expect(201);
-    let mid = created["id"].as_str().unwrap().to_string();
+    let mid = created["key"].as_str().unwrap().to_string();
     assert_eq!(created["thread"], thread.as_str());
     assert_eq!(created["author"], "alice");
     assert_eq!(created["role"], "user");
@@ -177,9 +176,12 @@ fn message_lifecycle() {
         )
         .expect(201);
     assert_eq!(reply["reply_to"], mid.as_str());
-    assert!(reply["ts"].as_u64() > created["ts"].as_u64());
+    assert!(reply["created_ts"].as_u64() > created["created_ts"].as_u64());
 
-    assert_eq!(client.get(&format!("{base}/{mid}")).expect(200), created);
+    assert_eq!(
+        client.get(&format!("{base}/{mid}")).expect(200),
+        json!({ "message": created })
+    );
 
     let edited = client
         .put(
@@ -190,22 +192,22 @@ fn message_lifecycle() {
     assert_eq!(edited["body"]["text"], "hello, edited");
     assert_eq!(edited["version"], 2);
     assert_eq!(
-        edited["ts"], created["ts"],
+        edited["created_ts"], created["created_ts"],
         "edits keep the timeline position"
     );
-    assert!(edited["updated_ts"].as_u64() > created["ts"].as_u64());
+    assert!(edited["updated_ts"].as_u64() > created["created_ts"].as_u64());
 
     let page = client.get(&base).expect(200);
     assert_eq!(
         ids(&page),
-        vec![reply["id"].as_str().unwrap().to_string(), mid.clone()]
+        vec![mid.clone(), reply["key"].as_str().unwrap().to_string()],
+        "oldest first"
     );
-    assert_eq!(page["data"][1]["body"]["text"], "hello, edited");
+    assert_eq!(page["messages"][0]["body"]["text"], "hello, edited");
 
-    assert_eq!(
-        client.delete(&format!("{base}/{mid}")).expect(200),
-        json!({"deleted": true})
-    );
+    let deleted = client.delete(&format!("{base}/{mid}")).expect(200);
+    assert_eq!(deleted["key"], mid.as_str());
+    assert_eq!(deleted["deleted"], true);
     client
         .get(&format!("{base}/{mid}"))
         .expect_error(404, "message_not_found");
@@ -218,7 +220,7 @@ fn message_lifecycle() {
     client
         .post(&base, &json!({"body": "x", "reply_to": mid}).to_string())
         .expect_error(400, "invalid_reply_to");
-    let other = create_thread(&mut client, "other")["id"]
+    let other = create_thread(&mut client, "other")["key"]
         .as_str()
         .unwrap()
         .to_string();
@@ -226,13 +228,13 @@ fn message_lifecycle() {
     client
         .post(
             &base,
-            &json!({"body": "x", "reply_to": foreign["id"]}).to_string(),
+            &json!({"body": "x", "reply_to": foreign["key"]}).to_string(),
         )
         .expect_error(400, "invalid_reply_to");
     client
         .get(&format!(
             "/frontend/v1/threads/{other}/messages/{}",
-            reply["id"].as_str().unwrap()
+            reply["key"].as_str().unwrap()
         ))
         .expect_error(404, "message_not_found");
 }
@@ -241,7 +243,7 @@ fn message_lifecycle() {
 fn timestamps_strictly_increase_and_ids_sort_by_time() {
     let server = Server::start(&[]);
     let mut client = server.client();
-    let thread = create_thread(&mut client, "fast")["id"]
+    let thread = create_thread(&mut client, "fast")["key"]
         .as_str()
         .unwrap()
         .to_string();
@@ -249,8 +251,8 @@ fn timestamps_strictly_increase_and_ids_sort_by_time() {
     let mut previous_id = String::new();
     for n in 0..200 {
         let message = post_message(&mut client, &thread, json!(n));
-        let ts = message["ts"].as_u64().unwrap();
-        let id = message["id"].as_str().unwrap().to_string();
+        let ts = message["created_ts"].as_u64().unwrap();
+        let id = message["key"].as_str().unwrap().to_string();
         assert!(ts > previous_ts, "ts must strictly increase");
         assert!(id > previous_id, "ids sort by creation time");
         assert!(
@@ -263,129 +265,18 @@ fn timestamps_strictly_increase_and_ids_sort_by_time() {
 }
 
 #[test]
-fn message_pages_walk_the_whole_thread_exactly_once() {
-    let server = Server::start(&[]);
-    let mut client = server.client();
-    let thread = create_thread(&mut client, "long")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let base = format!("/frontend/v1/threads/{thread}/messages");
-    let posted: Vec<String> = (0..120)
-        .map(|n| {
-            post_message(&mut client, &thread, json!({"n": n}))["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-
-    // Default: newest first, 50 per page.
-    let first = client.get(&base).expect(200);
-    assert_eq!(first["data"].as_array().unwrap().len(), 50);
-    assert_eq!(first["data"][0]["body"]["n"], 119);
-    assert_eq!(first["pagination"]["has_more"], true);
-
-    let mut seen = Vec::new();
-    let mut path = format!("{base}?limit=50");
-    loop {
-        let page = client.get(&path).expect(200);
-        seen.extend(ids(&page));
-        match page["pagination"]["next_cursor"].as_str() {
-            Some(cursor) => {
-                assert_eq!(page["pagination"]["has_more"], true);
-                path = format!("{base}?limit=50&before={cursor}");
-            }
-            None => {
-                assert_eq!(page["pagination"]["has_more"], false);
-                break;
-            }
-        }
-    }
-    let mut newest_first = posted.clone();
-    newest_first.reverse();
-    assert_eq!(seen, newest_first);
-
-    // Oldest first, walking forward with `after`.
-    let mut seen = Vec::new();
-    let mut path = format!("{base}?limit=33&sort_by=ts_asc");
-    loop {
-        let page = client.get(&path).expect(200);
-        seen.extend(ids(&page));
-        match page["pagination"]["next_cursor"].as_str() {
-            Some(cursor) => path = format!("{base}?limit=33&sort_by=ts_asc&after={cursor}"),
-            None => break,
-        }
-    }
-    assert_eq!(seen, posted);
-
-    // `after` on a newest-first page: the messages just newer than the cursor.
-    let newer = client
-        .get(&format!("{base}?limit=3&after={}", posted[10]))
-        .expect(200);
-    assert_eq!(
-        ids(&newer),
-        vec![posted[13].clone(), posted[12].clone(), posted[11].clone()]
-    );
-    assert_eq!(newer["pagination"]["prev_cursor"], posted[13].as_str());
-
-    // `anchor`: a page centred on the message, which is included.
-    let centred = client
-        .get(&format!(
-            "{base}?limit=5&anchor={}&sort_by=ts_asc",
-            posted[60]
-        ))
-        .expect(200);
-    assert_eq!(ids(&centred), posted[58..63].to_vec());
-    let edge = client
-        .get(&format!(
-            "{base}?limit=5&anchor={}&sort_by=ts_asc",
-            posted[0]
-        ))
-        .expect(200);
-    assert_eq!(ids(&edge), posted[0..5].to_vec());
-
-    // limit bounds.
-    assert_eq!(
-        ids(&client.get(&format!("{base}?limit=1")).expect(200)).len(),
-        1
-    );
-    assert_eq!(
-        ids(&client.get(&format!("{base}?limit=1000")).expect(200)).len(),
-        120
-    );
-    for bad in [
-        "limit=0",
-        "limit=-1",
-        "limit=abc",
-        "limit=1001",
-        "limit=2.5",
-    ] {
-        client
-            .get(&format!("{base}?{bad}"))
-            .expect_error(400, "invalid_limit");
-    }
-    client
-        .get(&format!("{base}?sort_by=sideways"))
-        .expect_error(400, "invalid_sort_by");
-    client
-        .get(&format!("{base}?before={}&after={}", posted[1], posted[2]))
-        .expect_error(400, "invalid_query");
-}
-
-#[test]
 fn cursors_from_elsewhere_are_refused() {
     let server = Server::start(&[]);
     let mut client = server.client();
-    let a = create_thread(&mut client, "a")["id"]
+    let a = create_thread(&mut client, "a")["key"]
         .as_str()
         .unwrap()
         .to_string();
-    let b = create_thread(&mut client, "b")["id"]
+    let b = create_thread(&mut client, "b")["key"]
         .as_str()
         .unwrap()
         .to_string();
-    let in_b = post_message(&mut client, &b, json!("b"))["id"]
+    let in_b = post_message(&mut client, &b, json!("b"))["key"]
         .as_str()
         .unwrap()
         .to_string();
@@ -403,58 +294,19 @@ fn cursors_from_elsewhere_are_refused() {
         .expect_error(400, "invalid_cursor");
 }
 
-#[test]
-fn thread_listing_pages_newest_first() {
-    let server = Server::start(&[]);
-    let mut client = server.client();
-    let created: Vec<String> = (0..7)
-        .map(|n| {
-            create_thread(&mut client, &format!("t{n}"))["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    let mut seen = Vec::new();
-    let mut path = "/frontend/v1/threads?limit=3".to_string();
-    loop {
-        let page = client.get(&path).expect(200);
-        seen.extend(ids(&page));
-        match page["pagination"]["next_cursor"].as_str() {
-            Some(cursor) => path = format!("/frontend/v1/threads?limit=3&before={cursor}"),
-            None => break,
-        }
-    }
-    let mut newest_first = created.clone();
-    newest_first.reverse();
-    assert_eq!(seen, newest_first);
-
-    let oldest = client
-        .get("/frontend/v1/threads?sort_by=created_ts_asc&limit=2")
-        .expect(200);
-    assert_eq!(ids(&oldest), created[0..2].to_vec());
-    let cursor = oldest["pagination"]["next_cursor"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let next = client
-        .get(&format!(
-            "/frontend/v1/threads?sort_by=created_ts_asc&limit=2&after={cursor}"
-        ))
-        .expect(200);
-    assert_eq!(ids(&next), created[2..4].to_vec());
-}
+// Paging (both directions, anchors, totals, limits) is tested against the
+// v0.2 contract in contract.rs.
 
 #[test]
 fn users_only_see_their_own_threads() {
     let server = Server::start(&[]);
     let mut alice = server.client();
     let mut bob = server.client().acting_for("bob");
-    let thread = create_thread(&mut alice, "private")["id"]
+    let thread = create_thread(&mut alice, "private")["key"]
         .as_str()
         .unwrap()
         .to_string();
-    let message = post_message(&mut alice, &thread, json!("secret"))["id"]
+    let message = post_message(&mut alice, &thread, json!("secret"))["key"]
         .as_str()
         .unwrap()
         .to_string();
@@ -474,7 +326,7 @@ fn users_only_see_their_own_threads() {
         .expect_error(404, "thread_not_found");
     assert!(ids(&bob.get("/frontend/v1/threads").expect(200)).is_empty());
     // Alice's data is untouched.
-    assert_eq!(alice.get(&base).expect(200)["title"], "private");
+    assert_eq!(alice.get(&base).expect(200)["thread"]["title"], "private");
     assert_eq!(
         ids(&alice.get(&format!("{base}/messages")).expect(200)),
         vec![message]
@@ -501,17 +353,13 @@ fn seed_quickstart_routes() {
         )
         .expect(201);
     let page = client.get("/v1/threads/general/messages").expect(200);
-    let bodies: Vec<&Value> = page["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| &m["body"])
-        .collect();
-    assert_eq!(bodies, vec![&json!("second"), &json!({"text": "hi"})]);
+    assert_eq!(page["thread"], "general");
+    let bodies: Vec<&Value> = support::items(&page).iter().map(|m| &m["body"]).collect();
+    assert_eq!(bodies, vec![&json!({"text": "hi"}), &json!("second")]);
     // The auto-created thread belongs to the first author.
     let mut bob = server.client().acting_for("bob");
     let thread = bob.get("/frontend/v1/threads/general").expect(200);
-    assert_eq!(thread["author"], "bob");
+    assert_eq!(thread["thread"]["author"], "bob");
 
     client
         .post("/v1/messages", r#"{"author":"bob","body":"x"}"#)
@@ -531,7 +379,7 @@ fn seed_quickstart_routes() {
 fn bad_input_gets_clear_errors_and_changes_nothing() {
     let server = Server::start(&["--request-body-bytes-max", "4096"]);
     let mut client = server.client();
-    let thread = create_thread(&mut client, "keep")["id"]
+    let thread = create_thread(&mut client, "keep")["key"]
         .as_str()
         .unwrap()
         .to_string();
@@ -710,6 +558,6 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
     // Everything written before is intact, on a fresh connection too.
     let mut fresh = server.client();
     let page = fresh.get(&base).expect(200);
-    assert_eq!(page["data"].as_array().unwrap().len(), 1);
-    assert_eq!(page["data"][0], kept);
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(page["messages"][0], kept);
 }

@@ -37,7 +37,7 @@ fn verify(server: &Server, acked: &HashMap<String, Value>, sent: &HashSet<String
         let messages = all_messages(&mut client, &format!("kill-{t}"));
         let mut last_ts = 0;
         for message in messages {
-            let ts = message["ts"].as_u64().unwrap();
+            let ts = message["created_ts"].as_u64().unwrap();
             assert!(ts > last_ts, "{context}: timestamps out of order");
             last_ts = ts;
             let body = message["body"].to_string();
@@ -46,7 +46,7 @@ fn verify(server: &Server, acked: &HashMap<String, Value>, sent: &HashSet<String
                 "{context}: a message that was never sent: {body}"
             );
             found.insert(
-                message["id"].as_str().unwrap().to_string(),
+                message["key"].as_str().unwrap().to_string(),
                 message["body"].clone(),
             );
         }
@@ -97,7 +97,7 @@ fn acknowledged_messages_survive_sigkill() {
                         let request = json!({"thread": thread, "author": "killer", "body": body}).to_string();
                         match client.try_request("POST", "/v1/messages", Some(&request)) {
                             Ok(reply) if reply.status == 201 => {
-                                let id = reply.json()["id"].as_str().unwrap().to_string();
+                                let id = reply.json()["key"].as_str().unwrap().to_string();
                                 acked.lock().unwrap().insert(id, body);
                             }
                             Ok(reply) => panic!("unexpected status {}", reply.status),
@@ -147,7 +147,7 @@ fn post_sequentially(server: &Server, count: usize) -> Vec<String> {
     (0..count)
         .map(|n| {
             let request = json!({"thread": "t", "author": "a", "body": n}).to_string();
-            client.post("/v1/messages", &request).expect(201)["id"]
+            client.post("/v1/messages", &request).expect(201)["key"]
                 .as_str()
                 .unwrap()
                 .to_string()
@@ -160,7 +160,7 @@ fn ids_of(server: &Server) -> Vec<String> {
     client.user = None;
     all_messages(&mut client, "t")
         .iter()
-        .map(|m| m["id"].as_str().unwrap().to_string())
+        .map(|m| m["key"].as_str().unwrap().to_string())
         .collect()
 }
 
@@ -264,7 +264,7 @@ fn a_failed_fsync_poisons_writes_but_reads_keep_working() {
     let mut acked = Vec::new();
     for n in 0..5 {
         let request = json!({"thread": "t", "author": "a", "body": n}).to_string();
-        acked.push(client.post("/v1/messages", &request).expect(201)["id"].clone());
+        acked.push(client.post("/v1/messages", &request).expect(201)["key"].clone());
     }
     // The sixth flush fails: that write and every later one answer 503.
     for n in 5..8 {
@@ -276,11 +276,11 @@ fn a_failed_fsync_poisons_writes_but_reads_keep_working() {
     let page = client
         .get("/v1/threads/t/messages?sort_by=ts_asc&limit=100")
         .expect(200);
-    let ids: Vec<Value> = page["data"]
+    let ids: Vec<Value> = page["messages"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| m["id"].clone())
+        .map(|m| m["key"].clone())
         .collect();
     assert_eq!(
         ids[..5],
@@ -305,11 +305,11 @@ fn a_failed_fsync_poisons_writes_but_reads_keep_working() {
     let page = client
         .get("/v1/threads/t/messages?sort_by=ts_asc&limit=100")
         .expect(200);
-    let ids: Vec<Value> = page["data"]
+    let ids: Vec<Value> = page["messages"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| m["id"].clone())
+        .map(|m| m["key"].clone())
         .collect();
     assert_eq!(ids[..5], acked[..]);
 }

@@ -118,7 +118,7 @@ fn acknowledged_writes_are_readable_at_once(mode: &str) {
     alice
         .post(
             "/frontend/v1/threads",
-            &json!({"id": thread, "title": "t"}).to_string(),
+            &json!({"key": thread, "title": "t"}).to_string(),
         )
         .expect(201);
     let base = format!("/frontend/v1/threads/{thread}/messages");
@@ -126,22 +126,26 @@ fn acknowledged_writes_are_readable_at_once(mode: &str) {
     for n in 0..20 {
         let message = alice.post(&base, &json!({"body": {"n": n}}).to_string());
         let message = message.expect(201);
-        let id = message["id"].as_str().unwrap();
+        let id = message["key"].as_str().unwrap();
         // The very next request sees it, flushed or not.
-        assert_eq!(alice.get(&format!("{base}/{id}")).expect(200), message);
+        assert_eq!(
+            alice.get(&format!("{base}/{id}")).expect(200)["message"],
+            message
+        );
         posted.push(message);
     }
-    let id = posted[7]["id"].as_str().unwrap();
+    let id = posted[7]["key"].as_str().unwrap();
     let edited = alice
         .put(&format!("{base}/{id}"), r#"{"body":"edited"}"#)
         .expect(200);
     assert_eq!(edited["version"], 2);
-    assert_eq!(alice.get(&format!("{base}/{id}")).expect(200), edited);
+    assert_eq!(
+        alice.get(&format!("{base}/{id}")).expect(200)["message"],
+        edited
+    );
     posted[7] = edited;
-    let page = alice
-        .get(&format!("{base}?limit=100&sort_by=ts_asc"))
-        .expect(200);
-    assert_eq!(page["data"], Value::Array(posted));
+    let page = alice.get(&format!("{base}?limit=100")).expect(200);
+    assert_eq!(page["messages"], Value::Array(posted));
 }
 
 #[test]
@@ -261,7 +265,10 @@ fn assert_new_writes_sort_last(server: &Server, written: &[(String, Vec<Value>)]
         assert_eq!(after.len(), before.len() + 1, "thread {thread}");
         assert_eq!(after.last(), Some(&new), "thread {thread}");
         if let Some(last) = before.last() {
-            assert!(new["ts"].as_u64() > last["ts"].as_u64(), "thread {thread}");
+            assert!(
+                new["created_ts"].as_u64() > last["created_ts"].as_u64(),
+                "thread {thread}"
+            );
         }
     }
 }
@@ -321,7 +328,7 @@ fn check_prefix(server: &Server, mode: &str, sent: &Sent, context: &str) -> Vec<
         let mut last_ts = 0;
         let mut seen: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
         for message in &messages {
-            let ts = message["ts"].as_u64().unwrap();
+            let ts = message["created_ts"].as_u64().unwrap();
             assert!(ts > last_ts, "{context}: timestamps out of order");
             last_ts = ts;
             let body = &message["body"];

@@ -216,7 +216,7 @@ fn directory_moves_between_embedded_and_server() {
             thread.id
         ))
         .expect(200);
-    let served: Vec<String> = listed["data"]
+    let served: Vec<String> = listed["messages"]
         .as_array()
         .unwrap()
         .iter()
@@ -233,8 +233,8 @@ fn directory_moves_between_embedded_and_server() {
             thread.id, first.id
         ))
         .expect(200);
-    assert_eq!(versions["data"][0]["body"]["n"], 1, "{versions}");
-    assert_eq!(versions["data"][1]["version"], 2, "{versions}");
+    assert_eq!(versions["versions"][0]["body"]["n"], 1, "{versions}");
+    assert_eq!(versions["versions"][1]["version"], 2, "{versions}");
     // The server writes too; the library reads it back.
     client
         .post(

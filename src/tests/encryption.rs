@@ -60,7 +60,7 @@ fn write_marked(client: &mut Client, tag: &str) -> String {
             &json!({ "title": format!("TITLE_{tag}") }).to_string(),
         )
         .expect(201);
-    let id = thread["id"].as_str().unwrap().to_string();
+    let id = thread["key"].as_str().unwrap().to_string();
     let base = format!("/frontend/v1/threads/{id}/messages");
     let message = client
         .post(
@@ -68,7 +68,7 @@ fn write_marked(client: &mut Client, tag: &str) -> String {
             &json!({ "body": { "text": format!("OLD_{tag}") } }).to_string(),
         )
         .expect(201);
-    let mid = message["id"].as_str().unwrap();
+    let mid = message["key"].as_str().unwrap();
     client
         .put(
             &format!("{base}/{mid}"),
@@ -89,12 +89,12 @@ fn assert_readable(client: &mut Client, id: &str, tag: &str) {
     assert_eq!(
         client
             .get(&format!("/frontend/v1/threads/{id}"))
-            .expect(200)["title"],
+            .expect(200)["thread"]["title"],
         format!("TITLE_{tag}")
     );
     let listed = client.get("/frontend/v1/threads?limit=100").expect(200);
     assert!(
-        listed["data"]
+        listed["threads"]
             .as_array()
             .unwrap()
             .iter()
@@ -102,15 +102,15 @@ fn assert_readable(client: &mut Client, id: &str, tag: &str) {
     );
     let base = format!("/frontend/v1/threads/{id}/messages");
     let page = client.get(&format!("{base}?sort_by=ts_asc")).expect(200);
-    let messages = page["data"].as_array().unwrap();
+    let messages = page["messages"].as_array().unwrap();
     assert_eq!(messages[0]["body"]["text"], format!("NEW_{tag}"));
     assert_eq!(messages[1]["body"], format!("REPLY_{tag}"));
     assert!(messages.iter().all(|m| m.get("sealed_body").is_none()));
-    let mid = messages[0]["id"].as_str().unwrap();
+    let mid = messages[0]["key"].as_str().unwrap();
     let one = client.get(&format!("{base}/{mid}")).expect(200);
-    assert_eq!(one["body"]["text"], format!("NEW_{tag}"));
+    assert_eq!(one["message"]["body"]["text"], format!("NEW_{tag}"));
     let versions = client.get(&format!("{base}/{mid}/versions")).expect(200);
-    let bodies: Vec<&Value> = versions["data"]
+    let bodies: Vec<&Value> = versions["versions"]
         .as_array()
         .unwrap()
         .iter()
@@ -121,7 +121,7 @@ fn assert_readable(client: &mut Client, id: &str, tag: &str) {
         vec![&json!(format!("OLD_{tag}")), &json!(format!("NEW_{tag}"))]
     );
     let replies = client.get(&format!("{base}/{mid}/replies")).expect(200);
-    assert_eq!(replies["data"][0]["body"], format!("REPLY_{tag}"));
+    assert_eq!(replies["messages"][0]["body"], format!("REPLY_{tag}"));
 }
 
 #[test]
@@ -149,11 +149,11 @@ fn no_plaintext_reaches_the_disk_but_the_api_returns_it() {
     let mut admin = server.client();
     admin.key = Some(ADMIN.into());
     let listed = admin.get("/admin/v1/threads").expect(200);
-    assert_eq!(listed["data"][0]["title"], "TITLE_SECRETMARK42");
+    assert_eq!(listed["threads"][0]["title"], "TITLE_SECRETMARK42");
     let page = admin
         .get(&format!("/admin/v1/threads/{id}/messages?sort_by=ts_asc"))
         .expect(200);
-    assert_eq!(page["data"][0]["body"]["text"], "NEW_SECRETMARK42");
+    assert_eq!(page["messages"][0]["body"]["text"], "NEW_SECRETMARK42");
     drop((client, admin));
     server.stop();
     for marker in [
@@ -436,7 +436,7 @@ fn requests_needing_an_unreachable_kms_answer_503_and_change_nothing() {
     // Keys already unwrapped stay cached: the existing thread still works.
     assert_readable(&mut client, &id, "DOWN");
     let listed = client.get("/frontend/v1/threads?limit=100").expect(200);
-    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["threads"].as_array().unwrap().len(), 1);
 }
 
 // The KMS is reached from a blocking thread, not the shard's: while one

@@ -96,7 +96,7 @@ fn data_survives_a_clean_restart() {
                 "/frontend/v1/threads",
                 &json!({ "title": format!("t{n}") }).to_string(),
             )
-            .expect(201)["id"]
+            .expect(201)["key"]
             .as_str()
             .unwrap()
             .to_string();
@@ -135,7 +135,7 @@ fn data_survives_a_clean_restart() {
         .get(&format!("/frontend/v1/threads/{}", threads[0]))
         .expect_error(404, "thread_not_found");
     assert_eq!(
-        client.get("/frontend/v1/threads").expect(200)["data"]
+        client.get("/frontend/v1/threads").expect(200)["threads"]
             .as_array()
             .unwrap()
             .len(),
@@ -154,7 +154,7 @@ fn data_survives_a_clean_restart() {
             threads[1]
         ))
         .expect(200);
-    assert_eq!(page["data"][0], newest);
+    assert_eq!(page["messages"][0], newest);
 }
 
 #[test]
@@ -242,7 +242,7 @@ fn requests_on_either_shard_reach_the_owner() {
         .collect();
     for (index, page) in expected.iter().enumerate() {
         assert_eq!(
-            page["data"].as_array().unwrap().len(),
+            page["messages"].as_array().unwrap().len(),
             16,
             "thread {}",
             owned[index]
@@ -259,11 +259,11 @@ fn requests_on_either_shard_reach_the_owner() {
         }
         // The listing merges both shards, newest first.
         let listed = client.get("/frontend/v1/threads?limit=100").expect(200);
-        let listed: Vec<&str> = listed["data"]
+        let listed: Vec<&str> = listed["threads"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|t| t["id"].as_str().unwrap())
+            .map(|t| t["key"].as_str().unwrap())
             .collect();
         let mut newest_first: Vec<&str> = owned.iter().map(String::as_str).collect();
         newest_first.reverse();

@@ -135,9 +135,9 @@ fn events_cross_cores_and_resume_without_gaps() {
     assert_eq!(event.kind, "message.created");
     assert_eq!(data, posted);
     let first_id = event.id.unwrap();
-    assert_eq!(first_id, posted["ts"].as_u64().unwrap());
+    assert_eq!(first_id, posted["created_ts"].as_u64().unwrap());
 
-    let id = posted["id"].as_str().unwrap();
+    let id = posted["key"].as_str().unwrap();
     client
         .put(&format!("{base}/{id}"), r#"{"body":"edited"}"#)
         .expect(200);

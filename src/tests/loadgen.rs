@@ -521,7 +521,7 @@ fn json_schema_against_the_real_server() {
     // The server stored what was acknowledged (10 threads of posts).
     let mut client = server.client().acting_for("bench");
     let threads = client.get("/frontend/v1/threads?limit=100").expect(200);
-    assert_eq!(threads["data"].as_array().unwrap().len(), 10);
+    assert_eq!(threads["threads"].as_array().unwrap().len(), 10);
 }
 
 /// Runs the real `progressdb-bench` binary; returns stdout, stderr and the
@@ -627,8 +627,8 @@ fn tail_scenario_delivers_every_event_against_the_real_server() {
         .map(|id| {
             let path = format!("/frontend/v1/threads/{id}/messages?limit=1000");
             let page = client.get(&path).expect(200);
-            assert_eq!(page["pagination"]["has_more"], false);
-            page["data"].as_array().unwrap().len()
+            assert_eq!(page["pagination"]["has_before"], false);
+            page["messages"].as_array().unwrap().len()
         })
         .sum();
     assert_eq!(support::ids(&threads).len(), 3);

@@ -477,7 +477,7 @@ fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
         .client()
         .get("/frontend/v1/threads/general/messages?sort_by=ts_asc")
         .expect(200);
-    let bodies: Vec<&str> = page["data"]
+    let bodies: Vec<&str> = page["messages"]
         .as_array()
         .unwrap()
         .iter()

@@ -15,7 +15,7 @@ use support::{Client, Server, ids};
 fn create_thread(client: &mut Client) -> String {
     client
         .post("/frontend/v1/threads", r#"{"title":"t"}"#)
-        .expect(201)["id"]
+        .expect(201)["key"]
         .as_str()
         .unwrap()
         .to_string()
@@ -38,7 +38,7 @@ fn three_edits_leave_four_versions_in_order() {
     let message = post(&mut client, &thread, json!("v1"));
     let path = format!(
         "/frontend/v1/threads/{thread}/messages/{}",
-        message["id"].as_str().unwrap()
+        message["key"].as_str().unwrap()
     );
     for n in 2..=4 {
         let edited = client
@@ -47,24 +47,24 @@ fn three_edits_leave_four_versions_in_order() {
         assert_eq!(edited["version"], n);
         assert_eq!(edited["edited_by"], "alice");
         assert_eq!(
-            edited["ts"], message["ts"],
+            edited["created_ts"], message["created_ts"],
             "edits stay in place in the timeline"
         );
     }
     let versions = client.get(&format!("{path}/versions")).expect(200);
-    let list = versions["data"].as_array().unwrap();
+    let list = versions["versions"].as_array().unwrap();
     assert_eq!(list.len(), 4);
     let mut last_ts = 0;
     for (index, version) in list.iter().enumerate() {
         assert_eq!(version["version"], index as u64 + 1);
         assert_eq!(version["body"], format!("v{}", index + 1));
         assert_eq!(version["author"], "alice");
-        let ts = version["ts"].as_u64().unwrap();
+        let ts = version["created_ts"].as_u64().unwrap();
         assert!(ts > last_ts, "versions oldest first");
         last_ts = ts;
     }
-    assert_eq!(list[0]["ts"], message["ts"]);
-    let current = client.get(&path).expect(200);
+    assert_eq!(list[0]["created_ts"], message["created_ts"]);
+    let current = &client.get(&path).expect(200)["message"];
     assert_eq!(current["version"], 4);
     assert_eq!(current["updated_ts"].as_u64(), Some(last_ts));
 }
@@ -76,7 +76,7 @@ fn soft_delete_hides_include_deleted_shows_and_restore_brings_back() {
     let thread = create_thread(&mut client);
     let keep = post(&mut client, &thread, json!("keep"));
     let gone = post(&mut client, &thread, json!("gone"));
-    let gone_id = gone["id"].as_str().unwrap();
+    let gone_id = gone["key"].as_str().unwrap();
     let base = format!("/frontend/v1/threads/{thread}/messages");
     client
         .put(&format!("{base}/{gone_id}"), r#"{"body":"gone v2"}"#)
@@ -85,7 +85,7 @@ fn soft_delete_hides_include_deleted_shows_and_restore_brings_back() {
 
     assert_eq!(
         ids(&client.get(&base).expect(200)),
-        vec![keep["id"].as_str().unwrap()]
+        vec![keep["key"].as_str().unwrap()]
     );
     client
         .get(&format!("{base}/{gone_id}"))
@@ -93,19 +93,19 @@ fn soft_delete_hides_include_deleted_shows_and_restore_brings_back() {
     let with_deleted = client
         .get(&format!("{base}?include_deleted=true"))
         .expect(200);
-    assert_eq!(with_deleted["data"][0]["id"], gone_id);
-    assert_eq!(with_deleted["data"][0]["deleted"], true);
-    let shown = client
+    assert_eq!(with_deleted["messages"][1]["key"], gone_id, "oldest first");
+    assert_eq!(with_deleted["messages"][1]["deleted"], true);
+    let shown = &client
         .get(&format!("{base}/{gone_id}?include_deleted=true"))
-        .expect(200);
+        .expect(200)["message"];
     assert_eq!(shown["deleted"], true);
     // Versions of a deleted message stay readable on request.
     let versions = client
         .get(&format!("{base}/{gone_id}/versions?include_deleted=true"))
         .expect(200);
-    assert_eq!(versions["data"].as_array().unwrap().len(), 2);
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
     assert_eq!(
-        versions["data"][1]["ts"], shown["updated_ts"],
+        versions["versions"][1]["created_ts"], shown["updated_ts"],
         "a delete is not an edit: the last version keeps its edit time"
     );
     client
@@ -131,12 +131,12 @@ fn soft_delete_hides_include_deleted_shows_and_restore_brings_back() {
     let listed = client
         .get("/frontend/v1/threads?include_deleted=true")
         .expect(200);
-    assert_eq!(listed["data"][0]["deleted"], true);
-    let thread_json = client
+    assert_eq!(listed["threads"][0]["deleted"], true);
+    let thread_json = &client
         .get(&format!(
             "/frontend/v1/threads/{thread}?include_deleted=true"
         ))
-        .expect(200);
+        .expect(200)["thread"];
     assert_eq!(thread_json["deleted"], true);
     let back = client
         .post(&format!("/frontend/v1/threads/{thread}/restore"), "")
@@ -155,11 +155,11 @@ fn replies_are_listed_and_paged() {
     let mut client = server.client();
     let thread = create_thread(&mut client);
     let base = format!("/frontend/v1/threads/{thread}/messages");
-    let parent = post(&mut client, &thread, json!("question"))["id"]
+    let parent = post(&mut client, &thread, json!("question"))["key"]
         .as_str()
         .unwrap()
         .to_string();
-    let other = post(&mut client, &thread, json!("unrelated"))["id"]
+    let other = post(&mut client, &thread, json!("unrelated"))["key"]
         .as_str()
         .unwrap()
         .to_string();
@@ -167,7 +167,7 @@ fn replies_are_listed_and_paged() {
         .map(|n| {
             client
                 .post(&base, &json!({"body": n, "reply_to": parent}).to_string())
-                .expect(201)["id"]
+                .expect(201)["key"]
                 .as_str()
                 .unwrap()
                 .to_string()
@@ -185,16 +185,20 @@ fn replies_are_listed_and_paged() {
     loop {
         let page = client.get(&path).expect(200);
         seen.extend(ids(&page));
-        match page["pagination"]["next_cursor"].as_str() {
-            Some(cursor) => path = format!("{base}/{parent}/replies?limit=3&after={cursor}"),
-            None => break,
+        if page["pagination"]["has_after"] != true {
+            break;
         }
+        let cursor = page["pagination"]["after_anchor"].as_str().unwrap();
+        path = format!("{base}/{parent}/replies?limit=3&after={cursor}");
     }
     assert_eq!(seen, replies, "direct replies only, oldest first");
-    let newest = client
-        .get(&format!("{base}/{parent}/replies?sort_by=ts_desc&limit=2"))
+    let older = client
+        .get(&format!(
+            "{base}/{parent}/replies?before={}&limit=2",
+            replies[6]
+        ))
         .expect(200);
-    assert_eq!(ids(&newest), vec![replies[6].clone(), replies[5].clone()]);
+    assert_eq!(ids(&older), vec![replies[4].clone(), replies[5].clone()]);
     assert!(ids(&client.get(&format!("{base}/{other}/replies")).expect(200)).is_empty());
 
     client.delete(&format!("{base}/{}", replies[1])).expect(200);
@@ -204,7 +208,7 @@ fn replies_are_listed_and_paged() {
     );
     client
         .get(&format!("{base}/{parent}/replies?anchor={}", replies[2]))
-        .expect_error(400, "invalid_cursor");
+        .expect_error(400, "invalid_query");
     client
         .get(&format!("{base}/nope/replies"))
         .expect_error(404, "message_not_found");
@@ -215,7 +219,7 @@ fn reactions_are_per_user_with_counts() {
     let server = Server::start(&[]);
     let mut alice = server.client();
     let thread = create_thread(&mut alice);
-    let id = post(&mut alice, &thread, json!("react to me"))["id"]
+    let id = post(&mut alice, &thread, json!("react to me"))["key"]
         .as_str()
         .unwrap()
         .to_string();
@@ -232,7 +236,7 @@ fn reactions_are_per_user_with_counts() {
     let page = alice
         .get(&format!("/frontend/v1/threads/{thread}/messages"))
         .expect(200);
-    assert_eq!(page["data"][0]["reaction_counts"], json!({"🎉": 1}));
+    assert_eq!(page["messages"][0]["reaction_counts"], json!({"🎉": 1}));
 
     let removed = alice.delete(&path).expect(200);
     assert!(removed.get("reactions").is_none() && removed.get("reaction_counts").is_none());
@@ -279,7 +283,7 @@ fn paging_is_consistent_while_others_write() {
     client.send_raw(&burst);
     let originals: Vec<String> = (0..1000)
         .map(|_| {
-            client.read_reply(false).expect(201)["id"]
+            client.read_reply(false).expect(201)["key"]
                 .as_str()
                 .unwrap()
                 .to_string()
@@ -305,23 +309,21 @@ fn paging_is_consistent_while_others_write() {
             writes
         })
     };
-    let newest_first: Vec<String> = originals.iter().rev().cloned().collect();
     let first = client.get(&format!("{base}?limit=50")).expect(200);
     let mut seen: Vec<String> = ids(&first)
         .into_iter()
         .filter(|id| originals.contains(id))
         .collect();
-    let mut cursor = first["pagination"]["next_cursor"]
-        .as_str()
-        .map(str::to_string);
-    while let Some(before) = cursor {
-        let page = client
+    // Walks older pages as the React hook does, prepending each.
+    let mut page = first;
+    while page["pagination"]["has_before"] == true {
+        let before = page["pagination"]["before_anchor"].as_str().unwrap();
+        page = client
             .get(&format!("{base}?limit=50&before={before}"))
             .expect(200);
-        seen.extend(ids(&page));
-        cursor = page["pagination"]["next_cursor"]
-            .as_str()
-            .map(str::to_string);
+        let mut older = ids(&page);
+        older.extend(seen);
+        seen = older;
     }
     stop.store(true, Ordering::Relaxed);
     let writes = writer.join().unwrap();
@@ -331,8 +333,8 @@ fn paging_is_consistent_while_others_write() {
     let unique: HashSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "no message seen twice");
     assert_eq!(
-        seen, newest_first,
-        "every original seen exactly once, newest first"
+        seen, originals,
+        "every original seen exactly once, oldest first"
     );
 }
 
@@ -344,13 +346,13 @@ fn the_newest_page_reflects_every_change_at_once() {
     let mut client = server.client();
     let thread = create_thread(&mut client);
     let base = format!("/frontend/v1/threads/{thread}/messages");
-    let first = post(&mut client, &thread, json!("one"))["id"]
+    let first = post(&mut client, &thread, json!("one"))["key"]
         .as_str()
         .unwrap()
         .to_string();
     let page = |client: &mut Client, query: &str| client.get(&format!("{base}{query}")).expect(200);
     let bodies = |page: &Value| -> Vec<Value> {
-        page["data"]
+        page["messages"]
             .as_array()
             .unwrap()
             .iter()
@@ -362,23 +364,26 @@ fn the_newest_page_reflects_every_change_at_once() {
         assert_eq!(bodies(&page(&mut client, "")), [json!("one")]);
     }
     post(&mut client, &thread, json!("two"));
-    assert_eq!(bodies(&page(&mut client, "")), [json!("two"), json!("one")]);
+    assert_eq!(bodies(&page(&mut client, "")), [json!("one"), json!("two")]);
     client
         .put(&format!("{base}/{first}"), r#"{"body":"one, edited"}"#)
         .expect(200);
     assert_eq!(
         bodies(&page(&mut client, "")),
-        [json!("two"), json!("one, edited")]
+        [json!("one, edited"), json!("two")]
     );
     client
         .post(&format!("{base}/{first}/reactions"), r#"{"reaction":"+1"}"#)
         .expect(200);
-    assert_eq!(page(&mut client, "")["data"][1]["reaction_counts"]["+1"], 1);
+    assert_eq!(
+        page(&mut client, "")["messages"][0]["reaction_counts"]["+1"],
+        1
+    );
     client
         .delete(&format!("{base}/{first}/reactions"))
         .expect(200);
     assert!(
-        page(&mut client, "")["data"][1]
+        page(&mut client, "")["messages"][0]
             .get("reaction_counts")
             .is_none()
     );
@@ -389,14 +394,14 @@ fn the_newest_page_reflects_every_change_at_once() {
     assert_eq!(bodies(&page(&mut client, "?limit=1")), [json!("two")]);
     assert_eq!(
         bodies(&page(&mut client, "?include_deleted=true")),
-        [json!("two"), json!("one, edited")]
+        [json!("one, edited"), json!("two")]
     );
     client
         .post(&format!("{base}/{first}/restore"), "")
         .expect(200);
     assert_eq!(
         bodies(&page(&mut client, "")),
-        [json!("two"), json!("one, edited")]
+        [json!("one, edited"), json!("two")]
     );
     // A deleted thread is gone, cached page or not; restored, it is back.
     client
@@ -408,6 +413,6 @@ fn the_newest_page_reflects_every_change_at_once() {
         .expect(200);
     assert_eq!(
         bodies(&page(&mut client, "")),
-        [json!("two"), json!("one, edited")]
+        [json!("one, edited"), json!("two")]
     );
 }

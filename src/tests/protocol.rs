@@ -22,7 +22,7 @@ fn pipelined_requests_are_answered_in_order() {
     let mut client = server.client();
     let thread = client
         .post("/frontend/v1/threads", r#"{"title":"pipe"}"#)
-        .expect(201)["id"]
+        .expect(201)["key"]
         .as_str()
         .unwrap()
         .to_string();
@@ -38,7 +38,7 @@ fn pipelined_requests_are_answered_in_order() {
         assert_eq!(client.read_reply(false).expect(201)["body"], n);
     }
     let page = client.read_reply(false).expect(200);
-    let bodies: Vec<i64> = page["data"]
+    let bodies: Vec<i64> = page["messages"]
         .as_array()
         .unwrap()
         .iter()

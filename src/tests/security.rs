@@ -177,14 +177,14 @@ fn signed_users_are_isolated_and_signatures_do_not_transfer() {
     let thread = alice
         .post("/frontend/v1/threads", r#"{"title":"alice only"}"#)
         .expect(201);
-    let id = thread["id"].as_str().unwrap();
+    let id = thread["key"].as_str().unwrap();
     let message = alice
         .post(
             &format!("/frontend/v1/threads/{id}/messages"),
             r#"{"body":"secret"}"#,
         )
         .expect(201);
-    let mid = message["id"].as_str().unwrap();
+    let mid = message["key"].as_str().unwrap();
     assert_eq!(thread["author"], "alice");
 
     let base = format!("/frontend/v1/threads/{id}");
@@ -199,7 +199,7 @@ fn signed_users_are_isolated_and_signatures_do_not_transfer() {
     bob.delete(&format!("{base}/messages/{mid}"))
         .expect_error(404, "thread_not_found");
     assert!(
-        bob.get("/frontend/v1/threads").expect(200)["data"]
+        bob.get("/frontend/v1/threads").expect(200)["threads"]
             .as_array()
             .unwrap()
             .is_empty()
@@ -213,9 +213,12 @@ fn signed_users_are_isolated_and_signatures_do_not_transfer() {
     }
     // A backend key may act for any user.
     let mut backend = client(&server, Some(BACKEND), Some("alice"), None);
-    assert_eq!(backend.get(&base).expect(200)["title"], "alice only");
     assert_eq!(
-        alice.get(&format!("{base}/messages")).expect(200)["data"][0]["body"],
+        backend.get(&base).expect(200)["thread"]["title"],
+        "alice only"
+    );
+    assert_eq!(
+        alice.get(&format!("{base}/messages")).expect(200)["messages"][0]["body"],
         "secret"
     );
 }

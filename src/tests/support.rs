@@ -11,36 +11,41 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-/// The `id`s of a list envelope's items, in order.
-pub fn ids(page: &serde_json::Value) -> Vec<String> {
-    page["data"]
-        .as_array()
-        .expect("data array")
+/// The items of a list answer: its `messages`, `threads` or `versions`.
+pub fn items(page: &serde_json::Value) -> &Vec<serde_json::Value> {
+    ["messages", "threads", "versions"]
         .iter()
-        .map(|item| item["id"].as_str().expect("id").to_string())
+        .find_map(|name| page[name].as_array())
+        .unwrap_or_else(|| panic!("not a list answer: {page}"))
+}
+
+/// The `key`s of a list answer's items, in order.
+pub fn ids(page: &serde_json::Value) -> Vec<String> {
+    items(page)
+        .iter()
+        .map(|item| item["key"].as_str().expect("key").to_string())
         .collect()
 }
 
 /// Every message of a thread, oldest first, paging with cursors (the
 /// `/v1` route, so any author's thread; empty if there is no such thread).
 pub fn all_messages(client: &mut Client, thread: &str) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    let mut path = format!("/v1/threads/{thread}/messages?limit=1000&sort_by=ts_asc");
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    let mut path = format!("/v1/threads/{thread}/messages?limit=1000");
     loop {
         let reply = client.get(&path);
         if reply.status == 404 {
             return out;
         }
         let page = reply.expect(200);
-        out.extend(page["data"].as_array().expect("data array").iter().cloned());
-        match page["pagination"]["next_cursor"].as_str() {
-            Some(cursor) => {
-                path = format!(
-                    "/v1/threads/{thread}/messages?limit=1000&sort_by=ts_asc&after={cursor}"
-                )
-            }
-            None => return out,
+        let mut older = page["messages"].as_array().expect("messages").clone();
+        older.extend(out);
+        out = older;
+        if page["pagination"]["has_before"] != true {
+            return out;
         }
+        let anchor = page["pagination"]["before_anchor"].as_str().unwrap();
+        path = format!("/v1/threads/{thread}/messages?limit=1000&before={anchor}");
     }
 }
 

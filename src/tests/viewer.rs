@@ -49,7 +49,7 @@ fn post(client: &mut Client, thread: &str, text: &str) -> String {
             &json!({ "body": { "text": text } }).to_string(),
         )
         .expect(201);
-    message["id"].as_str().expect("message id").to_string()
+    message["key"].as_str().expect("message id").to_string()
 }
 
 #[test]
@@ -66,8 +66,9 @@ fn admin_lists_and_searches_every_thread() {
 
     let all = admin.get("/admin/v1/threads").expect(200);
     assert_eq!(ids(&all), ["viewer-a1", "viewer-a2", "viewer-b1", "zeta"]);
-    assert_eq!(all["data"][1]["deleted"], true);
-    assert_eq!(all["pagination"]["has_more"], false);
+    assert_eq!(all["threads"][1]["deleted"], true);
+    assert_eq!(all["pagination"]["has_after"], false);
+    assert_eq!(all["pagination"]["total"], 4);
     let live = admin
         .get("/admin/v1/threads?include_deleted=false")
         .expect(200);
@@ -88,13 +89,11 @@ fn admin_lists_and_searches_every_thread() {
         loop {
             let page = admin.get(&path).expect(200);
             seen.extend(ids(&page));
-            match page["pagination"]["next_cursor"].as_str() {
-                Some(cursor) => {
-                    assert_eq!(page["pagination"]["has_more"], true);
-                    path = format!("/admin/v1/threads?limit=1&sort_by={sort}&after={cursor}");
-                }
-                None => break,
+            if page["pagination"]["has_after"] != true {
+                break;
             }
+            let cursor = page["pagination"]["after_anchor"].as_str().unwrap();
+            path = format!("/admin/v1/threads?limit=1&sort_by={sort}&after={cursor}");
         }
         assert_eq!(seen, expected, "{sort}");
     }
@@ -110,11 +109,11 @@ fn admin_lists_and_searches_every_thread() {
     let by_bob = admin.get("/admin/v1/threads?author=bob").expect(200);
     assert_eq!(ids(&by_bob), ["viewer-b1"]);
     let by_alice = admin
-        .get("/admin/v1/threads?author=alice&sort_by=created_ts_asc")
+        .get("/admin/v1/threads?author=alice&sort_by=created_ts")
         .expect(200);
-    assert_eq!(ids(&by_alice), ["viewer-a1", "viewer-a2", "zeta"]);
+    assert_eq!(ids(&by_alice), ["zeta", "viewer-a2", "viewer-a1"]);
 
-    let one = admin.get("/admin/v1/threads/viewer-a2").expect(200);
+    let one = &admin.get("/admin/v1/threads/viewer-a2").expect(200)["thread"];
     assert_eq!(one["deleted"], true);
     assert_eq!(one["author"], "alice");
     admin
@@ -154,32 +153,34 @@ fn admin_reads_messages_versions_and_deleted_threads() {
         .expect(200);
     let mut admin = admin(&server);
 
-    // Newest first, deleted items included and flagged, paged by cursor.
+    // The newest page, oldest first, deleted items included and flagged,
+    // paged back with `before`.
     let page = admin
         .get("/admin/v1/threads/talk/messages?limit=2")
         .expect(200);
-    assert_eq!(ids(&page), [deleted.clone(), edited.clone()]);
-    assert_eq!(page["data"][0]["deleted"], true);
-    assert_eq!(page["data"][1]["body"]["text"], "two, edited");
-    let cursor = page["pagination"]["next_cursor"].as_str().expect("cursor");
+    assert_eq!(ids(&page), [edited.clone(), deleted.clone()]);
+    assert_eq!(page["messages"][1]["deleted"], true);
+    assert_eq!(page["messages"][0]["body"]["text"], "two, edited");
+    assert_eq!(page["pagination"]["has_before"], true);
+    let cursor = page["pagination"]["before_anchor"].as_str().unwrap();
     let older = admin
         .get(&format!(
             "/admin/v1/threads/talk/messages?limit=2&before={cursor}"
         ))
         .expect(200);
     assert_eq!(ids(&older), [first.as_str()]);
-    assert_eq!(older["pagination"]["has_more"], false);
+    assert_eq!(older["pagination"]["has_before"], false);
     let live_only = admin
         .get("/admin/v1/threads/talk/messages?include_deleted=false")
         .expect(200);
-    assert_eq!(ids(&live_only), [edited.clone(), first.clone()]);
+    assert_eq!(ids(&live_only), [first.clone(), edited.clone()]);
 
     let versions = admin
         .get(&format!(
             "/admin/v1/threads/talk/messages/{edited}/versions"
         ))
         .expect(200);
-    let texts: Vec<&str> = versions["data"]
+    let texts: Vec<&str> = versions["versions"]
         .as_array()
         .unwrap()
         .iter()
@@ -319,7 +320,7 @@ fn admin_live_tail_streams_any_users_thread() {
         }
     };
     assert_eq!(event, "message.created");
-    assert_eq!(data["id"], id);
+    assert_eq!(data["key"], id);
     assert_eq!(data["body"]["text"], "seen by the admin");
 }
 

@@ -168,15 +168,14 @@ function searchParams(cursor) {
   };
   if (text) params[mode] = text;
   if (mode === "author" && text) {
-    // An author's threads come newest first; the next page is `before`.
-    params.sort_by = "created_ts_desc";
-    params.before = cursor;
+    // An author's threads come newest first; older ones are `after`.
+    params.sort_by = "created_ts";
   } else {
     // Otherwise the listing is in id order; generated ids sort by creation
     // time, so descending shows the newest threads first.
     params.sort_by = "id_desc";
-    params.after = cursor;
   }
+  params.after = cursor;
   return params;
 }
 
@@ -191,25 +190,25 @@ async function searchThreads(more) {
     return;
   }
   if (search !== state.threadsSearch) return;
-  const items = page.data.map((thread) => {
+  const items = page.threads.map((thread) => {
     const button = el(
       "button",
       {
         type: "button",
         class: `thread-item${thread.deleted ? " deleted" : ""}`,
-        "data-thread": thread.id,
-        onclick: () => openThread(thread.id),
+        "data-thread": thread.key,
+        onclick: () => openThread(thread.key),
       },
       el("strong", {}, thread.title || "(untitled)"),
       thread.deleted ? el("span", { class: "badge" }, "deleted") : null,
       el("br"),
-      el("small", {}, `${thread.id} · ${thread.author} · ${formatTs(thread.created_ts)}`),
+      el("small", {}, `${thread.key} · ${thread.author} · ${formatTs(thread.created_ts)}`),
     );
     return el("li", {}, button);
   });
   if (more) $("threads").append(...items);
   else $("threads").replaceChildren(...items);
-  state.threadsCursor = page.pagination.next_cursor || null;
+  state.threadsCursor = page.pagination.has_after ? page.pagination.after_anchor : null;
   $("threads-more").hidden = !state.threadsCursor;
   setStatus(`${$("threads").children.length} thread(s)`);
 }
@@ -227,7 +226,7 @@ async function openThread(id) {
   $("messages").replaceChildren();
   let thread;
   try {
-    thread = await api(`/admin/v1/threads/${encodeURIComponent(id)}`);
+    thread = (await api(`/admin/v1/threads/${encodeURIComponent(id)}`)).thread;
   } catch (err) {
     setStatus(`Thread: ${err.message}`, true);
     return;
@@ -236,7 +235,7 @@ async function openThread(id) {
   $("thread-title").textContent = thread.title || "(untitled)";
   $("thread-title").classList.toggle("deleted", Boolean(thread.deleted));
   $("thread-meta").textContent =
-    `${thread.id} · by ${thread.author} · created ${formatTs(thread.created_ts)}` +
+    `${thread.key} · by ${thread.author} · created ${formatTs(thread.created_ts)}` +
     (thread.deleted ? " · deleted" : "");
   await loadMessages(false);
   if (thread.deleted) {
@@ -250,7 +249,7 @@ function messageNode(message, live) {
   const classes = ["message"];
   if (message.deleted) classes.push("deleted");
   if (live) classes.push("live");
-  const meta = [message.author, formatTs(message.ts)];
+  const meta = [message.author, formatTs(message.created_ts)];
   if (message.role) meta.push(message.role);
   if (message.version > 1) meta.push(`edited (v${message.version})`);
   const versions = el(
@@ -258,13 +257,13 @@ function messageNode(message, live) {
     {
       type: "button",
       class: "link show-versions",
-      onclick: (event) => toggleVersions(message.id, event.currentTarget.closest(".message")),
+      onclick: (event) => toggleVersions(message.key, event.currentTarget.closest(".message")),
     },
     "versions",
   );
   return el(
     "li",
-    { class: classes.join(" "), "data-id": message.id },
+    { class: classes.join(" "), "data-id": message.key },
     el(
       "div",
       { class: "meta" },
@@ -291,13 +290,14 @@ async function loadMessages(older) {
   }
   if (state.thread !== id) return;
   const list = $("messages");
-  for (const message of page.data) {
+  // Pages are oldest first; the viewer shows the newest on top.
+  for (const message of page.messages.slice().reverse()) {
     // A live event may have shown it already.
-    if (!list.querySelector(`[data-id="${CSS.escape(message.id)}"]`)) {
+    if (!list.querySelector(`[data-id="${CSS.escape(message.key)}"]`)) {
       list.append(messageNode(message, false));
     }
   }
-  state.messagesCursor = page.pagination.next_cursor || null;
+  state.messagesCursor = page.pagination.has_before ? page.pagination.before_anchor : null;
   $("older").hidden = !state.messagesCursor;
   setStatus(`${list.children.length} message(s) shown`);
 }
@@ -318,11 +318,11 @@ async function toggleVersions(messageId, node) {
     setStatus(`Versions: ${err.message}`, true);
     return;
   }
-  const items = page.data.map((version) =>
+  const items = page.versions.map((version) =>
     el(
       "li",
       { class: "version", "data-version": String(version.version) },
-      el("span", { class: "meta" }, `v${version.version} · ${version.author} · ${formatTs(version.ts)}: `),
+      el("span", { class: "meta" }, `v${version.version} · ${version.author} · ${formatTs(version.created_ts)}: `),
       el("span", { class: "version-body" }, bodyText(version.body)),
     ),
   );
@@ -350,7 +350,7 @@ function applyEvent(kind, data) {
   }
   if (!message || message.thread !== state.thread) return;
   const list = $("messages");
-  const existing = list.querySelector(`[data-id="${CSS.escape(message.id)}"]`);
+  const existing = list.querySelector(`[data-id="${CSS.escape(message.key)}"]`);
   const node = messageNode(message, true);
   if (existing) existing.replaceWith(node);
   else if (kind === "message.created") list.prepend(node);

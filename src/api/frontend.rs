@@ -1,0 +1,260 @@
+//! The authenticated routes outside `/admin/v1/threads`: one function per
+//! route turning a request into a [`Command`] for the owning shard, and
+//! [`Api::answer`], which sends it and shapes the reply as the ProgressDB
+//! v0.2 contract asks (created objects 201, single reads wrapped as
+//! `{"thread":…}` / `{"message":…}`, every mutation answering its object).
+
+use super::input::{self, decode_body};
+use super::{Api, ApiError, Call, Handled, LiveTail, json, status_ok, thread_id};
+use crate::auth::KeyKind;
+use crate::engine::{self, Caller, Command, EngineError, Reply};
+use crate::http::router::Route;
+use crate::model::UserId;
+use crate::shard::shard_for;
+
+impl Call<'_> {
+    /// The user a frontend route acts for. A frontend key acts for its
+    /// signed user. A backend key names one, as the ProgressDB SDKs do:
+    /// the body's `author`, else `X-User-ID`, else `?author=`.
+    pub(super) fn user(&self, body_author: Option<&str>) -> Result<UserId, ApiError> {
+        if self.principal.kind != KeyKind::Backend {
+            return Ok(self.principal.require_user()?);
+        }
+        let named = body_author.or(self.principal.user.as_ref().map(UserId::as_str));
+        match named.or(self.query.author.as_deref()) {
+            Some(author) => UserId::parse(author.trim()).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_field",
+                    "`author` must be 1 to 128 printable ASCII characters without spaces",
+                )
+            }),
+            None => Err(ApiError::bad_request(
+                "missing_user_id",
+                "this route acts for a user: send `author` in the body, `X-User-ID`, or `?author=`",
+            )),
+        }
+    }
+
+    fn caller(&self, body_author: Option<&str>) -> Result<Caller, ApiError> {
+        Ok(Caller {
+            user: Some(self.user(body_author)?),
+        })
+    }
+}
+
+impl Api {
+    pub(super) async fn authenticated(
+        &self,
+        route: Route,
+        call: &Call<'_>,
+    ) -> Result<Handled, ApiError> {
+        let response = match route {
+            Route::ListThreads => self.list_threads(call).await?,
+            Route::Stats => self.stats().await?,
+            Route::AdminHealth => status_ok(),
+            Route::AdminTotals => self.totals().await?,
+            Route::Metrics => self.metrics().await?,
+            Route::Sign => self.sign(call.request)?,
+            Route::RotateMasterKey => self.rotate_master_key().await?,
+            Route::StreamMessages(id) => {
+                return Ok(Handled::Stream(LiveTail {
+                    thread: thread_id(&id)?,
+                    caller: call.caller(None)?,
+                    last_event_id: input::last_event_id(call.request, &call.query)?,
+                }));
+            }
+            Route::GetThread(id) => {
+                let command = Command::GetThread {
+                    id: thread_id(&id)?,
+                    caller: call.caller(None)?,
+                    include_deleted: call.query.include_deleted()?,
+                };
+                return self.answer(command, Some("thread")).await;
+            }
+            Route::GetMessage(id, mid) => {
+                let command = Command::GetMessage {
+                    thread: thread_id(&id)?,
+                    caller: call.caller(None)?,
+                    id: mid,
+                    include_deleted: call.query.include_deleted()?,
+                };
+                return self.answer(command, Some("message")).await;
+            }
+            route => return self.answer(self.command(route, call)?, None).await,
+        };
+        Ok(Handled::Response(response))
+    }
+
+    /// The command of a route that the owning shard answers as it is.
+    fn command(&self, route: Route, call: &Call<'_>) -> Result<Command, ApiError> {
+        let query = &call.query;
+        Ok(match route {
+            Route::CreateThread => self.create_thread(call)?,
+            Route::UpdateThread(id) => self.update_thread(call, &id)?,
+            Route::DeleteThread(id) => Command::DeleteThread {
+                id: thread_id(&id)?,
+                caller: call.caller(None)?,
+            },
+            Route::RestoreThread(id) => Command::RestoreThread {
+                id: thread_id(&id)?,
+                caller: call.caller(None)?,
+            },
+            Route::PostMessage(id) => self.post_message(call, &id)?,
+            Route::SeedPostMessage => self.seed_post_message(call)?,
+            Route::ListMessages(id) => Command::ListMessages {
+                thread: thread_id(&id)?,
+                caller: call.caller(None)?,
+                page: query.message_page(&self.limits)?,
+            },
+            Route::SeedListMessages(id) => Command::ListMessages {
+                thread: thread_id(&id)?,
+                caller: Caller { user: None },
+                page: query.message_page(&self.limits)?,
+            },
+            Route::ListVersions(id, mid) => Command::ListVersions {
+                thread: thread_id(&id)?,
+                caller: call.caller(None)?,
+                id: mid,
+                include_deleted: query.include_deleted()?,
+            },
+            Route::ListReplies(id, mid) => Command::ListReplies {
+                thread: thread_id(&id)?,
+                caller: call.caller(None)?,
+                id: mid,
+                page: query.reply_page(&self.limits)?,
+            },
+            Route::React(id, mid) => {
+                let body: input::React = decode_body(call.request)?;
+                Command::React {
+                    thread: thread_id(&id)?,
+                    caller: call.caller(body.author.as_deref())?,
+                    id: mid,
+                    reaction: Some(input::reaction(body.reaction)?),
+                }
+            }
+            Route::Unreact(id, mid) => Command::React {
+                thread: thread_id(&id)?,
+                caller: call.caller(None)?,
+                id: mid,
+                reaction: None,
+            },
+            Route::RestoreMessage(id, mid) => Command::RestoreMessage {
+                thread: thread_id(&id)?,
+                caller: call.caller(None)?,
+                id: mid,
+            },
+            Route::EditMessage(id, mid) => {
+                let body: input::EditMessage = decode_body(call.request)?;
+                Command::EditMessage {
+                    thread: thread_id(&id)?,
+                    caller: call.caller(body.author.as_deref())?,
+                    id: mid,
+                    body: input::required_body(body.body)?,
+                }
+            }
+            Route::DeleteMessage(id, mid) => Command::DeleteMessage {
+                thread: thread_id(&id)?,
+                caller: call.caller(None)?,
+                id: mid,
+            },
+            route => unreachable!("{route:?} is answered before it needs a command"),
+        })
+    }
+
+    /// Sends `command` to its thread's owner and answers its object, 201
+    /// when it created one; `wrap` names the member a single read is
+    /// wrapped in.
+    pub(super) async fn answer(
+        &self,
+        command: Command,
+        wrap: Option<&str>,
+    ) -> Result<Handled, ApiError> {
+        let owner = shard_for(command.thread().as_str(), self.mesh.shard_count());
+        let (status, body) = match self.mesh.call(owner, command).await? {
+            Reply::Created(body) => (201, body),
+            Reply::Ok(body) => (200, body),
+            Reply::Threads(_) | Reply::Events { .. } | Reply::Metrics(_) => {
+                return Err(EngineError::Storage("unexpected reply".into()).into());
+            }
+        };
+        let body = match wrap {
+            Some(name) => engine::wrap(name, &body),
+            None => body,
+        };
+        Ok(Handled::Response(json(status, body)))
+    }
+
+    /// `POST /frontend/v1/threads {"title","key"?}`: a backend may choose
+    /// the key; otherwise one is generated.
+    fn create_thread(&self, call: &Call<'_>) -> Result<Command, ApiError> {
+        let body: input::CreateThread = decode_body(call.request)?;
+        Ok(Command::CreateThread {
+            id: match body.key {
+                Some(key) => thread_id(&key)?,
+                None => self.generate_thread_id(),
+            },
+            author: call.user(body.author.as_deref())?,
+            title: input::title(body.title, &self.limits)?,
+            slug: input::optional_slug(body.slug)?,
+        })
+    }
+
+    fn update_thread(&self, call: &Call<'_>, id: &str) -> Result<Command, ApiError> {
+        let body: input::UpdateThread = decode_body(call.request)?;
+        let title = body
+            .title
+            .map(|title| input::title(Some(title), &self.limits))
+            .transpose()?;
+        let slug = input::optional_slug(body.slug)?;
+        if title.is_none() && slug.is_none() {
+            return Err(ApiError::bad_request(
+                "missing_field",
+                "send `title` or `slug`",
+            ));
+        }
+        Ok(Command::UpdateThread {
+            id: thread_id(id)?,
+            caller: call.caller(body.author.as_deref())?,
+            title,
+            slug,
+        })
+    }
+
+    fn post_message(&self, call: &Call<'_>, id: &str) -> Result<Command, ApiError> {
+        let body: input::PostMessage = decode_body(call.request)?;
+        let author = call.user(body.author.as_deref())?;
+        Ok(Command::PostMessage {
+            thread: thread_id(id)?,
+            caller: Caller {
+                user: Some(author.clone()),
+            },
+            author,
+            role: input::optional_role(body.role, &self.limits)?,
+            body: input::required_body(body.body)?,
+            reply_to: body.reply_to,
+            create_thread_titled: None,
+        })
+    }
+
+    /// `POST /v1/messages {"thread","author","body"}`: the quickstart
+    /// route, which creates the thread (titled with its key) on first use.
+    fn seed_post_message(&self, call: &Call<'_>) -> Result<Command, ApiError> {
+        let body: input::SeedPostMessage = decode_body(call.request)?;
+        let Some(thread) = body.thread else {
+            return Err(ApiError::bad_request(
+                "missing_field",
+                "`thread` is required",
+            ));
+        };
+        let thread = thread_id(&thread)?;
+        Ok(Command::PostMessage {
+            create_thread_titled: Some(thread.to_string()),
+            thread,
+            caller: Caller { user: None },
+            author: call.user(body.author.as_deref())?,
+            role: input::optional_role(body.role, &self.limits)?,
+            body: input::required_body(body.body)?,
+            reply_to: body.reply_to,
+        })
+    }
+}

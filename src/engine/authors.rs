@@ -1,0 +1,149 @@
+//! Each listed author's threads on this shard, in memory: ordered by
+//! `updated_ts` (last activity) for `sort_by=updated_ts`, and counted, so a
+//! listing's `total` is a sum of counters, never a scan.
+//!
+//! An author's entry is built on the first listing that needs it (one scan
+//! of that author's index on this shard, not one at startup) and kept
+//! current by every write of a thread record afterwards. Writes of authors
+//! not loaded yet change nothing here: the store has them when the entry
+//! is built. Everything runs on the owning shard between awaits, so a
+//! write never interleaves with a build.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+
+use super::command::{EngineError, Order, ThreadPosition};
+use crate::store::{Direction, Store};
+
+/// One author's threads on this shard.
+#[derive(Default)]
+struct AuthorThreads {
+    /// `(updated_ts, thread id)` -> deleted.
+    by_updated: BTreeMap<(u64, String), bool>,
+    deleted: u64,
+}
+
+/// What a thread's entry is keyed and filtered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadState {
+    pub updated_ts: u64,
+    pub deleted: bool,
+}
+
+#[derive(Default)]
+pub struct Authors {
+    loaded: RefCell<HashMap<String, AuthorThreads>>,
+}
+
+impl Authors {
+    /// Records that thread `id` of `author` changed from `old` (`None`:
+    /// created) to `new`.
+    pub fn changed(&self, author: &str, id: &str, old: Option<ThreadState>, new: ThreadState) {
+        let mut loaded = self.loaded.borrow_mut();
+        let Some(threads) = loaded.get_mut(author) else {
+            return;
+        };
+        if let Some(old) = old {
+            threads.by_updated.remove(&(old.updated_ts, id.to_owned()));
+            threads.deleted -= u64::from(old.deleted);
+        }
+        threads
+            .by_updated
+            .insert((new.updated_ts, id.to_owned()), new.deleted);
+        threads.deleted += u64::from(new.deleted);
+    }
+
+    fn load(&self, store: &Store, author: &str) -> Result<(), EngineError> {
+        if self.loaded.borrow().contains_key(author) {
+            return Ok(());
+        }
+        #[derive(serde::Deserialize)]
+        struct Updated {
+            updated_ts: u64,
+        }
+        let mut threads = AuthorThreads::default();
+        store.scan_author_threads(
+            author,
+            None,
+            Direction::Ascending,
+            |_, id, deleted, json| {
+                let updated: Updated = serde_json::from_slice(json)
+                    .map_err(|err| crate::store::StoreError::Corrupt(err.to_string()))?;
+                threads
+                    .by_updated
+                    .insert((updated.updated_ts, id.to_owned()), deleted);
+                threads.deleted += u64::from(deleted);
+                Ok(true)
+            },
+        )?;
+        self.loaded.borrow_mut().insert(author.to_owned(), threads);
+        Ok(())
+    }
+
+    /// The author's listed threads on this shard.
+    pub fn total(
+        &self,
+        store: &Store,
+        author: &str,
+        include_deleted: bool,
+    ) -> Result<u64, EngineError> {
+        self.load(store, author)?;
+        let loaded = self.loaded.borrow();
+        let threads = &loaded[author];
+        let all = threads.by_updated.len() as u64;
+        Ok(if include_deleted {
+            all
+        } else {
+            all - threads.deleted
+        })
+    }
+
+    /// Up to `limit + 1` listed threads by `updated_ts` strictly past
+    /// `after` in `order`, and whether one lies strictly behind `after`.
+    pub fn by_updated(
+        &self,
+        store: &Store,
+        author: &str,
+        (after, order): (Option<&ThreadPosition>, Order),
+        limit: usize,
+        include_deleted: bool,
+    ) -> Result<(Vec<ThreadPosition>, bool), EngineError> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.load(store, author)?;
+        let loaded = self.loaded.borrow();
+        let map = &loaded[author].by_updated;
+        let at = after.map(|position| (position.sort_ts, position.thread_id.clone()));
+        let (ahead, back) = match &at {
+            None => ((Unbounded, Unbounded), (Unbounded, Unbounded)),
+            Some(at) => ((Excluded(at), Unbounded), (Unbounded, Excluded(at))),
+        };
+        let listed = |(_, deleted): &(&(u64, String), &bool)| include_deleted || !**deleted;
+        let position = |((ts, id), _): (&(u64, String), &bool)| ThreadPosition {
+            sort_ts: *ts,
+            thread_id: id.clone(),
+        };
+        let (found, behind) = match order {
+            Order::OldestFirst => (
+                map.range(ahead)
+                    .filter(listed)
+                    .take(limit + 1)
+                    .map(position)
+                    .collect(),
+                at.is_some() && map.range(back).rev().any(|item| listed(&item)),
+            ),
+            Order::NewestFirst => {
+                let (newer, older) = (ahead, back);
+                (
+                    map.range(older)
+                        .rev()
+                        .filter(listed)
+                        .take(limit + 1)
+                        .map(position)
+                        .collect(),
+                    at.is_some() && map.range(newer).any(|item| listed(&item)),
+                )
+            }
+        };
+        Ok((found, behind))
+    }
+}

@@ -1,0 +1,630 @@
+//! One function per [`Command`]: what the owning shard does for it and the
+//! JSON it answers (single objects unwrapped; the HTTP layer wraps single
+//! reads as the contract asks, embedded mode reads them as they are).
+
+use super::authors::ThreadState;
+use super::command::{
+    AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Reply, ThreadEntry,
+    ThreadPage, ThreadPart, ThreadSort,
+};
+use super::{Engine, Executed, REACTIONS_PER_MESSAGE_MAX, page, stream_event, to_json};
+use crate::model::{Message, MessageCounts, MessageId, ThreadId, ThreadRecord, UserId};
+use crate::store::{Ops, Store};
+use crate::wal::record::Lsn;
+
+/// What the author index keys a thread by.
+fn state(record: &ThreadRecord) -> ThreadState {
+    ThreadState {
+        updated_ts: record.thread.updated_ts,
+        deleted: record.thread.deleted,
+    }
+}
+
+/// A new message's fields, as a command carries them.
+pub(super) struct NewMessage {
+    pub author: UserId,
+    pub role: Option<String>,
+    pub body: Box<serde_json::value::RawValue>,
+    pub reply_to: Option<String>,
+}
+
+impl Engine {
+    pub(super) fn execute(&self, command: Command) -> Result<Executed, EngineError> {
+        match command {
+            Command::CreateThread {
+                id,
+                author,
+                title,
+                slug,
+            } => self.create_thread(&id, &author, title, slug),
+            Command::GetThread {
+                id,
+                caller,
+                include_deleted,
+            } => {
+                let record = self.thread_for(&id, &caller, include_deleted)?;
+                Executed::read(Reply::Ok(to_json(&record.thread)))
+            }
+            Command::UpdateThread {
+                id,
+                caller,
+                title,
+                slug,
+            } => self.update_thread(&id, &caller, title, slug),
+            Command::DeleteThread { id, caller } => self.set_thread_deleted(&id, &caller, true),
+            Command::RestoreThread { id, caller } => self.set_thread_deleted(&id, &caller, false),
+            Command::AddMasterKey { id, key } => {
+                self.add_master_key(id, key.0);
+                Executed::read(Reply::Ok(Vec::new()))
+            }
+            Command::Stats => self.stats(),
+            Command::ListAllThreads(page) => self.list_all_threads(&page),
+            // The mesh answers this itself with the core's counters added;
+            // run here directly, the shard reports what the engine knows.
+            Command::Metrics => Executed::read(Reply::Metrics(Box::new(self.metrics_sample()))),
+            Command::ListThreads(page) => self.list_threads(&page),
+            Command::PostMessage {
+                thread,
+                caller,
+                author,
+                role,
+                body,
+                reply_to,
+                create_thread_titled,
+            } => {
+                let message = NewMessage {
+                    author,
+                    role,
+                    body,
+                    reply_to,
+                };
+                self.post_message(&thread, &caller, message, create_thread_titled)
+            }
+            Command::ListMessages {
+                thread,
+                caller,
+                page,
+            } => self.list_messages(&thread, &caller, &page),
+            command => self.execute_on_message(command),
+        }
+    }
+
+    /// The commands about one existing message, and the live tail's.
+    fn execute_on_message(&self, command: Command) -> Result<Executed, EngineError> {
+        match command {
+            Command::GetMessage {
+                thread,
+                caller,
+                id,
+                include_deleted,
+            } => {
+                let (_, message) = self.message_for(&thread, &caller, &id, include_deleted)?;
+                Executed::read(Reply::Ok(to_json(&message)))
+            }
+            Command::ListVersions {
+                thread,
+                caller,
+                id,
+                include_deleted,
+            } => self.list_versions(&thread, &caller, &id, include_deleted),
+            Command::ListReplies {
+                thread,
+                caller,
+                id,
+                page,
+            } => {
+                let (_, parent) = self.message_for(&thread, &caller, &id, page.include_deleted)?;
+                let reveal = self.revealer(Engine::reveal_message_json);
+                let body = page::replies(
+                    &self.store,
+                    thread.as_str(),
+                    parent.ts,
+                    &page,
+                    reveal.as_deref(),
+                )?;
+                Executed::read(Reply::Ok(body))
+            }
+            Command::EditMessage {
+                thread,
+                caller,
+                id,
+                body,
+            } => self.edit_message(&thread, &caller, &id, body),
+            Command::DeleteMessage { thread, caller, id } => {
+                self.set_message_deleted(&thread, &caller, &id, true)
+            }
+            Command::RestoreMessage { thread, caller, id } => {
+                self.set_message_deleted(&thread, &caller, &id, false)
+            }
+            Command::React {
+                thread,
+                caller,
+                id,
+                reaction,
+            } => self.react(&thread, &caller, &id, reaction),
+            command => self.execute_live_tail(command),
+        }
+    }
+
+    /// Commits a thread record (plus `extra` writes after it) and keeps the
+    /// in-memory author index and thread counter current. `old` is the
+    /// record's state before, `None` for a new thread.
+    fn write_thread(
+        &self,
+        old: Option<ThreadState>,
+        record: &ThreadRecord,
+        extra: Ops,
+    ) -> Result<Lsn, EngineError> {
+        let mut ops = self.thread_ops(record)?;
+        ops.extend(extra);
+        let lsn = self.commit(ops)?;
+        // The record as just written, for the thread's next command.
+        self.thread_records.put(record);
+        let thread = &record.thread;
+        self.authors
+            .changed(&thread.author, &thread.id, old, state(record));
+        if old.is_none()
+            && let Some(count) = self.thread_count.get()
+        {
+            self.thread_count.set(Some(count + 1));
+        }
+        Ok(lsn)
+    }
+
+    fn create_thread(
+        &self,
+        id: &ThreadId,
+        author: &UserId,
+        title: String,
+        slug: Option<String>,
+    ) -> Result<Executed, EngineError> {
+        if self.store.get_thread(id.as_str())?.is_some() {
+            return Err(EngineError::ThreadExists);
+        }
+        let record = self.new_thread(id, author.as_str(), title, slug)?;
+        let lsn = self.write_thread(None, &record, Ops::default())?;
+        Executed::write(Reply::Created(to_json(&record.thread)), lsn)
+    }
+
+    fn update_thread(
+        &self,
+        id: &ThreadId,
+        caller: &Caller,
+        title: Option<String>,
+        slug: Option<String>,
+    ) -> Result<Executed, EngineError> {
+        let mut record = self.visible_thread(id, caller)?;
+        let old = state(&record);
+        if let Some(title) = title {
+            record.thread.title = title;
+        }
+        if slug.is_some() {
+            record.thread.slug = slug;
+        }
+        record.thread.updated_ts = self.tick(record.thread.updated_ts);
+        let lsn = self.write_thread(Some(old), &record, Ops::default())?;
+        Executed::write(Reply::Ok(to_json(&record.thread)), lsn)
+    }
+
+    /// Soft-deletes (`deleted`) or restores a thread; answers the thread.
+    fn set_thread_deleted(
+        &self,
+        id: &ThreadId,
+        caller: &Caller,
+        deleted: bool,
+    ) -> Result<Executed, EngineError> {
+        let mut record = self.thread_for(id, caller, !deleted)?;
+        if record.thread.deleted == deleted {
+            return Executed::read(Reply::Ok(to_json(&record.thread)));
+        }
+        let old = state(&record);
+        record.thread.deleted = deleted;
+        record.thread.updated_ts = self.tick(record.thread.updated_ts);
+        let lsn = self.write_thread(Some(old), &record, Ops::default())?;
+        Executed::write(Reply::Ok(to_json(&record.thread)), lsn)
+    }
+
+    /// The thread's message counters; counted once for a thread written
+    /// before they were kept (the next write stores them).
+    pub(super) fn counts(&self, record: &ThreadRecord) -> Result<MessageCounts, EngineError> {
+        if let Some(counts) = record.counts {
+            return Ok(counts);
+        }
+        let mut counts = MessageCounts::default();
+        let all = (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
+        let direction = crate::store::Direction::Ascending;
+        self.store
+            .scan_messages(&record.thread.id, all, direction, |_, deleted, _| {
+                counts.all += 1;
+                counts.deleted += u64::from(deleted);
+                Ok(true)
+            })?;
+        Ok(counts)
+    }
+
+    fn post_message(
+        &self,
+        thread: &ThreadId,
+        caller: &Caller,
+        new: NewMessage,
+        create_thread_titled: Option<String>,
+    ) -> Result<Executed, EngineError> {
+        let (mut record, old) = match self.get_thread(thread.as_str())? {
+            Some(record) if !record.thread.deleted && caller.may_access(&record.thread.author) => {
+                let old = state(&record);
+                (record, Some(old))
+            }
+            Some(_) => return Err(EngineError::ThreadNotFound),
+            None => match create_thread_titled {
+                Some(title) => (
+                    self.new_thread(thread, new.author.as_str(), title, None)?,
+                    None,
+                ),
+                None => return Err(EngineError::ThreadNotFound),
+            },
+        };
+        let parent_ts = match &new.reply_to {
+            None => None,
+            Some(reply_to) => match self.find_message(thread, reply_to)? {
+                Some(target) if !target.deleted => Some(target.ts),
+                _ => return Err(EngineError::InvalidReplyTo),
+            },
+        };
+        let ts = self.tick(record.last_message_ts);
+        let message = self.new_message(thread, new, ts);
+        let mut counts = self.counts(&record)?;
+        counts.all += 1;
+        record.counts = Some(counts);
+        record.last_message_ts = ts;
+        // A new message is the thread's latest activity (`sort_by=updated_ts`).
+        record.thread.updated_ts = ts;
+        // The thread record is written with its message, so a thread
+        // created on the fly never exists without its first message.
+        let mut ops = self.message_ops(None, &message, ts)?;
+        if let Some(parent_ts) = parent_ts {
+            Store::reply_op(&mut ops, &message, parent_ts);
+        }
+        let lsn = self.write_thread(old, &record, ops)?;
+        if let Some(count) = self.message_count.get() {
+            self.message_count.set(Some(count + 1));
+        }
+        Ok(Executed {
+            reply: Reply::Created(to_json(&message)),
+            lsn: Some(lsn),
+            change: Some((message.thread.clone(), stream_event(&message, ts))),
+        })
+    }
+
+    fn new_message(&self, thread: &ThreadId, new: NewMessage, ts: u64) -> Message {
+        let id = MessageId {
+            ts,
+            salt: self.next_salt(),
+        };
+        Message {
+            id: id.to_string(),
+            thread: thread.to_string(),
+            author: new.author.to_string(),
+            role: new.role,
+            ts,
+            body: new.body,
+            reply_to: new.reply_to,
+            deleted: false,
+            updated_ts: Some(ts),
+            version: 1,
+            edited_by: None,
+            reactions: Default::default(),
+            reaction_counts: Default::default(),
+            sealed_body: None,
+        }
+    }
+
+    fn list_messages(
+        &self,
+        thread: &ThreadId,
+        caller: &Caller,
+        page: &MessagePage,
+    ) -> Result<Executed, EngineError> {
+        let include_deleted = page.include_deleted;
+        let record = self.thread_for(
+            thread,
+            caller,
+            caller.reads_deleted_threads(include_deleted),
+        )?;
+        let first_page = page.position == MessagePosition::End;
+        if first_page
+            && let Some(body) = self
+                .tail_pages
+                .get(thread.as_str(), page.limit, include_deleted)
+        {
+            return Executed::read(Reply::Ok(body));
+        }
+        let total = self.counts(&record)?.visible(include_deleted);
+        let reveal = self.revealer(Engine::reveal_message_json);
+        let body = page::messages(&self.store, thread.as_str(), page, total, reveal.as_deref())?;
+        if first_page {
+            self.tail_pages
+                .put(thread.as_str(), page.limit, include_deleted, &body);
+        }
+        Executed::read(Reply::Ok(body))
+    }
+
+    /// `{"message":"<key>","versions":[…]}`, oldest first, current last.
+    fn list_versions(
+        &self,
+        thread: &ThreadId,
+        caller: &Caller,
+        id: &str,
+        include_deleted: bool,
+    ) -> Result<Executed, EngineError> {
+        let (_, message) = self.message_for(thread, caller, id, include_deleted)?;
+        let mut versions = self.versions(&message)?;
+        versions.push(message.current_version());
+        let mut body = br#"{"message":"#.to_vec();
+        serde_json::to_writer(&mut body, &message.id).expect("strings serialize");
+        body.extend_from_slice(br#","versions":"#);
+        serde_json::to_writer(&mut body, &versions).expect("versions serialize");
+        body.push(b'}');
+        Executed::read(Reply::Ok(body))
+    }
+
+    fn edit_message(
+        &self,
+        thread: &ThreadId,
+        caller: &Caller,
+        id: &str,
+        body: Box<serde_json::value::RawValue>,
+    ) -> Result<Executed, EngineError> {
+        let (_, mut message) = self.message_for(thread, caller, id, false)?;
+        let mut ops = Ops::default();
+        self.version_op(&mut ops, &message, &message.current_version())?;
+        let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
+        message.body = body;
+        message.version += 1;
+        message.updated_ts = Some(change_ts);
+        message.edited_by = caller.user.as_ref().map(ToString::to_string);
+        self.update_message(None, &message, ops, change_ts)
+    }
+
+    /// Soft-deletes (`deleted`) or restores a message and keeps its
+    /// thread's counters; answers the message. Not an edit: `updated_ts`
+    /// and the version stay as they are.
+    fn set_message_deleted(
+        &self,
+        thread: &ThreadId,
+        caller: &Caller,
+        id: &str,
+        deleted: bool,
+    ) -> Result<Executed, EngineError> {
+        let (mut record, mut message) = self.message_for(thread, caller, id, !deleted)?;
+        if message.deleted == deleted {
+            return Executed::read(Reply::Ok(to_json(&message)));
+        }
+        let mut counts = self.counts(&record)?;
+        if deleted {
+            counts.deleted += 1;
+        } else {
+            counts.deleted -= 1;
+        }
+        record.counts = Some(counts);
+        let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
+        message.deleted = deleted;
+        self.update_message(Some(&record), &message, Ops::default(), change_ts)
+    }
+
+    fn react(
+        &self,
+        thread: &ThreadId,
+        caller: &Caller,
+        id: &str,
+        reaction: Option<String>,
+    ) -> Result<Executed, EngineError> {
+        let (_, mut message) = self.message_for(thread, caller, id, false)?;
+        let user = caller
+            .user
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let adds_user = !message.reactions.contains_key(&user);
+        if reaction.is_some() && adds_user && message.reactions.len() >= REACTIONS_PER_MESSAGE_MAX {
+            return Err(EngineError::TooManyReactions);
+        }
+        if message.reactions.get(&user) == reaction.as_ref() {
+            return Executed::read(Reply::Ok(to_json(&message)));
+        }
+        message.set_reaction(&user, reaction);
+        // Reactions are changes for the live tail, not edits: the
+        // version and updated_ts stay as they are.
+        let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
+        self.update_message(None, &message, Ops::default(), change_ts)
+    }
+
+    /// Commits a changed message (with its thread's record when given, plus
+    /// `extra` writes) and answers the message.
+    fn update_message(
+        &self,
+        record: Option<&ThreadRecord>,
+        message: &Message,
+        mut extra: Ops,
+        change_ts: u64,
+    ) -> Result<Executed, EngineError> {
+        extra.extend(self.message_ops(record, message, change_ts)?);
+        let lsn = self.commit(extra)?;
+        Ok(Executed {
+            reply: Reply::Ok(to_json(message)),
+            lsn: Some(lsn),
+            change: Some((message.thread.clone(), stream_event(message, change_ts))),
+        })
+    }
+
+    /// One shard's part of an author's listing, with the author's thread
+    /// count on this shard.
+    fn list_threads(&self, page: &ThreadPage) -> Result<Executed, EngineError> {
+        let author = page.author.as_str();
+        let total = self
+            .authors
+            .total(&self.store, author, page.include_deleted)?;
+        let (entries, behind) = match page.sort {
+            ThreadSort::CreatedTs => {
+                let reveal = self.revealer(Engine::reveal_thread_json);
+                page::threads(&self.store, page, reveal.as_deref())?
+            }
+            ThreadSort::UpdatedTs => {
+                let (positions, behind) = self.authors.by_updated(
+                    &self.store,
+                    author,
+                    (page.after.as_ref(), page.order),
+                    page.limit,
+                    page.include_deleted,
+                )?;
+                let mut entries = Vec::with_capacity(positions.len());
+                for position in positions {
+                    let record = self.get_thread(&position.thread_id)?.ok_or_else(|| {
+                        EngineError::Storage("an indexed thread has no record".into())
+                    })?;
+                    let json = to_json(&record.thread);
+                    entries.push(ThreadEntry { position, json });
+                }
+                (entries, behind)
+            }
+        };
+        Executed::read(Reply::Threads(ThreadPart {
+            entries,
+            total,
+            behind,
+        }))
+    }
+
+    /// One shard's part of the admin listing. `total` is this shard's
+    /// thread counter for the whole listing, a count of the matches for an
+    /// id prefix search.
+    fn list_all_threads(&self, page: &AllThreadsPage) -> Result<Executed, EngineError> {
+        let entries =
+            page::all_threads(&self.store, page, &|record| self.open_thread_record(record))?;
+        let total = if page.id_prefix.is_empty() && page.include_deleted {
+            self.thread_count()?
+        } else {
+            let mut matches = 0;
+            let ascending = crate::store::Direction::Ascending;
+            self.store
+                .scan_threads(&page.id_prefix, None, ascending, |_, record| {
+                    matches += u64::from(page.include_deleted || !record.thread.deleted);
+                    Ok(true)
+                })?;
+            matches
+        };
+        Executed::read(Reply::Threads(ThreadPart {
+            entries,
+            total,
+            behind: false,
+        }))
+    }
+
+    /// Threads stored on this shard, deleted ones included; counted on the
+    /// first need (a scan, so not at startup) and kept by every create.
+    fn thread_count(&self) -> Result<u64, EngineError> {
+        if let Some(count) = self.thread_count.get() {
+            return Ok(count);
+        }
+        let mut count = 0;
+        let ascending = crate::store::Direction::Ascending;
+        self.store.scan_threads("", None, ascending, |_, _| {
+            count += 1;
+            Ok(true)
+        })?;
+        self.thread_count.set(Some(count));
+        Ok(count)
+    }
+
+    fn stats(&self) -> Result<Executed, EngineError> {
+        let wal = self.wal_stats();
+        let records_per_fsync = if wal.fsyncs == 0 {
+            0.0
+        } else {
+            wal.records_flushed as f64 / wal.fsyncs as f64
+        };
+        let messages = match self.message_count.get() {
+            Some(count) => count,
+            None => {
+                let count = self.store.count_messages()?;
+                self.message_count.set(Some(count));
+                count
+            }
+        };
+        let requests = crate::shard::requests::snapshot();
+        let stats = serde_json::json!({
+            "shard": self.shard.0,
+            "applied_lsn": self.store.applied_lsn().0,
+            "threads": self.thread_count()?,
+            "messages": messages,
+            "requests": {
+                "total": requests.total,
+                "per_second_10s": requests.per_second_10s,
+                "per_second_60s": requests.per_second_60s,
+            },
+            "wal": {
+                "appends": wal.appends,
+                "flushes": wal.flushes,
+                "fsyncs": wal.fsyncs,
+                "records_flushed": wal.records_flushed,
+                "records_per_fsync": records_per_fsync,
+                "bytes_written": wal.bytes_written,
+                "segments": wal.segments,
+                "durable_lsn": wal.durable_lsn,
+                "disk_bytes": self.wal.disk_bytes(),
+            },
+        });
+        Executed::read(Reply::Ok(stats.to_string().into_bytes()))
+    }
+
+    /// Live-tail bookkeeping: subscriptions and replays.
+    fn execute_live_tail(&self, command: Command) -> Result<Executed, EngineError> {
+        match command {
+            Command::Subscribe {
+                thread,
+                caller,
+                core,
+                after,
+            } => {
+                self.visible_thread(&thread, &caller)?;
+                *self
+                    .listeners
+                    .borrow_mut()
+                    .entry(thread.to_string())
+                    .or_default()
+                    .entry(core)
+                    .or_insert(0) += 1;
+                match after {
+                    Some(after) => Executed::read(self.replay(&thread, after)?),
+                    None => Executed::read(Reply::Events {
+                        events: Vec::new(),
+                        more: false,
+                    }),
+                }
+            }
+            Command::ChangesAfter {
+                thread,
+                caller,
+                after,
+            } => {
+                self.visible_thread(&thread, &caller)?;
+                Executed::read(self.replay(&thread, after)?)
+            }
+            Command::Unsubscribe { thread, core } => {
+                let mut listeners = self.listeners.borrow_mut();
+                if let Some(cores) = listeners.get_mut(thread.as_str()) {
+                    if let Some(count) = cores.get_mut(&core) {
+                        *count -= 1;
+                        if *count == 0 {
+                            cores.remove(&core);
+                        }
+                    }
+                    if cores.is_empty() {
+                        listeners.remove(thread.as_str());
+                    }
+                }
+                Executed::read(Reply::Ok(Vec::new()))
+            }
+            _ => unreachable!("every other command is executed above"),
+        }
+    }
+}
