@@ -12,6 +12,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN="${1:-10}"
+# T7's sustained run and T8's footprint run (posts) can be shortened for a
+# quick look; RESULTS.md records what was used.
+SUSTAINED_SECONDS="${SUSTAINED_SECONDS:-60}"
+FOOTPRINT_POSTS="${FOOTPRINT_POSTS:-1000000}"
 WARMUP=2
 CONNECTIONS=64
 KEY="bench-backend-0123456789"
@@ -86,8 +90,8 @@ bench() { # name, extra progressdb-bench args...
   local name="$1"; shift
   local before after
   before=$(cpu_ticks)
-  on_client ./target/release/progressdb-bench --addr "$ADDR" --key "$KEY" --quiet \
-    --duration "$SECONDS_PER_RUN" --warmup "$WARMUP" --json "$WORK/$name.json" "$@" >"$WORK/$name.txt"
+  on_client ./target/release/progressdb-bench --addr "${BENCH_ADDR:-$ADDR}" --key "$KEY" --quiet \
+    --duration "${DURATION:-$SECONDS_PER_RUN}" --warmup "$WARMUP" --json "$WORK/$name.json" "$@" >"$WORK/$name.txt"
   after=$(cpu_ticks)
   echo $((after - before)) >"$WORK/$name.cpu"
 }
@@ -127,9 +131,52 @@ for rate in 5000 10000 15000 20000 25000 30000 40000; do
   STEPS="$STEPS| $rate | $(printf %.0f "$got") | $(printf %.2f "$p99") |"$'\n'
   if py "import sys; sys.exit(0 if $p99 <= 5 and $got >= 0.995*$rate else 1)"; then KNEE=$rate; else break; fi
 done
+stalls() { curl -s -H "Authorization: Bearer $ADMIN" "http://$ADDR/metrics" | awk '/^progressdb_shard_stalls_total / {print $2}'; }
+T1_RPS_FOR_FOOTPRINT=$(field t1 'd["throughput_rps"]')
+echo "T7 sustained durable POSTs: ${SUSTAINED_SECONDS} s open loop at 70% of T1" >&2
+RATE7=$(py "import json; print(int(0.7*json.load(open('$WORK/t1.json'))['throughput_rps']))")
+STALLS_BEFORE=$(stalls)
+DURATION=$SUSTAINED_SECONDS bench t7 --scenario post --rate "$RATE7" --connections "$CONNECTIONS" --threads 100
+STALLS7=$(( $(stalls) - STALLS_BEFORE ))
 RPF=$(curl -s -H "Authorization: Bearer $ADMIN" "http://$ADDR/admin/v1/stats" | py 'import json,sys
 s=json.load(sys.stdin)["shards"]; r=sum(x["wal"]["records_flushed"] for x in s); f=sum(x["wal"]["fsyncs"] for x in s)
 print(f"{r/max(f,1):.1f}")')
+
+# --- T8 footprint and restart, T9 live tail: each on a fresh 1-shard server
+start_server() { # dir -> sets S_PID, S_ADDR and S_START_SECONDS (exec to listening)
+  local dir="$1" started; started=$(date +%s.%N)
+  taskset -c "$SERVER_CPU" ./target/release/progressdb --db "$dir" --addr 127.0.0.1:0 --shards 1 \
+    --api-key "$KEY" --admin-key "$ADMIN" >"$dir.out" 2>&1 &
+  S_PID=$!
+  for _ in $(seq 600); do grep -q "listening on" "$dir.out" && break; sleep 0.05; done
+  S_ADDR="$(grep -o '127.0.0.1:[0-9]*' "$dir.out" | head -1)"
+  S_START_SECONDS=$(py "print(f'{$(date +%s.%N) - $started:.2f}')")
+}
+admin_stats() { curl -s -H "Authorization: Bearer $ADMIN" "http://$S_ADDR/admin/v1/stats"; }
+echo "T8 footprint: $FOOTPRINT_POSTS durable POSTs, then restarts" >&2
+start_server "$WORK/fp"
+T8_SECONDS=$(py "print(int($FOOTPRINT_POSTS / max($T1_RPS_FOR_FOOTPRINT, 1)) + 1)")
+BENCH_ADDR="$S_ADDR" DURATION=$T8_SECONDS bench t8 --scenario post --connections "$CONNECTIONS" --threads 1000
+T8_POSTS=$(field t8 'd["requests"]')
+T8_RSS_KIB=$(awk '/VmRSS/ {print $2}' "/proc/$S_PID/status")
+# One stored message as the API returns it: its payload, ids and timestamps.
+T8_MESSAGE_BYTES=$(curl -s -H "Authorization: Bearer $KEY" -H "X-User-ID: bench" \
+  "http://$S_ADDR/frontend/v1/threads?limit=1" | py 'import json,sys; print(json.load(sys.stdin)["threads"][0]["key"])' \
+  | xargs -I{} curl -s -H "Authorization: Bearer $KEY" -H "X-User-ID: bench" "http://$S_ADDR/frontend/v1/threads/{}/messages?limit=1" \
+  | py 'import json,sys; print(len(json.dumps(json.load(sys.stdin)["messages"][0], separators=(",",":"))))')
+kill -TERM "$S_PID"; wait "$S_PID" 2>/dev/null || true
+T8_TABLE_BYTES=$(du -sb "$WORK/fp/shard-0/store" | cut -f1)
+T8_DIR_BYTES=$(du -sb "$WORK/fp" | cut -f1)
+start_server "$WORK/fp"; T8_CLEAN_START=$S_START_SECONDS
+BENCH_ADDR="$S_ADDR" DURATION=5 bench t8b --scenario post --connections "$CONNECTIONS" --threads 1000
+T8_UNFLUSHED=$(du -sb "$WORK/fp/shard-0/wal" | cut -f1)
+kill -KILL "$S_PID"; wait "$S_PID" 2>/dev/null || true
+start_server "$WORK/fp"; T8_KILL_START=$S_START_SECONDS
+kill -TERM "$S_PID"; wait "$S_PID" 2>/dev/null || true
+echo "T9 live tail: 1000 subscribers on one thread, 100 posts/s" >&2
+start_server "$WORK/tail"
+BENCH_ADDR="$S_ADDR" DURATION=$SECONDS_PER_RUN bench t9 --scenario tail --subscribers 1000 --rate 100 --connections 8
+kill -TERM "$S_PID"; wait "$S_PID" 2>/dev/null || true
 
 ratio() { py "print(f'{$1 / $2:.2f}')"; }
 us_per_request() { py "import json; d=json.load(open('$WORK/$1.json')); print(f'{int(open(\"$WORK/$1.cpu\").read())/$TICKS_PER_S*1e6/max(d[\"requests\"],1):.1f}')"; }
@@ -161,6 +208,10 @@ errors() { field "$1" "d['errors']['io']+d['errors']['timeout']+d['errors']['con
   echo "|---|---|---|---|---|---|"
   echo "| T4 90% GET / 10% POST | 20000 | $(achieved t4) | $(lat t4) | $(errors t4) | $(us_per_request t4) |"
   echo "| T5 POST | 20000 | $(achieved t5) | $(lat t5) | $(errors t5) | $(us_per_request t5) |"
+  echo "| T7 POST, ${SUSTAINED_SECONDS} s at 70% of T1 | $RATE7 | $(achieved t7) | $(lat t7) | $(errors t7) | $(us_per_request t7) |"
+  echo
+  echo "T7 sustained writes: max latency $(field t7 "'%.2f' % (d['latency_us']['max']/1000)") ms, worst one-second p99"
+  echo "$(field t7 "'%.2f' % (max(s['p99_us'] for s in d['timeline'] if s['phase']=='measure')/1000)") ms, shard stalls over 10 ms reported by the server: $STALLS7."
   echo
   echo "Closed loop server CPU: T1 $(us_per_request t1) µs/request, T3 $(us_per_request t3) µs/request."
   echo "Records per fsync over the whole run: $RPF."
@@ -170,6 +221,21 @@ errors() { field "$1" "d['errors']['io']+d['errors']['timeout']+d['errors']['con
   echo "| offered req/s | achieved req/s | p99 ms |"
   echo "|---|---|---|"
   printf "%s" "$STEPS"
+  echo
+  echo "T8 footprint after $T8_POSTS durable POSTs of the harness's chat message (1 shard, 1000 threads):"
+  echo
+  echo "| measure | value |"
+  echo "|---|---|"
+  echo "| one message as stored and served (JSON with key, thread, author, timestamps, body) | $T8_MESSAGE_BYTES B |"
+  echo "| table bytes per message after a clean stop (message, change, thread and index entries, compressed) | $(py "print(round($T8_TABLE_BYTES/$T8_POSTS))") B ($(py "print(f'{$T8_TABLE_BYTES/$T8_POSTS/$T8_MESSAGE_BYTES:.2f}')")× the message) |"
+  echo "| data directory bytes per message (tables + WAL kept + 64 MiB spare segment) | $(py "print(round($T8_DIR_BYTES/$T8_POSTS))") |"
+  echo "| server RSS after the posts | $(py "print(round($T8_RSS_KIB/1024))") MiB |"
+  echo "| start after a clean stop | $T8_CLEAN_START s |"
+  echo "| start after SIGKILL with $(py "print(round($T8_UNFLUSHED/1048576))") MiB of WAL | $T8_KILL_START s |"
+  echo
+  echo "T9 live tail (1000 SSE subscribers on one thread, 100 posts/s): post-to-event delivery"
+  echo "p50 / p99 / max $(field t9 "'%.2f / %.2f / %.2f' % (d['tail']['delivery_us']['p50']/1000, d['tail']['delivery_us']['p99']/1000, d['tail']['delivery_us']['max']/1000)") ms,"
+  echo "$(field t9 "d['tail']['received']") of $(field t9 "d['tail']['expected']") deliveries received."
   echo
   echo "Targets from the benchmark issue: T1 ≥ 1.0× Redis XADD-always (goal 0.6× nginx POST);"
   echo "T3 ≥ 0.7× Redis XREVRANGE-50 (goal 0.5× nginx page); T4 p99 ≤ 2 ms, p99.9 ≤ 10 ms,"

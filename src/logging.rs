@@ -53,7 +53,7 @@ static ACCESS_LOG: AtomicBool = AtomicBool::new(false);
 
 /// Sets the level and access log switch; called once before shards start.
 /// Also routes the warnings and errors our libraries report through the
-/// `log` facade (glommio's stall detector, the storage engine) here.
+/// `log` facade (the storage engine, glommio) here.
 pub fn init(level: Level, access_log: bool) {
     LEVEL.store(level as u8, Ordering::Relaxed);
     ACCESS_LOG.store(access_log, Ordering::Relaxed);
@@ -68,14 +68,6 @@ struct LibraryLog;
 
 static LIBRARY_LOG: LibraryLog = LibraryLog;
 
-/// Stall reports from glommio's stall detector (see `server::stalls`).
-static STALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Shard stalls reported since start.
-pub fn stalls() -> u64 {
-    STALLS.load(Ordering::Relaxed)
-}
-
 impl log::Log for LibraryLog {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
         metadata.level() <= log::Level::Warn
@@ -87,19 +79,8 @@ impl log::Log for LibraryLog {
             log::Level::Warn => Level::Warn,
             _ => return,
         };
-        // Formatting a stall report resolves its stack's symbols, which
-        // parses the binary's debug info into a cache: tens of MiB, freed
-        // right after so that reports never grow the server.
         let detail = record.args().to_string();
-        let msg = if detail.contains("stall-detector") {
-            STALLS.fetch_add(1, Ordering::Relaxed);
-            backtrace::clear_symbol_cache();
-            // SAFETY: malloc_trim only returns free heap pages to the system.
-            unsafe { libc::malloc_trim(0) };
-            "shard stalled"
-        } else {
-            "library event"
-        };
+        let msg = "library event";
         log(
             level,
             msg,

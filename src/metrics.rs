@@ -176,6 +176,18 @@ pub fn render(samples: &[ShardSample]) -> String {
 
     family(
         &mut out,
+        "progressdb_shard_stalls_total",
+        "counter",
+        "Times a shard thread ran or blocked over 10 ms without serving I/O (all shards; each is logged).",
+    );
+    let _ = writeln!(
+        out,
+        "progressdb_shard_stalls_total {}",
+        crate::server::stalls::count()
+    );
+
+    family(
+        &mut out,
         "progressdb_http_requests_total",
         "counter",
         "HTTP requests answered, by accepting shard, route and status.",

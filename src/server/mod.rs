@@ -98,24 +98,29 @@ pub fn run(config: Config) -> Result<(), String> {
     } else {
         PoolPlacement::Fenced(shard_count, cpus)
     };
+    let heartbeats = stalls::Heartbeats::start(shard_count)
+        .map_err(|err| format!("cannot start the stall watchdog: {err}"))?;
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("progressdb-shard")
         .io_memory(io_memory)
         .preempt_timer(stalls::PREEMPT_TIMER)
-        .detect_stalls(Some(Box::new(|| Box::new(stalls::StallLog))))
         .on_all_shards(move || {
             let config = config.clone();
             let keys = keys.clone();
             let kms = kms.clone();
             let ready_tx = ready_tx.clone();
+            let heartbeats = heartbeats.clone();
             // Moved, never cloned, on the executor thread: see `mesh::builder`.
             async move {
                 let listen = Addresses {
                     api: addr,
                     metrics: metrics_addr,
                 };
-                let result =
-                    run_shard(listen, config, keys, kms, mesh_handle, ready_tx.clone()).await;
+                let shard = Shard {
+                    mesh_handle,
+                    heartbeats,
+                };
+                let result = run_shard(listen, config, keys, kms, shard, ready_tx.clone()).await;
                 if let Err(err) = &result {
                     // Read during start-up; afterwards the join below reports it.
                     let _ = ready_tx.send(Err(err.clone()));
@@ -195,14 +200,24 @@ struct Addresses {
     metrics: Option<SocketAddr>,
 }
 
+/// What each executor is handed to become a shard.
+struct Shard {
+    mesh_handle: mesh::MeshHandle,
+    heartbeats: Arc<stalls::Heartbeats>,
+}
+
 async fn run_shard(
     listen: Addresses,
     config: Arc<Config>,
     keys: Arc<Vec<String>>,
     kms: Option<Kms>,
-    mesh_handle: mesh::MeshHandle,
+    handed: Shard,
     ready: mpsc::Sender<Result<(), String>>,
 ) -> Result<(), String> {
+    let Shard {
+        mesh_handle,
+        heartbeats,
+    } = handed;
     let (senders, receivers) = mesh_handle
         .join()
         .await
@@ -217,6 +232,8 @@ async fn run_shard(
         kms,
     )?;
     let mesh = mesh::Mesh::start(senders, receivers, engine.clone());
+    heartbeats.beat_forever(shard.0);
+    stalls::inject_stall_for_tests();
     let api = Rc::new(Api::new(
         mesh,
         Rc::new(Keys::new(

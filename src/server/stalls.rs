@@ -1,30 +1,221 @@
-//! Shard stall reports: a shard thread that runs (or blocks) for longer
-//! than [`STALL_REPORT`] without returning to its reactor delays every
-//! request on its core. glommio's stall detector arms a timer around each
-//! run of tasks; when it fires it signals the shard thread and captures its
-//! stack there (what it is blocked in is the cause), then logs it through
-//! the `log` facade once the run ends; `logging` prints and counts it.
+//! The stall watchdog: a shard thread that runs (or blocks) for a long
+//! time without returning to its reactor delays every request on its core,
+//! so such stalls are detected, logged with what the thread was doing, and
+//! counted (`progressdb_shard_stalls_total`).
+//!
+//! Each shard runs a heartbeat task that stamps the time every
+//! [`HEARTBEAT`]; it can only run when the shard returns to its reactor.
+//! One watchdog thread for the process reads the stamps. A stamp older than
+//! [`STALL_REPORT`] plus a heartbeat marks a stall; the watchdog then reads
+//! from `/proc` what the shard thread is in (the system call it is blocked
+//! in, or "on CPU") and, once the shard beats again, logs the stall with its
+//! length. Reading `/proc` costs the shard nothing, unlike capturing and
+//! symbolizing its stack, which takes longer than the stalls it reports.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use glommio::{StallDetectionHandler, TaskQueueHandle};
-
-/// A shard run longer than this is logged as a stall.
+/// A shard that has not beaten for this long (beyond its heartbeat
+/// interval) is stalled.
 pub const STALL_REPORT: Duration = Duration::from_millis(10);
 
-/// How long a shard runs tasks before it polls for I/O again. Shorter than
-/// [`STALL_REPORT`], so a long run of short tasks is not taken for a stall.
+/// How often each shard stamps its heartbeat and the watchdog looks.
+pub const HEARTBEAT: Duration = Duration::from_millis(5);
+
+/// How long a shard runs tasks before it polls for I/O again.
 pub const PREEMPT_TIMER: Duration = Duration::from_millis(5);
 
-#[derive(Debug)]
-pub struct StallLog;
+/// Stalls reported since start, all shards.
+static STALLS: AtomicU64 = AtomicU64::new(0);
 
-impl StallDetectionHandler for StallLog {
-    fn threshold(&self, _queue: TaskQueueHandle, expected: Duration) -> Option<Duration> {
-        Some(
-            STALL_REPORT
-                .saturating_sub(expected)
-                .max(Duration::from_millis(1)),
-        )
+pub fn count() -> u64 {
+    STALLS.load(Ordering::Relaxed)
+}
+
+/// Per shard: its thread id and its last heartbeat, in µs since `epoch`.
+pub struct Heartbeats {
+    epoch: Instant,
+    beats: Vec<AtomicU64>,
+    threads: Vec<AtomicI32>,
+}
+
+impl Heartbeats {
+    /// Starts the watchdog thread for `shards` shards.
+    pub fn start(shards: usize) -> std::io::Result<Arc<Heartbeats>> {
+        let heartbeats = Arc::new(Heartbeats {
+            epoch: Instant::now(),
+            beats: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            threads: (0..shards).map(|_| AtomicI32::new(0)).collect(),
+        });
+        let watched = heartbeats.clone();
+        std::thread::Builder::new()
+            .name("stall-watchdog".into())
+            .spawn(move || watched.watch())?;
+        Ok(heartbeats)
+    }
+
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// Runs on shard `shard`'s executor for the life of the process.
+    pub fn beat_forever(self: Arc<Self>, shard: usize) {
+        // SAFETY: gettid has no arguments and cannot fail.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+        self.threads[shard].store(tid, Ordering::Relaxed);
+        glommio::spawn_local(async move {
+            loop {
+                self.beats[shard].store(self.now_us(), Ordering::Relaxed);
+                glommio::timer::sleep(HEARTBEAT).await;
+            }
+        })
+        .detach();
+    }
+
+    fn watch(&self) {
+        let limit = (STALL_REPORT + HEARTBEAT).as_micros() as u64;
+        // Per shard: (stamp the stall began after, what the thread was in).
+        let mut stalled: Vec<Option<(u64, String)>> = vec![None; self.beats.len()];
+        loop {
+            std::thread::sleep(HEARTBEAT);
+            let now = self.now_us();
+            for (shard, beat) in self.beats.iter().enumerate() {
+                let last = beat.load(Ordering::Relaxed);
+                let tid = self.threads[shard].load(Ordering::Relaxed);
+                if last == 0 || tid == 0 {
+                    continue;
+                }
+                match &stalled[shard] {
+                    None if now.saturating_sub(last) > limit => {
+                        stalled[shard] = Some((last, doing(tid)));
+                    }
+                    Some((since, cause)) if last != *since => {
+                        report(shard, last.saturating_sub(*since), cause);
+                        stalled[shard] = None;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn report(shard: usize, gap_us: u64, cause: &str) {
+    STALLS.fetch_add(1, Ordering::Relaxed);
+    let stalled_ms = gap_us.saturating_sub(HEARTBEAT.as_micros() as u64) / 1000;
+    crate::logging::warn(
+        "shard stalled",
+        &[
+            ("shard", &shard),
+            ("stalled_ms", &stalled_ms),
+            ("in", &cause),
+        ],
+    );
+}
+
+/// What thread `tid` of this process is doing now: the system call it is
+/// blocked in, or that it is running on a CPU.
+fn doing(tid: i32) -> String {
+    let task = format!("/proc/self/task/{tid}");
+    let state = std::fs::read_to_string(format!("{task}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the parenthesised thread name.
+            let after = stat.rsplit_once(')')?.1;
+            after.split_whitespace().next().map(str::to_owned)
+        })
+        .unwrap_or_default();
+    if state == "R" {
+        return "on CPU (profile with scripts/profile.sh)".into();
+    }
+    let syscall = std::fs::read_to_string(format!("{task}/syscall")).unwrap_or_default();
+    let wchan = std::fs::read_to_string(format!("{task}/wchan")).unwrap_or_default();
+    match syscall
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<i64>().ok())
+    {
+        Some(number) => format!("{} (kernel: {wchan})", syscall_name(number)),
+        None => format!("state {state} (kernel: {wchan})"),
+    }
+}
+
+/// Names of the system calls a shard thread is expected to block in.
+fn syscall_name(number: i64) -> String {
+    let name = match number {
+        libc::SYS_futex => "futex: waiting for a lock",
+        libc::SYS_fsync => "fsync",
+        libc::SYS_fdatasync => "fdatasync",
+        libc::SYS_read => "read",
+        libc::SYS_write => "write",
+        libc::SYS_pread64 => "pread",
+        libc::SYS_pwrite64 => "pwrite",
+        libc::SYS_openat => "openat",
+        libc::SYS_unlinkat | libc::SYS_unlink => "unlink",
+        libc::SYS_renameat | libc::SYS_renameat2 | libc::SYS_rename => "rename",
+        libc::SYS_nanosleep | libc::SYS_clock_nanosleep => "sleep",
+        // A sleep or wait interrupted by a signal and resumed.
+        libc::SYS_restart_syscall => "sleep or wait, resumed after a signal",
+        libc::SYS_io_uring_enter => "io_uring_enter",
+        libc::SYS_fallocate => "fallocate",
+        libc::SYS_mmap | libc::SYS_munmap | libc::SYS_madvise => "memory mapping",
+        _ => return format!("system call {number}"),
+    };
+    name.to_owned()
+}
+
+/// Debug builds only: `PROGRESSDB_DEBUG_STALL_MS=N` blocks the shard once,
+/// for N ms, right after it starts, so tests can watch a stall being
+/// reported through the real binary. Release builds ignore it.
+pub fn inject_stall_for_tests() {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    let Some(ms) = std::env::var("PROGRESSDB_DEBUG_STALL_MS")
+        .ok()
+        .and_then(|value| value.parse::<u64>().ok())
+    else {
+        return;
+    };
+    glommio::spawn_local(async move {
+        // Let the heartbeat stamp once first, so the gap is measured.
+        glommio::timer::sleep(HEARTBEAT * 4).await;
+        std::thread::sleep(Duration::from_millis(ms.min(1000)));
+    })
+    .detach();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sleeping_thread_is_named_as_sleeping() {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let stopped = stop.clone();
+        let sleeper = std::thread::spawn(move || {
+            // SAFETY: gettid has no arguments and cannot fail.
+            tid_tx
+                .send(unsafe { libc::syscall(libc::SYS_gettid) } as i32)
+                .unwrap();
+            while !stopped.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let tid = tid_rx.recv().unwrap();
+        // The thread spends nearly all its time asleep; look until seen so.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = doing(tid);
+        while !seen.starts_with("sleep") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            seen = doing(tid);
+        }
+        stop.store(true, Ordering::Relaxed);
+        sleeper.join().unwrap();
+        assert!(seen.starts_with("sleep"), "{seen}");
+        assert_eq!(syscall_name(libc::SYS_fdatasync), "fdatasync");
+        assert_eq!(syscall_name(99_999), "system call 99999");
     }
 }

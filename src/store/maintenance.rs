@@ -1,8 +1,9 @@
 //! A shard's maintenance thread: it writes sealed memtables out as tables
 //! and compacts them, so the shard's executor never does storage I/O or
-//! waits for it. The shard seals memtables and asks for a flush; this
-//! thread reports back, through atomics, the newest LSN that is on disk
-//! (which lets the WAL drop what it covers).
+//! waits for it. The shard seals memtables and asks for a flush, naming
+//! each by its rotation number; this thread reports back, through atomics,
+//! the rotations it has flushed, the newest LSN that is on disk (which lets
+//! the WAL drop what it covers) and the tree's shape for metrics.
 //!
 //! The thread runs at a lower priority (nice) than the shard executors:
 //! on a small machine it takes the idle time, not the request path's.
@@ -23,17 +24,33 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 const MAINTENANCE_NICE: libc::c_int = 10;
 
 enum Request {
-    Flush,
+    /// The shard sealed its memtable number N (counted from 1 since open).
+    Flush(u64),
     /// Flush everything sealed and answer when it is on disk.
     FlushAndWait(mpsc::Sender<Result<(), String>>),
+}
+
+/// The tree's shape as the maintenance thread last read it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub tables: u64,
+    pub l0_runs: u64,
+    pub disk_bytes: u64,
+    pub sealed_bytes: u64,
 }
 
 /// What the shard reads of the thread's progress.
 #[derive(Default)]
 struct Progress {
     persisted_lsn: AtomicU64,
+    /// Every memtable sealed up to this rotation number is in tables.
+    flushed_through: AtomicU64,
     flushes: AtomicU64,
     compactions: AtomicU64,
+    tables: AtomicU64,
+    l0_runs: AtomicU64,
+    disk_bytes: AtomicU64,
+    sealed_bytes: AtomicU64,
     /// The last flush or compaction error, cleared by the next success.
     /// Held only to copy a string in or out.
     last_error: Mutex<Option<String>>,
@@ -73,11 +90,27 @@ impl Handle {
         })
     }
 
-    /// Asks for the sealed memtables to be flushed; does not wait.
-    pub fn flush_soon(&self) {
+    /// Asks for the memtable of `rotation` (and any sealed before it) to
+    /// be flushed; does not wait.
+    pub fn flush_soon(&self, rotation: u64) {
         if let Some(requests) = &self.requests {
             // A stopped thread cannot flush; the next start replays the WAL.
-            let _ = requests.send(Request::Flush);
+            let _ = requests.send(Request::Flush(rotation));
+        }
+    }
+
+    /// The rotation number through which every sealed memtable is flushed.
+    pub fn flushed_through(&self) -> u64 {
+        self.progress.flushed_through.load(Ordering::Acquire)
+    }
+
+    pub fn shape(&self) -> Shape {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Shape {
+            tables: read(&self.progress.tables),
+            l0_runs: read(&self.progress.l0_runs),
+            disk_bytes: read(&self.progress.disk_bytes),
+            sealed_bytes: read(&self.progress.sealed_bytes),
         }
     }
 
@@ -139,18 +172,48 @@ impl Worker {
             let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
             libc::setpriority(libc::PRIO_PROCESS, tid, MAINTENANCE_NICE);
         }
+        let mut asked_through = 0;
         loop {
-            let request = match inbox.recv_timeout(IDLE_CHECK) {
-                Ok(request) => Some(request),
-                Err(RecvTimeoutError::Timeout) => None,
+            let mut waiting = Vec::new();
+            match inbox.recv_timeout(IDLE_CHECK) {
+                Ok(request) => waiting.push(request),
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
-            };
-            let done = self.flush().and_then(|()| self.compact());
+            }
+            // Everything asked so far is served by one flush.
+            waiting.extend(inbox.try_iter());
+            for request in &waiting {
+                if let Request::Flush(rotation) = request {
+                    asked_through = asked_through.max(*rotation);
+                }
+            }
+            // Every rotation asked for happened before its request was
+            // sent, so the flush below takes its memtable.
+            let flushed = self.flush();
+            if flushed.is_ok() {
+                self.progress
+                    .flushed_through
+                    .fetch_max(asked_through, Ordering::AcqRel);
+            }
+            let done = flushed.and_then(|()| self.compact());
             self.record(&done);
-            if let Some(Request::FlushAndWait(reply)) = request {
-                let _ = reply.send(done);
+            self.publish_shape();
+            for request in waiting {
+                if let Request::FlushAndWait(reply) = request {
+                    let _ = reply.send(done.clone());
+                }
             }
         }
+    }
+
+    fn publish_shape(&self) {
+        let set = |counter: &AtomicU64, value: u64| counter.store(value, Ordering::Relaxed);
+        set(&self.progress.tables, self.tree.table_count() as u64);
+        set(&self.progress.l0_runs, self.tree.l0_run_count() as u64);
+        set(&self.progress.disk_bytes, self.tree.disk_space());
+        let active = self.tree.active_memtable().size();
+        let all = self.tree.version_memtable_size_sum();
+        set(&self.progress.sealed_bytes, all.saturating_sub(active));
     }
 
     /// Writes every sealed memtable out as tables, oldest first.

@@ -19,6 +19,13 @@
 //! [`SEALED_MEMTABLES_MAX`] memtables, writes are refused with
 //! [`StoreError::Busy`] before they reach the WAL, so memory stays bounded.
 //!
+//! The tree's version lock is held by the maintenance thread while it
+//! registers new tables, across several fsyncs (tens of ms on a busy disk).
+//! So the write path takes no tree lock: the shard inserts into its own
+//! handle on the active memtable (a lock-free skiplist that only the shard
+//! replaces, at rotation), and admission and metrics read counters the
+//! maintenance thread publishes. Reads and rotation still take the lock.
+//!
 //! Message values and author index values are one flag byte followed by the
 //! wire JSON. The flag says whether the item is soft-deleted, so a page scan
 //! can skip deleted items and copy live JSON out without parsing it.
@@ -30,7 +37,9 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
-use lsm_tree::{AbstractTree, AnyTree, Guard, SeqNo, SequenceNumberCounter};
+use lsm_tree::{
+    AbstractTree, AnyTree, Guard, InternalValue, Memtable, SeqNo, SequenceNumberCounter, ValueType,
+};
 
 use crate::model::{Message, ThreadRecord, Version};
 use crate::wal::record::Lsn;
@@ -97,6 +106,10 @@ const READ_ALL: SeqNo = SeqNo::MAX;
 
 pub struct Store {
     tree: AnyTree,
+    /// The tree's active memtable, inserted into without the tree's lock.
+    active: std::cell::RefCell<Arc<Memtable>>,
+    /// Memtables this shard has sealed since open (see `admit_write`).
+    rotations: std::cell::Cell<u64>,
     /// The tree's sequence counters, kept past every applied LSN so that
     /// its own version numbers never fall behind the data.
     seqno: SequenceNumberCounter,
@@ -256,6 +269,8 @@ impl Store {
         let maintenance = maintenance::Handle::start(tree.clone(), seqno.clone(), label)
             .map_err(|err| StoreError::Busy(format!("cannot start maintenance: {err}")))?;
         Ok(Store {
+            active: std::cell::RefCell::new(tree.active_memtable()),
+            rotations: std::cell::Cell::new(0),
             tree,
             seqno,
             visible_seqno,
@@ -281,7 +296,7 @@ impl Store {
     /// Refuses a write while flushing is too far behind or failing, before
     /// the write reaches the WAL.
     pub fn admit_write(&self) -> StoreResult<()> {
-        if self.tree.sealed_memtable_count() < SEALED_MEMTABLES_MAX {
+        if self.sealed_waiting() < SEALED_MEMTABLES_MAX as u64 {
             return Ok(());
         }
         let why = self
@@ -299,23 +314,49 @@ impl Store {
             "LSNs must be applied in order"
         );
         let mut memtable_bytes = 0;
-        for (space, key, value) in &ops.0 {
-            let stored = stored_key(*space, key);
-            (_, memtable_bytes) = self.tree.insert(stored, value.as_slice(), lsn.0);
+        {
+            let active = self.active.borrow();
+            for (space, key, value) in &ops.0 {
+                let stored = stored_key(*space, key);
+                let item = InternalValue::from_components(
+                    stored,
+                    value.as_slice(),
+                    lsn.0,
+                    ValueType::Value,
+                );
+                (_, memtable_bytes) = active.insert(item);
+            }
         }
         self.seqno.fetch_max(lsn.0 + 1);
         self.visible_seqno.fetch_max(lsn.0 + 1);
         self.applied_lsn.set(lsn);
-        if memtable_bytes >= self.memtable_bytes && self.tree.rotate_memtable().is_some() {
-            self.maintenance.flush_soon();
+        if memtable_bytes >= self.memtable_bytes {
+            self.rotate();
         }
         Ok(())
+    }
+
+    /// Seals the active memtable and asks for its flush. Only this shard
+    /// rotates, so the new active memtable stays the tree's until the next
+    /// rotation.
+    fn rotate(&self) {
+        if self.tree.rotate_memtable().is_none() {
+            return;
+        }
+        *self.active.borrow_mut() = self.tree.active_memtable();
+        self.rotations.set(self.rotations.get() + 1);
+        self.maintenance.flush_soon(self.rotations.get());
+    }
+
+    /// Memtables sealed by this shard and not yet flushed.
+    fn sealed_waiting(&self) -> u64 {
+        self.rotations.get() - self.maintenance.flushed_through()
     }
 
     /// Flushes everything applied so far to tables and waits for it (clean
     /// shutdown: the next start replays nothing). Blocks the calling thread.
     pub fn persist(&self) -> StoreResult<()> {
-        self.tree.rotate_memtable();
+        self.rotate();
         self.maintenance.flush_and_wait().map_err(StoreError::Busy)
     }
 
@@ -613,14 +654,16 @@ impl Store {
         Ok(count)
     }
 
-    /// Memtable, table and flush counters, for metrics.
+    /// Memtable, table and flush counters, for metrics. Table figures are
+    /// as the maintenance thread last saw them, so a scrape takes no lock.
     pub fn metrics(&self) -> crate::metrics::StoreSample {
+        let shape = self.maintenance.shape();
         crate::metrics::StoreSample {
-            memtable_bytes: self.tree.version_memtable_size_sum(),
-            sealed_memtables: self.tree.sealed_memtable_count() as u64,
-            tables: self.tree.table_count() as u64,
-            l0_runs: self.tree.l0_run_count() as u64,
-            disk_bytes: self.tree.disk_space(),
+            memtable_bytes: self.active.borrow().size() + shape.sealed_bytes,
+            sealed_memtables: self.sealed_waiting(),
+            tables: shape.tables,
+            l0_runs: shape.l0_runs,
+            disk_bytes: shape.disk_bytes,
             applied_lsn: self.applied_lsn.get().0,
             persisted_lsn: self.maintenance.persisted(),
             flushes: self.maintenance.flushes(),

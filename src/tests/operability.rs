@@ -530,3 +530,37 @@ fn shutdown_is_bounded_and_a_second_signal_exits_at_once() {
     assert_eq!(status.code(), Some(130));
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+// A shard that blocks is reported: a warning naming what it was blocked in
+// and for how long, and a counter in /metrics.
+#[test]
+fn a_blocked_shard_is_logged_with_what_it_was_in_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        &dir.path().join("db"),
+        &["--shards", "1", "--admin-key", ADMIN_KEY],
+        &[("PROGRESSDB_DEBUG_STALL_MS", "60")],
+    );
+    let log = support::log_with(&server.log, "shard stalled");
+    let line = log
+        .lines()
+        .find(|line| line.contains("msg=\"shard stalled\""))
+        .unwrap_or_else(|| panic!("no stall reported: {log}"));
+    // What the shard was blocked in, and for how long (the injected
+    // 60 ms, give or take a heartbeat).
+    assert!(
+        line.contains("in=sleep") || line.contains("in=\"sleep"),
+        "{line}"
+    );
+    let stalled_ms: u64 = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("stalled_ms="))
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(stalled_ms >= 40, "{line}");
+    let mut admin = server.client();
+    admin.key = Some(ADMIN_KEY.into());
+    let (text, _) = scrape(&mut admin);
+    let stalls = value(&text, "progressdb_shard_stalls_total").expect("stall counter");
+    assert!(stalls >= 1, "{text}");
+}

@@ -359,12 +359,16 @@ impl Wal {
         }
         segment.offset += length as u64;
         self.update_stats(|stats| stats.bytes_written += length as u64);
+        // Half way through a segment, start zero-filling the next one: a
+        // log that never fills its first segment never pays for a spare.
+        if segment.offset * 2 >= segment.capacity {
+            spare.prepare(self.dir.join(SPARE_NAME), self.options.segment_bytes);
+        }
         Ok(())
     }
 
     /// The segment for records from `first` on: the spare when one is
-    /// ready (and large enough), else a new preallocated file. Either way
-    /// the preparation of the following spare starts here.
+    /// ready (and large enough), else a new preallocated file.
     async fn next_segment(
         &self,
         spare: &Spare,
@@ -376,7 +380,6 @@ impl Wal {
         } else {
             self.create_segment(first, at_least).await?
         };
-        spare.prepare(self.dir.join(SPARE_NAME), self.options.segment_bytes);
         Ok(segment)
     }
 
