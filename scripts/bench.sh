@@ -148,6 +148,7 @@ start_server() { # dir -> sets S_PID, S_ADDR and S_START_SECONDS (exec to listen
   taskset -c "$SERVER_CPU" ./target/release/progressdb --db "$dir" --addr 127.0.0.1:0 --shards 1 \
     --api-key "$KEY" --admin-key "$ADMIN" >"$dir.out" 2>&1 &
   S_PID=$!
+  PIDS+=($S_PID)
   for _ in $(seq 600); do grep -q "listening on" "$dir.out" && break; sleep 0.05; done
   S_ADDR="$(grep -o '127.0.0.1:[0-9]*' "$dir.out" | head -1)"
   S_START_SECONDS=$(py "print(f'{$(date +%s.%N) - $started:.2f}')")
