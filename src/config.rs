@@ -547,36 +547,18 @@ impl Config {
             WAL_FLUSH_MS_DEFAULT,
             10_000,
         )?;
-        let wal_segment_bytes = positive(
+        let wal_segment_bytes = sized(
             "wal_segment_bytes",
-            flags
-                .wal_segment_bytes
-                .or(file.wal_segment_bytes)
-                .map(|b| b as usize),
+            flags.wal_segment_bytes.or(file.wal_segment_bytes),
             WAL_SEGMENT_BYTES_DEFAULT,
-            1 << 40,
+            (WAL_SEGMENT_BYTES_MIN, 1 << 40),
         )?;
-        if wal_segment_bytes < WAL_SEGMENT_BYTES_MIN {
-            return Err(invalid(
-                "wal_segment_bytes",
-                format!("must be at least {WAL_SEGMENT_BYTES_MIN}"),
-            ));
-        }
-        let memtable_bytes = positive(
+        let memtable_bytes = sized(
             "memtable_bytes",
-            flags
-                .memtable_bytes
-                .or(file.memtable_bytes)
-                .map(|b| b as usize),
+            flags.memtable_bytes.or(file.memtable_bytes),
             StoreOptions::default().memtable_bytes as usize,
-            1 << 30,
+            (MEMTABLE_BYTES_MIN, 1 << 30),
         )?;
-        if memtable_bytes < MEMTABLE_BYTES_MIN {
-            return Err(invalid(
-                "memtable_bytes",
-                format!("must be at least {MEMTABLE_BYTES_MIN}"),
-            ));
-        }
         let db = flags
             .db
             .clone()
@@ -745,6 +727,20 @@ fn positive(
         Some(v) if v >= 1 && v <= max => Ok(v),
         Some(v) => Err(invalid(key, format!("must be 1..={max}, got {v}"))),
     }
+}
+
+/// A size in bytes within `(min, max)`, or `default` when not given.
+fn sized(
+    key: &'static str,
+    value: Option<u64>,
+    default: usize,
+    (min, max): (usize, usize),
+) -> Result<usize, ConfigError> {
+    let bytes = positive(key, value.map(|b| b as usize), default, max)?;
+    if bytes < min {
+        return Err(invalid(key, format!("must be at least {min}")));
+    }
+    Ok(bytes)
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {

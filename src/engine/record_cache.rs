@@ -47,21 +47,7 @@ mod tests {
     use super::*;
 
     fn record(id: &str) -> ThreadRecord {
-        ThreadRecord {
-            thread: crate::model::Thread {
-                id: id.into(),
-                title: "t".into(),
-                author: "alice".into(),
-                slug: None,
-                created_ts: 1,
-                updated_ts: 1,
-                deleted: false,
-                sealed_title: None,
-            },
-            last_message_ts: 0,
-            dek: None,
-            counts: None,
-        }
+        crate::model::example_record(id)
     }
 
     #[test]

@@ -347,17 +347,7 @@ impl TailReport {
             "{:<14}{:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
             "delivery (ms)", "p50", "p90", "p99", "p99.9", "max", "mean"
         );
-        let _ = writeln!(
-            t,
-            "{:<14}{:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
-            "post to event",
-            ms(m.p50),
-            ms(m.p90),
-            ms(m.p99),
-            ms(m.p999),
-            ms(m.max),
-            m.mean / 1000.0
-        );
+        latency_row(t, "post to event", &m);
         let _ = writeln!(t, "  samples     {}", self.delivery.len());
         if self.complete() {
             let _ = writeln!(t, "  every subscriber got every acknowledged post");
@@ -469,17 +459,7 @@ impl Report {
             "latency (ms)", "p50", "p90", "p99", "p99.9", "max", "mean"
         );
         let mut row = |name: &str, h: &Histogram| {
-            let m = Summary::of(h);
-            let _ = writeln!(
-                t,
-                "{name:<14}{:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
-                ms(m.p50),
-                ms(m.p90),
-                ms(m.p99),
-                ms(m.p999),
-                ms(m.max),
-                m.mean / 1000.0
-            );
+            latency_row(&mut t, name, &Summary::of(h));
         };
         row(
             if self.mode == Mode::Open {
@@ -589,6 +569,20 @@ fn ms(us: u64) -> f64 {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+/// One row of a latency table: percentiles, max and mean in ms.
+fn latency_row(t: &mut String, name: &str, m: &Summary) {
+    let _ = writeln!(
+        t,
+        "{name:<14}{:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+        ms(m.p50),
+        ms(m.p90),
+        ms(m.p99),
+        ms(m.p999),
+        ms(m.max),
+        m.mean / 1000.0
+    );
 }
 
 #[cfg(test)]

@@ -247,6 +247,26 @@ pub fn splice_opened_body(json: &[u8], ts: u64, sealed: &str, body: &[u8]) -> Op
     Some(out)
 }
 
+/// A live thread record owned by alice, for tests.
+#[cfg(test)]
+pub fn example_record(id: &str) -> ThreadRecord {
+    ThreadRecord {
+        thread: Thread {
+            id: id.into(),
+            title: format!("title {id}"),
+            author: "alice".into(),
+            slug: None,
+            created_ts: 1,
+            updated_ts: 1,
+            deleted: false,
+            sealed_title: None,
+        },
+        last_message_ts: 0,
+        dek: None,
+        counts: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

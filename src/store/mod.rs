@@ -876,21 +876,7 @@ mod tests {
     }
 
     fn record(id: &str) -> ThreadRecord {
-        ThreadRecord {
-            thread: crate::model::Thread {
-                id: id.into(),
-                title: format!("title {id}"),
-                author: "alice".into(),
-                slug: None,
-                created_ts: 1,
-                updated_ts: 1,
-                deleted: false,
-                sealed_title: None,
-            },
-            last_message_ts: 0,
-            dek: None,
-            counts: None,
-        }
+        crate::model::example_record(id)
     }
 
     fn scanned(
