@@ -75,8 +75,7 @@ impl Heartbeats {
 
     fn watch(&self) {
         let limit = (STALL_REPORT + HEARTBEAT).as_micros() as u64;
-        // Per shard: (stamp the stall began after, what the thread was in).
-        let mut stalled: Vec<Option<(u64, String)>> = vec![None; self.beats.len()];
+        let mut stalled: Vec<Option<Stall>> = (0..self.beats.len()).map(|_| None).collect();
         loop {
             std::thread::sleep(HEARTBEAT);
             let now = self.now_us();
@@ -88,10 +87,14 @@ impl Heartbeats {
                 }
                 match &stalled[shard] {
                     None if now.saturating_sub(last) > limit => {
-                        stalled[shard] = Some((last, doing(tid)));
+                        stalled[shard] = Some(Stall {
+                            since: last,
+                            cause: doing(tid),
+                            schedule: schedule(tid),
+                        });
                     }
-                    Some((since, cause)) if last != *since => {
-                        report(shard, last.saturating_sub(*since), cause);
+                    Some(stall) if last != stall.since => {
+                        report(shard, last.saturating_sub(stall.since), stall, tid);
                         stalled[shard] = None;
                     }
                     _ => {}
@@ -101,17 +104,39 @@ impl Heartbeats {
     }
 }
 
-fn report(shard: usize, gap_us: u64, cause: &str) {
+/// A stall in progress: the heartbeat it began after, what the thread was
+/// in when it was noticed, and the thread's scheduling counters then.
+struct Stall {
+    since: u64,
+    cause: String,
+    schedule: (u64, u64),
+}
+
+fn report(shard: usize, gap_us: u64, stall: &Stall, tid: i32) {
     STALLS.fetch_add(1, Ordering::Relaxed);
     let stalled_ms = gap_us.saturating_sub(HEARTBEAT.as_micros() as u64) / 1000;
+    // Time the thread ran, and time it was runnable but waited for a CPU
+    // (another process on its core), since the stall was noticed.
+    let (ran, waited) = schedule(tid);
+    let ms = |after: u64, before: u64| after.saturating_sub(before) / 1_000_000;
     crate::logging::warn(
         "shard stalled",
         &[
             ("shard", &shard),
             ("stalled_ms", &stalled_ms),
-            ("in", &cause),
+            ("in", &stall.cause),
+            ("ran_ms", &ms(ran, stall.schedule.0)),
+            ("waited_for_cpu_ms", &ms(waited, stall.schedule.1)),
         ],
     );
+}
+
+/// Nanoseconds thread `tid` has run and has waited runnable for a CPU.
+fn schedule(tid: i32) -> (u64, u64) {
+    let text =
+        std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).unwrap_or_default();
+    let mut fields = text.split_whitespace().map(|n| n.parse().unwrap_or(0));
+    (fields.next().unwrap_or(0), fields.next().unwrap_or(0))
 }
 
 /// What thread `tid` of this process is doing now: the system call it is
@@ -127,7 +152,9 @@ fn doing(tid: i32) -> String {
         })
         .unwrap_or_default();
     if state == "R" {
-        return "on CPU (profile with scripts/profile.sh)".into();
+        // Running, or runnable and waiting for its core: `waited_for_cpu_ms`
+        // in the report tells which.
+        return "running (profile with scripts/profile.sh)".into();
     }
     let syscall = std::fs::read_to_string(format!("{task}/syscall")).unwrap_or_default();
     let wchan = std::fs::read_to_string(format!("{task}/wchan")).unwrap_or_default();
