@@ -103,7 +103,6 @@ pub fn run(config: Config) -> Result<(), String> {
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("progressdb-shard")
         .io_memory(io_memory)
-        .preempt_timer(stalls::PREEMPT_TIMER)
         .on_all_shards(move || {
             let config = config.clone();
             let keys = keys.clone();

@@ -23,9 +23,6 @@ pub const STALL_REPORT: Duration = Duration::from_millis(10);
 /// How often each shard stamps its heartbeat and the watchdog looks.
 pub const HEARTBEAT: Duration = Duration::from_millis(5);
 
-/// How long a shard runs tasks before it polls for I/O again.
-pub const PREEMPT_TIMER: Duration = Duration::from_millis(5);
-
 /// Stalls reported since start, all shards.
 static STALLS: AtomicU64 = AtomicU64::new(0);
 
