@@ -32,6 +32,7 @@ pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod pg;
 pub mod rng;
 pub mod server;
 pub mod shard;
