@@ -167,6 +167,12 @@ impl Keys {
         })
     }
 
+    /// Every configured key with its kind, for front ends that derive
+    /// per-key secrets (SCRAM logins in `pg::scram`).
+    pub fn each(&self) -> impl Iterator<Item = (KeyKind, &[u8])> {
+        self.keys.iter().map(|(kind, key)| (*kind, key.as_slice()))
+    }
+
     /// The index and kind of a configured key equal to `presented`.
     pub fn find(&self, presented: &[u8]) -> Option<(usize, KeyKind)> {
         let mut found = None;

@@ -241,8 +241,21 @@ impl Out {
         self.bytes[at..at + 4].copy_from_slice(&length.to_be_bytes());
     }
 
-    pub fn auth_cleartext(&mut self) {
-        self.message(b'R', |body| body.extend_from_slice(&3i32.to_be_bytes()));
+    /// AuthenticationSASL offering one mechanism.
+    pub fn auth_sasl(&mut self, mechanism: &str) {
+        self.message(b'R', |body| {
+            body.extend_from_slice(&10i32.to_be_bytes());
+            cstr(body, mechanism);
+            body.push(0);
+        });
+    }
+
+    /// AuthenticationSASLContinue (11) or AuthenticationSASLFinal (12).
+    pub fn auth_sasl_data(&mut self, code: i32, data: &str) {
+        self.message(b'R', |body| {
+            body.extend_from_slice(&code.to_be_bytes());
+            body.extend_from_slice(data.as_bytes());
+        });
     }
 
     pub fn auth_ok(&mut self) {

@@ -2,7 +2,8 @@
 //! read and write threads and messages.
 //!
 //! This module owns one PostgreSQL connection from its first byte to its
-//! close: framing ([`codec`]), startup and password authentication (here),
+//! close: framing ([`codec`]), startup (here) and SCRAM-SHA-256 password
+//! authentication ([`scram`]),
 //! the simple and extended query protocols ([`session`]), the statement
 //! matcher ([`sql`]) and the mapping of statements onto the HTTP API's
 //! entry point ([`exec`]), which sends engine commands to the owning shard.
@@ -17,6 +18,7 @@
 
 mod codec;
 mod exec;
+pub mod scram;
 mod session;
 mod sql;
 
@@ -42,8 +44,8 @@ pub const SERVER_VERSION: &str = "16.0";
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// Output buffered before it is written even if more input is waiting.
 const WRITE_BUFFER_BYTES_MAX: usize = 256 * 1024;
-/// A password message holds one API key; anything longer is not one.
-const PASSWORD_BYTES_MAX: usize = 1024;
+/// A SASL message holds a nonce and a proof; anything longer is not one.
+const AUTH_MESSAGE_BYTES_MAX: usize = 2048;
 /// SSLRequest/GSSENCRequest answered before a client must start.
 const ENCRYPTION_REQUESTS_MAX: usize = 2;
 
@@ -54,6 +56,8 @@ pub struct PgSettings {
     pub idle_timeout: Duration,
     /// Longest time from connecting to being authenticated.
     pub startup_timeout: Duration,
+    /// Every key's SCRAM secrets, derived once per shard.
+    pub verifier: scram::Verifier,
 }
 
 /// One client connection and its buffers.
@@ -78,7 +82,7 @@ pub async fn serve(stream: TcpStream, api: Rc<Api>, settings: Rc<PgSettings>, dr
         drain,
     };
     let deadline = Instant::now() + settings.startup_timeout;
-    let identity = match startup(&mut conn, &api, deadline).await {
+    let identity = match startup(&mut conn, &settings.verifier, deadline).await {
         Ok(identity) => identity,
         Err(fatal) => {
             conn.fail(fatal).await;
@@ -123,7 +127,7 @@ pub async fn refuse(mut stream: TcpStream) {
 /// requests. `Err(None)` closes without a word (a cancel request).
 async fn startup(
     conn: &mut Conn<'_>,
-    api: &Api,
+    verifier: &scram::Verifier,
     deadline: Instant,
 ) -> Result<Identity, Option<Fatal>> {
     let mut encryption_requests = 0;
@@ -160,46 +164,87 @@ async fn startup(
             "the user name must be the acting user id: 1 to 128 printable ASCII characters",
         )
     })?;
-    conn.out.auth_cleartext();
-    let password = read_password(conn, deadline).await?;
-    let kind = api.keys().find(password.as_bytes()).map(|(_, kind)| kind);
+    let (kind, key) = authenticate(conn, verifier, &user, deadline).await?;
     let admin = match kind {
-        Some(KeyKind::Backend) => false,
-        Some(KeyKind::Admin) => true,
-        // Frontend keys need a per-user signature, which a password
-        // cannot carry; they are refused like unknown keys.
-        Some(KeyKind::Frontend) | None => {
-            return Err(Some(Fatal::new(
-                "28P01",
-                format!(
-                    "password authentication failed for user \"{}\"",
-                    user.as_str()
-                ),
-            )));
-        }
+        KeyKind::Backend => false,
+        KeyKind::Admin => true,
+        // The verifier holds no frontend keys.
+        KeyKind::Frontend => return Err(Some(auth_failed(&user))),
     };
     greet(&mut conn.out);
     Ok(Identity {
         database: param("database").unwrap_or_else(|| user.as_str().to_owned()),
         user,
-        key: password,
+        key,
         admin,
     })
 }
 
-/// Waits for the PasswordMessage (`p`) answering the cleartext request.
-async fn read_password(conn: &mut Conn<'_>, deadline: Instant) -> Result<String, Option<Fatal>> {
+/// The SCRAM-SHA-256 exchange: the key the client proved it holds, and
+/// its kind.
+async fn authenticate(
+    conn: &mut Conn<'_>,
+    verifier: &scram::Verifier,
+    user: &UserId,
+    deadline: Instant,
+) -> Result<(KeyKind, String), Option<Fatal>> {
+    conn.out.auth_sasl(scram::MECHANISM);
+    let initial = read_auth_message(conn, deadline).await?;
+    let mut reader = codec::Reader::new(&initial);
+    let mechanism = reader.cstr()?;
+    let length = usize::try_from(reader.i32()?).map_err(|_| malformed_sasl())?;
+    let client_first = reader.take(length)?;
+    reader.finish()?;
+    if mechanism != scram::MECHANISM {
+        return Err(Some(Fatal::new("28000", "only SCRAM-SHA-256 is offered")));
+    }
+    let exchange = std::str::from_utf8(client_first)
+        .ok()
+        .and_then(|text| verifier.start(text))
+        .ok_or_else(malformed_sasl)?;
+    conn.out.auth_sasl_data(11, exchange.server_first());
+    let client_final = read_auth_message(conn, deadline).await?;
+    let client_final = std::str::from_utf8(&client_final).map_err(|_| malformed_sasl())?;
+    let (kind, key, server_final) = verifier
+        .finish(&exchange, client_final)
+        .ok_or_else(|| auth_failed(user))?;
+    conn.out.auth_sasl_data(12, &server_final);
+    Ok((kind, key))
+}
+
+fn malformed_sasl() -> Fatal {
+    Fatal::new("08P01", "malformed SCRAM-SHA-256 message")
+}
+
+fn auth_failed(user: &UserId) -> Fatal {
+    Fatal::new(
+        "28P01",
+        format!(
+            "password authentication failed for user \"{}\"",
+            user.as_str()
+        ),
+    )
+}
+
+/// Waits for the next authentication message (`p`) and returns its body.
+async fn read_auth_message(
+    conn: &mut Conn<'_>,
+    deadline: Instant,
+) -> Result<Vec<u8>, Option<Fatal>> {
     loop {
-        match codec::parse_message(&conn.input, PASSWORD_BYTES_MAX)? {
+        match codec::parse_message(&conn.input, AUTH_MESSAGE_BYTES_MAX)? {
             Some(message) if message.tag == b'p' => {
-                let mut reader = codec::Reader::new(message.body);
-                let password = reader.cstr()?.to_owned();
-                reader.finish()?;
+                let body = message.body.to_vec();
                 let used = message.used;
                 conn.input.drain(..used);
-                return Ok(password);
+                return Ok(body);
             }
-            Some(_) => return Err(Some(Fatal::new("08P01", "expected a password message"))),
+            Some(_) => {
+                return Err(Some(Fatal::new(
+                    "08P01",
+                    "expected an authentication message",
+                )));
+            }
             None => conn.read_before(deadline).await?,
         }
     }

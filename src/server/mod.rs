@@ -304,6 +304,7 @@ async fn run_shard(
             message_bytes_max: config.limits.request_body_bytes_max + 64 * 1024,
             idle_timeout: settings.idle_timeout,
             startup_timeout: settings.request_timeout,
+            verifier: crate::pg::scram::Verifier::new(api.keys()),
         });
         glommio::spawn_local(accept_pg(
             listener,

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use progressdb::pg::scram;
 use support::{API_KEY, Server};
 
 const ADMIN_KEY: &str = "admin-key-0123456789";
@@ -178,8 +179,8 @@ impl Raw {
         raw
     }
 
-    /// StartupMessage, then the password when asked; the answer up to
-    /// ReadyForQuery or an error.
+    /// StartupMessage, then the SCRAM-SHA-256 exchange when asked; the
+    /// answer up to ReadyForQuery or an error.
     fn startup(&mut self, user: &str, password: &str) -> Vec<Message> {
         let mut body = 196_608i32.to_be_bytes().to_vec();
         for (name, value) in [("user", user), ("database", "chat")] {
@@ -193,12 +194,42 @@ impl Raw {
         packet.extend(body);
         self.send(&packet);
         match self.read() {
-            Some((b'R', auth)) if auth == 3i32.to_be_bytes() => {}
+            Some((b'R', auth)) if auth.starts_with(&10i32.to_be_bytes()) => {}
             other => return other.into_iter().collect(),
         }
-        let mut password = password.as_bytes().to_vec();
-        password.push(0);
-        self.send(&message(b'p', &password));
+        let client_first_bare = "n=,r=raw-test-nonce";
+        let mut initial = b"SCRAM-SHA-256\0".to_vec();
+        let client_first = format!("n,,{client_first_bare}");
+        initial.extend_from_slice(&(client_first.len() as i32).to_be_bytes());
+        initial.extend_from_slice(client_first.as_bytes());
+        self.send(&message(b'p', &initial));
+        let server_first = match self.read() {
+            Some((b'R', data)) if data.starts_with(&11i32.to_be_bytes()) => {
+                String::from_utf8(data[4..].to_vec()).unwrap()
+            }
+            other => return other.into_iter().collect(),
+        };
+        let field = |name: &str| {
+            server_first
+                .split(',')
+                .find_map(|field| field.strip_prefix(name))
+                .unwrap()
+                .to_owned()
+        };
+        let salt = scram::base64_decode(&field("s=")).unwrap();
+        let salted =
+            scram::salted_password(password.as_bytes(), &salt, field("i=").parse().unwrap());
+        let client_key = scram::hmac(&salted, b"Client Key");
+        let without_proof = format!("c=biws,r={}", field("r="));
+        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+        let signature = scram::hmac(&scram::sha256(&client_key), auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let client_final = format!("{without_proof},p={}", scram::base64_encode(&proof));
+        self.send(&message(b'p', client_final.as_bytes()));
         self.read_until_ready()
     }
 
