@@ -103,6 +103,12 @@ pub async fn serve(stream: TcpStream, api: Rc<Api>, settings: Rc<PgSettings>, dr
                 if conn.out.bytes.len() >= WRITE_BUFFER_BYTES_MAX && !conn.flush().await {
                     return;
                 }
+                while session.busy() {
+                    session.step(&mut conn.out).await;
+                    if conn.out.bytes.len() >= WRITE_BUFFER_BYTES_MAX && !conn.flush().await {
+                        return;
+                    }
+                }
             }
             Ok(None) => {
                 if !conn.flush().await || !conn.read_idle().await {

@@ -8,12 +8,12 @@
 //! transactions): BEGIN/COMMIT are accepted so drivers that open
 //! transactions work, and ROLLBACK warns that nothing was undone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use super::codec::{self, Fatal, Out, Reader};
 use super::exec::{self, Identity, Outcome};
-use super::sql::{self, BOOL, INT2, INT4, INT8, JSON, JSONB, SqlError, Statement};
+use super::sql::{self, BOOL, INT2, INT4, INT8, JSON, JSONB, Matched, SqlError, Statement};
 use crate::api::Api;
 
 /// Prepared statements and portals a connection may hold at once, so a
@@ -43,6 +43,8 @@ pub struct Session {
     /// After an error in the extended protocol, messages are skipped until
     /// Sync, as PostgreSQL does.
     skipping: bool,
+    /// Statements of a simple query not yet answered.
+    pending: VecDeque<Result<Matched, SqlError>>,
 }
 
 impl Session {
@@ -54,6 +56,7 @@ impl Session {
             portals: HashMap::new(),
             status: b'I',
             skipping: false,
+            pending: VecDeque::new(),
         }
     }
 
@@ -74,7 +77,7 @@ impl Session {
             return Ok(true);
         }
         let result = match tag {
-            b'Q' => return self.simple_query(body, out).await.map(|()| true),
+            b'Q' => return self.simple_query(body).map(|()| true),
             b'P' => self.parse(body, out),
             b'B' => self.bind(body, out),
             b'D' => self.describe(body, out),
@@ -108,43 +111,59 @@ impl Session {
         }
     }
 
-    /// `Q`: one or more statements, each answered in turn; the first error
-    /// ends the string. Always ends with ReadyForQuery.
-    async fn simple_query(&mut self, body: &[u8], out: &mut Out) -> Result<(), Fatal> {
+    /// `Q`: queues its statements; [`Session::step`] answers them one at
+    /// a time, so the connection can write each answer before the next
+    /// statement runs and a string of many statements cannot pile up
+    /// their results in memory.
+    fn simple_query(&mut self, body: &[u8]) -> Result<(), Fatal> {
         let mut reader = Reader::new(body);
         let text = reader.cstr()?;
         reader.finish()?;
-        for matched in sql::parse_many(text) {
-            let ran = match matched {
-                Ok(matched) if matched.param_oids.is_empty() => self
-                    .run(&matched.statement, &[], out)
-                    .await
-                    .map(|outcome| (exec::result_columns(&matched.statement), outcome)),
-                Ok(_) => Err(SqlError::new(
-                    "08P01",
-                    "a simple query has no parameters: use the extended protocol for $n",
-                )),
-                Err(err) => Err(err),
-            };
-            match ran {
-                Ok((columns, Some(outcome))) => {
-                    if let Some(columns) = columns {
-                        row_description(out, &columns, &[]);
-                    }
-                    // Text results: no format can be wrong.
-                    if let Err(err) = send_outcome(out, outcome, &[]) {
-                        self.fail(&err, out);
-                    }
+        self.pending = sql::parse_many(text).into();
+        Ok(())
+    }
+
+    /// Whether statements of a simple query are still to run.
+    pub fn busy(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Runs the next queued statement of a simple query; the first error
+    /// drops the rest. After the last one, ReadyForQuery.
+    pub async fn step(&mut self, out: &mut Out) {
+        let Some(matched) = self.pending.pop_front() else {
+            return;
+        };
+        let ran = match matched {
+            Ok(matched) if matched.param_oids.is_empty() => self
+                .run(&matched.statement, &[], out)
+                .await
+                .map(|outcome| (exec::result_columns(&matched.statement), outcome)),
+            Ok(_) => Err(SqlError::new(
+                "08P01",
+                "a simple query has no parameters: use the extended protocol for $n",
+            )),
+            Err(err) => Err(err),
+        };
+        match ran {
+            Ok((columns, Some(outcome))) => {
+                if let Some(columns) = columns {
+                    row_description(out, &columns, &[]);
                 }
-                Ok((_, None)) => {}
-                Err(err) => {
+                // Text results: no format can be wrong.
+                if let Err(err) = send_outcome(out, outcome, &[]) {
                     self.fail(&err, out);
-                    break;
                 }
             }
+            Ok((_, None)) => {}
+            Err(err) => {
+                self.fail(&err, out);
+                self.pending.clear();
+            }
         }
-        out.ready(self.status);
-        Ok(())
+        if self.pending.is_empty() {
+            out.ready(self.status);
+        }
     }
 
     /// Runs one statement, keeping the transaction status. `None` when the

@@ -496,6 +496,15 @@ fn hostile_input_is_refused_and_other_connections_carry_on() {
     assert_eq!(sqlstate(&answer).as_deref(), Some("42P01"));
     assert_eq!(answer.iter().filter(|(tag, _)| *tag == b'E').count(), 1);
     assert_eq!(rows(&raw.query("SELECT 1")), [[Some("1".to_owned())]]);
+    // Several statements in one query run in order; the first error drops
+    // the rest, and one ReadyForQuery ends the whole string.
+    let answer = raw.query("SELECT 1; SELECT current_user; SELECT * FROM nope; SELECT 1");
+    assert_eq!(
+        rows(&answer),
+        [[Some("1".to_owned())], [Some("mallory".to_owned())]]
+    );
+    assert_eq!(sqlstate(&answer).as_deref(), Some("42P01"));
+    assert_eq!(answer.iter().filter(|(tag, _)| *tag == b'Z').count(), 1);
 
     // A client that sends and never reads: its answers pile up until its
     // socket is full and the server stops reading it; nobody else waits.
