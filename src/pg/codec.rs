@@ -380,4 +380,25 @@ mod tests {
         assert!(Reader::new(&[0xff, 0xff]).count16().is_err());
         assert!(Reader::new(&[1]).i32().is_err());
     }
+
+    /// Random bytes as a startup packet, a message stream and message
+    /// fields: every read is bounds-checked, nothing panics.
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = crate::rng::XorShift::new(0xc0dec);
+        for _ in 0..50_000 {
+            let length = rng.below(24);
+            let bytes: Vec<u8> = (0..length)
+                .map(|_| match rng.below(4) {
+                    0 => 0,
+                    1 => rng.below(16) as u8,
+                    _ => rng.next_u64() as u8,
+                })
+                .collect();
+            let _ = parse_startup(&bytes);
+            let _ = parse_message(&bytes, 16);
+            let mut reader = Reader::new(&bytes);
+            while reader.count16().is_ok() && reader.cstr().is_ok() && reader.i32().is_ok() {}
+        }
+    }
 }

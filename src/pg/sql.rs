@@ -816,4 +816,42 @@ mod tests {
         assert_eq!(parse_many("select 1; select version()").len(), 2);
         assert_eq!(one(" -- nothing\n "), Statement::Empty);
     }
+
+    /// Hostile-input smoke test of the tokenizer and matcher: mutated
+    /// statements never panic, and each gets a statement or a SQLSTATE.
+    #[test]
+    fn mutated_statements_never_panic() {
+        const SEEDS: &[&str] = &[
+            "SELECT key, body FROM messages WHERE thread = $1 AND key < $2 ORDER BY created_ts DESC LIMIT 20",
+            "INSERT INTO messages (thread, body, author, reply_to) VALUES ('t', '{\"a\":\"\\u00e9\"}', $1::text, NULL) RETURNING *",
+            "UPDATE threads SET title = 'it''s' WHERE key = $1 RETURNING key; SHOW DateStyle",
+            "/* c */ DELETE FROM public.messages WHERE key = 'k' AND thread = \"t\" -- end",
+        ];
+        let tokens = [
+            "'", "\"", "$", "$0", "::", "/*", "--", ";", "(", "é", "\u{0}", "9",
+        ];
+        let mut rng = crate::rng::XorShift::new(0x5a1_u64);
+        for _ in 0..20_000 {
+            let mut chars: Vec<char> = SEEDS[rng.below(SEEDS.len())].chars().collect();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(chars.len() + 1);
+                match rng.below(3) {
+                    0 if at < chars.len() => {
+                        chars.remove(at);
+                    }
+                    1 => chars.truncate(at),
+                    _ => {
+                        let token = tokens[rng.below(tokens.len())];
+                        chars.splice(at..at, token.chars());
+                    }
+                }
+            }
+            let text: String = chars.into_iter().collect();
+            for result in parse_many(&text) {
+                if let Err(err) = result {
+                    assert_eq!(err.code.len(), 5, "{text:?}: {err:?}");
+                }
+            }
+        }
+    }
 }

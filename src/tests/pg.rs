@@ -527,3 +527,80 @@ fn hostile_input_is_refused_and_other_connections_carry_on() {
     drop(deaf);
     server.stop();
 }
+
+/// A well-formed extended-protocol exchange and a simple query: the seeds
+/// the mutation test below corrupts.
+fn seed_messages() -> Vec<u8> {
+    let mut bytes = message(
+        b'P',
+        b"s1\0SELECT key FROM messages WHERE thread = $1 ORDER BY created_ts DESC LIMIT $2\0\0\x02\0\0\0\x19\0\0\0\x14",
+    );
+    bytes.extend(message(
+        b'B',
+        b"p1\0s1\0\0\x01\0\x01\0\x02\0\0\0\x01t\0\0\0\x08\0\0\0\0\0\0\0\x05\0\x01\0\x01",
+    ));
+    bytes.extend(message(b'D', b"Pp1\0"));
+    bytes.extend(message(b'E', b"p1\0\0\0\0\0"));
+    bytes.extend(message(b'C', b"Ss1\0"));
+    bytes.extend(message(b'S', b""));
+    bytes.extend(message(
+        b'Q',
+        b"INSERT INTO threads (title, key) VALUES ('fuzz', 't') RETURNING *\0",
+    ));
+    bytes
+}
+
+/// Logs in, sends `bytes`, half-closes (so a message cut short is an end
+/// of input rather than a wait for more) and reads every message until the
+/// server closes.
+fn send_and_half_close(port: u16, bytes: &[u8]) -> std::io::Result<Vec<Message>> {
+    let mut raw = Raw::login(port, "mallory", API_KEY);
+    raw.send(bytes);
+    raw.stream.shutdown(std::net::Shutdown::Write)?;
+    let mut rest = Vec::new();
+    raw.stream.read_to_end(&mut rest)?;
+    let mut messages = Vec::new();
+    let mut at = 0;
+    while at + 5 <= rest.len() {
+        let length = i32::from_be_bytes(rest[at + 1..at + 5].try_into().unwrap()) as usize;
+        let end = (at + 1 + length).min(rest.len());
+        messages.push((rest[at], rest[at + 5..end].to_vec()));
+        at = end;
+    }
+    Ok(messages)
+}
+
+#[test]
+fn mutated_messages_never_take_the_server_down() {
+    let (server, port) = start();
+    let seed = 0x5eed_u64;
+    let mut rng = progressdb::rng::XorShift::new(seed);
+    let valid = seed_messages();
+    let answer = send_and_half_close(port, &valid).expect("answered");
+    assert_eq!(tags(&answer)[..2], ["SELECT 0", "INSERT 0 1"], "{answer:?}");
+    for case in 0..60 {
+        let mut bytes = valid.clone();
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(bytes.len());
+            match rng.below(4) {
+                0 => bytes[at] ^= 1 << rng.below(8),
+                1 => bytes[at] = rng.next_u64() as u8,
+                2 => {
+                    bytes.remove(at);
+                }
+                _ => bytes.truncate(at.max(1)),
+            }
+        }
+        // Answered or cut off, but always ended by the server.
+        if let Err(err) = send_and_half_close(port, &bytes) {
+            assert_eq!(
+                err.kind(),
+                ErrorKind::ConnectionReset,
+                "seed {seed:#x} case {case}"
+            );
+        }
+    }
+    let mut after = Raw::login(port, "alice", API_KEY);
+    assert_eq!(rows(&after.query("SELECT 1")), [[Some("1".to_owned())]]);
+    server.stop();
+}
