@@ -82,6 +82,20 @@ pub fn parse_startup(input: &[u8]) -> Result<Option<(Startup, usize)>, Fatal> {
     Ok(Some((startup, length)))
 }
 
+/// The StartupMessage a client sends with `params` (the client side, for
+/// tests and tools that speak raw protocol).
+pub fn startup_packet(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = PROTOCOL_3_0.to_be_bytes().to_vec();
+    for (name, value) in params {
+        cstr(&mut body, name);
+        cstr(&mut body, value);
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend(body);
+    packet
+}
+
 /// `name\0value\0 … \0`: every string terminated, names unique-ish, nothing
 /// after the final terminator.
 fn startup_params(reader: &mut Reader<'_>) -> Result<Vec<(String, String)>, Fatal> {
@@ -213,6 +227,15 @@ impl<'a> Reader<'a> {
         Ok(text)
     }
 
+    /// The body of Describe and Close: a kind byte (`S` statement, `P`
+    /// portal) and a name, nothing after.
+    pub fn kind_and_name(mut self) -> Result<(u8, &'a str), Fatal> {
+        let kind = self.u8()?;
+        let name = self.cstr()?;
+        self.finish()?;
+        Ok((kind, name))
+    }
+
     /// The rest must be empty: a message with extra bytes is malformed.
     pub fn finish(&self) -> Result<(), Fatal> {
         if self.bytes.is_empty() {
@@ -317,23 +340,9 @@ pub fn cstr(body: &mut Vec<u8>, text: &str) {
 mod tests {
     use super::*;
 
-    fn startup(params: &[(&str, &str)]) -> Vec<u8> {
-        let mut body = PROTOCOL_3_0.to_be_bytes().to_vec();
-        for (name, value) in params {
-            body.extend_from_slice(name.as_bytes());
-            body.push(0);
-            body.extend_from_slice(value.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-        packet.extend(body);
-        packet
-    }
-
     #[test]
     fn startup_packets_are_framed_and_checked() {
-        let packet = startup(&[("user", "alice"), ("database", "chat")]);
+        let packet = startup_packet(&[("user", "alice"), ("database", "chat")]);
         let (parsed, used) = parse_startup(&packet).unwrap().unwrap();
         assert_eq!(used, packet.len());
         assert_eq!(

@@ -16,7 +16,7 @@
 //! keeps every length and terminator check in code we test against hostile
 //! input.
 
-mod codec;
+pub mod codec;
 mod exec;
 pub mod scram;
 mod session;

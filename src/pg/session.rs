@@ -263,12 +263,7 @@ impl Session {
     }
 
     fn prepared(&self, name: &str) -> Result<&Prepared, Step> {
-        self.statements.get(name).ok_or_else(|| {
-            Step::Sql(SqlError::new(
-                "26000",
-                format!("prepared statement \"{name}\" does not exist"),
-            ))
-        })
+        lookup(&self.statements, name, "26000", "prepared statement")
     }
 
     /// Bind: portal, statement, parameter formats and values, result
@@ -328,10 +323,7 @@ impl Session {
     /// Describe a statement (parameter types, then columns) or a portal
     /// (columns in the formats Bind asked for).
     fn describe(&mut self, body: &[u8], out: &mut Out) -> Result<(), Step> {
-        let mut reader = Reader::new(body);
-        let kind = reader.u8()?;
-        let name = reader.cstr()?;
-        reader.finish()?;
+        let (kind, name) = Reader::new(body).kind_and_name()?;
         let (statement, formats) = match kind {
             b'S' => {
                 let prepared = self.prepared(name)?;
@@ -361,12 +353,7 @@ impl Session {
     }
 
     fn portal(&self, name: &str) -> Result<&Portal, Step> {
-        self.portals.get(name).ok_or_else(|| {
-            Step::Sql(SqlError::new(
-                "34000",
-                format!("portal \"{name}\" does not exist"),
-            ))
-        })
+        lookup(&self.portals, name, "34000", "portal")
     }
 
     /// Execute: every row at once. A row limit is not honoured (pages are
@@ -389,10 +376,7 @@ impl Session {
     }
 
     fn close(&mut self, body: &[u8], out: &mut Out) -> Result<(), Step> {
-        let mut reader = Reader::new(body);
-        let kind = reader.u8()?;
-        let name = reader.cstr()?;
-        reader.finish()?;
+        let (kind, name) = Reader::new(body).kind_and_name()?;
         match kind {
             b'S' => self.statements.remove(name).map(drop),
             b'P' => self.portals.remove(name).map(drop),
@@ -420,6 +404,22 @@ impl From<Fatal> for Step {
     fn from(fatal: Fatal) -> Step {
         Step::Fatal(fatal)
     }
+}
+
+/// A named statement or portal, or the SQLSTATE `code` saying it does
+/// not exist.
+fn lookup<'a, T>(
+    map: &'a HashMap<String, T>,
+    name: &str,
+    code: &'static str,
+    what: &str,
+) -> Result<&'a T, Step> {
+    map.get(name).ok_or_else(|| {
+        Step::Sql(SqlError::new(
+            code,
+            format!("{what} \"{name}\" does not exist"),
+        ))
+    })
 }
 
 fn formats(reader: &mut Reader<'_>) -> Result<Vec<i16>, Fatal> {

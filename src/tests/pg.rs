@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use progressdb::pg::scram;
+use progressdb::pg::{codec, scram};
 use support::{API_KEY, Server};
 
 const ADMIN_KEY: &str = "admin-key-0123456789";
@@ -182,17 +182,10 @@ impl Raw {
     /// StartupMessage, then the SCRAM-SHA-256 exchange when asked; the
     /// answer up to ReadyForQuery or an error.
     fn startup(&mut self, user: &str, password: &str) -> Vec<Message> {
-        let mut body = 196_608i32.to_be_bytes().to_vec();
-        for (name, value) in [("user", user), ("database", "chat")] {
-            body.extend_from_slice(name.as_bytes());
-            body.push(0);
-            body.extend_from_slice(value.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-        packet.extend(body);
-        self.send(&packet);
+        self.send(&codec::startup_packet(&[
+            ("user", user),
+            ("database", "chat"),
+        ]));
         match self.read() {
             Some((b'R', auth)) if auth.starts_with(&10i32.to_be_bytes()) => {}
             other => return other.into_iter().collect(),
