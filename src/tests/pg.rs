@@ -432,7 +432,7 @@ fn answer_then_close(port: u16, login: bool, bytes: &[u8]) -> Vec<Message> {
 }
 
 #[test]
-fn hostile_input_is_refused_and_other_connections_carry_on() {
+fn hostile_framing_is_refused_and_closes_only_that_connection() {
     let (server, port) = start();
     // Opened first and used last: it must be unaffected by everything below.
     let mut bystander = Raw::login(port, "alice", API_KEY);
@@ -477,6 +477,15 @@ fn hostile_input_is_refused_and_other_connections_carry_on() {
         assert_eq!(sqlstate(&answer).as_deref(), Some(code), "{bytes:?}");
     }
 
+    let page = bystander.query("SELECT current_user");
+    assert_eq!(rows(&page), [[Some("alice".to_owned())]]);
+    server.stop();
+}
+
+#[test]
+fn errors_keep_connections_usable_and_a_deaf_client_blocks_nobody() {
+    let (server, port) = start();
+    let mut bystander = Raw::login(port, "alice", API_KEY);
     // Statement errors leave the connection usable, extended protocol too:
     // after an error everything up to Sync is skipped.
     let mut raw = Raw::login(port, "mallory", API_KEY);
