@@ -89,7 +89,9 @@ pub async fn serve(stream: TcpStream, api: Rc<Api>, settings: Rc<PgSettings>, dr
             return;
         }
     };
-    let mut session = session::Session::new(api, identity);
+    // Room for a few full-size Parse/Bind messages at once.
+    let retained_max = settings.message_bytes_max.saturating_mul(4);
+    let mut session = session::Session::new(api, identity, retained_max);
     loop {
         match codec::parse_message(&conn.input, settings.message_bytes_max) {
             Ok(Some(message)) => {

@@ -16,17 +16,22 @@ use super::exec::{self, Identity, Outcome};
 use super::sql::{self, BOOL, INT2, INT4, INT8, JSON, JSONB, Matched, SqlError, Statement};
 use crate::api::Api;
 
-/// Prepared statements and portals a connection may hold at once, so a
-/// client cannot grow the server's memory without bound.
+/// Prepared statements, and portals, a connection may hold at once; their
+/// bytes are bounded too (see [`Session::new`]), so a client cannot grow
+/// the server's memory without bound.
 const PREPARED_MAX: usize = 256;
 
 struct Prepared {
+    /// The Parse message's size, counted against the connection's budget.
+    bytes: usize,
     statement: Statement,
     /// One OID per parameter: the client's where it named one, else ours.
     param_oids: Vec<u32>,
 }
 
 struct Portal {
+    /// The Bind message's size, counted against the connection's budget.
+    bytes: usize,
     statement: Statement,
     params: Vec<Option<String>>,
     /// Result column formats as Bind gave them (0 text, 1 binary).
@@ -45,10 +50,14 @@ pub struct Session {
     skipping: bool,
     /// Statements of a simple query not yet answered.
     pending: VecDeque<Result<Matched, SqlError>>,
+    /// Most bytes of Parse and Bind messages kept at once.
+    retained_max: usize,
 }
 
 impl Session {
-    pub fn new(api: Rc<Api>, identity: Identity) -> Session {
+    /// `retained_max` bounds the bytes of the statements and portals the
+    /// connection keeps.
+    pub fn new(api: Rc<Api>, identity: Identity, retained_max: usize) -> Session {
         Session {
             api,
             identity,
@@ -57,6 +66,7 @@ impl Session {
             status: b'I',
             skipping: false,
             pending: VecDeque::new(),
+            retained_max,
         }
     }
 
@@ -237,12 +247,9 @@ impl Session {
                 format!("prepared statement \"{name}\" already exists"),
             )));
         }
-        if !self.statements.contains_key(&name) && self.statements.len() >= PREPARED_MAX {
-            return Err(Step::Sql(SqlError::new(
-                "54000",
-                "too many prepared statements",
-            )));
-        }
+        let replaced = self.statements.get(&name).map(|held| held.bytes);
+        let full = replaced.is_none() && self.statements.len() >= PREPARED_MAX;
+        self.admit("prepared statements", full, replaced, body.len())?;
         let matched = sql::parse_one(text)?;
         let mut param_oids = matched.param_oids;
         param_oids.resize(param_oids.len().max(declared.len()), 0);
@@ -254,11 +261,37 @@ impl Session {
         self.statements.insert(
             name,
             Prepared {
+                bytes: body.len(),
                 statement: matched.statement,
                 param_oids,
             },
         );
         out.message(b'1', |_| {});
+        Ok(())
+    }
+
+    /// Refuses to keep one more statement or portal of `bytes` when the
+    /// connection holds as many as it may (`full`) or the bytes held would
+    /// pass the budget; `replaced` is the size of the one it replaces.
+    fn admit(
+        &self,
+        what: &str,
+        full: bool,
+        replaced: Option<usize>,
+        bytes: usize,
+    ) -> Result<(), Step> {
+        let held: usize = self
+            .statements
+            .values()
+            .map(|held| held.bytes)
+            .sum::<usize>()
+            + self.portals.values().map(|held| held.bytes).sum::<usize>();
+        if full || held - replaced.unwrap_or(0) + bytes > self.retained_max {
+            return Err(Step::Sql(SqlError::new(
+                "54000",
+                format!("this connection holds too many {what}: close some"),
+            )));
+        }
         Ok(())
     }
 
@@ -304,13 +337,14 @@ impl Session {
                     .transpose()?,
             );
         }
-        if !self.portals.contains_key(&portal) && self.portals.len() >= PREPARED_MAX {
-            return Err(Step::Sql(SqlError::new("54000", "too many portals")));
-        }
         let statement = prepared.statement.clone();
+        let replaced = self.portals.get(&portal).map(|held| held.bytes);
+        let full = replaced.is_none() && self.portals.len() >= PREPARED_MAX;
+        self.admit("portals", full, replaced, body.len())?;
         self.portals.insert(
             portal,
             Portal {
+                bytes: body.len(),
                 statement,
                 params,
                 formats: result_formats,

@@ -606,3 +606,44 @@ fn mutated_messages_never_take_the_server_down() {
     assert_eq!(rows(&after.query("SELECT 1")), [[Some("1".to_owned())]]);
     server.stop();
 }
+
+/// A Parse of statement `name` followed by Sync.
+fn parse_and_sync(name: &str, sql: &str) -> Vec<u8> {
+    let mut body = format!("{name}\0{sql}\0").into_bytes();
+    body.extend_from_slice(&0i16.to_be_bytes());
+    let mut bytes = message(b'P', &body);
+    bytes.extend(message(b'S', b""));
+    bytes
+}
+
+#[test]
+fn prepared_statements_are_bounded_per_connection() {
+    let (_server, port) = start();
+    let mut raw = Raw::login(port, "mallory", API_KEY);
+    let refused = (0..300).find_map(|index| {
+        raw.send(&parse_and_sync(&format!("s{index}"), "SELECT 1"));
+        sqlstate(&raw.read_until_ready()).map(|code| (index, code))
+    });
+    assert_eq!(refused, Some((256, "54000".to_owned())));
+
+    // Bytes held are bounded too: large statements run out before 256.
+    let mut raw = Raw::login(port, "mallory", API_KEY);
+    let body = format!("'\"{}\"'", "x".repeat(600 * 1024));
+    let sql = format!("INSERT INTO messages (thread, body) VALUES ('t', {body})");
+    let refused = (0..20).find_map(|index| {
+        raw.send(&parse_and_sync(&format!("big{index}"), &sql));
+        sqlstate(&raw.read_until_ready()).map(|code| (index, code))
+    });
+    assert!(
+        matches!(&refused, Some((index, code)) if *index < 10 && code == "54000"),
+        "{refused:?}"
+    );
+    // Closing one makes room again, and the connection still works.
+    let mut close = message(b'C', b"Sbig0\0");
+    close.extend(message(b'S', b""));
+    raw.send(&close);
+    assert_eq!(sqlstate(&raw.read_until_ready()), None);
+    raw.send(&parse_and_sync("big-again", &sql));
+    assert_eq!(sqlstate(&raw.read_until_ready()), None);
+    assert_eq!(rows(&raw.query("SELECT 1")), [[Some("1".to_owned())]]);
+}
