@@ -2,12 +2,12 @@
 //! read and write threads and messages.
 //!
 //! This module owns one PostgreSQL connection from its first byte to its
-//! close: framing ([`codec`]), startup (here) and SCRAM-SHA-256 password
-//! authentication ([`scram`]),
-//! the simple and extended query protocols ([`session`]), the statement
-//! matcher ([`sql`]) and the mapping of statements onto the HTTP API's
-//! entry point ([`exec`]), which sends engine commands to the owning shard.
-//! It runs on the same glommio executors and connection slots as HTTP.
+//! close: framing ([`codec`]), startup (here), SCRAM-SHA-256 password
+//! authentication ([`scram`]), the simple and extended query protocols
+//! (`session.rs`), the statement matcher (`sql.rs`) and the mapping of
+//! statements onto the HTTP API's entry point (`exec.rs`), which sends
+//! engine commands to the owning shard. It runs on the same glommio
+//! executors and connection slots as HTTP.
 //!
 //! The codec is ours rather than a crate's: `pgwire`, the maintained Rust
 //! implementation, drives connections on tokio, while every connection
