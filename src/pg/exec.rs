@@ -6,6 +6,8 @@
 //! the mesh, the same access rules, soft deletes and decryption. The JSON
 //! answer is then turned into rows.
 
+use std::collections::VecDeque;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -355,6 +357,19 @@ impl Call<'_> {
             return self.message_by_key(&messages, &key).await;
         }
         let limit = self.limit(select)?;
+        if let Some((op, bound)) = &select.created_ts {
+            let bound = self
+                .required(Some(bound), "created_ts")?
+                .parse()
+                .map_err(|_| {
+                    SqlError::bad_input(
+                        "created_ts is an integer: nanoseconds since the Unix epoch",
+                    )
+                })?;
+            return self
+                .messages_by_time(&messages, (*op, bound), &limit, select)
+                .await;
+        }
         let (cursor, reverse) = match (&select.key, select.descending) {
             (None, descending) => (String::new(), descending),
             (Some((KeyOp::Before, key)), descending) if descending || !select.ordered => (
@@ -386,6 +401,78 @@ impl Call<'_> {
             rows.reverse();
         }
         Ok(rows)
+    }
+
+    /// A page bounded by a timestamp. The API pages by message key, so the
+    /// thread is walked back from its newest page, `limit` messages at a
+    /// time, until the page is complete or the bound is passed; past
+    /// [`TIME_WALK_MESSAGES_MAX`] messages the statement is refused, so a
+    /// bound far back cannot make one statement read a whole long thread.
+    async fn messages_by_time(
+        &self,
+        messages: &str,
+        (op, bound): (KeyOp, u64),
+        limit: &str,
+        select: &Select,
+    ) -> Result<Vec<Vec<Option<String>>>, SqlError> {
+        let descending = select.descending || (!select.ordered && op == KeyOp::Before);
+        if op == KeyOp::Before && !descending {
+            return Err(SqlError::unsupported(
+                "the oldest messages before a time are not a page: ORDER BY created_ts DESC",
+            ));
+        }
+        let wanted: usize = limit
+            .parse()
+            .map_err(|_| SqlError::bad_input("LIMIT is a positive integer"))?;
+        // Newest first; for the oldest after a time, only the last `wanted`.
+        let mut kept = VecDeque::new();
+        let (mut cursor, mut scanned) = (String::new(), 0);
+        loop {
+            let query = format!("limit={}{cursor}", segment(limit));
+            let Some(body) = self
+                .http(Method::Get, messages.to_owned(), query, None)
+                .await?
+            else {
+                return Ok(Vec::new());
+            };
+            let page = rows_of(Relation::Messages, &body, true)?;
+            let more = page.len() >= wanted.max(1);
+            let oldest = page.first().and_then(|row| row[0].clone());
+            scanned += page.len();
+            for row in page.into_iter().rev() {
+                let ts: u64 = row[3]
+                    .as_deref()
+                    .and_then(|ts| ts.parse().ok())
+                    .unwrap_or(0);
+                let inside = if op == KeyOp::Before {
+                    ts < bound
+                } else {
+                    ts > bound
+                };
+                if !inside && op == KeyOp::After {
+                    return Ok(finish_time_page(kept, descending));
+                }
+                if inside {
+                    kept.push_back(row);
+                }
+                if kept.len() > wanted {
+                    kept.pop_front();
+                }
+                if kept.len() == wanted && (op == KeyOp::Before || descending) {
+                    return Ok(finish_time_page(kept, descending));
+                }
+            }
+            match oldest {
+                Some(oldest) if more => cursor = format!("&before={}", segment(&oldest)),
+                _ => return Ok(finish_time_page(kept, descending)),
+            }
+            if scanned >= TIME_WALK_MESSAGES_MAX {
+                return Err(SqlError::new(
+                    "54000",
+                    "the created_ts bound is too far back to page to; page by key instead",
+                ));
+            }
+        }
     }
 
     async fn message_by_key(
@@ -473,6 +560,21 @@ impl Call<'_> {
             .unwrap_or_default();
         rows_of(Relation::Threads, &body, true)
     }
+}
+
+/// Messages a timestamp-bounded page may walk past before it is refused.
+const TIME_WALK_MESSAGES_MAX: usize = 100_000;
+
+/// The rows a timestamp walk kept (newest first), in the statement's order.
+fn finish_time_page(
+    kept: VecDeque<Vec<Option<String>>>,
+    descending: bool,
+) -> Vec<Vec<Option<String>>> {
+    let mut rows: Vec<_> = kept.into();
+    if !descending {
+        rows.reverse();
+    }
+    rows
 }
 
 /// A written row's outcome: the object the API answered, as RETURNING rows.

@@ -68,8 +68,14 @@ impl Relation {
     }
 }
 
-/// The `thread` and `key` conditions of a WHERE clause.
-type Conditions = (Option<Value>, Option<(KeyOp, Value)>);
+/// The conditions of a WHERE clause, each at most once.
+#[derive(Default)]
+struct Conditions {
+    thread: Option<Value>,
+    key: Option<(KeyOp, Value)>,
+    /// `created_ts < v` or `> v` (messages only).
+    created_ts: Option<(KeyOp, Value)>,
+}
 
 /// A statement that failed to match or to run: SQLSTATE and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +124,8 @@ pub struct Select {
     pub columns: Vec<usize>,
     pub thread: Option<Value>,
     pub key: Option<(KeyOp, Value)>,
+    /// A timestamp bound on a message page (never with `key`).
+    pub created_ts: Option<(KeyOp, Value)>,
     pub sort: ThreadSort,
     /// Whether `ORDER BY` was given; without it the order is ours to pick.
     pub ordered: bool,
@@ -463,10 +471,14 @@ impl Parser<'_> {
         self.expect_word("from")?;
         let relation = self.relation()?;
         let columns = resolve_columns(relation, projection)?;
-        let (thread, key) = if self.word("where") {
+        let Conditions {
+            thread,
+            key,
+            created_ts,
+        } = if self.word("where") {
             self.conditions(relation)?
         } else {
-            (None, None)
+            Conditions::default()
         };
         let ordered = matches!(self.peek(), Some(Token::Word(word)) if word == "order");
         let (sort, descending) = self.order_by(relation)?;
@@ -480,6 +492,7 @@ impl Parser<'_> {
             columns,
             thread,
             key,
+            created_ts,
             sort,
             ordered,
             descending,
@@ -541,10 +554,10 @@ impl Parser<'_> {
         Ok(Some(names))
     }
 
-    /// `thread = v`, `key = v`, `key < v`, `key > v`, joined by AND, in
-    /// any order, each at most once.
+    /// `thread = v`, `key = v`, `key < v`, `key > v`, `created_ts < v`,
+    /// `created_ts > v`, joined by AND, in any order, each at most once.
     fn conditions(&mut self, relation: Relation) -> Result<Conditions, SqlError> {
-        let (mut thread, mut key) = (None, None);
+        let mut found = Conditions::default();
         loop {
             let name = self.identifier()?;
             let op = match self.peek() {
@@ -554,21 +567,24 @@ impl Parser<'_> {
                 _ => return Err(unsupported_shape()),
             };
             self.at += 1;
-            let value = self.value(TEXT)?;
+            let messages = relation == Relation::Messages;
+            let value = self.value(if name == "created_ts" { INT8 } else { TEXT })?;
             match (name.as_str(), op) {
-                ("thread", KeyOp::Eq) if relation == Relation::Messages && thread.is_none() => {
-                    thread = Some(value);
+                ("thread", KeyOp::Eq) if messages && found.thread.is_none() => {
+                    found.thread = Some(value);
                 }
-                ("key", _) if key.is_none() => key = Some((op, value)),
-                ("created_ts" | "updated_ts", _) => {
-                    return Err(SqlError::unsupported(
-                        "timeline pages are bounded by message key: use `key < $n` or `key > $n` instead of a timestamp",
-                    ));
+                ("key", _) if found.key.is_none() && found.created_ts.is_none() => {
+                    found.key = Some((op, value));
+                }
+                ("created_ts", KeyOp::Before | KeyOp::After)
+                    if messages && found.key.is_none() && found.created_ts.is_none() =>
+                {
+                    found.created_ts = Some((op, value));
                 }
                 _ => return Err(unsupported_shape()),
             }
             if !self.word("and") {
-                return Ok((thread, key));
+                return Ok(found);
             }
         }
     }
@@ -706,9 +722,13 @@ impl Parser<'_> {
         if !self.word("where") {
             return Err(one_row());
         }
-        let (thread, key) = self.conditions(relation)?;
+        let Conditions {
+            thread,
+            key,
+            created_ts,
+        } = self.conditions(relation)?;
         let key = match key {
-            Some((KeyOp::Eq, key)) => key,
+            Some((KeyOp::Eq, key)) if created_ts.is_none() => key,
             _ => return Err(one_row()),
         };
         if relation == Relation::Messages && thread.is_none() {
@@ -779,6 +799,19 @@ mod tests {
         assert_eq!(select.key, Some((KeyOp::Before, Value::Param(2))));
         assert!(select.descending);
         assert_eq!(select.limit, Some(Value::Text("20".into())));
+        let matched = parse_one(
+            "SELECT key FROM messages WHERE created_ts > $2 AND thread = $1 ORDER BY created_ts LIMIT 5",
+        )
+        .unwrap();
+        assert_eq!(matched.param_oids, vec![TEXT, INT8]);
+        let Statement::Select(select) = matched.statement else {
+            panic!("not a select")
+        };
+        assert_eq!(select.created_ts, Some((KeyOp::After, Value::Param(2))));
+        let err = parse_one(
+            "SELECT key FROM messages WHERE thread = 't' AND key < 'k' AND created_ts < 1",
+        );
+        assert_eq!(err.unwrap_err().code, "0A000", "one bound at a time");
         let matched = parse_one("select * from public.threads where key = $1::text").unwrap();
         assert_eq!(matched.param_oids, vec![TEXT]);
     }

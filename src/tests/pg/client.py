@@ -58,6 +58,16 @@ cur.execute(
 )
 assert [row[0] for row in cur.fetchall()] == [keys[3], keys[4]]
 
+# Timestamp bounds page the same timeline.
+cur.execute("SELECT key, created_ts FROM messages WHERE thread = %s ORDER BY created_ts DESC LIMIT 10", (thread,))
+created = dict(cur.fetchall())
+before = "SELECT key FROM messages WHERE thread = %s AND created_ts < %s ORDER BY created_ts DESC LIMIT %s"
+cur.execute(before, (thread, created[keys[3]], 2), prepare=True)
+assert [row[0] for row in cur.fetchall()] == [keys[2], keys[1]]
+after = "SELECT key FROM messages WHERE thread = %s AND created_ts > %s ORDER BY created_ts LIMIT %s"
+cur.execute(after, (thread, created[keys[1]], 2), prepare=True)
+assert [row[0] for row in cur.fetchall()] == [keys[2], keys[3]]
+
 cur.execute(
     "UPDATE messages SET body = %s WHERE thread = %s AND key = %s RETURNING version, body",
     (Jsonb({"text": "edited"}), thread, keys[0]),
