@@ -328,24 +328,38 @@ impl Conn<'_> {
         let left = deadline.saturating_duration_since(Instant::now());
         let buffer = &mut self.input[start..];
         let stream = &mut self.stream;
-        let read = glommio::timer::timeout(left, async move {
-            stream
-                .read(buffer)
-                .await
-                .map_err(glommio::GlommioError::from)
-        })
+        let drain = self.drain;
+        // A connection still starting up does not hold shutdown back.
+        let read = futures_lite::future::or(
+            async move {
+                let read = async move {
+                    stream
+                        .read(buffer)
+                        .await
+                        .map_err(glommio::GlommioError::from)
+                };
+                Some(glommio::timer::timeout(left, read).await)
+            },
+            async {
+                drain.wait().await;
+                None
+            },
+        )
         .await;
-        match read {
-            Ok(count) if count > 0 => {
+        let outcome = match read {
+            Some(Ok(count)) if count > 0 => {
                 self.input.truncate(start + count);
-                Ok(())
+                return Ok(());
             }
-            Ok(_) => Err(None),
-            Err(glommio::GlommioError::IoError(err)) if err.kind() != ErrorKind::TimedOut => {
-                Err(None)
+            None => Some(Fatal::new("57P01", "the server is shutting down")),
+            Some(Ok(_)) => None,
+            Some(Err(glommio::GlommioError::IoError(err))) if err.kind() != ErrorKind::TimedOut => {
+                None
             }
-            Err(_) => Err(Some(Fatal::new("08006", "startup not completed in time"))),
-        }
+            Some(Err(_)) => Some(Fatal::new("08006", "startup not completed in time")),
+        };
+        self.input.truncate(start);
+        Err(outcome)
     }
 
     /// Sends a FATAL error (if any) and closes.

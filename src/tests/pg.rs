@@ -318,7 +318,7 @@ fn startup_answers_ssl_and_authenticates_with_api_keys() {
     let (_server, port) = start();
     let mut raw = Raw::connect(port);
     let mut ssl = 8i32.to_be_bytes().to_vec();
-    ssl.extend_from_slice(&80_877_103i32.to_be_bytes());
+    ssl.extend_from_slice(&codec::SSL_REQUEST.to_be_bytes());
     raw.send(&ssl);
     let mut answer = [0u8; 1];
     raw.stream.read_exact(&mut answer).unwrap();
@@ -646,4 +646,27 @@ fn prepared_statements_are_bounded_per_connection() {
     raw.send(&parse_and_sync("big-again", &sql));
     assert_eq!(sqlstate(&raw.read_until_ready()), None);
     assert_eq!(rows(&raw.query("SELECT 1")), [[Some("1".to_owned())]]);
+}
+
+#[test]
+fn shutdown_closes_starting_and_idle_connections() {
+    let (server, port) = start();
+    let mut starting = Raw::connect(port);
+    // The `N` proves a shard accepted it and is in its startup.
+    let mut ssl = 8i32.to_be_bytes().to_vec();
+    ssl.extend_from_slice(&codec::SSL_REQUEST.to_be_bytes());
+    starting.send(&ssl);
+    let mut answer = [0u8; 1];
+    starting.stream.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"N");
+    starting.send(&codec::startup_packet(&[("user", "alice")])[..10]);
+    let mut idle = Raw::login(port, "alice", API_KEY);
+    assert_eq!(rows(&idle.query("SELECT 1")), [[Some("1".to_owned())]]);
+    server.stop();
+    let mut answer = Vec::new();
+    while let Some(message) = starting.read() {
+        answer.push(message);
+    }
+    assert_eq!(sqlstate(&answer).as_deref(), Some("57P01"), "{answer:?}");
+    assert_eq!(idle.read(), None, "the idle connection is closed");
 }
