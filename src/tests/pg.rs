@@ -424,6 +424,11 @@ fn answer_then_close(port: u16, login: bool, bytes: &[u8]) -> Vec<Message> {
         Raw::connect(port)
     };
     raw.send(bytes);
+    // Far beyond the server's own startup and idle timeouts, so it is
+    // always the server that ends the connection.
+    raw.stream
+        .set_read_timeout(Some(Duration::from_secs(300)))
+        .unwrap();
     let mut answer = Vec::new();
     while let Some(message) = raw.read() {
         answer.push(message);
