@@ -80,7 +80,17 @@ impl Session {
                 out.ready(self.status);
                 return Ok(true);
             }
-            b'H' => return Ok(true),
+            // Flush: the connection writes whenever it waits for input.
+            // CopyData/CopyDone/CopyFail outside COPY: ignored, as
+            // PostgreSQL does.
+            b'H' | b'd' | b'c' | b'f' => return Ok(true),
+            // A function call is answered like a simple query.
+            b'F' => {
+                let err = SqlError::unsupported("function calls are not supported");
+                self.fail(&err, out);
+                out.ready(self.status);
+                return Ok(true);
+            }
             _ => {}
         }
         if self.skipping && matches!(tag, b'P' | b'B' | b'D' | b'E' | b'C') {
@@ -93,9 +103,6 @@ impl Session {
             b'D' => self.describe(body, out),
             b'E' => self.execute(body, out).await,
             b'C' => self.close(body, out),
-            b'F' | b'd' | b'c' | b'f' => Err(Step::Sql(SqlError::unsupported(
-                "function calls and COPY are not supported",
-            ))),
             other => {
                 return Err(Fatal::new(
                     "08P01",

@@ -503,6 +503,11 @@ fn errors_keep_connections_usable_and_a_deaf_client_blocks_nobody() {
     assert_eq!(sqlstate(&answer).as_deref(), Some("42P01"));
     assert_eq!(answer.iter().filter(|(tag, _)| *tag == b'E').count(), 1);
     assert_eq!(rows(&raw.query("SELECT 1")), [[Some("1".to_owned())]]);
+    // A function call gets an error and ReadyForQuery; stray COPY messages
+    // are ignored.
+    raw.send(&message(b'd', b"stray"));
+    raw.send(&message(b'F', b"\0\0\0\x01\0\0\0\0\0\0"));
+    assert_eq!(sqlstate(&raw.read_until_ready()).as_deref(), Some("0A000"));
     // Several statements in one query run in order; the first error drops
     // the rest, and one ReadyForQuery ends the whole string.
     let answer = raw.query("SELECT 1; SELECT current_user; SELECT * FROM nope; SELECT 1");
