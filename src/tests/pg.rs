@@ -110,6 +110,16 @@ psql thread|dave
 current_user
 dave
 (1 row)
+title
+renamed
+(1 row)
+UPDATE 1
+DELETE 1
+after deleting the thread
+title
+(0 rows)
+body
+(0 rows)
 ";
     assert_eq!(stdout, expected, "stderr: {stderr}");
     let errors: Vec<&str> = stderr

@@ -19,3 +19,8 @@ SELECT key FROM messages WHERE thread = 'psql-t' LIMIT 'many';
 \echo still usable
 SELECT title, author FROM threads WHERE key = 'psql-t';
 SELECT current_user;
+UPDATE threads SET title = 'renamed' WHERE key = 'psql-t' RETURNING title;
+DELETE FROM threads WHERE key = 'psql-t';
+\echo after deleting the thread
+SELECT title FROM threads WHERE key = 'psql-t';
+SELECT body FROM messages WHERE thread = 'psql-t' ORDER BY created_ts DESC LIMIT 10;
