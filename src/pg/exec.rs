@@ -392,10 +392,9 @@ impl Call<'_> {
             ));
         }
         let query = format!("limit={}{cursor}", segment(&limit));
-        let Some(body) = self.http(Method::Get, messages, query, None).await? else {
+        let Some(mut rows) = self.message_page(&messages, query).await? else {
             return Ok(Vec::new());
         };
-        let mut rows = rows_of(Relation::Messages, &body, true)?;
         // Pages come oldest first.
         if reverse {
             rows.reverse();
@@ -429,13 +428,9 @@ impl Call<'_> {
         let (mut cursor, mut scanned) = (String::new(), 0);
         loop {
             let query = format!("limit={}{cursor}", segment(limit));
-            let Some(body) = self
-                .http(Method::Get, messages.to_owned(), query, None)
-                .await?
-            else {
+            let Some(page) = self.message_page(messages, query).await? else {
                 return Ok(Vec::new());
             };
-            let page = rows_of(Relation::Messages, &body, true)?;
             let more = page.len() >= wanted.max(1);
             let oldest = page.first().and_then(|row| row[0].clone());
             scanned += page.len();
@@ -475,6 +470,22 @@ impl Call<'_> {
         }
     }
 
+    /// One page of a thread's messages (oldest first) at `query`; `None`
+    /// when the thread is not there for this caller.
+    async fn message_page(
+        &self,
+        messages: &str,
+        query: String,
+    ) -> Result<Option<Vec<Vec<Option<String>>>>, SqlError> {
+        let Some(body) = self
+            .http(Method::Get, messages.to_owned(), query, None)
+            .await?
+        else {
+            return Ok(None);
+        };
+        rows_of(Relation::Messages, &body, true).map(Some)
+    }
+
     async fn message_by_key(
         &self,
         messages: &str,
@@ -484,13 +495,10 @@ impl Call<'_> {
             // The admin API has no single-message read: the page anchored
             // at the key holds it.
             let query = format!("anchor={}&limit=1", segment(key));
-            let Some(body) = self
-                .http(Method::Get, messages.to_owned(), query, None)
+            let rows = self
+                .message_page(messages, query)
                 .await?
-            else {
-                return Ok(Vec::new());
-            };
-            let rows = rows_of(Relation::Messages, &body, true)?;
+                .unwrap_or_default();
             return Ok(rows
                 .into_iter()
                 .filter(|row| row[0].as_deref() == Some(key))

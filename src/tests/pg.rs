@@ -236,6 +236,16 @@ impl Raw {
         self.read_until_ready()
     }
 
+    /// SSLRequest, answered `N` (no TLS here).
+    fn ssl_request_refused(&mut self) {
+        let mut ssl = 8i32.to_be_bytes().to_vec();
+        ssl.extend_from_slice(&codec::SSL_REQUEST.to_be_bytes());
+        self.send(&ssl);
+        let mut answer = [0u8; 1];
+        self.stream.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"N");
+    }
+
     fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
     }
@@ -327,12 +337,7 @@ fn tags(messages: &[Message]) -> Vec<String> {
 fn startup_answers_ssl_and_authenticates_with_api_keys() {
     let (_server, port) = start();
     let mut raw = Raw::connect(port);
-    let mut ssl = 8i32.to_be_bytes().to_vec();
-    ssl.extend_from_slice(&codec::SSL_REQUEST.to_be_bytes());
-    raw.send(&ssl);
-    let mut answer = [0u8; 1];
-    raw.stream.read_exact(&mut answer).unwrap();
-    assert_eq!(&answer, b"N");
+    raw.ssl_request_refused();
     let ready = raw.startup("alice", API_KEY);
     let statuses: Vec<String> = ready
         .iter()
@@ -675,12 +680,7 @@ fn shutdown_closes_starting_and_idle_connections() {
     let (server, port) = start();
     let mut starting = Raw::connect(port);
     // The `N` proves a shard accepted it and is in its startup.
-    let mut ssl = 8i32.to_be_bytes().to_vec();
-    ssl.extend_from_slice(&codec::SSL_REQUEST.to_be_bytes());
-    starting.send(&ssl);
-    let mut answer = [0u8; 1];
-    starting.stream.read_exact(&mut answer).unwrap();
-    assert_eq!(&answer, b"N");
+    starting.ssl_request_refused();
     starting.send(&codec::startup_packet(&[("user", "alice")])[..10]);
     let mut idle = Raw::login(port, "alice", API_KEY);
     assert_eq!(rows(&idle.query("SELECT 1")), [[Some("1".to_owned())]]);
