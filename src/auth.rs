@@ -137,14 +137,7 @@ impl Keys {
 
     pub fn authenticate(&self, request: &Request, scope: Scope) -> Result<Principal, AuthError> {
         let presented = presented_key(request).ok_or(AuthError::MissingKey)?;
-        let mut found = None;
-        for (index, (kind, key)) in self.keys.iter().enumerate() {
-            // No early exit: every key is compared.
-            if constant_time_eq(key, presented) && found.is_none() {
-                found = Some((index, *kind));
-            }
-        }
-        let (key_index, kind) = found.ok_or(AuthError::UnknownKey)?;
+        let (key_index, kind) = self.find(presented).ok_or(AuthError::UnknownKey)?;
         let allowed = matches!(
             (scope, kind),
             (Scope::Frontend, KeyKind::Backend | KeyKind::Frontend)
@@ -172,6 +165,24 @@ impl Keys {
             user,
             key_index,
         })
+    }
+
+    /// Every configured key with its kind, for front ends that derive
+    /// per-key secrets (SCRAM logins in `pg::scram`).
+    pub fn each(&self) -> impl Iterator<Item = (KeyKind, &[u8])> {
+        self.keys.iter().map(|(kind, key)| (*kind, key.as_slice()))
+    }
+
+    /// The index and kind of a configured key equal to `presented`.
+    pub fn find(&self, presented: &[u8]) -> Option<(usize, KeyKind)> {
+        let mut found = None;
+        for (index, (kind, key)) in self.keys.iter().enumerate() {
+            // No early exit: every key is compared.
+            if constant_time_eq(key, presented) && found.is_none() {
+                found = Some((index, *kind));
+            }
+        }
+        found
     }
 
     fn signature_matches(&self, user_id: &str, presented: &str) -> bool {

@@ -213,6 +213,11 @@ pub struct Flags {
     #[arg(long, env = "PROGRESSDB_METRICS_ADDR", value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
 
+    /// Also serve the PostgreSQL wire protocol (psql, drivers) on this
+    /// address, on every shard. [default: off]
+    #[arg(long, env = "PROGRESSDB_PG_ADDR", value_name = "HOST:PORT")]
+    pub pg_addr: Option<String>,
+
     /// On SIGTERM/SIGINT, the longest wait in ms for requests in flight
     /// to finish before the store is flushed and the process exits.
     /// [default: 10000]
@@ -253,6 +258,7 @@ struct FileSettings {
     log_level: Option<String>,
     access_log: Option<bool>,
     metrics_addr: Option<String>,
+    pg_addr: Option<String>,
     shutdown_timeout_ms: Option<u64>,
 }
 
@@ -288,6 +294,7 @@ const FILE_KEYS: &[&str] = &[
     "log_level",
     "access_log",
     "metrics_addr",
+    "pg_addr",
     "shutdown_timeout_ms",
 ];
 
@@ -322,6 +329,8 @@ pub struct Config {
     pub access_log: bool,
     /// A second listener serving `/metrics` without a key.
     pub metrics_addr: Option<SocketAddr>,
+    /// A listener speaking the PostgreSQL v3 protocol (src/pg).
+    pub pg_addr: Option<SocketAddr>,
     /// Longest wait for requests in flight on shutdown.
     pub shutdown_timeout_ms: u64,
 }
@@ -362,6 +371,7 @@ impl std::fmt::Debug for Config {
             .field("log_level", &self.log_level)
             .field("access_log", &self.access_log)
             .field("metrics_addr", &self.metrics_addr)
+            .field("pg_addr", &self.pg_addr)
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
             .finish()
     }
@@ -636,6 +646,25 @@ impl Config {
                 Some(metrics_addr)
             }
         };
+        let pg_addr = match flags.pg_addr.or(file.pg_addr) {
+            None => None,
+            Some(text) => {
+                let pg_addr = parse_addr(&text).map_err(|reason| invalid("pg_addr", reason))?;
+                // Port 0 picks a port distinct from the others.
+                let taken = [Some(addr), metrics_addr].into_iter().flatten();
+                if pg_addr.port() != 0
+                    && taken
+                        .into_iter()
+                        .any(|other| other.port() == pg_addr.port())
+                {
+                    return Err(invalid(
+                        "pg_addr",
+                        "must use a different port than `addr` and `metrics_addr`",
+                    ));
+                }
+                Some(pg_addr)
+            }
+        };
         let shutdown_timeout_ms = positive(
             "shutdown_timeout_ms",
             flags
@@ -649,6 +678,7 @@ impl Config {
             log_level,
             access_log,
             metrics_addr,
+            pg_addr,
             shutdown_timeout_ms,
             encryption,
             wal: WalOptions {
@@ -876,6 +906,8 @@ struct EffectiveSettings {
     access_log: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pg_addr: Option<String>,
     shutdown_timeout_ms: u64,
 }
 
@@ -940,6 +972,7 @@ impl Config {
             log_level: self.log_level.name(),
             access_log: self.access_log,
             metrics_addr: self.metrics_addr.map(|addr| addr.to_string()),
+            pg_addr: self.pg_addr.map(|addr| addr.to_string()),
             shutdown_timeout_ms: self.shutdown_timeout_ms,
         };
         let mut out = String::from(
@@ -1215,5 +1248,26 @@ mod tests {
             }),
             "shutdown_timeout_ms"
         );
+    }
+
+    #[test]
+    fn pg_addr_is_off_by_default_and_needs_its_own_port() {
+        assert_eq!(Config::resolve(Flags::default()).unwrap().pg_addr, None);
+        let config = Config::resolve(Flags {
+            pg_addr: Some("127.0.0.1:5433".into()),
+            ..Flags::default()
+        })
+        .unwrap();
+        assert_eq!(config.pg_addr, Some("127.0.0.1:5433".parse().unwrap()));
+        assert!(
+            config
+                .render_effective()
+                .contains("pg_addr = \"127.0.0.1:5433\"")
+        );
+        let clash = Config::resolve(Flags {
+            pg_addr: Some("127.0.0.1:8080".into()),
+            ..Flags::default()
+        });
+        assert_eq!(clash.unwrap_err().key, "pg_addr");
     }
 }

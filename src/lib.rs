@@ -18,6 +18,10 @@
 //! Listing a user's threads is the one request that asks every shard and
 //! merges the answers.
 //!
+//! With `--pg-addr`, [`pg`] also speaks the PostgreSQL wire protocol on
+//! every core: each SQL statement it supports becomes the API request that
+//! does the same thing, answered in-process from step 3 on.
+//!
 //! Without HTTP, [`Db`] ([`embedded`]) drives one shard's engine from plain
 //! threads, on the same on-disk layout.
 
@@ -32,6 +36,7 @@ pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod pg;
 pub mod rng;
 pub mod server;
 pub mod shard;

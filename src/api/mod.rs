@@ -161,6 +161,12 @@ impl Api {
         &self.mesh
     }
 
+    /// The configured keys, for front ends that authenticate once per
+    /// connection (the PostgreSQL listener) rather than per request.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
     async fn dispatch(
         &self,
         request: &Request,

@@ -4,7 +4,8 @@
 //! (pinned to distinct cores when there are enough), and on each: joins the
 //! cross-core mesh, opens that shard's store, binds the shared port with
 //! `SO_REUSEPORT` and serves connections; shard 0 also serves the optional
-//! metrics listener. The calling thread waits for SIGINT/SIGTERM, then every
+//! metrics listener, and every shard the optional PostgreSQL listener
+//! (`--pg-addr`, [`crate::pg`]) on its own shared port. The calling thread waits for SIGINT/SIGTERM, then every
 //! shard drains: it stops accepting, lets requests in flight finish (up to
 //! `--shutdown-timeout-ms`), waits until every shard has drained (a request
 //! on one core may still need another core's engine), flushes its WAL,
@@ -12,7 +13,7 @@
 
 mod connection;
 pub mod datadir;
-mod drain;
+pub(crate) mod drain;
 mod live_tail;
 pub mod stalls;
 
@@ -75,6 +76,13 @@ pub fn run(config: Config) -> Result<(), String> {
         }
         None => (None, None),
     };
+    let (pg_addr, pg_reservation) = match config.pg_addr {
+        Some(wanted) => {
+            let (bound, reservation) = reserve_port(wanted)?;
+            (Some(bound), reservation)
+        }
+        None => (None, None),
+    };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mesh_handle = mesh::builder(shard_count);
     let db_display = config.db.display().to_string();
@@ -114,6 +122,7 @@ pub fn run(config: Config) -> Result<(), String> {
                 let listen = Addresses {
                     api: addr,
                     metrics: metrics_addr,
+                    pg: pg_addr,
                 };
                 let shard = Shard {
                     mesh_handle,
@@ -138,11 +147,15 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     drop(reservation);
     drop(metrics_reservation);
+    drop(pg_reservation);
     // Tests and scripts wait for this line to learn the bound port (the
     // first address after "listening on"); fields follow as key=value.
     let metrics_field = metrics_addr
         .map(|metrics| format!(" metrics=http://{metrics}/metrics"))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + &pg_addr
+            .map(|pg| format!(" pg=postgresql://{pg}"))
+            .unwrap_or_default();
     println!(
         "progressdb {} listening on http://{addr} shards={shard_count} durability={durability} data={db_display}{metrics_field}",
         env!("CARGO_PKG_VERSION"),
@@ -191,12 +204,13 @@ pub fn run(config: Config) -> Result<(), String> {
     }
 }
 
-/// Where shards listen: the API port on every shard, the metrics port on
-/// shard 0 only.
+/// Where shards listen: the API port and the PostgreSQL port on every
+/// shard, the metrics port on shard 0 only.
 #[derive(Clone, Copy)]
 struct Addresses {
     api: SocketAddr,
     metrics: Option<SocketAddr>,
+    pg: Option<SocketAddr>,
 }
 
 /// What each executor is handed to become a shard.
@@ -253,6 +267,13 @@ async fn run_shard(
         ),
         _ => None,
     };
+    let pg_listener = match listen.pg {
+        Some(pg_addr) => Some(
+            TcpListener::bind(pg_addr)
+                .map_err(|err| format!("{shard}: cannot listen on {pg_addr}: {err}"))?,
+        ),
+        None => None,
+    };
     let settings = Rc::new(ConnectionSettings {
         head_limits: HeadLimits {
             head_bytes_max: config.limits.request_head_bytes_max,
@@ -293,6 +314,24 @@ async fn run_shard(
         .detach()
     });
 
+    let pg_loop = pg_listener.map(|listener| {
+        let pg_settings = Rc::new(crate::pg::PgSettings {
+            // A Bind carries a message body plus its other parameters.
+            message_bytes_max: config.limits.request_body_bytes_max + 64 * 1024,
+            idle_timeout: settings.idle_timeout,
+            startup_timeout: settings.request_timeout,
+            verifier: crate::pg::scram::Verifier::new(api.keys()),
+        });
+        glommio::spawn_local(accept_pg(
+            listener,
+            api.clone(),
+            settings.clone(),
+            pg_settings,
+            connections_max,
+        ))
+        .detach()
+    });
+
     while !SHUTDOWN.load(Ordering::SeqCst) {
         glommio::timer::sleep(SHUTDOWN_POLL).await;
     }
@@ -300,6 +339,9 @@ async fn run_shard(
     accept_loop.cancel();
     if let Some(metrics_loop) = metrics_loop {
         metrics_loop.cancel();
+    }
+    if let Some(pg_loop) = pg_loop {
+        pg_loop.cancel();
     }
     settings.drain.start();
     let deadline = Instant::now() + Duration::from_millis(config.shutdown_timeout_ms);
@@ -368,6 +410,43 @@ async fn accept(
             None => {
                 metrics.refused.set(metrics.refused.get() + 1);
                 glommio::spawn_local(connection::refuse(stream)).detach();
+            }
+        }
+    }
+}
+
+/// Accepts PostgreSQL connections until cancelled. They share the shard's
+/// connection slots with HTTP, so the limit and the shutdown drain count
+/// both kinds.
+async fn accept_pg(
+    listener: TcpListener,
+    api: Rc<Api>,
+    settings: Rc<ConnectionSettings>,
+    pg_settings: Rc<crate::pg::PgSettings>,
+    connections_max: usize,
+) {
+    let metrics = api.mesh().metrics();
+    let open_connections = metrics.open_connections.clone();
+    loop {
+        let Ok(stream) = listener.accept().await else {
+            // As in `accept`: back off instead of spinning.
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        match ConnectionSlot::acquire(&open_connections, connections_max) {
+            Some(slot) => {
+                metrics.accepted.set(metrics.accepted.get() + 1);
+                let (api, settings, pg_settings) =
+                    (api.clone(), settings.clone(), pg_settings.clone());
+                glommio::spawn_local(async move {
+                    crate::pg::serve(stream, api, pg_settings, &settings.drain).await;
+                    drop(slot);
+                })
+                .detach();
+            }
+            None => {
+                metrics.refused.set(metrics.refused.get() + 1);
+                glommio::spawn_local(crate::pg::refuse(stream)).detach();
             }
         }
     }
