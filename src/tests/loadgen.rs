@@ -451,6 +451,10 @@ fn json_schema_against_the_real_server() {
             "1.5",
             "--warmup",
             "0.5",
+            // The test checks the report, not latency: a slow fsync on a
+            // busy machine must not turn into a timeout error.
+            "--timeout-ms",
+            "60000",
             "--json",
         ])
         .arg(&json_path)
