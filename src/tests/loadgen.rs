@@ -299,7 +299,9 @@ fn broken_connections_are_counted_and_replaced() {
     assert!(errors.io > 10, "{}", report.table());
     assert!(report.stats.ok > 4 * errors.io / 2, "{}", report.table());
     assert_eq!(report.stats.ok + errors.io, report.requests());
-    assert!(server.connections.load(Ordering::SeqCst) > errors.io);
+    // Every broken connection was accepted first; its replacement may not
+    // be yet when the run ends, so `>=`, not `>`.
+    assert!(server.connections.load(Ordering::SeqCst) >= errors.io);
 }
 
 #[test]
