@@ -1,0 +1,95 @@
+//! End-to-end regression tests of the hardening review (issue #12), each
+//! against the real binary over HTTP and named after the hole it closes.
+
+#[path = "support.rs"]
+mod support;
+
+use serde_json::json;
+use support::{Client, Server};
+
+const BACKEND: &str = "sk_backend_0123456789";
+const FRONTEND: &str = "pk_frontend_0123456789";
+
+fn start(extra: &[&str]) -> Server {
+    let mut args = vec!["--frontend-key", FRONTEND, "--backend-key", BACKEND];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// A client with `key` as `X-API-Key` for `user`, signed when the key is
+/// the frontend key (the signature is computed as the backend would).
+fn client(server: &Server, key: &str, user: &str) -> Client {
+    let mut client = server.client();
+    client.key = None;
+    client.user = None;
+    client.extra_headers = format!("X-API-Key: {key}\r\nX-User-ID: {user}\r\n");
+    if key == FRONTEND {
+        let signature = progressdb::auth::sign(BACKEND.as_bytes(), user);
+        client
+            .extra_headers
+            .push_str(&format!("X-User-Signature: {signature}\r\n"));
+    }
+    client
+}
+
+#[test]
+fn frontend_keys_cannot_choose_thread_keys_so_names_cannot_be_squatted() {
+    let server = start(&[]);
+    let mut mallory = client(&server, FRONTEND, "mallory");
+    for field in ["key", "id"] {
+        let body = json!({ "title": "mine now", field: "general" }).to_string();
+        mallory
+            .post("/frontend/v1/threads", &body)
+            .expect_error(403, "thread_key_forbidden");
+    }
+    // Without a key the frontend still creates threads, with generated keys.
+    let own = mallory
+        .post("/frontend/v1/threads", r#"{"title":"t"}"#)
+        .expect(201);
+    assert_eq!(own["key"].as_str().unwrap().len(), 26);
+
+    // The backend's seed post creates "general" for carol, not mallory.
+    let mut backend = client(&server, BACKEND, "carol");
+    backend
+        .post(
+            "/v1/messages",
+            r#"{"thread":"general","author":"carol","body":"hi"}"#,
+        )
+        .expect(201);
+    let thread = backend.get("/frontend/v1/threads/general").expect(200);
+    assert_eq!(thread["thread"]["author"], "carol");
+    mallory
+        .get("/frontend/v1/threads/general/messages")
+        .expect_error(404, "thread_not_found");
+}
+
+#[test]
+fn creating_a_thread_key_reveals_nothing_to_a_frontend_caller() {
+    let server = start(&[]);
+    let mut backend = client(&server, BACKEND, "bob");
+    for key in ["taken", "gone"] {
+        let body = json!({ "title": "t", "key": key }).to_string();
+        backend.post("/frontend/v1/threads", &body).expect(201);
+    }
+    backend.delete("/frontend/v1/threads/gone").expect(200);
+    // Backends are trusted with existence: a chosen key in use is 409.
+    backend
+        .post("/frontend/v1/threads", r#"{"title":"t","key":"taken"}"#)
+        .expect_error(409, "thread_exists");
+
+    let mut mallory = client(&server, FRONTEND, "mallory");
+    let answers: Vec<(u16, Vec<u8>)> = ["taken", "gone", "free"]
+        .iter()
+        .map(|key| {
+            let body = json!({ "title": "probe", "key": key }).to_string();
+            let reply = mallory.post("/frontend/v1/threads", &body);
+            (reply.status, reply.body)
+        })
+        .collect();
+    assert_eq!(answers[0].0, 403);
+    assert!(
+        answers.iter().all(|answer| *answer == answers[0]),
+        "a taken, a deleted and a free key must answer alike: {answers:?}"
+    );
+    backend.get("/frontend/v1/threads/free").expect(404);
+}
