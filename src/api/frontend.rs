@@ -115,7 +115,7 @@ impl Api {
                 thread: thread_id(&id)?,
                 caller: call.caller(None)?,
                 id: mid,
-                include_deleted: query.include_deleted()?,
+                page: query.version_page(&self.limits)?,
             },
             Route::ListReplies(id, mid) => Command::ListReplies {
                 thread: thread_id(&id)?,

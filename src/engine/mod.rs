@@ -20,7 +20,8 @@ pub use page::{Pagination, list, thread_list, wrap};
 
 pub use command::{
     AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, Outcome,
-    Reply, SecretKey, ThreadEntry, ThreadPage, ThreadPart, ThreadPosition, ThreadSort,
+    Reply, SecretKey, ThreadEntry, ThreadPage, ThreadPart, ThreadPosition, ThreadSort, VersionPage,
+    VersionPosition,
 };
 
 use std::cell::{Cell, RefCell};
@@ -706,16 +707,6 @@ impl Engine {
                 body.get().as_bytes(),
             )
         }))
-    }
-
-    fn versions(&self, message: &Message) -> Result<Vec<Version>, EngineError> {
-        let mut versions = self.store.versions(&message.thread, message.ts)?;
-        for version in &mut versions {
-            if let Some(sealed) = version.sealed_body.take() {
-                version.body = self.open_body(message, version.version, &sealed)?;
-            }
-        }
-        Ok(versions)
     }
 
     /// Adds a master key to this shard's embedded keyring (rotation).

@@ -93,3 +93,76 @@ fn creating_a_thread_key_reveals_nothing_to_a_frontend_caller() {
     );
     backend.get("/frontend/v1/threads/free").expect(404);
 }
+
+#[test]
+fn versions_honour_limit_and_page_with_version_cursors() {
+    let server = start(&[]);
+    let mut alice = client(&server, BACKEND, "alice");
+    let thread = alice
+        .post("/frontend/v1/threads", r#"{"title":"t"}"#)
+        .expect(201);
+    let base = format!(
+        "/frontend/v1/threads/{}/messages",
+        thread["key"].as_str().unwrap()
+    );
+    let message = alice.post(&base, r#"{"body":0}"#).expect(201);
+    let path = format!("{base}/{}/versions", message["key"].as_str().unwrap());
+    for n in 1..7 {
+        alice
+            .put(
+                &format!("{base}/{}", message["key"].as_str().unwrap()),
+                &json!({ "body": n }).to_string(),
+            )
+            .expect(200);
+    }
+    let numbers = |page: &serde_json::Value| -> Vec<u64> {
+        support::items(page)
+            .iter()
+            .map(|v| v["version"].as_u64().unwrap())
+            .collect()
+    };
+    // The newest two, oldest first, as every list pages.
+    let newest = alice.get(&format!("{path}?limit=2")).expect(200);
+    assert_eq!(newest["message"], message["key"]);
+    assert_eq!(numbers(&newest), [6, 7]);
+    let p = &newest["pagination"];
+    assert_eq!(
+        (
+            &p["before_anchor"],
+            &p["after_anchor"],
+            &p["has_before"],
+            &p["has_after"]
+        ),
+        (&json!("6"), &json!("7"), &json!(true), &json!(false))
+    );
+    assert_eq!((&p["count"], &p["total"]), (&json!(2), &json!(7)));
+    // Walking back with before=<before_anchor> visits each version once.
+    let mut seen = numbers(&newest);
+    let mut page = newest;
+    while page["pagination"]["has_before"] == true {
+        let anchor = page["pagination"]["before_anchor"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        page = alice
+            .get(&format!("{path}?limit=2&before={anchor}"))
+            .expect(200);
+        let mut older = numbers(&page);
+        older.extend(seen);
+        seen = older;
+    }
+    assert_eq!(seen, [1, 2, 3, 4, 5, 6, 7]);
+    let after = alice.get(&format!("{path}?limit=3&after=1")).expect(200);
+    assert_eq!(numbers(&after), [2, 3, 4]);
+    assert_eq!(after["pagination"]["has_after"], true);
+    let around = alice.get(&format!("{path}?limit=1&anchor=4")).expect(200);
+    assert_eq!(numbers(&around), [3, 4, 5]);
+    alice
+        .get(&format!("{path}?limit=0"))
+        .expect_error(400, "invalid_limit");
+    for bad in ["before=0", "after=8", "anchor=x"] {
+        alice
+            .get(&format!("{path}?{bad}"))
+            .expect_error(400, "invalid_cursor");
+    }
+}
