@@ -100,6 +100,10 @@ impl Api {
         let route = metrics::route_name(&routed);
         let response = match self.dispatch(request, routed).await {
             Ok(Handled::Response(response)) => response,
+            Ok(Handled::Stream(tail)) if request.method == Method::Head => self
+                .stream_head(tail)
+                .await
+                .unwrap_or_else(ApiError::into_response),
             Ok(stream) => {
                 // A live tail counts once, as started, with the time it
                 // took to validate; its lifetime is not a latency.
@@ -213,6 +217,29 @@ impl Api {
             Route::Docs => docs::page(),
             Route::Viewer(asset) => viewer::response(asset),
             _ => return None,
+        })
+    }
+
+    /// `HEAD` on a stream route: what `GET` would answer, without the
+    /// stream. Answered as an ordinary response so the connection stays
+    /// framed (a stream is close-delimited and would swallow the next
+    /// pipelined request). The access check is the stream's own, so `HEAD`
+    /// reveals no more than `GET`.
+    async fn stream_head(&self, tail: LiveTail) -> Result<Response, ApiError> {
+        let owner = crate::shard::shard_for(tail.thread.as_str(), self.mesh.shard_count());
+        let command = Command::GetThread {
+            id: tail.thread,
+            caller: tail.caller,
+            include_deleted: false,
+        };
+        self.mesh.call(owner, command).await?;
+        Ok(Response {
+            status: 200,
+            headers: vec![
+                ("Content-Type", "text/event-stream".to_owned()),
+                ("Cache-Control", "no-cache".to_owned()),
+            ],
+            body: Vec::new(),
         })
     }
 

@@ -166,3 +166,68 @@ fn versions_honour_limit_and_page_with_version_cursors() {
             .expect_error(400, "invalid_cursor");
     }
 }
+
+#[test]
+fn identity_headers_sent_twice_answer_400_not_first_wins() {
+    let server = start(&[]);
+    let mut backend = client(&server, BACKEND, "alice");
+    backend
+        .post("/frontend/v1/threads", r#"{"title":"alice's"}"#)
+        .expect(201);
+    let duplicates = [
+        format!("X-API-Key: {BACKEND}\r\nX-User-ID: alice\r\nX-User-ID: bob\r\n"),
+        format!(
+            "Authorization: Bearer {BACKEND}\r\nAuthorization: Bearer {FRONTEND}\r\nX-User-ID: alice\r\n"
+        ),
+        format!("X-API-Key: {BACKEND}\r\nX-API-Key: {BACKEND}\r\nX-User-ID: alice\r\n"),
+        format!("Authorization: Bearer {BACKEND}\r\nX-API-Key: {FRONTEND}\r\nX-User-ID: alice\r\n"),
+    ];
+    for headers in duplicates {
+        let mut raw = client(&server, BACKEND, "alice");
+        raw.extra_headers = headers.clone();
+        let reply = raw.get("/frontend/v1/threads");
+        assert_eq!(reply.status, 400, "{headers:?}");
+        reply.expect_error(400, "duplicate_header");
+        // The connection stays usable: framing was never in doubt.
+        raw.extra_headers = format!("X-API-Key: {BACKEND}\r\nX-User-ID: alice\r\n");
+        assert_eq!(
+            support::ids(&raw.get("/frontend/v1/threads").expect(200)).len(),
+            1
+        );
+    }
+}
+
+#[test]
+fn a_space_inside_the_request_target_answers_400() {
+    let server = start(&[]);
+    let mut raw = server.client();
+    raw.send_raw(b"GET /frontend/v1/threads?q=a b HTTP/1.1\r\nHost: t\r\n\r\n");
+    raw.read_reply(false).expect_error(400, "bad_request");
+    assert!(raw.is_closed());
+}
+
+#[test]
+fn head_on_the_stream_route_sends_no_body_and_keeps_pipelining() {
+    let server = start(&[]);
+    let mut alice = client(&server, BACKEND, "alice");
+    let thread = alice
+        .post("/frontend/v1/threads", r#"{"title":"t"}"#)
+        .expect(201);
+    let stream = format!(
+        "/frontend/v1/threads/{}/messages/stream",
+        thread["key"].as_str().unwrap()
+    );
+    let mut pipelined = alice.request_bytes("HEAD", &stream, None);
+    pipelined.extend(alice.request_bytes("GET", "/healthz", None));
+    alice.send_raw(&pipelined);
+    let head = alice.read_reply(true);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), Some("text/event-stream"));
+    // The next bytes are the second response, not events.
+    assert_eq!(alice.read_reply(false).expect(200)["status"], "ok");
+    // HEAD reveals no more than GET: someone else's thread is 404.
+    let mut bob = client(&server, BACKEND, "bob");
+    let reply = bob.request("HEAD", &stream, None);
+    assert_eq!(reply.status, 404);
+    assert_eq!(bob.get("/healthz").expect(200)["status"], "ok");
+}
