@@ -709,6 +709,21 @@ fn injected_wal_fault() -> Option<u64> {
     }
 }
 
+/// Debug builds only: `PROGRESSDB_DEBUG_REPLAY_EVENTS_MAX=N` lowers the
+/// changes a live-tail resume replays per batch, so tests can drive a
+/// many-batch resume through the real binary with a few hundred changes.
+/// Release builds ignore it.
+pub fn debug_replay_events_max() -> Option<usize> {
+    if cfg!(debug_assertions) {
+        std::env::var("PROGRESSDB_DEBUG_REPLAY_EVENTS_MAX")
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .filter(|&max| max > 0)
+    } else {
+        None
+    }
+}
+
 /// A list of secrets from flags (or env) or else the file, validated
 /// without ever echoing a value.
 fn secrets(

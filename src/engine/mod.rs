@@ -134,6 +134,12 @@ pub struct Published {
 /// Changes replayed per reply to a subscriber catching up.
 const REPLAY_EVENTS_MAX: usize = 500;
 
+/// [`REPLAY_EVENTS_MAX`], or a debug build's test override (read once).
+fn replay_events_max() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| crate::config::debug_replay_events_max().unwrap_or(REPLAY_EVENTS_MAX))
+}
+
 /// The live-tail event for `message` as changed at `change_ts`.
 fn stream_event(message: &Message, change_ts: u64) -> StreamEvent {
     let kind = if message.deleted {
@@ -394,12 +400,11 @@ impl Engine {
 
     /// The replay for a subscriber: changes after `after`, as events.
     fn replay(&self, thread: &ThreadId, after: u64) -> Result<Reply, EngineError> {
-        let changes = self
-            .store
-            .changes_after(thread.as_str(), after, REPLAY_EVENTS_MAX + 1)?;
-        let more = changes.len() > REPLAY_EVENTS_MAX;
+        let max = replay_events_max();
+        let changes = self.store.changes_after(thread.as_str(), after, max + 1)?;
+        let more = changes.len() > max;
         let mut events = Vec::with_capacity(changes.len());
-        for (change_ts, message_ts) in changes.into_iter().take(REPLAY_EVENTS_MAX) {
+        for (change_ts, message_ts) in changes.into_iter().take(max) {
             if let Some(message) = self.get_message(thread.as_str(), message_ts)? {
                 events.push(stream_event(&message, change_ts));
             }

@@ -11,9 +11,16 @@ const BACKEND: &str = "sk_backend_0123456789";
 const FRONTEND: &str = "pk_frontend_0123456789";
 
 fn start(extra: &[&str]) -> Server {
+    start_with_env(extra, &[])
+}
+
+fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
     let mut args = vec!["--frontend-key", FRONTEND, "--backend-key", BACKEND];
     args.extend_from_slice(extra);
-    Server::start(&args)
+    let mut server = Server::start_with_env(&dir.path().join("db"), &args, env);
+    server.keep_dir(dir);
+    server
 }
 
 /// A client with `key` as `X-API-Key` for `user`, signed when the key is
@@ -230,4 +237,104 @@ fn head_on_the_stream_route_sends_no_body_and_keeps_pipelining() {
     let reply = bob.request("HEAD", &stream, None);
     assert_eq!(reply.status, 404);
     assert_eq!(bob.get("/healthz").expect(200)["status"], "ok");
+}
+
+/// Opens `path` as a live tail resuming after `last_event_id` and returns
+/// the reader positioned after the response head.
+fn open_tail(
+    server: &Server,
+    path: &str,
+    last_event_id: u64,
+) -> std::io::BufReader<std::net::TcpStream> {
+    use std::io::{BufRead, Write};
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: t\r\nX-API-Key: {BACKEND}\r\nX-User-ID: alice\r\nLast-Event-ID: {last_event_id}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    while line != "\r\n" {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+    }
+    reader
+}
+
+/// The next SSE event as (kind, data), skipping comments and hints.
+fn next_event(reader: &mut impl std::io::BufRead) -> Option<(String, String)> {
+    let (mut kind, mut data) = (String::new(), String::new());
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end_matches('\n');
+        if line.is_empty() && !kind.is_empty() {
+            return Some((kind, data));
+        }
+        if let Some(value) = line.strip_prefix("event: ") {
+            kind = value.to_owned();
+        } else if let Some(value) = line.strip_prefix("data: ") {
+            data = value.to_owned();
+        }
+    }
+}
+
+/// Posts `count` messages `{"n": i}` to `path`, pipelined in bursts.
+fn post_many(client: &mut Client, path: &str, count: usize, body: impl Fn(usize) -> String) {
+    const BURST: usize = 200;
+    for start in (0..count).step_by(BURST) {
+        let end = (start + BURST).min(count);
+        let mut burst = Vec::new();
+        for n in start..end {
+            burst.extend(client.request_bytes("POST", path, Some(&body(n))));
+        }
+        client.send_raw(&burst);
+        for _ in start..end {
+            client.read_reply(false).expect(201);
+        }
+    }
+}
+
+#[test]
+fn a_long_resume_replays_every_change_before_going_live() {
+    // Batches of 5 (debug override), so 300 changes take 60 batches: more
+    // than the 21 rounds after which a resume used to go live silently.
+    const CHANGES: usize = 300;
+    let server = start_with_env(
+        &["--durability", "none", "--shards", "1"],
+        &[("PROGRESSDB_DEBUG_REPLAY_EVENTS_MAX", "5")],
+    );
+    let mut alice = client(&server, BACKEND, "alice");
+    let thread = alice
+        .post("/frontend/v1/threads", r#"{"title":"busy"}"#)
+        .expect(201);
+    let base = format!(
+        "/frontend/v1/threads/{}/messages",
+        thread["key"].as_str().unwrap()
+    );
+    post_many(&mut alice, &base, CHANGES, |n| {
+        json!({ "body": n }).to_string()
+    });
+    let mut tail = open_tail(&server, &format!("{base}/stream"), 0);
+    // A live change after the resume: it must come after every replayed one.
+    alice.post(&base, r#"{"body":"live"}"#).expect(201);
+    let mut bodies = Vec::new();
+    loop {
+        let (kind, data) = next_event(&mut tail).expect("the stream ended early");
+        assert_eq!(kind, "message.created", "{data}");
+        let message: serde_json::Value = serde_json::from_str(&data).unwrap();
+        if message["body"] == "live" {
+            break;
+        }
+        bodies.push(message["body"].as_u64().unwrap() as usize);
+    }
+    assert_eq!(bodies.len(), CHANGES, "every change replayed once");
+    assert!(bodies.iter().enumerate().all(|(i, n)| i == *n), "in order");
 }
