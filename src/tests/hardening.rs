@@ -338,3 +338,68 @@ fn a_long_resume_replays_every_change_before_going_live() {
     assert_eq!(bodies.len(), CHANGES, "every change replayed once");
     assert!(bodies.iter().enumerate().all(|(i, n)| i == *n), "in order");
 }
+
+/// Sends `GET path` from `caller` until it answers 429 (at most
+/// `attempts` times) and returns that answer: a flood that outruns any
+/// refill, however slow the machine.
+fn flood_until_429(caller: &mut Client, path: &str, attempts: usize) -> support::Reply {
+    for _ in 0..attempts {
+        let reply = caller.get(path);
+        if reply.status == 429 {
+            return reply;
+        }
+    }
+    panic!("none of {attempts} requests was refused");
+}
+
+#[test]
+fn one_users_flood_does_not_rate_limit_other_users_of_the_key() {
+    let server = start(&[
+        "--shards",
+        "1",
+        "--rate-limit-rps",
+        "1",
+        "--rate-limit-burst",
+        "2",
+    ]);
+    let mut alice = client(&server, FRONTEND, "alice");
+    let refused = flood_until_429(&mut alice, "/frontend/v1/threads", 1000);
+    refused.expect_error(429, "rate_limited");
+    assert!(refused.header("retry-after").is_some());
+    // Bob shares the frontend key but has a bucket of his own, full.
+    client(&server, FRONTEND, "bob")
+        .get("/frontend/v1/threads")
+        .expect(200);
+}
+
+#[test]
+fn a_key_has_a_ceiling_over_all_its_users() {
+    let server = start(&["--shards", "1", "--rate-limit-key-rps", "1"]);
+    // Every request from a new user: no user bucket is ever empty.
+    let refused = (0..1000)
+        .map(|n| client(&server, BACKEND, &format!("user{n}")).get("/frontend/v1/threads"))
+        .find(|reply| reply.status != 200)
+        .expect("the key's ceiling refuses some request");
+    refused.expect_error(429, "rate_limited");
+    assert!(
+        refused.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("this key")
+    );
+}
+
+#[test]
+fn failed_authentications_are_limited_per_source_address() {
+    let server = start(&["--shards", "1", "--auth-failures-per-minute", "3"]);
+    let mut guesser = client(&server, "sk_guess_0123456789", "alice");
+    let refused = flood_until_429(&mut guesser, "/frontend/v1/threads", 1000);
+    refused.expect_error(429, "too_many_auth_failures");
+    assert!(refused.header("retry-after").is_some());
+    // Refused before any key is compared, so the right key waits too.
+    client(&server, BACKEND, "alice")
+        .get("/frontend/v1/threads")
+        .expect_error(429, "too_many_auth_failures");
+    // Unauthenticated routes stay open.
+    server.client().get("/healthz").expect(200);
+}
