@@ -363,6 +363,7 @@ impl Engine {
         let mut versions = self.store.versions(&message.thread, message.ts)?;
         versions.push(message.current_version());
         let (start, end) = version_window(&versions, page)?;
+        let (start, end) = within_page_bytes(&versions, (start, end), page.position);
         let mut items = Vec::with_capacity(end - start);
         for version in &mut versions[start..end] {
             if let Some(sealed) = version.sealed_body.take() {
@@ -648,6 +649,41 @@ impl Engine {
             _ => unreachable!("every other command is executed above"),
         }
     }
+}
+
+/// `window` shrunk to [`page::PAGE_BYTES_MAX`] of bodies (at least one
+/// version), dropping versions far from the cursor: the oldest of a
+/// newest or `before` page, the newest of an `after` page, and those
+/// furthest from an anchor.
+fn within_page_bytes(
+    versions: &[Version],
+    (mut start, mut end): (usize, usize),
+    position: VersionPosition,
+) -> (usize, usize) {
+    let size = |v: &Version| {
+        v.sealed_body
+            .as_ref()
+            .map_or(v.body.get().len(), String::len)
+    };
+    let mut bytes: usize = versions[start..end].iter().map(size).sum();
+    while bytes > page::PAGE_BYTES_MAX && end - start > 1 {
+        let from_start = match position {
+            VersionPosition::After(_) => false,
+            VersionPosition::Anchor(v) => {
+                let anchor = versions.partition_point(|x| x.version < v);
+                anchor - start >= end - 1 - anchor
+            }
+            VersionPosition::Newest | VersionPosition::Before(_) => true,
+        };
+        if from_start {
+            bytes -= size(&versions[start]);
+            start += 1;
+        } else {
+            end -= 1;
+            bytes -= size(&versions[end]);
+        }
+    }
+    (start, end)
 }
 
 /// The index range of `versions` (sorted by number, oldest first) that

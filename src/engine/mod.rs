@@ -134,6 +134,10 @@ pub struct Published {
 /// Changes replayed per reply to a subscriber catching up.
 const REPLAY_EVENTS_MAX: usize = 500;
 
+/// Bytes of message JSON in one replay batch (at least one event): what a
+/// resuming subscriber holds at a time, however slowly it reads.
+pub const REPLAY_BYTES_MAX: usize = 1 << 20;
+
 /// [`REPLAY_EVENTS_MAX`], or a debug build's test override (read once).
 fn replay_events_max() -> usize {
     static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
@@ -402,11 +406,18 @@ impl Engine {
     fn replay(&self, thread: &ThreadId, after: u64) -> Result<Reply, EngineError> {
         let max = replay_events_max();
         let changes = self.store.changes_after(thread.as_str(), after, max + 1)?;
-        let more = changes.len() > max;
-        let mut events = Vec::with_capacity(changes.len());
+        let mut more = changes.len() > max;
+        let mut events: Vec<StreamEvent> = Vec::with_capacity(changes.len().min(max));
+        let mut bytes = 0usize;
         for (change_ts, message_ts) in changes.into_iter().take(max) {
+            if !events.is_empty() && bytes >= REPLAY_BYTES_MAX {
+                more = true;
+                break;
+            }
             if let Some(message) = self.get_message(thread.as_str(), message_ts)? {
-                events.push(stream_event(&message, change_ts));
+                let event = stream_event(&message, change_ts);
+                bytes += event.data.len();
+                events.push(event);
             }
         }
         Ok(Reply::Events { events, more })

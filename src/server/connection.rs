@@ -141,6 +141,9 @@ pub async fn serve(
                 let head_only = request.method == Method::Head;
                 let keep_alive = request.keep_alive && !settings.drain.is_draining();
                 response.write_to(&mut output, keep_alive, head_only);
+                // A large page now lives in `output`; do not keep a second
+                // copy while a slow client reads it.
+                drop(response);
                 if !keep_alive {
                     let _ = stream.write_all(&output).await;
                     let _ = stream.close().await;

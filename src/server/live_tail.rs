@@ -140,9 +140,7 @@ async fn stream_events(
         }
     }
     loop {
-        match glommio::timer::timeout(HEARTBEAT, async { Ok(subscription.events.recv().await) })
-            .await
-        {
+        match glommio::timer::timeout(HEARTBEAT, async { Ok(subscription.next().await) }).await {
             Ok(Some(event)) => {
                 // Changes already sent in the replay may also arrive live.
                 if event.id <= last_replayed {

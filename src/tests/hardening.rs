@@ -403,3 +403,77 @@ fn failed_authentications_are_limited_per_source_address() {
     // Unauthenticated routes stay open.
     server.client().get("/healthz").expect(200);
 }
+
+/// Keys and `n` fields of a list answer's items, with its pagination.
+fn page_of(reply: &serde_json::Value) -> (Vec<u64>, &serde_json::Value) {
+    let ns = support::items(reply)
+        .iter()
+        .map(|item| item["body"]["n"].as_u64().unwrap())
+        .collect();
+    (ns, &reply["pagination"])
+}
+
+#[test]
+fn pages_of_large_messages_stop_at_the_byte_budget() {
+    // Six messages of 900 KB: a page holds at most 4 MiB of them.
+    let server = start(&["--durability", "none"]);
+    let mut alice = client(&server, BACKEND, "alice");
+    let thread = alice
+        .post("/frontend/v1/threads", r#"{"title":"big"}"#)
+        .expect(201);
+    let base = format!(
+        "/frontend/v1/threads/{}/messages",
+        thread["key"].as_str().unwrap()
+    );
+    let filler = "x".repeat(900_000);
+    let big = |n: usize| json!({ "body": { "n": n, "filler": filler } }).to_string();
+    post_many(&mut alice, &base, 6, big);
+
+    let newest = alice.get(&format!("{base}?limit=1000")).expect(200);
+    let (ns, p) = page_of(&newest);
+    assert_eq!(ns, [2, 3, 4, 5], "the newest that fit, oldest first");
+    assert_eq!(
+        (&p["has_before"], &p["has_after"]),
+        (&json!(true), &json!(false))
+    );
+    assert_eq!((&p["count"], &p["total"]), (&json!(4), &json!(6)));
+    assert_eq!(p["before_anchor"], support::ids(&newest)[0]);
+    let anchor = p["before_anchor"].as_str().unwrap();
+    let older = alice
+        .get(&format!("{base}?limit=1000&before={anchor}"))
+        .expect(200);
+    let (ns, p) = page_of(&older);
+    assert_eq!(ns, [0, 1]);
+    assert_eq!(
+        (&p["has_before"], &p["has_after"]),
+        (&json!(false), &json!(true))
+    );
+
+    // Versions: five edits of 900 KB each, one page of at most 4 MiB.
+    let first = support::ids(&older)[0].clone();
+    for n in 10..15 {
+        alice.put(&format!("{base}/{first}"), &big(n)).expect(200);
+    }
+    let versions = alice
+        .get(&format!("{base}/{first}/versions?limit=50"))
+        .expect(200);
+    let numbers: Vec<u64> = support::items(&versions)
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [3, 4, 5, 6]);
+    assert_eq!(versions["pagination"]["has_before"], true);
+
+    // A resume replays every large change, in byte-bounded batches.
+    let mut tail = open_tail(&server, &format!("{base}/stream"), 0);
+    alice.post(&base, r#"{"body":{"n":99}}"#).expect(201);
+    let mut replayed = 0;
+    loop {
+        let (_, data) = next_event(&mut tail).expect("the stream ended early");
+        if data.contains(r#""n":99"#) {
+            break;
+        }
+        replayed += 1;
+    }
+    assert_eq!(replayed, 6 + 5, "six posts and five edits");
+}
