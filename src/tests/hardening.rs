@@ -477,3 +477,67 @@ fn pages_of_large_messages_stop_at_the_byte_budget() {
     }
     assert_eq!(replayed, 6 + 5, "six posts and five edits");
 }
+
+/// The server started by `sh` after `ulimit_command`, on a new directory.
+fn start_under_ulimit(ulimit_command: &str) -> (support::Started, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = format!("{ulimit_command} && exec \"$0\" \"$@\"");
+    let mut args: Vec<String> = vec!["-c".into(), script];
+    args.push(env!("CARGO_BIN_EXE_progressdb").into());
+    for arg in [
+        "--shards",
+        "1",
+        "--addr",
+        "127.0.0.1:0",
+        "--api-key",
+        BACKEND,
+    ] {
+        args.push(arg.into());
+    }
+    args.extend(["--db".into(), dir.path().join("db").display().to_string()]);
+    let started = support::spawn_program_and_wait(std::path::Path::new("/bin/sh"), &args, &[])
+        .unwrap_or_else(|err| panic!("{err}"));
+    (started, dir)
+}
+
+/// (soft, hard) open-files limits of process `pid`.
+fn nofile_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_owned(), fields[4].to_owned())
+}
+
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit() {
+    let (mut started, _dir) = start_under_ulimit("ulimit -S -n 200");
+    let (soft, hard) = nofile_limits(started.child.id());
+    assert_eq!(soft, hard, "soft limit raised from 200");
+    let _ = started.child.kill();
+    let _ = started.child.wait();
+}
+
+#[test]
+fn connections_beyond_the_descriptors_left_get_503_instead_of_hanging() {
+    // 400 descriptors, one shard: 400 - 64 - 320 = 16 connections fit.
+    let (mut started, _dir) = start_under_ulimit("ulimit -n 400");
+    let log = support::log_with(&started.log, "lowered");
+    assert!(log.contains("connections_per_shard_max=16"), "{log}");
+    let mut open = Vec::new();
+    let refused = loop {
+        assert!(open.len() <= 500, "no connection was refused");
+        let mut client = Client::connect(started.addr);
+        let reply = client.get("/healthz");
+        if reply.status != 200 {
+            break reply;
+        }
+        open.push(client);
+    };
+    refused.expect_error(503, "too_many_connections");
+    assert_eq!(open.len(), 16);
+    let _ = started.child.kill();
+    let _ = started.child.wait();
+}
