@@ -209,7 +209,7 @@ impl Engine {
                     .map_err(|err| format!("{label}: replay of LSN {}: {err}", lsn.0))
             },
         )?;
-        let mut log = recovered.log;
+        let mut log = Vec::new();
         if recovered.replayed > 0 {
             log.push(format!(
                 "{label}: replayed {} WAL record(s)",

@@ -541,3 +541,62 @@ fn connections_beyond_the_descriptors_left_get_503_instead_of_hanging() {
     let _ = started.child.kill();
     let _ = started.child.wait();
 }
+
+/// The newest WAL segment of a one-shard data directory.
+fn newest_segment(db: &std::path::Path) -> std::path::PathBuf {
+    let wal = db.join("shard-0").join("wal");
+    let mut segments: Vec<_> = std::fs::read_dir(wal)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
+        .collect();
+    segments.sort();
+    segments.pop().expect("a segment")
+}
+
+#[test]
+fn a_damaged_wal_tail_is_logged_at_warn_as_torn_write_or_bad_record() {
+    // Each damages the last flush's only record: `data_end` is where the
+    // written bytes end, `flush` where that flush starts.
+    type Damage = fn(&mut [u8], usize, usize);
+    let cases: [(&str, Damage); 2] = [
+        ("torn_write", |bytes, flush, end| {
+            // The second half of the record never reached the disk.
+            let record = flush + 32;
+            bytes[record + (end - record) / 2..end].fill(0);
+        }),
+        ("bad_record", |bytes, _, end| bytes[end - 3] ^= 0x80),
+    ];
+    for (name, damage) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let server = Server::start_on(&db, &["--shards", "1"]);
+        let mut client = server.client();
+        for n in 0..5 {
+            let body = json!({ "thread": "t", "author": "a", "body": n }).to_string();
+            client.post("/v1/messages", &body).expect(201);
+        }
+        server.kill();
+        let segment = newest_segment(&db);
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+        let flush = (end - 1) / 4096 * 4096;
+        damage(&mut bytes, flush, end);
+        std::fs::write(&segment, &bytes).unwrap();
+
+        let server = Server::start_on(&db, &["--shards", "1"]);
+        let log = support::log_with(&server.log, &format!("damage={name}"));
+        let line = log
+            .lines()
+            .find(|line| line.contains(&format!("damage={name}")))
+            .unwrap_or_else(|| panic!("no {name} line: {log}"));
+        assert!(line.contains("level=warn"), "{line}");
+        assert!(line.contains("shard=shard-0"), "{line}");
+        assert!(line.contains(&format!("offset={}", flush + 32)), "{line}");
+        assert!(line.contains(&format!("truncated_at={flush}")), "{line}");
+        assert!(line.contains(".wal"), "names the segment: {line}");
+        // The damaged flush is dropped; the four before it survive.
+        let page = server.client().get("/v1/threads/t/messages").expect(200);
+        assert_eq!(support::ids(&page).len(), 4, "{name}");
+    }
+}
