@@ -23,6 +23,17 @@ fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
     server
 }
 
+/// Creates a thread titled `title` as `client`'s user and returns the
+/// path of its messages.
+fn messages_path(client: &mut Client, title: &str) -> String {
+    let body = json!({ "title": title }).to_string();
+    let thread = client.post("/frontend/v1/threads", &body).expect(201);
+    format!(
+        "/frontend/v1/threads/{}/messages",
+        thread["key"].as_str().unwrap()
+    )
+}
+
 /// A client with `key` as `X-API-Key` for `user`, signed when the key is
 /// the frontend key (the signature is computed as the backend would).
 fn client(server: &Server, key: &str, user: &str) -> Client {
@@ -57,12 +68,8 @@ fn frontend_keys_cannot_choose_thread_keys_so_names_cannot_be_squatted() {
 
     // The backend's seed post creates "general" for carol, not mallory.
     let mut backend = client(&server, BACKEND, "carol");
-    backend
-        .post(
-            "/v1/messages",
-            r#"{"thread":"general","author":"carol","body":"hi"}"#,
-        )
-        .expect(201);
+    let seed = json!({ "thread": "general", "author": "carol", "body": "hi" });
+    backend.post("/v1/messages", &seed.to_string()).expect(201);
     let thread = backend.get("/frontend/v1/threads/general").expect(200);
     assert_eq!(thread["thread"]["author"], "carol");
     mallory
@@ -105,13 +112,7 @@ fn creating_a_thread_key_reveals_nothing_to_a_frontend_caller() {
 fn versions_honour_limit_and_page_with_version_cursors() {
     let server = start(&[]);
     let mut alice = client(&server, BACKEND, "alice");
-    let thread = alice
-        .post("/frontend/v1/threads", r#"{"title":"t"}"#)
-        .expect(201);
-    let base = format!(
-        "/frontend/v1/threads/{}/messages",
-        thread["key"].as_str().unwrap()
-    );
+    let base = messages_path(&mut alice, "t");
     let message = alice.post(&base, r#"{"body":0}"#).expect(201);
     let path = format!("{base}/{}/versions", message["key"].as_str().unwrap());
     for n in 1..7 {
@@ -217,13 +218,7 @@ fn a_space_inside_the_request_target_answers_400() {
 fn head_on_the_stream_route_sends_no_body_and_keeps_pipelining() {
     let server = start(&[]);
     let mut alice = client(&server, BACKEND, "alice");
-    let thread = alice
-        .post("/frontend/v1/threads", r#"{"title":"t"}"#)
-        .expect(201);
-    let stream = format!(
-        "/frontend/v1/threads/{}/messages/stream",
-        thread["key"].as_str().unwrap()
-    );
+    let stream = format!("{}/stream", messages_path(&mut alice, "t"));
     let mut pipelined = alice.request_bytes("HEAD", &stream, None);
     pipelined.extend(alice.request_bytes("GET", "/healthz", None));
     alice.send_raw(&pipelined);
@@ -312,13 +307,7 @@ fn a_long_resume_replays_every_change_before_going_live() {
         &[("PROGRESSDB_DEBUG_REPLAY_EVENTS_MAX", "5")],
     );
     let mut alice = client(&server, BACKEND, "alice");
-    let thread = alice
-        .post("/frontend/v1/threads", r#"{"title":"busy"}"#)
-        .expect(201);
-    let base = format!(
-        "/frontend/v1/threads/{}/messages",
-        thread["key"].as_str().unwrap()
-    );
+    let base = messages_path(&mut alice, "busy");
     post_many(&mut alice, &base, CHANGES, |n| {
         json!({ "body": n }).to_string()
     });
@@ -418,13 +407,7 @@ fn pages_of_large_messages_stop_at_the_byte_budget() {
     // Six messages of 900 KB: a page holds at most 4 MiB of them.
     let server = start(&["--durability", "none"]);
     let mut alice = client(&server, BACKEND, "alice");
-    let thread = alice
-        .post("/frontend/v1/threads", r#"{"title":"big"}"#)
-        .expect(201);
-    let base = format!(
-        "/frontend/v1/threads/{}/messages",
-        thread["key"].as_str().unwrap()
-    );
+    let base = messages_path(&mut alice, "big");
     let filler = "x".repeat(900_000);
     let big = |n: usize| json!({ "body": { "n": n, "filler": filler } }).to_string();
     post_many(&mut alice, &base, 6, big);
