@@ -410,7 +410,11 @@ fn pages_of_large_messages_stop_at_the_byte_budget() {
     let base = messages_path(&mut alice, "big");
     let filler = "x".repeat(900_000);
     let big = |n: usize| json!({ "body": { "n": n, "filler": filler } }).to_string();
-    post_many(&mut alice, &base, 6, big);
+    // One at a time: each answer echoes 900 KB, and a pipelined burst
+    // would fill both directions' socket buffers.
+    for n in 0..6 {
+        alice.post(&base, &big(n)).expect(201);
+    }
 
     let newest = alice.get(&format!("{base}?limit=1000")).expect(200);
     let (ns, p) = page_of(&newest);
@@ -582,4 +586,57 @@ fn a_damaged_wal_tail_is_logged_at_warn_as_torn_write_or_bad_record() {
         let page = server.client().get("/v1/threads/t/messages").expect(200);
         assert_eq!(support::ids(&page).len(), 4, "{name}");
     }
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[test]
+fn slow_readers_of_the_largest_pages_keep_memory_bounded() {
+    use std::io::{BufRead, Write};
+    // 24 messages of 900 KB: a limit=1000 page was 21 MB, built whole and
+    // held while the client read it; now a page stops at 4 MiB.
+    const READERS: usize = 4;
+    let server = start(&["--durability", "none", "--shards", "1"]);
+    let mut alice = client(&server, BACKEND, "alice");
+    let base = messages_path(&mut alice, "big");
+    let filler = "x".repeat(900_000);
+    for n in 0..24 {
+        let body = json!({ "body": { "n": n, "filler": filler } }).to_string();
+        alice.post(&base, &body).expect(201);
+    }
+    let before = rss_bytes(server.pid());
+    let request = alice.request_bytes("GET", &format!("{base}?limit=1000"), None);
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            socket.connect(&server.addr.into()).unwrap();
+            let mut stream: std::net::TcpStream = socket.into();
+            stream.write_all(&request).unwrap();
+            // The status line means the page is built and being written;
+            // then this reader stops reading.
+            let mut reader = std::io::BufReader::new(stream);
+            let mut status = String::new();
+            reader.read_line(&mut status).unwrap();
+            assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+            reader
+        })
+        .collect();
+    let grown = rss_bytes(server.pid()).saturating_sub(before);
+    eprintln!("{READERS} slow readers: RSS grew by {} MiB", grown >> 20);
+    // Per reader at most one 4 MiB page in its output buffer; the rest is
+    // the cached first page and allocator slack.
+    assert!(
+        grown < 48 << 20,
+        "{READERS} slow readers grew RSS by {} MiB",
+        grown >> 20
+    );
+    drop(readers);
 }
