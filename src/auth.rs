@@ -51,6 +51,36 @@ pub enum AuthError {
     InvalidUser,
     /// A frontend key without a valid `X-User-Signature` (401).
     BadSignature,
+    /// An identity header sent twice, or two different keys (400): which
+    /// one counts would depend on the reader, so none does.
+    DuplicateHeader(&'static str),
+}
+
+/// Headers that say who is calling. Each may appear once: a proxy that
+/// appends its own `X-User-ID` after the client's (or a client smuggling a
+/// second one) must not get "first wins" semantics.
+const IDENTITY_HEADERS: [&str; 4] = [
+    "authorization",
+    "x-api-key",
+    "x-user-id",
+    "x-user-signature",
+];
+
+/// The first identity header that appears more than once, or `x-api-key`
+/// when `Authorization` and `X-API-Key` present different keys.
+fn duplicate_identity_header(request: &Request) -> Option<&'static str> {
+    let count = |name: &str| request.headers.iter().filter(|(n, _)| n == name).count();
+    if let Some(name) = IDENTITY_HEADERS.into_iter().find(|name| count(name) > 1) {
+        return Some(name);
+    }
+    match (request.header("authorization"), request.header("x-api-key")) {
+        (Some(_), Some(key))
+            if presented_key(request).is_some_and(|bearer| bearer != key.trim().as_bytes()) =>
+        {
+            Some("x-api-key")
+        }
+        _ => None,
+    }
 }
 
 /// An authenticated caller.
@@ -136,6 +166,9 @@ impl Keys {
     }
 
     pub fn authenticate(&self, request: &Request, scope: Scope) -> Result<Principal, AuthError> {
+        if let Some(name) = duplicate_identity_header(request) {
+            return Err(AuthError::DuplicateHeader(name));
+        }
         let presented = presented_key(request).ok_or(AuthError::MissingKey)?;
         let (key_index, kind) = self.find(presented).ok_or(AuthError::UnknownKey)?;
         let allowed = matches!(

@@ -102,14 +102,27 @@ pub struct Flags {
     )]
     pub cors_origins: Vec<String>,
 
-    /// Requests per second each key may make, 0 for no limit. Kept per
-    /// core (each core allows its share), so no state is shared. [default: 0]
+    /// Requests per second each user of a key (each key acting for no
+    /// user) may make, 0 for no limit. Kept per core (each core allows its
+    /// share), so no state is shared. [default: 0]
     #[arg(long, env = "PROGRESSDB_RATE_LIMIT_RPS", value_name = "N")]
     pub rate_limit_rps: Option<u64>,
 
-    /// Requests a key may make in a burst above its rate. [default: the rate]
+    /// Requests a user of a key may make in a burst above its rate.
+    /// [default: the rate]
     #[arg(long, env = "PROGRESSDB_RATE_LIMIT_BURST", value_name = "N")]
     pub rate_limit_burst: Option<u64>,
+
+    /// Requests per second all users of one key may make together (also
+    /// its burst), 0 for no ceiling. [default: 0]
+    #[arg(long, env = "PROGRESSDB_RATE_LIMIT_KEY_RPS", value_name = "N")]
+    pub rate_limit_key_rps: Option<u64>,
+
+    /// Failed authentications (401) one source address (IPv6: one /64)
+    /// may make per minute, also its burst; then 429 until it refills. 0
+    /// for no limit. [default: 600]
+    #[arg(long, env = "PROGRESSDB_AUTH_FAILURES_PER_MINUTE", value_name = "N")]
+    pub auth_failures_per_minute: Option<u64>,
 
     /// Largest accepted request body in bytes. [default: 1048576]
     #[arg(long, env = "PROGRESSDB_REQUEST_BODY_BYTES_MAX", value_name = "BYTES")]
@@ -239,6 +252,8 @@ struct FileSettings {
     cors_origins: Option<Vec<String>>,
     rate_limit_rps: Option<u64>,
     rate_limit_burst: Option<u64>,
+    rate_limit_key_rps: Option<u64>,
+    auth_failures_per_minute: Option<u64>,
     request_body_bytes_max: Option<usize>,
     request_head_bytes_max: Option<usize>,
     idle_timeout_ms: Option<u64>,
@@ -275,6 +290,8 @@ const FILE_KEYS: &[&str] = &[
     "cors_origins",
     "rate_limit_rps",
     "rate_limit_burst",
+    "rate_limit_key_rps",
+    "auth_failures_per_minute",
     "request_body_bytes_max",
     "request_head_bytes_max",
     "idle_timeout_ms",
@@ -315,9 +332,13 @@ pub struct Config {
     pub admin_keys: Vec<String>,
     pub signing_keys: Vec<String>,
     pub cors_origins: Vec<String>,
-    /// Requests per second per key (0: unlimited) and burst size.
+    /// Requests per second per (key, user) (0: unlimited) and burst size.
     pub rate_limit_rps: u64,
     pub rate_limit_burst: u64,
+    /// Requests per second per key over all its users (0: no ceiling).
+    pub rate_limit_key_rps: u64,
+    /// Failed authentications per source address per minute (0: no limit).
+    pub auth_failures_per_minute: u64,
     pub limits: Limits,
     pub io_memory_bytes: usize,
     pub wal: WalOptions,
@@ -364,6 +385,8 @@ impl std::fmt::Debug for Config {
             )
             .field("cors_origins", &self.cors_origins)
             .field("rate_limit_rps", &self.rate_limit_rps)
+            .field("rate_limit_key_rps", &self.rate_limit_key_rps)
+            .field("auth_failures_per_minute", &self.auth_failures_per_minute)
             .field("limits", &self.limits)
             .field("io_memory_bytes", &self.io_memory_bytes)
             .field("wal", &self.wal)
@@ -475,6 +498,14 @@ impl Config {
             .rate_limit_burst
             .or(file.rate_limit_burst)
             .unwrap_or(rate_limit_rps);
+        let rate_limit_key_rps = flags
+            .rate_limit_key_rps
+            .or(file.rate_limit_key_rps)
+            .unwrap_or(0);
+        let auth_failures_per_minute = flags
+            .auth_failures_per_minute
+            .or(file.auth_failures_per_minute)
+            .unwrap_or(AUTH_FAILURES_PER_MINUTE_DEFAULT);
         if rate_limit_rps > 0 && rate_limit_burst == 0 {
             return Err(invalid(
                 "rate_limit_burst",
@@ -702,11 +733,17 @@ impl Config {
             cors_origins,
             rate_limit_rps,
             rate_limit_burst,
+            rate_limit_key_rps,
+            auth_failures_per_minute,
             limits,
             io_memory_bytes: io_memory_kib * 1024,
         })
     }
 }
+
+/// Failed authentications a source address may make per minute: plenty
+/// for a client with a stale key, few for a key-guessing loop.
+const AUTH_FAILURES_PER_MINUTE_DEFAULT: u64 = 600;
 
 /// Debug builds only: `PROGRESSDB_DEBUG_FAIL_WAL_AFTER_FLUSHES=N` makes
 /// every WAL flush after the first N fail, so tests can drive the
@@ -716,6 +753,21 @@ fn injected_wal_fault() -> Option<u64> {
         std::env::var("PROGRESSDB_DEBUG_FAIL_WAL_AFTER_FLUSHES")
             .ok()
             .and_then(|value| value.parse().ok())
+    } else {
+        None
+    }
+}
+
+/// Debug builds only: `PROGRESSDB_DEBUG_REPLAY_EVENTS_MAX=N` lowers the
+/// changes a live-tail resume replays per batch, so tests can drive a
+/// many-batch resume through the real binary with a few hundred changes.
+/// Release builds ignore it.
+pub fn debug_replay_events_max() -> Option<usize> {
+    if cfg!(debug_assertions) {
+        std::env::var("PROGRESSDB_DEBUG_REPLAY_EVENTS_MAX")
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .filter(|&max| max > 0)
     } else {
         None
     }
@@ -882,6 +934,8 @@ struct EffectiveSettings {
     cors_origins: Vec<String>,
     rate_limit_rps: u64,
     rate_limit_burst: u64,
+    rate_limit_key_rps: u64,
+    auth_failures_per_minute: u64,
     request_body_bytes_max: usize,
     request_head_bytes_max: usize,
     idle_timeout_ms: u64,
@@ -938,6 +992,8 @@ impl Config {
             cors_origins: self.cors_origins.clone(),
             rate_limit_rps: self.rate_limit_rps,
             rate_limit_burst: self.rate_limit_burst,
+            rate_limit_key_rps: self.rate_limit_key_rps,
+            auth_failures_per_minute: self.auth_failures_per_minute,
             request_body_bytes_max: self.limits.request_body_bytes_max,
             request_head_bytes_max: self.limits.request_head_bytes_max,
             idle_timeout_ms: self.limits.idle_timeout_ms,

@@ -411,11 +411,16 @@ impl Db {
 
     /// Every version of a message, oldest first; the current one is last.
     pub fn versions(&self, thread: &str, id: &str) -> Result<Vec<Version>, Error> {
+        // Embedded callers asked for the whole history: one page of all.
         let versions: VersionList = self.call(Command::ListVersions {
             thread: thread_id(thread)?,
             caller: anyone(),
             id: id.to_owned(),
-            include_deleted: false,
+            page: crate::engine::VersionPage {
+                position: crate::engine::VersionPosition::Newest,
+                limit: usize::MAX,
+                include_deleted: false,
+            },
         })?;
         Ok(versions.versions)
     }

@@ -116,7 +116,9 @@ impl Api {
             Route::AdminListThreads => self.admin_list_threads(request, query).await,
             Route::AdminGetThread(id) => self.admin_get_thread(id, request).await,
             Route::AdminListMessages(id) => self.admin_list_messages(id, request, query).await,
-            Route::AdminListVersions(id, mid) => self.admin_list_versions(id, mid, request).await,
+            Route::AdminListVersions(id, mid) => {
+                self.admin_list_versions(id, mid, request, query).await
+            }
             Route::AdminStreamMessages(id) => admin_stream(id, request, query),
             _ => return None,
         };
@@ -155,13 +157,16 @@ impl Api {
         id: &str,
         mid: &str,
         request: &Request,
+        query: &Query,
     ) -> Result<Handled, ApiError> {
         let search = Search::parse(&request.query)?;
+        let mut page = query.version_page(&self.limits)?;
+        page.include_deleted = search.include_deleted;
         let command = Command::ListVersions {
             thread: thread_id(id)?,
             caller: ADMIN,
             id: mid.to_owned(),
-            include_deleted: search.include_deleted,
+            page,
         };
         self.answer(command, None).await
     }

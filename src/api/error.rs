@@ -126,6 +126,12 @@ impl From<crate::auth::AuthError> for ApiError {
                 "missing_user_id",
                 "this route acts for a user: send `X-User-ID`",
             ),
+            AuthError::DuplicateHeader(name) => ApiError::bad_request(
+                "duplicate_header",
+                format!(
+                    "`{name}` was sent more than once (or Authorization and X-API-Key disagree); send each identity header once"
+                ),
+            ),
             AuthError::InvalidUser => ApiError::bad_request(
                 "invalid_user_id",
                 "X-User-ID must be 1 to 128 printable ASCII characters without spaces",

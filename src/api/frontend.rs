@@ -115,7 +115,7 @@ impl Api {
                 thread: thread_id(&id)?,
                 caller: call.caller(None)?,
                 id: mid,
-                include_deleted: query.include_deleted()?,
+                page: query.version_page(&self.limits)?,
             },
             Route::ListReplies(id, mid) => Command::ListReplies {
                 thread: thread_id(&id)?,
@@ -186,8 +186,22 @@ impl Api {
 
     /// `POST /frontend/v1/threads {"title","key"?}`: a backend may choose
     /// the key; otherwise one is generated.
+    ///
+    /// Chosen keys are a backend privilege. A browser that could pick one
+    /// could squat a name the backend later posts into through the seed
+    /// route (which appends to whatever thread holds that name), and could
+    /// probe which names exist (409). Refused before the key is looked at,
+    /// so the answer is the same whether the name is free, taken or
+    /// deleted.
     fn create_thread(&self, call: &Call<'_>) -> Result<Command, ApiError> {
         let body: input::CreateThread = decode_body(call.request)?;
+        if body.key.is_some() && call.principal.kind != KeyKind::Backend {
+            return Err(ApiError::new(
+                403,
+                "thread_key_forbidden",
+                "only backend keys may choose a thread's key; omit `key` (and `id`) to get a generated one",
+            ));
+        }
         Ok(Command::CreateThread {
             id: match body.key {
                 Some(key) => thread_id(&key)?,

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use super::ApiError;
 use crate::config::Limits;
-use crate::engine::{MessagePage, MessagePosition, ThreadSort};
+use crate::engine::{MessagePage, MessagePosition, ThreadSort, VersionPage, VersionPosition};
 use crate::http::{Request, query_pairs};
 use crate::model::{MessageId, ThreadId, is_valid_key};
 
@@ -333,6 +333,26 @@ impl Query {
             include_deleted: self.include_deleted()?,
             position,
             limit: self.limit(limits)?,
+        })
+    }
+
+    /// A page of a message's versions: cursors are version numbers.
+    pub fn version_page(&self, limits: &Limits) -> Result<VersionPage, ApiError> {
+        let position = match self.single_position()? {
+            None => VersionPosition::Newest,
+            Some((name, text)) => {
+                let number = text.parse::<u32>().map_err(|_| invalid_cursor(name))?;
+                match name {
+                    "before" => VersionPosition::Before(number),
+                    "after" => VersionPosition::After(number),
+                    _ => VersionPosition::Anchor(number),
+                }
+            }
+        };
+        Ok(VersionPage {
+            position,
+            limit: self.limit(limits)?,
+            include_deleted: self.include_deleted()?,
         })
     }
 

@@ -15,6 +15,7 @@ pub mod viewer;
 pub use error::ApiError;
 
 use std::cell::Cell;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,7 @@ use crate::metrics;
 use crate::model::{ThreadId, UserId};
 use crate::shard::{ShardId, mesh::Mesh};
 use cors::Cors;
-use limit::RateLimiter;
+use limit::{Limited, RateLimiter};
 
 use input::{Query, decode_body};
 
@@ -72,10 +73,13 @@ pub struct Api {
 impl Api {
     pub fn new(mesh: Rc<Mesh>, keys: Rc<Keys>, config: &Config) -> Api {
         let rate_limiter = RateLimiter::new(
-            config.rate_limit_rps,
-            config.rate_limit_burst,
+            &limit::RateLimitSettings {
+                user_rps: config.rate_limit_rps,
+                user_burst: config.rate_limit_burst,
+                key_rps: config.rate_limit_key_rps,
+                auth_failures_per_minute: config.auth_failures_per_minute,
+            },
             mesh.shard_count(),
-            keys.key_count(),
         );
         Api {
             mesh,
@@ -93,13 +97,19 @@ impl Api {
         }
     }
 
-    pub async fn handle(&self, request: &Request) -> Handled {
+    /// Answers `request`, which came from `peer` (failed authentications
+    /// are limited per source address).
+    pub async fn handle(&self, request: &Request, peer: Option<IpAddr>) -> Handled {
         let started = Instant::now();
         crate::shard::requests::record(started);
         let routed = router::route(request.method, &request.path);
         let route = metrics::route_name(&routed);
-        let response = match self.dispatch(request, routed).await {
+        let response = match self.dispatch(request, routed, peer).await {
             Ok(Handled::Response(response)) => response,
+            Ok(Handled::Stream(tail)) if request.method == Method::Head => self
+                .stream_head(tail)
+                .await
+                .unwrap_or_else(ApiError::into_response),
             Ok(stream) => {
                 // A live tail counts once, as started, with the time it
                 // took to validate; its lifetime is not a latency.
@@ -171,6 +181,7 @@ impl Api {
         &self,
         request: &Request,
         routed: Result<Route, RouteError>,
+        peer: Option<IpAddr>,
     ) -> Result<Handled, ApiError> {
         let route = match routed {
             // Any OPTIONS is a browser's preflight: answered before auth,
@@ -186,15 +197,21 @@ impl Api {
         let scope = route
             .scope()
             .expect("only unauthenticated routes have no scope");
-        let principal = self.keys.authenticate(request, scope)?;
-        if let Err(retry_after_s) = self.rate_limiter.admit(principal.key_index, Instant::now()) {
+        let principal = self.authenticate(request, scope, peer)?;
+        let admitted =
+            self.rate_limiter
+                .admit(principal.key_index, principal.user.as_ref(), Instant::now());
+        if let Err(limited) = admitted {
+            let (retry_after_s, message) = match limited {
+                Limited::User(s) => (
+                    s,
+                    "too many requests for this user of this key; retry later",
+                ),
+                Limited::Key(s) => (s, "too many requests for this key; retry later"),
+            };
             return Err(ApiError {
                 retry_after_s: Some(retry_after_s),
-                ..ApiError::new(
-                    429,
-                    "rate_limited",
-                    "too many requests for this key; retry later",
-                )
+                ..ApiError::new(429, "rate_limited", message)
             });
         }
         let query = Query::parse(&request.query)?;
@@ -209,6 +226,37 @@ impl Api {
         self.authenticated(route, &call).await
     }
 
+    /// Checks the key, unless `peer` has failed too often lately; counts
+    /// this attempt against `peer` when it fails (401).
+    fn authenticate(
+        &self,
+        request: &Request,
+        scope: crate::auth::Scope,
+        peer: Option<IpAddr>,
+    ) -> Result<Principal, ApiError> {
+        let now = Instant::now();
+        if let Some(peer) = peer
+            && let Err(retry_after_s) = self.rate_limiter.may_authenticate(peer, now)
+        {
+            return Err(ApiError {
+                retry_after_s: Some(retry_after_s),
+                ..ApiError::new(
+                    429,
+                    "too_many_auth_failures",
+                    "too many failed authentications from this address; retry later",
+                )
+            });
+        }
+        let error = match self.keys.authenticate(request, scope) {
+            Ok(principal) => return Ok(principal),
+            Err(err) => ApiError::from(err),
+        };
+        if let (Some(peer), 401) = (peer, error.status) {
+            self.rate_limiter.authentication_failed(peer, now);
+        }
+        Err(error)
+    }
+
     /// The routes anyone may call, answered without a key.
     fn public(&self, route: &Route, request: &Request) -> Option<Response> {
         Some(match route {
@@ -219,6 +267,29 @@ impl Api {
             Route::Docs => docs::page(),
             Route::Viewer(asset) => viewer::response(asset),
             _ => return None,
+        })
+    }
+
+    /// `HEAD` on a stream route: what `GET` would answer, without the
+    /// stream. Answered as an ordinary response so the connection stays
+    /// framed (a stream is close-delimited and would swallow the next
+    /// pipelined request). The access check is the stream's own, so `HEAD`
+    /// reveals no more than `GET`.
+    async fn stream_head(&self, tail: LiveTail) -> Result<Response, ApiError> {
+        let owner = crate::shard::shard_for(tail.thread.as_str(), self.mesh.shard_count());
+        let command = Command::GetThread {
+            id: tail.thread,
+            caller: tail.caller,
+            include_deleted: false,
+        };
+        self.mesh.call(owner, command).await?;
+        Ok(Response {
+            status: 200,
+            headers: vec![
+                ("Content-Type", "text/event-stream".to_owned()),
+                ("Cache-Control", "no-cache".to_owned()),
+            ],
+            body: Vec::new(),
         })
     }
 

@@ -62,6 +62,28 @@ pub struct MessagePage {
     pub include_deleted: bool,
 }
 
+/// Where a page of a message's versions is, by version number (versions
+/// are numbered from 1, oldest first; the current one is the highest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionPosition {
+    /// The newest `limit`.
+    Newest,
+    /// Up to `limit` just older than this version.
+    Before(u32),
+    /// Up to `limit` just newer than this version.
+    After(u32),
+    /// Up to `limit` older, this one, up to `limit` newer.
+    Anchor(u32),
+}
+
+#[derive(Debug, Clone)]
+pub struct VersionPage {
+    pub position: VersionPosition,
+    pub limit: usize,
+    /// The message may be soft-deleted.
+    pub include_deleted: bool,
+}
+
 /// What a thread listing is ordered by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThreadSort {
@@ -164,12 +186,12 @@ pub enum Command {
         id: String,
         include_deleted: bool,
     },
-    /// Every version of a message, oldest first, the current one last.
+    /// A page of a message's versions, oldest first, the current one last.
     ListVersions {
         thread: ThreadId,
         caller: Caller,
         id: String,
-        include_deleted: bool,
+        page: VersionPage,
     },
     /// Direct replies to a message, oldest first; `page.position` is
     /// `Start`, `Before` or `After` a reply's id.

@@ -5,10 +5,11 @@
 use super::authors::ThreadState;
 use super::command::{
     AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Reply, ThreadEntry,
-    ThreadPage, ThreadPart, ThreadSort,
+    ThreadPage, ThreadPart, ThreadSort, VersionPage, VersionPosition,
 };
+use super::page::Pagination;
 use super::{Engine, Executed, REACTIONS_PER_MESSAGE_MAX, page, stream_event, to_json};
-use crate::model::{Message, MessageCounts, MessageId, ThreadId, ThreadRecord, UserId};
+use crate::model::{Message, MessageCounts, MessageId, ThreadId, ThreadRecord, UserId, Version};
 use crate::store::{Ops, Store};
 use crate::wal::record::Lsn;
 
@@ -105,8 +106,8 @@ impl Engine {
                 thread,
                 caller,
                 id,
-                include_deleted,
-            } => self.list_versions(&thread, &caller, &id, include_deleted),
+                page,
+            } => self.list_versions(&thread, &caller, &id, &page),
             Command::ListReplies {
                 thread,
                 caller,
@@ -348,22 +349,43 @@ impl Engine {
         Executed::read(Reply::Ok(body))
     }
 
-    /// `{"message":"<key>","versions":[…]}`, oldest first, current last.
+    /// `{"message":"<key>","versions":[…],"pagination":P}`, oldest first,
+    /// current last; anchors are version numbers (as strings, like every
+    /// other anchor). Only the page's bodies are opened and rendered.
     fn list_versions(
         &self,
         thread: &ThreadId,
         caller: &Caller,
         id: &str,
-        include_deleted: bool,
+        page: &VersionPage,
     ) -> Result<Executed, EngineError> {
-        let (_, message) = self.message_for(thread, caller, id, include_deleted)?;
-        let mut versions = self.versions(&message)?;
+        let (_, message) = self.message_for(thread, caller, id, page.include_deleted)?;
+        let mut versions = self.store.versions(&message.thread, message.ts)?;
         versions.push(message.current_version());
-        let mut body = br#"{"message":"#.to_vec();
-        serde_json::to_writer(&mut body, &message.id).expect("strings serialize");
-        body.extend_from_slice(br#","versions":"#);
-        serde_json::to_writer(&mut body, &versions).expect("versions serialize");
-        body.push(b'}');
+        let (start, end) = version_window(&versions, page)?;
+        let (start, end) = within_page_bytes(&versions, (start, end), page.position);
+        let mut items = Vec::with_capacity(end - start);
+        for version in &mut versions[start..end] {
+            if let Some(sealed) = version.sealed_body.take() {
+                version.body = self.open_body(&message, version.version, &sealed)?;
+            }
+            items.push(serde_json::to_vec(&*version).expect("versions serialize"));
+        }
+        let number = |index: usize| versions.get(index).map(|v| v.version.to_string());
+        let pagination = Pagination::of(
+            (start < end).then(|| number(start)).flatten(),
+            (start < end).then(|| number(end - 1)).flatten(),
+            end - start,
+            (start > 0, end < versions.len()),
+            versions.len() as u64,
+        );
+        let fields = [("message", message.id.as_str())];
+        let body = page::list(
+            &fields,
+            "versions",
+            items.iter().map(Vec::as_slice),
+            &pagination,
+        );
         Executed::read(Reply::Ok(body))
     }
 
@@ -627,4 +649,72 @@ impl Engine {
             _ => unreachable!("every other command is executed above"),
         }
     }
+}
+
+/// `window` shrunk to [`page::PAGE_BYTES_MAX`] of bodies (at least one
+/// version), dropping versions far from the cursor: the oldest of a
+/// newest or `before` page, the newest of an `after` page, and those
+/// furthest from an anchor.
+fn within_page_bytes(
+    versions: &[Version],
+    (mut start, mut end): (usize, usize),
+    position: VersionPosition,
+) -> (usize, usize) {
+    let size = |v: &Version| {
+        v.sealed_body
+            .as_ref()
+            .map_or(v.body.get().len(), String::len)
+    };
+    let mut bytes: usize = versions[start..end].iter().map(size).sum();
+    while bytes > page::PAGE_BYTES_MAX && end - start > 1 {
+        let from_start = match position {
+            VersionPosition::After(_) => false,
+            VersionPosition::Anchor(v) => {
+                let anchor = versions.partition_point(|x| x.version < v);
+                anchor - start >= end - 1 - anchor
+            }
+            VersionPosition::Newest | VersionPosition::Before(_) => true,
+        };
+        if from_start {
+            bytes -= size(&versions[start]);
+            start += 1;
+        } else {
+            end -= 1;
+            bytes -= size(&versions[end]);
+        }
+    }
+    (start, end)
+}
+
+/// The index range of `versions` (sorted by number, oldest first) that
+/// `page` selects. A cursor must be one of the message's version numbers.
+fn version_window(versions: &[Version], page: &VersionPage) -> Result<(usize, usize), EngineError> {
+    let len = versions.len();
+    let newest = versions.last().map_or(0, |v| v.version);
+    let cursor = match page.position {
+        VersionPosition::Newest => None,
+        VersionPosition::Before(v) | VersionPosition::After(v) | VersionPosition::Anchor(v) => {
+            Some(v)
+        }
+    };
+    if cursor.is_some_and(|v| v == 0 || v > newest) {
+        return Err(EngineError::InvalidCursor);
+    }
+    let below = |v: u32| versions.partition_point(|x| x.version < v);
+    let upto = |v: u32| versions.partition_point(|x| x.version <= v);
+    Ok(match page.position {
+        VersionPosition::Newest => (len.saturating_sub(page.limit), len),
+        VersionPosition::Before(v) => {
+            let end = below(v);
+            (end.saturating_sub(page.limit), end)
+        }
+        VersionPosition::After(v) => {
+            let start = upto(v);
+            (start, start.saturating_add(page.limit).min(len))
+        }
+        VersionPosition::Anchor(v) => (
+            below(v).saturating_sub(page.limit),
+            upto(v).saturating_add(page.limit).min(len),
+        ),
+    })
 }

@@ -20,7 +20,8 @@ pub use page::{Pagination, list, thread_list, wrap};
 
 pub use command::{
     AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, Outcome,
-    Reply, SecretKey, ThreadEntry, ThreadPage, ThreadPart, ThreadPosition, ThreadSort,
+    Reply, SecretKey, ThreadEntry, ThreadPage, ThreadPart, ThreadPosition, ThreadSort, VersionPage,
+    VersionPosition,
 };
 
 use std::cell::{Cell, RefCell};
@@ -133,6 +134,16 @@ pub struct Published {
 /// Changes replayed per reply to a subscriber catching up.
 const REPLAY_EVENTS_MAX: usize = 500;
 
+/// Bytes of message JSON in one replay batch (at least one event): what a
+/// resuming subscriber holds at a time, however slowly it reads.
+pub const REPLAY_BYTES_MAX: usize = 1 << 20;
+
+/// [`REPLAY_EVENTS_MAX`], or a debug build's test override (read once).
+fn replay_events_max() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| crate::config::debug_replay_events_max().unwrap_or(REPLAY_EVENTS_MAX))
+}
+
 /// The live-tail event for `message` as changed at `change_ts`.
 fn stream_event(message: &Message, change_ts: u64) -> StreamEvent {
     let kind = if message.deleted {
@@ -198,7 +209,7 @@ impl Engine {
                     .map_err(|err| format!("{label}: replay of LSN {}: {err}", lsn.0))
             },
         )?;
-        let mut log = recovered.log;
+        let mut log = Vec::new();
         if recovered.replayed > 0 {
             log.push(format!(
                 "{label}: replayed {} WAL record(s)",
@@ -393,14 +404,20 @@ impl Engine {
 
     /// The replay for a subscriber: changes after `after`, as events.
     fn replay(&self, thread: &ThreadId, after: u64) -> Result<Reply, EngineError> {
-        let changes = self
-            .store
-            .changes_after(thread.as_str(), after, REPLAY_EVENTS_MAX + 1)?;
-        let more = changes.len() > REPLAY_EVENTS_MAX;
-        let mut events = Vec::with_capacity(changes.len());
-        for (change_ts, message_ts) in changes.into_iter().take(REPLAY_EVENTS_MAX) {
+        let max = replay_events_max();
+        let changes = self.store.changes_after(thread.as_str(), after, max + 1)?;
+        let mut more = changes.len() > max;
+        let mut events: Vec<StreamEvent> = Vec::with_capacity(changes.len().min(max));
+        let mut bytes = 0usize;
+        for (change_ts, message_ts) in changes.into_iter().take(max) {
+            if !events.is_empty() && bytes >= REPLAY_BYTES_MAX {
+                more = true;
+                break;
+            }
             if let Some(message) = self.get_message(thread.as_str(), message_ts)? {
-                events.push(stream_event(&message, change_ts));
+                let event = stream_event(&message, change_ts);
+                bytes += event.data.len();
+                events.push(event);
             }
         }
         Ok(Reply::Events { events, more })
@@ -706,16 +723,6 @@ impl Engine {
                 body.get().as_bytes(),
             )
         }))
-    }
-
-    fn versions(&self, message: &Message) -> Result<Vec<Version>, EngineError> {
-        let mut versions = self.store.versions(&message.thread, message.ts)?;
-        for version in &mut versions {
-            if let Some(sealed) = version.sealed_body.take() {
-                version.body = self.open_body(message, version.version, &sealed)?;
-            }
-        }
-        Ok(versions)
     }
 
     /// Adds a master key to this shard's embedded keyring (rotation).

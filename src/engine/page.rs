@@ -16,6 +16,35 @@ use super::command::{
 use crate::model::{MessageId, ThreadRecord, upgrade_legacy_message, upgrade_legacy_thread};
 use crate::store::{Direction, Store};
 
+/// Bytes of stored JSON one page (or one side of an anchor page) may
+/// hold. A page stops early at this size, with `has_before` / `has_after`
+/// saying more exist and its anchors where to go on, so `limit=1000` of
+/// 1 MiB messages is not built whole in memory. At least one item is always
+/// listed, so a page is at most this or one message, whichever is larger.
+pub const PAGE_BYTES_MAX: usize = 4 << 20;
+
+/// How much one scan may take: items and bytes.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    items: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    fn items(items: usize) -> Budget {
+        Budget {
+            items,
+            bytes: PAGE_BYTES_MAX,
+        }
+    }
+
+    /// Whether an item of `size` bytes no longer fits after `taken` items
+    /// of `bytes` in all; the first item always fits.
+    fn full(&self, taken: usize, bytes: usize, size: usize) -> bool {
+        taken == self.items || (taken > 0 && bytes.saturating_add(size) > self.bytes)
+    }
+}
+
 /// Messages of one side of a position, in scan order.
 struct Side {
     items: Vec<(u64, Vec<u8>)>,
@@ -28,20 +57,22 @@ fn scan(
     thread: &str,
     range: (Bound<u64>, Bound<u64>),
     direction: Direction,
-    limit: usize,
+    budget: Budget,
     include_deleted: bool,
 ) -> Result<Side, EngineError> {
-    let mut items = Vec::with_capacity(limit.min(1024));
+    let mut items = Vec::with_capacity(budget.items.min(1024));
     let mut more = false;
+    let mut bytes = 0usize;
     store.scan_messages(thread, range, direction, |ts, deleted, json| {
         if deleted && !include_deleted {
             return Ok(true);
         }
-        if items.len() == limit {
+        if budget.full(items.len(), bytes, json.len()) {
             more = true;
             return Ok(false);
         }
         let json = upgrade_legacy_message(json).unwrap_or_else(|| json.to_vec());
+        bytes += json.len();
         items.push((ts, json));
         Ok(true)
     })?;
@@ -56,7 +87,15 @@ fn any_in(
     direction: Direction,
     include_deleted: bool,
 ) -> Result<bool, EngineError> {
-    Ok(scan(store, thread, range, direction, 0, include_deleted)?.more)
+    Ok(scan(
+        store,
+        thread,
+        range,
+        direction,
+        Budget::items(0),
+        include_deleted,
+    )?
+    .more)
 }
 
 /// The timestamp of a cursor message, which must exist in this thread.
@@ -167,7 +206,7 @@ fn message_items(
     thread: &str,
     page: &MessagePage,
 ) -> Result<MessageItems, EngineError> {
-    let (limit, deleted) = (page.limit, page.include_deleted);
+    let (limit, deleted) = (Budget::items(page.limit), page.include_deleted);
     let all = (Bound::Unbounded, Bound::Unbounded);
     Ok(match page.position {
         MessagePosition::End => {
@@ -201,9 +240,21 @@ fn message_items(
                 (Bound::Included(ts), Bound::Included(ts)),
                 (Bound::Excluded(ts), Bound::Unbounded),
             );
-            let older = scan(store, thread, older, Direction::Descending, limit, deleted)?;
-            let itself = scan(store, thread, itself, Direction::Ascending, 1, deleted)?;
-            let newer = scan(store, thread, newer, Direction::Ascending, limit, deleted)?;
+            // Each side gets half the bytes, so the page stays in budget.
+            let side = Budget {
+                bytes: PAGE_BYTES_MAX / 2,
+                ..limit
+            };
+            let older = scan(store, thread, older, Direction::Descending, side, deleted)?;
+            let itself = scan(
+                store,
+                thread,
+                itself,
+                Direction::Ascending,
+                Budget::items(1),
+                deleted,
+            )?;
+            let newer = scan(store, thread, newer, Direction::Ascending, side, deleted)?;
             let mut items = reversed(older.items);
             items.extend(itself.items);
             items.extend(newer.items);
@@ -388,7 +439,9 @@ fn reply_side(
     include_deleted: bool,
 ) -> Result<(Items, bool), EngineError> {
     let wanted = limit + 1;
+    let budget = Budget::items(limit);
     let mut items = Vec::new();
+    let mut bytes = 0usize;
     // Deleted replies are skipped, so fetch in rounds until a page is full.
     loop {
         let batch = store.replies(thread, parent_ts, after, direction, wanted)?;
@@ -401,14 +454,13 @@ fn reply_side(
             if message.deleted && !include_deleted {
                 continue;
             }
-            if items.len() == limit {
+            message.normalize();
+            let json = serde_json::to_vec(&message).expect("messages serialize");
+            if budget.full(items.len(), bytes, json.len()) {
                 return Ok((items, true));
             }
-            message.normalize();
-            items.push((
-                ts,
-                serde_json::to_vec(&message).expect("messages serialize"),
-            ));
+            bytes += json.len();
+            items.push((ts, json));
         }
         if exhausted {
             return Ok((items, false));

@@ -179,10 +179,13 @@ fn version_error(window: &[u8]) -> HttpError {
         .iter()
         .position(|&b| b == b'\r' || b == b'\n')
         .unwrap_or(line.len());
-    let version = line[..end]
-        .rsplit(|&b| b == b' ')
-        .next()
-        .unwrap_or_default();
+    let line = &line[..end];
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    // `GET /a b HTTP/1.1`: httparse ends the target at the first space and
+    // reads the rest as the version; the version is fine, the target is not.
+    if line.split(|&b| b == b' ').count() > 3 {
+        return HttpError::Malformed("request target must not contain spaces");
+    }
     match version.strip_prefix(b"HTTP/") {
         Some([first, rest @ ..])
             if first.is_ascii_digit() && rest.iter().all(|&b| b.is_ascii_digit() || b == b'.') =>
@@ -778,6 +781,11 @@ mod tests {
             error(b"\x00\x01 / HTTP/1.1\r\n\r\n"),
             HttpError::Malformed(_)
         ));
+        // A space inside the target is a bad target, not a bad version.
+        assert_eq!(
+            error(b"GET /a b HTTP/1.1\r\n\r\n"),
+            HttpError::Malformed("request target must not contain spaces")
+        );
     }
 
     #[test]

@@ -312,7 +312,9 @@ impl Call<'_> {
                 .unwrap_or_default(),
             keep_alive: true,
         };
-        let response = match self.api.handle(&request).await {
+        // The key was proven at login, so this request cannot fail to
+        // authenticate: no source address is needed for failure limits.
+        let response = match self.api.handle(&request, None).await {
             Handled::Response(response) => response,
             Handled::Stream(_) => return Err(SqlError::new("XX000", "unexpected stream")),
         };

@@ -94,6 +94,7 @@ pub async fn serve(
 ) {
     // Latency matters more than packet count for small JSON responses.
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok().map(|addr| addr.ip());
     let _ = stream.set_read_timeout(Some(settings.idle_timeout));
     let _ = stream.set_write_timeout(Some(settings.idle_timeout));
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
@@ -109,7 +110,7 @@ pub async fn serve(
                 // Bytes of a pipelined request may already be here.
                 request_started = (!input.is_empty()).then(Instant::now);
                 let handled = match listener {
-                    Listener::Api => api.handle(&request).await,
+                    Listener::Api => api.handle(&request, peer).await,
                     Listener::Metrics => Handled::Response(api.handle_metrics_port(&request).await),
                 };
                 let response = match handled {
@@ -140,6 +141,9 @@ pub async fn serve(
                 let head_only = request.method == Method::Head;
                 let keep_alive = request.keep_alive && !settings.drain.is_draining();
                 response.write_to(&mut output, keep_alive, head_only);
+                // A large page now lives in `output`; do not keep a second
+                // copy while a slow client reads it.
+                drop(response);
                 if !keep_alive {
                     let _ = stream.write_all(&output).await;
                     let _ = stream.close().await;

@@ -5,8 +5,10 @@
 //! returns what a `Last-Event-ID` missed), so no change can fall between
 //! the replay and the live events; events already replayed are skipped by
 //! id. A heartbeat comment every few seconds finds clients that went away.
-//! A subscriber that falls too far behind gets a final `overflow` event and
-//! is closed; it reconnects with its last event id and misses nothing.
+//! A resume replays in bounded batches until it has caught up, never
+//! skipping ahead. A subscriber that falls too far behind (live, or while
+//! replaying) gets a final `overflow` event and is closed; it reconnects
+//! with its last event id and misses nothing.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -21,8 +23,9 @@ use crate::shard::mesh::Mesh;
 use crate::shard::shard_for;
 
 const HEARTBEAT: Duration = Duration::from_secs(10);
-/// Replay rounds before a resuming client is told to start fresh instead.
-const REPLAY_ROUNDS_MAX: usize = 20;
+
+/// Ends a stream whose subscriber fell behind; it resumes with its last id.
+const OVERFLOW_NOTICE: &[u8] = b"event: overflow\ndata: {\"error\":\"slow_subscriber\",\"message\":\"this client fell too far behind; reconnect with Last-Event-ID to resume\"}\n\n";
 
 fn head(core: usize) -> Vec<u8> {
     format!(
@@ -100,7 +103,11 @@ async fn stream_events(
 ) -> std::io::Result<()> {
     let mut out = head(mesh.local_shard().0);
     let mut last_replayed = tail.last_event_id.unwrap_or(0);
-    let mut rounds = 0;
+    // Replay in batches until caught up: the live queue holds everything
+    // since the subscription, so stopping early would be a silent gap. A
+    // client that cannot take the replay as fast as the thread changes
+    // overflows that queue, which ends the replay with an explicit
+    // `overflow` event instead of looping forever.
     loop {
         for event in replay.drain(..) {
             last_replayed = last_replayed.max(event.id);
@@ -108,10 +115,12 @@ async fn stream_events(
         }
         stream.write_all(&out).await?;
         out.clear();
-        if !*more || rounds == REPLAY_ROUNDS_MAX {
+        if subscription.overflowed.get() {
+            return stream.write_all(OVERFLOW_NOTICE).await;
+        }
+        if !*more {
             break;
         }
-        rounds += 1;
         let command = Command::ChangesAfter {
             thread: tail.thread.clone(),
             caller: tail.caller.clone(),
@@ -125,13 +134,13 @@ async fn stream_events(
                 *replay = events;
                 *more = again;
             }
-            _ => break,
+            // Going live now would skip what is not replayed yet: close
+            // instead; the client resumes from its last id.
+            _ => return Ok(()),
         }
     }
     loop {
-        match glommio::timer::timeout(HEARTBEAT, async { Ok(subscription.events.recv().await) })
-            .await
-        {
+        match glommio::timer::timeout(HEARTBEAT, async { Ok(subscription.next().await) }).await {
             Ok(Some(event)) => {
                 // Changes already sent in the replay may also arrive live.
                 if event.id <= last_replayed {
@@ -143,8 +152,7 @@ async fn stream_events(
             }
             Ok(None) => {
                 if subscription.overflowed.get() {
-                    let notice = b"event: overflow\ndata: {\"error\":\"slow_subscriber\",\"message\":\"this client fell too far behind; reconnect with Last-Event-ID to resume\"}\n\n";
-                    stream.write_all(notice).await?;
+                    stream.write_all(OVERFLOW_NOTICE).await?;
                 }
                 return Ok(());
             }

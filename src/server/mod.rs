@@ -14,6 +14,7 @@
 mod connection;
 pub mod datadir;
 pub(crate) mod drain;
+mod fds;
 mod live_tail;
 pub mod stalls;
 
@@ -53,10 +54,17 @@ const DRAIN_POLL: Duration = Duration::from_millis(5);
 const IO_MEMORY_MIN_BYTES: usize = 64 * 1024;
 
 /// Starts the server and blocks until it has shut down.
-pub fn run(config: Config) -> Result<(), String> {
+pub fn run(mut config: Config) -> Result<(), String> {
     logging::init(config.log_level, config.access_log);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shard_count = datadir::prepare(&config.db, config.shards, cores)?;
+    // Connections are descriptors: use what the hard limit allows, and
+    // never promise more connections than descriptors remain for.
+    config.limits.connections_per_shard_max = fds::connections_that_fit(
+        config.limits.connections_per_shard_max,
+        shard_count,
+        fds::raise_nofile_limit(),
+    );
     let keys = resolve_keys(&config)?;
     let kms = open_kms(&config)?;
     let io_memory = io_memory_per_shard(config.io_memory_bytes, shard_count)?;
@@ -386,11 +394,24 @@ async fn accept(
 ) {
     let metrics = api.mesh().metrics();
     let open_connections = metrics.open_connections.clone();
+    let mut spare = fds::Spare::new();
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
-            // Out of descriptors or a connection reset before accept:
-            // back off briefly instead of spinning.
+            // Out of descriptors: free the spare one to accept the client
+            // and tell it 503, rather than leave it waiting.
+            Err(glommio::GlommioError::IoError(err))
+                if fds::out_of_descriptors(&err) && spare.release() =>
+            {
+                if let Ok(stream) = listener.accept().await {
+                    metrics.refused.set(metrics.refused.get() + 1);
+                    connection::refuse(stream).await;
+                }
+                spare.restore();
+                continue;
+            }
+            // Still out of descriptors, or a connection reset before
+            // accept: back off briefly instead of spinning.
             Err(_) => {
                 glommio::timer::sleep(Duration::from_millis(5)).await;
                 continue;

@@ -17,6 +17,13 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 /// Events that may wait for one slow subscriber before it is dropped.
 pub const SUBSCRIBER_QUEUE_MAX: usize = 256;
 
+/// Bytes of event data that may wait for one subscriber before it is
+/// dropped (at least one event always fits). Event data is shared between
+/// a core's subscribers, so this bounds what one slow reader keeps alive
+/// rather than a copy per reader: 256 events of 1 MiB messages would
+/// otherwise pin 256 MiB.
+pub const SUBSCRIBER_QUEUE_BYTES_MAX: usize = 4 << 20;
+
 /// One change of a thread, as sent to live-tail clients.
 #[derive(Debug, Clone)]
 pub struct StreamEvent {
@@ -32,14 +39,27 @@ struct Subscriber {
     id: u64,
     sender: LocalSender<StreamEvent>,
     overflowed: Rc<Cell<bool>>,
+    queued_bytes: Rc<Cell<usize>>,
 }
 
 /// A local subscriber's end: its events, and whether it was dropped for
 /// falling behind.
 pub struct Subscription {
     pub id: u64,
-    pub events: LocalReceiver<StreamEvent>,
+    events: LocalReceiver<StreamEvent>,
     pub overflowed: Rc<Cell<bool>>,
+    /// Bytes of event data queued and not yet received.
+    queued_bytes: Rc<Cell<usize>>,
+}
+
+impl Subscription {
+    /// The next queued event; `None` once the subscriber was dropped.
+    pub async fn next(&self) -> Option<StreamEvent> {
+        let event = self.events.recv().await?;
+        self.queued_bytes
+            .set(self.queued_bytes.get().saturating_sub(event.data.len()));
+        Some(event)
+    }
 }
 
 #[derive(Default)]
@@ -54,6 +74,7 @@ impl Hub {
         self.next_id.set(id + 1);
         let (sender, events) = local_channel::new_bounded(SUBSCRIBER_QUEUE_MAX);
         let overflowed = Rc::new(Cell::new(false));
+        let queued_bytes = Rc::new(Cell::new(0));
         self.by_thread
             .borrow_mut()
             .entry(thread.to_owned())
@@ -62,11 +83,13 @@ impl Hub {
                 id,
                 sender,
                 overflowed: overflowed.clone(),
+                queued_bytes: queued_bytes.clone(),
             });
         Subscription {
             id,
             events,
             overflowed,
+            queued_bytes,
         }
     }
 
@@ -81,21 +104,24 @@ impl Hub {
     }
 
     /// Hands `event` to every local subscriber of `thread`; drops those
-    /// whose queue is full (closing it ends their stream).
+    /// whose queue is full, in events or bytes (closing it ends their
+    /// stream).
     pub fn publish(&self, thread: &str, event: &StreamEvent) {
         let mut by_thread = self.by_thread.borrow_mut();
         let Some(subscribers) = by_thread.get_mut(thread) else {
             return;
         };
-        subscribers.retain(
-            |subscriber| match subscriber.sender.try_send(event.clone()) {
-                Ok(()) => true,
-                Err(_) => {
-                    subscriber.overflowed.set(true);
-                    false
-                }
-            },
-        );
+        let size = event.data.len();
+        subscribers.retain(|subscriber| {
+            let queued = subscriber.queued_bytes.get();
+            let fits = queued == 0 || queued.saturating_add(size) <= SUBSCRIBER_QUEUE_BYTES_MAX;
+            if fits && subscriber.sender.try_send(event.clone()).is_ok() {
+                subscriber.queued_bytes.set(queued + size);
+                return true;
+            }
+            subscriber.overflowed.set(true);
+            false
+        });
         if subscribers.is_empty() {
             by_thread.remove(thread);
         }

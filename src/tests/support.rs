@@ -102,6 +102,11 @@ impl Server {
         }
     }
 
+    /// Keeps `dir` (which holds this server's data) until the server is dropped.
+    pub fn keep_dir(&mut self, dir: tempfile::TempDir) {
+        self._dir = Some(dir);
+    }
+
     pub fn client(&self) -> Client {
         Client::connect(self.addr)
     }

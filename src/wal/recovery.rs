@@ -5,7 +5,11 @@
 //!
 //! Rules:
 //! - A torn tail (damage with no complete flush after it, in the last
-//!   segment) is truncated away and logged with shard, segment and offset.
+//!   segment) is truncated away and logged at warn with shard, segment and
+//!   offset, saying whether it is a torn write (the record was never
+//!   completely written: the flush a crash cut short, never acknowledged
+//!   in `sync` mode) or a bad complete record (all its bytes are there but
+//!   do not check out: possibly an acknowledged write, lost).
 //! - Damage followed by intact data is corruption: the shard refuses to
 //!   start, unless the policy is [`RecoveryPolicy::Truncate`], which cuts
 //!   the log at the damage and deletes the segments after it (their records
@@ -17,8 +21,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::record::Lsn;
-use super::segment::{self, Stop};
+use super::segment::{self, Damage, Stop};
 use super::{SegmentInfo, sync_dir};
+use crate::logging;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoveryPolicy {
@@ -28,7 +33,7 @@ pub enum RecoveryPolicy {
     Truncate,
 }
 
-/// What recovery found; `log` lines say what was cut and why.
+/// What recovery found.
 #[derive(Debug)]
 pub struct Recovered {
     /// Segments that remain, oldest first.
@@ -36,7 +41,23 @@ pub struct Recovered {
     /// LSN of the last intact record (0 for an empty log).
     pub last_lsn: Lsn,
     pub replayed: u64,
-    pub log: Vec<String>,
+    /// Where the log was cut, if it was (also logged at warn).
+    pub cut: Option<CutReport>,
+}
+
+/// A cut recovery made, as logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutReport {
+    pub segment: PathBuf,
+    /// Where the damage is.
+    pub offset: usize,
+    /// Where the segment was truncated (start of the damaged flush).
+    pub truncated_at: usize,
+    pub damage: Damage,
+    /// Intact data followed (`--wal-recovery=truncate` cut it away).
+    pub corrupt: bool,
+    /// Later segments deleted.
+    pub later_segments: usize,
 }
 
 pub fn segment_name(first: Lsn) -> String {
@@ -71,6 +92,7 @@ struct Cut {
     offset: usize,
     /// Corruption (intact data follows) rather than a torn tail.
     corrupt: bool,
+    damage_kind: Damage,
 }
 
 /// Replays every intact record with an LSN above `applied` through `apply`.
@@ -105,6 +127,7 @@ pub fn recover(
                     damage: offset,
                     offset: scan.valid_end,
                     corrupt: false,
+                    damage_kind: scan.damage.unwrap_or(Damage::TornWrite),
                 });
             }
             Stop::TornTail { offset } | Stop::Corrupt { offset } => {
@@ -113,6 +136,7 @@ pub fn recover(
                     damage: offset,
                     offset: scan.valid_end,
                     corrupt: true,
+                    damage_kind: scan.damage.unwrap_or(Damage::BadRecord),
                 });
                 break;
             }
@@ -134,7 +158,7 @@ pub fn recover(
         segments: Vec::new(),
         last_lsn: Lsn(0),
         replayed: 0,
-        log: Vec::new(),
+        cut: None,
     };
     let mut last: Option<Lsn> = None;
     let keep = cut.as_ref().map_or(listed.len(), |cut| cut.index + 1);
@@ -153,22 +177,16 @@ pub fn recover(
             intact += 1;
         }
         if let Some(cut) = cut.as_ref().filter(|cut| cut.index == index) {
-            let later = listed.len() - index - 1;
-            recovered.log.push(if cut.corrupt {
-                format!(
-                    "{shard_label}: WAL segment {} is corrupt at offset {}; truncating at offset {} and deleting {later} later segment(s) as --wal-recovery=truncate asks",
-                    path.display(),
-                    cut.damage,
-                    cut.offset
-                )
-            } else {
-                format!(
-                    "{shard_label}: WAL segment {} has a torn tail at offset {}; truncating at offset {}, dropping the flush that was being written when the process stopped",
-                    path.display(),
-                    cut.damage,
-                    cut.offset
-                )
-            });
+            let report = CutReport {
+                segment: path.clone(),
+                offset: cut.damage,
+                truncated_at: cut.offset,
+                damage: cut.damage_kind,
+                corrupt: cut.corrupt,
+                later_segments: listed.len() - index - 1,
+            };
+            log_cut(shard_label, &report);
+            recovered.cut = Some(report);
             truncate(path, cut.offset)?;
         }
         if intact == 0 && (cut.is_some() || index + 1 == listed.len()) {
@@ -189,6 +207,33 @@ pub fn recover(
     sync_dir(dir)?;
     recovered.last_lsn = last.unwrap_or(Lsn(0));
     Ok(recovered)
+}
+
+/// One warn line per cut: which shard, segment and offset, and what the
+/// damage looked like, so an operator can tell a crash from bad media.
+fn log_cut(shard_label: &str, report: &CutReport) {
+    let msg = match (report.corrupt, report.damage) {
+        (true, _) => {
+            "WAL corrupt in the middle: truncating and deleting later segments as --wal-recovery=truncate asks"
+        }
+        (false, Damage::TornWrite) => {
+            "WAL torn tail: the last flush was not completely written when the process stopped; truncating it"
+        }
+        (false, Damage::BadRecord) => {
+            "WAL tail corrupt: a complete record in the last flush fails its checksum, so an acknowledged write may be lost; truncating it"
+        }
+    };
+    logging::warn(
+        msg,
+        &[
+            ("shard", &shard_label),
+            ("segment", &report.segment.display()),
+            ("offset", &report.offset),
+            ("truncated_at", &report.truncated_at),
+            ("damage", &report.damage.name()),
+            ("later_segments", &report.later_segments),
+        ],
+    );
 }
 
 fn truncate(path: &Path, length: usize) -> Result<(), String> {
@@ -248,7 +293,7 @@ mod tests {
         assert_eq!(seen, vec![3, 4]);
         assert_eq!(recovered.last_lsn, Lsn(4));
         assert_eq!(recovered.segments.len(), 2);
-        assert!(recovered.log.is_empty());
+        assert!(recovered.cut.is_none());
     }
 
     #[test]
@@ -265,17 +310,34 @@ mod tests {
         let (recovered, seen) = replay(dir.path(), 0, RecoveryPolicy::Strict).unwrap();
         assert_eq!(seen, vec![1]);
         assert_eq!(recovered.last_lsn, Lsn(1));
-        assert_eq!(recovered.log.len(), 1);
-        assert!(
-            recovered.log[0].contains("torn tail at offset 60"),
-            "{:?}",
-            recovered.log
-        );
+        let cut = recovered.cut.expect("a cut");
+        assert_eq!((cut.offset, cut.truncated_at), (60, 0));
+        assert!(!cut.corrupt);
+        // A flipped byte in a complete record: not a torn write.
+        assert_eq!(cut.damage, Damage::BadRecord);
         assert!(!path.exists());
         // Recovering again finds a clean log.
         let (recovered, seen) = replay(dir.path(), 0, RecoveryPolicy::Strict).unwrap();
         assert_eq!(seen, vec![1]);
-        assert!(recovered.log.is_empty());
+        assert!(recovered.cut.is_none());
+    }
+
+    #[test]
+    fn a_tail_never_completely_written_is_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(dir.path(), 1, &[b"a"]);
+        let payload = [7u8; 3000];
+        let path = write_segment(dir.path(), 2, &[&payload, &payload]);
+        let mut bytes = fs::read(&path).unwrap();
+        // The second record's last 1000 bytes never reached the disk.
+        let second_end = 32 + 2 * (24 + 3000);
+        bytes[second_end - 1000..second_end].fill(0);
+        fs::write(&path, &bytes).unwrap();
+        let (recovered, seen) = replay(dir.path(), 0, RecoveryPolicy::Strict).unwrap();
+        assert_eq!(seen, vec![1]);
+        let cut = recovered.cut.expect("a cut");
+        assert_eq!(cut.damage, Damage::TornWrite);
+        assert!(!cut.corrupt);
     }
 
     #[test]
@@ -299,11 +361,9 @@ mod tests {
 
         let (recovered, seen) = replay(dir.path(), 0, RecoveryPolicy::Truncate).unwrap();
         assert!(seen.is_empty(), "the damaged flush is dropped whole");
-        assert!(
-            recovered.log[0].contains("deleting 1 later segment"),
-            "{:?}",
-            recovered.log
-        );
+        let cut = recovered.cut.expect("a cut");
+        assert!(cut.corrupt);
+        assert_eq!(cut.later_segments, 1);
         assert_eq!(list_segments(dir.path()).unwrap().len(), 0);
     }
 }

@@ -59,6 +59,28 @@ pub enum Stop {
     Corrupt { offset: usize },
 }
 
+/// What the damage a scan stopped at looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damage {
+    /// Bytes of the record were never written: it runs past the end of
+    /// the file or of its flush, or into zeros (segments are pre-zeroed,
+    /// so unwritten sectors read as zeros). A write cut by a crash.
+    TornWrite,
+    /// The record is all there but does not check out (checksum, header,
+    /// LSN or kind): the bytes changed after they were written, or a
+    /// complete write carried garbage.
+    BadRecord,
+}
+
+impl Damage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Damage::TornWrite => "torn_write",
+            Damage::BadRecord => "bad_record",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Scan<'a> {
     /// Operation records in order, LSNs strictly increasing.
@@ -66,6 +88,50 @@ pub struct Scan<'a> {
     /// End of the last intact flush: where to truncate.
     pub valid_end: usize,
     pub stop: Stop,
+    /// What the damage at `stop`'s offset looks like (`None` when clean).
+    pub damage: Option<Damage>,
+}
+
+/// Unit in which a device persists a write all or nothing: a whole sector
+/// of zeros inside a record means that part of it never reached the disk.
+const SECTOR_BYTES: usize = 512;
+
+/// Tells a torn write from a bad complete record at `offset`, where the
+/// record (or flush header) that failed to decode starts; `flush_end` is
+/// where its flush ends (or the end of the bytes if unknown).
+pub fn classify(bytes: &[u8], offset: usize, flush_end: usize) -> Damage {
+    let end = flush_end.min(bytes.len());
+    let Some(header) = bytes
+        .get(offset..offset + HEADER_BYTES)
+        .filter(|_| offset + HEADER_BYTES <= end)
+    else {
+        return Damage::TornWrite;
+    };
+    // The length field, if the header is readable, says where the record
+    // should end; a bad header is judged by its own 24 bytes.
+    let declared = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")) as usize;
+    let record_end = if header[0..4] == record::MAGIC {
+        offset.saturating_add(HEADER_BYTES).saturating_add(declared)
+    } else {
+        offset + HEADER_BYTES
+    };
+    if record_end > end {
+        return Damage::TornWrite;
+    }
+    let span = &bytes[offset..record_end];
+    // Zeros from some point to the record's end: its tail was never written.
+    if span.last() == Some(&0) {
+        return Damage::TornWrite;
+    }
+    let first_sector = offset.div_ceil(SECTOR_BYTES) * SECTOR_BYTES;
+    let hole = (first_sector..record_end.saturating_sub(SECTOR_BYTES - 1))
+        .step_by(SECTOR_BYTES)
+        .any(|sector| bytes[sector..sector + SECTOR_BYTES].iter().all(|&b| b == 0));
+    if hole {
+        Damage::TornWrite
+    } else {
+        Damage::BadRecord
+    }
 }
 
 /// Reads every intact flush of a segment. `after` is the LSN the previous
@@ -82,14 +148,14 @@ pub fn scan(bytes: &[u8], after: Option<Lsn>) -> Scan<'_> {
         if window.iter().all(|&b| b == 0) {
             // Zeros where a flush would start: the log ended here, unless
             // valid flushes follow (checked below).
-            break Some((pos, pos, true));
+            break Some((pos, pos, true, bytes.len()));
         }
         let header = match record::decode(&bytes[pos..]) {
             Ok(header) if header.kind == Kind::BatchHeader => header,
-            _ => break Some((pos, pos, false)),
+            _ => break Some((pos, pos, false, bytes.len())),
         };
         let Some((flush_bytes, count)) = record::parse_batch_header(header.payload) else {
-            break Some((pos, pos, false));
+            break Some((pos, pos, false, bytes.len()));
         };
         let flush_bytes = flush_bytes as usize;
         let increasing = last_lsn.is_none_or(|last| header.lsn > last);
@@ -97,7 +163,7 @@ pub fn scan(bytes: &[u8], after: Option<Lsn>) -> Scan<'_> {
             || flush_bytes < header.encoded_len()
             || !increasing
         {
-            break Some((pos, pos, false));
+            break Some((pos, pos, false, bytes.len()));
         }
         let flush_end = (pos + flush_bytes).min(bytes.len());
         let mut cursor = pos + header.encoded_len();
@@ -119,7 +185,7 @@ pub fn scan(bytes: &[u8], after: Option<Lsn>) -> Scan<'_> {
         if flush_records.len() != count as usize {
             // A flush counts whole or not at all: its records were made
             // durable (and acknowledged in sync mode) together.
-            break Some((cursor, pos, false));
+            break Some((cursor, pos, false, flush_end));
         }
         last_lsn = flush_records.last().map(|op| op.lsn).or(last_lsn);
         records.extend(flush_records);
@@ -136,8 +202,9 @@ pub fn scan(bytes: &[u8], after: Option<Lsn>) -> Scan<'_> {
             records,
             valid_end: pos.min(bytes.len()),
             stop: Stop::Clean,
+            damage: None,
         },
-        Some((offset, flush_start, zeros)) => {
+        Some((offset, flush_start, zeros, flush_end)) => {
             let stop = if valid_flush_after(bytes, offset, last_lsn) {
                 Stop::Corrupt { offset }
             } else if zeros {
@@ -148,6 +215,7 @@ pub fn scan(bytes: &[u8], after: Option<Lsn>) -> Scan<'_> {
             Scan {
                 records,
                 valid_end: flush_start,
+                damage: (stop != Stop::Clean).then(|| classify(bytes, offset, flush_end)),
                 stop,
             }
         }

@@ -312,7 +312,7 @@ async function toggleVersions(messageId, node) {
   try {
     page = await api(
       `/admin/v1/threads/${encodeURIComponent(state.thread)}` +
-        `/messages/${encodeURIComponent(messageId)}/versions`,
+        `/messages/${encodeURIComponent(messageId)}/versions?limit=1000`,
     );
   } catch (err) {
     setStatus(`Versions: ${err.message}`, true);
