@@ -212,7 +212,8 @@ errors() { field "$1" "d['errors']['io']+d['errors']['timeout']+d['errors']['con
   echo "| T7 POST, ${SUSTAINED_SECONDS} s at 70% of T1 | $RATE7 | $(achieved t7) | $(lat t7) | $(errors t7) | $(us_per_request t7) |"
   echo
   echo "T7 sustained writes: max latency $(field t7 "'%.2f' % (d['latency_us']['max']/1000)") ms, worst one-second p99"
-  echo "$(field t7 "'%.2f' % (max(s['p99_us'] for s in d['timeline'] if s['phase']=='measure')/1000)") ms, shard stalls over 10 ms reported by the server: $STALLS7."
+  echo "$(field t7 "'%.2f' % (max(s['p99_us'] for s in d['timeline'] if s['phase']=='measure')/1000)") ms, shard stalls over 10 ms reported by the server: $STALLS7; errors by status:"
+  echo "$(field t7 "d['errors']['by_status'] or 'none'") (503 = writes refused while memtable flushes were behind)."
   echo
   echo "Closed loop server CPU: T1 $(us_per_request t1) µs/request, T3 $(us_per_request t3) µs/request."
   echo "Records per fsync over the whole run: $RPF."
