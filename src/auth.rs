@@ -241,21 +241,24 @@ fn presented_key(request: &Request) -> Option<&[u8]> {
 }
 
 /// Equality whose running time depends only on the lengths, not on where
-/// the first difference is.
+/// the first difference is (RustCrypto's `subtle`).
 pub fn constant_time_eq(expected: &[u8], presented: &[u8]) -> bool {
-    if expected.len() != presented.len() {
-        return false;
-    }
-    expected
-        .iter()
-        .zip(presented)
-        .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-        == 0
+    use subtle::ConstantTimeEq;
+    expected.ct_eq(presented).into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_contents_and_lengths() {
+        assert!(constant_time_eq(b"sk_abc", b"sk_abc"));
+        assert!(!constant_time_eq(b"sk_abc", b"sk_abd"));
+        assert!(!constant_time_eq(b"sk_abc", b"sk_ab"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
     use crate::http::Method;
 
     fn request(headers: &[(&str, &str)]) -> Request {

@@ -170,8 +170,10 @@ pub struct ShardSample {
 }
 
 /// Renders every shard's sample as one exposition, families in a fixed
-/// order, each with `# HELP` and `# TYPE` once.
-pub fn render(samples: &[ShardSample]) -> String {
+/// order, each with `# HELP` and `# TYPE` once. Shards in `down` did not
+/// answer the scrape: they read 0 in `progressdb_shard_up` and have no
+/// other series (a counter that dropped to 0 would read as a reset).
+pub fn render(samples: &[ShardSample], down: &[usize]) -> String {
     let mut out = String::with_capacity(4096 + samples.len() * 4096);
 
     family(
@@ -238,7 +240,7 @@ pub fn render(samples: &[ShardSample]) -> String {
         }
     }
 
-    let per_shard: [ShardFamily; 23] = [
+    let per_shard: [ShardFamily; 22] = [
         (
             "progressdb_connections_open",
             "gauge",
@@ -371,12 +373,6 @@ pub fn render(samples: &[ShardSample]) -> String {
             "Compactions of the shard since start.",
             |s| s.store.compactions,
         ),
-        (
-            "progressdb_shard_up",
-            "gauge",
-            "1 for every shard that answered this scrape.",
-            |_| 1,
-        ),
     ];
     for (name, kind, help, value) in per_shard {
         family(&mut out, name, kind, help);
@@ -388,6 +384,18 @@ pub fn render(samples: &[ShardSample]) -> String {
                 value(sample)
             );
         }
+    }
+    family(
+        &mut out,
+        "progressdb_shard_up",
+        "gauge",
+        "1 for every shard that answered this scrape in time, 0 for one that did not.",
+    );
+    let mut up: Vec<(usize, u8)> = samples.iter().map(|s| (s.shard, 1)).collect();
+    up.extend(down.iter().map(|&shard| (shard, 0)));
+    up.sort_unstable();
+    for (shard, value) in up {
+        let _ = writeln!(out, "progressdb_shard_up{{shard=\"{shard}\"}} {value}");
     }
 
     out
@@ -471,7 +479,17 @@ mod tests {
             mesh_hops: 5,
             ..ShardSample::default()
         };
-        let text = render(&[shard0, shard1]);
+        let text = render(&[shard0, shard1], &[2]);
+        assert_eq!(
+            line_value(&text, "progressdb_shard_up{shard=\"1\"}"),
+            Some(1)
+        );
+        // A shard that did not answer reads 0 and has no other series.
+        assert_eq!(
+            line_value(&text, "progressdb_shard_up{shard=\"2\"}"),
+            Some(0)
+        );
+        assert_eq!(text.matches("shard=\"2\"").count(), 1, "{text}");
         let series = |labels: &str| {
             format!(
                 "progressdb_http_request_duration_seconds_bucket{{shard=\"0\",route=\"create_thread\",le=\"{labels}\"}}"

@@ -55,6 +55,9 @@ pub struct LiveTail {
     pub last_event_id: Option<u64>,
 }
 
+/// How long a metrics scrape waits for each shard's sample.
+const SCRAPE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Per-core request handler. Cheap to share between the core's connections.
 pub struct Api {
     mesh: Rc<Mesh>,
@@ -421,18 +424,33 @@ impl Api {
 
     /// Every shard's counters in the Prometheus text format, each series
     /// labelled with its shard.
+    /// A shard that has not answered within [`SCRAPE_WAIT`] reads as down
+    /// (`progressdb_shard_up` 0) instead of holding up the whole scrape.
     async fn metrics(&self) -> Result<Response, ApiError> {
-        let mut samples = Vec::with_capacity(self.mesh.shard_count());
-        for reply in self.ask_every_shard(|| Command::Metrics).await? {
-            let Reply::Metrics(sample) = reply else {
-                return Err(EngineError::Storage("unexpected reply to metrics".into()).into());
-            };
-            samples.push(*sample);
+        let calls: Vec<_> = (0..self.mesh.shard_count())
+            .map(|shard| {
+                let mesh = self.mesh.clone();
+                glommio::spawn_local(
+                    async move { mesh.call(ShardId(shard), Command::Metrics).await },
+                )
+            })
+            .collect();
+        let (mut samples, mut down) = (Vec::new(), Vec::new());
+        for (shard, call) in calls.into_iter().enumerate() {
+            let answered = futures_lite::future::or(async { Some(call.await) }, async {
+                glommio::timer::sleep(SCRAPE_WAIT).await;
+                None
+            })
+            .await;
+            match answered {
+                Some(Ok(Reply::Metrics(sample))) => samples.push(*sample),
+                _ => down.push(shard),
+            }
         }
         Ok(Response {
             status: 200,
             headers: vec![("Content-Type", metrics::CONTENT_TYPE.to_owned())],
-            body: metrics::render(&samples).into_bytes(),
+            body: metrics::render(&samples, &down).into_bytes(),
         })
     }
 
