@@ -57,25 +57,23 @@ impl Authors {
         if self.loaded.borrow().contains_key(author) {
             return Ok(());
         }
-        #[derive(serde::Deserialize)]
-        struct Updated {
-            updated_ts: u64,
-        }
+        // The index names the threads; their records hold the last
+        // activity (an index entry is not rewritten on every post).
+        let mut ids = Vec::new();
+        store.scan_author_threads(author, None, Direction::Ascending, |_, id, deleted, _| {
+            ids.push((id.to_owned(), deleted));
+            Ok(true)
+        })?;
         let mut threads = AuthorThreads::default();
-        store.scan_author_threads(
-            author,
-            None,
-            Direction::Ascending,
-            |_, id, deleted, json| {
-                let updated: Updated = serde_json::from_slice(json)
-                    .map_err(|err| crate::store::StoreError::Corrupt(err.to_string()))?;
-                threads
-                    .by_updated
-                    .insert((updated.updated_ts, id.to_owned()), deleted);
-                threads.deleted += u64::from(deleted);
-                Ok(true)
-            },
-        )?;
+        for (id, deleted) in ids {
+            let record = store
+                .get_thread(&id)?
+                .ok_or_else(|| EngineError::Storage("an indexed thread has no record".into()))?;
+            threads
+                .by_updated
+                .insert((record.thread.updated_ts, id), deleted);
+            threads.deleted += u64::from(deleted);
+        }
         self.loaded.borrow_mut().insert(author.to_owned(), threads);
         Ok(())
     }

@@ -629,22 +629,6 @@ impl Engine {
         Ok(to_json(&message))
     }
 
-    /// Stored JSON of a thread, opened for a client (only with encryption).
-    fn reveal_thread_json(&self, json: &[u8]) -> Result<Vec<u8>, EngineError> {
-        let thread: Thread =
-            serde_json::from_slice(json).map_err(|err| EngineError::Storage(err.to_string()))?;
-        if thread.sealed_title.is_none() {
-            return Ok(json.to_vec());
-        }
-        let record = self
-            .get_thread(&thread.id)?
-            .ok_or(EngineError::ThreadNotFound)?;
-        let mut opened = thread;
-        opened.title = record.thread.title;
-        opened.sealed_title = None;
-        Ok(to_json(&opened))
-    }
-
     /// `reveal` for page scans: `None` (copy as stored) without encryption.
     fn revealer(
         &self,
@@ -658,6 +642,10 @@ impl Engine {
     /// Writes of a thread record, its title sealed when encryption is on.
     fn thread_ops(&self, record: &ThreadRecord) -> Result<Ops, EngineError> {
         Ok(Store::thread_ops(&self.sealed_record(record)?))
+    }
+
+    fn thread_record_ops(&self, record: &ThreadRecord) -> Result<Ops, EngineError> {
+        Ok(Store::thread_record_ops(&self.sealed_record(record)?))
     }
 
     fn sealed_record(&self, record: &ThreadRecord) -> Result<ThreadRecord, EngineError> {

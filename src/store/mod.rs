@@ -392,12 +392,23 @@ impl Store {
     /// Writes of a thread record and its author index entry.
     pub fn thread_ops(record: &ThreadRecord) -> Ops {
         let thread = &record.thread;
-        let mut ops = Ops::default();
-        ops.put(Space::Threads, keys::thread(&thread.id), encode(record));
+        let mut ops = Store::thread_record_ops(record);
         ops.put(
             Space::AuthorThreads,
             keys::author_thread(&thread.author, thread.created_ts, &thread.id),
             flagged(thread.deleted, thread),
+        );
+        ops
+    }
+
+    /// The write of a thread record alone, for changes that leave its
+    /// author index entry's position and deleted flag as they are.
+    pub fn thread_record_ops(record: &ThreadRecord) -> Ops {
+        let mut ops = Ops::default();
+        ops.put(
+            Space::Threads,
+            keys::thread(&record.thread.id),
+            encode(record),
         );
         ops
     }

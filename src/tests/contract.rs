@@ -414,6 +414,28 @@ fn threads_sort_by_last_activity() {
     client
         .get("/frontend/v1/threads?sort_by=title")
         .expect_error(400, "invalid_sort_by");
+
+    // Both listings show the thread as it is now: its last activity is the
+    // post, also after a restart rebuilds the order from the store.
+    let bumped = |page: &Value| -> Value {
+        let threads = page["threads"].as_array().unwrap();
+        let thread = threads.iter().find(|t| t["key"] == created[1].as_str());
+        thread.unwrap()["updated_ts"].clone()
+    };
+    let posted_ts = get_page(
+        &mut client,
+        &format!("/frontend/v1/threads/{}/messages", created[1]),
+    )["messages"][0]["created_ts"]
+        .clone();
+    assert_eq!(bumped(&by_created), posted_ts);
+    assert_eq!(bumped(&by_activity), posted_ts);
+    let server = server.restart(&["--shards", "2"]);
+    let mut client = server.client();
+    let by_activity = get_page(&mut client, "/frontend/v1/threads?sort_by=updated_ts");
+    assert_eq!(ids(&by_activity), picked(&[1, 3, 2, 0]));
+    assert_eq!(bumped(&by_activity), posted_ts);
+    let by_created = get_page(&mut client, "/frontend/v1/threads?sort_by=created_ts");
+    assert_eq!(bumped(&by_created), posted_ts);
 }
 
 #[test]
