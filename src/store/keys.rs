@@ -4,11 +4,16 @@
 //! ```text
 //! threads         <thread_id>                               -> ThreadRecord JSON
 //! messages        <thread_id> 0x00 <ts: u64 BE>             -> Message JSON
-//! author_threads  <author> 0x00 <created_ts: u64 BE> <thread_id> -> Thread JSON
+//! author_threads  <author> 0x00 <created_ts: u64 BE> <thread_id> -> flag + Thread JSON
 //! versions        <thread_id> 0x00 <ts: u64 BE> <version: u32 BE> -> Version JSON
 //! replies         <thread_id> 0x00 <parent ts: u64 BE> <reply ts: u64 BE> -> empty
 //! changes         <thread_id> 0x00 <change ts: u64 BE>       -> message ts (u64 BE)
 //! ```
+//!
+//! An author index entry is written when its thread is created and when
+//! its deleted flag changes; its JSON is the thread as of then. Listings
+//! take the order and the flag from it and render each thread from its
+//! record.
 //!
 //! `changes` records, for every new, edited, reacted-to, deleted or restored
 //! message, the time of that change; a live-tail client that reconnects
