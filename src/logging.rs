@@ -80,10 +80,9 @@ impl log::Log for LibraryLog {
             _ => return,
         };
         let detail = record.args().to_string();
-        let msg = "library event";
         log(
             level,
-            msg,
+            "library event",
             &[("source", &record.target()), ("detail", &detail)],
         );
     }

@@ -8,8 +8,8 @@
 //! One watchdog thread for the process reads the stamps. A stamp older than
 //! [`STALL_REPORT`] plus a heartbeat marks a stall; the watchdog then reads
 //! from `/proc` what the shard thread is in (the system call it is blocked
-//! in, or "on CPU") and, once the shard beats again, logs the stall with its
-//! length. Reading `/proc` costs the shard nothing, unlike capturing and
+//! in, or "running") and, once the shard beats again, logs the stall with
+//! its length and how long the thread ran or waited for a CPU meanwhile. Reading `/proc` costs the shard nothing, unlike capturing and
 //! symbolizing its stack, which takes longer than the stalls it reports.
 
 use std::sync::Arc;

@@ -68,13 +68,14 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// `persisted` is the newest LSN in the tree's tables at open.
     pub fn start(
         tree: AnyTree,
         seqno: SequenceNumberCounter,
+        persisted: u64,
         label: &str,
     ) -> std::io::Result<Handle> {
         let progress = Arc::new(Progress::default());
-        let persisted = tree.get_highest_persisted_seqno().unwrap_or(0);
         progress.persisted_lsn.store(persisted, Ordering::Release);
         let (requests, inbox) = mpsc::channel();
         let worker = Worker {

@@ -266,7 +266,7 @@ impl Store {
         let persisted = tree.get_highest_persisted_seqno().unwrap_or(0);
         seqno.fetch_max(persisted + 1);
         visible_seqno.fetch_max(persisted + 1);
-        let maintenance = maintenance::Handle::start(tree.clone(), seqno.clone(), label)
+        let maintenance = maintenance::Handle::start(tree.clone(), seqno.clone(), persisted, label)
             .map_err(|err| StoreError::Busy(format!("cannot start maintenance: {err}")))?;
         Ok(Store {
             active: std::cell::RefCell::new(tree.active_memtable()),
