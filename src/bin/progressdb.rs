@@ -14,7 +14,26 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Such errors are one plain line: logging is not configured yet.
 const EXIT_CONFIG: i32 = 2;
 
+/// mimalloc's `mi_option_purge_delay` (the same index in its v2 and v3
+/// option enums; `libmimalloc-sys` exports no name for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory for reuse instead of returning it to the OS after
+/// a second: memtables are allocated and freed 32 MiB at a time, and faulting
+/// those pages back in (zeroing 2 MiB huge pages) cost a durable POST
+/// about 35 page faults per thousand. The peak stays bounded by the
+/// configured memtable and cache sizes. `MIMALLOC_PURGE_DELAY` (read by
+/// mimalloc at process start) still wins when set.
+fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a process-wide tuning integer that mimalloc reads
+        // atomically; any value is valid.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
 fn main() {
+    keep_freed_memory();
     let flags = match Flags::try_parse() {
         Ok(flags) => flags,
         Err(err) => match err.kind() {
@@ -42,5 +61,25 @@ fn main() {
     if let Err(err) = progressdb::server::run(config) {
         logging::error("cannot run", &[("error", &err)]);
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Pins the option index: mimalloc v3's default purge delay is 1000 ms,
+    /// a value no neighbouring option has.
+    #[test]
+    fn the_purge_delay_option_index_is_right() {
+        // SAFETY: reads process-wide tuning integers.
+        let (delay, after) = unsafe {
+            (
+                libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY),
+                libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY + 1),
+            )
+        };
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            assert_eq!(delay, 1000);
+        }
+        assert_eq!(after, 0, "use_numa_nodes follows purge_delay");
     }
 }

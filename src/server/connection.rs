@@ -97,15 +97,15 @@ pub async fn serve(
     let peer = stream.peer_addr().ok().map(|addr| addr.ip());
     let _ = stream.set_read_timeout(Some(settings.idle_timeout));
     let _ = stream.set_write_timeout(Some(settings.idle_timeout));
-    let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+    let mut input = Input::new();
     let mut output: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut continue_sent = false;
     // When the request now being received began.
     let mut request_started: Option<Instant> = None;
     loop {
-        match http::parse_request(&input, &settings.head_limits) {
+        match http::parse_request(input.data(), &settings.head_limits) {
             Parse::Complete { request, consumed } => {
-                input.drain(..consumed);
+                input.consume(consumed);
                 continue_sent = false;
                 // Bytes of a pipelined request may already be here.
                 request_started = (!input.is_empty()).then(Instant::now);
@@ -167,13 +167,11 @@ pub async fn serve(
                     }
                     output.clear();
                 }
-                let start = input.len();
-                input.resize(start + READ_CHUNK_BYTES, 0);
                 let read = match request_started {
                     // Between requests only the idle timeout (set on the
                     // socket) applies, and shutdown closes the connection.
                     None => {
-                        let buffer = &mut input[start..];
+                        let buffer = input.room();
                         let stream = &mut stream;
                         let read = futures_lite::future::or(
                             async move { Some(stream.read(buffer).await) },
@@ -190,7 +188,7 @@ pub async fn serve(
                     }
                     Some(started) => {
                         let left = settings.request_timeout.saturating_sub(started.elapsed());
-                        let buffer = &mut input[start..];
+                        let buffer = input.room();
                         let stream = &mut stream;
                         glommio::timer::timeout(left, async move {
                             stream
@@ -208,11 +206,10 @@ pub async fn serve(
                 match read {
                     Ok(0) => return,
                     Ok(count) => {
-                        input.truncate(start + count);
+                        input.filled_by(count);
                         request_started.get_or_insert_with(Instant::now);
                     }
                     Err(err) => {
-                        input.truncate(start);
                         if err.kind() == ErrorKind::TimedOut && !input.is_empty() {
                             // A request was started but not finished in time.
                             let response = Response::error(
@@ -241,10 +238,85 @@ pub async fn serve(
     }
 }
 
+/// Bytes read from the client and not yet framed. The storage keeps its
+/// initialised length between reads, so a read does not first zero a
+/// whole chunk (that memset was 2% of a durable POST's CPU).
+struct Input {
+    bytes: Vec<u8>,
+    filled: usize,
+}
+
+impl Input {
+    fn new() -> Input {
+        Input {
+            bytes: vec![0; READ_CHUNK_BYTES],
+            filled: 0,
+        }
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.bytes[..self.filled]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.filled == 0
+    }
+
+    /// Drops the first `count` bytes (a framed request). Storage grown for
+    /// a large request is given back once nothing is left in it.
+    fn consume(&mut self, count: usize) {
+        self.bytes.copy_within(count..self.filled, 0);
+        self.filled -= count;
+        if self.filled == 0 && self.bytes.len() > 4 * READ_CHUNK_BYTES {
+            self.bytes = vec![0; READ_CHUNK_BYTES];
+        }
+    }
+
+    /// Room for the next read: one chunk past the filled bytes.
+    fn room(&mut self) -> &mut [u8] {
+        let end = self.filled + READ_CHUNK_BYTES;
+        if self.bytes.len() < end {
+            self.bytes.resize(end, 0);
+        }
+        &mut self.bytes[self.filled..end]
+    }
+
+    fn filled_by(&mut self, count: usize) {
+        self.filled += count;
+    }
+}
+
 /// Counts a request that could not be framed (no method or route is known).
 fn observe_invalid(api: &Api, listener: Listener, status: u16, started: Option<Instant>) {
     if listener == Listener::Api {
         let elapsed = started.map(|started| started.elapsed()).unwrap_or_default();
         api.observe("-", ROUTE_INVALID, status, elapsed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_keeps_unframed_bytes_and_gives_back_large_storage() {
+        let mut input = Input::new();
+        input.room()[..5].copy_from_slice(b"GET /");
+        input.filled_by(5);
+        assert_eq!(input.data(), b"GET /");
+        input.consume(4);
+        assert_eq!(input.data(), b"/");
+        // A large request grows the storage chunk by chunk ...
+        for _ in 0..8 {
+            let room = input.room();
+            assert_eq!(room.len(), READ_CHUNK_BYTES);
+            room.fill(b'x');
+            input.filled_by(READ_CHUNK_BYTES);
+        }
+        assert_eq!(input.data().len(), 1 + 8 * READ_CHUNK_BYTES);
+        // ... and once it is framed, the storage shrinks back.
+        input.consume(1 + 8 * READ_CHUNK_BYTES);
+        assert!(input.is_empty());
+        assert_eq!(input.bytes.len(), READ_CHUNK_BYTES);
     }
 }

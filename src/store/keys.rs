@@ -15,9 +15,11 @@
 //! take the order and the flag from it and render each thread from its
 //! record.
 //!
-//! `changes` records, for every new, edited, reacted-to, deleted or restored
+//! `changes` records, for every edited, reacted-to, deleted or restored
 //! message, the time of that change; a live-tail client that reconnects
-//! replays the changes after the last one it saw.
+//! replays the changes after the last one it saw, merged with the messages
+//! created since (a creation's time is the message's own key, so it needs
+//! no entry of its own).
 //!
 //! Thread ids and user ids never contain `0x00` (see `model::ids`), so the
 //! separator makes `<id> 0x00` an exact prefix: thread `a` never sees the

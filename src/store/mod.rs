@@ -416,7 +416,9 @@ impl Store {
     /// Writes of a message and, when given, its thread's record (which
     /// tracks the newest message timestamp).
     /// `change_ts` is when this change happened: the live tail replays
-    /// changes in that order.
+    /// changes in that order. A new message (`change_ts == message.ts`)
+    /// gets no `changes` entry: the message key itself records it, which
+    /// saves a memtable insert on every post.
     pub fn message_ops(record: Option<&ThreadRecord>, message: &Message, change_ts: u64) -> Ops {
         let mut ops = Ops::default();
         if let Some(record) = record {
@@ -431,11 +433,13 @@ impl Store {
             keys::message(&message.thread, message.ts),
             flagged(message.deleted, message),
         );
-        ops.put(
-            Space::Changes,
-            keys::change(&message.thread, change_ts),
-            message.ts.to_be_bytes().to_vec(),
-        );
+        if change_ts != message.ts {
+            ops.put(
+                Space::Changes,
+                keys::change(&message.thread, change_ts),
+                message.ts.to_be_bytes().to_vec(),
+            );
+        }
         ops
     }
 
@@ -505,8 +509,47 @@ impl Store {
     }
 
     /// `(change_ts, message_ts)` of a thread's changes after `after`, oldest
-    /// first, at most `limit`.
+    /// first, at most `limit`. A message's creation is its own change (at
+    /// its timestamp) and has no `changes` entry; edits, reactions, deletes
+    /// and restores have one. Entries written for creations by earlier
+    /// versions (`change_ts == message_ts`) are skipped, not doubled.
     pub fn changes_after(
+        &self,
+        thread_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<(u64, u64)>> {
+        let mut created = Vec::new();
+        self.scan_messages(
+            thread_id,
+            (Bound::Excluded(after), Bound::Unbounded),
+            Direction::Ascending,
+            |ts, _, _| {
+                created.push((ts, ts));
+                Ok(created.len() < limit)
+            },
+        )?;
+        let updated = self.updates_after(thread_id, after, limit)?;
+        let mut merged = Vec::with_capacity(limit.min(created.len() + updated.len()));
+        let (mut created, mut updated) = (
+            created.into_iter().peekable(),
+            updated.into_iter().peekable(),
+        );
+        while merged.len() < limit {
+            let next = match (created.peek(), updated.peek()) {
+                (Some(a), Some(b)) if a.0 <= b.0 => created.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => updated.next(),
+                (Some(_), None) => created.next(),
+                (None, None) => break,
+            };
+            merged.extend(next);
+        }
+        Ok(merged)
+    }
+
+    /// `(change_ts, message_ts)` of the `changes` entries after `after`
+    /// that are not a message's creation, oldest first, at most `limit`.
+    fn updates_after(
         &self,
         thread_id: &str,
         after: u64,
@@ -532,31 +575,15 @@ impl Store {
                 .try_into()
                 .map(u64::from_be_bytes)
                 .map_err(|_| StoreError::Corrupt("change value".into()))?;
+            if change_ts == message_ts {
+                continue;
+            }
             found.push((change_ts, message_ts));
             if found.len() == limit {
                 break;
             }
         }
         Ok(found)
-    }
-
-    /// The newest change of a thread, if any.
-    pub fn last_change(&self, thread_id: &str) -> StoreResult<Option<u64>> {
-        let start = keys::change(thread_id, 0);
-        let end = keys::change(thread_id, u64::MAX);
-        let prefix = keys::message_prefix(thread_id);
-        let range = (Bound::Included(start), Bound::Included(end));
-        match self.range(Space::Changes, range).next_back() {
-            None => Ok(None),
-            Some(entry) => {
-                let entry = entry?;
-                Ok(entry
-                    .key()
-                    .strip_prefix(prefix.as_slice())
-                    .and_then(|rest| rest.try_into().ok())
-                    .map(u64::from_be_bytes))
-            }
-        }
     }
 
     pub fn get_message(&self, thread_id: &str, ts: u64) -> StoreResult<Option<Message>> {
@@ -794,6 +821,31 @@ mod tests {
         let mut trailing = bytes;
         trailing.push(0);
         assert_eq!(Ops::decode(&trailing), None);
+    }
+
+    #[test]
+    fn changes_merge_creations_with_updates_in_time_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default(), "test").unwrap();
+        let mut ops = Ops::default();
+        for ts in [10, 20, 30] {
+            ops.put(Space::Messages, keys::message("t", ts), flagged(false, &ts));
+        }
+        // An edit of 10 at 25, a reaction on 30 at 40, and a creation
+        // entry as earlier versions wrote them (20 at 20).
+        for (change_ts, message_ts) in [(25u64, 10u64), (40, 30), (20, 20)] {
+            ops.put(
+                Space::Changes,
+                keys::change("t", change_ts),
+                message_ts.to_be_bytes().to_vec(),
+            );
+        }
+        store.apply(Lsn(1), &ops).unwrap();
+        let all = [(10, 10), (20, 20), (25, 10), (30, 30), (40, 30)];
+        assert_eq!(store.changes_after("t", 0, 100).unwrap(), all);
+        assert_eq!(store.changes_after("t", 20, 100).unwrap(), all[2..]);
+        assert_eq!(store.changes_after("t", 0, 2).unwrap(), all[..2]);
+        assert_eq!(store.changes_after("t", 40, 100).unwrap(), []);
     }
 
     #[test]
