@@ -149,18 +149,11 @@ fn psycopg_uses_prepared_statements_and_returning() {
         Command::new("python3").arg("--version").output().is_ok(),
     );
     let (_server, port) = start();
-    let output = Command::new("python3")
-        .arg(tests_dir().join("client.py"))
-        .args([&port.to_string(), API_KEY])
-        .env("PYTHONPATH", &site)
-        .env("PGCONNECT_TIMEOUT", "20")
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.trim_end().ends_with("ok"),
-        "psycopg client failed:\n{stdout}\n{stderr}"
+    support::run_python_client(
+        &tests_dir().join("client.py"),
+        &site,
+        &[port.to_string(), API_KEY.to_string()],
+        &[("PGCONNECT_TIMEOUT", "20")],
     );
 }
 

@@ -191,6 +191,25 @@ pub fn log_with(log: &Mutex<Vec<String>>, needle: &str) -> String {
     }
 }
 
+/// Runs a Python test client with `site` (its pinned packages) on the
+/// path and asserts that it succeeded and printed "ok" last.
+pub fn run_python_client(script: &Path, site: &Path, args: &[String], env: &[(&str, &str)]) {
+    let output = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .env("PYTHONPATH", site)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.trim_end().ends_with("ok"),
+        "{} failed:\n{stdout}\n{stderr}",
+        script.display()
+    );
+}
+
 pub fn spawn_and_wait(args: &[String], env: &[(&str, &str)]) -> Result<Started, String> {
     spawn_program_and_wait(Path::new(env!("CARGO_BIN_EXE_progressdb")), args, env)
 }
