@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the browser test (src/tests/viewer.rs) needs: Debian's
 # chromium and chromium-driver, and playwright-core from the committed
-# lockfile; and what the SQL test (src/tests/pg.rs) needs: Debian's
-# postgresql-client and psycopg pinned in src/tests/pg/requirements.txt;
-# and the published Python SDK for src/tests/sdk.rs.
+# lockfile; what the SQL test (src/tests/pg.rs) needs: Debian's
+# postgresql-client, psycopg pinned in src/tests/pg/requirements.txt, a
+# JDK and pgjdbc; and the published Python SDK for src/tests/sdk.rs.
 # Idempotent, and quick when everything is already there. Runs as root on
 # a fresh Debian machine (or with sudo).
 set -euo pipefail
@@ -50,6 +50,15 @@ else
     echo "== psql, libpq: installing"
     as_root apt-get update -q
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-client
+fi
+# pgjdbc, compiled against and run by the JDBC case of src/tests/pg.rs.
+if command -v javac >/dev/null && [ -f /usr/share/java/postgresql.jar ]; then
+    echo "== javac, pgjdbc: already installed"
+else
+    echo "== javac, pgjdbc: installing"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        default-jdk-headless libpostgresql-jdbc-java
 fi
 if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1; then
     echo "== python3, pip: installing"

@@ -1,7 +1,8 @@
 //! End-to-end tests of the PostgreSQL listener (`--pg-addr`) on the real
 //! binary: Debian's `psql` running a scripted session, psycopg (PyPI) with
-//! server-side prepared statements, access isolation compared with HTTP,
-//! and hostile clients speaking raw bytes. `psql` and psycopg come from
+//! server-side prepared statements, pgjdbc (Debian's JDBC driver) with
+//! named prepared statements, access isolation compared with HTTP, and
+//! hostile clients speaking raw bytes. The clients come from
 //! `scripts/install-test-deps.sh`; without them the tests fail saying so.
 
 #[path = "support.rs"]
@@ -19,6 +20,8 @@ use support::{API_KEY, Server};
 const ADMIN_KEY: &str = "admin-key-0123456789";
 const FRONTEND_KEY: &str = "pk_frontend-0123456789";
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
+/// Where Debian's libpostgresql-jdbc-java puts the driver.
+const JDBC_JAR: &str = "/usr/share/java/postgresql.jar";
 
 /// A server with the PostgreSQL listener on, and its port. The startup
 /// timeout is the default request timeout (10 s): the unterminated-startup
@@ -155,6 +158,33 @@ fn psycopg_uses_prepared_statements_and_returning() {
         &[port.to_string(), API_KEY.to_string()],
         &[("PGCONNECT_TIMEOUT", "20")],
     );
+}
+
+#[test]
+fn jdbc_uses_named_prepared_statements_and_keeps_the_connection_after_errors() {
+    let jar = Path::new(JDBC_JAR);
+    require("pgjdbc (libpostgresql-jdbc-java)", jar.is_file());
+    require(
+        "javac (default-jdk-headless)",
+        Command::new("javac").arg("-version").output().is_ok(),
+    );
+    let classes = tempfile::tempdir().expect("temp dir");
+    let compiled = Command::new("javac")
+        .arg("-d")
+        .arg(classes.path())
+        .arg(tests_dir().join("JdbcSession.java"))
+        .output()
+        .expect("run javac");
+    assert!(
+        compiled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+    let (_server, port) = start();
+    let classpath = format!("{}:{}", jar.display(), classes.path().display());
+    let mut java = Command::new("java");
+    java.args(["-cp", &classpath, "JdbcSession", &port.to_string(), API_KEY]);
+    support::run_client(java, "the JDBC session");
 }
 
 /// One backend message: its type and body.

@@ -192,21 +192,28 @@ pub fn log_with(log: &Mutex<Vec<String>>, needle: &str) -> String {
 }
 
 /// Runs a Python test client with `site` (its pinned packages) on the
-/// path and asserts that it succeeded and printed "ok" last.
+/// path; see [`run_client`].
 pub fn run_python_client(script: &Path, site: &Path, args: &[String], env: &[(&str, &str)]) {
-    let output = Command::new("python3")
+    let mut command = Command::new("python3");
+    command
         .arg(script)
         .args(args)
         .env("PYTHONPATH", site)
-        .envs(env.iter().copied())
+        .envs(env.iter().copied());
+    run_client(command, &script.display().to_string());
+}
+
+/// Runs a test client program and asserts that it succeeded and printed
+/// "ok" last.
+pub fn run_client(mut command: Command, what: &str) {
+    let output = command
         .output()
-        .expect("run python3");
+        .unwrap_or_else(|err| panic!("cannot run {what}: {err}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success() && stdout.trim_end().ends_with("ok"),
-        "{} failed:\n{stdout}\n{stderr}",
-        script.display()
+        "{what} failed:\n{stdout}\n{stderr}"
     );
 }
 
