@@ -185,6 +185,8 @@ pub struct Query {
     sort_by: Option<String>,
     include_deleted: Option<String>,
     last_event_id: Option<String>,
+    /// `oldest`: a message page from the first message (our extension).
+    from: Option<String>,
     /// The user a backend key acts for when no body `author` or
     /// `X-User-ID` names one.
     pub author: Option<String>,
@@ -226,6 +228,7 @@ impl Query {
                 "sort_by" => &mut query.sort_by,
                 "include_deleted" => &mut query.include_deleted,
                 "last_event_id" => &mut query.last_event_id,
+                "from" => &mut query.from,
                 "author" => &mut query.author,
                 // Unknown parameters are ignored, as most HTTP APIs do, so
                 // newer clients keep working against this server.
@@ -289,6 +292,19 @@ impl Query {
         }
     }
 
+    /// Whether `from=oldest` asks for the first messages instead of the
+    /// last; any other value is refused.
+    fn starts_at_oldest(&self) -> Result<bool, ApiError> {
+        match self.from.as_deref() {
+            None => Ok(false),
+            Some("oldest") => Ok(true),
+            Some(_) => Err(ApiError::bad_request(
+                "invalid_query",
+                "`from` may only be `oldest`",
+            )),
+        }
+    }
+
     /// `limit`, validated, for listings that build their own page.
     pub fn page_limit(&self, limits: &Limits) -> Result<usize, ApiError> {
         self.limit(limits)
@@ -319,7 +335,14 @@ impl Query {
             }
         }
         let position = match self.single_position()? {
+            None if self.starts_at_oldest()? => MessagePosition::Start,
             None => MessagePosition::End,
+            Some(_) if self.from.is_some() => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "`from=oldest` takes no `before`, `after` or `anchor`",
+                ));
+            }
             Some((name, text)) => {
                 let id = MessageId::parse(text).ok_or_else(|| invalid_cursor(name))?;
                 match name {
@@ -463,5 +486,23 @@ mod tests {
         assert_eq!(both.err().map(|e| e.code), Some("invalid_query"));
         let forged = Query::parse("after=nope").unwrap().message_page(&limits);
         assert_eq!(forged.err().map(|e| e.code), Some("invalid_cursor"));
+    }
+
+    #[test]
+    fn from_oldest_starts_at_the_first_message_and_takes_no_cursor() {
+        let limits = Limits::default();
+        let page = |query: &str| Query::parse(query).unwrap().message_page(&limits);
+        assert!(matches!(
+            page("from=oldest").unwrap().position,
+            MessagePosition::Start
+        ));
+        let id = MessageId { ts: 9, salt: 1 }.to_string();
+        for bad in [format!("from=oldest&after={id}"), "from=newest".into()] {
+            assert_eq!(
+                page(&bad).err().map(|e| e.code),
+                Some("invalid_query"),
+                "{bad}"
+            );
+        }
     }
 }

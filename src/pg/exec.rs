@@ -55,6 +55,13 @@ pub fn result_columns(statement: &Statement) -> Option<Vec<(String, u32)>> {
             .as_ref()
             .map(|columns| named(write.relation, columns)),
         Statement::Show(name) => Some(vec![(name.clone(), TEXT)]),
+        Statement::Catalog(answer) => Some(
+            answer
+                .columns
+                .iter()
+                .map(|name| (name.clone(), TEXT))
+                .collect(),
+        ),
         Statement::Constant(constant, name) => Some(vec![(
             name.clone(),
             if *constant == Constant::One {
@@ -85,6 +92,11 @@ pub async fn execute(
         Statement::Update(write) => call.update(write).await,
         Statement::Delete(write) => call.delete(write).await,
         Statement::Show(name) => Ok(single(statement, show(name)?, "SHOW")),
+        Statement::Catalog(answer) => Ok(Outcome {
+            columns: result_columns(statement).unwrap_or_default(),
+            rows: answer.rows.clone(),
+            tag: format!("SELECT {}", answer.rows.len()),
+        }),
         Statement::Constant(constant, _) => {
             let value = match constant {
                 Constant::Version => format!(
@@ -373,6 +385,7 @@ impl Call<'_> {
                 .await;
         }
         let (cursor, reverse) = match (&select.key, select.descending) {
+            (None, false) if select.ordered => ("&from=oldest".to_owned(), false),
             (None, descending) => (String::new(), descending),
             (Some((KeyOp::Before, key)), descending) if descending || !select.ordered => (
                 format!("&before={}", segment(&self.required(Some(key), "key")?)),
@@ -388,11 +401,6 @@ impl Call<'_> {
                 ));
             }
         };
-        if select.ordered && !select.descending && select.key.is_none() {
-            return Err(SqlError::unsupported(
-                "the oldest messages are not a page of the API: ORDER BY created_ts DESC for the newest, or add key > $k",
-            ));
-        }
         let query = format!("limit={}{cursor}", segment(&limit));
         let Some(mut rows) = self.message_page(&messages, query).await? else {
             return Ok(Vec::new());

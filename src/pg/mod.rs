@@ -16,6 +16,7 @@
 //! keeps every length and terminator check in code we test against hostile
 //! input.
 
+mod catalog;
 pub mod codec;
 mod exec;
 pub mod scram;

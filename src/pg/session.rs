@@ -36,6 +36,20 @@ struct Portal {
     params: Vec<Option<String>>,
     /// Result column formats as Bind gave them (0 text, 1 binary).
     formats: Vec<i16>,
+    /// How far Execute has run this portal.
+    progress: PortalProgress,
+}
+
+/// A portal runs its statement once: the first Execute runs it, an
+/// Execute with a row limit keeps the rest for the next one, and an
+/// Execute after the last row runs nothing again (so a write is never
+/// repeated), as PostgreSQL does.
+enum PortalProgress {
+    NotRun,
+    /// Stopped at a row limit (PortalSuspended); these rows are next.
+    Suspended(Outcome),
+    /// Every row was sent; a further Execute answers this tag alone.
+    Finished(String),
 }
 
 pub struct Session {
@@ -355,6 +369,7 @@ impl Session {
                 statement,
                 params,
                 formats: result_formats,
+                progress: PortalProgress::NotRun,
             },
         );
         out.message(b'2', |_| {});
@@ -397,23 +412,46 @@ impl Session {
         lookup(&self.portals, name, "34000", "portal")
     }
 
-    /// Execute: every row at once. A row limit is not honoured (pages are
-    /// already bounded by LIMIT), so no PortalSuspended is ever sent.
+    /// Execute: up to `max_rows` rows (all when it is 0), then
+    /// PortalSuspended if rows remain for the next Execute.
     async fn execute(&mut self, body: &[u8], out: &mut Out) -> Result<(), Step> {
         let mut reader = Reader::new(body);
         let name = reader.cstr()?.to_owned();
-        let _max_rows = reader.i32()?;
+        let max_rows = usize::try_from(reader.i32()?).unwrap_or(0);
         reader.finish()?;
         let portal = self.portal(&name)?;
-        let (statement, params, formats) = (
-            portal.statement.clone(),
-            portal.params.clone(),
-            portal.formats.clone(),
-        );
-        if let Some(outcome) = self.run(&statement, &params, out).await? {
-            send_outcome(out, outcome, &formats)?;
+        let formats = portal.formats.clone();
+        let outcome = match &portal.progress {
+            PortalProgress::Finished(tag) => {
+                out.command_complete(tag);
+                return Ok(());
+            }
+            PortalProgress::Suspended(_) => self.take_suspended(&name),
+            PortalProgress::NotRun => {
+                let (statement, params) = (portal.statement.clone(), portal.params.clone());
+                match self.run(&statement, &params, out).await? {
+                    Some(outcome) => outcome,
+                    None => return Ok(()),
+                }
+            }
+        };
+        let progress = send_limited(out, outcome, &formats, max_rows)?;
+        if let Some(portal) = self.portals.get_mut(&name) {
+            portal.progress = progress;
         }
         Ok(())
+    }
+
+    /// The held rows of a suspended portal.
+    fn take_suspended(&mut self, name: &str) -> Outcome {
+        let held = self
+            .portals
+            .get_mut(name)
+            .map(|portal| std::mem::replace(&mut portal.progress, PortalProgress::NotRun));
+        match held {
+            Some(PortalProgress::Suspended(outcome)) => outcome,
+            _ => unreachable!("called for a suspended portal only"),
+        }
     }
 
     fn close(&mut self, body: &[u8], out: &mut Out) -> Result<(), Step> {
@@ -546,8 +584,42 @@ fn row_description(out: &mut Out, columns: &[(String, u32)], formats: &[i16]) {
     });
 }
 
+/// Sends at most `max_rows` rows of `outcome` (all when 0): then
+/// PortalSuspended and the rest to keep, or CommandComplete. A SELECT's
+/// tag counts the rows of this Execute, as PostgreSQL's does.
+fn send_limited(
+    out: &mut Out,
+    mut outcome: Outcome,
+    formats: &[i16],
+    max_rows: usize,
+) -> Result<PortalProgress, SqlError> {
+    let is_select = outcome.tag.starts_with("SELECT");
+    if max_rows > 0 && outcome.rows.len() > max_rows {
+        let rest = outcome.rows.split_off(max_rows);
+        send_rows(out, &outcome, formats)?;
+        out.message(b's', |_| {});
+        outcome.rows = rest;
+        return Ok(PortalProgress::Suspended(outcome));
+    }
+    let again = if is_select {
+        outcome.tag = format!("SELECT {}", outcome.rows.len());
+        "SELECT 0".to_owned()
+    } else {
+        outcome.tag.clone()
+    };
+    send_outcome(out, outcome, formats)?;
+    Ok(PortalProgress::Finished(again))
+}
+
 /// DataRows and CommandComplete of an outcome.
 fn send_outcome(out: &mut Out, outcome: Outcome, formats: &[i16]) -> Result<(), SqlError> {
+    send_rows(out, &outcome, formats)?;
+    out.command_complete(&outcome.tag);
+    Ok(())
+}
+
+/// The DataRows of an outcome.
+fn send_rows(out: &mut Out, outcome: &Outcome, formats: &[i16]) -> Result<(), SqlError> {
     let count = outcome.columns.len();
     for row in &outcome.rows {
         let mut cells = Vec::with_capacity(count);
@@ -572,7 +644,6 @@ fn send_outcome(out: &mut Out, outcome: Outcome, formats: &[i16]) -> Result<(), 
             }
         });
     }
-    out.command_complete(&outcome.tag);
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! send on connect. Not a SQL engine: anything else is refused with the
 //! SQLSTATE a PostgreSQL client expects, and the connection stays usable.
 
+use super::catalog::{self, CatalogAnswer};
 use crate::engine::ThreadSort;
 
 pub const BOOL: u32 = 16;
@@ -162,6 +163,8 @@ pub enum Statement {
     Rollback,
     Set,
     Show(String),
+    /// A read of the system catalogs, answered when parsed.
+    Catalog(CatalogAnswer),
     Constant(Constant, String),
     Select(Select),
     Insert(Write),
@@ -190,6 +193,12 @@ enum Token {
 /// Splits `sql` into one statement per `;` (for simple queries, which may
 /// hold several) and matches each.
 pub fn parse_many(sql: &str) -> Vec<Result<Matched, SqlError>> {
+    if let Some(answer) = catalog::answer(sql) {
+        return vec![Ok(Matched {
+            statement: Statement::Catalog(answer),
+            param_oids: Vec::new(),
+        })];
+    }
     match tokenize(sql) {
         Err(err) => vec![Err(err)],
         Ok(tokens) => {

@@ -106,6 +106,10 @@ body|deleted
 {\"text\":\"three\"}|f
 {\"text\":\"one, edited\"}|f
 (2 rows)
+oldest page
+body
+{\"text\":\"one, edited\"}
+(1 row)
 still usable
 title|author
 psql thread|dave
@@ -123,6 +127,23 @@ title
 (0 rows)
 body
 (0 rows)
+describe
+List of relations
+Schema|Name|Type|Owner
+public|messages|table|progressdb
+public|threads|table|progressdb
+(2 rows)
+Table \"public.messages\"
+Column|Type|Collation|Nullable|Default
+key|text||not null|
+thread|text|||
+author|text|||
+created_ts|bigint|||
+updated_ts|bigint|||
+body|jsonb|||
+version|integer|||
+reply_to|text|||
+deleted|boolean|||
 ";
     assert_eq!(stdout, expected, "stderr: {stderr}");
     let errors: Vec<&str> = stderr
@@ -576,6 +597,87 @@ fn errors_keep_connections_usable_and_a_deaf_client_blocks_nobody() {
     assert_eq!(rows(&fresh), [[Some("1".to_owned())]]);
     drop(deaf);
     server.stop();
+}
+
+/// Execute of `portal` with a row limit; Sync'd so its answer ends in
+/// ReadyForQuery.
+fn execute_limited(raw: &mut Raw, portal: &str, max_rows: i32) -> Vec<Message> {
+    let mut body = portal.as_bytes().to_vec();
+    body.push(0);
+    body.extend_from_slice(&max_rows.to_be_bytes());
+    let mut batch = message(b'E', &body);
+    batch.extend(message(b'S', b""));
+    raw.send(&batch);
+    raw.read_until_ready()
+}
+
+/// Parse + Bind of `sql` (no parameters) into the portal `portal`.
+fn bind_portal(raw: &mut Raw, portal: &str, sql: &str) {
+    let mut batch = message(b'P', format!("\0{sql}\0\0\0").as_bytes());
+    batch.extend(message(
+        b'B',
+        format!("{portal}\0\0\0\0\0\0\0\0").as_bytes(),
+    ));
+    raw.send(&batch);
+}
+
+#[test]
+fn execute_row_limits_suspend_the_portal_and_never_rerun_it() {
+    let (_server, port) = start();
+    let mut raw = Raw::login(port, "rita", API_KEY);
+    raw.query("INSERT INTO threads (title, key) VALUES ('limits', 'rl')");
+    for n in 0..5 {
+        raw.query(&format!(
+            "INSERT INTO messages (thread, body) VALUES ('rl', '{n}')"
+        ));
+    }
+    bind_portal(
+        &mut raw,
+        "page",
+        "SELECT body FROM messages WHERE thread = 'rl' ORDER BY created_ts LIMIT 5",
+    );
+    let suspended = |answer: &[Message]| answer.iter().filter(|(tag, _)| *tag == b's').count();
+    let body_rows = |answer: &[Message]| -> Vec<String> {
+        rows(answer)
+            .into_iter()
+            .map(|row| row[0].clone().unwrap())
+            .collect()
+    };
+    let first = execute_limited(&mut raw, "page", 2);
+    assert_eq!(
+        (body_rows(&first), suspended(&first)),
+        (vec!["0".into(), "1".into()], 1)
+    );
+    assert!(tags(&first).is_empty(), "{first:?}");
+    let second = execute_limited(&mut raw, "page", 2);
+    assert_eq!(
+        (body_rows(&second), suspended(&second)),
+        (vec!["2".into(), "3".into()], 1)
+    );
+    let last = execute_limited(&mut raw, "page", 2);
+    assert_eq!(
+        (body_rows(&last), tags(&last)),
+        (vec!["4".into()], vec!["SELECT 1".into()])
+    );
+    let after = execute_limited(&mut raw, "page", 2);
+    assert_eq!(
+        (rows(&after).len(), tags(&after)),
+        (0, vec!["SELECT 0".into()])
+    );
+
+    // A write's portal executed twice writes once.
+    bind_portal(
+        &mut raw,
+        "post",
+        "INSERT INTO messages (thread, body) VALUES ('rl', '5') RETURNING body",
+    );
+    let posted = execute_limited(&mut raw, "post", 0);
+    assert_eq!(body_rows(&posted), ["5"]);
+    let again = execute_limited(&mut raw, "post", 0);
+    assert_eq!((rows(&again).len(), tags(&again)), (0, tags(&posted)));
+    let all =
+        raw.query("SELECT body FROM messages WHERE thread = 'rl' ORDER BY created_ts LIMIT 10");
+    assert_eq!(rows(&all).len(), 6);
 }
 
 /// A well-formed extended-protocol exchange and a simple query: the seeds

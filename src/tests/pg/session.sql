@@ -13,6 +13,8 @@ UPDATE messages SET body = '{"text":"one, edited"}' WHERE thread = 'psql-t' AND 
 DELETE FROM messages WHERE thread = 'psql-t' AND key = :'two_key';
 \echo after the delete
 SELECT body, deleted FROM messages WHERE thread = 'psql-t' ORDER BY created_ts DESC LIMIT 10;
+\echo oldest page
+SELECT body FROM messages WHERE thread = 'psql-t' ORDER BY created_ts LIMIT 1;
 SELECT * FROM nowhere;
 DROP TABLE messages;
 SELECT key FROM messages WHERE thread = 'psql-t' LIMIT 'many';
@@ -24,3 +26,7 @@ DELETE FROM threads WHERE key = 'psql-t';
 \echo after deleting the thread
 SELECT title FROM threads WHERE key = 'psql-t';
 SELECT body FROM messages WHERE thread = 'psql-t' ORDER BY created_ts DESC LIMIT 10;
+\echo describe
+\d
+\d messages
+\dv
