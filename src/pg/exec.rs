@@ -550,6 +550,7 @@ impl Call<'_> {
                     Err(err) => Err(err),
                 };
             }
+            Some((KeyOp::After, _)) if self.identity.admin => {}
             Some(_) => {
                 return Err(SqlError::unsupported(
                     "threads are read by key = … or listed newest first",
@@ -558,9 +559,7 @@ impl Call<'_> {
             None => {}
         }
         if self.identity.admin {
-            return Err(SqlError::unsupported(
-                "the admin listing of every thread is not served over SQL yet; read a thread by key",
-            ));
+            return self.admin_thread_listing(select).await;
         }
         if select.ordered && !select.descending {
             return Err(SqlError::unsupported(
@@ -574,6 +573,31 @@ impl Call<'_> {
         let query = format!("limit={}&sort_by={sort}", segment(&self.limit(select)?));
         let body = self
             .http(Method::Get, base.to_owned(), query, None)
+            .await?
+            .unwrap_or_default();
+        rows_of(Relation::Threads, &body, true)
+    }
+
+    /// The admin key's listing of every thread, in key order (the admin
+    /// API's order), paged with `key > $k`.
+    async fn admin_thread_listing(
+        &self,
+        select: &Select,
+    ) -> Result<Vec<Vec<Option<String>>>, SqlError> {
+        if select.ordered {
+            return Err(SqlError::unsupported(
+                "the admin listing of every thread is in key order: leave out ORDER BY, page with key > $k",
+            ));
+        }
+        let mut query = format!("limit={}", segment(&self.limit(select)?));
+        if let Some((KeyOp::After, key)) = &select.key {
+            query.push_str(&format!(
+                "&after={}",
+                segment(&self.required(Some(key), "key")?)
+            ));
+        }
+        let body = self
+            .http(Method::Get, "/admin/v1/threads".to_owned(), query, None)
             .await?
             .unwrap_or_default();
         rows_of(Relation::Threads, &body, true)

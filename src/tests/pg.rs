@@ -472,6 +472,13 @@ fn another_users_thread_is_invisible_over_sql_as_over_http() {
     assert_eq!(rows(&thread), [[Some("alice".to_owned())]]);
     let write = admin.query("INSERT INTO messages (thread, body) VALUES ('alice-t', '3')");
     assert_eq!(sqlstate(&write).as_deref(), Some("42501"));
+    // It lists every user's threads, in key order, a page at a time.
+    bob.query("INSERT INTO threads (title, key) VALUES ('bob', 'bob-t')");
+    let first = admin.query("SELECT key, author FROM threads LIMIT 1");
+    let next = admin.query("SELECT key, author FROM threads WHERE key > 'alice-t' LIMIT 5");
+    let cell = |text: &str| Some(text.to_owned());
+    assert_eq!(rows(&first), [[cell("alice-t"), cell("alice")]]);
+    assert_eq!(rows(&next), [[cell("bob-t"), cell("bob")]]);
 }
 
 /// Sends `bytes` on a fresh connection (after logging in when `login`)
