@@ -2,9 +2,10 @@
 //!
 //! [`Db::open`] opens a data directory as a one-shard server would: the same
 //! layout marker (`progressdb.json` with `"shards": 1`), the same
-//! [`Engine`], store and write-ahead log under `shard-0/`, in `sync`
-//! durability (a call that writes returns only after its WAL record is
-//! fsynced). A directory written here can be served by
+//! [`Engine`], store and write-ahead log under `shard-0/`, by default in
+//! `sync` durability (a call that writes returns only after its WAL record
+//! is fsynced; see [`Options`] for the others and for encryption at rest).
+//! A directory written here can be served by
 //! `progressdb --shards 1 --db <dir>` and the other way round, just not at
 //! the same time: the store's lock file lets one process in.
 //!
@@ -17,6 +18,8 @@
 //!
 //! Every command runs as its own task on that executor, so writes from
 //! several threads share fsyncs (group commit) exactly as HTTP requests do.
+//! Beyond the calls here: replies, renames, deletes and restores
+//! (`conversation`), and the live tail ([`Db::subscribe`], `tail`).
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -28,16 +31,22 @@ use serde_json::value::RawValue;
 
 use crate::api::input;
 use crate::config::{Limits, WAL_FLUSH_MS_DEFAULT, WAL_SEGMENT_BYTES_DEFAULT};
+use crate::crypto::{Keyring, Kms};
 use crate::engine::{
     self, Caller, Command, Engine, EngineError, MessagePage, MessagePosition, Order, Reply,
 };
 use crate::model::{MessageId, ThreadId, UserId};
 use crate::server::{self, datadir};
 use crate::shard::ShardId;
+use crate::wal::WalOptions;
 use crate::wal::recovery::RecoveryPolicy;
-use crate::wal::{Durability, WalOptions};
 
 pub use crate::model::{Message, Thread, Version};
+pub use crate::wal::Durability;
+pub use tail::{EVENTS_BUFFERED_MAX, Event, Subscription};
+
+mod conversation;
+mod tail;
 
 /// The only shard of an embedded database.
 const SHARD: ShardId = ShardId(0);
@@ -81,6 +90,9 @@ pub enum Error {
     Storage(String),
     /// The background executor stopped (it panicked or failed to close).
     Closed(String),
+    /// A subscription's consumer fell [`EVENTS_BUFFERED_MAX`] events
+    /// behind and was dropped; subscribe again from the last event's id.
+    TailLagged,
 }
 
 impl std::fmt::Display for Error {
@@ -100,6 +112,10 @@ impl std::fmt::Display for Error {
             Error::WritesUnavailable(why) => write!(f, "writes unavailable: {why}"),
             Error::Storage(why) => write!(f, "storage: {why}"),
             Error::Closed(why) => write!(f, "database closed: {why}"),
+            Error::TailLagged => write!(
+                f,
+                "the subscription fell {EVENTS_BUFFERED_MAX} events behind and ended; resume from the last event's id"
+            ),
         }
     }
 }
@@ -116,7 +132,7 @@ impl From<EngineError> for Error {
             EngineError::InvalidReplyTo => invalid("reply_to", "names no live message"),
             EngineError::TooManyReactions => invalid("reaction", "too many reactions"),
             EngineError::WritesUnavailable(why) => Error::WritesUnavailable(why),
-            // Embedded mode runs without encryption, so no KMS is ever asked.
+            // The embedded KMS is the caller's key, in memory.
             EngineError::KmsUnavailable(why) => Error::Storage(format!("key service: {why}")),
             EngineError::Unavailable(why) | EngineError::Storage(why) => Error::Storage(why),
         }
@@ -127,6 +143,51 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     Error::InvalidInput {
         field,
         reason: reason.into(),
+    }
+}
+
+/// How an embedded database runs.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// When a write returns: [`Durability::Sync`] (default) after its WAL
+    /// record is fsynced, `Batch` after it is logged (fsynced within the
+    /// flush interval), `None` after it is logged, never fsynced.
+    pub durability: Durability,
+    /// 32 bytes that seal message bodies, versions and titles at rest
+    /// (AES-256-GCM, a key per thread wrapped by this one), as the server's
+    /// `--encryption` does. Keep it outside the data directory: the
+    /// directory cannot be read without it. `None`: no encryption.
+    pub master_key: Option<[u8; crate::crypto::KEY_BYTES]>,
+}
+
+impl Options {
+    pub fn with_durability(mut self, durability: Durability) -> Options {
+        self.durability = durability;
+        self
+    }
+
+    pub fn with_master_key(mut self, key: [u8; crate::crypto::KEY_BYTES]) -> Options {
+        self.master_key = Some(key);
+        self
+    }
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            durability: Durability::Sync,
+            master_key: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("durability", &self.durability)
+            .field("master_key", &self.master_key.map(|_| "(hidden)"))
+            .finish()
     }
 }
 
@@ -181,10 +242,20 @@ pub struct Messages {
     pub next_cursor: Option<String>,
 }
 
-/// A command and where its outcome goes.
-struct Request {
-    command: Command,
-    reply: flume::Sender<Result<Vec<u8>, EngineError>>,
+/// What a [`Db`] asks of its executor.
+enum Request {
+    /// A command and where its outcome goes.
+    Command {
+        command: Command,
+        reply: flume::Sender<Result<Vec<u8>, EngineError>>,
+    },
+    /// A live tail of `thread` from after `after`.
+    Subscribe {
+        thread: ThreadId,
+        after: Option<u64>,
+        listener: tail::Listener,
+        reply: flume::Sender<Result<(), EngineError>>,
+    },
 }
 
 /// An open embedded database.
@@ -244,6 +315,12 @@ impl Db {
     /// with more than one shard, and with [`Error::Open`] when it cannot be
     /// read or another process (a server or another `Db`) has it open.
     pub fn open(dir: impl AsRef<Path>) -> Result<Db, Error> {
+        Db::open_with(dir, Options::default())
+    }
+
+    /// [`Db::open`] with [`Options`]. A directory encrypted with a master
+    /// key opens only with that key ([`Error::Open`] otherwise).
+    pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Db, Error> {
         let dir = dir.as_ref().to_path_buf();
         match datadir::stored_shards(&dir).map_err(Error::Open)? {
             None | Some(1) => {}
@@ -259,7 +336,7 @@ impl Db {
             .name("progressdb-embedded")
             .io_memory(io_memory)
             .spawn(move || async move {
-                let engine = match open_engine(&shard_root) {
+                let engine = match open_engine(&shard_root, &options) {
                     Ok(engine) => engine,
                     Err(why) => {
                         let _ = opened_tx.send(Err(why));
@@ -335,13 +412,24 @@ impl Db {
         author: &str,
         body_json: &str,
     ) -> Result<Message, Error> {
+        self.post(thread, author, body_json, None)
+    }
+
+    /// A new message of `thread`, a reply when `reply_to` names its parent.
+    fn post(
+        &self,
+        thread: &str,
+        author: &str,
+        body_json: &str,
+        reply_to: Option<&str>,
+    ) -> Result<Message, Error> {
         self.call(Command::PostMessage {
             thread: thread_id(thread)?,
             caller: anyone(),
             author: user_id("author", author)?,
             role: None,
             body: body(body_json)?,
-            reply_to: None,
+            reply_to: reply_to.map(str::to_owned),
             create_thread_titled: None,
         })
     }
@@ -358,10 +446,7 @@ impl Db {
 
     /// One page of `thread`'s messages; `limit` must be 1 to 1000.
     pub fn list_messages(&self, thread: &str, page: &Page) -> Result<Messages, Error> {
-        let limit_max = Limits::default().page_limit_max;
-        if page.limit == 0 || page.limit > limit_max {
-            return Err(invalid("limit", format!("must be 1 to {limit_max}")));
-        }
+        let limit = checked_limit(page.limit)?;
         let newest_first = page.order == Order::NewestFirst;
         let position = match (&page.cursor, newest_first) {
             (None, true) => MessagePosition::End,
@@ -381,7 +466,7 @@ impl Db {
             caller: anyone(),
             page: MessagePage {
                 position,
-                limit: page.limit,
+                limit,
                 include_deleted: page.include_deleted,
             },
         })?;
@@ -467,9 +552,30 @@ impl Db {
         let requests = self.requests.as_ref().ok_or_else(closed)?;
         let (reply, outcome) = flume::bounded(1);
         requests
-            .send(Request { command, reply })
+            .send(Request::Command { command, reply })
             .map_err(|_| closed())?;
         Ok(outcome.recv().map_err(|_| closed())??)
+    }
+
+    /// A live tail of `thread`: every change from now on, or, with
+    /// `after` (an [`Event::id`] seen before), every change since then
+    /// first. Fails with [`Error::ThreadNotFound`] for a missing thread.
+    pub fn subscribe(&self, thread: &str, after: Option<u64>) -> Result<Subscription, Error> {
+        let thread = thread_id(thread)?;
+        let closed = || Error::Closed("the executor has stopped".into());
+        let requests = self.requests.as_ref().ok_or_else(closed)?;
+        let (listener, subscription) = tail::Listener::pair();
+        let (reply, outcome) = flume::bounded(1);
+        requests
+            .send(Request::Subscribe {
+                thread,
+                after,
+                listener,
+                reply,
+            })
+            .map_err(|_| closed())?;
+        outcome.recv().map_err(|_| closed())??;
+        Ok(subscription)
     }
 }
 
@@ -482,27 +588,59 @@ impl Drop for Db {
 }
 
 /// Opens the one shard on the executor thread, as a server shard does.
-fn open_engine(dir: &Path) -> Result<Rc<Engine>, String> {
+fn open_engine(dir: &Path, options: &Options) -> Result<Rc<Engine>, String> {
     let wal = WalOptions {
-        durability: Durability::Sync,
+        durability: options.durability,
         flush_interval: std::time::Duration::from_millis(WAL_FLUSH_MS_DEFAULT as u64),
         segment_bytes: WAL_SEGMENT_BYTES_DEFAULT as u64,
         fail_after_flushes: None,
     };
     let store = crate::store::StoreOptions::default();
-    server::open_shard(dir, SHARD, store, wal, RecoveryPolicy::Strict, None)
+    let kms = options
+        .master_key
+        .map(|key| open_keyring(dir, &key))
+        .transpose()?;
+    server::open_shard(dir, SHARD, store, wal, RecoveryPolicy::Strict, kms)
+}
+
+/// The KMS for a caller-held master key, checked against the one the
+/// directory was encrypted with (recorded on first use, never the key).
+fn open_keyring(dir: &Path, key: &[u8; crate::crypto::KEY_BYTES]) -> Result<Kms, String> {
+    let hex: String = key.iter().map(|byte| format!("{byte:02x}")).collect();
+    let keyring = Keyring::single(&hex).ok_or("the master key is not 32 bytes")?;
+    let check_dir = dir.join("kms");
+    std::fs::create_dir_all(&check_dir)
+        .map_err(|err| format!("cannot create {}: {err}", check_dir.display()))?;
+    keyring
+        .check_against(&check_dir.join("master.check"))
+        .map_err(|err| err.to_string())?;
+    Ok(Kms::Embedded(keyring))
 }
 
 /// The executor's loop: runs each request as its own task until every
 /// sender is gone, then syncs the store.
 async fn serve(engine: Rc<Engine>, incoming: flume::Receiver<Request>) -> Result<(), String> {
-    while let Ok(Request { command, reply }) = incoming.recv_async().await {
-        let engine = engine.clone();
+    let tails = Rc::new(tail::Tails::default());
+    while let Ok(request) = incoming.recv_async().await {
+        let (engine, tails) = (engine.clone(), tails.clone());
         glommio::spawn_local(async move {
-            // No live-tail listeners exist in embedded mode, so nothing is
-            // ever published.
-            let (outcome, _published) = engine.run(command).await;
-            let _ = reply.send(outcome.and_then(reply_json));
+            match request {
+                Request::Command { command, reply } => {
+                    let (outcome, published) = engine.run(command).await;
+                    if let Some(published) = published {
+                        tails.deliver(&engine, &published);
+                    }
+                    let _ = reply.send(outcome.and_then(reply_json));
+                }
+                Request::Subscribe {
+                    thread,
+                    after,
+                    listener,
+                    reply,
+                } => {
+                    let _ = reply.send(tails.subscribe(&engine, thread, after, listener).await);
+                }
+            }
         })
         .detach();
     }
@@ -557,6 +695,15 @@ struct VersionList {
 /// may act on any thread.
 fn anyone() -> Caller {
     Caller { user: None }
+}
+
+/// A page size within the API's bounds.
+fn checked_limit(limit: usize) -> Result<usize, Error> {
+    let limit_max = Limits::default().page_limit_max;
+    if limit == 0 || limit > limit_max {
+        return Err(invalid("limit", format!("must be 1 to {limit_max}")));
+    }
+    Ok(limit)
 }
 
 fn thread_id(text: &str) -> Result<ThreadId, Error> {

@@ -296,3 +296,161 @@ fn other_shard_counts_are_refused() {
 fn is_shard_dir(path: &Path) -> bool {
     path.join("store").is_dir() && path.join("wal").is_dir()
 }
+
+#[test]
+fn replies_renames_deletes_and_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("db")).unwrap();
+    let thread = db.create_thread("alice", "Plans").unwrap();
+    let root = db.post_message(&thread.id, "alice", r#""root""#).unwrap();
+    let replies: Vec<String> = (0..3)
+        .map(|n| {
+            let reply = db
+                .post_reply(&thread.id, &root.id, "bob", &format!("{n}"))
+                .unwrap();
+            assert_eq!(reply.reply_to.as_deref(), Some(root.id.as_str()));
+            reply.id
+        })
+        .collect();
+    let first = db
+        .replies(&thread.id, &root.id, &Page::oldest_first(2))
+        .unwrap();
+    assert_eq!(bodies(&first), ["0", "1"]);
+    let cursor = first.next_cursor.expect("a third reply");
+    let rest = db
+        .replies(&thread.id, &root.id, &Page::oldest_first(2).after(cursor))
+        .unwrap();
+    assert_eq!(
+        (bodies(&rest), rest.next_cursor),
+        (vec!["2".to_owned()], None)
+    );
+    assert!(matches!(
+        db.post_reply(&thread.id, "no-such-message", "bob", "1"),
+        Err(Error::InvalidInput {
+            field: "reply_to",
+            ..
+        })
+    ));
+
+    db.delete_message(&thread.id, &replies[0]).unwrap();
+    assert_eq!(
+        db.message(&thread.id, &replies[0]).err(),
+        Some(Error::MessageNotFound)
+    );
+    let restored = db.restore_message(&thread.id, &replies[0]).unwrap();
+    assert_eq!(restored.body.get(), "0");
+
+    assert_eq!(
+        db.rename_thread(&thread.id, "Roadmap").unwrap().title,
+        "Roadmap"
+    );
+    db.delete_thread(&thread.id).unwrap();
+    assert_eq!(db.thread(&thread.id).err(), Some(Error::ThreadNotFound));
+    assert_eq!(db.restore_thread(&thread.id).unwrap().title, "Roadmap");
+    assert_eq!(all_oldest_first(&db, &thread.id, 10).len(), 4);
+}
+
+#[test]
+fn a_subscription_sees_every_change_and_resumes_without_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(dir.path().join("db")).unwrap());
+    let thread = db.create_thread("alice", "Live").unwrap();
+    let tail = db.subscribe(&thread.id, None).unwrap();
+    // Changes made on another thread arrive in order.
+    let writer = {
+        let (db, thread) = (db.clone(), thread.id.clone());
+        std::thread::spawn(move || {
+            let first = db.post_message(&thread, "alice", r#""one""#).unwrap();
+            db.edit_message(&thread, &first.id, r#""one!""#).unwrap();
+            db.post_message(&thread, "bob", r#""two""#).unwrap();
+            db.delete_message(&thread, &first.id).unwrap();
+        })
+    };
+    writer.join().unwrap();
+    let timeout = std::time::Duration::from_secs(20);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let event = tail.recv_timeout(timeout).unwrap().expect("an event");
+        let message = event.message().expect("a message");
+        seen.push((event.kind.clone(), message.body.get().to_owned(), event.id));
+    }
+    let kinds: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|(k, b, _)| (k.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("message.created", "\"one\""),
+            ("message.updated", "\"one!\""),
+            ("message.created", "\"two\""),
+            ("message.deleted", "\"one!\""),
+        ]
+    );
+    assert!(
+        seen.windows(2).all(|pair| pair[0].2 < pair[1].2),
+        "{seen:?}"
+    );
+
+    // Resuming after the second event replays the last two, then goes live.
+    let resumed = db.subscribe(&thread.id, Some(seen[1].2)).unwrap();
+    let replayed: Vec<u64> = (0..2)
+        .map(|_| resumed.recv_timeout(timeout).unwrap().expect("replay").id)
+        .collect();
+    assert_eq!(replayed, [seen[2].2, seen[3].2]);
+    let live = db.post_message(&thread.id, "alice", r#""three""#).unwrap();
+    let event = resumed.recv_timeout(timeout).unwrap().expect("live");
+    assert_eq!(event.message().map(|m| m.id), Some(live.id));
+    assert_eq!(
+        tail.recv_timeout(timeout).unwrap().map(|e| e.id),
+        Some(event.id)
+    );
+    assert_eq!(
+        db.subscribe("missing", None).err(),
+        Some(Error::ThreadNotFound)
+    );
+    drop(db);
+}
+
+/// Whether any file under `dir` contains `needle`.
+fn contains_bytes(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            contains_bytes(&path, needle)
+        } else {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            bytes.windows(needle.len()).any(|window| window == needle)
+        }
+    })
+}
+
+#[test]
+fn options_choose_durability_and_encrypt_at_rest() {
+    use progressdb::embedded::{Durability, Options};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let key = [0x5a; 32];
+    let marker = "marker-c0ffee-embedded";
+    let options = Options::default()
+        .with_durability(Durability::Batch)
+        .with_master_key(key);
+    let thread = {
+        let db = Db::open_with(&path, options.clone()).unwrap();
+        let thread = db.create_thread("alice", "Secret").unwrap();
+        db.post_message(&thread.id, "alice", &format!("\"{marker}\""))
+            .unwrap();
+        db.close().unwrap();
+        thread.id
+    };
+    assert!(
+        !contains_bytes(&path, marker.as_bytes()),
+        "plaintext on disk"
+    );
+    let db = Db::open_with(&path, options).unwrap();
+    let page = db.list_messages(&thread, &Page::newest_first(1)).unwrap();
+    assert_eq!(bodies(&page), [format!("\"{marker}\"")]);
+    db.close().unwrap();
+    let wrong = Options::default().with_master_key([0x11; 32]);
+    assert!(matches!(Db::open_with(&path, wrong), Err(Error::Open(_))));
+}
