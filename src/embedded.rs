@@ -115,6 +115,9 @@ impl From<EngineError> for Error {
             EngineError::InvalidCursor => Error::InvalidCursor,
             EngineError::InvalidReplyTo => invalid("reply_to", "names no live message"),
             EngineError::TooManyReactions => invalid("reaction", "too many reactions"),
+            EngineError::Forbidden(why) => invalid("caller", why),
+            EngineError::TooManyParticipants(_) => invalid("participant", "too many participants"),
+            EngineError::ParticipantNotFound => invalid("participant", "not a participant"),
             EngineError::WritesUnavailable(why) => Error::WritesUnavailable(why),
             // Embedded mode runs without encryption, so no KMS is ever asked.
             EngineError::KmsUnavailable(why) => Error::Storage(format!("key service: {why}")),
@@ -315,6 +318,7 @@ impl Db {
             author,
             title: title.to_owned(),
             slug: None,
+            participants: Vec::new(),
         })
     }
 

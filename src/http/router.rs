@@ -26,6 +26,14 @@ pub enum Route {
     RestoreMessage(String, String),
     /// `GET .../messages/stream`: Server-Sent Events of a thread's changes.
     StreamMessages(String),
+    /// `GET .../participants`: a thread's owner and participants.
+    ListParticipants(String),
+    /// `POST .../participants {"user_id","role"?}`.
+    AddParticipant(String),
+    /// `DELETE .../participants/{user_id}`: remove, or leave.
+    RemoveParticipant(String, String),
+    /// `PUT .../read {"message"}`: the caller's read marker.
+    MarkRead(String),
     /// `POST /v1/messages`: append, creating the thread if needed.
     SeedPostMessage,
     /// `GET /v1/threads/{id}/messages`.
@@ -117,6 +125,9 @@ enum Resource {
     Reactions,
     MessageRestore,
     Stream,
+    Participants,
+    Participant,
+    ReadMarker,
     SeedMessages,
     SeedThreadMessages,
     Stats,
@@ -155,7 +166,11 @@ impl Resource {
             | Resource::AdminVersions
             | Resource::ViewerPage
             | Resource::ViewerAsset => "GET, HEAD, OPTIONS",
-            Resource::Threads | Resource::Messages => "GET, HEAD, POST, OPTIONS",
+            Resource::Threads | Resource::Messages | Resource::Participants => {
+                "GET, HEAD, POST, OPTIONS"
+            }
+            Resource::Participant => "DELETE, OPTIONS",
+            Resource::ReadMarker => "PUT, OPTIONS",
             Resource::Thread | Resource::Message => "GET, HEAD, PUT, DELETE, OPTIONS",
             Resource::SeedMessages
             | Resource::ThreadRestore
@@ -207,6 +222,15 @@ const PATHS: &[(&str, Resource)] = &[
         "/frontend/v1/threads/{id}/messages/{mid}/restore",
         Resource::MessageRestore,
     ),
+    (
+        "/frontend/v1/threads/{id}/participants",
+        Resource::Participants,
+    ),
+    (
+        "/frontend/v1/threads/{id}/participants/{user_id}",
+        Resource::Participant,
+    ),
+    ("/frontend/v1/threads/{id}/read", Resource::ReadMarker),
     ("/v1/messages", Resource::SeedMessages),
     ("/v1/threads/{id}/messages", Resource::SeedThreadMessages),
     ("/admin/v1/stats", Resource::Stats),
@@ -294,6 +318,10 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
         (Resource::Reactions, Method::Delete) => Route::Unreact(param(), param()),
         (Resource::MessageRestore, Method::Post) => Route::RestoreMessage(param(), param()),
         (Resource::Stream, Method::Get) => Route::StreamMessages(param()),
+        (Resource::Participants, Method::Get) => Route::ListParticipants(param()),
+        (Resource::Participants, Method::Post) => Route::AddParticipant(param()),
+        (Resource::Participant, Method::Delete) => Route::RemoveParticipant(param(), param()),
+        (Resource::ReadMarker, Method::Put) => Route::MarkRead(param()),
         (Resource::SeedMessages, Method::Post) => Route::SeedPostMessage,
         (Resource::SeedThreadMessages, Method::Get) => Route::SeedListMessages(param()),
         (Resource::Stats, Method::Get) => Route::Stats,

@@ -8,7 +8,8 @@
 //! A resume replays in bounded batches until it has caught up, never
 //! skipping ahead. A subscriber that falls too far behind (live, or while
 //! replaying) gets a final `overflow` event and is closed; it reconnects
-//! with its last event id and misses nothing.
+//! with its last event id and misses nothing. A participant removed from
+//! the thread gets the `participant.removed` event and their stream ends.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -32,6 +33,22 @@ fn head(core: usize) -> Vec<u8> {
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\nX-ProgressDB-Shard: {core}\r\n\r\nretry: 1000\n\n"
     )
     .into_bytes()
+}
+
+/// Whether `event` removes the stream's own user from the thread: their
+/// stream ends with it (a reconnect is refused like any other request).
+fn removes(event: &StreamEvent, tail: &LiveTail) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Removed<'a> {
+        #[serde(borrow)]
+        user_id: std::borrow::Cow<'a, str>,
+    }
+    let Some(user) = &tail.caller.user else {
+        return false;
+    };
+    event.kind == "participant.removed"
+        && serde_json::from_slice::<Removed>(&event.data)
+            .is_ok_and(|removed| removed.user_id == user.as_str())
 }
 
 fn encode(event: &StreamEvent, out: &mut Vec<u8>) {
@@ -149,6 +166,9 @@ async fn stream_events(
                 encode(&event, &mut out);
                 stream.write_all(&out).await?;
                 out.clear();
+                if removes(&event, tail) {
+                    return Ok(());
+                }
             }
             Ok(None) => {
                 if subscription.overflowed.get() {

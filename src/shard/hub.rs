@@ -29,9 +29,10 @@ pub const SUBSCRIBER_QUEUE_BYTES_MAX: usize = 4 << 20;
 pub struct StreamEvent {
     /// When the change happened (ns); also the SSE `id:` for resuming.
     pub id: u64,
-    /// `message.created`, `message.updated` or `message.deleted`.
+    /// `message.created`, `message.updated`, `message.deleted`,
+    /// `participant.added` or `participant.removed`.
     pub kind: &'static str,
-    /// The message's JSON after the change.
+    /// The message's (or participant's) JSON after the change.
     pub data: Arc<[u8]>,
 }
 
