@@ -461,3 +461,69 @@ fn participant_events_reach_the_tail_and_a_removed_member_s_stream_ends() {
     post(&mut alice, &thread, "still here");
     assert_eq!(alices.next().unwrap().0, "message.created");
 }
+
+/// What the kill test expects after every restart.
+#[derive(Default)]
+struct Expected {
+    /// Thread -> its participants' `(user_id, role)`, in user id order.
+    participants: std::collections::BTreeMap<String, Vec<(String, String)>>,
+    /// Thread -> bob's read marker and unread count.
+    bob_read: std::collections::BTreeMap<String, (String, u64)>,
+}
+
+fn verify_group(server: &Server, expected: &Expected, context: &str) {
+    let mut alice = user(server, "alice");
+    for (thread, roles_then) in &expected.participants {
+        let page = participants(&mut alice, thread, "");
+        assert_eq!(&roles(&page), roles_then, "{context}: {thread}");
+    }
+    let mut bob = user(server, "bob");
+    let listed_for_bob = listing(&mut bob, "updated_ts");
+    for (thread, (marker, unread)) in &expected.bob_read {
+        assert_eq!(
+            listed(&listed_for_bob, thread)["unread_count"],
+            *unread,
+            "{context}: {thread}"
+        );
+        // Setting the marker where it is changes nothing and shows it.
+        let now = mark_read(&mut bob, thread, marker);
+        assert_eq!(now["last_read"], *marker, "{context}: {thread}");
+        assert_eq!(now["unread_count"], *unread, "{context}: {thread}");
+    }
+}
+
+#[test]
+fn participants_and_read_markers_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let mut expected = Expected::default();
+    for round in 0..3 {
+        let context = format!("round {round}");
+        let server = Server::start_on(&db, SHARDS);
+        verify_group(&server, &expected, &context);
+        let (mut alice, mut bob) = (user(&server, "alice"), user(&server, "bob"));
+        let thread = key_on(round % 2, &format!("durable{round}"));
+        create(&mut alice, &thread, &["bob"]);
+        add(&mut alice, &thread, "carol", "admin");
+        add(&mut alice, &thread, "dave", "member");
+        alice
+            .delete(&format!("/frontend/v1/threads/{thread}/participants/dave"))
+            .expect(200);
+        let posted: Vec<String> = (0..4)
+            .map(|n| post(&mut alice, &thread, &n.to_string()))
+            .collect();
+        post(&mut bob, &thread, "bob's own");
+        mark_read(&mut bob, &thread, &posted[1]);
+        expected.participants.insert(
+            thread.clone(),
+            [("alice", "owner"), ("bob", "member"), ("carol", "admin")]
+                .map(|(u, r)| (u.to_owned(), r.to_owned()))
+                .to_vec(),
+        );
+        expected.bob_read.insert(thread, (posted[1].clone(), 2));
+        // No clean shutdown: everything comes back from the WAL.
+        server.kill();
+    }
+    let server = Server::start_on(&db, SHARDS);
+    verify_group(&server, &expected, "final");
+}
