@@ -63,6 +63,7 @@ pub fn route_name(routed: &Result<Route, RouteError>) -> &'static str {
         Route::AddParticipant(_) => "add_participant",
         Route::RemoveParticipant(..) => "remove_participant",
         Route::MarkRead(_) => "mark_read",
+        Route::StreamUser => "stream_user",
         Route::SeedPostMessage => "seed_post_message",
         Route::SeedListMessages(_) => "seed_list_messages",
         Route::Stats => "stats",

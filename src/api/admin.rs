@@ -97,7 +97,7 @@ impl Search {
 /// The live tail of any thread, for an admin.
 fn admin_stream(id: &str, request: &Request, query: &Query) -> Result<Handled, ApiError> {
     Ok(Handled::Stream(LiveTail {
-        thread: thread_id(id)?,
+        thread: Some(thread_id(id)?),
         caller: ADMIN,
         last_event_id: input::last_event_id(request, query)?,
     }))

@@ -58,9 +58,16 @@ impl Api {
             Route::RotateMasterKey => self.rotate_master_key().await?,
             Route::StreamMessages(id) => {
                 return Ok(Handled::Stream(LiveTail {
-                    thread: thread_id(&id)?,
+                    thread: Some(thread_id(&id)?),
                     caller: call.caller(None)?,
                     last_event_id: input::last_event_id(call.request, &call.query)?,
+                }));
+            }
+            Route::StreamUser => {
+                return Ok(Handled::Stream(LiveTail {
+                    thread: None,
+                    caller: call.caller(None)?,
+                    last_event_id: None,
                 }));
             }
             Route::GetThread(id) => {

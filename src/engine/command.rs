@@ -264,6 +264,17 @@ pub enum Command {
         caller: Caller,
         id: String,
     },
+    /// Registers a stream of `user` on core `core` for every change of
+    /// the user's threads on this shard (sent to every shard).
+    SubscribeUser {
+        user: UserId,
+        core: usize,
+    },
+    /// Undoes one `SubscribeUser`.
+    UnsubscribeUser {
+        user: UserId,
+        core: usize,
+    },
 }
 
 /// A page of a thread's participants, in user id order.
@@ -398,7 +409,9 @@ impl Command {
             | Command::ListAllThreads(_)
             | Command::Stats
             | Command::Metrics
-            | Command::AddMasterKey { .. } => None,
+            | Command::AddMasterKey { .. }
+            | Command::SubscribeUser { .. }
+            | Command::UnsubscribeUser { .. } => None,
         }
     }
 }

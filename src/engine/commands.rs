@@ -177,6 +177,9 @@ impl Engine {
         self.authors
             .changed(&thread.author, &thread.id, old, state(record));
         self.members.changed(&thread.id, listed(record));
+        if old.is_none() {
+            self.user_streams.joined(&thread.author, &thread.id);
+        }
         if old.is_none()
             && let Some(count) = self.thread_count.get()
         {

@@ -17,6 +17,7 @@ mod page;
 mod participants;
 mod record_cache;
 mod tail_cache;
+mod user_streams;
 
 pub use page::{Pagination, list, thread_list, wrap};
 
@@ -25,7 +26,8 @@ pub use command::{
     ParticipantCursor, ParticipantPage, Reply, SecretKey, ThreadEntry, ThreadPage, ThreadPart,
     ThreadPosition, ThreadSort, VersionPage, VersionPosition,
 };
-pub use participants::{PARTICIPANTS_PER_THREAD_DEFAULT, UNREAD_SCAN_MAX};
+pub use participants::{PARTICIPANTS_PER_THREAD_DEFAULT, UNREAD_SCAN_MAX, removed_user};
+pub use user_streams::topic as user_topic;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -85,6 +87,8 @@ pub struct Engine {
     members: members::Members,
     /// Participants a thread may have besides its owner.
     participants_max: Cell<usize>,
+    /// Users following all their threads (`GET /frontend/v1/stream`).
+    user_streams: user_streams::UserStreams,
 }
 
 /// Encryption state of one shard.
@@ -131,10 +135,13 @@ impl Executed {
     }
 }
 
-/// A change to deliver to the cores listening to its thread.
+/// A change to deliver to the cores listening to its thread, and to the
+/// cores of the users following it on their own streams.
 pub struct Published {
     pub thread: String,
     pub cores: Vec<usize>,
+    /// Hub topic of each following user, with the cores of their streams.
+    pub followers: Vec<(String, Vec<usize>)>,
     pub event: StreamEvent,
 }
 
@@ -248,6 +255,7 @@ impl Engine {
             authors: authors::Authors::default(),
             members: members::Members::default(),
             participants_max: Cell::new(PARTICIPANTS_PER_THREAD_DEFAULT),
+            user_streams: user_streams::UserStreams::default(),
         });
         let checkpointer = glommio::spawn_local(engine.clone().checkpoints()).detach();
         *engine.checkpointer.borrow_mut() = Some(checkpointer);
@@ -352,21 +360,36 @@ impl Engine {
         {
             return (Err(EngineError::WritesUnavailable(err.to_string())), None);
         }
-        let published = executed.change.and_then(|(thread, event)| {
-            let cores: Vec<usize> = self
-                .listeners
-                .borrow()
-                .get(&thread)?
-                .keys()
-                .copied()
-                .collect();
-            Some(Published {
-                thread,
-                cores,
-                event,
-            })
-        });
+        let published = executed
+            .change
+            .and_then(|(thread, event)| self.audience(thread, event));
         (Ok(executed.reply), published)
+    }
+
+    /// Who gets a change: the cores listening to its thread and the users
+    /// following it (a removed participant's own streams get their
+    /// removal, then stop following the thread). `None` when no one.
+    fn audience(&self, thread: String, event: StreamEvent) -> Option<Published> {
+        let cores: Vec<usize> = self
+            .listeners
+            .borrow()
+            .get(&thread)
+            .map(|cores| cores.keys().copied().collect())
+            .unwrap_or_default();
+        let removed = participants::removed_user(&event);
+        let followers = self.user_streams.audience(&thread, removed.as_deref());
+        if let Some(user) = &removed {
+            self.user_streams.left(user, &thread);
+        }
+        if cores.is_empty() && followers.is_empty() {
+            return None;
+        }
+        Some(Published {
+            thread,
+            cores,
+            followers,
+            event,
+        })
     }
 
     /// With an external KMS, talks to it on a blocking thread before

@@ -119,6 +119,16 @@ impl Engine {
                 page,
             } => self.list_participants(&thread, &caller, &page),
             Command::MarkRead { thread, caller, id } => self.mark_read(&thread, &caller, &id),
+            Command::SubscribeUser { user, core } => {
+                let user = user.as_str();
+                self.user_streams
+                    .subscribe(user, core, || self.threads_of(user))?;
+                Executed::read(Reply::Ok(Vec::new()))
+            }
+            Command::UnsubscribeUser { user, core } => {
+                self.user_streams.unsubscribe(user.as_str(), core);
+                Executed::read(Reply::Ok(Vec::new()))
+            }
             _ => unreachable!("every other command is executed before"),
         }
     }
@@ -160,6 +170,7 @@ impl Engine {
     pub(super) fn members_joined(&self, record: &ThreadRecord, users: &[&str]) {
         for user in users {
             self.members.joined(user, &record.thread.id, listed(record));
+            self.user_streams.joined(user, &record.thread.id);
         }
     }
 
@@ -212,7 +223,7 @@ impl Engine {
         let lsn = self.write_thread(Some(state(&record)), &record, ops)?;
         self.members_joined(&record, &[user.as_str()]);
         let wire = participant.to_wire();
-        let event = self.participant_event("participant.added", &wire);
+        let event = self.participant_event("participant.added", thread.as_str(), &wire);
         Ok(Executed {
             reply: if created {
                 Reply::Created(wire)
@@ -251,7 +262,8 @@ impl Engine {
         Store::participant_ops(&mut ops, thread.as_str(), &participant, true);
         let lsn = self.write_thread(Some(state(&record)), &record, ops)?;
         self.members.left(user.as_str(), thread.as_str());
-        let event = self.participant_event("participant.removed", &participant.to_wire());
+        let wire = participant.to_wire();
+        let event = self.participant_event("participant.removed", thread.as_str(), &wire);
         let body = serde_json::json!({ "key": user.as_str(), "removed": true });
         Ok(Executed {
             reply: Reply::Ok(body.to_string().into_bytes()),
@@ -262,12 +274,28 @@ impl Engine {
 
     /// Live-tail events of participants are not replayed on resume (they
     /// are not message changes); their id still orders them among those.
-    fn participant_event(&self, kind: &'static str, wire: &[u8]) -> StreamEvent {
+    /// Their data is the participant object with its `thread`, so a
+    /// user's stream of all their threads tells which one changed.
+    fn participant_event(&self, kind: &'static str, thread: &str, wire: &[u8]) -> StreamEvent {
+        let mut data = format!("{{\"thread\":{},", serde_json::Value::from(thread)).into_bytes();
+        data.extend_from_slice(&wire[1..]);
         StreamEvent {
             id: self.tick(0),
             kind,
-            data: wire.into(),
+            data: data.into(),
         }
+    }
+
+    /// The ids of the threads `user` owns or takes part in on this shard.
+    fn threads_of(&self, user: &str) -> Result<Vec<String>, EngineError> {
+        let mut ids = self.store.member_threads(user)?;
+        let ascending = Direction::Ascending;
+        self.store
+            .scan_author_threads(user, None, ascending, |_, id, _, _| {
+                ids.push(id.to_owned());
+                Ok(true)
+            })?;
+        Ok(ids)
     }
 
     /// `{"participants":[…],"pagination":P}` in user id order.
@@ -452,6 +480,20 @@ impl Engine {
         participant.read.posted += 1;
         Ok((participant, joined))
     }
+}
+
+/// The user a `participant.removed` event removes.
+pub fn removed_user(event: &StreamEvent) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Removed {
+        user_id: String,
+    }
+    if event.kind != "participant.removed" {
+        return None;
+    }
+    serde_json::from_slice::<Removed>(&event.data)
+        .ok()
+        .map(|removed| removed.user_id)
 }
 
 /// What the member listings sort a thread by.

@@ -26,6 +26,8 @@ pub enum Route {
     RestoreMessage(String, String),
     /// `GET .../messages/stream`: Server-Sent Events of a thread's changes.
     StreamMessages(String),
+    /// `GET /frontend/v1/stream`: SSE of every thread of the caller.
+    StreamUser,
     /// `GET .../participants`: a thread's owner and participants.
     ListParticipants(String),
     /// `POST .../participants {"user_id","role"?}`.
@@ -128,6 +130,7 @@ enum Resource {
     Participants,
     Participant,
     ReadMarker,
+    UserStream,
     SeedMessages,
     SeedThreadMessages,
     Stats,
@@ -177,7 +180,9 @@ impl Resource {
             | Resource::MessageRestore
             | Resource::Sign
             | Resource::Rotate => "POST, OPTIONS",
-            Resource::Versions | Resource::Replies | Resource::Stream => "GET, HEAD, OPTIONS",
+            Resource::Versions | Resource::Replies | Resource::Stream | Resource::UserStream => {
+                "GET, HEAD, OPTIONS"
+            }
             Resource::Reactions => "POST, DELETE, OPTIONS",
         }
     }
@@ -194,6 +199,7 @@ const PATHS: &[(&str, Resource)] = &[
     ("/openapi.json", Resource::OpenApi),
     ("/docs/", Resource::Docs),
     ("/frontend/v1/threads", Resource::Threads),
+    ("/frontend/v1/stream", Resource::UserStream),
     ("/frontend/v1/threads/{id}", Resource::Thread),
     ("/frontend/v1/threads/{id}/restore", Resource::ThreadRestore),
     ("/frontend/v1/threads/{id}/messages", Resource::Messages),
@@ -322,6 +328,7 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
         (Resource::Participants, Method::Post) => Route::AddParticipant(param()),
         (Resource::Participant, Method::Delete) => Route::RemoveParticipant(param(), param()),
         (Resource::ReadMarker, Method::Put) => Route::MarkRead(param()),
+        (Resource::UserStream, Method::Get) => Route::StreamUser,
         (Resource::SeedMessages, Method::Post) => Route::SeedPostMessage,
         (Resource::SeedThreadMessages, Method::Get) => Route::SeedListMessages(param()),
         (Resource::Stats, Method::Get) => Route::Stats,

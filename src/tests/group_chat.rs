@@ -388,9 +388,11 @@ fn participant_limits_are_clear_4xx() {
         .expect_error(403, "forbidden");
 }
 
-/// A raw SSE reader of one user's live tail of one thread.
+/// A raw SSE reader of one user's live tail (of a thread or all theirs).
 struct Stream {
     reader: BufReader<TcpStream>,
+    /// The core that accepted the connection.
+    shard: String,
 }
 
 impl Stream {
@@ -407,7 +409,18 @@ impl Stream {
         let mut status = String::new();
         reader.read_line(&mut status).unwrap();
         assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-        Stream { reader }
+        let mut shard = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                return Stream { reader, shard };
+            }
+            if let Some(value) = line.strip_prefix("X-ProgressDB-Shard: ") {
+                shard = value.to_owned();
+            }
+        }
     }
 
     /// The next `(event, data)`, or `None` when the server closed the stream.
@@ -526,4 +539,57 @@ fn participants_and_read_markers_survive_sigkill() {
     }
     let server = Server::start_on(&db, SHARDS);
     verify_group(&server, &expected, "final");
+}
+
+#[test]
+fn a_user_s_own_stream_follows_all_their_threads_across_cores() {
+    let server = Server::start(SHARDS);
+    let (mut alice, mut bob) = (user(&server, "alice"), user(&server, "bob"));
+    let remote = key_on(1, "remote");
+    let local = key_on(0, "local");
+    create(&mut alice, &remote, &["bob"]);
+    create(&mut alice, &local, &["bob"]);
+    create(&mut alice, &key_on(1, "not-bobs"), &[]);
+    // Bob's stream, accepted by shard 0; `remote` is owned by shard 1.
+    let mut stream = (0..64)
+        .map(|_| Stream::open(server.addr, "/frontend/v1/stream", "bob"))
+        .find(|stream| stream.shard == "0")
+        .expect("a connection accepted by shard 0");
+    let posted = post(&mut alice, &remote, "across cores");
+    let (kind, data) = stream.next().unwrap();
+    assert_eq!(kind, "message.created");
+    assert_eq!(
+        (data["key"].as_str(), data["thread"].as_str()),
+        (Some(posted.as_str()), Some(remote.as_str()))
+    );
+    post(&mut alice, &key_on(1, "not-bobs"), "not for bob");
+    post(&mut bob, &local, "bob's own");
+    let (_, data) = stream.next().unwrap();
+    assert_eq!(data["thread"], *local);
+
+    // A thread bob joins later is followed from then on.
+    let later = key_on(1, "later");
+    create(&mut alice, &later, &[]);
+    add(&mut alice, &later, "bob", "member");
+    let (kind, data) = stream.next().unwrap();
+    assert_eq!(kind, "participant.added");
+    assert_eq!(
+        (data["thread"].as_str(), data["user_id"].as_str()),
+        (Some(later.as_str()), Some("bob"))
+    );
+    post(&mut alice, &later, "welcome");
+    assert_eq!(stream.next().unwrap().1["thread"], *later);
+
+    // Leaving stops it, after the removal itself; the stream goes on.
+    bob.delete(&format!("/frontend/v1/threads/{remote}/participants/bob"))
+        .expect(200);
+    let (kind, data) = stream.next().unwrap();
+    assert_eq!(
+        (kind.as_str(), data["thread"].as_str()),
+        ("participant.removed", Some(remote.as_str()))
+    );
+    post(&mut alice, &remote, "after bob left");
+    post(&mut alice, &local, "still shared");
+    let (kind, data) = stream.next().unwrap();
+    assert_eq!(data["thread"], *local, "{kind} {data}");
 }
