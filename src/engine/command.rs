@@ -258,6 +258,12 @@ pub enum Command {
         caller: Caller,
         page: ParticipantPage,
     },
+    /// A thread as `user`'s listing shows it (with their `role` and
+    /// `unread_count`), deleted or not: a listing's cursor thread.
+    GetListedThread {
+        id: ThreadId,
+        user: UserId,
+    },
     /// Moves the caller's read marker forward to message `id`.
     MarkRead {
         thread: ThreadId,
@@ -404,7 +410,8 @@ impl Command {
             | Command::AddParticipant { thread, .. }
             | Command::RemoveParticipant { thread, .. }
             | Command::ListParticipants { thread, .. }
-            | Command::MarkRead { thread, .. } => Some(thread),
+            | Command::MarkRead { thread, .. }
+            | Command::GetListedThread { id: thread, .. } => Some(thread),
             Command::ListThreads(_)
             | Command::ListAllThreads(_)
             | Command::Stats

@@ -119,6 +119,14 @@ impl Engine {
                 page,
             } => self.list_participants(&thread, &caller, &page),
             Command::MarkRead { thread, caller, id } => self.mark_read(&thread, &caller, &id),
+            Command::GetListedThread { id, user } => {
+                let caller = Caller {
+                    user: Some(user.clone()),
+                };
+                self.thread_with_role(&id, &caller, true)?;
+                let json = self.listed_thread_json(id.as_str(), user.as_str())?;
+                Executed::read(Reply::Ok(json))
+            }
             Command::SubscribeUser { user, core } => {
                 let user = user.as_str();
                 self.user_streams

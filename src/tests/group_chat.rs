@@ -277,6 +277,15 @@ fn listing_shows_shared_threads_with_role_and_unread_count() {
     let for_alice = listing(&mut alice, "created_ts");
     assert_eq!(for_alice.len(), 5);
     assert_eq!(listed(&for_alice, &bobs)["role"], "member");
+    // The thread a cursor names is listed the same way.
+    let anchored = bob
+        .get(&format!("/frontend/v1/threads?limit=1&anchor={bobs}"))
+        .expect(200);
+    let anchor = listed(anchored["threads"].as_array().unwrap(), &bobs);
+    assert_eq!(
+        (anchor["role"].as_str(), anchor["unread_count"].as_u64()),
+        (Some("owner"), Some(0))
+    );
     let created: Vec<u64> = for_bob
         .iter()
         .map(|t| t["created_ts"].as_u64().unwrap())
