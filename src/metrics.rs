@@ -81,6 +81,7 @@ pub fn route_name(routed: &Result<Route, RouteError>) -> &'static str {
         Route::AdminListMessages(_) => "admin_list_messages",
         Route::AdminListVersions(..) => "admin_list_versions",
         Route::AdminStreamMessages(_) => "admin_stream_messages",
+        Route::AdminListParticipants(_) => "admin_list_participants",
     }
 }
 

@@ -313,7 +313,9 @@ impl Engine {
         caller: &Caller,
         page: &ParticipantPage,
     ) -> Result<Executed, EngineError> {
-        let (record, _) = self.thread_with_role(thread, caller, false)?;
+        // Admins (no user) see a deleted thread's participants too.
+        let deleted_too = caller.reads_deleted_threads(true);
+        let (record, _) = self.thread_with_role(thread, caller, deleted_too)?;
         let id = thread.as_str();
         let (after, direction) = match &page.cursor {
             ParticipantCursor::Start => (None, Direction::Ascending),

@@ -66,6 +66,8 @@ pub enum Route {
     AdminListVersions(String, String),
     /// `GET /admin/v1/threads/{id}/messages/stream`: the live tail.
     AdminStreamMessages(String),
+    /// `GET /admin/v1/threads/{id}/participants`, deleted thread or not.
+    AdminListParticipants(String),
     /// `GET /viewer/...`: a static file of the admin web UI (public; its
     /// data calls need the admin key).
     Viewer(&'static crate::api::viewer::Asset),
@@ -92,7 +94,8 @@ impl Route {
             | Route::AdminGetThread(_)
             | Route::AdminListMessages(_)
             | Route::AdminListVersions(..)
-            | Route::AdminStreamMessages(_) => Some(Scope::Admin),
+            | Route::AdminStreamMessages(_)
+            | Route::AdminListParticipants(_) => Some(Scope::Admin),
             Route::Sign | Route::SeedPostMessage | Route::SeedListMessages(_) => {
                 Some(Scope::Backend)
             }
@@ -144,6 +147,7 @@ enum Resource {
     AdminMessages,
     AdminStream,
     AdminVersions,
+    AdminParticipants,
     ViewerPage,
     ViewerAsset,
 }
@@ -167,6 +171,7 @@ impl Resource {
             | Resource::AdminMessages
             | Resource::AdminStream
             | Resource::AdminVersions
+            | Resource::AdminParticipants
             | Resource::ViewerPage
             | Resource::ViewerAsset => "GET, HEAD, OPTIONS",
             Resource::Threads | Resource::Messages | Resource::Participants => {
@@ -257,6 +262,10 @@ const PATHS: &[(&str, Resource)] = &[
         "/admin/v1/threads/{id}/messages/{mid}/versions",
         Resource::AdminVersions,
     ),
+    (
+        "/admin/v1/threads/{id}/participants",
+        Resource::AdminParticipants,
+    ),
     // `/viewer` and `/viewer/` both serve the page; its assets are named
     // with absolute paths.
     ("/viewer/", Resource::ViewerPage),
@@ -342,6 +351,7 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
         (Resource::AdminMessages, Method::Get) => Route::AdminListMessages(param()),
         (Resource::AdminStream, Method::Get) => Route::AdminStreamMessages(param()),
         (Resource::AdminVersions, Method::Get) => Route::AdminListVersions(param(), param()),
+        (Resource::AdminParticipants, Method::Get) => Route::AdminListParticipants(param()),
         (Resource::ViewerPage, Method::Get) => Route::Viewer(&crate::api::viewer::INDEX),
         (Resource::ViewerAsset, Method::Get) => {
             Route::Viewer(crate::api::viewer::asset(&param()).ok_or(RouteError::NotFound)?)

@@ -602,3 +602,32 @@ fn a_user_s_own_stream_follows_all_their_threads_across_cores() {
     let (kind, data) = stream.next().unwrap();
     assert_eq!(data["thread"], *local, "{kind} {data}");
 }
+
+#[test]
+fn admin_keys_see_every_thread_s_participants() {
+    const ADMIN: &str = "admin_key_0123456789";
+    let server = Server::start(&["--shards", "2", "--admin-key", ADMIN]);
+    let mut alice = user(&server, "alice");
+    let thread = key_on(1, "audited");
+    create(&mut alice, &thread, &["bob"]);
+    alice
+        .delete(&format!("/frontend/v1/threads/{thread}"))
+        .expect(200);
+    let mut admin = server.client();
+    admin.key = Some(ADMIN.into());
+    admin.user = None;
+    let page = admin
+        .get(&format!("/admin/v1/threads/{thread}/participants"))
+        .expect(200);
+    let expected = [("alice", "owner"), ("bob", "member")].map(|(u, r)| (u.into(), r.into()));
+    assert_eq!(roles(&page), expected);
+    // Bob no longer sees the deleted thread; the owner still does.
+    user(&server, "bob")
+        .get(&format!("/frontend/v1/threads/{thread}/participants"))
+        .expect_error(404, "thread_not_found");
+    alice
+        .get(&format!(
+            "/frontend/v1/threads/{thread}?include_deleted=true"
+        ))
+        .expect(200);
+}
