@@ -140,3 +140,80 @@ impl Members {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Participant, Role, UserId, example_record};
+    use crate::store::{Ops, StoreOptions};
+    use crate::wal::record::Lsn;
+
+    fn page(after: Option<(u64, &str)>, order: Order, limit: usize) -> ThreadPage {
+        ThreadPage {
+            author: UserId::parse("bob").unwrap(),
+            sort: ThreadSort::CreatedTs,
+            after: after.map(|(sort_ts, id)| ThreadPosition {
+                sort_ts,
+                thread_id: id.to_owned(),
+            }),
+            order,
+            limit,
+            include_deleted: false,
+        }
+    }
+
+    fn ids(part: &MemberPart) -> Vec<&str> {
+        part.positions
+            .iter()
+            .map(|position| position.thread_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn pages_follow_cursor_and_order_and_skip_deleted_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default(), "test").unwrap();
+        let mut ops = Ops::default();
+        for (n, id) in ["a", "b", "c", "gone"].into_iter().enumerate() {
+            let mut record = example_record(id);
+            record.thread.created_ts = n as u64 + 1;
+            record.thread.deleted = id == "gone";
+            ops.extend(Store::thread_ops(&record));
+            let bob = Participant::new("bob", Role::Member, 1, "alice", 0);
+            Store::participant_ops(&mut ops, id, &bob, false);
+        }
+        store.apply(Lsn(1), &ops).unwrap();
+        let members = Members::default();
+        let newest = members
+            .page(&store, &page(None, Order::NewestFirst, 2))
+            .unwrap();
+        assert_eq!(
+            (ids(&newest), newest.total, newest.behind),
+            (vec!["c", "b", "a"], 3, false)
+        );
+        let older = members
+            .page(&store, &page(Some((3, "c")), Order::NewestFirst, 1))
+            .unwrap();
+        assert_eq!((ids(&older), older.behind), (vec!["b", "a"], false));
+        let newer = members
+            .page(&store, &page(Some((1, "a")), Order::OldestFirst, 5))
+            .unwrap();
+        assert_eq!((ids(&newer), newer.behind), (vec!["b", "c"], false));
+        let middle = members
+            .page(&store, &page(Some((2, "b")), Order::NewestFirst, 5))
+            .unwrap();
+        assert_eq!((ids(&middle), middle.behind), (vec!["a"], true));
+        // Leaving and joining are seen without reading the index again.
+        members.left("bob", "a");
+        let listed = Listed {
+            created_ts: 9,
+            updated_ts: 9,
+            deleted: false,
+        };
+        members.joined("bob", "z", listed);
+        let now = members
+            .page(&store, &page(None, Order::NewestFirst, 5))
+            .unwrap();
+        assert_eq!(ids(&now), vec!["z", "c", "b"]);
+    }
+}

@@ -80,7 +80,8 @@ impl Engine {
     }
 
     /// `user`'s participant record; the owner's is made up when the thread
-    /// predates participants (it is written with their next change).
+    /// predates participants (it is written with their next change), with
+    /// nothing unread until then.
     pub(super) fn participant(
         &self,
         record: &ThreadRecord,
@@ -89,13 +90,11 @@ impl Engine {
         let thread = &record.thread;
         match self.store.get_participant(&thread.id, user)? {
             Some(participant) => Ok(Some(participant)),
-            None if thread.author == user => Ok(Some(Participant::new(
-                user,
-                Role::Owner,
-                thread.created_ts,
-                user,
-                0,
-            ))),
+            None if thread.author == user => {
+                let all = self.counts(record)?.all;
+                let owner = Participant::new(user, Role::Owner, thread.created_ts, user, all);
+                Ok(Some(owner))
+            }
             None => Ok(None),
         }
     }
@@ -462,7 +461,8 @@ impl Engine {
 
     /// A post's author's participant record with the post counted: a
     /// backend post (no user) by someone who takes no part in the thread
-    /// adds them as a member first. `Ok(None)` when the author may not post.
+    /// adds them as a member first (`true` then). `ThreadNotFound` when the
+    /// author takes no part in the thread.
     pub(super) fn posting_participant(
         &self,
         record: &mut ThreadRecord,
