@@ -316,44 +316,7 @@ impl Engine {
         let deleted_too = caller.reads_deleted_threads(true);
         let (record, _) = self.thread_with_role(thread, caller, deleted_too)?;
         let id = thread.as_str();
-        let (after, direction) = match &page.cursor {
-            ParticipantCursor::Start => (None, Direction::Ascending),
-            ParticipantCursor::After(user) => (Some(user.as_str()), Direction::Ascending),
-            ParticipantCursor::Before(user) => (Some(user.as_str()), Direction::Descending),
-        };
-        let mut found = Vec::new();
-        self.store
-            .scan_participants(id, after, direction, |participant| {
-                found.push(participant);
-                Ok(found.len() <= page.limit)
-            })?;
-        let more = found.len() > page.limit;
-        found.truncate(page.limit);
-        let mut behind = false;
-        if after.is_some() {
-            let opposite = match direction {
-                Direction::Ascending => Direction::Descending,
-                Direction::Descending => Direction::Ascending,
-            };
-            // The cursor itself lies behind the page when it is listed.
-            let cursor_listed = after
-                .map(|user| self.store.get_participant(id, user))
-                .transpose()?
-                .flatten()
-                .is_some();
-            self.store.scan_participants(id, after, opposite, |_| {
-                behind = true;
-                Ok(false)
-            })?;
-            behind |= cursor_listed;
-        }
-        if direction == Direction::Descending {
-            found.reverse();
-        }
-        let (has_before, has_after) = match direction {
-            Direction::Ascending => (behind, more),
-            Direction::Descending => (more, behind),
-        };
+        let (found, has_before_after) = self.participants_page(id, page)?;
         let owner_listed = self
             .store
             .get_participant(id, &record.thread.author)?
@@ -364,7 +327,7 @@ impl Engine {
             found.first().map(|p| p.user_id.clone()),
             found.last().map(|p| p.user_id.clone()),
             found.len(),
-            (has_before, has_after),
+            has_before_after,
             total,
         );
         let body = page::list(
@@ -374,6 +337,54 @@ impl Engine {
             &pagination,
         );
         Executed::read(Reply::Ok(body))
+    }
+
+    /// Up to `page.limit` participants of thread `id` in user id order, and
+    /// whether others exist before and after them.
+    fn participants_page(
+        &self,
+        id: &str,
+        page: &ParticipantPage,
+    ) -> Result<(Vec<Participant>, (bool, bool)), EngineError> {
+        let (after, direction, opposite) = match &page.cursor {
+            ParticipantCursor::Start => (None, Direction::Ascending, Direction::Descending),
+            ParticipantCursor::After(user) => (
+                Some(user.as_str()),
+                Direction::Ascending,
+                Direction::Descending,
+            ),
+            ParticipantCursor::Before(user) => (
+                Some(user.as_str()),
+                Direction::Descending,
+                Direction::Ascending,
+            ),
+        };
+        let mut found = Vec::new();
+        self.store
+            .scan_participants(id, after, direction, |participant| {
+                found.push(participant);
+                Ok(found.len() <= page.limit)
+            })?;
+        let more = found.len() > page.limit;
+        found.truncate(page.limit);
+        // The cursor itself lies behind the page when it is listed.
+        let mut behind = match after {
+            Some(user) => self.store.get_participant(id, user)?.is_some(),
+            None => false,
+        };
+        if after.is_some() && !behind {
+            self.store.scan_participants(id, after, opposite, |_| {
+                behind = true;
+                Ok(false)
+            })?;
+        }
+        Ok(match direction {
+            Direction::Ascending => (found, (behind, more)),
+            Direction::Descending => {
+                found.reverse();
+                (found, (more, behind))
+            }
+        })
     }
 
     /// Moves the caller's read marker forward to message `id` (never back)

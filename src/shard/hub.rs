@@ -6,6 +6,8 @@
 //! and the hub copies it into every local subscriber's bounded queue. A
 //! subscriber whose queue is full is dropped and told so by its stream,
 //! rather than letting a slow reader make the server buffer without bound.
+//! Subscribers are keyed by topic: a thread's id, or `@<user>` for a
+//! user's stream of all their threads (`engine::user_topic`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
