@@ -326,6 +326,17 @@ fn listing_shows_shared_threads_with_role_and_unread_count() {
         listed(&for_alice_now(&mut alice), oldest)["unread_count"],
         1
     );
+    // A message deleted after the marker still counts until the marker
+    // moves again, which recounts live messages only.
+    let newer = post(&mut alice, oldest, "newer");
+    let gone = post(&mut alice, oldest, "soon deleted");
+    alice
+        .delete(&format!("/frontend/v1/threads/{oldest}/messages/{gone}"))
+        .expect(200);
+    let counted = listing(&mut bob, "updated_ts");
+    assert_eq!(listed(&counted, oldest)["unread_count"], 2);
+    assert_eq!(mark_read(&mut bob, oldest, &messages[2])["unread_count"], 2);
+    assert_eq!(mark_read(&mut bob, oldest, &newer)["unread_count"], 0);
     bob.put(
         &format!("/frontend/v1/threads/{oldest}/read"),
         r#"{"message":"nope"}"#,
@@ -630,4 +641,39 @@ fn admin_keys_see_every_thread_s_participants() {
             "/frontend/v1/threads/{thread}?include_deleted=true"
         ))
         .expect(200);
+}
+
+#[test]
+fn a_signed_frontend_user_has_the_same_rights_as_a_backend_acting_for_them() {
+    const FRONTEND: &str = "pk_frontend_0123456789";
+    const SIGNING: &str = "signing-secret-0123";
+    let server = Server::start(&[
+        "--shards",
+        "2",
+        "--frontend-key",
+        FRONTEND,
+        "--signing-key",
+        SIGNING,
+    ]);
+    let mut alice = user(&server, "alice");
+    let thread = key_on(1, "signed");
+    create(&mut alice, &thread, &["bob"]);
+    let mut bob = user(&server, "bob");
+    bob.key = Some(FRONTEND.into());
+    let signature = progressdb::auth::sign(SIGNING.as_bytes(), "bob");
+    bob.extra_headers = format!("X-User-Signature: {signature}\r\n");
+    bob.get(&format!("/frontend/v1/threads/{thread}"))
+        .expect(200);
+    post(&mut bob, &thread, "from the browser");
+    let (status, refused) = add(&mut bob, &thread, "dave", "member");
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (403, Some("forbidden"))
+    );
+    let listed_for_bob = listing(&mut bob, "created_ts");
+    assert_eq!(listed(&listed_for_bob, &thread)["role"], "member");
+    bob.delete(&format!("/frontend/v1/threads/{thread}/participants/bob"))
+        .expect(200);
+    bob.get(&format!("/frontend/v1/threads/{thread}"))
+        .expect_error(404, "thread_not_found");
 }
