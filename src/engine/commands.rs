@@ -203,7 +203,11 @@ impl Engine {
         let mut ops = Ops::default();
         self.initial_participants(&mut record, members, &mut ops);
         let lsn = self.write_thread(None, &record, ops)?;
-        let joined: Vec<&str> = members.iter().map(UserId::as_str).collect();
+        let joined: Vec<&str> = members
+            .iter()
+            .map(UserId::as_str)
+            .filter(|member| *member != author.as_str())
+            .collect();
         self.members_joined(&record, &joined);
         Executed::write(Reply::Created(to_json(&record.thread)), lsn)
     }

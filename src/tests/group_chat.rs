@@ -255,6 +255,10 @@ fn outsiders_and_removed_members_get_404_everywhere() {
 fn listing_shows_shared_threads_with_role_and_unread_count() {
     let server = Server::start(SHARDS);
     let (mut alice, mut bob) = (user(&server, "alice"), user(&server, "bob"));
+    // Listed once before anything exists: later changes must keep the
+    // in-memory listings current.
+    assert!(listing(&mut bob, "created_ts").is_empty());
+    assert!(listing(&mut alice, "updated_ts").is_empty());
     // Threads on both shards: alice owns three shared with bob, bob owns
     // one shared with alice, and each owns one of their own.
     let shared: Vec<String> = (0..3)
@@ -264,7 +268,8 @@ fn listing_shows_shared_threads_with_role_and_unread_count() {
         create(&mut alice, key, &["bob"]);
     }
     let bobs = key_on(1, "bobs");
-    create(&mut bob, &bobs, &["alice"]);
+    // Naming oneself or someone twice adds no one twice.
+    create(&mut bob, &bobs, &["alice", "bob", "alice"]);
     create(&mut alice, &key_on(0, "alice-only"), &[]);
     create(&mut bob, &key_on(1, "bob-only"), &[]);
 
