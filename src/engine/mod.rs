@@ -367,8 +367,8 @@ impl Engine {
     }
 
     /// Who gets a change: the cores listening to its thread and the users
-    /// following it (a removed participant's own streams get their
-    /// removal, then stop following the thread). `None` when no one.
+    /// following it (a removed participant's own streams also get their
+    /// removal). `None` when no one.
     fn audience(&self, thread: String, event: StreamEvent) -> Option<Published> {
         let cores: Vec<usize> = self
             .listeners
@@ -378,9 +378,6 @@ impl Engine {
             .unwrap_or_default();
         let removed = participants::removed_user(&event);
         let followers = self.user_streams.audience(&thread, removed.as_deref());
-        if let Some(user) = &removed {
-            self.user_streams.left(user, &thread);
-        }
         if cores.is_empty() && followers.is_empty() {
             return None;
         }

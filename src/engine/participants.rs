@@ -269,6 +269,7 @@ impl Engine {
         Store::participant_ops(&mut ops, thread.as_str(), &participant, true);
         let lsn = self.write_thread(Some(state(&record)), &record, ops)?;
         self.members.left(user.as_str(), thread.as_str());
+        self.user_streams.left(user.as_str(), thread.as_str());
         let wire = participant.to_wire();
         let event = self.participant_event("participant.removed", thread.as_str(), &wire);
         let body = serde_json::json!({ "key": user.as_str(), "removed": true });
