@@ -146,6 +146,10 @@ pub struct Flags {
     #[arg(long, env = "PROGRESSDB_CONNECTIONS_PER_SHARD_MAX", value_name = "N")]
     pub connections_per_shard_max: Option<usize>,
 
+    /// Participants a thread may have besides its owner (group chat). [default: 10000]
+    #[arg(long, env = "PROGRESSDB_PARTICIPANTS_PER_THREAD_MAX", value_name = "N")]
+    pub participants_per_thread_max: Option<usize>,
+
     /// When writes are acknowledged: `sync` after they are on stable
     /// storage, `batch` at once with an fsync at least every
     /// --wal-flush-ms, `none` never fsyncs. [default: sync]
@@ -259,6 +263,7 @@ struct FileSettings {
     idle_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     connections_per_shard_max: Option<usize>,
+    participants_per_thread_max: Option<usize>,
     io_memory_kib: Option<usize>,
     durability: Option<String>,
     wal_flush_ms: Option<u64>,
@@ -297,6 +302,7 @@ const FILE_KEYS: &[&str] = &[
     "idle_timeout_ms",
     "request_timeout_ms",
     "connections_per_shard_max",
+    "participants_per_thread_max",
     "io_memory_kib",
     "durability",
     "wal_flush_ms",
@@ -409,6 +415,7 @@ pub struct Limits {
     pub idle_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub connections_per_shard_max: usize,
+    pub participants_per_thread_max: usize,
     pub title_bytes_max: usize,
     pub role_bytes_max: usize,
     pub page_limit_default: usize,
@@ -424,6 +431,7 @@ impl Default for Limits {
             idle_timeout_ms: 60_000,
             request_timeout_ms: 10_000,
             connections_per_shard_max: 10_000,
+            participants_per_thread_max: crate::engine::PARTICIPANTS_PER_THREAD_DEFAULT,
             title_bytes_max: 512,
             role_bytes_max: 64,
             page_limit_default: 50,
@@ -549,6 +557,14 @@ impl Config {
                     .connections_per_shard_max
                     .or(file.connections_per_shard_max),
                 defaults.connections_per_shard_max,
+                1_000_000,
+            )?,
+            participants_per_thread_max: positive(
+                "participants_per_thread_max",
+                flags
+                    .participants_per_thread_max
+                    .or(file.participants_per_thread_max),
+                defaults.participants_per_thread_max,
                 1_000_000,
             )?,
             ..defaults
@@ -941,6 +957,7 @@ struct EffectiveSettings {
     idle_timeout_ms: u64,
     request_timeout_ms: u64,
     connections_per_shard_max: usize,
+    participants_per_thread_max: usize,
     io_memory_kib: usize,
     durability: &'static str,
     wal_flush_ms: u64,
@@ -999,6 +1016,7 @@ impl Config {
             idle_timeout_ms: self.limits.idle_timeout_ms,
             request_timeout_ms: self.limits.request_timeout_ms,
             connections_per_shard_max: self.limits.connections_per_shard_max,
+            participants_per_thread_max: self.limits.participants_per_thread_max,
             io_memory_kib: self.io_memory_bytes / 1024,
             durability: self.wal.durability.name(),
             wal_flush_ms: self.wal.flush_interval.as_millis() as u64,

@@ -131,6 +131,9 @@ impl From<EngineError> for Error {
             EngineError::InvalidCursor => Error::InvalidCursor,
             EngineError::InvalidReplyTo => invalid("reply_to", "names no live message"),
             EngineError::TooManyReactions => invalid("reaction", "too many reactions"),
+            EngineError::Forbidden(why) => invalid("caller", why),
+            EngineError::TooManyParticipants(_) => invalid("participant", "too many participants"),
+            EngineError::ParticipantNotFound => invalid("participant", "not a participant"),
             EngineError::WritesUnavailable(why) => Error::WritesUnavailable(why),
             // The embedded KMS is the caller's key, in memory.
             EngineError::KmsUnavailable(why) => Error::Storage(format!("key service: {why}")),
@@ -392,6 +395,7 @@ impl Db {
             author,
             title: title.to_owned(),
             slug: None,
+            participants: Vec::new(),
         })
     }
 

@@ -59,6 +59,11 @@ pub fn route_name(routed: &Result<Route, RouteError>) -> &'static str {
         Route::Unreact(..) => "unreact",
         Route::RestoreMessage(..) => "restore_message",
         Route::StreamMessages(_) => "stream_messages",
+        Route::ListParticipants(_) => "list_participants",
+        Route::AddParticipant(_) => "add_participant",
+        Route::RemoveParticipant(..) => "remove_participant",
+        Route::MarkRead(_) => "mark_read",
+        Route::StreamUser => "stream_user",
         Route::SeedPostMessage => "seed_post_message",
         Route::SeedListMessages(_) => "seed_list_messages",
         Route::Stats => "stats",
@@ -76,6 +81,7 @@ pub fn route_name(routed: &Result<Route, RouteError>) -> &'static str {
         Route::AdminListMessages(_) => "admin_list_messages",
         Route::AdminListVersions(..) => "admin_list_versions",
         Route::AdminStreamMessages(_) => "admin_stream_messages",
+        Route::AdminListParticipants(_) => "admin_list_participants",
     }
 }
 

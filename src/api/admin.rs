@@ -97,7 +97,7 @@ impl Search {
 /// The live tail of any thread, for an admin.
 fn admin_stream(id: &str, request: &Request, query: &Query) -> Result<Handled, ApiError> {
     Ok(Handled::Stream(LiveTail {
-        thread: thread_id(id)?,
+        thread: Some(thread_id(id)?),
         caller: ADMIN,
         last_event_id: input::last_event_id(request, query)?,
     }))
@@ -120,6 +120,7 @@ impl Api {
                 self.admin_list_versions(id, mid, request, query).await
             }
             Route::AdminStreamMessages(id) => admin_stream(id, request, query),
+            Route::AdminListParticipants(id) => self.admin_list_participants(id, query).await,
             _ => return None,
         };
         Some(handled)
@@ -167,6 +168,16 @@ impl Api {
             caller: ADMIN,
             id: mid.to_owned(),
             page,
+        };
+        self.answer(command, None).await
+    }
+
+    /// A thread's owner and participants (group chat), deleted thread or not.
+    async fn admin_list_participants(&self, id: &str, query: &Query) -> Result<Handled, ApiError> {
+        let command = Command::ListParticipants {
+            thread: thread_id(id)?,
+            caller: ADMIN,
+            page: query.participant_page(&self.limits)?,
         };
         self.answer(command, None).await
     }

@@ -70,6 +70,17 @@ impl From<EngineError> for ApiError {
                     crate::engine::REACTIONS_PER_MESSAGE_MAX
                 ),
             ),
+            EngineError::Forbidden(why) => ApiError::new(403, "forbidden", why),
+            EngineError::TooManyParticipants(max) => ApiError::new(
+                409,
+                "too_many_participants",
+                format!("this thread already has {max} participants besides its owner"),
+            ),
+            EngineError::ParticipantNotFound => ApiError::new(
+                404,
+                "participant_not_found",
+                "this user is not a participant of the thread",
+            ),
             EngineError::Unavailable(why) => ApiError::new(503, "shard_unavailable", why),
             EngineError::WritesUnavailable(why) => ApiError::new(503, "writes_unavailable", why),
             EngineError::KmsUnavailable(why) => ApiError::new(503, "kms_unavailable", why),

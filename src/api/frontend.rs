@@ -58,9 +58,16 @@ impl Api {
             Route::RotateMasterKey => self.rotate_master_key().await?,
             Route::StreamMessages(id) => {
                 return Ok(Handled::Stream(LiveTail {
-                    thread: thread_id(&id)?,
+                    thread: Some(thread_id(&id)?),
                     caller: call.caller(None)?,
                     last_event_id: input::last_event_id(call.request, &call.query)?,
+                }));
+            }
+            Route::StreamUser => {
+                return Ok(Handled::Stream(LiveTail {
+                    thread: None,
+                    caller: call.caller(None)?,
+                    last_event_id: None,
                 }));
             }
             Route::GetThread(id) => {
@@ -157,6 +164,45 @@ impl Api {
                 caller: call.caller(None)?,
                 id: mid,
             },
+            Route::ListParticipants(id) => Command::ListParticipants {
+                thread: thread_id(&id)?,
+                caller: call.caller(None)?,
+                page: query.participant_page(&self.limits)?,
+            },
+            Route::AddParticipant(id) => {
+                let body: input::AddParticipant = decode_body(call.request)?;
+                let Some(user) = body.user_id else {
+                    return Err(ApiError::bad_request(
+                        "missing_field",
+                        "`user_id` is required",
+                    ));
+                };
+                Command::AddParticipant {
+                    thread: thread_id(&id)?,
+                    caller: call.caller(body.author.as_deref())?,
+                    user: input::user_id(&user, "user_id")?,
+                    role: input::participant_role(body.role.as_deref())?,
+                }
+            }
+            Route::RemoveParticipant(id, user) => Command::RemoveParticipant {
+                thread: thread_id(&id)?,
+                caller: call.caller(None)?,
+                user: input::user_id(&user, "user_id")?,
+            },
+            Route::MarkRead(id) => {
+                let body: input::MarkRead = decode_body(call.request)?;
+                let Some(message) = body.message else {
+                    return Err(ApiError::bad_request(
+                        "missing_field",
+                        "`message` (the key of the newest message read) is required",
+                    ));
+                };
+                Command::MarkRead {
+                    thread: thread_id(&id)?,
+                    caller: call.caller(body.author.as_deref())?,
+                    id: message,
+                }
+            }
             route => unreachable!("{route:?} is answered before it needs a command"),
         })
     }
@@ -210,6 +256,7 @@ impl Api {
             author: call.user(body.author.as_deref())?,
             title: input::title(body.title, &self.limits)?,
             slug: input::optional_slug(body.slug)?,
+            participants: input::participants(body.participants)?,
         })
     }
 

@@ -8,9 +8,12 @@ use serde_json::value::RawValue;
 
 use super::ApiError;
 use crate::config::Limits;
-use crate::engine::{MessagePage, MessagePosition, ThreadSort, VersionPage, VersionPosition};
+use crate::engine::{
+    MessagePage, MessagePosition, ParticipantCursor, ParticipantPage, ThreadSort, VersionPage,
+    VersionPosition,
+};
 use crate::http::{Request, query_pairs};
-use crate::model::{MessageId, ThreadId, is_valid_key};
+use crate::model::{MessageId, Role, ThreadId, UserId, is_valid_key};
 
 pub fn decode_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
     if request.body.is_empty() {
@@ -31,6 +34,62 @@ pub struct CreateThread {
     pub title: Option<String>,
     pub slug: Option<String>,
     pub author: Option<String>,
+    /// User ids to add as members (group chat).
+    pub participants: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+pub struct AddParticipant {
+    pub user_id: Option<String>,
+    pub role: Option<String>,
+    pub author: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct MarkRead {
+    pub message: Option<String>,
+    pub author: Option<String>,
+}
+
+/// Members a thread may be created with.
+pub const CREATE_PARTICIPANTS_MAX: usize = 100;
+
+/// A user id a client names in a body or path: the `X-User-ID` rules.
+pub fn user_id(text: &str, field: &str) -> Result<UserId, ApiError> {
+    UserId::parse(text).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_user_id",
+            format!("`{field}` must be 1 to 128 printable ASCII characters without spaces"),
+        )
+    })
+}
+
+/// The members of a new thread: at most [`CREATE_PARTICIPANTS_MAX`].
+pub fn participants(list: Option<Vec<String>>) -> Result<Vec<UserId>, ApiError> {
+    let list = list.unwrap_or_default();
+    if list.len() > CREATE_PARTICIPANTS_MAX {
+        return Err(ApiError::bad_request(
+            "too_many_participants",
+            format!(
+                "a thread is created with at most {CREATE_PARTICIPANTS_MAX} participants; add more afterwards"
+            ),
+        ));
+    }
+    list.iter()
+        .map(|user| user_id(user, "participants"))
+        .collect()
+}
+
+/// A role a participant may be given: `member` (the default) or `admin`.
+pub fn participant_role(role: Option<&str>) -> Result<Role, ApiError> {
+    match role {
+        None | Some("member") => Ok(Role::Member),
+        Some("admin") => Ok(Role::Admin),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_role",
+            "`role` must be member or admin (a thread has one owner, its author)",
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -393,6 +452,30 @@ impl Query {
             _ => {}
         }
         Ok(page)
+    }
+
+    /// A page of participants: user ids as `before` / `after` cursors.
+    pub fn participant_page(&self, limits: &Limits) -> Result<ParticipantPage, ApiError> {
+        let cursor = match self.single_position()? {
+            None => ParticipantCursor::Start,
+            Some((name, text)) => {
+                let user = UserId::parse(text).ok_or_else(|| invalid_cursor(name))?;
+                match name {
+                    "before" => ParticipantCursor::Before(user.to_string()),
+                    "after" => ParticipantCursor::After(user.to_string()),
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "invalid_query",
+                            "participants page with `before` and `after`, not `anchor`",
+                        ));
+                    }
+                }
+            }
+        };
+        Ok(ParticipantPage {
+            cursor,
+            limit: self.limit(limits)?,
+        })
     }
 
     pub fn thread_page(&self, limits: &Limits) -> Result<ThreadPageRequest, ApiError> {

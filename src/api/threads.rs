@@ -7,8 +7,8 @@
 use super::input::{ThreadCursor, ThreadPageRequest};
 use super::{Api, ApiError, Call, json};
 use crate::engine::{
-    self, Caller, Command, EngineError, Order, Reply, ThreadEntry, ThreadPage, ThreadPart,
-    ThreadPosition, ThreadSort,
+    self, Command, EngineError, Order, Reply, ThreadEntry, ThreadPage, ThreadPart, ThreadPosition,
+    ThreadSort,
 };
 use crate::http::Response;
 use crate::model::{Thread, ThreadId, UserId};
@@ -133,12 +133,9 @@ impl Api {
         key: &ThreadId,
         request: &ThreadPageRequest,
     ) -> Result<CursorThread, ApiError> {
-        let command = Command::GetThread {
+        let command = Command::GetListedThread {
             id: key.clone(),
-            caller: Caller {
-                user: Some(author.clone()),
-            },
-            include_deleted: true,
+            user: author.clone(),
         };
         let owner = shard_for(key.as_str(), self.mesh.shard_count());
         let json = match self.mesh.call(owner, command).await {

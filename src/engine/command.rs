@@ -3,23 +3,18 @@
 
 use serde_json::value::RawValue;
 
-use crate::model::{MessageId, ThreadId, UserId};
+use crate::model::{MessageId, Role, ThreadId, UserId};
 use crate::shard::hub::StreamEvent;
 
 /// Who is asking. `user: None` is a backend caller (seed routes) that may
-/// act on any thread; `Some(user)` may only touch threads that user authored.
+/// act on any thread; `Some(user)` may only touch threads that user owns or
+/// takes part in, as their role there allows.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub user: Option<UserId>,
 }
 
 impl Caller {
-    pub fn may_access(&self, author: &str) -> bool {
-        self.user
-            .as_ref()
-            .is_none_or(|user| user.as_str() == author)
-    }
-
     /// Whether a read that asks for deleted items also reaches into a
     /// deleted thread. Only callers holding a server-side key (no user:
     /// the seed routes and admins) do; a user's deleted thread hides its
@@ -131,6 +126,8 @@ pub enum Command {
         author: UserId,
         title: String,
         slug: Option<String>,
+        /// Members added with the thread (validated and bounded by the caller).
+        participants: Vec<UserId>,
     },
     GetThread {
         id: ThreadId,
@@ -243,6 +240,65 @@ pub enum Command {
         caller: Caller,
         id: String,
     },
+    /// Adds `user` with `role`, or changes an existing participant's role.
+    AddParticipant {
+        thread: ThreadId,
+        caller: Caller,
+        user: UserId,
+        role: Role,
+    },
+    /// Removes `user`; the caller may be `user` leaving.
+    RemoveParticipant {
+        thread: ThreadId,
+        caller: Caller,
+        user: UserId,
+    },
+    ListParticipants {
+        thread: ThreadId,
+        caller: Caller,
+        page: ParticipantPage,
+    },
+    /// A thread as `user`'s listing shows it (with their `role` and
+    /// `unread_count`), deleted or not: a listing's cursor thread.
+    GetListedThread {
+        id: ThreadId,
+        user: UserId,
+    },
+    /// Moves the caller's read marker forward to message `id`.
+    MarkRead {
+        thread: ThreadId,
+        caller: Caller,
+        id: String,
+    },
+    /// Registers a stream of `user` on core `core` for every change of
+    /// the user's threads on this shard (sent to every shard).
+    SubscribeUser {
+        user: UserId,
+        core: usize,
+    },
+    /// Undoes one `SubscribeUser`.
+    UnsubscribeUser {
+        user: UserId,
+        core: usize,
+    },
+}
+
+/// A page of a thread's participants, in user id order.
+#[derive(Debug, Clone)]
+pub struct ParticipantPage {
+    pub cursor: ParticipantCursor,
+    pub limit: usize,
+}
+
+/// Where a participant page is: user ids as cursors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParticipantCursor {
+    /// From the first user id.
+    Start,
+    /// Up to `limit` users just before this one.
+    Before(String),
+    /// Up to `limit` users just after this one.
+    After(String),
 }
 
 /// Key material crossing cores; `Debug` never shows it.
@@ -303,6 +359,12 @@ pub enum EngineError {
     InvalidReplyTo,
     /// The message already has reactions from `reactions_per_message_max` users.
     TooManyReactions,
+    /// The caller takes part in the thread but their role does not allow this.
+    Forbidden(&'static str),
+    /// The thread has as many participants as the server allows.
+    TooManyParticipants(usize),
+    /// The user named is not a participant of the thread.
+    ParticipantNotFound,
     /// The owning shard could not be reached or failed internally.
     Unavailable(String),
     /// The shard's log failed (write or fsync); reads still work.
@@ -344,12 +406,19 @@ impl Command {
             | Command::ChangesAfter { thread, .. }
             | Command::Unsubscribe { thread, .. }
             | Command::EditMessage { thread, .. }
-            | Command::DeleteMessage { thread, .. } => Some(thread),
+            | Command::DeleteMessage { thread, .. }
+            | Command::AddParticipant { thread, .. }
+            | Command::RemoveParticipant { thread, .. }
+            | Command::ListParticipants { thread, .. }
+            | Command::MarkRead { thread, .. }
+            | Command::GetListedThread { id: thread, .. } => Some(thread),
             Command::ListThreads(_)
             | Command::ListAllThreads(_)
             | Command::Stats
             | Command::Metrics
-            | Command::AddMasterKey { .. } => None,
+            | Command::AddMasterKey { .. }
+            | Command::SubscribeUser { .. }
+            | Command::UnsubscribeUser { .. } => None,
         }
     }
 }

@@ -4,17 +4,20 @@
 
 use super::authors::ThreadState;
 use super::command::{
-    AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Reply, ThreadEntry,
-    ThreadPage, ThreadPart, ThreadSort, VersionPage, VersionPosition,
+    AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, Reply,
+    ThreadEntry, ThreadPage, ThreadPart, ThreadSort, VersionPage, VersionPosition,
 };
 use super::page::Pagination;
+use super::participants::{listed, manages};
 use super::{Engine, Executed, REACTIONS_PER_MESSAGE_MAX, page, stream_event, to_json};
-use crate::model::{Message, MessageCounts, MessageId, ThreadId, ThreadRecord, UserId, Version};
+use crate::model::{
+    Message, MessageCounts, MessageId, Role, ThreadId, ThreadRecord, UserId, Version,
+};
 use crate::store::{Ops, Store};
 use crate::wal::record::Lsn;
 
 /// What the author index keys a thread by.
-fn state(record: &ThreadRecord) -> ThreadState {
+pub(super) fn state(record: &ThreadRecord) -> ThreadState {
     ThreadState {
         updated_ts: record.thread.updated_ts,
         deleted: record.thread.deleted,
@@ -37,7 +40,8 @@ impl Engine {
                 author,
                 title,
                 slug,
-            } => self.create_thread(&id, &author, title, slug),
+                participants,
+            } => self.create_thread(&id, &author, (title, slug), &participants),
             Command::GetThread {
                 id,
                 caller,
@@ -153,7 +157,7 @@ impl Engine {
     /// index entry is written only when it appears or its deleted flag
     /// changes: listings render threads from their records, so a post (the
     /// most frequent thread write) writes one key for its thread, not two.
-    fn write_thread(
+    pub(super) fn write_thread(
         &self,
         old: Option<ThreadState>,
         record: &ThreadRecord,
@@ -172,6 +176,10 @@ impl Engine {
         let thread = &record.thread;
         self.authors
             .changed(&thread.author, &thread.id, old, state(record));
+        self.members.changed(&thread.id, listed(record));
+        if old.is_none() {
+            self.user_streams.joined(&thread.author, &thread.id);
+        }
         if old.is_none()
             && let Some(count) = self.thread_count.get()
         {
@@ -180,18 +188,27 @@ impl Engine {
         Ok(lsn)
     }
 
+    /// A new thread with its owner's participant record and `members`.
     fn create_thread(
         &self,
         id: &ThreadId,
         author: &UserId,
-        title: String,
-        slug: Option<String>,
+        (title, slug): (String, Option<String>),
+        members: &[UserId],
     ) -> Result<Executed, EngineError> {
         if self.store.get_thread(id.as_str())?.is_some() {
             return Err(EngineError::ThreadExists);
         }
-        let record = self.new_thread(id, author.as_str(), title, slug)?;
-        let lsn = self.write_thread(None, &record, Ops::default())?;
+        let mut record = self.new_thread(id, author.as_str(), title, slug)?;
+        let mut ops = Ops::default();
+        self.initial_participants(&mut record, members, &mut ops);
+        let lsn = self.write_thread(None, &record, ops)?;
+        let joined: Vec<&str> = members
+            .iter()
+            .map(UserId::as_str)
+            .filter(|member| *member != author.as_str())
+            .collect();
+        self.members_joined(&record, &joined);
         Executed::write(Reply::Created(to_json(&record.thread)), lsn)
     }
 
@@ -202,7 +219,12 @@ impl Engine {
         title: Option<String>,
         slug: Option<String>,
     ) -> Result<Executed, EngineError> {
-        let mut record = self.visible_thread(id, caller)?;
+        let (mut record, role) = self.thread_with_role(id, caller, false)?;
+        if !manages(role) {
+            return Err(EngineError::Forbidden(
+                "only the thread's owner and admins may change it",
+            ));
+        }
         let old = state(&record);
         if let Some(title) = title {
             record.thread.title = title;
@@ -222,7 +244,12 @@ impl Engine {
         caller: &Caller,
         deleted: bool,
     ) -> Result<Executed, EngineError> {
-        let mut record = self.thread_for(id, caller, !deleted)?;
+        let (mut record, role) = self.thread_with_role(id, caller, !deleted)?;
+        if role.is_some_and(|role| role != Role::Owner) {
+            return Err(EngineError::Forbidden(
+                "only the thread's owner may delete or restore it",
+            ));
+        }
         if record.thread.deleted == deleted {
             return Executed::read(Reply::Ok(to_json(&record.thread)));
         }
@@ -259,11 +286,13 @@ impl Engine {
         create_thread_titled: Option<String>,
     ) -> Result<Executed, EngineError> {
         let (mut record, old) = match self.get_thread(thread.as_str())? {
-            Some(record) if !record.thread.deleted && caller.may_access(&record.thread.author) => {
+            Some(record) => {
+                // Access as for every command; the author's right to post
+                // is checked with their participant record below.
+                self.thread_with_role(thread, caller, false)?;
                 let old = state(&record);
                 (record, Some(old))
             }
-            Some(_) => return Err(EngineError::ThreadNotFound),
             None => match create_thread_titled {
                 Some(title) => (
                     self.new_thread(thread, new.author.as_str(), title, None)?,
@@ -272,6 +301,8 @@ impl Engine {
                 None => return Err(EngineError::ThreadNotFound),
             },
         };
+        let (author, joined) =
+            self.posting_participant(&mut record, caller, new.author.as_str())?;
         let parent_ts = match &new.reply_to {
             None => None,
             Some(reply_to) => match self.find_message(thread, reply_to)? {
@@ -293,7 +324,11 @@ impl Engine {
         if let Some(parent_ts) = parent_ts {
             Store::reply_op(&mut ops, &message, parent_ts);
         }
+        Store::participant_ops(&mut ops, thread.as_str(), &author, false);
         let lsn = self.write_thread(old, &record, ops)?;
+        if joined {
+            self.members_joined(&record, &[author.user_id.as_str()]);
+        }
         if let Some(count) = self.message_count.get() {
             self.message_count.set(Some(count + 1));
         }
@@ -405,6 +440,15 @@ impl Engine {
         body: Box<serde_json::value::RawValue>,
     ) -> Result<Executed, EngineError> {
         let (_, mut message) = self.message_for(thread, caller, id, false)?;
+        if caller
+            .user
+            .as_ref()
+            .is_some_and(|user| user.as_str() != message.author)
+        {
+            return Err(EngineError::Forbidden(
+                "only a message's author may edit it",
+            ));
+        }
         let mut ops = Ops::default();
         self.version_op(&mut ops, &message, &message.current_version())?;
         let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
@@ -425,7 +469,17 @@ impl Engine {
         id: &str,
         deleted: bool,
     ) -> Result<Executed, EngineError> {
-        let (mut record, mut message) = self.message_for(thread, caller, id, !deleted)?;
+        let (mut record, mut message, role) =
+            self.message_with_role(thread, caller, id, !deleted)?;
+        let own = caller
+            .user
+            .as_ref()
+            .is_some_and(|user| user.as_str() == message.author);
+        if !own && !manages(role) {
+            return Err(EngineError::Forbidden(
+                "only a message's author, the thread's owner and admins may delete or restore it",
+            ));
+        }
         if message.deleted == deleted {
             return Executed::read(Reply::Ok(to_json(&message)));
         }
@@ -486,51 +540,50 @@ impl Engine {
         })
     }
 
-    /// A listed thread as clients see it, from its record (title opened).
-    fn thread_json(&self, id: &str) -> Result<Vec<u8>, EngineError> {
-        let record = self
-            .get_thread(id)?
-            .ok_or_else(|| EngineError::Storage("an indexed thread has no record".into()))?;
-        Ok(to_json(&record.thread))
-    }
-
-    /// One shard's part of an author's listing, with the author's thread
-    /// count on this shard.
+    /// One shard's part of a user's listing: the threads they own (the
+    /// author index) and those they take part in (the member index),
+    /// merged in scan order, each with the user's `role` and
+    /// `unread_count`.
     fn list_threads(&self, page: &ThreadPage) -> Result<Executed, EngineError> {
-        let author = page.author.as_str();
-        let total = self
+        let user = page.author.as_str();
+        let owned = self
             .authors
-            .total(&self.store, author, page.include_deleted)?;
-        let (entries, behind) = match page.sort {
+            .total(&self.store, user, page.include_deleted)?;
+        let (mut positions, mut behind) = match page.sort {
+            // The index gives the order; the records give the threads as
+            // they are now (the index entry is not rewritten on every
+            // activity, see `write_thread`).
             ThreadSort::CreatedTs => {
-                // The index gives the order; the records give the threads
-                // as they are now (the index entry is not rewritten on
-                // every activity, see `write_thread`).
-                let (mut entries, behind) = page::threads(&self.store, page, None)?;
-                for entry in &mut entries {
-                    entry.json = self.thread_json(&entry.position.thread_id)?;
-                }
-                (entries, behind)
+                let (entries, behind) = page::threads(&self.store, page, None)?;
+                (
+                    entries.into_iter().map(|entry| entry.position).collect(),
+                    behind,
+                )
             }
-            ThreadSort::UpdatedTs => {
-                let (positions, behind) = self.authors.by_updated(
-                    &self.store,
-                    author,
-                    (page.after.as_ref(), page.order),
-                    page.limit,
-                    page.include_deleted,
-                )?;
-                let mut entries = Vec::with_capacity(positions.len());
-                for position in positions {
-                    let json = self.thread_json(&position.thread_id)?;
-                    entries.push(ThreadEntry { position, json });
-                }
-                (entries, behind)
-            }
+            ThreadSort::UpdatedTs => self.authors.by_updated(
+                &self.store,
+                user,
+                (page.after.as_ref(), page.order),
+                page.limit,
+                page.include_deleted,
+            )?,
         };
+        let member = self.members.page(&self.store, page)?;
+        positions.extend(member.positions);
+        behind |= member.behind;
+        positions.sort_unstable();
+        if page.order == Order::NewestFirst {
+            positions.reverse();
+        }
+        positions.truncate(page.limit + 1);
+        let mut entries = Vec::with_capacity(positions.len());
+        for position in positions {
+            let json = self.listed_thread_json(&position.thread_id, user)?;
+            entries.push(ThreadEntry { position, json });
+        }
         Executed::read(Reply::Threads(ThreadPart {
             entries,
-            total,
+            total: owned + member.total,
             behind,
         }))
     }
@@ -665,7 +718,7 @@ impl Engine {
                 }
                 Executed::read(Reply::Ok(Vec::new()))
             }
-            _ => unreachable!("every other command is executed above"),
+            command => self.execute_participants(command),
         }
     }
 }

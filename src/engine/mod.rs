@@ -12,17 +12,22 @@
 mod authors;
 mod command;
 mod commands;
+mod members;
 mod page;
+mod participants;
 mod record_cache;
 mod tail_cache;
+mod user_streams;
 
 pub use page::{Pagination, list, thread_list, wrap};
 
 pub use command::{
     AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, Outcome,
-    Reply, SecretKey, ThreadEntry, ThreadPage, ThreadPart, ThreadPosition, ThreadSort, VersionPage,
-    VersionPosition,
+    ParticipantCursor, ParticipantPage, Reply, SecretKey, ThreadEntry, ThreadPage, ThreadPart,
+    ThreadPosition, ThreadSort, VersionPage, VersionPosition,
 };
+pub use participants::{PARTICIPANTS_PER_THREAD_DEFAULT, UNREAD_SCAN_MAX, removed_user};
+pub use user_streams::topic as user_topic;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -31,7 +36,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::crypto::{CryptoError, Dek, Kms, WrappedKey};
-use crate::model::Version;
+use crate::model::{self, Version};
 use crate::model::{
     Message, MessageId, SealedMessageRef, Thread, ThreadId, ThreadRecord, splice_opened_body,
 };
@@ -78,6 +83,12 @@ pub struct Engine {
     thread_count: Cell<Option<u64>>,
     /// Listed authors' threads by last activity, and their counts.
     authors: authors::Authors,
+    /// Listed users' threads they take part in without owning them.
+    members: members::Members,
+    /// Participants a thread may have besides its owner.
+    participants_max: Cell<usize>,
+    /// Users following all their threads (`GET /frontend/v1/stream`).
+    user_streams: user_streams::UserStreams,
 }
 
 /// Encryption state of one shard.
@@ -124,10 +135,13 @@ impl Executed {
     }
 }
 
-/// A change to deliver to the cores listening to its thread.
+/// A change to deliver to the cores listening to its thread, and to the
+/// cores of the users following it on their own streams.
 pub struct Published {
     pub thread: String,
     pub cores: Vec<usize>,
+    /// Hub topic of each following user, with the cores of their streams.
+    pub followers: Vec<(String, Vec<usize>)>,
     pub event: StreamEvent,
 }
 
@@ -239,6 +253,9 @@ impl Engine {
             message_count: Cell::new(None),
             thread_count: Cell::new(None),
             authors: authors::Authors::default(),
+            members: members::Members::default(),
+            participants_max: Cell::new(PARTICIPANTS_PER_THREAD_DEFAULT),
+            user_streams: user_streams::UserStreams::default(),
         });
         let checkpointer = glommio::spawn_local(engine.clone().checkpoints()).detach();
         *engine.checkpointer.borrow_mut() = Some(checkpointer);
@@ -254,6 +271,11 @@ impl Engine {
             checkpointer.cancel();
         }
         self.wal.stop();
+    }
+
+    /// Sets how many participants a thread may have besides its owner.
+    pub fn set_participants_max(&self, max: usize) {
+        self.participants_max.set(max);
     }
 
     pub fn wal_stats(&self) -> WalStats {
@@ -338,21 +360,33 @@ impl Engine {
         {
             return (Err(EngineError::WritesUnavailable(err.to_string())), None);
         }
-        let published = executed.change.and_then(|(thread, event)| {
-            let cores: Vec<usize> = self
-                .listeners
-                .borrow()
-                .get(&thread)?
-                .keys()
-                .copied()
-                .collect();
-            Some(Published {
-                thread,
-                cores,
-                event,
-            })
-        });
+        let published = executed
+            .change
+            .and_then(|(thread, event)| self.audience(thread, event));
         (Ok(executed.reply), published)
+    }
+
+    /// Who gets a change: the cores listening to its thread and the users
+    /// following it (a removed participant's own streams also get their
+    /// removal). `None` when no one.
+    fn audience(&self, thread: String, event: StreamEvent) -> Option<Published> {
+        let cores: Vec<usize> = self
+            .listeners
+            .borrow()
+            .get(&thread)
+            .map(|cores| cores.keys().copied().collect())
+            .unwrap_or_default();
+        let removed = participants::removed_user(&event);
+        let followers = self.user_streams.audience(&thread, removed.as_deref());
+        if cores.is_empty() && followers.is_empty() {
+            return None;
+        }
+        Some(Published {
+            thread,
+            cores,
+            followers,
+            event,
+        })
     }
 
     /// With an external KMS, talks to it on a blocking thread before
@@ -503,6 +537,7 @@ impl Engine {
             last_message_ts: 0,
             dek,
             counts: Some(Default::default()),
+            participants: 0,
         })
     }
 
@@ -757,22 +792,15 @@ impl Engine {
     }
 
     /// Like `visible_thread`, but a deleted thread is returned when
-    /// `include_deleted` asks for it.
+    /// `include_deleted` asks for it (to its owner, or a caller without a
+    /// user).
     fn thread_for(
         &self,
         id: &ThreadId,
         caller: &Caller,
         include_deleted: bool,
     ) -> Result<ThreadRecord, EngineError> {
-        match self.get_thread(id.as_str())? {
-            Some(record)
-                if (include_deleted || !record.thread.deleted)
-                    && caller.may_access(&record.thread.author) =>
-            {
-                Ok(record)
-            }
-            _ => Err(EngineError::ThreadNotFound),
-        }
+        Ok(self.thread_with_role(id, caller, include_deleted)?.0)
     }
 
     /// A message by its text id, only if it belongs to this thread.
@@ -794,13 +822,25 @@ impl Engine {
         id: &str,
         include_deleted: bool,
     ) -> Result<(ThreadRecord, Message), EngineError> {
-        let record = self.thread_for(
+        let (record, message, _) = self.message_with_role(thread, caller, id, include_deleted)?;
+        Ok((record, message))
+    }
+
+    /// `message_for` with the caller's role in the thread.
+    fn message_with_role(
+        &self,
+        thread: &ThreadId,
+        caller: &Caller,
+        id: &str,
+        include_deleted: bool,
+    ) -> Result<(ThreadRecord, Message, Option<model::Role>), EngineError> {
+        let (record, role) = self.thread_with_role(
             thread,
             caller,
             caller.reads_deleted_threads(include_deleted),
         )?;
         match self.find_message(thread, id)? {
-            Some(message) if include_deleted || !message.deleted => Ok((record, message)),
+            Some(message) if include_deleted || !message.deleted => Ok((record, message, role)),
             _ => Err(EngineError::MessageNotFound),
         }
     }

@@ -26,6 +26,16 @@ pub enum Route {
     RestoreMessage(String, String),
     /// `GET .../messages/stream`: Server-Sent Events of a thread's changes.
     StreamMessages(String),
+    /// `GET /frontend/v1/stream`: SSE of every thread of the caller.
+    StreamUser,
+    /// `GET .../participants`: a thread's owner and participants.
+    ListParticipants(String),
+    /// `POST .../participants {"user_id","role"?}`.
+    AddParticipant(String),
+    /// `DELETE .../participants/{user_id}`: remove, or leave.
+    RemoveParticipant(String, String),
+    /// `PUT .../read {"message"}`: the caller's read marker.
+    MarkRead(String),
     /// `POST /v1/messages`: append, creating the thread if needed.
     SeedPostMessage,
     /// `GET /v1/threads/{id}/messages`.
@@ -56,6 +66,8 @@ pub enum Route {
     AdminListVersions(String, String),
     /// `GET /admin/v1/threads/{id}/messages/stream`: the live tail.
     AdminStreamMessages(String),
+    /// `GET /admin/v1/threads/{id}/participants`, deleted thread or not.
+    AdminListParticipants(String),
     /// `GET /viewer/...`: a static file of the admin web UI (public; its
     /// data calls need the admin key).
     Viewer(&'static crate::api::viewer::Asset),
@@ -82,7 +94,8 @@ impl Route {
             | Route::AdminGetThread(_)
             | Route::AdminListMessages(_)
             | Route::AdminListVersions(..)
-            | Route::AdminStreamMessages(_) => Some(Scope::Admin),
+            | Route::AdminStreamMessages(_)
+            | Route::AdminListParticipants(_) => Some(Scope::Admin),
             Route::Sign | Route::SeedPostMessage | Route::SeedListMessages(_) => {
                 Some(Scope::Backend)
             }
@@ -117,6 +130,10 @@ enum Resource {
     Reactions,
     MessageRestore,
     Stream,
+    Participants,
+    Participant,
+    ReadMarker,
+    UserStream,
     SeedMessages,
     SeedThreadMessages,
     Stats,
@@ -130,6 +147,7 @@ enum Resource {
     AdminMessages,
     AdminStream,
     AdminVersions,
+    AdminParticipants,
     ViewerPage,
     ViewerAsset,
 }
@@ -153,16 +171,23 @@ impl Resource {
             | Resource::AdminMessages
             | Resource::AdminStream
             | Resource::AdminVersions
+            | Resource::AdminParticipants
             | Resource::ViewerPage
             | Resource::ViewerAsset => "GET, HEAD, OPTIONS",
-            Resource::Threads | Resource::Messages => "GET, HEAD, POST, OPTIONS",
+            Resource::Threads | Resource::Messages | Resource::Participants => {
+                "GET, HEAD, POST, OPTIONS"
+            }
+            Resource::Participant => "DELETE, OPTIONS",
+            Resource::ReadMarker => "PUT, OPTIONS",
             Resource::Thread | Resource::Message => "GET, HEAD, PUT, DELETE, OPTIONS",
             Resource::SeedMessages
             | Resource::ThreadRestore
             | Resource::MessageRestore
             | Resource::Sign
             | Resource::Rotate => "POST, OPTIONS",
-            Resource::Versions | Resource::Replies | Resource::Stream => "GET, HEAD, OPTIONS",
+            Resource::Versions | Resource::Replies | Resource::Stream | Resource::UserStream => {
+                "GET, HEAD, OPTIONS"
+            }
             Resource::Reactions => "POST, DELETE, OPTIONS",
         }
     }
@@ -179,6 +204,7 @@ const PATHS: &[(&str, Resource)] = &[
     ("/openapi.json", Resource::OpenApi),
     ("/docs/", Resource::Docs),
     ("/frontend/v1/threads", Resource::Threads),
+    ("/frontend/v1/stream", Resource::UserStream),
     ("/frontend/v1/threads/{id}", Resource::Thread),
     ("/frontend/v1/threads/{id}/restore", Resource::ThreadRestore),
     ("/frontend/v1/threads/{id}/messages", Resource::Messages),
@@ -207,6 +233,15 @@ const PATHS: &[(&str, Resource)] = &[
         "/frontend/v1/threads/{id}/messages/{mid}/restore",
         Resource::MessageRestore,
     ),
+    (
+        "/frontend/v1/threads/{id}/participants",
+        Resource::Participants,
+    ),
+    (
+        "/frontend/v1/threads/{id}/participants/{user_id}",
+        Resource::Participant,
+    ),
+    ("/frontend/v1/threads/{id}/read", Resource::ReadMarker),
     ("/v1/messages", Resource::SeedMessages),
     ("/v1/threads/{id}/messages", Resource::SeedThreadMessages),
     ("/admin/v1/stats", Resource::Stats),
@@ -226,6 +261,10 @@ const PATHS: &[(&str, Resource)] = &[
     (
         "/admin/v1/threads/{id}/messages/{mid}/versions",
         Resource::AdminVersions,
+    ),
+    (
+        "/admin/v1/threads/{id}/participants",
+        Resource::AdminParticipants,
     ),
     // `/viewer` and `/viewer/` both serve the page; its assets are named
     // with absolute paths.
@@ -294,6 +333,11 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
         (Resource::Reactions, Method::Delete) => Route::Unreact(param(), param()),
         (Resource::MessageRestore, Method::Post) => Route::RestoreMessage(param(), param()),
         (Resource::Stream, Method::Get) => Route::StreamMessages(param()),
+        (Resource::Participants, Method::Get) => Route::ListParticipants(param()),
+        (Resource::Participants, Method::Post) => Route::AddParticipant(param()),
+        (Resource::Participant, Method::Delete) => Route::RemoveParticipant(param(), param()),
+        (Resource::ReadMarker, Method::Put) => Route::MarkRead(param()),
+        (Resource::UserStream, Method::Get) => Route::StreamUser,
         (Resource::SeedMessages, Method::Post) => Route::SeedPostMessage,
         (Resource::SeedThreadMessages, Method::Get) => Route::SeedListMessages(param()),
         (Resource::Stats, Method::Get) => Route::Stats,
@@ -307,6 +351,7 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
         (Resource::AdminMessages, Method::Get) => Route::AdminListMessages(param()),
         (Resource::AdminStream, Method::Get) => Route::AdminStreamMessages(param()),
         (Resource::AdminVersions, Method::Get) => Route::AdminListVersions(param(), param()),
+        (Resource::AdminParticipants, Method::Get) => Route::AdminListParticipants(param()),
         (Resource::ViewerPage, Method::Get) => Route::Viewer(&crate::api::viewer::INDEX),
         (Resource::ViewerAsset, Method::Get) => {
             Route::Viewer(crate::api::viewer::asset(&param()).ok_or(RouteError::NotFound)?)

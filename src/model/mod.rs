@@ -4,10 +4,12 @@
 //! messages is served by concatenating stored values without re-encoding.
 
 mod ids;
+mod participant;
 
 pub use ids::{
     ID_BYTES_MAX, MessageId, ThreadId, UserId, decode_base32, encode_base32, is_valid_key,
 };
+pub use participant::{Participant, ReadState, Role};
 
 use std::collections::BTreeMap;
 
@@ -58,6 +60,13 @@ pub struct ThreadRecord {
     /// written before these were kept; counted once when first needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<MessageCounts>,
+    /// Participants besides the owner (group chat); bounds their number.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub participants: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// A thread's message counters, kept by every post, delete and restore.
@@ -264,6 +273,7 @@ pub fn example_record(id: &str) -> ThreadRecord {
         last_message_ts: 0,
         dek: None,
         counts: None,
+        participants: 0,
     }
 }
 

@@ -8,7 +8,8 @@
 //! A resume replays in bounded batches until it has caught up, never
 //! skipping ahead. A subscriber that falls too far behind (live, or while
 //! replaying) gets a final `overflow` event and is closed; it reconnects
-//! with its last event id and misses nothing.
+//! with its last event id and misses nothing. A participant removed from
+//! the thread gets the `participant.removed` event and their stream ends.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -18,9 +19,10 @@ use glommio::net::TcpStream;
 
 use crate::api::{ApiError, LiveTail};
 use crate::engine::{Command, Reply};
+use crate::model::{ThreadId, UserId};
 use crate::shard::hub::StreamEvent;
 use crate::shard::mesh::Mesh;
-use crate::shard::shard_for;
+use crate::shard::{ShardId, shard_for};
 
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
@@ -34,6 +36,15 @@ fn head(core: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Whether `event` removes the stream's own user from the thread: their
+/// stream ends with it (a reconnect is refused like any other request).
+fn removes(event: &StreamEvent, tail: &LiveTail) -> bool {
+    let Some(user) = &tail.caller.user else {
+        return false;
+    };
+    crate::engine::removed_user(event).is_some_and(|removed| removed == user.as_str())
+}
+
 fn encode(event: &StreamEvent, out: &mut Vec<u8>) {
     out.extend_from_slice(format!("id: {}\nevent: {}\ndata: ", event.id, event.kind).as_bytes());
     // Message JSON from serde never contains a raw newline, so one data
@@ -45,15 +56,26 @@ fn encode(event: &StreamEvent, out: &mut Vec<u8>) {
 /// Streams until the client goes away or falls behind. `Err` carries an
 /// error response to send instead when the stream could not start.
 pub async fn serve(stream: &mut TcpStream, mesh: Rc<Mesh>, tail: LiveTail) -> Result<(), ApiError> {
-    let owner = shard_for(tail.thread.as_str(), mesh.shard_count());
-    let thread = tail.thread.to_string();
+    match tail.thread.clone() {
+        Some(thread) => serve_thread(stream, mesh, &tail, thread).await,
+        None => serve_user(stream, mesh, &tail).await,
+    }
+}
+
+async fn serve_thread(
+    stream: &mut TcpStream,
+    mesh: Rc<Mesh>,
+    tail: &LiveTail,
+    thread: ThreadId,
+) -> Result<(), ApiError> {
+    let owner = shard_for(thread.as_str(), mesh.shard_count());
     let core = mesh.local_shard().0;
-    let subscription = mesh.hub().subscribe(&thread);
+    let subscription = mesh.hub().subscribe(thread.as_str());
     let subscribed = mesh
         .call(
             owner,
             Command::Subscribe {
-                thread: tail.thread.clone(),
+                thread: thread.clone(),
                 caller: tail.caller.clone(),
                 core,
                 after: tail.last_event_id,
@@ -64,39 +86,94 @@ pub async fn serve(stream: &mut TcpStream, mesh: Rc<Mesh>, tail: LiveTail) -> Re
         Ok(Reply::Events { events, more }) => (events, more),
         Ok(_) => (Vec::new(), false),
         Err(err) => {
-            mesh.hub().unsubscribe(&thread, subscription.id);
+            mesh.hub().unsubscribe(thread.as_str(), subscription.id);
             return Err(err.into());
         }
+    };
+    let source = Source {
+        thread: &thread,
+        owner,
     };
     // An I/O error only means the client went away; either way, unsubscribe.
     let _ = stream_events(
         stream,
         &mesh,
-        &tail,
-        owner,
+        (tail, source),
         &subscription,
         &mut replay,
         &mut more,
     )
     .await;
-    mesh.hub().unsubscribe(&thread, subscription.id);
+    mesh.hub().unsubscribe(thread.as_str(), subscription.id);
     let _ = mesh
-        .call(
-            owner,
-            Command::Unsubscribe {
-                thread: tail.thread.clone(),
-                core,
-            },
-        )
+        .call(owner, Command::Unsubscribe { thread, core })
         .await;
     Ok(())
+}
+
+/// `GET /frontend/v1/stream`: every change of every thread the caller
+/// owns or takes part in, whichever shard owns it. Every shard is told
+/// that this core follows the user; live only (no replay).
+async fn serve_user(
+    stream: &mut TcpStream,
+    mesh: Rc<Mesh>,
+    tail: &LiveTail,
+) -> Result<(), ApiError> {
+    let user = tail.caller.user.clone().ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_user_id",
+            "this route acts for a user: send `X-User-ID`",
+        )
+    })?;
+    let topic = crate::engine::user_topic(user.as_str());
+    let core = mesh.local_shard().0;
+    let subscription = mesh.hub().subscribe(&topic);
+    let mut subscribed = Vec::new();
+    for shard in (0..mesh.shard_count()).map(ShardId) {
+        let command = Command::SubscribeUser {
+            user: user.clone(),
+            core,
+        };
+        if let Err(err) = mesh.call(shard, command).await {
+            unsubscribe_user(&mesh, &user, &subscribed).await;
+            mesh.hub().unsubscribe(&topic, subscription.id);
+            return Err(err.into());
+        }
+        subscribed.push(shard);
+    }
+    // An I/O error only means the client went away; either way, unsubscribe.
+    let _ = async {
+        stream.write_all(&head(core)).await?;
+        follow_live(stream, &subscription, 0, |_| false).await
+    }
+    .await;
+    mesh.hub().unsubscribe(&topic, subscription.id);
+    unsubscribe_user(&mesh, &user, &subscribed).await;
+    Ok(())
+}
+
+async fn unsubscribe_user(mesh: &Mesh, user: &UserId, shards: &[ShardId]) {
+    let core = mesh.local_shard().0;
+    for shard in shards {
+        let command = Command::UnsubscribeUser {
+            user: user.clone(),
+            core,
+        };
+        let _ = mesh.call(*shard, command).await;
+    }
+}
+
+/// The thread a stream follows and the shard that owns it.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    thread: &'a ThreadId,
+    owner: ShardId,
 }
 
 async fn stream_events(
     stream: &mut TcpStream,
     mesh: &Mesh,
-    tail: &LiveTail,
-    owner: crate::shard::ShardId,
+    (tail, source): (&LiveTail, Source<'_>),
     subscription: &crate::shard::hub::Subscription,
     replay: &mut Vec<StreamEvent>,
     more: &mut bool,
@@ -122,11 +199,11 @@ async fn stream_events(
             break;
         }
         let command = Command::ChangesAfter {
-            thread: tail.thread.clone(),
+            thread: source.thread.clone(),
             caller: tail.caller.clone(),
             after: last_replayed,
         };
-        match mesh.call(owner, command).await {
+        match mesh.call(source.owner, command).await {
             Ok(Reply::Events {
                 events,
                 more: again,
@@ -139,6 +216,21 @@ async fn stream_events(
             _ => return Ok(()),
         }
     }
+    follow_live(stream, subscription, last_replayed, |event| {
+        removes(event, tail)
+    })
+    .await
+}
+
+/// Sends live events past `last_replayed` until the client goes away, falls
+/// behind, or an event `ends` the stream (sent first).
+async fn follow_live(
+    stream: &mut TcpStream,
+    subscription: &crate::shard::hub::Subscription,
+    last_replayed: u64,
+    ends: impl Fn(&StreamEvent) -> bool,
+) -> std::io::Result<()> {
+    let mut out = Vec::new();
     loop {
         match glommio::timer::timeout(HEARTBEAT, async { Ok(subscription.next().await) }).await {
             Ok(Some(event)) => {
@@ -149,6 +241,9 @@ async fn stream_events(
                 encode(&event, &mut out);
                 stream.write_all(&out).await?;
                 out.clear();
+                if ends(&event) {
+                    return Ok(());
+                }
             }
             Ok(None) => {
                 if subscription.overflowed.get() {

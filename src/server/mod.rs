@@ -252,6 +252,7 @@ async fn run_shard(
         config.wal_recovery,
         kms,
     )?;
+    engine.set_participants_max(config.limits.participants_per_thread_max);
     let mesh = mesh::Mesh::start(senders, receivers, engine.clone());
     heartbeats.beat_forever(shard.0);
     stalls::inject_stall_for_tests();

@@ -6,6 +6,8 @@
 //! and the hub copies it into every local subscriber's bounded queue. A
 //! subscriber whose queue is full is dropped and told so by its stream,
 //! rather than letting a slow reader make the server buffer without bound.
+//! Subscribers are keyed by topic: a thread's id, or `@<user>` for a
+//! user's stream of all their threads (`engine::user_topic`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -29,9 +31,10 @@ pub const SUBSCRIBER_QUEUE_BYTES_MAX: usize = 4 << 20;
 pub struct StreamEvent {
     /// When the change happened (ns); also the SSE `id:` for resuming.
     pub id: u64,
-    /// `message.created`, `message.updated` or `message.deleted`.
+    /// `message.created`, `message.updated`, `message.deleted`,
+    /// `participant.added` or `participant.removed`.
     pub kind: &'static str,
-    /// The message's JSON after the change.
+    /// The message's (or participant's) JSON after the change.
     pub data: Arc<[u8]>,
 }
 

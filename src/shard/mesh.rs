@@ -151,20 +151,25 @@ impl Mesh {
         let Published {
             thread,
             cores,
+            followers,
             event,
         } = published;
-        for core in cores {
-            if core == self.local_shard().0 {
-                self.hub.publish(&thread, &event);
-                continue;
+        // A thread's topic is its id; a user's stream has its own topic.
+        for (topic, cores) in std::iter::once((thread, cores)).chain(followers) {
+            for core in cores {
+                if core == self.local_shard().0 {
+                    self.hub.publish(&topic, &event);
+                    continue;
+                }
+                let envelope = Envelope::Event {
+                    thread: topic.clone(),
+                    event: event.clone(),
+                };
+                // A full inbox means that core is far behind; its
+                // subscribers will miss this event and can resume from
+                // their last event id.
+                let _ = self.senders.try_send_to(core, envelope);
             }
-            let envelope = Envelope::Event {
-                thread: thread.clone(),
-                event: event.clone(),
-            };
-            // A full inbox means that core is far behind; its subscribers
-            // will miss this event and can resume from their last event id.
-            let _ = self.senders.try_send_to(core, envelope);
         }
     }
 

@@ -8,7 +8,13 @@
 //! versions        <thread_id> 0x00 <ts: u64 BE> <version: u32 BE> -> Version JSON
 //! replies         <thread_id> 0x00 <parent ts: u64 BE> <reply ts: u64 BE> -> empty
 //! changes         <thread_id> 0x00 <change ts: u64 BE>       -> message ts (u64 BE)
+//! participants    <thread_id> 0x00 <user_id>                  -> flag + Participant JSON
+//! member_threads  <user_id> 0x00 <thread_id>                  -> flag
 //! ```
+//!
+//! A removed participant keeps its keys with the deleted flag set (writes
+//! are puts only). `member_threads` indexes the threads a user takes part
+//! in without owning them, on the shard that owns each thread.
 //!
 //! An author index entry is written when its thread is created and when
 //! its deleted flag changes; its JSON is the thread as of then. Listings
@@ -100,6 +106,22 @@ pub fn change(thread_id: &str, change_ts: u64) -> Vec<u8> {
     thread_key(thread_id, &[&change_ts.to_be_bytes()])
 }
 
+pub fn participant(thread_id: &str, user_id: &str) -> Vec<u8> {
+    thread_key(thread_id, &[user_id.as_bytes()])
+}
+
+/// The user id of a `participants` key of `thread_id`.
+pub fn participant_user<'a>(thread_id: &str, key: &'a [u8]) -> Option<&'a str> {
+    let rest = key
+        .strip_prefix(thread_id.as_bytes())?
+        .strip_prefix(&[SEPARATOR])?;
+    std::str::from_utf8(rest).ok()
+}
+
+pub fn member_thread(user_id: &str, thread_id: &str) -> Vec<u8> {
+    thread_key(user_id, &[thread_id.as_bytes()])
+}
+
 pub fn author_prefix(author: &str) -> Vec<u8> {
     message_prefix(author)
 }
@@ -164,6 +186,14 @@ mod tests {
         let parent = versions_prefix("t", 5);
         assert_eq!(reply_ts(&parent, &reply("t", 5, 77)), Some(77));
         assert!(change("t", 3) < change("t", 256));
+    }
+
+    #[test]
+    fn participant_keys_stay_inside_their_thread() {
+        assert_eq!(participant("t", "bob"), b"t\0bob".to_vec());
+        assert_eq!(participant_user("t", &participant("t", "bob")), Some("bob"));
+        assert_eq!(participant_user("t0", &participant("t", "bob")), None);
+        assert_eq!(member_thread("bob", "t"), b"bob\0t".to_vec());
     }
 
     #[test]

@@ -41,7 +41,7 @@ use lsm_tree::{
     AbstractTree, AnyTree, Guard, InternalValue, Memtable, SeqNo, SequenceNumberCounter, ValueType,
 };
 
-use crate::model::{Message, ThreadRecord, Version};
+use crate::model::{Message, Participant, Role, ThreadRecord, Version};
 use crate::wal::record::Lsn;
 
 /// Storage failures. Corruption means a stored value no longer parses,
@@ -153,16 +153,20 @@ pub enum Space {
     Versions = 4,
     Replies = 5,
     Changes = 6,
+    Participants = 7,
+    MemberThreads = 8,
 }
 
 impl Space {
-    const ALL: [Space; 6] = [
+    const ALL: [Space; 8] = [
         Space::Threads,
         Space::Messages,
         Space::AuthorThreads,
         Space::Versions,
         Space::Replies,
         Space::Changes,
+        Space::Participants,
+        Space::MemberThreads,
     ];
 }
 
@@ -459,6 +463,93 @@ impl Store {
             keys::reply(&reply.thread, parent_ts, reply.ts),
             Vec::new(),
         );
+    }
+
+    /// Writes a participant record (`removed` flags it gone) and, for
+    /// anyone but the owner, their entry in the member index.
+    pub fn participant_ops(
+        ops: &mut Ops,
+        thread_id: &str,
+        participant: &Participant,
+        removed: bool,
+    ) {
+        ops.put(
+            Space::Participants,
+            keys::participant(thread_id, &participant.user_id),
+            flagged(removed, participant),
+        );
+        if participant.role != Role::Owner {
+            let flag = if removed { FLAG_DELETED } else { FLAG_LIVE };
+            ops.put(
+                Space::MemberThreads,
+                keys::member_thread(&participant.user_id, thread_id),
+                vec![flag],
+            );
+        }
+    }
+
+    /// A participant's record, `None` when never added or removed.
+    pub fn get_participant(
+        &self,
+        thread_id: &str,
+        user_id: &str,
+    ) -> StoreResult<Option<Participant>> {
+        match self.get(Space::Participants, &keys::participant(thread_id, user_id))? {
+            None => Ok(None),
+            Some(bytes) => match unflag(&bytes)? {
+                (true, _) => Ok(None),
+                (false, json) => decode(json).map(Some),
+            },
+        }
+    }
+
+    /// Visits a thread's current participants in user id order, strictly
+    /// past `after` in `direction`, until `visit` returns false.
+    pub fn scan_participants(
+        &self,
+        thread_id: &str,
+        after: Option<&str>,
+        direction: Direction,
+        mut visit: impl FnMut(Participant) -> StoreResult<bool>,
+    ) -> StoreResult<()> {
+        let prefix = keys::message_prefix(thread_id);
+        let mut upper = prefix.clone();
+        // 0x00 separator + 1: the smallest key past every entry of this thread.
+        if let Some(last) = upper.last_mut() {
+            *last = 0x01;
+        }
+        let boundary = after.map(|user| keys::participant(thread_id, user));
+        let range = match (direction, boundary) {
+            (_, None) => (Bound::Included(prefix), Bound::Excluded(upper)),
+            (Direction::Ascending, Some(key)) => (Bound::Excluded(key), Bound::Excluded(upper)),
+            (Direction::Descending, Some(key)) => (Bound::Included(prefix), Bound::Excluded(key)),
+        };
+        walk(
+            self.range(Space::Participants, range),
+            direction,
+            |entry| match unflag(entry.value())? {
+                (true, _) => Ok(true),
+                (false, json) => visit(decode(json)?),
+            },
+        )
+    }
+
+    /// Ids of the threads on this shard `user_id` takes part in without
+    /// owning them.
+    pub fn member_threads(&self, user_id: &str) -> StoreResult<Vec<String>> {
+        let prefix = keys::member_thread(user_id, "");
+        let mut ids = Vec::new();
+        for entry in self.prefix(Space::MemberThreads, &prefix) {
+            let entry = entry?;
+            if entry.value() == [FLAG_LIVE] {
+                let id = entry.key()[prefix.len()..].to_vec();
+                ids.push(
+                    String::from_utf8(id)
+                        .map_err(|_| StoreError::Corrupt("member index key".into()))?,
+                );
+            }
+        }
+        Ok(ids)
     }
 
     /// Past versions of a message, oldest first.

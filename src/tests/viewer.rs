@@ -396,6 +396,12 @@ fn viewer_works_in_a_real_browser() {
     let server = start();
     let mut alice = backend(&server, "alice");
     create_thread(&mut alice, "viewer-main", "Viewer test thread");
+    for (user, role) in [("bob", "member"), ("carol", "admin")] {
+        let body = json!({ "user_id": user, "role": role }).to_string();
+        alice
+            .post("/frontend/v1/threads/viewer-main/participants", &body)
+            .expect(201);
+    }
     create_thread(&mut alice, "viewer-gone", "A deleted thread");
     create_thread(&mut alice, "unrelated", "Not matched by the search");
     alice.delete("/frontend/v1/threads/viewer-gone").expect(200);
@@ -440,6 +446,7 @@ fn viewer_works_in_a_real_browser() {
         "newest_id": markup,
         "oldest_id": ids[0],
         "live_text": "posted while the admin watches",
+        "participants": ["alice (owner)", "bob (member)", "carol (admin)"],
         "shards": 2,
     });
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("viewer/viewer.png");

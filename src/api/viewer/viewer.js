@@ -237,12 +237,36 @@ async function openThread(id) {
   $("thread-meta").textContent =
     `${thread.key} · by ${thread.author} · created ${formatTs(thread.created_ts)}` +
     (thread.deleted ? " · deleted" : "");
+  await loadParticipants(id);
   await loadMessages(false);
   if (thread.deleted) {
     setLive("Live updates are off: the thread is deleted.", false);
   } else {
     startLive(id);
   }
+}
+
+const PARTICIPANTS_SHOWN = 100;
+
+/** The open thread's owner and participants, as "user (role)" chips. */
+async function loadParticipants(id) {
+  $("participants").replaceChildren();
+  let page;
+  try {
+    page = await api(`/admin/v1/threads/${encodeURIComponent(id)}/participants`, {
+      limit: PARTICIPANTS_SHOWN,
+    });
+  } catch (err) {
+    setStatus(`Participants: ${err.message}`, true);
+    return;
+  }
+  if (state.thread !== id) return;
+  const chips = page.participants.map((p) =>
+    el("li", { class: "participant", "data-user": p.user_id }, `${p.user_id} (${p.role})`),
+  );
+  const more = page.pagination.total - page.participants.length;
+  if (more > 0) chips.push(el("li", { class: "more" }, `and ${more} more`));
+  $("participants").replaceChildren(...chips);
 }
 
 function messageNode(message, live) {

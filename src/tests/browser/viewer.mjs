@@ -72,6 +72,11 @@ try {
 
   await threadItem.click();
   await page.waitForSelector("#live-status.on");
+  const participants = await page.locator("#participants .participant").allTextContents();
+  check(
+    JSON.stringify(participants) === JSON.stringify(spec.participants),
+    `the participants are ${JSON.stringify(spec.participants)}: got ${JSON.stringify(participants)}`,
+  );
   for (const text of spec.visible) {
     const bodies = page.locator("#messages .message .body", { hasText: text });
     check((await bodies.count()) === 1, `message "${text}" is shown`);
