@@ -41,7 +41,7 @@ use crate::shard::ShardId;
 use crate::wal::WalOptions;
 use crate::wal::recovery::RecoveryPolicy;
 
-pub use crate::model::{Message, Thread, Version};
+pub use crate::model::{Message, Participant, Role, Thread, Version};
 pub use crate::wal::Durability;
 pub use tail::{EVENTS_BUFFERED_MAX, Event, Subscription};
 

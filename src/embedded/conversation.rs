@@ -1,12 +1,13 @@
-//! Embedded calls beyond the basics: replies, thread renames, deletes and
-//! restores. Each is the engine command the HTTP route runs, so behaviour
-//! (validation, soft deletes, version history) is the server's.
+//! Embedded calls beyond the basics: replies, reactions, participants,
+//! thread renames, deletes and restores. Each is the engine command the
+//! HTTP route runs, so behaviour (validation, roles, soft deletes, version
+//! history) is the server's.
 
-use super::{Db, Error, Messages, Page, anyone, invalid, thread_id};
+use super::{Db, Error, Messages, Page, anyone, invalid, thread_id, user_id};
 use crate::api::input;
 use crate::config::Limits;
-use crate::engine::{Command, MessagePage, MessagePosition, Order};
-use crate::model::{Message, MessageId, Thread};
+use crate::engine::{Caller, Command, MessagePage, MessagePosition, Order};
+use crate::model::{Message, MessageId, Participant, Role, Thread};
 
 impl Db {
     /// Posts a reply to the message `parent` of `thread`: a message with
@@ -90,5 +91,54 @@ impl Db {
             caller: anyone(),
             id: id.to_owned(),
         })
+    }
+
+    /// Sets (`Some`) or removes (`None`) `user`'s reaction to a message.
+    /// `user` must be the thread's owner or a participant, as over HTTP.
+    pub fn react(
+        &self,
+        thread: &str,
+        id: &str,
+        user: &str,
+        reaction: Option<&str>,
+    ) -> Result<Message, Error> {
+        let reaction = reaction
+            .map(|reaction| input::reaction(Some(reaction.to_owned())))
+            .transpose()
+            .map_err(|err| invalid("reaction", err.message))?;
+        self.call(Command::React {
+            thread: thread_id(thread)?,
+            caller: Caller {
+                user: Some(user_id("user", user)?),
+            },
+            id: id.to_owned(),
+            reaction,
+        })
+    }
+
+    /// Adds `user` to a thread with `role` (or changes their role): they
+    /// may then read, post, reply and react.
+    pub fn add_participant(
+        &self,
+        thread: &str,
+        user: &str,
+        role: Role,
+    ) -> Result<Participant, Error> {
+        self.call(Command::AddParticipant {
+            thread: thread_id(thread)?,
+            caller: anyone(),
+            user: user_id("user", user)?,
+            role,
+        })
+    }
+
+    /// Removes `user` from a thread (never its owner).
+    pub fn remove_participant(&self, thread: &str, user: &str) -> Result<(), Error> {
+        self.send(Command::RemoveParticipant {
+            thread: thread_id(thread)?,
+            caller: anyone(),
+            user: user_id("user", user)?,
+        })
+        .map(drop)
     }
 }

@@ -454,3 +454,41 @@ fn options_choose_durability_and_encrypt_at_rest() {
     let wrong = Options::default().with_master_key([0x11; 32]);
     assert!(matches!(Db::open_with(&path, wrong), Err(Error::Open(_))));
 }
+
+#[test]
+fn participants_react_and_a_removed_one_cannot() {
+    use progressdb::embedded::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("db")).unwrap();
+    let thread = db.create_thread("alice", "Team").unwrap();
+    let message = db
+        .post_message(&thread.id, "alice", r#""ship it""#)
+        .unwrap();
+    // Bob is nobody in this thread until he is added.
+    assert_eq!(
+        db.react(&thread.id, &message.id, "bob", Some("👍")).err(),
+        Some(Error::ThreadNotFound)
+    );
+    let bob = db.add_participant(&thread.id, "bob", Role::Member).unwrap();
+    assert_eq!((bob.user_id.as_str(), bob.role), ("bob", Role::Member));
+    db.react(&thread.id, &message.id, "alice", Some("🎉"))
+        .unwrap();
+    let reacted = db
+        .react(&thread.id, &message.id, "bob", Some("👍"))
+        .unwrap();
+    assert_eq!(reacted.reactions.len(), 2, "{:?}", reacted.reactions);
+    assert!(matches!(
+        db.react(&thread.id, &message.id, "bob", Some(" ")),
+        Err(Error::InvalidInput {
+            field: "reaction",
+            ..
+        })
+    ));
+    let removed = db.react(&thread.id, &message.id, "bob", None).unwrap();
+    assert_eq!(removed.reactions.len(), 1);
+    db.remove_participant(&thread.id, "bob").unwrap();
+    assert_eq!(
+        db.react(&thread.id, &message.id, "bob", Some("👍")).err(),
+        Some(Error::ThreadNotFound)
+    );
+}
