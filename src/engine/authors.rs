@@ -30,6 +30,10 @@ pub struct ThreadState {
     pub deleted: bool,
 }
 
+/// Users whose thread sets a shard keeps loaded at once; past it the sets
+/// are dropped and reloaded (one index scan each) when next listed.
+pub const LOADED_USERS_MAX: usize = 10_000;
+
 #[derive(Default)]
 pub struct Authors {
     loaded: RefCell<HashMap<String, AuthorThreads>>,
@@ -74,7 +78,12 @@ impl Authors {
                 .insert((record.thread.updated_ts, id), deleted);
             threads.deleted += u64::from(deleted);
         }
-        self.loaded.borrow_mut().insert(author.to_owned(), threads);
+        let mut loaded = self.loaded.borrow_mut();
+        if loaded.len() >= LOADED_USERS_MAX {
+            // Bounded memory: start over; the next listing of each reloads.
+            loaded.clear();
+        }
+        loaded.insert(author.to_owned(), threads);
         Ok(())
     }
 

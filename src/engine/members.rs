@@ -3,8 +3,8 @@
 //! `GET /frontend/v1/threads`.
 //!
 //! A user's set is built on the first listing that needs it (one scan of
-//! the member index on this shard) and kept current by every add and
-//! remove afterwards; the sort keys of the threads in any loaded set are
+//! the member index on this shard; at most `LOADED_USERS_MAX` users' sets
+//! at once) and kept current by every add and remove afterwards; the sort keys of the threads in any loaded set are
 //! kept current by every write of a thread record. A page sorts the
 //! user's threads on this shard in memory: no store reads per thread.
 
@@ -64,6 +64,11 @@ impl Members {
             return Ok(());
         }
         let ids = store.member_threads(user)?;
+        if self.loaded.borrow().len() >= super::authors::LOADED_USERS_MAX {
+            // Bounded memory: start over; the next listing of each reloads.
+            self.loaded.borrow_mut().clear();
+            self.listed.borrow_mut().clear();
+        }
         let mut listed = self.listed.borrow_mut();
         for id in &ids {
             if listed.contains_key(id) {
