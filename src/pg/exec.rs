@@ -27,6 +27,8 @@ pub struct Identity {
     pub key: String,
     pub admin: bool,
     pub database: String,
+    /// The session's `progressdb.include_deleted` setting.
+    pub include_deleted: bool,
 }
 
 /// The rows and command tag a statement produced.
@@ -91,7 +93,7 @@ pub async fn execute(
         Statement::Insert(write) => call.insert(write).await,
         Statement::Update(write) => call.update(write).await,
         Statement::Delete(write) => call.delete(write).await,
-        Statement::Show(name) => Ok(single(statement, show(name)?, "SHOW")),
+        Statement::Show(name) => Ok(single(statement, show(name, identity)?, "SHOW")),
         Statement::Catalog(answer) => Ok(Outcome {
             columns: result_columns(statement).unwrap_or_default(),
             rows: answer.rows.clone(),
@@ -115,7 +117,7 @@ pub async fn execute(
         | Statement::Begin
         | Statement::Commit
         | Statement::Rollback
-        | Statement::Set => Err(SqlError::new(
+        | Statement::Set(_) => Err(SqlError::new(
             "XX000",
             "statement is answered by the connection",
         )),
@@ -132,8 +134,19 @@ fn single(statement: &Statement, value: String, tag: &str) -> Outcome {
 
 /// The settings a client may read with SHOW; the same values are sent as
 /// ParameterStatus at startup.
-pub fn show(name: &str) -> Result<String, SqlError> {
+/// The one session setting with an effect (see `sql::Setting`).
+pub const INCLUDE_DELETED: &str = "progressdb.include_deleted";
+
+pub fn show(name: &str, identity: &Identity) -> Result<String, SqlError> {
     let value = match name {
+        INCLUDE_DELETED => {
+            return Ok(if identity.include_deleted {
+                "on"
+            } else {
+                "off"
+            }
+            .to_owned());
+        }
         "server_version" => super::SERVER_VERSION,
         "server_encoding" | "client_encoding" => "UTF8",
         "datestyle" => "ISO, MDY",
@@ -301,9 +314,17 @@ impl Call<'_> {
         &self,
         method: Method,
         path: String,
-        query: String,
+        mut query: String,
         body: Option<serde_json::Value>,
     ) -> Result<Option<Vec<u8>>, SqlError> {
+        // `SET progressdb.include_deleted = on`: every read shows deleted
+        // rows too (`deleted` reads `t`).
+        if self.identity.include_deleted && method == Method::Get {
+            if !query.is_empty() {
+                query.push('&');
+            }
+            query.push_str("include_deleted=true");
+        }
         let mut headers = vec![(
             "x-api-key".to_owned(),
             self.identity.key.clone().into_bytes(),

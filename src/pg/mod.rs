@@ -186,6 +186,7 @@ async fn startup(
         user,
         key,
         admin,
+        include_deleted: false,
     })
 }
 

@@ -237,7 +237,12 @@ impl Session {
                 self.status = b'I';
                 "ROLLBACK"
             }
-            Statement::Set => "SET",
+            Statement::Set(setting) => {
+                if let Some(sql::Setting::IncludeDeleted(on)) = setting {
+                    self.identity.include_deleted = *on;
+                }
+                "SET"
+            }
             other => {
                 return exec::execute(&self.api, &self.identity, other, params)
                     .await

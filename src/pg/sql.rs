@@ -161,7 +161,9 @@ pub enum Statement {
     Begin,
     Commit,
     Rollback,
-    Set,
+    /// SET/RESET/DISCARD: `Some` for the one setting with an effect,
+    /// `None` for the rest (accepted, no effect).
+    Set(Option<Setting>),
     Show(String),
     /// A read of the system catalogs, answered when parsed.
     Catalog(CatalogAnswer),
@@ -170,6 +172,13 @@ pub enum Statement {
     Insert(Write),
     Update(Write),
     Delete(Write),
+}
+
+/// A session setting that changes what statements do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    /// Reads list soft-deleted rows too.
+    IncludeDeleted(bool),
 }
 
 /// A matched statement and the type OID of each `$n` it uses (0 where
@@ -403,14 +412,9 @@ impl Parser<'_> {
                 self.skip_rest();
                 Ok(Statement::Rollback)
             }
-            "set" | "reset" | "discard" | "deallocate" => {
-                // Session settings have no effect here: the parameters a
-                // client may read back are fixed (see `show`).
-                self.skip_rest();
-                Ok(Statement::Set)
-            }
+            "set" | "reset" | "discard" | "deallocate" => self.setting(&first),
             "show" => {
-                let name = self.identifier()?;
+                let name = self.setting_name()?;
                 Ok(Statement::Show(name))
             }
             "select" => self.select(),
@@ -421,6 +425,61 @@ impl Parser<'_> {
                 "{} statements are not supported (see README, SQL access)",
                 first.to_uppercase()
             ))),
+        }
+    }
+
+    /// `SET progressdb.include_deleted = on|off`, `RESET` of it (or
+    /// `RESET ALL`, `DISCARD ALL`); other settings are accepted without
+    /// effect, since the parameters a client reads back are fixed.
+    fn setting(&mut self, verb: &str) -> Result<Statement, SqlError> {
+        let name = match verb {
+            "set" | "reset" => self.setting_name().unwrap_or_default(),
+            _ => self.identifier().unwrap_or_default(),
+        };
+        let setting = match (verb, name.as_str()) {
+            ("set", "progressdb.include_deleted") => {
+                if !self.symbol("=") {
+                    self.expect_word("to")?;
+                }
+                Some(Setting::IncludeDeleted(self.on_or_off()?))
+            }
+            (_, "progressdb.include_deleted" | "all") => Some(Setting::IncludeDeleted(false)),
+            (_, other) if other.starts_with("progressdb.") => {
+                return Err(SqlError::new(
+                    "42704",
+                    format!("unrecognized configuration parameter \"{other}\""),
+                ));
+            }
+            _ => None,
+        };
+        self.skip_rest();
+        Ok(Statement::Set(setting))
+    }
+
+    /// A setting's name, `a` or `a.b`.
+    fn setting_name(&mut self) -> Result<String, SqlError> {
+        let mut name = self.identifier()?;
+        if self.symbol(".") {
+            name.push('.');
+            name.push_str(&self.identifier()?);
+        }
+        Ok(name)
+    }
+
+    fn on_or_off(&mut self) -> Result<bool, SqlError> {
+        let value = match self.tokens.get(self.at) {
+            Some(Token::Word(word) | Token::Str(word) | Token::Number(word)) => {
+                word.to_ascii_lowercase()
+            }
+            _ => String::new(),
+        };
+        self.at += 1;
+        match value.as_str() {
+            "on" | "true" | "1" | "yes" => Ok(true),
+            "off" | "false" | "0" | "no" => Ok(false),
+            _ => Err(SqlError::bad_input(
+                "progressdb.include_deleted is on or off",
+            )),
         }
     }
 
@@ -838,6 +897,24 @@ mod tests {
         ));
         let err = parse_one("DELETE FROM messages WHERE thread = 't'").unwrap_err();
         assert_eq!(err.code, "0A000");
+    }
+
+    #[test]
+    fn include_deleted_is_the_one_setting_with_an_effect() {
+        let set = |on| Statement::Set(Some(Setting::IncludeDeleted(on)));
+        assert_eq!(one("SET progressdb.include_deleted = on"), set(true));
+        assert_eq!(one("set progressdb.include_deleted to 'off'"), set(false));
+        assert_eq!(one("RESET progressdb.include_deleted"), set(false));
+        assert_eq!(one("RESET ALL"), set(false));
+        assert_eq!(one("DISCARD ALL"), set(false));
+        assert_eq!(one("SET extra_float_digits = 3"), Statement::Set(None));
+        assert_eq!(
+            one("SHOW progressdb.include_deleted"),
+            Statement::Show("progressdb.include_deleted".into())
+        );
+        let code = |sql: &str| parse_one(sql).unwrap_err().code;
+        assert_eq!(code("SET progressdb.include_deleted = maybe"), "22P02");
+        assert_eq!(code("SET progressdb.nothing = 1"), "42704");
     }
 
     #[test]

@@ -110,6 +110,16 @@ oldest page
 body
 {\"text\":\"one, edited\"}
 (1 row)
+SET
+progressdb.include_deleted
+on
+(1 row)
+body|deleted
+{\"text\":\"three\"}|f
+{\"text\":\"two\"}|t
+{\"text\":\"one, edited\"}|f
+(3 rows)
+SET
 still usable
 title|author
 psql thread|dave

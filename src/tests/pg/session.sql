@@ -15,6 +15,10 @@ DELETE FROM messages WHERE thread = 'psql-t' AND key = :'two_key';
 SELECT body, deleted FROM messages WHERE thread = 'psql-t' ORDER BY created_ts DESC LIMIT 10;
 \echo oldest page
 SELECT body FROM messages WHERE thread = 'psql-t' ORDER BY created_ts LIMIT 1;
+SET progressdb.include_deleted = on;
+SHOW progressdb.include_deleted;
+SELECT body, deleted FROM messages WHERE thread = 'psql-t' ORDER BY created_ts DESC LIMIT 10;
+RESET progressdb.include_deleted;
 SELECT * FROM nowhere;
 DROP TABLE messages;
 SELECT key FROM messages WHERE thread = 'psql-t' LIMIT 'many';
