@@ -13,8 +13,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
+use futures_lite::{AsyncWrite, AsyncWriteExt};
 
 use crate::api::{ApiError, LiveTail};
 use crate::engine::{Command, Reply};
@@ -44,7 +43,11 @@ fn encode(event: &StreamEvent, out: &mut Vec<u8>) {
 
 /// Streams until the client goes away or falls behind. `Err` carries an
 /// error response to send instead when the stream could not start.
-pub async fn serve(stream: &mut TcpStream, mesh: Rc<Mesh>, tail: LiveTail) -> Result<(), ApiError> {
+pub async fn serve<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    mesh: Rc<Mesh>,
+    tail: LiveTail,
+) -> Result<(), ApiError> {
     let owner = shard_for(tail.thread.as_str(), mesh.shard_count());
     let thread = tail.thread.to_string();
     let core = mesh.local_shard().0;
@@ -92,8 +95,8 @@ pub async fn serve(stream: &mut TcpStream, mesh: Rc<Mesh>, tail: LiveTail) -> Re
     Ok(())
 }
 
-async fn stream_events(
-    stream: &mut TcpStream,
+async fn stream_events<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     mesh: &Mesh,
     tail: &LiveTail,
     owner: crate::shard::ShardId,
