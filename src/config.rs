@@ -21,7 +21,8 @@ use crate::wal::{Durability, WalOptions};
 #[command(
     name = "progressdb",
     version,
-    about = "ProgressDB: a chat-native database server (threads, messages, HTTP/JSON API)"
+    about = "ProgressDB: a chat-native database server (threads, messages, HTTP/JSON API)",
+    after_help = "Also: `progressdb backup --db DIR --to file:///dir` (stopped server) and `progressdb restore --from file:///dir --db DIR`."
 )]
 pub struct Flags {
     /// Data directory; created if missing. [default: ./data]

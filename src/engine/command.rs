@@ -159,6 +159,12 @@ pub enum Command {
     Stats,
     /// One shard's part of a Prometheus scrape.
     Metrics,
+    /// Takes a consistent view of the shard's store and sends it to a
+    /// backup's thread, which reads it while the shard goes on; the reply
+    /// is `{"shard","lsn"}`. Sent to every shard.
+    Snapshot {
+        to: std::sync::mpsc::Sender<(usize, crate::store::Snapshot)>,
+    },
     /// Adds a rotated master key to a shard's keyring.
     AddMasterKey {
         id: u32,
@@ -349,6 +355,7 @@ impl Command {
             | Command::ListAllThreads(_)
             | Command::Stats
             | Command::Metrics
+            | Command::Snapshot { .. }
             | Command::AddMasterKey { .. } => None,
         }
     }
