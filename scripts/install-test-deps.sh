@@ -2,7 +2,9 @@
 # Installs what the browser test (src/tests/viewer.rs) needs: Debian's
 # chromium and chromium-driver, and playwright-core from the committed
 # lockfile; and what the SQL test (src/tests/pg.rs) needs: Debian's
-# postgresql-client and psycopg pinned in src/tests/pg/requirements.txt.
+# postgresql-client and psycopg pinned in src/tests/pg/requirements.txt;
+# and what the S3 backup test (src/tests/backup.rs) needs: moto's S3
+# server pinned in src/tests/s3/requirements.txt.
 # Idempotent, and quick when everything is already there. Runs as root on
 # a fresh Debian machine (or with sudo).
 set -euo pipefail
@@ -55,17 +57,24 @@ if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1
     as_root apt-get update -q
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 python3-pip
 fi
-pg_dir=src/tests/pg
-# As with playwright above: the requirements copied next to the installed
-# tree say whether it is the pinned one.
-if cmp -s "$pg_dir/requirements.txt" "$pg_dir/site/.requirements.installed" 2>/dev/null; then
-    echo "== psycopg: already installed"
-else
-    echo "== psycopg: pip install --target $pg_dir/site"
-    rm -rf "$pg_dir/site"
-    # --target leaves the system's Python untouched, which is what Debian's
-    # "externally managed" guard protects; older pips ignore the variable.
+# Installs $2/requirements.txt into $2/site unless the requirements copied
+# next to the installed tree say it is already the pinned one.
+# --target leaves the system's Python untouched, which is what Debian's
+# "externally managed" guard protects; older pips ignore the variable.
+pip_site() {
+    local name=$1 dir=$2
+    if cmp -s "$dir/requirements.txt" "$dir/site/.requirements.installed" 2>/dev/null; then
+        echo "== $name: already installed"
+        return
+    fi
+    echo "== $name: pip install --target $dir/site"
+    rm -rf "$dir/site"
     PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --no-warn-script-location \
-        --target "$pg_dir/site" -r "$pg_dir/requirements.txt"
-    cp "$pg_dir/requirements.txt" "$pg_dir/site/.requirements.installed"
-fi
+        --target "$dir/site" -r "$dir/requirements.txt"
+    cp "$dir/requirements.txt" "$dir/site/.requirements.installed"
+}
+pip_site psycopg src/tests/pg
+
+# The S3 backup test runs moto's S3 server (PyPI) on loopback; installed
+# the same way as psycopg above.
+pip_site moto src/tests/s3

@@ -154,8 +154,10 @@ impl Job {
                     .map_err(|_| "a shard did not hand over its snapshot".to_string())?,
             );
         }
-        let Target::Dir(dir) = &self.target;
-        write_backup(dir, db, taken, &self.progress)
+        let staging = super::staging_dir(db, &self.id);
+        super::deliver(&self.target, &staging, |dir| {
+            write_backup(dir, db, taken, &self.progress)
+        })
     }
 
     /// The job as `GET /admin/v1/backups/{id}` shows it.

@@ -22,6 +22,7 @@
 pub mod job;
 pub mod offline;
 pub mod restore;
+pub mod s3;
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -52,18 +53,24 @@ const VALUE_BYTES_MAX: u32 = 256 * 1024 * 1024;
 pub enum Target {
     /// `file:///absolute/dir`
     Dir(PathBuf),
+    /// `s3://bucket/prefix`, reached as [`s3`] says.
+    S3 { bucket: String, prefix: String },
 }
 
 impl Target {
-    /// Parses `file:///abs/dir` (a bare absolute path is taken too).
+    /// Parses `file:///abs/dir` (a bare absolute path is taken too) or
+    /// `s3://bucket/prefix`.
     pub fn parse(text: &str) -> Result<Target, String> {
         if text.len() > 4096 {
             return Err("the target is longer than 4096 bytes".into());
         }
+        if let Some(rest) = text.strip_prefix("s3://") {
+            return parse_s3(rest);
+        }
         let path = text.strip_prefix("file://").unwrap_or(text);
         if text.contains("://") && !text.starts_with("file://") {
             return Err(format!(
-                "unsupported target {text:?}: use file:///absolute/dir"
+                "unsupported target {text:?}: use file:///absolute/dir or s3://bucket/prefix"
             ));
         }
         let path = Path::new(path);
@@ -81,8 +88,78 @@ impl Target {
     pub fn describe(&self) -> String {
         match self {
             Target::Dir(dir) => format!("file://{}", dir.display()),
+            Target::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
         }
     }
+}
+
+/// `bucket/prefix` after `s3://`: a bucket name as S3 allows it, and a
+/// key prefix of printable characters without `..` segments.
+fn parse_s3(rest: &str) -> Result<Target, String> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket.bytes().all(|byte| {
+            byte.is_ascii_lowercase() || byte.is_ascii_digit() || b".-".contains(&byte)
+        });
+    if !bucket_ok {
+        return Err(format!(
+            "{bucket:?} is not an S3 bucket name (3 to 63 of a-z, 0-9, '.', '-')"
+        ));
+    }
+    let prefix = prefix.trim_matches('/');
+    let prefix_ok = prefix.len() <= 1024
+        && !prefix.chars().any(char::is_control)
+        && !prefix.split('/').any(|part| part == ".." || part == ".");
+    if !prefix_ok {
+        return Err(
+            "the S3 prefix must be printable, at most 1024 bytes, without `.` or `..` parts".into(),
+        );
+    }
+    Ok(Target::S3 {
+        bucket: bucket.to_owned(),
+        prefix: prefix.to_owned(),
+    })
+}
+
+/// Writes a backup to `target` with `write`, which fills the directory
+/// it is given: the target itself, or for S3 `staging`, whose files are
+/// then uploaded (the manifest last) and which is removed afterwards.
+pub fn deliver(
+    target: &Target,
+    staging: &Path,
+    write: impl FnOnce(&Path) -> Result<Manifest, String>,
+) -> Result<Manifest, String> {
+    let (bucket, prefix) = match target {
+        Target::Dir(dir) => return write(dir),
+        Target::S3 { bucket, prefix } => (bucket, prefix),
+    };
+    let s3 = s3::S3::from_env(bucket, prefix)?;
+    if s3.exists(MANIFEST)? {
+        return Err(format!(
+            "{} already holds a backup; choose a new prefix",
+            target.describe()
+        ));
+    }
+    // Left over by an interrupted backup of the same name.
+    let _ = fs::remove_dir_all(staging);
+    let uploaded = write(staging).and_then(|manifest| {
+        for file in &manifest.files {
+            s3.put_file(&file.name, &staging.join(&file.name))?;
+        }
+        for check in &manifest.checks {
+            let name = format!("kms/{}", check.name);
+            s3.put_file(&name, &staging.join(&name))?;
+        }
+        s3.put_file(MANIFEST, &staging.join(MANIFEST))?;
+        Ok(manifest)
+    });
+    let _ = fs::remove_dir_all(staging);
+    uploaded
+}
+
+/// Where a backup of `db` to S3 is staged before it is uploaded.
+pub fn staging_dir(db: &Path, name: &str) -> PathBuf {
+    db.join(".backup-staging").join(name)
 }
 
 /// What a finished backup holds; `manifest.json`.
@@ -318,7 +395,17 @@ mod tests {
             Target::parse("/var/backups/one"),
             Ok(Target::Dir("/var/backups/one".into()))
         );
+        assert_eq!(
+            Target::parse("s3://my-bucket/backups/2026/"),
+            Ok(Target::S3 {
+                bucket: "my-bucket".into(),
+                prefix: "backups/2026".into()
+            })
+        );
         for bad in [
+            "s3://No_Such/x",
+            "s3://ab",
+            "s3://bucket/a/../b",
             "file://relative/dir",
             "relative",
             "http://example/x",

@@ -22,13 +22,15 @@ const IO_MEMORY_BYTES: usize = 256 * 1024;
 pub fn backup(db: &Path, to: &Target) -> Result<Manifest, String> {
     let shards = datadir::stored_shards(db)?
         .ok_or_else(|| format!("{} is not a ProgressDB data directory", db.display()))?;
-    let Target::Dir(dir) = to;
-    prepare_dir(dir)?;
-    let written = (0..shards)
-        .map(|shard| backup_shard(db, shard, dir))
-        .collect::<Result<Vec<_>, _>>()
-        .and_then(|files| finish_backup(dir, db, files));
-    remove_if_failed(dir, written)
+    let staging = super::staging_dir(db, "offline");
+    super::deliver(to, &staging, |dir| {
+        prepare_dir(dir)?;
+        let written = (0..shards)
+            .map(|shard| backup_shard(db, shard, dir))
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|files| finish_backup(dir, db, files));
+        remove_if_failed(dir, written)
+    })
 }
 
 fn backup_shard(db: &Path, shard: usize, dir: &Path) -> Result<super::ShardFile, String> {

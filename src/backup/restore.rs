@@ -34,9 +34,8 @@ pub struct Restored {
     pub items: u64,
 }
 
-/// Reads and checks `from`'s manifest and every file it names.
-pub fn verify(from: &Target) -> Result<Manifest, String> {
-    let Target::Dir(dir) = from;
+/// Reads and checks the manifest in `dir` and every file it names.
+fn verify(dir: &Path) -> Result<Manifest, String> {
     let manifest = read_manifest(dir)?;
     for file in &manifest.files {
         scan_items(&dir.join(&file.name), file, |_| Ok(()))?;
@@ -51,12 +50,50 @@ pub fn verify(from: &Target) -> Result<Manifest, String> {
     Ok(manifest)
 }
 
-/// Checks `from` whole, then builds the data directory `db` from it.
+/// Checks `from` whole, then builds the data directory `db` from it. An
+/// S3 backup is downloaded beside `db` first.
 pub fn restore(from: &Target, db: &Path) -> Result<Restored, String> {
-    let manifest = verify(from)?;
-    let Target::Dir(dir) = from;
+    let (bucket, prefix) = match from {
+        Target::Dir(dir) => return restore_dir(dir, db),
+        Target::S3 { bucket, prefix } => (bucket, prefix),
+    };
     refuse_existing(db)?;
-    let building = building_dir(db)?;
+    let s3 = super::s3::S3::from_env(bucket, prefix)?;
+    let staging = sibling(db, "download")?;
+    let restored = download(&s3, &staging).and_then(|()| restore_dir(&staging, db));
+    let _ = fs::remove_dir_all(&staging);
+    restored
+}
+
+/// Fetches the manifest and every file it names into `staging`.
+fn download(s3: &super::s3::S3, staging: &Path) -> Result<(), String> {
+    let kms = staging.join("kms");
+    fs::create_dir_all(&kms).map_err(|err| format!("cannot create {}: {err}", kms.display()))?;
+    if !s3.get_file(MANIFEST, &staging.join(MANIFEST), MANIFEST_BYTES_MAX)? {
+        return Err(format!(
+            "the bucket has no {MANIFEST} there: not a backup, or one that did not finish"
+        ));
+    }
+    let manifest = read_manifest(staging)?;
+    for file in &manifest.files {
+        // One byte over the expected size is enough to see a mismatch.
+        if !s3.get_file(&file.name, &staging.join(&file.name), file.bytes + 1)? {
+            return Err(corrupt(&staging.join(&file.name), "it is missing"));
+        }
+    }
+    for check in &manifest.checks {
+        let name = format!("kms/{}", check.name);
+        if !s3.get_file(&name, &staging.join(&name), MANIFEST_BYTES_MAX)? {
+            return Err(corrupt(&staging.join(&name), "it is missing"));
+        }
+    }
+    Ok(())
+}
+
+fn restore_dir(dir: &Path, db: &Path) -> Result<Restored, String> {
+    let manifest = verify(dir)?;
+    refuse_existing(db)?;
+    let building = sibling(db, "restoring")?;
     let built = build(dir, &manifest, &building);
     if let Err(err) = built {
         let _ = fs::remove_dir_all(&building);
@@ -266,8 +303,8 @@ fn refuse_existing(db: &Path) -> Result<(), String> {
     }
 }
 
-/// `<parent>/.<name>.restoring`, emptied of what an interrupted restore left.
-fn building_dir(db: &Path) -> Result<PathBuf, String> {
+/// `<parent>/.<name>.<what>`, emptied of what an interrupted restore left.
+fn sibling(db: &Path, what: &str) -> Result<PathBuf, String> {
     let name = db
         .file_name()
         .ok_or_else(|| format!("{} names no directory", db.display()))?;
@@ -275,7 +312,7 @@ fn building_dir(db: &Path) -> Result<PathBuf, String> {
     let parent = parent.unwrap_or(Path::new("."));
     fs::create_dir_all(parent)
         .map_err(|err| format!("cannot create {}: {err}", parent.display()))?;
-    let building = parent.join(format!(".{}.restoring", name.to_string_lossy()));
+    let building = parent.join(format!(".{}.{what}", name.to_string_lossy()));
     if building.exists() {
         fs::remove_dir_all(&building)
             .map_err(|err| format!("cannot clear {}: {err}", building.display()))?;

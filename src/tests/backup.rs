@@ -2,7 +2,9 @@
 //! loader writes, restored with `progressdb restore` into a directory a
 //! new server then serves; the offline `progressdb backup`; refusal of
 //! corrupt, partial and misplaced backups; an encrypted directory's
-//! backup carrying its KMS check value and never its master keys.
+//! backup carrying its KMS check value and never its master keys; and
+//! backups to an S3 bucket served by moto (PyPI, installed into
+//! src/tests/s3/site by scripts/install-test-deps.sh) on loopback.
 
 #[path = "support.rs"]
 mod support;
@@ -59,8 +61,13 @@ fn wait_for_backup(client: &mut Client, id: &str) -> Value {
 
 /// Runs `progressdb <args>`; returns success and what it printed.
 fn progressdb(args: &[&str]) -> (bool, String) {
+    progressdb_with_env(args, &[])
+}
+
+fn progressdb_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_progressdb"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run progressdb");
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -338,4 +345,174 @@ fn an_encrypted_backup_keeps_the_check_value_and_never_the_master_keys() {
         .expect(200);
     assert_eq!(message["message"]["body"]["text"], "sealed marker");
     restored.stop();
+}
+
+/// moto's S3 server on a free loopback port, stopped on drop.
+struct S3Server {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl S3Server {
+    fn start() -> S3Server {
+        let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/tests/s3/site");
+        assert!(
+            site.join("moto").is_dir(),
+            "moto in src/tests/s3/site: run scripts/install-test-deps.sh"
+        );
+        let mut child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"])
+            .env("PYTHONPATH", &site)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start moto");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+        let endpoint = loop {
+            let line = lines
+                .next()
+                .expect("moto exited before it listened")
+                .unwrap();
+            if let Some(url) = line.split("Running on ").nth(1) {
+                break url.trim().to_string();
+            }
+        };
+        // Keep reading so moto never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        S3Server { child, endpoint }
+    }
+
+    fn env(&self) -> [(&str, &str); 3] {
+        [
+            ("PROGRESSDB_S3_ENDPOINT", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "test-access-key"),
+            ("AWS_SECRET_ACCESS_KEY", "test-secret-key"),
+        ]
+    }
+
+    /// Sends one request signed with the test credentials.
+    fn curl(&self, method: &str, path: &str, body: Option<&Path>) -> String {
+        let mut command = Command::new("curl");
+        command.args(["--silent", "--show-error", "-X", method]);
+        command.args(["--aws-sigv4", "aws:amz:us-east-1:s3"]);
+        command.args(["--user", "test-access-key:test-secret-key"]);
+        if let Some(body) = body {
+            command
+                .arg("--data-binary")
+                .arg(format!("@{}", body.display()));
+        }
+        let output = command
+            .args(["--write-out", "\n%{http_code}"])
+            .arg(format!("{}{path}", self.endpoint))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or_default();
+        assert_eq!(status, "200", "curl {method} {path}: {body}");
+        body.to_string()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn backups_go_to_an_s3_bucket_and_restore_from_it() {
+    let s3 = S3Server::start();
+    s3.curl("PUT", "/pdb-backups", None);
+    let env = s3.env();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let args = ["--shards", "2", "--admin-key", ADMIN];
+    let server = Server::start_with_env(&db, &args, &env);
+    let mut client = backend(&server);
+    for n in 0..60 {
+        post(&mut client, &format!("s3-{}", n % 4), json!({"n": n}));
+    }
+    let expected = all_messages(&mut client, "s3-2");
+    let mut admin = admin(&server);
+    let body = json!({"target": "s3://pdb-backups/nightly/one"}).to_string();
+    let started = admin.post("/admin/v1/backups", &body).expect(202);
+    let done = wait_for_backup(&mut admin, started["id"].as_str().unwrap());
+    assert_eq!(done["state"], "done", "{done}");
+    let listing = s3.curl("GET", "/pdb-backups?prefix=nightly/one/", None);
+    for name in ["manifest.json", "shard-0.items", "shard-1.items"] {
+        assert!(
+            listing.contains(&format!("nightly/one/{name}")),
+            "{listing}"
+        );
+    }
+    // A prefix that holds a backup is never written over.
+    let again = admin.post("/admin/v1/backups", &body).expect(202);
+    let refused = wait_for_backup(&mut admin, again["id"].as_str().unwrap());
+    assert_eq!(refused["state"], "failed");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("already holds a backup"),
+        "{refused}"
+    );
+    server.stop();
+    // No staging files are left in the data directory.
+    let staged = db.join(".backup-staging");
+    assert!(!staged.exists() || std::fs::read_dir(&staged).unwrap().next().is_none());
+
+    let restored_db = dir.path().join("restored");
+    let from = "s3://pdb-backups/nightly/one";
+    let (ok, text) = progressdb_with_env(
+        &[
+            "restore",
+            "--from",
+            from,
+            "--db",
+            restored_db.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(ok, "{text}");
+    let restored = Server::start_on(&restored_db, &args);
+    assert_eq!(all_messages(&mut backend(&restored), "s3-2"), expected);
+    restored.stop();
+
+    // The stopped server backs up to another prefix; a damaged object
+    // there is refused on restore.
+    let to = "s3://pdb-backups/offline";
+    let (ok, text) =
+        progressdb_with_env(&["backup", "--db", db.to_str().unwrap(), "--to", to], &env);
+    assert!(ok, "{text}");
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, b"PDBITEMS1\nnot items at all").unwrap();
+    s3.curl("PUT", "/pdb-backups/offline/shard-1.items", Some(&garbage));
+    let damaged_db = dir.path().join("damaged");
+    let (ok, text) = progressdb_with_env(
+        &[
+            "restore",
+            "--from",
+            to,
+            "--db",
+            damaged_db.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(!ok, "{text}");
+    assert!(text.contains("corrupt"), "{text}");
+    assert!(!damaged_db.exists());
+    let (ok, text) = progressdb_with_env(
+        &[
+            "restore",
+            "--from",
+            "s3://pdb-backups/nothing-here",
+            "--db",
+            damaged_db.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(!ok);
+    assert!(text.contains("did not finish"), "{text}");
 }
