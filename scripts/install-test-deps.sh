@@ -3,8 +3,9 @@
 # chromium and chromium-driver, and playwright-core from the committed
 # lockfile; and what the SQL test (src/tests/pg.rs) needs: Debian's
 # postgresql-client and psycopg pinned in src/tests/pg/requirements.txt;
-# and what the S3 backup test (src/tests/backup.rs) needs: moto's S3
-# server pinned in src/tests/s3/requirements.txt.
+# what the S3 backup test (src/tests/backup.rs) needs: moto's S3 server
+# pinned in src/tests/s3/requirements.txt; and the Python SDK the TLS test
+# (src/tests/tls.rs) drives, pinned in src/tests/sdk/requirements.txt.
 # Idempotent, and quick when everything is already there. Runs as root on
 # a fresh Debian machine (or with sudo).
 set -euo pipefail
@@ -78,3 +79,6 @@ pip_site psycopg src/tests/pg
 # The S3 backup test runs moto's S3 server (PyPI) on loopback; installed
 # the same way as psycopg above.
 pip_site moto src/tests/s3
+
+# The TLS test drives the published Python SDK (PyPI) over HTTPS.
+pip_site "progressdb (Python SDK)" src/tests/sdk

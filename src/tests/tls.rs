@@ -1,101 +1,26 @@
 //! End-to-end tests of HTTPS: a certificate authority and server
 //! certificates made with the `openssl` command in each test, `curl
 //! --cacert` against the API and the metrics listener, the plain-HTTP
-//! listener beside TLS, garbage and silence on the TLS port, and SIGHUP
-//! reloading the certificate while a connection stays open.
+//! listener beside TLS, garbage and silence on the TLS port, SIGHUP
+//! reloading the certificate while a connection stays open, and the
+//! published Python SDK (PyPI, in src/tests/sdk/site, installed by
+//! scripts/install-test-deps.sh) over HTTPS.
 
 #[path = "support.rs"]
 mod support;
+#[path = "tls_support.rs"]
+mod tls_support;
 
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 use support::{API_KEY, Client, Reply, Server, log_with, read_reply_from};
-
-/// A certificate authority and one server certificate it signed, for
-/// `localhost` and 127.0.0.1, as PEM files in one directory.
-struct Pki {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Makes `<name>-ca.pem`, `<name>.pem` and `<name>.key` in `dir`.
-fn make_pki(dir: &Path, name: &str) -> Pki {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let (ca_key, ca) = (format!("{name}-ca.key"), format!("{name}-ca.pem"));
-    let (key, csr, cert) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.pem"),
-    );
-    let ca_subject = format!("/CN=ProgressDB test CA {name}");
-    let mut args = vec!["req", "-x509", "-days", "2", "-subj", &ca_subject];
-    args.extend(ec);
-    args.extend(["-keyout", &ca_key, "-out", &ca]);
-    openssl(dir, &args);
-    let mut args = vec!["req", "-subj", "/CN=localhost"];
-    args.extend(ec);
-    args.extend(["-keyout", &key, "-out", &csr]);
-    openssl(dir, &args);
-    let ext = format!("{name}.ext");
-    std::fs::write(
-        dir.join(&ext),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-days",
-            "2",
-            "-in",
-            &csr,
-            "-CA",
-            &ca,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-extfile",
-            &ext,
-            "-out",
-            &cert,
-        ],
-    );
-    Pki {
-        ca: dir.join(ca),
-        cert: dir.join(cert),
-        key: dir.join(key),
-    }
-}
+use tls_support::{Pki, client_config, make_pki};
 
 fn start_tls(pki: &Pki, extra: &[&str]) -> Server {
     let mut args = vec![
@@ -140,18 +65,8 @@ struct TlsClient {
 
 impl TlsClient {
     fn connect(addr: SocketAddr, ca: &Path) -> std::io::Result<TlsClient> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         let name = ServerName::try_from("localhost").unwrap();
-        let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let connection = rustls::ClientConnection::new(client_config(ca), name).unwrap();
         let socket = TcpStream::connect(addr)?;
         socket.set_read_timeout(Some(Duration::from_secs(20)))?;
         let mut stream = rustls::StreamOwned::new(connection, socket);
@@ -373,4 +288,40 @@ fn start_up_refuses_a_key_that_does_not_match() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("does not match"), "{stderr}");
+}
+
+#[test]
+fn the_python_sdk_works_over_https_with_the_ca() {
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/tests/sdk");
+    assert!(
+        sdk.join("site/progressdb").is_dir(),
+        "the Python SDK in src/tests/sdk/site: run scripts/install-test-deps.sh"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path(), "sdk");
+    let server = start_tls(&pki, &[]);
+    let base = format!("https://localhost:{}", server.addr.port());
+    let run = |ca: &Path| {
+        Command::new("python3")
+            .arg(sdk.join("https_client.py"))
+            .args([base.as_str(), API_KEY])
+            .env("PYTHONPATH", sdk.join("site"))
+            .env("REQUESTS_CA_BUNDLE", ca)
+            .output()
+            .expect("run python3")
+    };
+    let output = run(&pki.ca);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let read: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(read["health"]["status"], "ok");
+    assert_eq!(read["texts"], serde_json::json!(["hello over https"]));
+    // Trusting only another CA, the SDK refuses the server.
+    let other = make_pki(dir.path(), "other");
+    assert!(!run(&other.ca).status.success());
+    server.stop();
 }
