@@ -213,7 +213,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
     SHUTDOWN.store(true, Ordering::SeqCst);
     // A second signal ends the process at once.
     std::thread::spawn(move || {
-        wait_for_shutdown(&signals, None);
+        wait_for_shutdown(&signals, reloadable_cert.as_deref());
         logging::warn("second signal: exiting without draining", &[]);
         std::process::exit(130);
     });
