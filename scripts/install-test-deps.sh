@@ -80,5 +80,11 @@ pip_site psycopg src/tests/pg
 # the same way as psycopg above.
 pip_site moto src/tests/s3
 
-# The TLS test drives the published Python SDK (PyPI) over HTTPS.
+# The TLS test drives the published Python SDK (PyPI) over HTTPS, and
+# makes its certificates with the openssl command.
 pip_site "progressdb (Python SDK)" src/tests/sdk
+if ! command -v openssl >/dev/null; then
+    echo "== openssl: installing"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl
+fi
