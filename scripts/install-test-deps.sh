@@ -3,7 +3,9 @@
 # chromium and chromium-driver, and playwright-core from the committed
 # lockfile; what the SQL test (src/tests/pg.rs) needs: Debian's
 # postgresql-client, psycopg pinned in src/tests/pg/requirements.txt, a
-# JDK and pgjdbc; and the published Python SDK for src/tests/sdk.rs.
+# JDK and pgjdbc; what the S3 backup test (src/tests/backup.rs) needs:
+# moto's S3 server pinned in src/tests/s3/requirements.txt; and the
+# published Python SDK that src/tests/sdk.rs and src/tests/tls.rs drive.
 # Idempotent, and quick when everything is already there. Runs as root on
 # a fresh Debian machine (or with sudo).
 set -euo pipefail
@@ -83,5 +85,13 @@ pip_site() { # directory, what it holds
     cp "$dir/requirements.txt" "$dir/site/.requirements.installed"
 }
 pip_site src/tests/pg psycopg
-# The SDK test (src/tests/sdk.rs) runs the published Python SDK.
+# The S3 backup test runs moto's S3 server (PyPI) on loopback.
+pip_site src/tests/s3 moto
+# The SDK and TLS tests drive the published Python SDK (PyPI); the TLS
+# test makes its certificates with the openssl command.
 pip_site src/tests/sdk "progressdb (PyPI SDK)"
+if ! command -v openssl >/dev/null; then
+    echo "== openssl: installing"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl
+fi

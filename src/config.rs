@@ -21,7 +21,8 @@ use crate::wal::{Durability, WalOptions};
 #[command(
     name = "progressdb",
     version,
-    about = "ProgressDB: a chat-native database server (threads, messages, HTTP/JSON API)"
+    about = "ProgressDB: a chat-native database server (threads, messages, HTTP/JSON API)",
+    after_help = "Also: `progressdb backup --db DIR --to file:///dir` (stopped server) and `progressdb restore --from file:///dir --db DIR`."
 )]
 pub struct Flags {
     /// Data directory; created if missing. [default: ./data]
@@ -235,6 +236,26 @@ pub struct Flags {
     #[arg(long, env = "PROGRESSDB_PG_ADDR", value_name = "HOST:PORT")]
     pub pg_addr: Option<String>,
 
+    /// Serve HTTPS on `--addr` (and on `--metrics-addr`) with this PEM
+    /// certificate chain, leaf first. Needs `--tls-key`. SIGHUP reloads
+    /// both files without dropping connections. [default: plain HTTP]
+    #[arg(long, env = "PROGRESSDB_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, env = "PROGRESSDB_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// With TLS on, also serve plain HTTP on this address, meant for
+    /// loopback (a local sidecar or health check). [default: off]
+    #[arg(long, env = "PROGRESSDB_PLAIN_ADDR", value_name = "HOST:PORT")]
+    pub plain_addr: Option<String>,
+
+    /// Longest time in ms a client may take to finish the TLS handshake.
+    /// [default: 10000]
+    #[arg(long, env = "PROGRESSDB_TLS_HANDSHAKE_TIMEOUT_MS", value_name = "MS")]
+    pub tls_handshake_timeout_ms: Option<u64>,
+
     /// On SIGTERM/SIGINT, the longest wait in ms for requests in flight
     /// to finish before the store is flushed and the process exits.
     /// [default: 10000]
@@ -279,6 +300,10 @@ struct FileSettings {
     access_log: Option<bool>,
     metrics_addr: Option<String>,
     pg_addr: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    plain_addr: Option<String>,
+    tls_handshake_timeout_ms: Option<u64>,
     shutdown_timeout_ms: Option<u64>,
 }
 
@@ -318,6 +343,10 @@ const FILE_KEYS: &[&str] = &[
     "access_log",
     "metrics_addr",
     "pg_addr",
+    "tls_cert",
+    "tls_key",
+    "plain_addr",
+    "tls_handshake_timeout_ms",
     "shutdown_timeout_ms",
 ];
 
@@ -358,8 +387,20 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// A listener speaking the PostgreSQL v3 protocol (src/pg).
     pub pg_addr: Option<SocketAddr>,
+    /// `Some` when the API and metrics listeners speak HTTPS.
+    pub tls: Option<TlsConfig>,
     /// Longest wait for requests in flight on shutdown.
     pub shutdown_timeout_ms: u64,
+}
+
+/// HTTPS settings (`--tls-cert`, `--tls-key`, `--plain-addr`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub handshake_timeout: std::time::Duration,
+    /// A plain-HTTP listener beside the TLS one.
+    pub plain_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -401,6 +442,7 @@ impl std::fmt::Debug for Config {
             .field("access_log", &self.access_log)
             .field("metrics_addr", &self.metrics_addr)
             .field("pg_addr", &self.pg_addr)
+            .field("tls", &self.tls)
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
             .finish()
     }
@@ -721,7 +763,19 @@ impl Config {
             SHUTDOWN_TIMEOUT_MS_DEFAULT,
             3600 * 1000,
         )? as u64;
+        let tls = resolve_tls(
+            TlsFlags {
+                cert: flags.tls_cert.or(file.tls_cert),
+                key: flags.tls_key.or(file.tls_key),
+                plain_addr: flags.plain_addr.or(file.plain_addr),
+                handshake_timeout_ms: flags
+                    .tls_handshake_timeout_ms
+                    .or(file.tls_handshake_timeout_ms),
+            },
+            &[Some(addr), metrics_addr, pg_addr],
+        )?;
         Ok(Config {
+            tls,
             log_level,
             access_log,
             metrics_addr,
@@ -755,6 +809,67 @@ impl Config {
             io_memory_bytes: io_memory_kib * 1024,
         })
     }
+}
+
+/// The TLS settings as given, before validation.
+struct TlsFlags {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    plain_addr: Option<String>,
+    handshake_timeout_ms: Option<u64>,
+}
+
+const TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT: usize = 10_000;
+
+/// TLS is on when a certificate and key are both given; `--plain-addr`
+/// only makes sense beside it, on a port of its own.
+fn resolve_tls(
+    given: TlsFlags,
+    taken: &[Option<SocketAddr>],
+) -> Result<Option<TlsConfig>, ConfigError> {
+    let (cert, key) = match (given.cert, given.key) {
+        (None, None) => {
+            if given.plain_addr.is_some() {
+                return Err(invalid(
+                    "plain_addr",
+                    "only applies with tls_cert and tls_key (addr already serves plain HTTP)",
+                ));
+            }
+            return Ok(None);
+        }
+        (Some(cert), Some(key)) => (cert, key),
+        (Some(_), None) => return Err(invalid("tls_key", "is required with tls_cert")),
+        (None, Some(_)) => return Err(invalid("tls_cert", "is required with tls_key")),
+    };
+    let plain_addr = match given.plain_addr {
+        None => None,
+        Some(text) => {
+            let plain = parse_addr(&text).map_err(|reason| invalid("plain_addr", reason))?;
+            let clashes = taken
+                .iter()
+                .flatten()
+                .any(|other| other.port() == plain.port());
+            if plain.port() != 0 && clashes {
+                return Err(invalid(
+                    "plain_addr",
+                    "must use a different port than `addr`, `metrics_addr` and `pg_addr`",
+                ));
+            }
+            Some(plain)
+        }
+    };
+    let handshake_timeout_ms = positive(
+        "tls_handshake_timeout_ms",
+        given.handshake_timeout_ms.map(|ms| ms as usize),
+        TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT,
+        600 * 1000,
+    )?;
+    Ok(Some(TlsConfig {
+        cert,
+        key,
+        handshake_timeout: std::time::Duration::from_millis(handshake_timeout_ms as u64),
+        plain_addr,
+    }))
 }
 
 /// Failed authentications a source address may make per minute: plenty
@@ -979,6 +1094,14 @@ struct EffectiveSettings {
     metrics_addr: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pg_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plain_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_handshake_timeout_ms: Option<u64>,
     shutdown_timeout_ms: u64,
 }
 
@@ -1047,6 +1170,17 @@ impl Config {
             access_log: self.access_log,
             metrics_addr: self.metrics_addr.map(|addr| addr.to_string()),
             pg_addr: self.pg_addr.map(|addr| addr.to_string()),
+            tls_cert: self.tls.as_ref().map(|tls| tls.cert.display().to_string()),
+            tls_key: self.tls.as_ref().map(|tls| tls.key.display().to_string()),
+            plain_addr: self
+                .tls
+                .as_ref()
+                .and_then(|tls| tls.plain_addr)
+                .map(|addr| addr.to_string()),
+            tls_handshake_timeout_ms: self
+                .tls
+                .as_ref()
+                .map(|tls| tls.handshake_timeout.as_millis() as u64),
             shutdown_timeout_ms: self.shutdown_timeout_ms,
         };
         let mut out = String::from(
@@ -1322,6 +1456,41 @@ mod tests {
             }),
             "shutdown_timeout_ms"
         );
+    }
+
+    #[test]
+    fn tls_needs_cert_and_key_and_plain_addr_needs_tls() {
+        assert_eq!(Config::resolve(Flags::default()).unwrap().tls, None);
+        let only_cert = Config::resolve(Flags {
+            tls_cert: Some("cert.pem".into()),
+            ..Flags::default()
+        });
+        assert_eq!(only_cert.unwrap_err().key, "tls_key");
+        let plain_without_tls = Config::resolve(Flags {
+            plain_addr: Some("127.0.0.1:8081".into()),
+            ..Flags::default()
+        });
+        assert_eq!(plain_without_tls.unwrap_err().key, "plain_addr");
+        let tls_flags = || Flags {
+            tls_cert: Some("cert.pem".into()),
+            tls_key: Some("key.pem".into()),
+            plain_addr: Some("127.0.0.1:8081".into()),
+            ..Flags::default()
+        };
+        let config = Config::resolve(tls_flags()).unwrap();
+        let tls = config.tls.clone().unwrap();
+        assert_eq!(tls.plain_addr, Some("127.0.0.1:8081".parse().unwrap()));
+        assert_eq!(tls.handshake_timeout, std::time::Duration::from_secs(10));
+        assert!(
+            config
+                .render_effective()
+                .contains("tls_cert = \"cert.pem\"")
+        );
+        let clash = Config::resolve(Flags {
+            plain_addr: Some("127.0.0.1:8080".into()),
+            ..tls_flags()
+        });
+        assert_eq!(clash.unwrap_err().key, "plain_addr");
     }
 
     #[test]

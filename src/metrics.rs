@@ -72,6 +72,8 @@ pub fn route_name(routed: &Result<Route, RouteError>) -> &'static str {
         Route::Metrics => "metrics",
         Route::Sign => "sign",
         Route::RotateMasterKey => "rotate_master_key",
+        Route::StartBackup => "start_backup",
+        Route::GetBackup(_) => "get_backup",
         Route::Options(_) => "options",
         Route::OpenApi => "openapi",
         Route::Docs => "docs",

@@ -3,6 +3,7 @@
 //! the accepting core, before it crosses to another core.
 
 mod admin;
+mod backup;
 mod cors;
 pub mod docs;
 mod error;
@@ -70,6 +71,8 @@ pub struct Api {
     keyring_file: Option<std::path::PathBuf>,
     encryption: bool,
     kms_check_dir: std::path::PathBuf,
+    /// The data directory (backups copy its KMS check files).
+    db: std::path::PathBuf,
     /// Sequence for thread ids generated on this core.
     thread_sequence: Cell<u32>,
 }
@@ -97,6 +100,7 @@ impl Api {
             },
             encryption: config.encryption.is_some(),
             kms_check_dir: config.db.join("kms"),
+            db: config.db.clone(),
             thread_sequence: Cell::new(0),
         }
     }
@@ -220,6 +224,9 @@ impl Api {
         }
         let query = Query::parse(&request.query)?;
         if let Some(handled) = self.admin_read(&route, request, &query).await {
+            return handled;
+        }
+        if let Some(handled) = self.backup_route(&route, request).await {
             return handled;
         }
         let call = Call {

@@ -1,7 +1,10 @@
 //! The ProgressDB server binary: parse flags, resolve config, run.
 
+use std::path::PathBuf;
+
 use clap::Parser;
 use clap::error::ErrorKind;
+use progressdb::backup::Target;
 use progressdb::config::{Config, Flags, flag_error_line};
 use progressdb::logging;
 
@@ -34,6 +37,15 @@ fn keep_freed_memory() {
 
 fn main() {
     keep_freed_memory();
+    match std::env::args().nth(1).as_deref() {
+        Some("backup") => {
+            return exit_with(backup(BackupArgs::parse_from(std::env::args().skip(1))));
+        }
+        Some("restore") => {
+            return exit_with(restore(RestoreArgs::parse_from(std::env::args().skip(1))));
+        }
+        _ => {}
+    }
     let flags = match Flags::try_parse() {
         Ok(flags) => flags,
         Err(err) => match err.kind() {
@@ -61,6 +73,68 @@ fn main() {
     if let Err(err) = progressdb::server::run(config) {
         logging::error("cannot run", &[("error", &err)]);
         std::process::exit(1);
+    }
+}
+
+/// `progressdb backup`: copies a stopped server's data directory.
+#[derive(Parser)]
+#[command(
+    name = "progressdb backup",
+    about = "Back up the data directory of a stopped server (a running one: POST /admin/v1/backups)"
+)]
+struct BackupArgs {
+    /// The data directory.
+    #[arg(long, value_name = "DIR")]
+    db: PathBuf,
+    /// Where to write the backup: file:///absolute/dir (new or empty).
+    #[arg(long, value_name = "TARGET")]
+    to: String,
+}
+
+/// `progressdb restore`: rebuilds a data directory from a backup.
+#[derive(Parser)]
+#[command(
+    name = "progressdb restore",
+    about = "Rebuild a data directory from a backup, after checking it whole"
+)]
+struct RestoreArgs {
+    /// The backup: file:///absolute/dir.
+    #[arg(long, value_name = "TARGET")]
+    from: String,
+    /// The data directory to create; it must not exist or be empty.
+    #[arg(long, value_name = "DIR")]
+    db: PathBuf,
+}
+
+fn backup(args: BackupArgs) -> Result<String, String> {
+    let target = Target::parse(&args.to)?;
+    let manifest = progressdb::backup::offline::backup(&args.db, &target)?;
+    let items: u64 = manifest.files.iter().map(|file| file.items).sum();
+    Ok(format!(
+        "backed up {} shard(s), {items} item(s), to {}",
+        manifest.shards,
+        target.describe()
+    ))
+}
+
+fn restore(args: RestoreArgs) -> Result<String, String> {
+    let target = Target::parse(&args.from)?;
+    let restored = progressdb::backup::restore::restore(&target, &args.db)?;
+    Ok(format!(
+        "restored {} shard(s), {} item(s), into {}",
+        restored.shards,
+        restored.items,
+        args.db.display()
+    ))
+}
+
+fn exit_with(result: Result<String, String>) {
+    match result {
+        Ok(done) => println!("progressdb: {done}"),
+        Err(err) => {
+            eprintln!("progressdb: {err}");
+            std::process::exit(1);
+        }
     }
 }
 

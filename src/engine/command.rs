@@ -156,6 +156,12 @@ pub enum Command {
     Stats,
     /// One shard's part of a Prometheus scrape.
     Metrics,
+    /// Takes a consistent view of the shard's store and sends it to a
+    /// backup's thread, which reads it while the shard goes on; the reply
+    /// is `{"shard","lsn"}`. Sent to every shard.
+    Snapshot {
+        to: std::sync::mpsc::Sender<(usize, crate::store::Snapshot)>,
+    },
     /// Adds a rotated master key to a shard's keyring.
     AddMasterKey {
         id: u32,
@@ -417,6 +423,7 @@ impl Command {
             | Command::Stats
             | Command::Metrics
             | Command::AddMasterKey { .. }
+            | Command::Snapshot { .. }
             | Command::SubscribeUser { .. }
             | Command::UnsubscribeUser { .. } => None,
         }

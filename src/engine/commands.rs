@@ -67,6 +67,7 @@ impl Engine {
             // The mesh answers this itself with the core's counters added;
             // run here directly, the shard reports what the engine knows.
             Command::Metrics => Executed::read(Reply::Metrics(Box::new(self.metrics_sample()))),
+            Command::Snapshot { to } => self.send_snapshot(&to),
             Command::ListThreads(page) => self.list_threads(&page),
             Command::PostMessage {
                 thread,

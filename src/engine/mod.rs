@@ -465,6 +465,25 @@ impl Engine {
         self.store.persist()
     }
 
+    /// A consistent view of everything applied so far (see
+    /// [`crate::store::Snapshot`]).
+    pub fn snapshot(&self) -> Result<crate::store::Snapshot, StoreError> {
+        self.store.snapshot()
+    }
+
+    /// Answers `Command::Snapshot`: the view goes straight to the backup's
+    /// thread; the reply names the LSN it covers.
+    fn send_snapshot(
+        &self,
+        to: &std::sync::mpsc::Sender<(usize, crate::store::Snapshot)>,
+    ) -> Result<Executed, EngineError> {
+        let snapshot = self.snapshot()?;
+        let reply = serde_json::json!({ "shard": self.shard.0, "lsn": snapshot.lsn.0 });
+        to.send((self.shard.0, snapshot))
+            .map_err(|_| EngineError::Storage("the backup stopped before its snapshot".into()))?;
+        Executed::read(Reply::Ok(reply.to_string().into_bytes()))
+    }
+
     /// Writes out every logged record, whatever the durability mode, so a
     /// clean shutdown leaves nothing acknowledged only in memory.
     pub async fn flush_wal(&self) -> Result<(), crate::wal::WalError> {

@@ -52,6 +52,10 @@ pub enum Route {
     Sign,
     /// `POST /admin/v1/kms/rotate`: a new master key for new thread keys.
     RotateMasterKey,
+    /// `POST /admin/v1/backups`: starts an online backup.
+    StartBackup,
+    /// `GET /admin/v1/backups/{id}`: a backup's state and progress.
+    GetBackup(String),
     /// `GET /openapi.json`: the OpenAPI document of every route here.
     OpenApi,
     /// `GET /docs/`: the HTML page that renders `/openapi.json`.
@@ -90,6 +94,8 @@ impl Route {
             | Route::AdminTotals
             | Route::Metrics
             | Route::RotateMasterKey
+            | Route::StartBackup
+            | Route::GetBackup(_)
             | Route::AdminListThreads
             | Route::AdminGetThread(_)
             | Route::AdminListMessages(_)
@@ -150,6 +156,8 @@ enum Resource {
     AdminParticipants,
     ViewerPage,
     ViewerAsset,
+    Backups,
+    Backup,
 }
 
 impl Resource {
@@ -173,7 +181,8 @@ impl Resource {
             | Resource::AdminVersions
             | Resource::AdminParticipants
             | Resource::ViewerPage
-            | Resource::ViewerAsset => "GET, HEAD, OPTIONS",
+            | Resource::ViewerAsset
+            | Resource::Backup => "GET, HEAD, OPTIONS",
             Resource::Threads | Resource::Messages | Resource::Participants => {
                 "GET, HEAD, POST, OPTIONS"
             }
@@ -184,7 +193,8 @@ impl Resource {
             | Resource::ThreadRestore
             | Resource::MessageRestore
             | Resource::Sign
-            | Resource::Rotate => "POST, OPTIONS",
+            | Resource::Rotate
+            | Resource::Backups => "POST, OPTIONS",
             Resource::Versions | Resource::Replies | Resource::Stream | Resource::UserStream => {
                 "GET, HEAD, OPTIONS"
             }
@@ -249,6 +259,8 @@ const PATHS: &[(&str, Resource)] = &[
     ("/admin/health", Resource::AdminHealth),
     ("/admin/stats", Resource::AdminTotals),
     ("/admin/v1/kms/rotate", Resource::Rotate),
+    ("/admin/v1/backups", Resource::Backups),
+    ("/admin/v1/backups/{id}", Resource::Backup),
     ("/metrics", Resource::Metrics),
     ("/admin/v1/threads", Resource::AdminThreads),
     ("/admin/v1/threads/{id}", Resource::AdminThread),
@@ -346,6 +358,8 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
         (Resource::Metrics, Method::Get) => Route::Metrics,
         (Resource::Sign, Method::Post) => Route::Sign,
         (Resource::Rotate, Method::Post) => Route::RotateMasterKey,
+        (Resource::Backups, Method::Post) => Route::StartBackup,
+        (Resource::Backup, Method::Get) => Route::GetBackup(param()),
         (Resource::AdminThreads, Method::Get) => Route::AdminListThreads,
         (Resource::AdminThread, Method::Get) => Route::AdminGetThread(param()),
         (Resource::AdminMessages, Method::Get) => Route::AdminListMessages(param()),

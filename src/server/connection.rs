@@ -16,11 +16,12 @@ use std::io::ErrorKind;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::drain::Drain;
 use super::live_tail;
+use super::tls::Tls;
 use crate::api::{Api, ApiError, Handled};
 use crate::http::{self, HeadLimits, Method, Parse, Response};
 use crate::metrics::ROUTE_INVALID;
@@ -86,17 +87,39 @@ pub async fn refuse(mut stream: TcpStream) {
     let _ = stream.close().await;
 }
 
+/// Serves one accepted connection, over TLS when `tls` is given.
 pub async fn serve(
-    mut stream: TcpStream,
+    stream: TcpStream,
     api: Rc<Api>,
     settings: Rc<ConnectionSettings>,
     listener: Listener,
+    tls: Option<Rc<Tls>>,
 ) {
     // Latency matters more than packet count for small JSON responses.
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok().map(|addr| addr.ip());
+    // The socket's timeouts also bound every read and write TLS makes.
     let _ = stream.set_read_timeout(Some(settings.idle_timeout));
     let _ = stream.set_write_timeout(Some(settings.idle_timeout));
+    match tls {
+        None => serve_http(stream, peer, api, settings, listener).await,
+        Some(tls) => {
+            if let Some(stream) = tls.handshake(stream).await {
+                serve_http(stream, peer, api, settings, listener).await;
+            }
+        }
+    }
+}
+
+/// Reads requests from `stream` and answers them, until the client or
+/// shutdown closes the connection.
+async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    peer: Option<std::net::IpAddr>,
+    api: Rc<Api>,
+    settings: Rc<ConnectionSettings>,
+    listener: Listener,
+) {
     let mut input = Input::new();
     let mut output: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut continue_sent = false;

@@ -18,7 +18,7 @@ const META_FILE: &str = "progressdb.json";
 const DEV_KEY_FILE: &str = "dev-api-key";
 /// 2: one LSM-tree per shard with the keyspace as a key prefix, its
 /// sequence numbers being WAL LSNs (1 was one fjall database per shard).
-const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Meta {

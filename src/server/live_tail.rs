@@ -14,8 +14,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
+use futures_lite::{AsyncWrite, AsyncWriteExt};
 
 use crate::api::{ApiError, LiveTail};
 use crate::engine::{Command, Reply};
@@ -55,15 +54,19 @@ fn encode(event: &StreamEvent, out: &mut Vec<u8>) {
 
 /// Streams until the client goes away or falls behind. `Err` carries an
 /// error response to send instead when the stream could not start.
-pub async fn serve(stream: &mut TcpStream, mesh: Rc<Mesh>, tail: LiveTail) -> Result<(), ApiError> {
+pub async fn serve<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    mesh: Rc<Mesh>,
+    tail: LiveTail,
+) -> Result<(), ApiError> {
     match tail.thread.clone() {
         Some(thread) => serve_thread(stream, mesh, &tail, thread).await,
         None => serve_user(stream, mesh, &tail).await,
     }
 }
 
-async fn serve_thread(
-    stream: &mut TcpStream,
+async fn serve_thread<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     mesh: Rc<Mesh>,
     tail: &LiveTail,
     thread: ThreadId,
@@ -114,8 +117,8 @@ async fn serve_thread(
 /// `GET /frontend/v1/stream`: every change of every thread the caller
 /// owns or takes part in, whichever shard owns it. Every shard is told
 /// that this core follows the user; live only (no replay).
-async fn serve_user(
-    stream: &mut TcpStream,
+async fn serve_user<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     mesh: Rc<Mesh>,
     tail: &LiveTail,
 ) -> Result<(), ApiError> {
@@ -170,8 +173,8 @@ struct Source<'a> {
     owner: ShardId,
 }
 
-async fn stream_events(
-    stream: &mut TcpStream,
+async fn stream_events<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     mesh: &Mesh,
     (tail, source): (&LiveTail, Source<'_>),
     subscription: &crate::shard::hub::Subscription,
@@ -224,8 +227,8 @@ async fn stream_events(
 
 /// Sends live events past `last_replayed` until the client goes away, falls
 /// behind, or an event `ends` the stream (sent first).
-async fn follow_live(
-    stream: &mut TcpStream,
+async fn follow_live<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     subscription: &crate::shard::hub::Subscription,
     last_replayed: u64,
     ends: impl Fn(&StreamEvent) -> bool,

@@ -17,6 +17,7 @@ pub(crate) mod drain;
 mod fds;
 mod live_tail;
 pub mod stalls;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -67,6 +68,18 @@ pub fn run(mut config: Config) -> Result<(), String> {
     );
     let keys = resolve_keys(&config)?;
     let kms = open_kms(&config)?;
+    let (reloadable_cert, tls_config) = match &config.tls {
+        Some(settings) => {
+            let cert = tls::ReloadableCert::open(&settings.cert, &settings.key)?;
+            (Some(cert.clone()), Some(tls::server_config(cert)?))
+        }
+        None => (None, None),
+    };
+    let scheme = if tls_config.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let io_memory = io_memory_per_shard(config.io_memory_bytes, shard_count)?;
 
     // Block the shutdown signals before any thread starts, so every thread
@@ -85,6 +98,13 @@ pub fn run(mut config: Config) -> Result<(), String> {
         None => (None, None),
     };
     let (pg_addr, pg_reservation) = match config.pg_addr {
+        Some(wanted) => {
+            let (bound, reservation) = reserve_port(wanted)?;
+            (Some(bound), reservation)
+        }
+        None => (None, None),
+    };
+    let (plain_addr, plain_reservation) = match config.tls.as_ref().and_then(|tls| tls.plain_addr) {
         Some(wanted) => {
             let (bound, reservation) = reserve_port(wanted)?;
             (Some(bound), reservation)
@@ -125,16 +145,19 @@ pub fn run(mut config: Config) -> Result<(), String> {
             let kms = kms.clone();
             let ready_tx = ready_tx.clone();
             let heartbeats = heartbeats.clone();
+            let tls_config = tls_config.clone();
             // Moved, never cloned, on the executor thread: see `mesh::builder`.
             async move {
                 let listen = Addresses {
                     api: addr,
                     metrics: metrics_addr,
                     pg: pg_addr,
+                    plain: plain_addr,
                 };
                 let shard = Shard {
                     mesh_handle,
                     heartbeats,
+                    tls_config,
                 };
                 let result = run_shard(listen, config, keys, kms, shard, ready_tx.clone()).await;
                 if let Err(err) = &result {
@@ -156,16 +179,20 @@ pub fn run(mut config: Config) -> Result<(), String> {
     drop(reservation);
     drop(metrics_reservation);
     drop(pg_reservation);
+    drop(plain_reservation);
     // Tests and scripts wait for this line to learn the bound port (the
     // first address after "listening on"); fields follow as key=value.
     let metrics_field = metrics_addr
-        .map(|metrics| format!(" metrics=http://{metrics}/metrics"))
+        .map(|metrics| format!(" metrics={scheme}://{metrics}/metrics"))
         .unwrap_or_default()
         + &pg_addr
             .map(|pg| format!(" pg=postgresql://{pg}"))
+            .unwrap_or_default()
+        + &plain_addr
+            .map(|plain| format!(" plain=http://{plain}"))
             .unwrap_or_default();
     println!(
-        "progressdb {} listening on http://{addr} shards={shard_count} durability={durability} data={db_display}{metrics_field}",
+        "progressdb {} listening on {scheme}://{addr} shards={shard_count} durability={durability} data={db_display}{metrics_field}",
         env!("CARGO_PKG_VERSION"),
     );
     logging::info(
@@ -178,7 +205,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
         ],
     );
 
-    wait_for_signal(&signals);
+    wait_for_shutdown(&signals, reloadable_cert.as_deref());
     logging::info(
         "shutting down: draining requests in flight",
         &[("timeout_ms", &shutdown_timeout_ms)],
@@ -186,7 +213,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
     SHUTDOWN.store(true, Ordering::SeqCst);
     // A second signal ends the process at once.
     std::thread::spawn(move || {
-        wait_for_signal(&signals);
+        wait_for_shutdown(&signals, reloadable_cert.as_deref());
         logging::warn("second signal: exiting without draining", &[]);
         std::process::exit(130);
     });
@@ -219,12 +246,16 @@ struct Addresses {
     api: SocketAddr,
     metrics: Option<SocketAddr>,
     pg: Option<SocketAddr>,
+    /// Plain HTTP beside TLS (`--plain-addr`), on every shard.
+    plain: Option<SocketAddr>,
 }
 
 /// What each executor is handed to become a shard.
 struct Shard {
     mesh_handle: mesh::MeshHandle,
     heartbeats: Arc<stalls::Heartbeats>,
+    /// Set when the API and metrics listeners speak TLS.
+    tls_config: Option<Arc<rustls::ServerConfig>>,
 }
 
 async fn run_shard(
@@ -238,7 +269,15 @@ async fn run_shard(
     let Shard {
         mesh_handle,
         heartbeats,
+        tls_config,
     } = handed;
+    let tls = tls_config.map(|tls_config| {
+        let handshake_timeout = config
+            .tls
+            .as_ref()
+            .map_or(Duration::ZERO, |tls| tls.handshake_timeout);
+        Rc::new(tls::Tls::new(tls_config, handshake_timeout))
+    });
     let (senders, receivers) = mesh_handle
         .join()
         .await
@@ -276,6 +315,13 @@ async fn run_shard(
         ),
         _ => None,
     };
+    let plain_listener = match listen.plain {
+        Some(plain_addr) => Some(
+            TcpListener::bind(plain_addr)
+                .map_err(|err| format!("{shard}: cannot listen on {plain_addr}: {err}"))?,
+        ),
+        None => None,
+    };
     let pg_listener = match listen.pg {
         Some(pg_addr) => Some(
             TcpListener::bind(pg_addr)
@@ -304,23 +350,29 @@ async fn run_shard(
 
     let open_connections = api.mesh().metrics().open_connections.clone();
     let connections_max = config.limits.connections_per_shard_max;
+    let accepting = Accepting {
+        api: api.clone(),
+        settings: settings.clone(),
+        connections_max,
+    };
     let accept_loop = glommio::spawn_local(accept(
         listener,
         Listener::Api,
-        api.clone(),
-        settings.clone(),
-        connections_max,
+        tls.clone(),
+        accepting.clone(),
     ))
     .detach();
     let metrics_loop = metrics_listener.map(|listener| {
         glommio::spawn_local(accept(
             listener,
             Listener::Metrics,
-            api.clone(),
-            settings.clone(),
-            connections_max,
+            tls.clone(),
+            accepting.clone(),
         ))
         .detach()
+    });
+    let plain_loop = plain_listener.map(|listener| {
+        glommio::spawn_local(accept(listener, Listener::Api, None, accepting.clone())).detach()
     });
 
     let pg_loop = pg_listener.map(|listener| {
@@ -346,8 +398,8 @@ async fn run_shard(
     }
     // Dropping the listeners closes them: new connections are refused.
     accept_loop.cancel();
-    if let Some(metrics_loop) = metrics_loop {
-        metrics_loop.cancel();
+    for other_loop in [metrics_loop, plain_loop].into_iter().flatten() {
+        other_loop.cancel();
     }
     if let Some(pg_loop) = pg_loop {
         pg_loop.cancel();
@@ -384,15 +436,27 @@ async fn run_shard(
     Ok(())
 }
 
-/// Accepts connections until cancelled, each served on its own task while
-/// a per-shard slot is free, else answered 503.
-async fn accept(
-    listener: TcpListener,
-    kind: Listener,
+/// What every HTTP accept loop of a shard shares.
+#[derive(Clone)]
+struct Accepting {
     api: Rc<Api>,
     settings: Rc<ConnectionSettings>,
     connections_max: usize,
+}
+
+/// Accepts connections until cancelled, each served on its own task (over
+/// TLS when `tls` is set) while a per-shard slot is free, else answered 503.
+async fn accept(
+    listener: TcpListener,
+    kind: Listener,
+    tls: Option<Rc<tls::Tls>>,
+    shared: Accepting,
 ) {
+    let Accepting {
+        api,
+        settings,
+        connections_max,
+    } = shared;
     let metrics = api.mesh().metrics();
     let open_connections = metrics.open_connections.clone();
     let mut spare = fds::Spare::new();
@@ -423,8 +487,9 @@ async fn accept(
                 metrics.accepted.set(metrics.accepted.get() + 1);
                 let api = api.clone();
                 let settings = settings.clone();
+                let tls = tls.clone();
                 glommio::spawn_local(async move {
-                    connection::serve(stream, api, settings, kind).await;
+                    connection::serve(stream, api, settings, kind, tls).await;
                     drop(slot);
                 })
                 .detach();
@@ -624,6 +689,8 @@ fn shutdown_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        // Masked too, so it never ends the process: it reloads TLS files.
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     }
 }
@@ -639,10 +706,23 @@ fn mask_signals(set: &libc::sigset_t) -> Result<(), String> {
     }
 }
 
-fn wait_for_signal(set: &libc::sigset_t) {
-    let mut signal = 0;
-    // SAFETY: sigwait reads the set and writes the received signal number.
-    unsafe {
-        libc::sigwait(set, &mut signal);
+/// Returns on SIGINT or SIGTERM. SIGHUP reloads the TLS certificate and
+/// key when `cert` is given, and is otherwise ignored.
+fn wait_for_shutdown(set: &libc::sigset_t, cert: Option<&tls::ReloadableCert>) {
+    loop {
+        let mut signal = 0;
+        // SAFETY: sigwait reads the set and writes the received signal number.
+        let status = unsafe { libc::sigwait(set, &mut signal) };
+        if status != 0 || signal != libc::SIGHUP {
+            return;
+        }
+        match cert.map(|cert| cert.reload()) {
+            Some(Ok(())) => logging::info("SIGHUP: reloaded the TLS certificate and key", &[]),
+            Some(Err(err)) => logging::error(
+                "SIGHUP: kept the TLS certificate in service; the new one did not load",
+                &[("error", &err)],
+            ),
+            None => logging::info("SIGHUP: no TLS certificate to reload", &[]),
+        }
     }
 }

@@ -232,6 +232,28 @@ impl Ops {
         out
     }
 
+    /// Adds a write given as stored, its keyspace byte first (as a
+    /// [`Snapshot`] yields it); false when that byte names no keyspace.
+    pub fn put_stored(&mut self, stored: &[u8], value: Vec<u8>) -> bool {
+        let Some((&code, key)) = stored.split_first() else {
+            return false;
+        };
+        let Some(space) = Space::ALL.iter().find(|space| **space as u8 == code) else {
+            return false;
+        };
+        self.put(*space, key.to_vec(), value);
+        true
+    }
+
+    /// How many writes this group holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn decode(mut bytes: &[u8]) -> Option<Ops> {
         fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
             let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
@@ -801,6 +823,64 @@ impl Store {
     }
 }
 
+/// Every item applied up to [`Snapshot::lsn`], frozen when the snapshot
+/// was taken and readable on any thread while the shard goes on writing
+/// (a backup reads it on a thread of its own). It pins the tables and
+/// memtables of that moment, so compaction cannot take them away under it;
+/// items applied later are hidden by their sequence number.
+pub struct Snapshot {
+    pub lsn: Lsn,
+    items: Box<dyn Iterator<Item = lsm_tree::Result<InternalValue>> + Send>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").field("lsn", &self.lsn).finish()
+    }
+}
+
+impl Iterator for Snapshot {
+    /// A stored key (keyspace byte first) and its value, in key order.
+    type Item = StoreResult<(lsm_tree::Slice, lsm_tree::Slice)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let item = match self.items.next()? {
+                Ok(item) => item,
+                Err(err) => return Some(Err(err.into())),
+            };
+            // Only values are ever written; a tombstone has no content to copy.
+            if item.key.value_type == ValueType::Value {
+                return Some(Ok((item.key.user_key, item.value)));
+            }
+        }
+    }
+}
+
+impl Store {
+    /// A [`Snapshot`] of everything applied so far. Must run on the shard
+    /// thread, between applies, so that its LSN is a whole number of
+    /// records. It reads the tree's newest version (the one plain reads
+    /// use) and filters by sequence number: asking the tree for the
+    /// version of an older sequence number fails once flushes have moved
+    /// the tree's own counter past the WAL's.
+    pub fn snapshot(&self) -> StoreResult<Snapshot> {
+        let lsn = self.applied_lsn.get();
+        let AnyTree::Standard(tree) = &self.tree else {
+            return Err(StoreError::Corrupt(
+                "the store is not a standard tree".into(),
+            ));
+        };
+        let latest = tree.get_version_history_lock().latest_version();
+        let items =
+            lsm_tree::Tree::create_internal_range::<Vec<u8>, _>(latest, &.., lsn.0 + 1, None);
+        Ok(Snapshot {
+            lsn,
+            items: Box::new(items),
+        })
+    }
+}
+
 /// A stored key (without its keyspace byte) and its value.
 struct Entry {
     key: lsm_tree::Slice,
@@ -1027,6 +1107,50 @@ mod tests {
         );
         // Other keyspaces do not see the key.
         assert!(store.get(Space::Messages, b"t").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_snapshot_keeps_its_items_through_later_writes_flushes_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            cache_bytes: 1 << 20,
+            memtable_bytes: 64 * 1024,
+        };
+        let store = Store::open(dir.path(), options, "test").unwrap();
+        let write = |lsn: u64, value: &[u8]| {
+            let mut ops = Ops::default();
+            ops.put(
+                Space::Messages,
+                keys::message("t", lsn % 50),
+                value.to_vec(),
+            );
+            while let Err(StoreError::Busy(_)) = store.admit_write() {
+                store.persist().unwrap();
+            }
+            store.apply(Lsn(lsn), &ops).unwrap();
+        };
+        for lsn in 1..=100 {
+            write(lsn, &[b'a'; 1000]);
+        }
+        // The counters move past the WAL's LSN when tables are registered.
+        store.persist().unwrap();
+        let snapshot = store.snapshot().unwrap();
+        assert_eq!(snapshot.lsn, Lsn(100));
+        // Overwrite every key, then flush and compact it all away.
+        for lsn in 101..=400 {
+            write(lsn, &[b'b'; 1000]);
+        }
+        store.persist().unwrap();
+        let items: Vec<_> = snapshot.map(|item| item.unwrap()).collect();
+        assert_eq!(items.len(), 50);
+        for (key, value) in &items {
+            assert_eq!(key[0], Space::Messages as u8);
+            assert!(value.iter().all(|byte| *byte == b'a'));
+        }
+        let mut copy = Ops::default();
+        assert!(copy.put_stored(&items[0].0, items[0].1.to_vec()));
+        assert!(!copy.put_stored(&[0x7f, 1], Vec::new()));
+        assert_eq!(copy.len(), 1);
     }
 
     fn record(id: &str) -> ThreadRecord {

@@ -11,22 +11,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use support::{Client, Server};
+use support::{Client, Server, files_under};
 
 const ADMIN: &str = "admin-key-0123456789";
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
-}
 
 /// Every file under `db` with its bytes, sorted by path.
 fn snapshot(db: &Path) -> Vec<(PathBuf, Vec<u8>)> {

@@ -49,6 +49,20 @@ pub fn all_messages(client: &mut Client, thread: &str) -> Vec<serde_json::Value>
     }
 }
 
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 pub const API_KEY: &str = "test-key-0123456789";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -263,7 +277,10 @@ pub fn spawn_program_and_wait(
     loop {
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(Some(line)) => {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
+                let announced = ["listening on http://", "listening on https://"]
+                    .iter()
+                    .find_map(|prefix| line.split(prefix).nth(1));
+                if let Some(rest) = announced {
                     let addr = rest.split_whitespace().next().unwrap_or_default();
                     let addr = addr
                         .parse()
@@ -432,52 +449,7 @@ impl Client {
 
     /// Like `read_reply`, but a closed or broken connection is an error.
     pub fn try_read_reply(&mut self, head_only: bool) -> std::io::Result<Reply> {
-        let broken = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-        let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .ok_or_else(|| broken(format!("bad status line {line:?}")))?;
-        let mut headers = Vec::new();
-        loop {
-            let mut header = String::new();
-            if self.reader.read_line(&mut header)? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            let (name, value) = header
-                .split_once(':')
-                .ok_or_else(|| broken(format!("bad header {header:?}")))?;
-            headers.push((name.trim().to_string(), value.trim().to_string()));
-        }
-        let length: usize = match headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        {
-            Some((_, value)) => value
-                .parse()
-                .map_err(|_| broken(format!("bad content-length {value:?}")))?,
-            None => 0,
-        };
-        let body_length = if head_only || status == 100 {
-            0
-        } else {
-            length
-        };
-        let mut body = vec![0; body_length];
-        self.reader.read_exact(&mut body)?;
-        Ok(Reply {
-            status,
-            headers,
-            body,
-        })
+        read_reply_from(&mut self.reader, head_only)
     }
 
     /// True once the server has closed this connection.
@@ -485,4 +457,55 @@ impl Client {
         let mut byte = [0u8; 1];
         matches!(self.reader.read(&mut byte), Ok(0))
     }
+}
+
+/// Reads one response (Content-Length framed, as the server sends) from
+/// any byte stream, such as a TLS session.
+pub fn read_reply_from(reader: &mut impl BufRead, head_only: bool) -> std::io::Result<Reply> {
+    let broken = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| broken(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| broken(format!("bad header {header:?}")))?;
+        headers.push((name.trim().to_string(), value.trim().to_string()));
+    }
+    let length: usize = match headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+    {
+        Some((_, value)) => value
+            .parse()
+            .map_err(|_| broken(format!("bad content-length {value:?}")))?,
+        None => 0,
+    };
+    let body_length = if head_only || status == 100 {
+        0
+    } else {
+        length
+    };
+    let mut body = vec![0; body_length];
+    reader.read_exact(&mut body)?;
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
 }
