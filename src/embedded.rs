@@ -115,6 +115,10 @@ impl From<EngineError> for Error {
             EngineError::InvalidCursor => Error::InvalidCursor,
             EngineError::InvalidReplyTo => invalid("reply_to", "names no live message"),
             EngineError::TooManyReactions => invalid("reaction", "too many reactions"),
+            EngineError::TooLarge { bytes, max } => invalid(
+                "body",
+                format!("the change would log {bytes} bytes, more than one WAL record ({max})"),
+            ),
             EngineError::WritesUnavailable(why) => Error::WritesUnavailable(why),
             // Embedded mode runs without encryption, so no KMS is ever asked.
             EngineError::KmsUnavailable(why) => Error::Storage(format!("key service: {why}")),
@@ -296,7 +300,8 @@ impl Db {
     }
 
     /// Creates a thread with a generated id. `author` is 1 to 128 printable
-    /// ASCII characters; `title` 1 to 512 bytes of non-blank text (trimmed).
+    /// ASCII characters; `title` 1 to 512 bytes of non-blank text (trimmed)
+    /// without control or bidi override characters.
     pub fn create_thread(&self, author: &str, title: &str) -> Result<Thread, Error> {
         let author = user_id("author", author)?;
         let limits = Limits::default();
@@ -304,7 +309,7 @@ impl Db {
             invalid(
                 "title",
                 format!(
-                    "must be 1 to {} bytes of non-blank text",
+                    "must be 1 to {} bytes of non-blank text without control or bidi override characters",
                     limits.title_bytes_max
                 ),
             )

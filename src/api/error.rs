@@ -73,6 +73,14 @@ impl From<EngineError> for ApiError {
             EngineError::Unavailable(why) => ApiError::new(503, "shard_unavailable", why),
             EngineError::WritesUnavailable(why) => ApiError::new(503, "writes_unavailable", why),
             EngineError::KmsUnavailable(why) => ApiError::new(503, "kms_unavailable", why),
+            EngineError::TooLarge { bytes, max } => ApiError::new(
+                413,
+                "write_too_large",
+                format!(
+                    "this change would log {bytes} bytes, more than one write-ahead log record \
+                     holds ({max}); an edit logs the previous body with the new one"
+                ),
+            ),
             EngineError::Storage(why) => ApiError::new(500, "storage_error", why),
         }
     }

@@ -309,6 +309,12 @@ pub enum EngineError {
     WritesUnavailable(String),
     /// The external KMS could not be reached; nothing was changed.
     KmsUnavailable(String),
+    /// The change would log more bytes than one WAL record holds (an edit
+    /// logs the old and the new body); nothing was changed.
+    TooLarge {
+        bytes: usize,
+        max: usize,
+    },
     Storage(String),
 }
 

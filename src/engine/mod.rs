@@ -40,7 +40,7 @@ use crate::shard::hub::StreamEvent;
 use crate::store::{Ops, Store, StoreError, StoreOptions};
 use crate::wal::record::Lsn;
 use crate::wal::recovery::{self, RecoveryPolicy};
-use crate::wal::{Wal, WalOptions, WalStats};
+use crate::wal::{Wal, WalError, WalOptions, WalStats};
 
 impl From<StoreError> for EngineError {
     fn from(err: StoreError) -> Self {
@@ -296,10 +296,10 @@ impl Engine {
             self.tail_pages.forget(thread);
             self.thread_records.forget(thread);
         }
-        let lsn = self
-            .wal
-            .append(&ops.encode())
-            .map_err(|err| EngineError::WritesUnavailable(err.to_string()))?;
+        let lsn = self.wal.append(&ops.encode()).map_err(|err| match err {
+            WalError::TooLarge { bytes, max } => EngineError::TooLarge { bytes, max },
+            err => EngineError::WritesUnavailable(err.to_string()),
+        })?;
         if let Err(err) = self.store.apply(lsn, &ops) {
             let why = format!("applying LSN {} failed: {err}", lsn.0);
             crate::logging::error(

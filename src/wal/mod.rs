@@ -79,6 +79,9 @@ pub struct WalOptions {
 pub enum WalError {
     /// A write or fsync failed earlier; nothing is accepted until restart.
     Poisoned(String),
+    /// The payload is larger than one record may be
+    /// ([`record::append_bytes_max`]); nothing was logged.
+    TooLarge { bytes: usize, max: usize },
 }
 
 impl std::fmt::Display for WalError {
@@ -87,6 +90,10 @@ impl std::fmt::Display for WalError {
             WalError::Poisoned(why) => {
                 write!(f, "write-ahead log unavailable until restart: {why}")
             }
+            WalError::TooLarge { bytes, max } => write!(
+                f,
+                "a write of {bytes} bytes is larger than one log record ({max} bytes)"
+            ),
         }
     }
 }
@@ -196,9 +203,17 @@ impl Wal {
     }
 
     /// Adds a record to the next flush and returns its LSN. Does not wait.
+    /// A payload larger than a record may be is refused, not logged.
     pub fn append(&self, payload: &[u8]) -> Result<Lsn, WalError> {
         if let Some(why) = self.poisoned.borrow().as_ref() {
             return Err(WalError::Poisoned(why.clone()));
+        }
+        let max = record::append_bytes_max();
+        if payload.len() > max {
+            return Err(WalError::TooLarge {
+                bytes: payload.len(),
+                max,
+            });
         }
         let lsn = self.next_lsn.get();
         self.next_lsn.set(Lsn(lsn.0 + 1));
