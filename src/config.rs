@@ -449,7 +449,7 @@ pub const SHARDS_MAX: usize = 256;
 const IO_MEMORY_KIB_DEFAULT: usize = 512;
 pub(crate) const WAL_FLUSH_MS_DEFAULT: usize = 5;
 pub(crate) const WAL_SEGMENT_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
-const WAL_SEGMENT_BYTES_MIN: usize = 64 * 1024;
+pub(crate) const WAL_SEGMENT_BYTES_MIN: usize = 64 * 1024;
 const MEMTABLE_BYTES_MIN: usize = 64 * 1024;
 const SHUTDOWN_TIMEOUT_MS_DEFAULT: usize = 10_000;
 /// Enough for any chat payload; deep nesting breaks common clients'

@@ -263,21 +263,31 @@ impl Engine {
     /// Drops WAL segments once the store's tables on disk hold everything
     /// in them. The store's maintenance thread writes the tables; this only
     /// reads how far it got, so a checkpoint never waits for I/O.
+    /// A failure is logged once, and again only when it changes or heals:
+    /// a checkpoint that fails every second must not flood the log.
     async fn checkpoints(self: Rc<Self>) {
+        let mut failing: Option<String> = None;
         loop {
             glommio::timer::sleep(CHECKPOINT_POLL).await;
             if self.wal.segment_count() < 2 {
                 continue;
             }
-            if let Err(why) = self
+            let done = self
                 .wal
                 .remove_segments_through(self.store.persisted_lsn())
-                .await
-            {
-                crate::logging::warn(
-                    "checkpoint failed",
-                    &[("shard", &self.shard.0), ("error", &why)],
-                );
+                .await;
+            match done {
+                Err(why) if failing.as_ref() != Some(&why) => {
+                    crate::logging::warn(
+                        "checkpoint failed; retrying every second, logged again only if the error changes",
+                        &[("shard", &self.shard.0), ("error", &why)],
+                    );
+                    failing = Some(why);
+                }
+                Ok(_) if failing.take().is_some() => {
+                    crate::logging::info("checkpoint succeeded again", &[("shard", &self.shard.0)]);
+                }
+                _ => {}
             }
         }
     }

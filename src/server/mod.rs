@@ -56,6 +56,12 @@ const IO_MEMORY_MIN_BYTES: usize = 64 * 1024;
 /// Starts the server and blocks until it has shut down.
 pub fn run(mut config: Config) -> Result<(), String> {
     logging::init(config.log_level, config.access_log);
+    // A write past the file-size limit (`ulimit -f`) must fail with EFBIG,
+    // which poisons one shard's log, instead of killing the process.
+    // SAFETY: setting a signal's disposition to ignore touches no memory.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shard_count = datadir::prepare(&config.db, config.shards, cores)?;
     // Connections are descriptors: use what the hard limit allows, and
@@ -65,6 +71,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
         shard_count,
         fds::raise_nofile_limit(),
     );
+    fit_segments_to_free_space(&mut config, shard_count);
     let keys = resolve_keys(&config)?;
     let kms = open_kms(&config)?;
     let io_memory = io_memory_per_shard(config.io_memory_bytes, shard_count)?;
@@ -470,6 +477,32 @@ async fn accept_pg(
                 glommio::spawn_local(crate::pg::refuse(stream)).detach();
             }
         }
+    }
+}
+
+/// Lowers the WAL segment size when preallocating segments of the
+/// configured size would fill a small volume, and says so.
+fn fit_segments_to_free_space(config: &mut Config, shards: usize) {
+    let Some(free) = datadir::free_bytes(&config.db) else {
+        return;
+    };
+    let configured = config.wal.segment_bytes;
+    let fitted = datadir::segment_bytes_that_fit(
+        configured,
+        crate::config::WAL_SEGMENT_BYTES_MIN as u64,
+        free,
+        shards,
+    );
+    if fitted < configured {
+        logging::warn(
+            "WAL segments lowered to fit the free space of the data directory's volume",
+            &[
+                ("wal_segment_bytes", &fitted),
+                ("configured", &configured),
+                ("free_bytes", &free),
+            ],
+        );
+        config.wal.segment_bytes = fitted;
     }
 }
 

@@ -146,3 +146,95 @@ fn bodies_nested_deeper_than_the_json_depth_limit_answer_400() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("json_depth_max"), "{stderr}");
 }
+
+/// A one-shard server on `db` whose files may not grow past 512 KiB
+/// (`ulimit -f 1024`: 512-byte blocks in dash, 1 KiB in bash, so 512 KiB
+/// or 1 MiB), with 64 KiB log segments so that small writes fit and one
+/// flush of a 1.5 MB message does not.
+fn start_with_file_size_limit(db: &std::path::Path) -> support::Started {
+    let db = db.display().to_string();
+    let args = [
+        "--shards",
+        "1",
+        "--addr",
+        "127.0.0.1:0",
+        "--api-key",
+        support::API_KEY,
+        "--wal-segment-bytes",
+        "65536",
+        "--request-body-bytes-max",
+        "2000000",
+        "--db",
+        &db,
+    ];
+    support::spawn_after_shell_command("ulimit -f 1024", &args)
+}
+
+/// A message body too large for a file under `start_with_file_size_limit`.
+fn too_large_for_the_file_limit() -> String {
+    json!({ "body": "x".repeat(1_500_000) }).to_string()
+}
+
+#[test]
+fn io_failures_answer_503_without_paths_or_descriptors_and_log_the_detail() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let mut started = start_with_file_size_limit(&db);
+    let mut alice = Client::connect(started.addr);
+    let path = messages_path(&mut alice);
+    alice.post(&path, r#"{"body":"small"}"#).expect(201);
+    let reply = alice.post(&path, &too_large_for_the_file_limit());
+    reply.expect_error(503, "writes_unavailable");
+    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    let tmp = std::env::temp_dir().display().to_string();
+    for leak in ["/", "fd", "os error", tmp.as_str()] {
+        assert!(!text.contains(leak), "{leak:?} in {text}");
+    }
+    // Later writes are refused the same way; the log has the cause.
+    alice
+        .post(&path, r#"{"body":"later"}"#)
+        .expect_error(503, "writes_unavailable");
+    let log = support::log_with(&started.log, "refusing writes until restart");
+    let line = log
+        .lines()
+        .find(|line| line.contains("refusing writes until restart"))
+        .unwrap_or_else(|| panic!("no poison line: {log}"));
+    assert!(line.contains(&db.display().to_string()), "{line}");
+    let _ = started.child.kill();
+    let _ = started.child.wait();
+}
+
+#[test]
+fn a_checkpoint_that_keeps_failing_is_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let small = ["--wal-segment-bytes", "65536", "--memtable-bytes", "65536"];
+    let server = Server::start_on(&db, &[&["--shards", "1"][..], &small].concat());
+    let mut alice = backend(&server, "alice");
+    let path = messages_path(&mut alice);
+    // The first segment's name becomes a directory, which no checkpoint
+    // can remove; the log keeps writing to the file it has open.
+    let wal = db.join("shard-0").join("wal");
+    let first = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "wal"))
+        .expect("a segment");
+    std::fs::rename(&first, wal.join("moved-aside")).unwrap();
+    std::fs::create_dir_all(first.join("blocker")).unwrap();
+    // Enough writes for several segments and memtable flushes.
+    let body = json!({ "body": "y".repeat(4000) }).to_string();
+    for _ in 0..80 {
+        alice.post(&path, &body).expect(201);
+    }
+    let log = support::log_with(&server.log, "checkpoint failed");
+    assert!(log.contains("checkpoint failed"), "{log}");
+    // Checkpoints run every second: three more tries fail the same way.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let lines = server.log.lock().unwrap().clone();
+    let failures = lines
+        .iter()
+        .filter(|line| line.contains("checkpoint failed"))
+        .count();
+    assert_eq!(failures, 1, "{lines:#?}");
+}

@@ -437,12 +437,20 @@ impl Wal {
             .dma_open(&path)
             .await
             .map_err(|err| format!("cannot create {}: {err}", path.display()))?;
-        file.pre_allocate(capacity, false)
-            .await
-            .map_err(|err| format!("cannot preallocate {}: {err}", path.display()))?;
-        file.fdatasync()
-            .await
-            .map_err(|err| format!("cannot sync {}: {err}", path.display()))?;
+        let prepared = match file.pre_allocate(capacity, false).await {
+            Ok(()) => file
+                .fdatasync()
+                .await
+                .map_err(|err| format!("cannot sync {}: {err}", path.display())),
+            Err(err) => Err(format!("cannot preallocate {}: {err}", path.display())),
+        };
+        if let Err(why) = prepared {
+            // A segment that never held a record must not stay behind: the
+            // next start would log its first LSN again, into this name.
+            let _ = file.close().await;
+            let _ = std::fs::remove_file(&path);
+            return Err(why);
+        }
         let dir = self.dir.clone();
         glommio::executor()
             .spawn_blocking(move || sync_dir(&dir))
