@@ -330,6 +330,25 @@ impl Command {
             .expect("sent to every shard, not to one owner")
     }
 
+    /// True for the commands that only read (or subscribe).
+    pub fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            Command::GetThread { .. }
+                | Command::ListThreads(_)
+                | Command::ListAllThreads(_)
+                | Command::Stats
+                | Command::Metrics
+                | Command::ListMessages { .. }
+                | Command::GetMessage { .. }
+                | Command::ListVersions { .. }
+                | Command::ListReplies { .. }
+                | Command::Subscribe { .. }
+                | Command::ChangesAfter { .. }
+                | Command::Unsubscribe { .. }
+        )
+    }
+
     /// The one thread this command is about; `None` for the commands sent
     /// to every shard.
     pub fn single_thread(&self) -> Option<&ThreadId> {

@@ -238,3 +238,59 @@ fn a_checkpoint_that_keeps_failing_is_logged_once() {
         .count();
     assert_eq!(failures, 1, "{lines:#?}");
 }
+
+/// Keys of `thread`'s messages, oldest first (`/v1` route).
+fn message_bodies(client: &mut Client, thread: &str) -> Vec<String> {
+    support::all_messages(client, thread)
+        .iter()
+        .map(|message| {
+            message["body"]
+                .as_str()
+                .unwrap_or("(long)")
+                .chars()
+                .take(8)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_write_refused_because_the_log_failed_is_never_visible_nor_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let mut started = start_with_file_size_limit(&db);
+    let mut alice = Client::connect(started.addr);
+    alice.user = None;
+    for body in ["first", "second"] {
+        let post = json!({ "thread": "t", "author": "alice", "body": body });
+        alice.post("/v1/messages", &post.to_string()).expect(201);
+    }
+    // Its flush needs a segment larger than a file may grow: the log fails.
+    let mut big: serde_json::Value = serde_json::from_str(&too_large_for_the_file_limit()).unwrap();
+    big["thread"] = json!("t");
+    big["author"] = json!("alice");
+    alice
+        .post("/v1/messages", &big.to_string())
+        .expect_error(503, "writes_unavailable");
+    // Not applied: not listed, and a retried create is refused the same
+    // way each time (never 409), its thread never found.
+    assert_eq!(message_bodies(&mut alice, "t"), ["first", "second"]);
+    let create = r#"{"title":"x","key":"retry-me","author":"alice"}"#;
+    for _ in 0..2 {
+        alice
+            .post("/frontend/v1/threads", create)
+            .expect_error(503, "writes_unavailable");
+    }
+    alice
+        .get("/v1/threads/retry-me/messages")
+        .expect_error(404, "thread_not_found");
+    let _ = started.child.kill();
+    let _ = started.child.wait();
+
+    // Nor does it come back after a restart; the shard takes writes again.
+    let server = Server::start_on(&db, &["--shards", "1"]);
+    let mut alice = server.client();
+    alice.user = None;
+    assert_eq!(message_bodies(&mut alice, "t"), ["first", "second"]);
+    alice.post("/frontend/v1/threads", create).expect(201);
+}

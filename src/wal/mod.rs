@@ -25,6 +25,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
@@ -132,6 +134,9 @@ pub struct Wal {
     next_lsn: Cell<Lsn>,
     pending: RefCell<Pending>,
     durable: Cell<Lsn>,
+    /// `durable` as shared with the store's maintenance thread, which
+    /// flushes no memtable past it.
+    durable_watermark: Arc<AtomicU64>,
     waiters: RefCell<VecDeque<Waiter>>,
     poisoned: RefCell<Option<String>>,
     segments: RefCell<Vec<SegmentInfo>>,
@@ -148,14 +153,16 @@ const PENDING_CAPACITY: usize = 64 * 1024;
 
 impl Wal {
     /// Starts the log after recovery: new records get LSNs after
-    /// `last_lsn`, in a new segment created by the first flush.
+    /// `last_lsn`, in a new segment created by the first flush. The log
+    /// keeps `durable_watermark` at its newest LSN on disk.
     pub fn start(
         dir: &Path,
         label: String,
         options: WalOptions,
-        last_lsn: Lsn,
-        segments: Vec<SegmentInfo>,
+        (last_lsn, segments): (Lsn, Vec<SegmentInfo>),
+        durable_watermark: Arc<AtomicU64>,
     ) -> Rc<Wal> {
+        durable_watermark.fetch_max(last_lsn.0, Ordering::AcqRel);
         let (kick, kicked) = local_channel::new_bounded(1);
         let wal = Rc::new(Wal {
             dir: dir.to_path_buf(),
@@ -167,6 +174,7 @@ impl Wal {
                 first: Lsn(last_lsn.0 + 1),
             }),
             durable: Cell::new(last_lsn),
+            durable_watermark,
             waiters: RefCell::new(VecDeque::new()),
             poisoned: RefCell::new(None),
             stats: Cell::new(WalStats {
@@ -194,6 +202,26 @@ impl Wal {
 
     pub fn stats(&self) -> WalStats {
         self.stats.get()
+    }
+
+    /// The newest LSN appended so far (durable or not).
+    pub fn last_appended(&self) -> Lsn {
+        Lsn(self.next_lsn.get().0 - 1)
+    }
+
+    /// The newest LSN on disk (written, and fdatasynced unless `none`).
+    pub fn durable_lsn(&self) -> Lsn {
+        self.durable.get()
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.options.durability
+    }
+
+    /// True once a write or fdatasync failed: nothing past
+    /// [`Wal::durable_lsn`] will ever be on disk.
+    pub fn failed(&self) -> bool {
+        self.poisoned.borrow().is_some()
     }
 
     fn update_stats(&self, change: impl FnOnce(&mut WalStats)) {
@@ -248,8 +276,7 @@ impl Wal {
     /// durability mode: a clean shutdown must not leave a `batch` or `none`
     /// interval's records in memory.
     pub async fn flush_all(&self) -> Result<(), WalError> {
-        let last = Lsn(self.next_lsn.get().0 - 1);
-        self.wait_flushed(last).await
+        self.wait_flushed(self.last_appended()).await
     }
 
     /// Waits until the flush holding `lsn` completed: written and, unless
@@ -292,6 +319,7 @@ impl Wal {
             match self.flush(&mut current, &spare, &batch).await {
                 Ok(()) => {
                     self.durable.set(last);
+                    self.durable_watermark.store(last.0, Ordering::Release);
                     self.update_stats(|stats| {
                         stats.flushes += 1;
                         stats.records_flushed += u64::from(batch.count);
@@ -308,10 +336,39 @@ impl Wal {
                         &[("shard", &self.label), ("error", &why)],
                     );
                     *self.poisoned.borrow_mut() = Some(why.clone());
+                    self.forget_failed_flush(current.as_ref()).await;
                     self.wake(Lsn(u64::MAX), Err(WalError::Poisoned(why)));
                     return;
                 }
             }
+        }
+    }
+
+    /// Zeroes the first block of the flush that failed, where its batch
+    /// header is: its records may have reached the disk although the write
+    /// or fdatasync reported failure, and recovery stops at a zero block,
+    /// so none of them (all answered 503) comes back at restart. Best
+    /// effort: the disk is failing, and the outcome is logged.
+    async fn forget_failed_flush(&self, segment: Option<&OpenSegment>) {
+        let Some(segment) = segment else {
+            return;
+        };
+        let mut zeros = segment.file.alloc_dma_buffer(segment::BLOCK_BYTES);
+        zeros.as_bytes_mut().fill(0);
+        let forgotten = match segment.file.write_at(zeros, segment.offset).await {
+            Ok(_) => segment.file.fdatasync().await,
+            Err(err) => Err(err),
+        };
+        match forgotten {
+            Ok(()) => crate::logging::info(
+                "the failed flush was erased from the log",
+                &[("shard", &self.label), ("offset", &segment.offset)],
+            ),
+            Err(err) => crate::logging::error(
+                "the failed flush could not be erased; its writes, all refused, may \
+                 reappear after restart",
+                &[("shard", &self.label), ("error", &err)],
+            ),
         }
     }
 
