@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::{CommandFactory, Parser};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::StoreRecovery;
 use crate::logging::Level;
 use crate::store::StoreOptions;
 use crate::wal::recovery::RecoveryPolicy;
@@ -178,6 +179,15 @@ pub struct Flags {
     #[arg(long, env = "PROGRESSDB_WAL_RECOVERY", value_name = "POLICY")]
     pub wal_recovery: Option<String>,
 
+    /// What start-up does when a shard's store (its tables) cannot be
+    /// opened: `strict` refuses to start, saying which option works;
+    /// `rebuild` moves it aside and rebuilds it from the write-ahead log
+    /// when the log holds the shard's whole history (else refuses, naming
+    /// what would be lost); `rebuild-lossy` rebuilds from what the log
+    /// holds anyway. [default: strict]
+    #[arg(long, env = "PROGRESSDB_STORE_RECOVERY", value_name = "POLICY")]
+    pub store_recovery: Option<String>,
+
     /// Encrypt message bodies, past versions and thread titles at rest
     /// (AES-256-GCM, a key per thread, wrapped by the KMS master key).
     /// Applies to threads created while it is on.
@@ -272,6 +282,7 @@ struct FileSettings {
     wal_segment_bytes: Option<u64>,
     memtable_bytes: Option<u64>,
     wal_recovery: Option<String>,
+    store_recovery: Option<String>,
     encryption: Option<bool>,
     kms: Option<String>,
     kms_key_file: Option<PathBuf>,
@@ -311,6 +322,7 @@ const FILE_KEYS: &[&str] = &[
     "wal_segment_bytes",
     "memtable_bytes",
     "wal_recovery",
+    "store_recovery",
     "encryption",
     "kms",
     "kms_key_file",
@@ -351,6 +363,7 @@ pub struct Config {
     pub io_memory_bytes: usize,
     pub wal: WalOptions,
     pub wal_recovery: RecoveryPolicy,
+    pub store_recovery: StoreRecovery,
     pub store: StoreOptions,
     /// `Some` when encryption is on: where the master keys live.
     pub encryption: Option<KmsConfig>,
@@ -399,6 +412,7 @@ impl std::fmt::Debug for Config {
             .field("io_memory_bytes", &self.io_memory_bytes)
             .field("wal", &self.wal)
             .field("wal_recovery", &self.wal_recovery)
+            .field("store_recovery", &self.store_recovery)
             .field("log_level", &self.log_level)
             .field("access_log", &self.access_log)
             .field("metrics_addr", &self.metrics_addr)
@@ -600,6 +614,15 @@ impl Config {
                 ));
             }
         };
+        let store_recovery = match flags.store_recovery.or(file.store_recovery).as_deref() {
+            None => StoreRecovery::Strict,
+            Some(text) => StoreRecovery::parse(text).ok_or_else(|| {
+                invalid(
+                    "store_recovery",
+                    format!("must be strict, rebuild or rebuild-lossy, got {text:?}"),
+                )
+            })?,
+        };
         let wal_flush_ms = positive(
             "wal_flush_ms",
             flags
@@ -740,6 +763,7 @@ impl Config {
                 fail_after_flushes: injected_wal_fault(),
             },
             wal_recovery,
+            store_recovery,
             store: StoreOptions {
                 memtable_bytes: memtable_bytes as u64,
                 ..StoreOptions::default()
@@ -1004,6 +1028,7 @@ struct EffectiveSettings {
     wal_segment_bytes: u64,
     memtable_bytes: u64,
     wal_recovery: &'static str,
+    store_recovery: &'static str,
     encryption: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     kms: Option<&'static str>,
@@ -1066,6 +1091,7 @@ impl Config {
                 RecoveryPolicy::Strict => "strict",
                 RecoveryPolicy::Truncate => "truncate",
             },
+            store_recovery: self.store_recovery.name(),
             encryption: self.encryption.is_some(),
             kms: self.encryption.as_ref().map(|kms| match kms {
                 KmsConfig::Embedded { .. } => "embedded",

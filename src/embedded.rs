@@ -495,7 +495,8 @@ fn open_engine(dir: &Path) -> Result<Rc<Engine>, String> {
         fail_after_flushes: None,
     };
     let store = crate::store::StoreOptions::default();
-    server::open_shard(dir, SHARD, store, wal, RecoveryPolicy::Strict, None)
+    let policy = (RecoveryPolicy::Strict, crate::engine::StoreRecovery::Strict);
+    server::open_shard(dir, SHARD, store, wal, policy, None)
 }
 
 /// The executor's loop: runs each request as its own task until every

@@ -25,7 +25,10 @@ mod command;
 mod commands;
 mod page;
 mod record_cache;
+mod store_rebuild;
 mod tail_cache;
+
+pub use store_rebuild::StoreRecovery;
 
 pub use page::{Pagination, list, thread_list, wrap};
 
@@ -209,11 +212,11 @@ impl Engine {
         dir: &Path,
         store_options: StoreOptions,
         wal_options: WalOptions,
-        policy: RecoveryPolicy,
+        (policy, store_recovery): (RecoveryPolicy, StoreRecovery),
         kms: Option<Kms>,
     ) -> Result<(Rc<Engine>, Vec<String>), String> {
-        let store = Store::open(&dir.join("store"), store_options, &shard.to_string())
-            .map_err(|err| format!("{shard}: cannot open the store: {err}"))?;
+        let store =
+            store_rebuild::open_store(dir, store_options, &shard.to_string(), store_recovery)?;
         let wal_dir = dir.join("wal");
         let label = shard.to_string();
         let watermark = store.log_durable_watermark();

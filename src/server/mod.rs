@@ -33,7 +33,7 @@ use crate::auth::Keys;
 use crate::config::Config;
 use crate::config::KmsConfig;
 use crate::crypto::{ExternalKms, Keyring, Kms};
-use crate::engine::Engine;
+use crate::engine::{Engine, StoreRecovery};
 use crate::http::HeadLimits;
 use crate::logging;
 use crate::shard::{ShardId, mesh};
@@ -256,7 +256,7 @@ async fn run_shard(
         shard,
         config.store,
         config.wal.clone(),
-        config.wal_recovery,
+        (config.wal_recovery, config.store_recovery),
         kms,
     )?;
     let mesh = mesh::Mesh::start(senders, receivers, engine.clone());
@@ -516,7 +516,7 @@ pub(crate) fn open_shard(
     shard: ShardId,
     store: StoreOptions,
     wal: WalOptions,
-    policy: RecoveryPolicy,
+    policy: (RecoveryPolicy, StoreRecovery),
     kms: Option<Kms>,
 ) -> Result<Rc<Engine>, String> {
     let dir = datadir::shard_dir(db, shard.0);

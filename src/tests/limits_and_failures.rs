@@ -294,3 +294,131 @@ fn a_write_refused_because_the_log_failed_is_never_visible_nor_replayed() {
     assert_eq!(message_bodies(&mut alice, "t"), ["first", "second"]);
     alice.post("/frontend/v1/threads", create).expect(201);
 }
+
+/// Overwrites every file of shard 0's store with garbage of its length.
+fn damage_the_store(db: &std::path::Path) {
+    let mut state = 0x9e37_79b9_u32;
+    let mut pending = vec![db.join("shard-0").join("store")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let length = std::fs::metadata(&path).unwrap().len() as usize;
+            let garbage: Vec<u8> = (0..length.max(16))
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    state as u8
+                })
+                .collect();
+            std::fs::write(&path, garbage).unwrap();
+        }
+    }
+}
+
+/// Starts the binary on `db` with `extra`, expecting it to refuse; its output.
+fn refused_start(db: &std::path::Path, extra: &[&str]) -> String {
+    let mut args: Vec<String> = ["--db", &db.display().to_string(), "--addr", "127.0.0.1:0"]
+        .iter()
+        .chain(extra)
+        .map(|arg| arg.to_string())
+        .collect();
+    args.extend(["--api-key".into(), support::API_KEY.into()]);
+    match support::spawn_and_wait(&args, &[]) {
+        Ok(_) => panic!("started with a damaged store ({extra:?})"),
+        Err(output) => output,
+    }
+}
+
+/// Posts `count` messages of about `bytes` to thread `t`.
+fn post_to_t(server: &Server, count: usize, bytes: usize) {
+    let mut client = server.client();
+    client.user = None;
+    for n in 0..count {
+        let body =
+            json!({ "thread": "t", "author": "a", "body": format!("{n}:{}", "z".repeat(bytes)) });
+        client.post("/v1/messages", &body.to_string()).expect(201);
+    }
+}
+
+fn count_in_t(server: &Server) -> usize {
+    let mut client = server.client();
+    client.user = None;
+    support::all_messages(&mut client, "t").len()
+}
+
+#[test]
+fn a_damaged_store_is_rebuilt_from_the_log_when_asked_and_the_log_has_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let server = Server::start_on(&db, &["--shards", "1"]);
+    post_to_t(&server, 3, 10);
+    // A clean stop writes everything to the store's tables.
+    server.stop();
+    damage_the_store(&db);
+
+    let refused = refused_start(&db, &["--shards", "1"]);
+    assert!(refused.contains("cannot open the store"), "{refused}");
+    assert!(refused.contains("--store-recovery=rebuild"), "{refused}");
+
+    let server = Server::start_on(&db, &["--shards", "1", "--store-recovery", "rebuild"]);
+    let log = support::log_with(&server.log, "rebuilt from the write-ahead log");
+    assert!(
+        log.contains("store.damaged-") && log.contains("lost=nothing"),
+        "{log}"
+    );
+    assert_eq!(count_in_t(&server), 3);
+    post_to_t(&server, 1, 10);
+    // Rebuilt once: later starts need no option.
+    let server = server.restart(&["--shards", "1"]);
+    assert_eq!(count_in_t(&server), 4);
+}
+
+#[test]
+fn a_damaged_store_whose_log_was_checkpointed_is_rebuilt_only_when_loss_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let small = [
+        "--shards",
+        "1",
+        "--wal-segment-bytes",
+        "65536",
+        "--memtable-bytes",
+        "65536",
+    ];
+    let server = Server::start_on(&db, &small);
+    post_to_t(&server, 60, 4000);
+    // Wait for a checkpoint to delete the first segment (they run every
+    // second once the memtables holding it are in tables).
+    let first = db
+        .join("shard-0")
+        .join("wal")
+        .join(format!("{:020}.wal", 1));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while first.exists() {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    server.stop();
+    damage_the_store(&db);
+
+    for policy in [&[][..], &["--store-recovery", "rebuild"][..]] {
+        let refused = refused_start(&db, &[&small[..], policy].concat());
+        assert!(refused.contains("would lose LSNs 1 to"), "{refused}");
+        assert!(
+            refused.contains("--store-recovery=rebuild-lossy"),
+            "{refused}"
+        );
+    }
+    let lossy = [&small[..], &["--store-recovery", "rebuild-lossy"]].concat();
+    let server = Server::start_on(&db, &lossy);
+    let log = support::log_with(&server.log, "rebuilt from the write-ahead log");
+    assert!(log.contains("lost=\"LSNs 1 to"), "{log}");
+    let kept = count_in_t(&server);
+    assert!((1..60).contains(&kept), "kept {kept} of 60");
+    post_to_t(&server, 1, 10);
+}
