@@ -36,12 +36,19 @@ fn messages_path(client: &mut Client) -> String {
     )
 }
 
-/// Runs the binary with `args` to completion; its exit code and stderr.
+/// Runs the binary with `args` to completion on a new directory; its
+/// exit code and stderr.
 fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("db");
+    run_to_exit_on(&dir.path().join("db"), args)
+}
+
+/// Runs the binary on `db` with `args` to completion; its exit code and
+/// stderr.
+fn run_to_exit_on(db: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_progressdb"))
         .args(["--db", &db.display().to_string(), "--addr", "127.0.0.1:0"])
+        .args(["--api-key", support::API_KEY])
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()
@@ -151,9 +158,9 @@ fn bodies_nested_deeper_than_the_json_depth_limit_answer_400() {
 /// (`ulimit -f 1024`: 512-byte blocks in dash, 1 KiB in bash, so 512 KiB
 /// or 1 MiB), with 64 KiB log segments so that small writes fit and one
 /// flush of a 1.5 MB message does not.
-fn start_with_file_size_limit(db: &std::path::Path) -> support::Started {
+fn start_with_file_size_limit(db: &std::path::Path, extra: &[&str]) -> support::Started {
     let db = db.display().to_string();
-    let args = [
+    let mut args = vec![
         "--shards",
         "1",
         "--addr",
@@ -167,6 +174,7 @@ fn start_with_file_size_limit(db: &std::path::Path) -> support::Started {
         "--db",
         &db,
     ];
+    args.extend_from_slice(extra);
     support::spawn_after_shell_command("ulimit -f 1024", &args)
 }
 
@@ -179,7 +187,7 @@ fn too_large_for_the_file_limit() -> String {
 fn io_failures_answer_503_without_paths_or_descriptors_and_log_the_detail() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    let mut started = start_with_file_size_limit(&db);
+    let mut started = start_with_file_size_limit(&db, &[]);
     let mut alice = Client::connect(started.addr);
     let path = messages_path(&mut alice);
     alice.post(&path, r#"{"body":"small"}"#).expect(201);
@@ -258,7 +266,7 @@ fn message_bodies(client: &mut Client, thread: &str) -> Vec<String> {
 fn a_write_refused_because_the_log_failed_is_never_visible_nor_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    let mut started = start_with_file_size_limit(&db);
+    let mut started = start_with_file_size_limit(&db, &[]);
     let mut alice = Client::connect(started.addr);
     alice.user = None;
     for body in ["first", "second"] {
@@ -320,18 +328,12 @@ fn damage_the_store(db: &std::path::Path) {
     }
 }
 
-/// Starts the binary on `db` with `extra`, expecting it to refuse; its output.
+/// Starts the binary on `db` with `extra`, expecting it to refuse; its
+/// stderr.
 fn refused_start(db: &std::path::Path, extra: &[&str]) -> String {
-    let mut args: Vec<String> = ["--db", &db.display().to_string(), "--addr", "127.0.0.1:0"]
-        .iter()
-        .chain(extra)
-        .map(|arg| arg.to_string())
-        .collect();
-    args.extend(["--api-key".into(), support::API_KEY.into()]);
-    match support::spawn_and_wait(&args, &[]) {
-        Ok(_) => panic!("started with a damaged store ({extra:?})"),
-        Err(output) => output,
-    }
+    let (code, stderr) = run_to_exit_on(db, extra);
+    assert_eq!(code, Some(1), "{stderr}");
+    stderr
 }
 
 /// Posts `count` messages of about `bytes` to thread `t`.
@@ -421,4 +423,54 @@ fn a_damaged_store_whose_log_was_checkpointed_is_rebuilt_only_when_loss_is_accep
     let kept = count_in_t(&server);
     assert!((1..60).contains(&kept), "kept {kept} of 60");
     post_to_t(&server, 1, 10);
+}
+
+/// The newest LSN shard 0's log has on disk, from the metrics listener.
+fn durable_lsn(metrics: &mut Client) -> u64 {
+    let text = String::from_utf8(metrics.get("/metrics").body).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("progressdb_wal_durable_lsn{shard=\"0\"} "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no durable LSN in {text}"))
+}
+
+#[test]
+fn in_batch_mode_writes_of_a_failed_flush_are_hidden_as_a_restart_would_lose_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let batch = ["--durability", "batch", "--metrics-addr", "127.0.0.1:0"];
+    let mut started = start_with_file_size_limit(&db, &batch);
+    let metrics_addr = started
+        .banner
+        .split(" metrics=http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address in {}", started.banner));
+    let mut metrics = Client::connect(metrics_addr);
+    let mut alice = Client::connect(started.addr);
+    alice.user = None;
+    let post = |body: &str| json!({ "thread": "t", "author": "alice", "body": body }).to_string();
+    alice.post("/v1/messages", &post("first")).expect(201);
+    while durable_lsn(&mut metrics) < 1 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Acknowledged at once, as batch mode does; then its flush fails.
+    let mut big: serde_json::Value = serde_json::from_str(&too_large_for_the_file_limit()).unwrap();
+    big["thread"] = json!("t");
+    big["author"] = json!("alice");
+    alice.post("/v1/messages", &big.to_string()).expect(201);
+    let refused = (0..500).find(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        alice.post("/v1/messages", &post("probe")).status == 503
+    });
+    assert!(refused.is_some(), "the log never failed");
+    assert_eq!(message_bodies(&mut alice, "t"), ["first"]);
+    let _ = started.child.kill();
+    let _ = started.child.wait();
+
+    let server = Server::start_on(&db, &["--shards", "1"]);
+    let mut alice = server.client();
+    alice.user = None;
+    assert_eq!(message_bodies(&mut alice, "t"), ["first"]);
 }
