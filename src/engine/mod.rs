@@ -303,6 +303,7 @@ impl Engine {
         let mut failing: Option<String> = None;
         loop {
             glommio::timer::sleep(CHECKPOINT_POLL).await;
+            self.store.forget_flushed();
             if self.wal.segment_count() < 2 {
                 continue;
             }

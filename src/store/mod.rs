@@ -350,6 +350,7 @@ impl Store {
     /// Refuses a write while flushing is too far behind or failing, before
     /// the write reaches the WAL.
     pub fn admit_write(&self) -> StoreResult<()> {
+        self.forget_flushed();
         if self.sealed_waiting() < SEALED_MEMTABLES_MAX as u64 {
             return Ok(());
         }
@@ -406,13 +407,28 @@ impl Store {
         if let Some(sealed) = sealed {
             *self.active.borrow_mut() = self.tree.active_memtable();
             self.rotations.set(self.rotations.get() + 1);
-            let flushed = self.maintenance.flushed_through();
-            let mut kept = self.sealed.borrow_mut();
-            kept.retain(|(rotation, _)| *rotation > flushed);
-            kept.push((self.rotations.get(), sealed));
+            self.forget_flushed();
+            self.sealed
+                .borrow_mut()
+                .push((self.rotations.get(), sealed));
             self.maintenance.flush_soon(self.rotations.get());
         }
         true
+    }
+
+    /// Drops this shard's handles on the memtables the maintenance thread
+    /// has flushed, so their memory goes when the tree lets them go. Runs
+    /// on every write and every second (checkpoints), and is cheap when
+    /// there is nothing to drop.
+    pub fn forget_flushed(&self) {
+        let flushed = self.maintenance.flushed_through();
+        let mut sealed = self.sealed.borrow_mut();
+        if sealed
+            .first()
+            .is_some_and(|(rotation, _)| *rotation <= flushed)
+        {
+            sealed.retain(|(rotation, _)| *rotation > flushed);
+        }
     }
 
     /// Memtables sealed by this shard and not yet flushed.

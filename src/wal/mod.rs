@@ -372,13 +372,17 @@ impl Wal {
         }
     }
 
+    /// Answers every waiter for an LSN up to `upto`. Waiters are not in LSN
+    /// order: a read waits for the newest write it saw, which may be older
+    /// than a write queued before it.
     fn wake(&self, upto: Lsn, result: Result<(), WalError>) {
-        let mut waiters = self.waiters.borrow_mut();
-        while waiters.front().is_some_and(|(lsn, _)| *lsn <= upto) {
-            if let Some((_, done)) = waiters.pop_front() {
-                let _ = done.try_send(result.clone());
+        self.waiters.borrow_mut().retain(|(lsn, done)| {
+            if *lsn > upto {
+                return true;
             }
-        }
+            let _ = done.try_send(result.clone());
+            false
+        });
     }
 
     /// One write (+ fdatasync unless `none`) of a framed batch, rotating to
