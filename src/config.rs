@@ -819,6 +819,14 @@ pub fn debug_wal_record_bytes_max() -> Option<usize> {
     debug_positive("PROGRESSDB_DEBUG_WAL_RECORD_BYTES_MAX")
 }
 
+/// Debug builds only: `PROGRESSDB_DEBUG_FREE_BYTES=N` is taken as the free
+/// space of the data directory's volume, so tests can drive the small-volume
+/// path through the real binary without mounting one. Release builds
+/// ignore it.
+pub fn debug_free_bytes() -> Option<u64> {
+    debug_positive("PROGRESSDB_DEBUG_FREE_BYTES").map(|bytes| bytes as u64)
+}
+
 /// A positive number from the environment variable `name`, in debug
 /// builds only (test overrides).
 fn debug_positive(name: &str) -> Option<usize> {

@@ -474,3 +474,28 @@ fn in_batch_mode_writes_of_a_failed_flush_are_hidden_as_a_restart_would_lose_the
     alice.user = None;
     assert_eq!(message_bodies(&mut alice, "t"), ["first"]);
 }
+
+#[test]
+fn wal_segments_shrink_to_fit_a_small_volume() {
+    // 100 MB free: two shards preallocating two 64 MiB segments each would
+    // take 256 MiB. Each segment may take 1/8 of the free space per shard.
+    let free: u64 = 100_000_000;
+    let fitted = free / 16 / 4096 * 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let env = [("PROGRESSDB_DEBUG_FREE_BYTES", "100000000")];
+    let server = Server::start_with_env(&db, &["--shards", "2"], &env);
+    let log = support::log_with(&server.log, "WAL segments lowered");
+    assert!(
+        log.contains(&format!("wal_segment_bytes={fitted}")),
+        "{log}"
+    );
+    post_to_t(&server, 1, 10);
+    let sizes: Vec<u64> = (0..2)
+        .flat_map(|shard| std::fs::read_dir(db.join(format!("shard-{shard}")).join("wal")).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
+        .map(|path| std::fs::metadata(path).unwrap().len())
+        .collect();
+    assert_eq!(sizes, [fitted], "one segment, of the lowered size");
+}
