@@ -579,10 +579,13 @@ fn user_id(field: &'static str, text: &str) -> Result<UserId, Error> {
 }
 
 fn body(json: &str) -> Result<Box<RawValue>, Error> {
-    let body_max = Limits::default().request_body_bytes_max;
+    let limits = Limits::default();
+    let body_max = limits.request_body_bytes_max;
     if json.len() > body_max {
         return Err(invalid("body", format!("must be at most {body_max} bytes")));
     }
+    input::check_json_depth(json.as_bytes(), limits.json_depth_max)
+        .map_err(|err| invalid("body", err.message))?;
     let raw = RawValue::from_string(json.to_owned())
         .map_err(|err| invalid("body", format!("is not JSON: {err}")))?;
     if raw.get().trim() == "null" {
@@ -610,6 +613,9 @@ mod tests {
             "x".repeat(Limits::default().request_body_bytes_max)
         );
         assert!(matches!(body(&huge), Err(Error::InvalidInput { .. })));
+        let deep = "[".repeat(65) + &"]".repeat(65);
+        assert!(matches!(body(&deep), Err(Error::InvalidInput { .. })));
+        assert!(body(&("[".repeat(64) + &"]".repeat(64))).is_ok());
     }
 
     #[test]
