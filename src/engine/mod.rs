@@ -474,9 +474,13 @@ impl Engine {
         if self.log_failed.get() || !self.wal.failed() {
             return;
         }
-        self.log_failed.set(true);
         let durable = self.wal.durable_lsn();
-        self.store.hide_after(durable);
+        if !self.store.hide_after(durable) {
+            // The store is mid-flush; the next command tries again. Until
+            // then `sync` answers that saw a lost write are still 503s.
+            return;
+        }
+        self.log_failed.set(true);
         self.tail_pages.clear();
         self.thread_records.clear();
         self.authors.clear();

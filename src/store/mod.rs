@@ -314,11 +314,11 @@ impl Store {
     /// so they must not be seen now either. The tables hold nothing past
     /// the log (see `maintenance`), so the memtables are rebuilt from their
     /// items up to `lsn`, in memory; maintenance stops for good, since the
-    /// shard takes no more writes until restart. Runs once: the shard waits
-    /// (yielding) for a flush in progress to finish first.
-    pub fn hide_after(&self, lsn: Lsn) {
-        while !self.maintenance.begin_rotation(self.applied_lsn.get().0) {
-            std::thread::yield_now();
+    /// shard takes no more writes until restart. Returns false, doing
+    /// nothing, while the maintenance thread is flushing: call again later.
+    pub fn hide_after(&self, lsn: Lsn) -> bool {
+        if !self.maintenance.begin_rotation(self.applied_lsn.get().0) {
+            return false;
         }
         self.maintenance.halt();
         let flushed = self.maintenance.flushed_through();
@@ -339,6 +339,7 @@ impl Store {
         }
         *self.active.borrow_mut() = active;
         self.maintenance.end_rotation();
+        true
     }
 
     /// Every LSN up to this one is in the tree's tables on disk, so the WAL
@@ -913,7 +914,7 @@ mod tests {
         for (lsn, key) in [(5, b"v"), (6, b"w")] {
             store.apply(Lsn(lsn), &ops_putting(key)).unwrap();
         }
-        store.hide_after(Lsn(5));
+        assert!(store.hide_after(Lsn(5)));
         for key in [b"t", b"u", b"v"] {
             assert!(store.get(Space::Threads, key).unwrap().is_some());
         }
