@@ -34,7 +34,14 @@ fn measure(durability: Durability, batch: usize) -> (f64, f64) {
                 segment_bytes: 256 << 20,
                 fail_after_flushes: None,
             };
-            let wal = Wal::start(&path, "bench".into(), options, Lsn(0), Vec::new());
+            let watermark = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let wal = Wal::start(
+                &path,
+                "bench".into(),
+                options,
+                (Lsn(0), Vec::new()),
+                watermark,
+            );
             let payload = vec![0x5a; RECORD_BYTES];
             let started = Instant::now();
             let mut records = 0u64;

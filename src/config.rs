@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::{CommandFactory, Parser};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::StoreRecovery;
 use crate::logging::Level;
 use crate::store::StoreOptions;
 use crate::wal::recovery::RecoveryPolicy;
@@ -125,13 +126,19 @@ pub struct Flags {
     #[arg(long, env = "PROGRESSDB_AUTH_FAILURES_PER_MINUTE", value_name = "N")]
     pub auth_failures_per_minute: Option<u64>,
 
-    /// Largest accepted request body in bytes. [default: 1048576]
+    /// Largest accepted request body in bytes; at most 33554432 (half a
+    /// write-ahead log record). [default: 1048576]
     #[arg(long, env = "PROGRESSDB_REQUEST_BODY_BYTES_MAX", value_name = "BYTES")]
     pub request_body_bytes_max: Option<usize>,
 
     /// Largest accepted request line plus headers in bytes. [default: 16384]
     #[arg(long, env = "PROGRESSDB_REQUEST_HEAD_BYTES_MAX", value_name = "BYTES")]
     pub request_head_bytes_max: Option<usize>,
+
+    /// Deepest nesting of arrays and objects accepted in a JSON request
+    /// body, the body object itself counting as one; 1 to 128. [default: 64]
+    #[arg(long, env = "PROGRESSDB_JSON_DEPTH_MAX", value_name = "N")]
+    pub json_depth_max: Option<usize>,
 
     /// Milliseconds a keep-alive connection may stay silent before it is
     /// closed, and the longest wait for the rest of a started request. [default: 60000]
@@ -176,6 +183,15 @@ pub struct Flags {
     /// log at the damage and loses what follows. [default: strict]
     #[arg(long, env = "PROGRESSDB_WAL_RECOVERY", value_name = "POLICY")]
     pub wal_recovery: Option<String>,
+
+    /// What start-up does when a shard's store (its tables) cannot be
+    /// opened: `strict` refuses to start, saying which option works;
+    /// `rebuild` moves it aside and rebuilds it from the write-ahead log
+    /// when the log holds the shard's whole history (else refuses, naming
+    /// what would be lost); `rebuild-lossy` rebuilds from what the log
+    /// holds anyway. [default: strict]
+    #[arg(long, env = "PROGRESSDB_STORE_RECOVERY", value_name = "POLICY")]
+    pub store_recovery: Option<String>,
 
     /// Encrypt message bodies, past versions and thread titles at rest
     /// (AES-256-GCM, a key per thread, wrapped by the KMS master key).
@@ -281,6 +297,7 @@ struct FileSettings {
     auth_failures_per_minute: Option<u64>,
     request_body_bytes_max: Option<usize>,
     request_head_bytes_max: Option<usize>,
+    json_depth_max: Option<usize>,
     idle_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     connections_per_shard_max: Option<usize>,
@@ -291,6 +308,7 @@ struct FileSettings {
     wal_segment_bytes: Option<u64>,
     memtable_bytes: Option<u64>,
     wal_recovery: Option<String>,
+    store_recovery: Option<String>,
     encryption: Option<bool>,
     kms: Option<String>,
     kms_key_file: Option<PathBuf>,
@@ -324,6 +342,7 @@ const FILE_KEYS: &[&str] = &[
     "auth_failures_per_minute",
     "request_body_bytes_max",
     "request_head_bytes_max",
+    "json_depth_max",
     "idle_timeout_ms",
     "request_timeout_ms",
     "connections_per_shard_max",
@@ -334,6 +353,7 @@ const FILE_KEYS: &[&str] = &[
     "wal_segment_bytes",
     "memtable_bytes",
     "wal_recovery",
+    "store_recovery",
     "encryption",
     "kms",
     "kms_key_file",
@@ -378,6 +398,7 @@ pub struct Config {
     pub io_memory_bytes: usize,
     pub wal: WalOptions,
     pub wal_recovery: RecoveryPolicy,
+    pub store_recovery: StoreRecovery,
     pub store: StoreOptions,
     /// `Some` when encryption is on: where the master keys live.
     pub encryption: Option<KmsConfig>,
@@ -438,6 +459,7 @@ impl std::fmt::Debug for Config {
             .field("io_memory_bytes", &self.io_memory_bytes)
             .field("wal", &self.wal)
             .field("wal_recovery", &self.wal_recovery)
+            .field("store_recovery", &self.store_recovery)
             .field("log_level", &self.log_level)
             .field("access_log", &self.access_log)
             .field("metrics_addr", &self.metrics_addr)
@@ -454,6 +476,8 @@ pub struct Limits {
     pub request_head_bytes_max: usize,
     pub request_header_count_max: usize,
     pub request_body_bytes_max: usize,
+    /// Deepest nesting of arrays and objects in a JSON request body.
+    pub json_depth_max: usize,
     pub idle_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub connections_per_shard_max: usize,
@@ -470,6 +494,7 @@ impl Default for Limits {
             request_head_bytes_max: 16 * 1024,
             request_header_count_max: 64,
             request_body_bytes_max: 1024 * 1024,
+            json_depth_max: JSON_DEPTH_MAX_DEFAULT,
             idle_timeout_ms: 60_000,
             request_timeout_ms: 10_000,
             connections_per_shard_max: 10_000,
@@ -488,9 +513,15 @@ pub const SHARDS_MAX: usize = 256;
 const IO_MEMORY_KIB_DEFAULT: usize = 512;
 pub(crate) const WAL_FLUSH_MS_DEFAULT: usize = 5;
 pub(crate) const WAL_SEGMENT_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
-const WAL_SEGMENT_BYTES_MIN: usize = 64 * 1024;
+pub(crate) const WAL_SEGMENT_BYTES_MIN: usize = 64 * 1024;
 const MEMTABLE_BYTES_MIN: usize = 64 * 1024;
 const SHUTDOWN_TIMEOUT_MS_DEFAULT: usize = 10_000;
+/// Enough for any chat payload; deep nesting breaks common clients'
+/// recursive parsers long before it means anything.
+const JSON_DEPTH_MAX_DEFAULT: usize = 64;
+/// serde_json's own recursion limit: deeper bodies could be stored but
+/// not decoded again as typed values.
+const JSON_DEPTH_MAX_CEILING: usize = 128;
 
 /// A setting that failed validation; `Display` is the one line to print.
 #[derive(Debug, PartialEq, Eq)]
@@ -563,17 +594,21 @@ impl Config {
             ));
         }
         let limits = Limits {
-            request_body_bytes_max: positive(
-                "request_body_bytes_max",
+            request_body_bytes_max: request_body_bytes_max(
                 flags.request_body_bytes_max.or(file.request_body_bytes_max),
                 defaults.request_body_bytes_max,
-                64 * 1024 * 1024,
             )?,
             request_head_bytes_max: positive(
                 "request_head_bytes_max",
                 flags.request_head_bytes_max.or(file.request_head_bytes_max),
                 defaults.request_head_bytes_max,
                 1024 * 1024,
+            )?,
+            json_depth_max: positive(
+                "json_depth_max",
+                flags.json_depth_max.or(file.json_depth_max),
+                defaults.json_depth_max,
+                JSON_DEPTH_MAX_CEILING,
             )?,
             idle_timeout_ms: positive(
                 "idle_timeout_ms",
@@ -636,6 +671,15 @@ impl Config {
                     format!("must be strict or truncate, got {other:?}"),
                 ));
             }
+        };
+        let store_recovery = match flags.store_recovery.or(file.store_recovery).as_deref() {
+            None => StoreRecovery::Strict,
+            Some(text) => StoreRecovery::parse(text).ok_or_else(|| {
+                invalid(
+                    "store_recovery",
+                    format!("must be strict, rebuild or rebuild-lossy, got {text:?}"),
+                )
+            })?,
         };
         let wal_flush_ms = positive(
             "wal_flush_ms",
@@ -789,6 +833,7 @@ impl Config {
                 fail_after_flushes: injected_wal_fault(),
             },
             wal_recovery,
+            store_recovery,
             store: StoreOptions {
                 memtable_bytes: memtable_bytes as u64,
                 ..StoreOptions::default()
@@ -894,8 +939,30 @@ fn injected_wal_fault() -> Option<u64> {
 /// many-batch resume through the real binary with a few hundred changes.
 /// Release builds ignore it.
 pub fn debug_replay_events_max() -> Option<usize> {
+    debug_positive("PROGRESSDB_DEBUG_REPLAY_EVENTS_MAX")
+}
+
+/// Debug builds only: `PROGRESSDB_DEBUG_WAL_RECORD_BYTES_MAX=N` lowers the
+/// largest WAL record the log accepts, so tests can drive the "too large
+/// for one record" path through the real binary with small bodies.
+/// Release builds ignore it.
+pub fn debug_wal_record_bytes_max() -> Option<usize> {
+    debug_positive("PROGRESSDB_DEBUG_WAL_RECORD_BYTES_MAX")
+}
+
+/// Debug builds only: `PROGRESSDB_DEBUG_FREE_BYTES=N` is taken as the free
+/// space of the data directory's volume, so tests can drive the small-volume
+/// path through the real binary without mounting one. Release builds
+/// ignore it.
+pub fn debug_free_bytes() -> Option<u64> {
+    debug_positive("PROGRESSDB_DEBUG_FREE_BYTES").map(|bytes| bytes as u64)
+}
+
+/// A positive number from the environment variable `name`, in debug
+/// builds only (test overrides).
+fn debug_positive(name: &str) -> Option<usize> {
     if cfg!(debug_assertions) {
-        std::env::var("PROGRESSDB_DEBUG_REPLAY_EVENTS_MAX")
+        std::env::var(name)
             .ok()
             .and_then(|value| value.parse().ok())
             .filter(|&max| max > 0)
@@ -903,6 +970,12 @@ pub fn debug_replay_events_max() -> Option<usize> {
         None
     }
 }
+
+/// Largest `request_body_bytes_max`: half a WAL record. A body of that
+/// size fits one record with room for its envelope (and, encrypted, for
+/// the 4/3 growth of sealing); an edit logs the old and the new body in
+/// one record, and answers 413 when the two do not fit.
+pub const REQUEST_BODY_BYTES_MAX_CEILING: usize = crate::wal::record::PAYLOAD_BYTES_MAX / 2;
 
 /// A list of secrets from flags (or env) or else the file, validated
 /// without ever echoing a value.
@@ -928,6 +1001,21 @@ fn secrets(
 }
 
 const KMS_TIMEOUT_MS_DEFAULT: usize = 2_000;
+
+/// `request_body_bytes_max`, refused above what one WAL record can log.
+fn request_body_bytes_max(value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    let key = "request_body_bytes_max";
+    match value {
+        Some(bytes) if bytes > REQUEST_BODY_BYTES_MAX_CEILING => Err(invalid(
+            key,
+            format!(
+                "must be at most {REQUEST_BODY_BYTES_MAX_CEILING} (half of a write-ahead log \
+                 record, which must hold a body and, for an edit, its previous version), got {bytes}"
+            ),
+        )),
+        value => positive(key, value, default, REQUEST_BODY_BYTES_MAX_CEILING),
+    }
+}
 
 fn positive(
     key: &'static str,
@@ -1069,6 +1157,7 @@ struct EffectiveSettings {
     auth_failures_per_minute: u64,
     request_body_bytes_max: usize,
     request_head_bytes_max: usize,
+    json_depth_max: usize,
     idle_timeout_ms: u64,
     request_timeout_ms: u64,
     connections_per_shard_max: usize,
@@ -1079,6 +1168,7 @@ struct EffectiveSettings {
     wal_segment_bytes: u64,
     memtable_bytes: u64,
     wal_recovery: &'static str,
+    store_recovery: &'static str,
     encryption: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     kms: Option<&'static str>,
@@ -1136,6 +1226,7 @@ impl Config {
             auth_failures_per_minute: self.auth_failures_per_minute,
             request_body_bytes_max: self.limits.request_body_bytes_max,
             request_head_bytes_max: self.limits.request_head_bytes_max,
+            json_depth_max: self.limits.json_depth_max,
             idle_timeout_ms: self.limits.idle_timeout_ms,
             request_timeout_ms: self.limits.request_timeout_ms,
             connections_per_shard_max: self.limits.connections_per_shard_max,
@@ -1149,6 +1240,7 @@ impl Config {
                 RecoveryPolicy::Strict => "strict",
                 RecoveryPolicy::Truncate => "truncate",
             },
+            store_recovery: self.store_recovery.name(),
             encryption: self.encryption.is_some(),
             kms: self.encryption.as_ref().map(|kms| match kms {
                 KmsConfig::Embedded { .. } => "embedded",

@@ -134,6 +134,10 @@ impl From<EngineError> for Error {
             EngineError::Forbidden(why) => invalid("caller", why),
             EngineError::TooManyParticipants(_) => invalid("participant", "too many participants"),
             EngineError::ParticipantNotFound => invalid("participant", "not a participant"),
+            EngineError::TooLarge { bytes, max } => invalid(
+                "body",
+                format!("the change would log {bytes} bytes, more than one WAL record ({max})"),
+            ),
             EngineError::WritesUnavailable(why) => Error::WritesUnavailable(why),
             // The embedded KMS is the caller's key, in memory.
             EngineError::KmsUnavailable(why) => Error::Storage(format!("key service: {why}")),
@@ -376,7 +380,8 @@ impl Db {
     }
 
     /// Creates a thread with a generated id. `author` is 1 to 128 printable
-    /// ASCII characters; `title` 1 to 512 bytes of non-blank text (trimmed).
+    /// ASCII characters; `title` 1 to 512 bytes of non-blank text (trimmed)
+    /// without control or bidi override characters.
     pub fn create_thread(&self, author: &str, title: &str) -> Result<Thread, Error> {
         let author = user_id("author", author)?;
         let limits = Limits::default();
@@ -384,7 +389,7 @@ impl Db {
             invalid(
                 "title",
                 format!(
-                    "must be 1 to {} bytes of non-blank text",
+                    "must be 1 to {} bytes of non-blank text without control or bidi override characters",
                     limits.title_bytes_max
                 ),
             )
@@ -604,7 +609,8 @@ fn open_engine(dir: &Path, options: &Options) -> Result<Rc<Engine>, String> {
         .master_key
         .map(|key| open_keyring(dir, &key))
         .transpose()?;
-    server::open_shard(dir, SHARD, store, wal, RecoveryPolicy::Strict, kms)
+    let policy = (RecoveryPolicy::Strict, crate::engine::StoreRecovery::Strict);
+    server::open_shard(dir, SHARD, store, wal, policy, kms)
 }
 
 /// The KMS for a caller-held master key, checked against the one the
@@ -648,9 +654,17 @@ async fn serve(engine: Rc<Engine>, incoming: flume::Receiver<Request>) -> Result
         })
         .detach();
     }
-    let persisted = engine
-        .persist()
-        .map_err(|err| format!("cannot sync the store on close: {err}"));
+    // In `batch` and `none` modes the log's newest records may not be on
+    // disk yet; the store writes out only what the log has.
+    let flushed = engine
+        .flush_wal()
+        .await
+        .map_err(|err| format!("cannot sync the log on close: {err}"));
+    let persisted = flushed.and_then(|()| {
+        engine
+            .persist()
+            .map_err(|err| format!("cannot sync the store on close: {err}"))
+    });
     // The background tasks hold the engine; once they are gone, dropping it
     // closes the store and releases the directory for the next opener.
     engine.stop();
@@ -724,10 +738,13 @@ fn user_id(field: &'static str, text: &str) -> Result<UserId, Error> {
 }
 
 fn body(json: &str) -> Result<Box<RawValue>, Error> {
-    let body_max = Limits::default().request_body_bytes_max;
+    let limits = Limits::default();
+    let body_max = limits.request_body_bytes_max;
     if json.len() > body_max {
         return Err(invalid("body", format!("must be at most {body_max} bytes")));
     }
+    input::check_json_depth(json.as_bytes(), limits.json_depth_max)
+        .map_err(|err| invalid("body", err.message))?;
     let raw = RawValue::from_string(json.to_owned())
         .map_err(|err| invalid("body", format!("is not JSON: {err}")))?;
     if raw.get().trim() == "null" {
@@ -755,6 +772,9 @@ mod tests {
             "x".repeat(Limits::default().request_body_bytes_max)
         );
         assert!(matches!(body(&huge), Err(Error::InvalidInput { .. })));
+        let deep = "[".repeat(65) + &"]".repeat(65);
+        assert!(matches!(body(&deep), Err(Error::InvalidInput { .. })));
+        assert!(body(&("[".repeat(64) + &"]".repeat(64))).is_ok());
     }
 
     #[test]

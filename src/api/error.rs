@@ -81,12 +81,49 @@ impl From<EngineError> for ApiError {
                 "participant_not_found",
                 "this user is not a participant of the thread",
             ),
-            EngineError::Unavailable(why) => ApiError::new(503, "shard_unavailable", why),
-            EngineError::WritesUnavailable(why) => ApiError::new(503, "writes_unavailable", why),
+            EngineError::Unavailable(why) => {
+                logged("shard unavailable", &why);
+                ApiError::new(
+                    503,
+                    "shard_unavailable",
+                    "the shard that owns this data is unavailable; retry later",
+                )
+            }
+            EngineError::WritesUnavailable(why) => {
+                // The failure itself was logged once where it happened.
+                crate::logging::debug("write refused", &[("error", &why)]);
+                ApiError::new(
+                    503,
+                    "writes_unavailable",
+                    "writes are refused on this shard: its log or store failed (until \
+                     restart) or is behind (retry later); reads keep working",
+                )
+            }
             EngineError::KmsUnavailable(why) => ApiError::new(503, "kms_unavailable", why),
-            EngineError::Storage(why) => ApiError::new(500, "storage_error", why),
+            EngineError::TooLarge { bytes, max } => ApiError::new(
+                413,
+                "write_too_large",
+                format!(
+                    "this change would log {bytes} bytes, more than one write-ahead log record \
+                     holds ({max}); an edit logs the previous body with the new one"
+                ),
+            ),
+            EngineError::Storage(why) => {
+                logged("storage error", &why);
+                ApiError::new(
+                    500,
+                    "storage_error",
+                    "the server failed to read or write its storage",
+                )
+            }
         }
     }
+}
+
+/// Logs the detail of an internal failure: it may name files, descriptors
+/// or devices, which belong in the server's log, never in a response.
+fn logged(what: &str, why: &str) {
+    crate::logging::error(what, &[("error", &why)]);
 }
 
 impl From<RouteError> for ApiError {

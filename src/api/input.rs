@@ -162,7 +162,8 @@ pub fn title(title: Option<String>, limits: &Limits) -> Result<String, ApiError>
         ApiError::bad_request(
             "invalid_field",
             format!(
-                "`title` must be 1 to {} bytes of non-blank text",
+                "`title` must be 1 to {} bytes of non-blank text without control or \
+                 bidirectional override characters",
                 limits.title_bytes_max
             ),
         )
@@ -171,10 +172,62 @@ pub fn title(title: Option<String>, limits: &Limits) -> Result<String, ApiError>
 }
 
 /// The title trimmed, if it is 1 to `title_bytes_max` bytes of non-blank
-/// text. Shared with embedded mode so both refuse the same titles.
+/// text without control or bidi override characters. Shared with embedded
+/// mode so both refuse the same titles.
 pub fn valid_title<'a>(title: &'a str, limits: &Limits) -> Option<&'a str> {
     let trimmed = title.trim();
-    (!trimmed.is_empty() && trimmed.len() <= limits.title_bytes_max).then_some(trimmed)
+    (!trimmed.is_empty()
+        && trimmed.len() <= limits.title_bytes_max
+        && !trimmed.chars().any(is_hidden_control))
+    .then_some(trimmed)
+}
+
+/// Characters a title may not hold: controls (NUL, C0, DEL, C1), which
+/// break logs and terminals, and the bidi embeddings, overrides and
+/// isolates, which make a title display as different text than it is
+/// (`invoice\u{202E}fdp.exe`). Plain direction marks (LRM, RLM) stay
+/// allowed: right-to-left text needs them.
+fn is_hidden_control(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Refuses a JSON body whose arrays and objects nest deeper than
+/// `depth_max` (the outermost value counts as one) before anything parses
+/// it: message bodies are kept as raw JSON, which the parser checks for
+/// syntax but not depth, and 5,000 levels break common clients' parsers.
+/// Not a validator: bytes inside strings are skipped, all else is counted.
+pub fn check_json_depth(body: &[u8], depth_max: usize) -> Result<(), ApiError> {
+    let mut depth = 0usize;
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in body {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > depth_max {
+                    return Err(ApiError::bad_request(
+                        "json_too_deep",
+                        format!(
+                            "request body nests arrays and objects more than {depth_max} \
+                             levels deep (the body itself is one)"
+                        ),
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 pub fn optional_slug(slug: Option<String>) -> Result<Option<String>, ApiError> {
@@ -552,6 +605,35 @@ mod tests {
                 .limit,
             50
         );
+    }
+
+    #[test]
+    fn json_depth_counts_nesting_outside_strings() {
+        assert!(check_json_depth(br#"{"a":[1,{"b":2}]}"#, 3).is_ok());
+        assert!(check_json_depth(br#"{"a":[1,{"b":2}]}"#, 2).is_err());
+        // Brackets and escaped quotes inside strings are text, not nesting.
+        assert!(check_json_depth(br#"{"a":"[[[{{\"[[["}"#, 1).is_ok());
+        let deep = "[".repeat(5000) + &"]".repeat(5000);
+        let err = check_json_depth(deep.as_bytes(), 64).unwrap_err();
+        assert_eq!((err.status, err.code), (400, "json_too_deep"));
+    }
+
+    #[test]
+    fn titles_refuse_controls_and_bidi_overrides() {
+        let limits = Limits::default();
+        for bad in [
+            "a\0b",
+            "a\u{7}b",
+            "a\u{7f}",
+            "a\u{85}b",
+            "x\u{202E}gpj",
+            "a\u{2067}b",
+        ] {
+            assert!(valid_title(bad, &limits).is_none(), "{bad:?}");
+        }
+        for good in ["Café ☕", "שלום \u{200F}", "  padded  "] {
+            assert!(valid_title(good, &limits).is_some(), "{good:?}");
+        }
     }
 
     #[test]

@@ -223,6 +223,7 @@ impl Api {
             });
         }
         let query = Query::parse(&request.query)?;
+        input::check_json_depth(&request.body, self.limits.json_depth_max)?;
         if let Some(handled) = self.admin_read(&route, request, &query).await {
             return handled;
         }

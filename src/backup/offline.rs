@@ -51,7 +51,7 @@ fn backup_shard(db: &Path, shard: usize, dir: &Path) -> Result<super::ShardFile,
                 ShardId(shard),
                 StoreOptions::default(),
                 wal,
-                RecoveryPolicy::Strict,
+                (RecoveryPolicy::Strict, crate::engine::StoreRecovery::Strict),
                 None,
             )?;
             let snapshot = engine.snapshot().map_err(|err| err.to_string())?;

@@ -137,6 +137,11 @@ fn restore_shard(dir: &Path, file: &ShardFile, building: &Path) -> Result<(), St
     let label = format!("restore-{}", file.shard);
     let store = Store::open(&store_dir, StoreOptions::default(), &label)
         .map_err(|err| format!("cannot create {}: {err}", store_dir.display()))?;
+    // Every item comes from a verified backup of durable data and there is
+    // no log here to wait for: all of it may be written to tables.
+    store
+        .log_durable_watermark()
+        .store(u64::MAX, std::sync::atomic::Ordering::Release);
     let mut lsn = first_lsn;
     scan_items(&path, file, |ops| {
         while let Err(StoreError::Busy(_)) = store.admit_write() {

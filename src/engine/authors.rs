@@ -57,6 +57,11 @@ impl Authors {
         threads.deleted += u64::from(new.deleted);
     }
 
+    /// Forgets every loaded author; the next listing builds its entry again.
+    pub fn clear(&self) {
+        self.loaded.borrow_mut().clear();
+    }
+
     fn load(&self, store: &Store, author: &str) -> Result<(), EngineError> {
         if self.loaded.borrow().contains_key(author) {
             return Ok(());

@@ -377,6 +377,12 @@ pub enum EngineError {
     WritesUnavailable(String),
     /// The external KMS could not be reached; nothing was changed.
     KmsUnavailable(String),
+    /// The change would log more bytes than one WAL record holds (an edit
+    /// logs the old and the new body); nothing was changed.
+    TooLarge {
+        bytes: usize,
+        max: usize,
+    },
     Storage(String),
 }
 
@@ -390,6 +396,25 @@ impl Command {
     pub fn thread(&self) -> &ThreadId {
         self.single_thread()
             .expect("sent to every shard, not to one owner")
+    }
+
+    /// True for the commands that only read (or subscribe).
+    pub fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            Command::GetThread { .. }
+                | Command::ListThreads(_)
+                | Command::ListAllThreads(_)
+                | Command::Stats
+                | Command::Metrics
+                | Command::ListMessages { .. }
+                | Command::GetMessage { .. }
+                | Command::ListVersions { .. }
+                | Command::ListReplies { .. }
+                | Command::Subscribe { .. }
+                | Command::ChangesAfter { .. }
+                | Command::Unsubscribe { .. }
+        )
     }
 
     /// The one thread this command is about; `None` for the commands sent

@@ -8,6 +8,17 @@
 //! A mutation is resolved here (ids, timestamps, versions), its storage
 //! operations are appended to the shard's [`Wal`] and applied to the store,
 //! and the reply waits for the durability the configured mode promises.
+//!
+//! Nothing a client is told rests on a write the log may still lose. In
+//! `sync` mode every reply, a read's too, waits until each write it could
+//! have seen is on disk (a read of a thread waits for that thread's
+//! writes in flight, a listing for every write in flight); if the log
+//! fails meanwhile the reply is a 503 instead. Once the log has failed,
+//! reads see only what it has on disk (the store reads at that snapshot
+//! and the caches start over), so a refused write is never visible, and
+//! the store never flushes past the log (see `store::maintenance`), so it
+//! does not come back after a restart either. In `batch` and `none` modes
+//! writes are visible once logged, and hidden again if their flush fails.
 
 mod authors;
 mod command;
@@ -16,8 +27,11 @@ mod members;
 mod page;
 mod participants;
 mod record_cache;
+mod store_rebuild;
 mod tail_cache;
 mod user_streams;
+
+pub use store_rebuild::StoreRecovery;
 
 pub use page::{Pagination, list, thread_list, wrap};
 
@@ -45,7 +59,7 @@ use crate::shard::hub::StreamEvent;
 use crate::store::{Ops, Store, StoreError, StoreOptions};
 use crate::wal::record::Lsn;
 use crate::wal::recovery::{self, RecoveryPolicy};
-use crate::wal::{Wal, WalOptions, WalStats};
+use crate::wal::{Durability, Wal, WalError, WalOptions, WalStats};
 
 impl From<StoreError> for EngineError {
     fn from(err: StoreError) -> Self {
@@ -89,7 +103,16 @@ pub struct Engine {
     participants_max: Cell<usize>,
     /// Users following all their threads (`GET /frontend/v1/stream`).
     user_streams: user_streams::UserStreams,
+    /// In `sync` mode, threads whose newest write may not be on disk yet,
+    /// with that write's LSN: a command on the thread answers once the log
+    /// has it. Entries at or below the log's durable LSN are stale.
+    unlogged: RefCell<HashMap<Vec<u8>, Lsn>>,
+    /// Set once the log failed and reads were cut back to what it holds.
+    log_failed: Cell<bool>,
 }
+
+/// Entries of `Engine::unlogged` before the stale ones are dropped.
+const UNLOGGED_MAX: usize = 4096;
 
 /// Encryption state of one shard.
 pub struct Sealing {
@@ -203,13 +226,14 @@ impl Engine {
         dir: &Path,
         store_options: StoreOptions,
         wal_options: WalOptions,
-        policy: RecoveryPolicy,
+        (policy, store_recovery): (RecoveryPolicy, StoreRecovery),
         kms: Option<Kms>,
     ) -> Result<(Rc<Engine>, Vec<String>), String> {
-        let store = Store::open(&dir.join("store"), store_options, &shard.to_string())
-            .map_err(|err| format!("{shard}: cannot open the store: {err}"))?;
+        let store =
+            store_rebuild::open_store(dir, store_options, &shard.to_string(), store_recovery)?;
         let wal_dir = dir.join("wal");
         let label = shard.to_string();
+        let watermark = store.log_durable_watermark();
         let recovered = recovery::recover(
             &wal_dir,
             &label,
@@ -218,6 +242,8 @@ impl Engine {
             |lsn, payload| {
                 let ops = Ops::decode(payload)
                     .ok_or_else(|| format!("{label}: WAL record {} does not decode", lsn.0))?;
+                // Replayed records are on disk: their memtables may flush.
+                watermark.fetch_max(lsn.0, std::sync::atomic::Ordering::AcqRel);
                 store
                     .apply(lsn, &ops)
                     .map_err(|err| format!("{label}: replay of LSN {}: {err}", lsn.0))
@@ -232,7 +258,13 @@ impl Engine {
         }
         // The store may be ahead of a log cut by recovery; LSNs never go back.
         let last = recovered.last_lsn.max(store.applied_lsn());
-        let wal = Wal::start(&wal_dir, label, wal_options, last, recovered.segments);
+        let wal = Wal::start(
+            &wal_dir,
+            label,
+            wal_options,
+            (last, recovered.segments),
+            watermark,
+        );
         let seed = now_ns() ^ ((shard.0 as u64) << 56) ^ u64::from(std::process::id());
         let engine = Rc::new(Engine {
             shard,
@@ -256,6 +288,8 @@ impl Engine {
             members: members::Members::default(),
             participants_max: Cell::new(PARTICIPANTS_PER_THREAD_DEFAULT),
             user_streams: user_streams::UserStreams::default(),
+            unlogged: RefCell::new(HashMap::new()),
+            log_failed: Cell::new(false),
         });
         let checkpointer = glommio::spawn_local(engine.clone().checkpoints()).detach();
         *engine.checkpointer.borrow_mut() = Some(checkpointer);
@@ -285,21 +319,32 @@ impl Engine {
     /// Drops WAL segments once the store's tables on disk hold everything
     /// in them. The store's maintenance thread writes the tables; this only
     /// reads how far it got, so a checkpoint never waits for I/O.
+    /// A failure is logged once, and again only when it changes or heals:
+    /// a checkpoint that fails every second must not flood the log.
     async fn checkpoints(self: Rc<Self>) {
+        let mut failing: Option<String> = None;
         loop {
             glommio::timer::sleep(CHECKPOINT_POLL).await;
+            self.store.forget_flushed();
             if self.wal.segment_count() < 2 {
                 continue;
             }
-            if let Err(why) = self
+            let done = self
                 .wal
                 .remove_segments_through(self.store.persisted_lsn())
-                .await
-            {
-                crate::logging::warn(
-                    "checkpoint failed",
-                    &[("shard", &self.shard.0), ("error", &why)],
-                );
+                .await;
+            match done {
+                Err(why) if failing.as_ref() != Some(&why) => {
+                    crate::logging::warn(
+                        "checkpoint failed; retrying every second, logged again only if the error changes",
+                        &[("shard", &self.shard.0), ("error", &why)],
+                    );
+                    failing = Some(why);
+                }
+                Ok(_) if failing.take().is_some() => {
+                    crate::logging::info("checkpoint succeeded again", &[("shard", &self.shard.0)]);
+                }
+                _ => {}
             }
         }
     }
@@ -318,10 +363,11 @@ impl Engine {
             self.tail_pages.forget(thread);
             self.thread_records.forget(thread);
         }
-        let lsn = self
-            .wal
-            .append(&ops.encode())
-            .map_err(|err| EngineError::WritesUnavailable(err.to_string()))?;
+        let lsn = self.wal.append(&ops.encode()).map_err(|err| match err {
+            WalError::TooLarge { bytes, max } => EngineError::TooLarge { bytes, max },
+            err => EngineError::WritesUnavailable(err.to_string()),
+        })?;
+        self.note_unlogged(&ops, lsn);
         if let Err(err) = self.store.apply(lsn, &ops) {
             let why = format!("applying LSN {} failed: {err}", lsn.0);
             crate::logging::error(
@@ -334,32 +380,36 @@ impl Engine {
         Ok(lsn)
     }
 
-    /// Executes `command` and waits until its effects are as durable as the
-    /// configured mode promises. A durable change of a thread with live-tail
-    /// listeners comes back as `Published` for the caller to deliver.
+    /// Executes `command` and waits until its effects, and every write it
+    /// could have seen, are as durable as the configured mode promises. A
+    /// durable change of a thread with live-tail listeners comes back as
+    /// `Published` for the caller to deliver.
     pub async fn run(&self, command: Command) -> (Outcome, Option<Published>) {
-        let thread_key = match self.fetch_thread_key(&command).await {
-            Ok(thread_key) => thread_key,
-            Err(err) => return (Err(err), None),
+        self.hide_writes_the_log_lost();
+        let reads_only = command.reads_only();
+        let subscription = match &command {
+            Command::Subscribe { thread, core, .. } => Some((thread.clone(), *core)),
+            _ => None,
         };
-        // No await from here to the end of `execute`: the key is this
-        // command's alone.
-        if let Some(sealing) = &self.sealing {
-            *sealing.next_thread_key.borrow_mut() = thread_key;
-        }
-        let executed = self.execute(command);
-        if let Some(sealing) = &self.sealing {
-            sealing.next_thread_key.borrow_mut().take();
+        let (executed, seen) = self.execute_keyed(command).await;
+        let own = executed.as_ref().ok().and_then(|executed| executed.lsn);
+        if let Some(lsn) = own.max(seen)
+            && let Err(err) = self.wal.wait_durable(lsn).await
+        {
+            // What this command did or saw is lost: it must not be told.
+            if let (Ok(_), Some((thread, core))) = (&executed, subscription) {
+                let _ = self.execute(Command::Unsubscribe { thread, core });
+            }
+            let err = match reads_only {
+                true => EngineError::Unavailable(format!("a write this read saw was lost: {err}")),
+                false => EngineError::WritesUnavailable(err.to_string()),
+            };
+            return (Err(err), None);
         }
         let executed = match executed {
             Ok(executed) => executed,
             Err(err) => return (Err(err), None),
         };
-        if let Some(lsn) = executed.lsn
-            && let Err(err) = self.wal.wait_durable(lsn).await
-        {
-            return (Err(EngineError::WritesUnavailable(err.to_string())), None);
-        }
         let published = executed
             .change
             .and_then(|(thread, event)| self.audience(thread, event));
@@ -387,6 +437,94 @@ impl Engine {
             followers,
             event,
         })
+    }
+
+    /// Executes `command` (its thread key fetched first, see
+    /// `fetch_thread_key`); also returns the newest write not yet on disk
+    /// that it could have read, which its reply must wait for.
+    async fn execute_keyed(
+        &self,
+        command: Command,
+    ) -> (Result<Executed, EngineError>, Option<Lsn>) {
+        let thread_key = match self.fetch_thread_key(&command).await {
+            Ok(thread_key) => thread_key,
+            Err(err) => return (Err(err), None),
+        };
+        // No await from here to the end of `execute`: the key is this
+        // command's alone, and `seen` is what the store holds as it runs.
+        if let Some(sealing) = &self.sealing {
+            *sealing.next_thread_key.borrow_mut() = thread_key;
+        }
+        let seen = self.unlogged_seen_by(&command);
+        let executed = self.execute(command);
+        if let Some(sealing) = &self.sealing {
+            sealing.next_thread_key.borrow_mut().take();
+        }
+        (executed, seen)
+    }
+
+    /// The newest write not yet on disk that `command` may read: its
+    /// thread's, or for a command over many threads, the newest of all.
+    /// `None` outside `sync` mode, where writes are visible once logged.
+    fn unlogged_seen_by(&self, command: &Command) -> Option<Lsn> {
+        if self.wal.durability() != Durability::Sync || self.log_failed.get() {
+            return None;
+        }
+        let durable = self.wal.durable_lsn();
+        let seen = match command {
+            Command::Metrics | Command::AddMasterKey { .. } | Command::Unsubscribe { .. } => None,
+            command => match command.single_thread() {
+                Some(thread) => self
+                    .unlogged
+                    .borrow()
+                    .get(thread.as_str().as_bytes())
+                    .copied(),
+                None => Some(self.wal.last_appended()),
+            },
+        };
+        seen.filter(|lsn| *lsn > durable)
+    }
+
+    /// Remembers the threads `ops` (logged as `lsn`) change, in `sync` mode.
+    fn note_unlogged(&self, ops: &Ops, lsn: Lsn) {
+        if self.wal.durability() != Durability::Sync {
+            return;
+        }
+        let mut unlogged = self.unlogged.borrow_mut();
+        if unlogged.len() >= UNLOGGED_MAX {
+            let durable = self.wal.durable_lsn();
+            unlogged.retain(|_, written| *written > durable);
+        }
+        for thread in ops.touched_threads() {
+            unlogged.insert(thread.to_vec(), lsn);
+        }
+    }
+
+    /// Once the log has failed: cuts reads back to what it has on disk and
+    /// starts every cache over, so writes it lost (refused with 503, or in
+    /// `batch`/`none` mode acknowledged in the flush that failed) are no
+    /// longer seen, as they will not be after a restart.
+    fn hide_writes_the_log_lost(&self) {
+        if self.log_failed.get() || !self.wal.failed() {
+            return;
+        }
+        let durable = self.wal.durable_lsn();
+        if !self.store.hide_after(durable) {
+            // The store is mid-flush; the next command tries again. Until
+            // then `sync` answers that saw a lost write are still 503s.
+            return;
+        }
+        self.log_failed.set(true);
+        self.tail_pages.clear();
+        self.thread_records.clear();
+        self.authors.clear();
+        self.message_count.set(None);
+        self.thread_count.set(None);
+        self.unlogged.borrow_mut().clear();
+        crate::logging::warn(
+            "reads now show only what the failed log has on disk",
+            &[("shard", &self.shard.0), ("durable_lsn", &durable.0)],
+        );
     }
 
     /// With an external KMS, talks to it on a blocking thread before
@@ -461,7 +599,16 @@ impl Engine {
         self.shard
     }
 
+    /// Writes the memtables out as tables. Refused while writes past the
+    /// log's durable LSN exist: tables never hold what the log may lose.
     pub fn persist(&self) -> Result<(), StoreError> {
+        let durable = self.wal.durable_lsn();
+        if self.store.applied_lsn() > durable {
+            return Err(StoreError::Busy(format!(
+                "writes past LSN {} are not on disk in the log",
+                durable.0
+            )));
+        }
         self.store.persist()
     }
 

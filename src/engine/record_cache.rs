@@ -37,6 +37,10 @@ impl RecordCache {
         records.insert(record.thread.id.as_bytes().to_vec(), record.clone());
     }
 
+    pub fn clear(&self) {
+        self.records.borrow_mut().clear();
+    }
+
     pub fn forget(&self, thread: &[u8]) {
         self.records.borrow_mut().remove(thread);
     }

@@ -67,6 +67,11 @@ impl TailCache {
     }
 
     /// Drops every cached page of `thread` (its id's bytes).
+    pub fn clear(&self) {
+        self.pages.borrow_mut().clear();
+        self.bytes.set(0);
+    }
+
     pub fn forget(&self, thread: &[u8]) {
         if let Some(pages) = self.pages.borrow_mut().remove(thread) {
             let freed: usize = pages.iter().map(|page| page.body.len()).sum();

@@ -105,6 +105,37 @@ pub fn dev_key(db: &Path) -> Result<(String, bool), String> {
     }
 }
 
+/// Free bytes on the volume holding `path` (for unprivileged users), or
+/// `None` when the file system cannot say.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `stats` is written by the call
+    // before it is read, only when the call succeeds.
+    let stats = unsafe {
+        if libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stats.assume_init()
+    };
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
+/// Share of the free space the shards' preallocated log segments may take
+/// at start: each shard preallocates two (the open one and the next), so
+/// with 8 they take at most a quarter of it, leaving the rest for the
+/// records kept until their memtable is flushed and for the tables.
+const FREE_SPACE_PER_SEGMENT_DIVISOR: u64 = 8;
+
+/// The WAL segment size for `shards` shards on a volume with `free` bytes
+/// free: `configured`, or less (in whole 4 KiB blocks, at least `min`)
+/// when preallocating it would make a small volume unusable.
+pub fn segment_bytes_that_fit(configured: u64, min: u64, free: u64, shards: usize) -> u64 {
+    let share = free / (shards.max(1) as u64 * FREE_SPACE_PER_SEGMENT_DIVISOR);
+    configured.min(share / 4096 * 4096).max(min)
+}
+
 fn random_hex(bytes: usize) -> Result<String, String> {
     let mut buffer = vec![0u8; bytes];
     fs::File::open("/dev/urandom")
@@ -137,6 +168,16 @@ fn write_durably(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn segments_shrink_to_fit_a_small_volume_but_not_below_the_minimum() {
+        use super::segment_bytes_that_fit as fit;
+        const MIB: u64 = 1024 * 1024;
+        assert_eq!(fit(64 * MIB, 64 * 1024, 100_000 * MIB, 4), 64 * MIB);
+        // 100 MiB free, 2 shards: 100/16 MiB each, rounded to whole blocks.
+        assert_eq!(fit(64 * MIB, 64 * 1024, 100 * MIB, 2), 6400 * 1024);
+        assert_eq!(fit(64 * MIB, 64 * 1024, MIB, 8), 64 * 1024);
+    }
+
     use super::*;
 
     #[test]

@@ -34,7 +34,7 @@ use crate::auth::Keys;
 use crate::config::Config;
 use crate::config::KmsConfig;
 use crate::crypto::{ExternalKms, Keyring, Kms};
-use crate::engine::Engine;
+use crate::engine::{Engine, StoreRecovery};
 use crate::http::HeadLimits;
 use crate::logging;
 use crate::shard::{ShardId, mesh};
@@ -57,6 +57,12 @@ const IO_MEMORY_MIN_BYTES: usize = 64 * 1024;
 /// Starts the server and blocks until it has shut down.
 pub fn run(mut config: Config) -> Result<(), String> {
     logging::init(config.log_level, config.access_log);
+    // A write past the file-size limit (`ulimit -f`) must fail with EFBIG,
+    // which poisons one shard's log, instead of killing the process.
+    // SAFETY: setting a signal's disposition to ignore touches no memory.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shard_count = datadir::prepare(&config.db, config.shards, cores)?;
     // Connections are descriptors: use what the hard limit allows, and
@@ -66,6 +72,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
         shard_count,
         fds::raise_nofile_limit(),
     );
+    fit_segments_to_free_space(&mut config, shard_count);
     let keys = resolve_keys(&config)?;
     let kms = open_kms(&config)?;
     let (reloadable_cert, tls_config) = match &config.tls {
@@ -288,7 +295,7 @@ async fn run_shard(
         shard,
         config.store,
         config.wal.clone(),
-        config.wal_recovery,
+        (config.wal_recovery, config.store_recovery),
         kms,
     )?;
     engine.set_participants_max(config.limits.participants_per_thread_max);
@@ -539,6 +546,33 @@ async fn accept_pg(
     }
 }
 
+/// Lowers the WAL segment size when preallocating segments of the
+/// configured size would fill a small volume, and says so.
+fn fit_segments_to_free_space(config: &mut Config, shards: usize) {
+    let free = crate::config::debug_free_bytes().or_else(|| datadir::free_bytes(&config.db));
+    let Some(free) = free else {
+        return;
+    };
+    let configured = config.wal.segment_bytes;
+    let fitted = datadir::segment_bytes_that_fit(
+        configured,
+        crate::config::WAL_SEGMENT_BYTES_MIN as u64,
+        free,
+        shards,
+    );
+    if fitted < configured {
+        logging::warn(
+            "WAL segments lowered to fit the free space of the data directory's volume",
+            &[
+                ("wal_segment_bytes", &fitted),
+                ("configured", &configured),
+                ("free_bytes", &free),
+            ],
+        );
+        config.wal.segment_bytes = fitted;
+    }
+}
+
 /// Opens shard `shard` of the data directory `db`: its store, its WAL
 /// (replaying what the store has not applied yet) and its engine, and
 /// reports recovery on stderr. Must run on the shard's executor. The server
@@ -549,7 +583,7 @@ pub(crate) fn open_shard(
     shard: ShardId,
     store: StoreOptions,
     wal: WalOptions,
-    policy: RecoveryPolicy,
+    policy: (RecoveryPolicy, StoreRecovery),
     kms: Option<Kms>,
 ) -> Result<Rc<Engine>, String> {
     let dir = datadir::shard_dir(db, shard.0);

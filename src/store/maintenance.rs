@@ -5,13 +5,21 @@
 //! the rotations it has flushed, the newest LSN that is on disk (which lets
 //! the WAL drop what it covers) and the tree's shape for metrics.
 //!
+//! A memtable is flushed only once every write in it is on disk in the
+//! write-ahead log (the log's durable watermark): tables must never hold a
+//! write the log may still lose, or it would come back at restart although
+//! it was refused. Deciding on a flush and sealing a memtable exclude each
+//! other through two flags (`flushing`, `rotating`), so a flush never
+//! takes a memtable sealed after the watermark was checked; the shard
+//! never waits on them, it seals a little later instead.
+//!
 //! The thread runs at a lower priority (nice 3) than the shard executors:
 //! when both want the same core it gets about a third of it, which keeps
 //! flushes up with sustained writes (at nice 10 it got a tenth, fell
 //! behind, and writes were refused with 503 in a 60 s run at 70% of the
 //! closed-loop rate) while a flush cannot take the core from the shard.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -22,6 +30,10 @@ use lsm_tree::{AbstractTree, AnyTree, SequenceNumberCounter};
 /// How often the thread looks for work nobody asked for: a flush that
 /// failed and must be retried, or compaction debt.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// How soon a flush waiting for the log's durable watermark looks again
+/// (one fsync is a few milliseconds).
+const WATERMARK_CHECK: Duration = Duration::from_millis(2);
 
 /// Niceness of the maintenance thread (0 is the executors').
 const MAINTENANCE_NICE: libc::c_int = 3;
@@ -43,7 +55,6 @@ pub struct Shape {
 }
 
 /// What the shard reads of the thread's progress.
-#[derive(Default)]
 struct Progress {
     persisted_lsn: AtomicU64,
     /// Every memtable sealed up to this rotation number is in tables.
@@ -54,6 +65,17 @@ struct Progress {
     l0_runs: AtomicU64,
     disk_bytes: AtomicU64,
     sealed_bytes: AtomicU64,
+    /// The newest LSN in a sealed memtable (set before it is sealed).
+    sealed_through: AtomicU64,
+    /// The newest LSN the write-ahead log has on disk (set by the log).
+    log_durable: Arc<AtomicU64>,
+    /// Set while the shard seals a memtable / while this thread decides
+    /// on and runs a flush; each backs off when it sees the other's.
+    rotating: AtomicBool,
+    flushing: AtomicBool,
+    /// Set when the shard's log failed: nothing is flushed or compacted
+    /// any more (see `Store::hide_after`).
+    halted: AtomicBool,
     /// The last flush or compaction error, cleared by the next success.
     /// Held only to copy a string in or out.
     last_error: Mutex<Option<String>>,
@@ -68,15 +90,31 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// `persisted` is the newest LSN in the tree's tables at open.
+    /// `persisted` is the newest LSN in the tree's tables at open;
+    /// `log_durable` the log's durable watermark, which the log keeps.
     pub fn start(
         tree: AnyTree,
         seqno: SequenceNumberCounter,
         persisted: u64,
+        log_durable: Arc<AtomicU64>,
         label: &str,
     ) -> std::io::Result<Handle> {
-        let progress = Arc::new(Progress::default());
-        progress.persisted_lsn.store(persisted, Ordering::Release);
+        let progress = Arc::new(Progress {
+            persisted_lsn: AtomicU64::new(persisted),
+            flushed_through: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            compactions: AtomicU64::new(0),
+            tables: AtomicU64::new(0),
+            l0_runs: AtomicU64::new(0),
+            disk_bytes: AtomicU64::new(0),
+            sealed_bytes: AtomicU64::new(0),
+            sealed_through: AtomicU64::new(0),
+            log_durable,
+            rotating: AtomicBool::new(false),
+            flushing: AtomicBool::new(false),
+            halted: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+        });
         let (requests, inbox) = mpsc::channel();
         let worker = Worker {
             tree,
@@ -101,6 +139,32 @@ impl Handle {
             // A stopped thread cannot flush; the next start replays the WAL.
             let _ = requests.send(Request::Flush(rotation));
         }
+    }
+
+    /// Called by the shard before it seals the memtable holding writes up
+    /// to `last_lsn`; false (do not seal now) while a flush is being
+    /// decided. Every `true` must be followed by `end_rotation`.
+    pub fn begin_rotation(&self, last_lsn: u64) -> bool {
+        let progress = &self.progress;
+        progress.rotating.store(true, Ordering::SeqCst);
+        if progress.flushing.load(Ordering::SeqCst) {
+            progress.rotating.store(false, Ordering::SeqCst);
+            return false;
+        }
+        progress
+            .sealed_through
+            .fetch_max(last_lsn, Ordering::SeqCst);
+        true
+    }
+
+    pub fn end_rotation(&self) {
+        self.progress.rotating.store(false, Ordering::SeqCst);
+    }
+
+    /// Stops flushing and compacting for good. Call between a successful
+    /// `begin_rotation` and its `end_rotation`, so no flush is under way.
+    pub fn halt(&self) {
+        self.progress.halted.store(true, Ordering::SeqCst);
     }
 
     /// The rotation number through which every sealed memtable is flushed.
@@ -161,6 +225,14 @@ impl Drop for Handle {
     }
 }
 
+/// What a flush round did.
+enum Flush {
+    /// Every sealed memtable is in tables (or there was none).
+    Done,
+    /// Not yet: the log has not got every write of them on disk.
+    HeldBack,
+}
+
 struct Worker {
     tree: AnyTree,
     seqno: SequenceNumberCounter,
@@ -177,9 +249,15 @@ impl Worker {
             libc::setpriority(libc::PRIO_PROCESS, tid, MAINTENANCE_NICE);
         }
         let mut asked_through = 0;
+        let mut held_back = false;
         loop {
             let mut waiting = Vec::new();
-            match inbox.recv_timeout(IDLE_CHECK) {
+            let wait = if held_back {
+                WATERMARK_CHECK
+            } else {
+                IDLE_CHECK
+            };
+            match inbox.recv_timeout(wait) {
                 Ok(request) => waiting.push(request),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -191,20 +269,38 @@ impl Worker {
                     asked_through = asked_through.max(*rotation);
                 }
             }
+            if self.progress.halted.load(Ordering::SeqCst) {
+                held_back = false;
+                for request in waiting {
+                    if let Request::FlushAndWait(reply) = request {
+                        let _ = reply.send(Err("the log failed: nothing more is flushed".into()));
+                    }
+                }
+                continue;
+            }
             // Every rotation asked for happened before its request was
             // sent, so the flush below takes its memtable.
             let flushed = self.flush();
-            if flushed.is_ok() {
+            held_back = matches!(flushed, Ok(Flush::HeldBack));
+            if matches!(flushed, Ok(Flush::Done)) {
                 self.progress
                     .flushed_through
                     .fetch_max(asked_through, Ordering::AcqRel);
             }
-            let done = flushed.and_then(|()| self.compact());
+            let done = match flushed {
+                Ok(Flush::Done) => self.compact(),
+                Ok(Flush::HeldBack) => Ok(()),
+                Err(why) => Err(why),
+            };
             self.record(&done);
             self.publish_shape();
             for request in waiting {
                 if let Request::FlushAndWait(reply) = request {
-                    let _ = reply.send(done.clone());
+                    let answer = match held_back {
+                        true => Err("writes past the log's durable LSN stay in memory".into()),
+                        false => done.clone(),
+                    };
+                    let _ = reply.send(answer);
                 }
             }
         }
@@ -220,11 +316,27 @@ impl Worker {
         set(&self.progress.sealed_bytes, all.saturating_sub(active));
     }
 
-    /// Writes every sealed memtable out as tables, oldest first.
-    fn flush(&self) -> Result<(), String> {
+    /// Writes every sealed memtable out as tables, oldest first, once the
+    /// log has every write in them on disk.
+    fn flush(&self) -> Result<Flush, String> {
         if self.tree.sealed_memtable_count() == 0 {
-            return Ok(());
+            return Ok(Flush::Done);
         }
+        let progress = &self.progress;
+        progress.flushing.store(true, Ordering::SeqCst);
+        let logged = !progress.rotating.load(Ordering::SeqCst)
+            && !progress.halted.load(Ordering::SeqCst)
+            && progress.sealed_through.load(Ordering::SeqCst)
+                <= progress.log_durable.load(Ordering::SeqCst);
+        let flushed = match logged {
+            true => self.flush_sealed().map(|()| Flush::Done),
+            false => Ok(Flush::HeldBack),
+        };
+        progress.flushing.store(false, Ordering::SeqCst);
+        flushed
+    }
+
+    fn flush_sealed(&self) -> Result<(), String> {
         let lock = self.tree.get_flush_lock();
         let flushed = self
             .tree
@@ -242,6 +354,9 @@ impl Worker {
 
     /// One round of leveled compaction, if the tree's shape calls for it.
     fn compact(&self) -> Result<(), String> {
+        if self.progress.halted.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let strategy = Arc::new(lsm_tree::compaction::Leveled::default());
         let tables_before = self.tree.table_count();
         self.tree

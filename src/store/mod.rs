@@ -115,6 +115,13 @@ pub struct Store {
     seqno: SequenceNumberCounter,
     visible_seqno: SequenceNumberCounter,
     applied_lsn: std::cell::Cell<Lsn>,
+    /// Memtables this shard sealed, with their rotation numbers, until
+    /// they are flushed (only `hide_after` reads them).
+    sealed: std::cell::RefCell<Vec<(u64, Arc<Memtable>)>>,
+    /// The newest LSN the write-ahead log has on disk, kept current by the
+    /// log: no memtable holding a later write is flushed to tables, so the
+    /// tables never hold a write that the log may lose (see `maintenance`).
+    log_durable: Arc<std::sync::atomic::AtomicU64>,
     memtable_bytes: u64,
     maintenance: maintenance::Handle,
     /// Held for the store's life: a second opener (another server or an
@@ -292,8 +299,15 @@ impl Store {
         let persisted = tree.get_highest_persisted_seqno().unwrap_or(0);
         seqno.fetch_max(persisted + 1);
         visible_seqno.fetch_max(persisted + 1);
-        let maintenance = maintenance::Handle::start(tree.clone(), seqno.clone(), persisted, label)
-            .map_err(|err| StoreError::Busy(format!("cannot start maintenance: {err}")))?;
+        let log_durable = Arc::new(std::sync::atomic::AtomicU64::new(persisted));
+        let maintenance = maintenance::Handle::start(
+            tree.clone(),
+            seqno.clone(),
+            persisted,
+            log_durable.clone(),
+            label,
+        )
+        .map_err(|err| StoreError::Busy(format!("cannot start maintenance: {err}")))?;
         Ok(Store {
             active: std::cell::RefCell::new(tree.active_memtable()),
             rotations: std::cell::Cell::new(0),
@@ -301,6 +315,8 @@ impl Store {
             seqno,
             visible_seqno,
             applied_lsn: std::cell::Cell::new(Lsn(persisted)),
+            sealed: std::cell::RefCell::new(Vec::new()),
+            log_durable,
             memtable_bytes: options.memtable_bytes,
             maintenance,
             _lock: lock,
@@ -313,6 +329,45 @@ impl Store {
         self.applied_lsn.get()
     }
 
+    /// The watermark the shard's write-ahead log keeps at its newest LSN on
+    /// disk; memtables are flushed to tables only up to it.
+    pub fn log_durable_watermark(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.log_durable.clone()
+    }
+
+    /// Drops every applied write past `lsn`, the last one the log has on
+    /// disk, once the log failed: those writes will not survive a restart,
+    /// so they must not be seen now either. The tables hold nothing past
+    /// the log (see `maintenance`), so the memtables are rebuilt from their
+    /// items up to `lsn`, in memory; maintenance stops for good, since the
+    /// shard takes no more writes until restart. Returns false, doing
+    /// nothing, while the maintenance thread is flushing: call again later.
+    pub fn hide_after(&self, lsn: Lsn) -> bool {
+        if !self.maintenance.begin_rotation(self.applied_lsn.get().0) {
+            return false;
+        }
+        self.maintenance.halt();
+        let flushed = self.maintenance.flushed_through();
+        let mut memtables: Vec<Arc<Memtable>> = self
+            .sealed
+            .borrow_mut()
+            .drain(..)
+            .filter(|(rotation, _)| *rotation > flushed)
+            .map(|(_, memtable)| memtable)
+            .collect();
+        memtables.push(self.active.borrow().clone());
+        self.tree.clear_active_memtable();
+        let active = self.tree.active_memtable();
+        for item in memtables.iter().flat_map(|memtable| memtable.iter()) {
+            if item.key.seqno <= lsn.0 {
+                active.insert(item);
+            }
+        }
+        *self.active.borrow_mut() = active;
+        self.maintenance.end_rotation();
+        true
+    }
+
     /// Every LSN up to this one is in the tree's tables on disk, so the WAL
     /// may drop it. Advances as the maintenance thread flushes.
     pub fn persisted_lsn(&self) -> Lsn {
@@ -322,6 +377,7 @@ impl Store {
     /// Refuses a write while flushing is too far behind or failing, before
     /// the write reaches the WAL.
     pub fn admit_write(&self) -> StoreResult<()> {
+        self.forget_flushed();
         if self.sealed_waiting() < SEALED_MEMTABLES_MAX as u64 {
             return Ok(());
         }
@@ -365,13 +421,41 @@ impl Store {
     /// Seals the active memtable and asks for its flush. Only this shard
     /// rotates, so the new active memtable stays the tree's until the next
     /// rotation.
-    fn rotate(&self) {
-        if self.tree.rotate_memtable().is_none() {
-            return;
+    /// Returns false when the maintenance thread is deciding on a flush:
+    /// the memtable stays active a little longer and the next write (or
+    /// `persist`) tries again, so a flush never takes a memtable sealed
+    /// after it checked the log's watermark.
+    fn rotate(&self) -> bool {
+        if !self.maintenance.begin_rotation(self.applied_lsn.get().0) {
+            return false;
         }
-        *self.active.borrow_mut() = self.tree.active_memtable();
-        self.rotations.set(self.rotations.get() + 1);
-        self.maintenance.flush_soon(self.rotations.get());
+        let sealed = self.tree.rotate_memtable();
+        self.maintenance.end_rotation();
+        if let Some(sealed) = sealed {
+            *self.active.borrow_mut() = self.tree.active_memtable();
+            self.rotations.set(self.rotations.get() + 1);
+            self.forget_flushed();
+            self.sealed
+                .borrow_mut()
+                .push((self.rotations.get(), sealed));
+            self.maintenance.flush_soon(self.rotations.get());
+        }
+        true
+    }
+
+    /// Drops this shard's handles on the memtables the maintenance thread
+    /// has flushed, so their memory goes when the tree lets them go. Runs
+    /// on every write and every second (checkpoints), and is cheap when
+    /// there is nothing to drop.
+    pub fn forget_flushed(&self) {
+        let flushed = self.maintenance.flushed_through();
+        let mut sealed = self.sealed.borrow_mut();
+        if sealed
+            .first()
+            .is_some_and(|(rotation, _)| *rotation <= flushed)
+        {
+            sealed.retain(|(rotation, _)| *rotation > flushed);
+        }
     }
 
     /// Memtables sealed by this shard and not yet flushed.
@@ -382,7 +466,10 @@ impl Store {
     /// Flushes everything applied so far to tables and waits for it (clean
     /// shutdown: the next start replays nothing). Blocks the calling thread.
     pub fn persist(&self) -> StoreResult<()> {
-        self.rotate();
+        while !self.rotate() {
+            // The maintenance thread holds the flush decision for a moment.
+            std::thread::yield_now();
+        }
         self.maintenance.flush_and_wait().map_err(StoreError::Busy)
     }
 
@@ -994,6 +1081,51 @@ mod tests {
         assert_eq!(Ops::decode(&trailing), None);
     }
 
+    /// A store whose writes all count as on disk in the log (these tests
+    /// have no log).
+    fn open_logged(dir: &Path, options: StoreOptions) -> Store {
+        let store = Store::open(dir, options, "test").unwrap();
+        store
+            .log_durable_watermark()
+            .store(u64::MAX, std::sync::atomic::Ordering::Release);
+        store
+    }
+
+    #[test]
+    fn memtables_holding_writes_past_the_logs_watermark_stay_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default(), "test").unwrap();
+        let watermark = store.log_durable_watermark();
+        let mut ops = Ops::default();
+        ops.put(Space::Threads, b"t".to_vec(), b"{}".to_vec());
+        store.apply(Lsn(3), &ops).unwrap();
+        watermark.store(2, std::sync::atomic::Ordering::Release);
+        assert!(store.persist().is_err(), "LSN 3 is not in the log yet");
+        assert_eq!(store.persisted_lsn(), Lsn(0));
+        watermark.store(3, std::sync::atomic::Ordering::Release);
+        store.persist().unwrap();
+        assert_eq!(store.persisted_lsn(), Lsn(3));
+        // After the log failed at 5, reads stop at what it has, whether in
+        // a table (3), a sealed memtable (4) or the active one (5).
+        store.apply(Lsn(4), &ops_putting(b"u")).unwrap();
+        store.rotate();
+        for (lsn, key) in [(5, b"v"), (6, b"w")] {
+            store.apply(Lsn(lsn), &ops_putting(key)).unwrap();
+        }
+        assert!(store.hide_after(Lsn(5)));
+        for key in [b"t", b"u", b"v"] {
+            assert!(store.get(Space::Threads, key).unwrap().is_some());
+        }
+        assert!(store.get(Space::Threads, b"w").unwrap().is_none());
+        assert!(store.persist().is_err(), "nothing is flushed any more");
+    }
+
+    fn ops_putting(key: &[u8]) -> Ops {
+        let mut ops = Ops::default();
+        ops.put(Space::Threads, key.to_vec(), b"{}".to_vec());
+        ops
+    }
+
     #[test]
     fn changes_merge_creations_with_updates_in_time_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -1023,14 +1155,14 @@ mod tests {
     fn apply_records_the_lsn_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), StoreOptions::default(), "test").unwrap();
+            let store = open_logged(dir.path(), StoreOptions::default());
             assert_eq!(store.applied_lsn(), Lsn(0));
             let mut ops = Ops::default();
             ops.put(Space::Threads, b"t".to_vec(), b"{}".to_vec());
             store.apply(Lsn(7), &ops).unwrap();
             store.persist().unwrap();
         }
-        let store = Store::open(dir.path(), StoreOptions::default(), "test").unwrap();
+        let store = open_logged(dir.path(), StoreOptions::default());
         assert_eq!(store.applied_lsn(), Lsn(7));
     }
 
@@ -1044,7 +1176,7 @@ mod tests {
         let value = vec![b'x'; 1000];
         let key = |n: u64| keys::message("t", n);
         {
-            let store = Store::open(dir.path(), options, "test").unwrap();
+            let store = open_logged(dir.path(), options);
             for lsn in 1..=300 {
                 let mut ops = Ops::default();
                 ops.put(Space::Messages, key(lsn), value.clone());
@@ -1073,7 +1205,7 @@ mod tests {
         }
         // Without a clean persist, a reopened store resumes from its tables:
         // WAL replay brings back the rest.
-        let store = Store::open(dir.path(), options, "test").unwrap();
+        let store = open_logged(dir.path(), options);
         let resumed = store.applied_lsn().0;
         assert!((60..300).contains(&resumed), "resumed at {resumed}");
         assert!(store.get(Space::Messages, &key(resumed)).unwrap().is_some());
@@ -1090,7 +1222,7 @@ mod tests {
     fn persist_flushes_everything_and_a_second_opener_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), StoreOptions::default(), "test").unwrap();
+            let store = open_logged(dir.path(), StoreOptions::default());
             let refused = Store::open(dir.path(), StoreOptions::default(), "test");
             assert!(matches!(refused, Err(StoreError::Busy(_))));
             let mut ops = Ops::default();
@@ -1099,7 +1231,7 @@ mod tests {
             store.persist().unwrap();
             assert_eq!(store.persisted_lsn(), Lsn(5));
         }
-        let store = Store::open(dir.path(), StoreOptions::default(), "test").unwrap();
+        let store = open_logged(dir.path(), StoreOptions::default());
         assert_eq!(store.applied_lsn(), Lsn(5));
         assert_eq!(
             store.get(Space::Threads, b"t").unwrap().unwrap(),
@@ -1116,7 +1248,7 @@ mod tests {
             cache_bytes: 1 << 20,
             memtable_bytes: 64 * 1024,
         };
-        let store = Store::open(dir.path(), options, "test").unwrap();
+        let store = open_logged(dir.path(), options);
         let write = |lsn: u64, value: &[u8]| {
             let mut ops = Ops::default();
             ops.put(
@@ -1178,7 +1310,7 @@ mod tests {
     #[test]
     fn thread_scans_follow_prefix_cursor_and_direction() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreOptions::default(), "test").unwrap();
+        let store = open_logged(dir.path(), StoreOptions::default());
         let mut ops = Ops::default();
         for id in ["a", "ab", "ab-2", "abc", "b", "Z_9"] {
             ops.extend(Store::thread_ops(&record(id)));

@@ -107,7 +107,17 @@ fn acknowledged_messages_survive_sigkill() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(30 + rng.below(300) as u64));
+        // Kill once this round has had a write acknowledged, however slow
+        // the machine, then at a random point in the next 300 ms.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while acked.lock().unwrap().len() <= total_acked {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{context}: no write was acknowledged in a minute"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(300) as u64));
         server.kill();
         for writer in writers {
             writer.join().expect("writer thread");

@@ -468,23 +468,21 @@ fn pages_of_large_messages_stop_at_the_byte_budget() {
 /// The server started by `sh` after `ulimit_command`, on a new directory.
 fn start_under_ulimit(ulimit_command: &str) -> (support::Started, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let script = format!("{ulimit_command} && exec \"$0\" \"$@\"");
-    let mut args: Vec<String> = vec!["-c".into(), script];
-    args.push(env!("CARGO_BIN_EXE_progressdb").into());
-    for arg in [
+    let db = dir.path().join("db").display().to_string();
+    let args = [
         "--shards",
         "1",
         "--addr",
         "127.0.0.1:0",
         "--api-key",
         BACKEND,
-    ] {
-        args.push(arg.into());
-    }
-    args.extend(["--db".into(), dir.path().join("db").display().to_string()]);
-    let started = support::spawn_program_and_wait(std::path::Path::new("/bin/sh"), &args, &[])
-        .unwrap_or_else(|err| panic!("{err}"));
-    (started, dir)
+        "--db",
+        &db,
+    ];
+    (
+        support::spawn_after_shell_command(ulimit_command, &args),
+        dir,
+    )
 }
 
 /// (soft, hard) open-files limits of process `pid`.

@@ -231,6 +231,16 @@ pub fn run_client(mut command: Command, what: &str) {
     );
 }
 
+/// Starts the binary with `args` from `/bin/sh` after `shell_command`
+/// (a `ulimit`, say), so the server inherits what it sets.
+pub fn spawn_after_shell_command(shell_command: &str, args: &[&str]) -> Started {
+    let script = format!("{shell_command} && exec \"$0\" \"$@\"");
+    let mut argv: Vec<String> = vec!["-c".into(), script];
+    argv.push(env!("CARGO_BIN_EXE_progressdb").into());
+    argv.extend(args.iter().map(|arg| arg.to_string()));
+    spawn_program_and_wait(Path::new("/bin/sh"), &argv, &[]).unwrap_or_else(|err| panic!("{err}"))
+}
+
 pub fn spawn_and_wait(args: &[String], env: &[(&str, &str)]) -> Result<Started, String> {
     spawn_program_and_wait(Path::new(env!("CARGO_BIN_EXE_progressdb")), args, env)
 }

@@ -25,6 +25,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
@@ -79,6 +81,9 @@ pub struct WalOptions {
 pub enum WalError {
     /// A write or fsync failed earlier; nothing is accepted until restart.
     Poisoned(String),
+    /// The payload is larger than one record may be
+    /// ([`record::append_bytes_max`]); nothing was logged.
+    TooLarge { bytes: usize, max: usize },
 }
 
 impl std::fmt::Display for WalError {
@@ -87,6 +92,10 @@ impl std::fmt::Display for WalError {
             WalError::Poisoned(why) => {
                 write!(f, "write-ahead log unavailable until restart: {why}")
             }
+            WalError::TooLarge { bytes, max } => write!(
+                f,
+                "a write of {bytes} bytes is larger than one log record ({max} bytes)"
+            ),
         }
     }
 }
@@ -125,6 +134,9 @@ pub struct Wal {
     next_lsn: Cell<Lsn>,
     pending: RefCell<Pending>,
     durable: Cell<Lsn>,
+    /// `durable` as shared with the store's maintenance thread, which
+    /// flushes no memtable past it.
+    durable_watermark: Arc<AtomicU64>,
     waiters: RefCell<VecDeque<Waiter>>,
     poisoned: RefCell<Option<String>>,
     segments: RefCell<Vec<SegmentInfo>>,
@@ -141,14 +153,16 @@ const PENDING_CAPACITY: usize = 64 * 1024;
 
 impl Wal {
     /// Starts the log after recovery: new records get LSNs after
-    /// `last_lsn`, in a new segment created by the first flush.
+    /// `last_lsn`, in a new segment created by the first flush. The log
+    /// keeps `durable_watermark` at its newest LSN on disk.
     pub fn start(
         dir: &Path,
         label: String,
         options: WalOptions,
-        last_lsn: Lsn,
-        segments: Vec<SegmentInfo>,
+        (last_lsn, segments): (Lsn, Vec<SegmentInfo>),
+        durable_watermark: Arc<AtomicU64>,
     ) -> Rc<Wal> {
+        durable_watermark.fetch_max(last_lsn.0, Ordering::AcqRel);
         let (kick, kicked) = local_channel::new_bounded(1);
         let wal = Rc::new(Wal {
             dir: dir.to_path_buf(),
@@ -160,6 +174,7 @@ impl Wal {
                 first: Lsn(last_lsn.0 + 1),
             }),
             durable: Cell::new(last_lsn),
+            durable_watermark,
             waiters: RefCell::new(VecDeque::new()),
             poisoned: RefCell::new(None),
             stats: Cell::new(WalStats {
@@ -189,6 +204,26 @@ impl Wal {
         self.stats.get()
     }
 
+    /// The newest LSN appended so far (durable or not).
+    pub fn last_appended(&self) -> Lsn {
+        Lsn(self.next_lsn.get().0 - 1)
+    }
+
+    /// The newest LSN on disk (written, and fdatasynced unless `none`).
+    pub fn durable_lsn(&self) -> Lsn {
+        self.durable.get()
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.options.durability
+    }
+
+    /// True once a write or fdatasync failed: nothing past
+    /// [`Wal::durable_lsn`] will ever be on disk.
+    pub fn failed(&self) -> bool {
+        self.poisoned.borrow().is_some()
+    }
+
     fn update_stats(&self, change: impl FnOnce(&mut WalStats)) {
         let mut stats = self.stats.get();
         change(&mut stats);
@@ -196,9 +231,17 @@ impl Wal {
     }
 
     /// Adds a record to the next flush and returns its LSN. Does not wait.
+    /// A payload larger than a record may be is refused, not logged.
     pub fn append(&self, payload: &[u8]) -> Result<Lsn, WalError> {
         if let Some(why) = self.poisoned.borrow().as_ref() {
             return Err(WalError::Poisoned(why.clone()));
+        }
+        let max = record::append_bytes_max();
+        if payload.len() > max {
+            return Err(WalError::TooLarge {
+                bytes: payload.len(),
+                max,
+            });
         }
         let lsn = self.next_lsn.get();
         self.next_lsn.set(Lsn(lsn.0 + 1));
@@ -233,8 +276,7 @@ impl Wal {
     /// durability mode: a clean shutdown must not leave a `batch` or `none`
     /// interval's records in memory.
     pub async fn flush_all(&self) -> Result<(), WalError> {
-        let last = Lsn(self.next_lsn.get().0 - 1);
-        self.wait_flushed(last).await
+        self.wait_flushed(self.last_appended()).await
     }
 
     /// Waits until the flush holding `lsn` completed: written and, unless
@@ -277,6 +319,7 @@ impl Wal {
             match self.flush(&mut current, &spare, &batch).await {
                 Ok(()) => {
                     self.durable.set(last);
+                    self.durable_watermark.store(last.0, Ordering::Release);
                     self.update_stats(|stats| {
                         stats.flushes += 1;
                         stats.records_flushed += u64::from(batch.count);
@@ -293,6 +336,7 @@ impl Wal {
                         &[("shard", &self.label), ("error", &why)],
                     );
                     *self.poisoned.borrow_mut() = Some(why.clone());
+                    self.forget_failed_flush(current.as_ref()).await;
                     self.wake(Lsn(u64::MAX), Err(WalError::Poisoned(why)));
                     return;
                 }
@@ -300,13 +344,45 @@ impl Wal {
         }
     }
 
-    fn wake(&self, upto: Lsn, result: Result<(), WalError>) {
-        let mut waiters = self.waiters.borrow_mut();
-        while waiters.front().is_some_and(|(lsn, _)| *lsn <= upto) {
-            if let Some((_, done)) = waiters.pop_front() {
-                let _ = done.try_send(result.clone());
-            }
+    /// Zeroes the first block of the flush that failed, where its batch
+    /// header is: its records may have reached the disk although the write
+    /// or fdatasync reported failure, and recovery stops at a zero block,
+    /// so none of them (all answered 503) comes back at restart. Best
+    /// effort: the disk is failing, and the outcome is logged.
+    async fn forget_failed_flush(&self, segment: Option<&OpenSegment>) {
+        let Some(segment) = segment else {
+            return;
+        };
+        let mut zeros = segment.file.alloc_dma_buffer(segment::BLOCK_BYTES);
+        zeros.as_bytes_mut().fill(0);
+        let forgotten = match segment.file.write_at(zeros, segment.offset).await {
+            Ok(_) => segment.file.fdatasync().await,
+            Err(err) => Err(err),
+        };
+        match forgotten {
+            Ok(()) => crate::logging::info(
+                "the failed flush was erased from the log",
+                &[("shard", &self.label), ("offset", &segment.offset)],
+            ),
+            Err(err) => crate::logging::error(
+                "the failed flush could not be erased; its writes, all refused, may \
+                 reappear after restart",
+                &[("shard", &self.label), ("error", &err)],
+            ),
         }
+    }
+
+    /// Answers every waiter for an LSN up to `upto`. Waiters are not in LSN
+    /// order: a read waits for the newest write it saw, which may be older
+    /// than a write queued before it.
+    fn wake(&self, upto: Lsn, result: Result<(), WalError>) {
+        self.waiters.borrow_mut().retain(|(lsn, done)| {
+            if *lsn > upto {
+                return true;
+            }
+            let _ = done.try_send(result.clone());
+            false
+        });
     }
 
     /// One write (+ fdatasync unless `none`) of a framed batch, rotating to
@@ -422,12 +498,20 @@ impl Wal {
             .dma_open(&path)
             .await
             .map_err(|err| format!("cannot create {}: {err}", path.display()))?;
-        file.pre_allocate(capacity, false)
-            .await
-            .map_err(|err| format!("cannot preallocate {}: {err}", path.display()))?;
-        file.fdatasync()
-            .await
-            .map_err(|err| format!("cannot sync {}: {err}", path.display()))?;
+        let prepared = match file.pre_allocate(capacity, false).await {
+            Ok(()) => file
+                .fdatasync()
+                .await
+                .map_err(|err| format!("cannot sync {}: {err}", path.display())),
+            Err(err) => Err(format!("cannot preallocate {}: {err}", path.display())),
+        };
+        if let Err(why) = prepared {
+            // A segment that never held a record must not stay behind: the
+            // next start would log its first LSN again, into this name.
+            let _ = file.close().await;
+            let _ = std::fs::remove_file(&path);
+            return Err(why);
+        }
         let dir = self.dir.clone();
         glommio::executor()
             .spawn_blocking(move || sync_dir(&dir))

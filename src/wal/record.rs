@@ -26,6 +26,18 @@ pub const HEADER_BYTES: usize = 24;
 /// Largest payload accepted on decode; larger lengths are corruption.
 pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// Largest payload the log accepts for a new record: [`PAYLOAD_BYTES_MAX`],
+/// or a debug build's lower test override (read once), so tests can reach
+/// the limit with small bodies.
+pub fn append_bytes_max() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        crate::config::debug_wal_record_bytes_max()
+            .unwrap_or(PAYLOAD_BYTES_MAX)
+            .min(PAYLOAD_BYTES_MAX)
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// Opens every flush: payload is the flush length in bytes (u32) and

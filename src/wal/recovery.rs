@@ -64,6 +64,15 @@ pub fn segment_name(first: Lsn) -> String {
     format!("{:020}.wal", first.0)
 }
 
+/// The first LSN of the oldest segment in `dir`, if it holds any (a
+/// missing directory holds none).
+pub fn oldest_segment(dir: &Path) -> Result<Option<Lsn>, String> {
+    if !dir.exists() {
+        return Ok(None);
+    }
+    Ok(list_segments(dir)?.first().map(|(first, _)| *first))
+}
+
 fn list_segments(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>, String> {
     let mut found = Vec::new();
     let entries =
