@@ -27,6 +27,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod embedded;
