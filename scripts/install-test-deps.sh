@@ -2,7 +2,8 @@
 # Installs what the browser test (src/tests/viewer.rs) needs: Debian's
 # chromium and chromium-driver, and playwright-core from the committed
 # lockfile; and what the SQL test (src/tests/pg.rs) needs: Debian's
-# postgresql-client and psycopg pinned in src/tests/pg/requirements.txt.
+# postgresql-client and psycopg pinned in src/tests/pg/requirements.txt;
+# and the pinned nats-server the cluster test (src/tests/cluster.rs) runs.
 # Idempotent, and quick when everything is already there. Runs as root on
 # a fresh Debian machine (or with sudo).
 set -euo pipefail
@@ -69,3 +70,6 @@ else
         --target "$pg_dir/site" -r "$pg_dir/requirements.txt"
     cp "$pg_dir/requirements.txt" "$pg_dir/site/.requirements.installed"
 fi
+
+# The cluster tests (src/tests/cluster.rs) start real nats-servers.
+scripts/install-nats.sh
