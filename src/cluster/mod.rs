@@ -9,8 +9,8 @@
 //! for leases, and [`record`] is the byte layout of what goes into the log.
 //! The engine it runs on is reached only through the two traits in
 //! [`ports`], so the same logic runs against in-memory fakes in unit tests
-//! ([`fake`]) and against JetStream in the server. [`driver`] runs one
-//! replica against a [`ports::Log`] synchronously.
+//! ([`fake`]) and against JetStream ([`nats`], on its own thread). [`driver`]
+//! runs one replica against a [`ports::Log`] synchronously.
 //!
 //! # Protocol
 //!
@@ -86,6 +86,7 @@ pub mod driver;
 #[cfg(test)]
 pub mod fake;
 pub mod lease;
+pub mod nats;
 pub mod ports;
 pub mod record;
 pub mod replica;

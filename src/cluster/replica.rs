@@ -98,6 +98,16 @@ pub enum Effect {
     Data { payload: Vec<u8> },
 }
 
+impl Effect {
+    /// The flush to apply, if this is one.
+    pub fn into_data(self) -> Option<Vec<u8>> {
+        match self {
+            Effect::Data { payload } => Some(payload),
+            Effect::Barrier { .. } => None,
+        }
+    }
+}
+
 /// The answer for the flush in flight, learnt from the log itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolved {

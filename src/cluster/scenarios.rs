@@ -48,10 +48,7 @@ fn payloads_in_log(log: &FakeLog) -> Vec<Vec<u8>> {
 fn data_effects(effects: Vec<(Seq, Effect)>) -> Vec<Vec<u8>> {
     effects
         .into_iter()
-        .filter_map(|(_, effect)| match effect {
-            Effect::Data { payload } => Some(payload),
-            Effect::Barrier { .. } => None,
-        })
+        .filter_map(|(_, effect)| effect.into_data())
         .collect()
 }
 

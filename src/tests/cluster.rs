@@ -1,0 +1,370 @@
+//! Clustered mode's NATS adapters against real nats-servers: three
+//! JetStream servers clustered on 127.0.0.1 (the pinned binary that
+//! scripts/install-nats.sh installs), each test with its own cluster and
+//! temporary directory. Guards what the protocol takes from the engine:
+//! compare-and-append fences a stale owner, KV compare-and-set elects one
+//! controller, and startup refuses streams or servers that could lose an
+//! acknowledged record.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use progressdb::cluster::assignment::{PassOutcome, assignment_key, decode, reassign};
+use progressdb::cluster::driver::{Driver, WriteError};
+use progressdb::cluster::lease::{Lease, Renewal};
+use progressdb::cluster::nats::{Bridge, NatsKv, NatsLog, StreamError, verify_sync_always};
+use progressdb::cluster::ports::{AppendError, CoordError, Coordinator, Log};
+use progressdb::cluster::replica::{Effect, Replica};
+use progressdb::cluster::{Epoch, NodeId, PartitionId, Seq};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a fresh cluster may take to elect its JetStream leaders.
+const READY_MAX: Duration = Duration::from_secs(30);
+
+fn nats_server_binary() -> PathBuf {
+    let binary =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/tests/cluster/site/bin/nats-server");
+    assert!(
+        binary.is_file(),
+        "the cluster tests need nats-server: run scripts/install-nats.sh"
+    );
+    binary
+}
+
+/// Ports that were free a moment ago, for the route listeners each server
+/// must know about before any starts (client and monitoring ports are
+/// picked by the servers themselves and read from their logs).
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().unwrap().port())
+        .collect()
+}
+
+struct NatsServer {
+    child: Child,
+    client_url: String,
+    monitor: SocketAddr,
+}
+
+/// nats-servers started by one test, killed when it ends.
+struct NatsCluster {
+    servers: Vec<NatsServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// `size` servers; clustered when more than one. `sync_always` false
+    /// leaves JetStream's default lazy fsync, which must be refused.
+    fn start(size: usize, sync_always: bool) -> NatsCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let route_ports = free_ports(size);
+        let routes: Vec<String> = route_ports
+            .iter()
+            .map(|port| format!("nats-route://127.0.0.1:{port}"))
+            .collect();
+        let servers = (0..size)
+            .map(|i| {
+                let cluster = (size > 1).then(|| {
+                    format!(
+                        "cluster {{ name: t, listen: 127.0.0.1:{}, routes: [{}] }}",
+                        route_ports[i],
+                        routes.join(", ")
+                    )
+                });
+                let sync = if sync_always {
+                    "sync_interval: always"
+                } else {
+                    ""
+                };
+                let config = format!(
+                    "server_name: s{i}\nlisten: 127.0.0.1:-1\nhttp: 127.0.0.1:-1\n\
+                     jetstream {{ store_dir: \"{}\", {sync} }}\n{}\n",
+                    dir.path().join(format!("store-{i}")).display(),
+                    cluster.unwrap_or_default()
+                );
+                start_server(dir.path(), i, &config)
+            })
+            .collect();
+        NatsCluster { servers, _dir: dir }
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|server| server.client_url.clone())
+            .collect()
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for server in &mut self.servers {
+            let _ = server.child.kill();
+            let _ = server.child.wait();
+        }
+    }
+}
+
+fn start_server(dir: &Path, index: usize, config: &str) -> NatsServer {
+    let config_path = dir.join(format!("s{index}.conf"));
+    std::fs::write(&config_path, config).unwrap();
+    let log_path = dir.join(format!("s{index}.log"));
+    let child = Command::new(nats_server_binary())
+        .arg("-c")
+        .arg(&config_path)
+        .arg("-l")
+        .arg(&log_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nats-server");
+    let mut server = NatsServer {
+        child,
+        client_url: String::new(),
+        monitor: "127.0.0.1:0".parse().unwrap(),
+    };
+    let started = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let after = |needle: &str| {
+            log.lines()
+                .find_map(|line| line.split(needle).nth(1))
+                .map(str::trim)
+        };
+        if let (Some(client), Some(monitor)) =
+            (after("client connections on "), after("http monitor on "))
+        {
+            server.client_url = format!("nats://{}", client.trim_start_matches("nats://"));
+            server.monitor = monitor.trim_start_matches("http://").parse().unwrap();
+            return server;
+        }
+        assert!(
+            server.child.try_wait().unwrap().is_none(),
+            "nats-server {index} exited:\n{log}"
+        );
+        assert!(
+            started.elapsed() < READY_MAX,
+            "nats-server {index} not listening:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A bridge to `cluster`, once JetStream can create `partition`'s stream
+/// (a new cluster needs a few seconds to elect its meta leader).
+fn ready_log(cluster: &NatsCluster, partition: PartitionId) -> NatsLog {
+    let bridge = Arc::new(Bridge::connect(&cluster.urls(), TIMEOUT).expect("connect"));
+    let log = NatsLog::new(bridge, "pdbtest");
+    let started = Instant::now();
+    loop {
+        match log.ensure_stream(partition, cluster.servers.len()) {
+            Ok(()) => return log,
+            Err(StreamError::Unsafe { reason, .. }) => panic!("new stream unsafe: {reason}"),
+            Err(error) => assert!(
+                started.elapsed() < READY_MAX,
+                "JetStream not ready: {error:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn data(effects: Vec<(Seq, Effect)>) -> Vec<Vec<u8>> {
+    effects
+        .into_iter()
+        .filter_map(|(_, effect)| effect.into_data())
+        .collect()
+}
+
+// Startup refuses what could lose an acknowledged record: a stream with
+// fewer replicas than asked, and a server that does not fsync every
+// message. The streams it creates itself pass.
+#[test]
+fn streams_and_servers_are_verified_before_use() {
+    let cluster = NatsCluster::start(3, true);
+    let log = ready_log(&cluster, PartitionId(0));
+    log.verify_stream(PartitionId(0), 3).unwrap();
+    for server in &cluster.servers {
+        verify_sync_always(server.monitor, TIMEOUT).unwrap();
+    }
+    // Someone created partition 1's stream with one replica.
+    let name = log.stream_name(PartitionId(1));
+    let bridge = Bridge::connect(&cluster.urls(), TIMEOUT).unwrap();
+    let created = bridge.call(move |session| async move {
+        let config = async_nats::jetstream::stream::Config {
+            name,
+            subjects: vec!["pdbtest.p.1".into()],
+            num_replicas: 1,
+            deny_delete: true,
+            deny_purge: true,
+            ..Default::default()
+        };
+        session
+            .jetstream
+            .create_stream(config)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    created.unwrap().unwrap();
+    let refused = log.ensure_stream(PartitionId(1), 3);
+    assert!(
+        matches!(&refused, Err(StreamError::Unsafe { reason, .. }) if reason.contains("not file storage") || reason.contains("1 replicas")),
+        "{refused:?}"
+    );
+    let lazy = NatsCluster::start(1, false);
+    let error = verify_sync_always(lazy.servers[0].monitor, TIMEOUT).unwrap_err();
+    assert!(error.contains("does not sync always"), "{error}");
+}
+
+// A paused owner wakes after another node took over: its append fails the
+// stream's expected-sequence check, and it answers "not written" instead
+// of acknowledging. Every acknowledged record is read back, once.
+#[test]
+fn expected_sequence_fences_a_zombie_owner() {
+    let cluster = NatsCluster::start(3, true);
+    let p = PartitionId(0);
+    let log = ready_log(&cluster, p);
+    let mut a = Driver::new(&log, p, Replica::new(NodeId("a".into()), p));
+    a.take_over(Epoch(1)).unwrap();
+    assert_eq!(a.write(b"a1".to_vec()), Ok(Seq(2)));
+    assert_eq!(a.write(b"a2".to_vec()), Ok(Seq(3)));
+    let mut b = Driver::new(&log, p, Replica::new(NodeId("b".into()), p));
+    b.take_over(Epoch(2)).unwrap();
+    assert_eq!(a.write(b"zombie".to_vec()), Err(WriteError::Lost));
+    assert_eq!(b.write(b"b1".to_vec()), Ok(Seq(5)));
+    let mut reader = Driver::new(&log, p, Replica::new(NodeId("r".into()), p));
+    reader.catch_up().unwrap();
+    assert_eq!(
+        data(reader.take_effects()),
+        [b"a1".to_vec(), b"a2".to_vec(), b"b1".to_vec()]
+    );
+    assert_eq!(log.last_seq(p), Ok(Seq(5)));
+}
+
+// The engine's own guarantee, checked directly: of concurrent appends
+// with the same expected last sequence exactly one lands, and a retried
+// append with the same dedupe id lands at most once.
+#[test]
+fn concurrent_appends_at_one_sequence_have_one_winner() {
+    let cluster = NatsCluster::start(3, true);
+    let p = PartitionId(0);
+    let log = ready_log(&cluster, p);
+    for round in 0..30u64 {
+        let expected = Seq(round);
+        let outcomes: Vec<Result<Seq, AppendError>> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..2)
+                .map(|racer| {
+                    let log = &log;
+                    scope.spawn(move || log.append(p, expected, &format!("r{round}-{racer}"), b"x"))
+                })
+                .collect();
+            racers
+                .into_iter()
+                .map(|racer| racer.join().unwrap())
+                .collect()
+        });
+        let winners = outcomes
+            .iter()
+            .filter(|outcome| **outcome == Ok(expected.next()))
+            .count();
+        let losers = outcomes
+            .iter()
+            .filter(|o| matches!(o, Err(AppendError::WrongLastSequence { .. })))
+            .count();
+        assert_eq!((winners, losers), (1, 1), "round {round}: {outcomes:?}");
+    }
+    let last = log.last_seq(p).unwrap();
+    assert_eq!(log.append(p, last, "once", b"y"), Ok(last.next()));
+    let retried = log.append(p, last, "once", b"y");
+    assert!(
+        matches!(retried, Ok(seq) if seq == last.next())
+            || matches!(retried, Err(AppendError::WrongLastSequence { .. })),
+        "{retried:?}"
+    );
+    assert_eq!(log.last_seq(p), Ok(last.next()));
+}
+
+// Controller election and assignment writes on JetStream KV: one holder
+// of the lease at a time, compare-and-set refuses a stale revision, and
+// an expired lease can be taken by the next candidate.
+#[test]
+fn kv_compare_and_set_elects_one_controller() {
+    let cluster = NatsCluster::start(3, true);
+    let log = ready_log(&cluster, PartitionId(0));
+    let bridge = Arc::new(Bridge::connect(&cluster.urls(), TIMEOUT).unwrap());
+    let leases = NatsKv::open(
+        bridge.clone(),
+        "pdbtest-leases",
+        Some(Duration::from_secs(2)),
+        3,
+    )
+    .unwrap();
+    let assignments = NatsKv::open(bridge, "pdbtest-assign", None, 3).unwrap();
+    drop(log);
+    let now = || 0; // held-ness is decided by the coordinator here
+    let mut first = Lease::new("controller".into(), 2_000, 500);
+    let mut second = Lease::new("controller".into(), 2_000, 500);
+    assert!(matches!(
+        first.renew(&leases, b"first", now()),
+        Ok(Renewal::Held { .. })
+    ));
+    assert_eq!(second.renew(&leases, b"second", now()), Ok(Renewal::Lost));
+    let held = leases.get("controller").unwrap().unwrap();
+    assert_eq!(held.value, b"first");
+    assert!(matches!(
+        first.renew(&leases, b"first", now()),
+        Ok(Renewal::Held { .. })
+    ));
+    assert_eq!(
+        leases.update("controller", b"second", held.revision),
+        Err(CoordError::WrongRevision)
+    );
+    // The first controller stops renewing; its entry expires.
+    let started = Instant::now();
+    while leases.get("controller").unwrap().is_some() {
+        assert!(started.elapsed() < READY_MAX, "lease never expired");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(matches!(
+        second.renew(&leases, b"second", now()),
+        Ok(Renewal::Held { .. })
+    ));
+    assert_eq!(first.renew(&leases, b"first", now()), Ok(Renewal::Lost));
+    // The elected controller writes an assignment; a stale CAS loses.
+    let live = [
+        NodeId("n1".into()),
+        NodeId("n2".into()),
+        NodeId("n3".into()),
+    ];
+    let p = PartitionId(7);
+    assert!(matches!(
+        reassign(&assignments, p, &live, 1),
+        Ok(PassOutcome::Written(_))
+    ));
+    let stored = assignments.get(&assignment_key(p)).unwrap().unwrap();
+    assert_eq!(
+        reassign(&assignments, p, &live, 1),
+        Ok(PassOutcome::Unchanged)
+    );
+    let owner = decode(&stored.value).unwrap().owner;
+    let survivors: Vec<NodeId> = live
+        .iter()
+        .filter(|node| **node != owner)
+        .cloned()
+        .collect();
+    let PassOutcome::Written(moved) = reassign(&assignments, p, &survivors, 1).unwrap() else {
+        panic!("a dead owner must be replaced")
+    };
+    assert_eq!(moved.epoch, Epoch(2));
+    let refused = assignments.update(&assignment_key(p), b"{}", stored.revision);
+    assert_eq!(refused, Err(CoordError::WrongRevision));
+    assert_eq!(assignments.keys("assign.").unwrap(), [assignment_key(p)]);
+}
