@@ -10,7 +10,9 @@
 //! The engine it runs on is reached only through the two traits in
 //! [`ports`], so the same logic runs against in-memory fakes in unit tests
 //! ([`fake`]) and against JetStream ([`nats`], on its own thread). [`driver`]
-//! runs one replica against a [`ports::Log`] synchronously.
+//! runs one replica against a [`ports::Log`] synchronously, and [`node`]
+//! runs a node's duties (membership, controller, following assignments)
+//! one bounded tick at a time.
 //!
 //! # Protocol
 //!
@@ -73,6 +75,14 @@
 //! the last barrier; anything else halts the partition loudly instead of
 //! applying a log it does not understand.
 //!
+//! **Materialised state follows the log.** A replica applies only records
+//! it read from (or had acknowledged by) the log, in sequence order. The
+//! single-node write path applies a write to the store before its WAL
+//! flush is durable; in clustered mode that order must change (apply after
+//! the quorum acknowledgement, reading pending writes from an overlay), or
+//! a flush that is then `Lost` would stay in the fenced owner's store
+//! without being in the log.
+//!
 //! **Leases.** A node heartbeats `node.<id>` in a bucket whose entries
 //! expire after the lease TTL. It counts its lease valid until
 //! `sent + ttl - margin` by its own monotonic clock, where `sent` is when
@@ -87,6 +97,7 @@ pub mod driver;
 pub mod fake;
 pub mod lease;
 pub mod nats;
+pub mod node;
 pub mod ports;
 pub mod record;
 pub mod replica;
