@@ -9,7 +9,7 @@
 //! for leases, and [`record`] is the byte layout of what goes into the log.
 //! The engine it runs on is reached only through the two traits in
 //! [`ports`], so the same logic runs against in-memory fakes in unit tests
-//! ([`fake`]) and against JetStream ([`nats`], on its own thread). [`driver`]
+//! (`fake`) and against JetStream ([`nats`], on its own thread). [`driver`]
 //! runs one replica against a [`ports::Log`] synchronously, and [`node`]
 //! runs a node's duties (membership, controller, following assignments)
 //! one bounded tick at a time.

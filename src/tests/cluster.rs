@@ -496,3 +496,100 @@ fn nodes_fail_over_on_jetstream() {
         );
     }
 }
+
+fn signal(server: &NatsServer, signal: libc::c_int) {
+    // SAFETY: kill(2) on the pid of a child this test started and has not
+    // reaped yet, so the pid cannot belong to another process.
+    let result = unsafe { libc::kill(server.child.id() as libc::pid_t, signal) };
+    assert_eq!(result, 0, "kill({signal})");
+}
+
+/// The index of the server leading `partition`'s stream.
+fn stream_leader(cluster: &NatsCluster, log: &NatsLog, partition: PartitionId) -> usize {
+    let bridge = Bridge::connect(&cluster.urls(), TIMEOUT).unwrap();
+    let name = log.stream_name(partition);
+    let leader = bridge.call(move |session| async move {
+        let stream = session
+            .jetstream
+            .get_stream_no_info(&name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = stream.get_info().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(info.cluster.and_then(|cluster| cluster.leader))
+    });
+    let leader = leader.unwrap().unwrap().expect("the stream has a leader");
+    leader.trim_start_matches('s').parse().unwrap()
+}
+
+// The stream's leader is paused (SIGSTOP) while an owner appends: the
+// append's answer never comes. The owner must not guess: it answers only
+// once the log (after the leader resumes or is replaced) shows whether the
+// record is there, and the log then holds it exactly when it was
+// acknowledged.
+#[test]
+fn append_unanswered_by_a_paused_leader_is_settled_from_the_log() {
+    let cluster = NatsCluster::start(3, true);
+    let p = PartitionId(0);
+    let setup = ready_log(&cluster, p);
+    let leader = stream_leader(&cluster, &setup, p);
+    // Connected to the two other servers, so that only the stream's leader
+    // is paused, not this client's connection.
+    let others: Vec<String> = (0..3)
+        .filter(|i| *i != leader)
+        .map(|i| cluster.servers[i].client_url.clone())
+        .collect();
+    let bridge = Arc::new(Bridge::connect(&others, Duration::from_secs(1)).unwrap());
+    let log = NatsLog::new(bridge, "pdbtest");
+    let mut owner = Driver::new(&log, p, Replica::new(NodeId("a".into()), p));
+    owner.take_over(Epoch(1)).unwrap();
+    assert_eq!(owner.write(b"before".to_vec()), Ok(Seq(2)));
+    signal(&cluster.servers[leader], libc::SIGSTOP);
+    let during = owner.write(b"during".to_vec());
+    assert_ne!(during, Err(WriteError::Lost), "nobody else wrote");
+    // Settled while the old leader stays paused: the two others elect a
+    // new one, and the log there tells what became of the record.
+    let started = Instant::now();
+    let mut settled = during.clone();
+    while matches!(settled, Err(WriteError::Unresolved | WriteError::Driver(_))) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never settled: {settled:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        settled = owner.reconcile();
+    }
+    signal(&cluster.servers[leader], libc::SIGCONT);
+    eprintln!(
+        "leader paused: append answered {during:?}, settled {settled:?} after {:?}",
+        started.elapsed()
+    );
+    let acknowledged = match settled {
+        Ok(seq) => {
+            assert_eq!(seq, Seq(3));
+            true
+        }
+        Err(WriteError::Unavailable(_)) => false,
+        other => panic!("unexpected outcome {other:?}"),
+    };
+    let after = loop {
+        match owner.write(b"after".to_vec()) {
+            Err(WriteError::Driver(_) | WriteError::Unavailable(_)) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "log never came back"
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            other => break other,
+        }
+    };
+    assert!(after.is_ok(), "{after:?}");
+    let mut reader = Driver::new(&log, p, Replica::new(NodeId("audit".into()), p));
+    reader.catch_up().unwrap();
+    let expected: Vec<&[u8]> = if acknowledged {
+        vec![b"before", b"during", b"after"]
+    } else {
+        vec![b"before", b"after"]
+    };
+    assert_eq!(data(reader.take_effects()), expected);
+}
