@@ -90,6 +90,40 @@
 //! replace it. A
 //! controller is elected the same way (`controller` created if absent,
 //! renewed with compare-and-set).
+//!
+//! # Decisions, and why
+//!
+//! - **A record per partition, not per shard flush.** A shard's group
+//!   commit mixes threads of several partitions, and partitions move
+//!   between nodes one by one, so the server's flusher (not wired yet) is
+//!   to split a flush by partition and append each part to its own stream
+//!   (in parallel, each with its own expected sequence); each writer waits
+//!   only for its partition's part.
+//! - **Barriers in the log.** The expected-sequence check alone fences an
+//!   old owner only once the new owner has appended something; between the
+//!   new owner's catch-up and its first write both would think they own the
+//!   partition. The barrier makes the change of owner a record, ordered
+//!   with the data, and lets appliers verify who wrote what.
+//! - **Leader reads.** Records and coordinator entries are read from the
+//!   stream leader, not with direct gets that a lagging replica may answer:
+//!   a stale read cannot break the protocol (a replica holds a prefix of
+//!   the log) but makes controllers decide on old assignments.
+//! - **The dedupe id helps, the sequence check decides.** JetStream forgets
+//!   dedupe ids after its duplicate window; a retried record can land at
+//!   most once because it can only land at `expected + 1`.
+//! - **Leases by the holder's clock.** An owner stops serving before its
+//!   lease can expire at the coordinator, so a partition is reassigned only
+//!   after its old owner stopped by its own clock. The margin covers clock
+//!   drift, not pauses: a process paused between its lease check and its
+//!   answer can still give one stale read (never a lost write: the log
+//!   fences those).
+//! - **NATS KV, not etcd.** Compare-and-set (expected last subject
+//!   sequence) and expiring entries (bucket `max_age`) are all the
+//!   coordinator needs, on the servers that already hold the log.
+//! - **Verified at startup.** Streams must be file-stored, R3, persisted
+//!   before acknowledging and undeletable; every server must report
+//!   `sync_always` (the default lazy fsync can lose acknowledged messages
+//!   when servers fail together).
 
 pub mod assignment;
 pub mod driver;
