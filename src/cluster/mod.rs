@@ -126,6 +126,7 @@
 //!   when servers fail together).
 
 pub mod assignment;
+pub mod conformance;
 pub mod driver;
 #[cfg(test)]
 pub mod fake;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use progressdb::cluster::assignment::{PassOutcome, assignment_key, decode, reassign};
+use progressdb::cluster::conformance;
 use progressdb::cluster::driver::{Driver, WriteError};
 use progressdb::cluster::lease::{Lease, Renewal};
 use progressdb::cluster::nats::{Bridge, NatsKv, NatsLog, StreamError, verify_sync_always};
@@ -223,6 +224,24 @@ fn streams_and_servers_are_verified_before_use() {
     let lazy = NatsCluster::start(1, false);
     let error = verify_sync_always(lazy.servers[0].monitor, TIMEOUT).unwrap_err();
     assert!(error.contains("does not sync always"), "{error}");
+}
+
+// The rules the protocol's unit tests assume of the in-memory fakes hold
+// for JetStream too.
+#[test]
+fn jetstream_keeps_the_rules_the_fakes_keep() {
+    let cluster = NatsCluster::start(3, true);
+    let log = ready_log(&cluster, PartitionId(0));
+    conformance::check_log(&log, PartitionId(0));
+    let bridge = Arc::new(Bridge::connect(&cluster.urls(), TIMEOUT).unwrap());
+    let kv = NatsKv::open(
+        bridge,
+        "pdbtest-conformance",
+        Some(Duration::from_secs(60)),
+        3,
+    )
+    .unwrap();
+    conformance::check_coordinator(&kv, "conformance.");
 }
 
 // A paused owner wakes after another node took over: its append fails the
