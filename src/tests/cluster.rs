@@ -23,6 +23,8 @@ use progressdb::cluster::replica::{Effect, Replica, Role};
 use progressdb::cluster::{Epoch, NodeId, PartitionId, Seq};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// Rounds of two appends racing for one sequence.
+const RACE_ROUNDS: u64 = 1_000;
 /// How long a fresh cluster may take to elect its JetStream leaders.
 const READY_MAX: Duration = Duration::from_secs(30);
 
@@ -269,7 +271,7 @@ fn expected_sequence_fences_a_zombie_owner() {
     assert_eq!(log.last_seq(p), Ok(Seq(5)));
 }
 
-// The engine's own guarantee, checked directly: of concurrent appends
+// The engine's own guarantee, checked directly (1,000 rounds): of concurrent appends
 // with the same expected last sequence exactly one lands, and a retried
 // append with the same dedupe id lands at most once.
 #[test]
@@ -277,7 +279,7 @@ fn concurrent_appends_at_one_sequence_have_one_winner() {
     let cluster = NatsCluster::start(3, true);
     let p = PartitionId(0);
     let log = ready_log(&cluster, p);
-    for round in 0..30u64 {
+    for round in 0..RACE_ROUNDS {
         let expected = Seq(round);
         let outcomes: Vec<Result<Seq, AppendError>> = std::thread::scope(|scope| {
             let racers: Vec<_> = (0..2)
