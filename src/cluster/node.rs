@@ -221,6 +221,16 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
         driver.write(payload)
     }
 
+    /// Settles a flush of `partition` that an earlier write left
+    /// [`WriteError::Unresolved`] (or cut short by a log error).
+    pub fn reconcile(&mut self, partition: PartitionId) -> Result<Seq, WriteError> {
+        let not_owner = || WriteError::Refused(Refusal::NotOwner { owner: None });
+        self.replicas
+            .get_mut(&partition)
+            .ok_or_else(not_owner)?
+            .reconcile()
+    }
+
     /// The data this node has applied for `partition` since the last call,
     /// in log order, to apply to its store.
     pub fn take_applied(&mut self, partition: PartitionId) -> Vec<(Seq, Vec<u8>)> {

@@ -284,6 +284,39 @@ fn audit(log: &NatsLog, partition: PartitionId) -> Vec<Vec<u8>> {
     data(reader.take_effects())
 }
 
+/// What a writer does next with its write.
+enum Attempt {
+    Write,
+    Reconcile,
+}
+
+/// Drives one write until it is acknowledged: an unclear outcome is
+/// reconciled until the log settles it, and a write the log refused
+/// outright (nothing stored) is sent again, as a client would after a 503.
+/// Returns how many attempts were refused.
+fn until_acknowledged(mut attempt: impl FnMut(Attempt) -> Result<Seq, WriteError>) -> usize {
+    let started = Instant::now();
+    let mut refused = 0;
+    let mut outcome = attempt(Attempt::Write);
+    loop {
+        assert!(
+            started.elapsed() < READY_MAX,
+            "never acknowledged: {outcome:?}"
+        );
+        let next = match outcome {
+            Ok(_) => return refused,
+            Err(WriteError::Unavailable(_)) => {
+                refused += 1;
+                Attempt::Write
+            }
+            Err(WriteError::Unresolved | WriteError::Driver(_)) => Attempt::Reconcile,
+            Err(other) => panic!("a single writer got {other:?}"),
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        outcome = attempt(next);
+    }
+}
+
 // Startup refuses what could lose an acknowledged record: a stream with
 // fewer replicas than asked, and a server that does not fsync every
 // message. The streams it creates itself pass.
@@ -551,9 +584,11 @@ fn nodes_fail_over_on_jetstream() {
     for p in 0..PARTITIONS {
         let owner = owner_of(&nodes, p, None).unwrap();
         let payload = format!("p{p}-before").into_bytes();
-        nodes[owner]
-            .write(PartitionId(p), payload.clone(), now())
-            .unwrap();
+        let node = &mut nodes[owner];
+        until_acknowledged(|attempt| match attempt {
+            Attempt::Write => node.write(PartitionId(p), payload.clone(), now()),
+            Attempt::Reconcile => node.reconcile(PartitionId(p)),
+        });
         acked[p as usize].push(payload);
     }
     let paused = owner_of(&nodes, 0, None).unwrap();
@@ -592,9 +627,11 @@ fn nodes_fail_over_on_jetstream() {
     for p in 0..PARTITIONS {
         let owner = owner_of(&nodes, p, Some(paused)).unwrap();
         let payload = format!("p{p}-after").into_bytes();
-        nodes[owner]
-            .write(PartitionId(p), payload.clone(), now())
-            .unwrap();
+        let node = &mut nodes[owner];
+        until_acknowledged(|attempt| match attempt {
+            Attempt::Write => node.write(PartitionId(p), payload.clone(), now()),
+            Attempt::Reconcile => node.reconcile(PartitionId(p)),
+        });
         acked[p as usize].push(payload);
     }
     for p in 0..PARTITIONS {
@@ -710,35 +747,6 @@ fn append_unanswered_by_a_paused_leader_is_settled_from_the_log() {
     assert_eq!(read, expected);
 }
 
-/// Writes `payload` through `owner` until it is acknowledged: an unclear
-/// outcome is reconciled until the log settles it, and a write the log
-/// refused outright (nothing stored) is sent again, as a client would after
-/// a 503. Returns how many attempts were refused.
-fn write_until_acknowledged(owner: &mut Driver<'_, NatsLog>, payload: &[u8]) -> usize {
-    let started = Instant::now();
-    let mut refused = 0;
-    let mut outcome = owner.write(payload.to_vec());
-    loop {
-        assert!(
-            started.elapsed() < READY_MAX,
-            "never acknowledged: {outcome:?}"
-        );
-        outcome = match outcome {
-            Ok(_) => return refused,
-            Err(WriteError::Unavailable(_)) => {
-                refused += 1;
-                std::thread::sleep(Duration::from_millis(100));
-                owner.write(payload.to_vec())
-            }
-            Err(WriteError::Unresolved | WriteError::Driver(_)) => {
-                std::thread::sleep(Duration::from_millis(100));
-                owner.reconcile()
-            }
-            Err(other) => panic!("a single writer got {other:?}"),
-        };
-    }
-}
-
 // `kill -9` of the stream's leader in the middle of a run of writes, and
 // its restart later: every acknowledged write is in the log exactly once
 // and in order, nothing unacknowledged is, and the restarted server
@@ -764,7 +772,10 @@ fn killed_stream_leader_loses_no_acknowledged_write() {
         }
         let payload = format!("m{i}").into_bytes();
         let writing = Instant::now();
-        refused += write_until_acknowledged(&mut owner, &payload);
+        refused += until_acknowledged(|attempt| match attempt {
+            Attempt::Write => owner.write(payload.clone()),
+            Attempt::Reconcile => owner.reconcile(),
+        });
         if i < 100 {
             healthy_micros.push(writing.elapsed().as_micros());
         }
