@@ -31,6 +31,11 @@ pub struct NodeConfig {
     /// The lease bucket's TTL, and how much earlier a node gives up.
     pub lease_ttl_ms: Millis,
     pub lease_margin_ms: Millis,
+    /// How long a new controller lets nodes register before it gives
+    /// partitions without an assignment their first owner. Owners are
+    /// sticky, so without it the first node up would own everything.
+    /// Replacing a dead owner never waits.
+    pub first_assignment_after_ms: Millis,
 }
 
 /// What one tick saw and did, for status and logs.
@@ -51,6 +56,8 @@ pub struct Node<'l, L: Log, C: Coordinator> {
     assignments: &'l C,
     membership: Lease,
     controller: Lease,
+    /// When this node last became controller.
+    controller_since: Option<Millis>,
     /// Partitions this node owns or stands by for.
     replicas: BTreeMap<PartitionId, Driver<'l, L>>,
     now: Millis,
@@ -68,6 +75,7 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
             assignments,
             membership,
             controller,
+            controller_since: None,
             replicas: BTreeMap::new(),
             now: 0,
         }
@@ -129,25 +137,37 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
             self.controller.renew(self.leases, &value, now),
             Ok(Renewal::Held { .. })
         ) {
+            self.controller_since = None;
             return;
         }
         tick.controller = true;
+        let since = *self.controller_since.get_or_insert(now);
+        let settling = now < since + self.config.first_assignment_after_ms;
         let live = match self.live_nodes() {
             Ok(live) => live,
             Err(error) => return tick.errors.push(format!("membership: {error:?}")),
         };
         for p in 0..self.config.partitions {
-            match reassign(
-                self.assignments,
-                PartitionId(p),
-                &live,
-                self.config.standbys,
-            ) {
+            match self.assign(PartitionId(p), &live, settling) {
                 Ok(PassOutcome::Written(_)) => tick.reassigned.push(PartitionId(p)),
                 Ok(PassOutcome::Unchanged | PassOutcome::LostRace) => {}
                 Err(error) => tick.errors.push(format!("assign {p}: {error:?}")),
             }
         }
+    }
+
+    /// One controller pass over `partition`; while `settling`, a partition
+    /// that never had an owner keeps waiting for more nodes to register.
+    fn assign(
+        &self,
+        partition: PartitionId,
+        live: &[NodeId],
+        settling: bool,
+    ) -> Result<PassOutcome, CoordError> {
+        if settling && self.assignments.get(&assignment_key(partition))?.is_none() {
+            return Ok(PassOutcome::Unchanged);
+        }
+        reassign(self.assignments, partition, live, self.config.standbys)
     }
 
     fn live_nodes(&self) -> Result<Vec<NodeId>, CoordError> {

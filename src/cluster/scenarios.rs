@@ -415,6 +415,7 @@ fn nodes_fail_over_when_the_owner_and_controller_stops() {
         standbys: 1,
         lease_ttl_ms: 3_000,
         lease_margin_ms: 500,
+        first_assignment_after_ms: 0,
     };
     let mut nodes: Vec<Node<'_, FakeLog, FakeKv>> = ["a", "b", "c"]
         .iter()
@@ -471,5 +472,57 @@ fn nodes_fail_over_when_the_owner_and_controller_stops() {
             })
             .collect();
         assert_eq!(data, acked[p as usize], "partition {p}");
+    }
+}
+
+// Owners are sticky, so the first assignments decide the spread: a new
+// controller waits for nodes to register before it assigns, instead of
+// giving every partition to whoever was up first.
+#[test]
+fn first_assignments_wait_for_nodes_to_register() {
+    const PARTITIONS: u32 = 12;
+    for (grace, spread) in [(0, false), (2_000, true)] {
+        let clock = Rc::new(Cell::new(0));
+        let leases = FakeKv::new(clock.clone(), Some(3_000));
+        let assignments = FakeKv::new(clock.clone(), None);
+        let log = FakeLog::default();
+        let config = |name: &str| NodeConfig {
+            node: node(name),
+            partitions: PARTITIONS,
+            standbys: 1,
+            lease_ttl_ms: 3_000,
+            lease_margin_ms: 500,
+            first_assignment_after_ms: grace,
+        };
+        let mut nodes: Vec<Node<'_, FakeLog, FakeKv>> = ["a", "b", "c"]
+            .iter()
+            .map(|name| Node::new(config(name), &log, &leases, &assignments))
+            .collect();
+        // The nodes come up half a second apart; then all keep ticking.
+        for (i, node) in nodes.iter_mut().enumerate() {
+            let now = i as u64 * 500;
+            clock.set(now);
+            node.tick(now);
+        }
+        for now in [2_000, 2_500, 3_000] {
+            clock.set(now);
+            nodes.iter_mut().for_each(|node| _ = node.tick(now));
+        }
+        let owned = |i: usize| {
+            (0..PARTITIONS)
+                .filter(|p| owner_index(&nodes, PartitionId(*p), None) == Some(i))
+                .count()
+        };
+        let counts: Vec<usize> = (0..nodes.len()).map(owned).collect();
+        assert_eq!(
+            counts.iter().sum::<usize>(),
+            PARTITIONS as usize,
+            "grace {grace}: {counts:?}"
+        );
+        assert_eq!(
+            counts.iter().all(|count| *count > 0),
+            spread,
+            "grace {grace}: {counts:?}"
+        );
     }
 }

@@ -547,6 +547,7 @@ fn nodes_fail_over_on_jetstream() {
         standbys: 1,
         lease_ttl_ms: 3_000,
         lease_margin_ms: 500,
+        first_assignment_after_ms: 0,
     };
     let mut nodes: Vec<Node<'_, NatsLog, NatsKv>> = ["a", "b", "c"]
         .iter()
