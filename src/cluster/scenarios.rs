@@ -397,6 +397,49 @@ fn owner_index<L: Log, C: Coordinator>(
     (0..nodes.len()).find(|i| Some(*i) != paused && owns(&nodes[*i]))
 }
 
+/// A fake log and coordinator on one manual clock, shared by nodes.
+struct Cluster {
+    clock: Rc<Cell<u64>>,
+    leases: FakeKv,
+    assignments: FakeKv,
+    log: FakeLog,
+}
+
+impl Cluster {
+    /// Leases expire after 3 s, as in the node configs below.
+    fn new() -> Cluster {
+        let clock = Rc::new(Cell::new(0));
+        let leases = FakeKv::new(clock.clone(), Some(3_000));
+        let assignments = FakeKv::new(clock.clone(), None);
+        Cluster {
+            clock,
+            leases,
+            assignments,
+            log: FakeLog::default(),
+        }
+    }
+
+    /// Nodes a, b and c over `partitions`, one standby each.
+    fn nodes(
+        &self,
+        partitions: u32,
+        first_assignment_after_ms: u64,
+    ) -> Vec<Node<'_, FakeLog, FakeKv>> {
+        let config = |name: &str| NodeConfig {
+            node: node(name),
+            partitions,
+            standbys: 1,
+            lease_ttl_ms: 3_000,
+            lease_margin_ms: 500,
+            first_assignment_after_ms,
+        };
+        let nodes = ["a", "b", "c"].iter();
+        nodes
+            .map(|name| Node::new(config(name), &self.log, &self.leases, &self.assignments))
+            .collect()
+    }
+}
+
 // Three nodes run their duties; the node that is both controller and
 // owner stops (paused, not dead). Another node becomes controller once the
 // leases expire, the standbys take over at epoch 2, the paused node finds
@@ -405,22 +448,9 @@ fn owner_index<L: Log, C: Coordinator>(
 #[test]
 fn nodes_fail_over_when_the_owner_and_controller_stops() {
     const PARTITIONS: u32 = 4;
-    let clock = Rc::new(Cell::new(0));
-    let leases = FakeKv::new(clock.clone(), Some(3_000));
-    let assignments = FakeKv::new(clock.clone(), None);
-    let log = FakeLog::default();
-    let config = |name: &str| NodeConfig {
-        node: node(name),
-        partitions: PARTITIONS,
-        standbys: 1,
-        lease_ttl_ms: 3_000,
-        lease_margin_ms: 500,
-        first_assignment_after_ms: 0,
-    };
-    let mut nodes: Vec<Node<'_, FakeLog, FakeKv>> = ["a", "b", "c"]
-        .iter()
-        .map(|name| Node::new(config(name), &log, &leases, &assignments))
-        .collect();
+    let cluster = Cluster::new();
+    let (clock, log) = (&cluster.clock, &cluster.log);
+    let mut nodes = cluster.nodes(PARTITIONS, 0);
     let run = |nodes: &mut [Node<'_, FakeLog, FakeKv>], skip: Option<usize>, from: u64, to: u64| {
         for now in (from..=to).step_by(1_000) {
             clock.set(now);
@@ -482,22 +512,9 @@ fn nodes_fail_over_when_the_owner_and_controller_stops() {
 fn first_assignments_wait_for_nodes_to_register() {
     const PARTITIONS: u32 = 12;
     for (grace, spread) in [(0, false), (2_000, true)] {
-        let clock = Rc::new(Cell::new(0));
-        let leases = FakeKv::new(clock.clone(), Some(3_000));
-        let assignments = FakeKv::new(clock.clone(), None);
-        let log = FakeLog::default();
-        let config = |name: &str| NodeConfig {
-            node: node(name),
-            partitions: PARTITIONS,
-            standbys: 1,
-            lease_ttl_ms: 3_000,
-            lease_margin_ms: 500,
-            first_assignment_after_ms: grace,
-        };
-        let mut nodes: Vec<Node<'_, FakeLog, FakeKv>> = ["a", "b", "c"]
-            .iter()
-            .map(|name| Node::new(config(name), &log, &leases, &assignments))
-            .collect();
+        let cluster = Cluster::new();
+        let clock = &cluster.clock;
+        let mut nodes = cluster.nodes(PARTITIONS, grace);
         // The nodes come up half a second apart; then all keep ticking.
         for (i, node) in nodes.iter_mut().enumerate() {
             let now = i as u64 * 500;
