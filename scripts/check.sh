@@ -10,7 +10,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
-echo "== test dependencies (browser, psql, psycopg, moto, Python SDK)"
+echo "== test dependencies (browser, psql, psycopg, pgjdbc, moto, Python SDK, nats-server)"
 scripts/install-test-deps.sh
 
 echo "== cargo test"

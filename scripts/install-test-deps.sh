@@ -5,7 +5,8 @@
 # postgresql-client, psycopg pinned in src/tests/pg/requirements.txt, a
 # JDK and pgjdbc; what the S3 backup test (src/tests/backup.rs) needs:
 # moto's S3 server pinned in src/tests/s3/requirements.txt; and the
-# published Python SDK that src/tests/sdk.rs and src/tests/tls.rs drive.
+# published Python SDK that src/tests/sdk.rs and src/tests/tls.rs drive;
+# and the pinned nats-server the cluster test (src/tests/cluster.rs) runs.
 # Idempotent, and quick when everything is already there. Runs as root on
 # a fresh Debian machine (or with sudo).
 set -euo pipefail
@@ -95,3 +96,6 @@ if ! command -v openssl >/dev/null; then
     as_root apt-get update -q
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl
 fi
+
+# The cluster tests (src/tests/cluster.rs) start real nats-servers.
+scripts/install-nats.sh

@@ -28,6 +28,7 @@
 pub mod api;
 pub mod auth;
 pub mod backup;
+pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod embedded;

@@ -1,0 +1,252 @@
+//! Clustered mode (in progress): partitions replicated through an external
+//! log, with ownership decided by an external coordinator. No consensus of
+//! our own: NATS JetStream (R3, file storage, `sync_interval: always`) is
+//! both the log and, through its key-value buckets, the coordinator.
+//!
+//! This module owns the ownership and fencing protocol. Its core is pure and
+//! synchronous: [`replica::Replica`] is the state of one partition on one
+//! node, [`assignment`] decides who should own what, [`lease`] keeps time
+//! for leases, and [`record`] is the byte layout of what goes into the log.
+//! The engine it runs on is reached only through the two traits in
+//! [`ports`], so the same logic runs against in-memory fakes in unit tests
+//! (`fake`) and against JetStream ([`nats`], on its own thread). [`driver`]
+//! runs one replica against a [`ports::Log`] synchronously, and [`node`]
+//! runs a node's duties (membership, controller, following assignments)
+//! one bounded tick at a time.
+//!
+//! # Protocol
+//!
+//! **Partitions.** `partition = fnv1a(thread) mod P` ([`partition_for`]),
+//! the hash that places threads on shards. P is fixed when the cluster is
+//! created and is a multiple of the shard count, so a partition lies inside
+//! one shard of a single-node data directory. Each partition is one log
+//! (one JetStream stream); its sequence numbers start at 1 and have no gaps.
+//!
+//! **Two kinds of ownership.** The coordinator says who *should* own a
+//! partition: `assign.<p>` holds `{owner, standbys, epoch}` and is only
+//! ever changed with compare-and-set on its revision, so epochs grow by one
+//! per change of owner and two controllers cannot both win. The log says
+//! who *does* own it: the last *barrier* record in the log, `{epoch, node}`.
+//! Only the node named by the last barrier may append data, and it can only
+//! append at the sequence it has applied up to (`expected last sequence`).
+//! Whoever appends with a stale view fails that check. The coordinator can
+//! be wrong for a while (a paused controller, an expired lease that has not
+//! been noticed yet); the log cannot, because appends are serialised by the
+//! log's own consensus.
+//!
+//! **Taking over.** A node assigned epoch `e` for partition `p` reads the
+//! log to its end, applying every record, and refuses if the log already
+//! names an epoch `>= e` (its assignment is stale). Then it appends
+//! `Barrier{e, node, prev = last}` with expected last sequence `last`. A
+//! mismatch means someone appended meanwhile (the previous owner, still
+//! alive): it reads on and tries again, a bounded number of times. Once its
+//! barrier is in the log it is the owner; the previous owner's next append
+//! fails the sequence check, which fences it.
+//!
+//! **A write.** The owner frames one group-commit flush as one `Frame{epoch,
+//! flush, prev, payload}` record and appends it with expected last sequence
+//! = what it has applied and dedupe id `p:epoch:flush` (unique: epochs are
+//! unique per owner term, flush numbers count up within it). Only one flush
+//! per partition is in flight. The clients of that flush are answered only
+//! once the append is acknowledged (a quorum of the log's servers has it on
+//! disk); then it is applied like any other record.
+//!
+//! **Fencing.** An owner stops accepting writes (503 with `Retry-After`)
+//! when its append fails the sequence check and the record in its place is
+//! not its own, when it reads a barrier of another node, when its
+//! assignment names another owner, or when its node lease is no longer
+//! valid by its own clock. It drops nothing it has not been told: pending
+//! writes fail with 503, which is true (they are not in the log), and it
+//! becomes a follower that reads on.
+//!
+//! **Unclear acknowledgements.** When an append times out or the connection
+//! drops, the record may or may not be in the log, and may still land. The
+//! owner never guesses: it reads from `expected + 1`. Its own record there
+//! (matched by epoch and flush) means committed; another record there means
+//! its record can never land (the expected-sequence check forbids it), so
+//! the flush failed and the owner is fenced; nothing there means it appends
+//! the same bytes again with the same dedupe id and expected sequence,
+//! which either lands once or fails the sequence check, after which it reads
+//! again. After a bounded number of rounds the partition stops taking
+//! writes and keeps the flush unresolved, still answering nothing.
+//!
+//! **Appliers check.** Every record's `prev` must equal the sequence before
+//! it, barriers must carry increasing epochs and data records the epoch of
+//! the last barrier; anything else halts the partition loudly instead of
+//! applying a log it does not understand.
+//!
+//! **Materialised state follows the log.** A replica applies only records
+//! it read from (or had acknowledged by) the log, in sequence order. The
+//! single-node write path applies a write to the store before its WAL
+//! flush is durable; in clustered mode that order must change (apply after
+//! the quorum acknowledgement, reading pending writes from an overlay), or
+//! a flush that is then `Lost` would stay in the fenced owner's store
+//! without being in the log.
+//!
+//! **Leases.** A node heartbeats `node.<id>` in a bucket whose entries
+//! expire after the lease TTL. It counts its lease valid until
+//! `sent + ttl - margin` by its own monotonic clock, where `sent` is when
+//! the renewal left, so it gives up before the coordinator lets anyone
+//! replace it. A
+//! controller is elected the same way (`controller` created if absent,
+//! renewed with compare-and-set).
+//!
+//! # Decisions, and why
+//!
+//! - **A record per partition, not per shard flush.** A shard's group
+//!   commit mixes threads of several partitions, and partitions move
+//!   between nodes one by one, so the server's flusher (not wired yet) is
+//!   to split a flush by partition and append each part to its own stream
+//!   (in parallel, each with its own expected sequence); each writer waits
+//!   only for its partition's part.
+//! - **Barriers in the log.** The expected-sequence check alone fences an
+//!   old owner only once the new owner has appended something; between the
+//!   new owner's catch-up and its first write both would think they own the
+//!   partition. The barrier makes the change of owner a record, ordered
+//!   with the data, and lets appliers verify who wrote what.
+//! - **Leader reads.** Records and coordinator entries are read from the
+//!   stream leader, not with direct gets that a lagging replica may answer:
+//!   a stale read cannot break the protocol (a replica holds a prefix of
+//!   the log) but makes controllers decide on old assignments.
+//! - **The dedupe id helps, the sequence check decides.** JetStream forgets
+//!   dedupe ids after its duplicate window; a retried record can land at
+//!   most once because it can only land at `expected + 1`.
+//! - **Leases by the holder's clock.** An owner stops serving before its
+//!   lease can expire at the coordinator, so a partition is reassigned only
+//!   after its old owner stopped by its own clock. The margin covers clock
+//!   drift, not pauses: a process paused between its lease check and its
+//!   answer can still give one stale read (never a lost write: the log
+//!   fences those).
+//! - **NATS KV, not etcd.** Compare-and-set (expected last subject
+//!   sequence) and expiring entries (bucket `max_age`) are all the
+//!   coordinator needs, on the servers that already hold the log.
+//! - **Verified at startup.** Streams must be file-stored, R3, persisted
+//!   before acknowledging and undeletable; every server must report
+//!   `sync_always` (the default lazy fsync can lose acknowledged messages
+//!   when servers fail together).
+
+pub mod assignment;
+pub mod conformance;
+pub mod driver;
+#[cfg(test)]
+pub mod fake;
+pub mod lease;
+pub mod nats;
+pub mod node;
+pub mod ports;
+pub mod record;
+pub mod replica;
+#[cfg(test)]
+mod scenarios;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::shard::shard_for;
+
+/// Index of a partition, `0..partition_count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionId(pub u32);
+
+/// A node's stable name in the cluster (`--node-id`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(pub String);
+
+/// Owner term of a partition; grows by one per change of owner.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Epoch(pub u64);
+
+/// Sequence number of a record in a partition's log; 0 means "before the
+/// first record".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Seq(pub u64);
+
+impl Seq {
+    pub fn next(self) -> Seq {
+        Seq(self.0 + 1)
+    }
+}
+
+/// Milliseconds on a monotonic clock the caller owns. The core never reads
+/// a clock itself, so tests can step time.
+pub type Millis = u64;
+
+impl fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a partition count cannot be used with a shard count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionCountError {
+    Zero,
+    NotMultipleOfShards { partitions: u32, shards: usize },
+}
+
+/// Checks that `partitions` is usable with `shards` cores: positive and a
+/// multiple of the shard count, so that `partition mod shards` is the shard
+/// `shard_for` picks and a partition never spans two shards.
+pub fn validate_partition_count(partitions: u32, shards: usize) -> Result<(), PartitionCountError> {
+    if partitions == 0 || shards == 0 {
+        return Err(PartitionCountError::Zero);
+    }
+    if !(partitions as usize).is_multiple_of(shards) {
+        return Err(PartitionCountError::NotMultipleOfShards { partitions, shards });
+    }
+    Ok(())
+}
+
+/// The partition that holds `thread_id` in a cluster of `partition_count`
+/// partitions: the same FNV-1a hash as [`shard_for`], reduced modulo P.
+pub fn partition_for(thread_id: &str, partition_count: u32) -> PartitionId {
+    PartitionId(shard_for(thread_id, partition_count as usize).0 as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Guards the mapping of existing single-node data onto partitions: when
+    // P is a multiple of the shard count, a thread's partition lies in the
+    // shard that holds it today.
+    #[test]
+    fn partition_lies_inside_the_threads_shard() {
+        for shards in [1usize, 2, 4, 8] {
+            let partitions = 64;
+            validate_partition_count(partitions, shards).unwrap();
+            for i in 0..2_000 {
+                let thread = format!("thread-{i}");
+                let p = partition_for(&thread, partitions);
+                assert_eq!(p.0 as usize % shards, shard_for(&thread, shards).0);
+            }
+        }
+    }
+
+    #[test]
+    fn partition_count_must_be_a_positive_multiple_of_shards() {
+        assert_eq!(
+            validate_partition_count(0, 2),
+            Err(PartitionCountError::Zero)
+        );
+        assert_eq!(
+            validate_partition_count(10, 4),
+            Err(PartitionCountError::NotMultipleOfShards {
+                partitions: 10,
+                shards: 4
+            })
+        );
+        assert_eq!(validate_partition_count(8, 4), Ok(()));
+    }
+}
