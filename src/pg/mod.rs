@@ -27,7 +27,7 @@ use std::io::ErrorKind;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::api::Api;
@@ -59,30 +59,100 @@ pub struct PgSettings {
     pub startup_timeout: Duration,
     /// Every key's SCRAM secrets, derived once per shard.
     pub verifier: scram::Verifier,
+    /// The server's TLS: when set, every connection must start with an
+    /// SSLRequest and speak the protocol inside TLS.
+    pub tls: Option<Rc<crate::server::tls::Tls>>,
 }
 
 /// One client connection and its buffers.
-struct Conn<'a> {
-    stream: TcpStream,
+struct Conn<'a, S> {
+    stream: S,
     input: Vec<u8>,
     out: Out,
     drain: &'a Drain,
+}
+
+impl<'a, S> Conn<'a, S> {
+    fn new(stream: S, drain: &'a Drain) -> Conn<'a, S> {
+        Conn {
+            stream,
+            input: Vec::with_capacity(READ_CHUNK_BYTES),
+            out: Out::default(),
+            drain,
+        }
+    }
 }
 
 /// Serves one PostgreSQL connection until the client leaves, breaks the
 /// protocol, goes silent for `idle_timeout`, or the shard drains.
 pub async fn serve(stream: TcpStream, api: Rc<Api>, settings: Rc<PgSettings>, drain: &Drain) {
     let _ = stream.set_nodelay(true);
+    // These bound every read and write TLS makes on the socket too.
     let _ = stream.set_read_timeout(Some(settings.idle_timeout));
     // A client that never reads cannot hold a response forever.
     let _ = stream.set_write_timeout(Some(settings.idle_timeout));
-    let mut conn = Conn {
-        stream,
-        input: Vec::with_capacity(READ_CHUNK_BYTES),
-        out: Out::default(),
-        drain,
-    };
     let deadline = Instant::now() + settings.startup_timeout;
+    let mut conn = Conn::new(stream, drain);
+    let Some(tls) = settings.tls.clone() else {
+        return run(conn, api, &settings, deadline).await;
+    };
+    if let Err(fatal) = accept_ssl_request(&mut conn, deadline).await {
+        return conn.fail(fatal).await;
+    }
+    if conn.flush().await
+        && let Some(stream) = tls.handshake(conn.stream).await
+    {
+        run(Conn::new(stream, drain), api, &settings, deadline).await;
+    }
+}
+
+/// With TLS on, the connection must ask for it first (GSSENCRequest is
+/// declined): answers `S` to the SSLRequest, which must be all the client
+/// sent, since anything after it would be read as if it came over TLS.
+async fn accept_ssl_request(
+    conn: &mut Conn<'_, TcpStream>,
+    deadline: Instant,
+) -> Result<(), Option<Fatal>> {
+    let mut declined = 0;
+    loop {
+        match codec::parse_startup(&conn.input)? {
+            Some((Startup::Encryption, used))
+                if conn.input[4..8] == codec::SSL_REQUEST.to_be_bytes() =>
+            {
+                if used != conn.input.len() {
+                    return Err(Some(Fatal::new(
+                        "08P01",
+                        "unexpected data after SSLRequest",
+                    )));
+                }
+                conn.input.clear();
+                conn.out.bytes.push(b'S');
+                return Ok(());
+            }
+            Some((Startup::Encryption, used)) if declined < ENCRYPTION_REQUESTS_MAX => {
+                declined += 1;
+                conn.input.drain(..used);
+                conn.out.bytes.push(b'N');
+            }
+            Some((Startup::Cancel, _)) => return Err(None),
+            Some(_) => {
+                return Err(Some(Fatal::new(
+                    "28000",
+                    "this server accepts PostgreSQL connections over TLS only: connect with sslmode=require",
+                )));
+            }
+            None => conn.read_before(deadline).await?,
+        }
+    }
+}
+
+/// The startup and then the session, on a plain or TLS stream.
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    mut conn: Conn<'_, S>,
+    api: Rc<Api>,
+    settings: &PgSettings,
+    deadline: Instant,
+) {
     let identity = match startup(&mut conn, &settings.verifier, deadline).await {
         Ok(identity) => identity,
         Err(fatal) => {
@@ -134,8 +204,8 @@ pub async fn refuse(mut stream: TcpStream) {
 
 /// Reads the startup packets and the password; answers `N` to encryption
 /// requests. `Err(None)` closes without a word (a cancel request).
-async fn startup(
-    conn: &mut Conn<'_>,
+async fn startup<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<'_, S>,
     verifier: &scram::Verifier,
     deadline: Instant,
 ) -> Result<Identity, Option<Fatal>> {
@@ -192,8 +262,8 @@ async fn startup(
 
 /// The SCRAM-SHA-256 exchange: the key the client proved it holds, and
 /// its kind.
-async fn authenticate(
-    conn: &mut Conn<'_>,
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<'_, S>,
     verifier: &scram::Verifier,
     user: &UserId,
     deadline: Instant,
@@ -237,8 +307,8 @@ fn auth_failed(user: &UserId) -> Fatal {
 }
 
 /// Waits for the next authentication message (`p`) and returns its body.
-async fn read_auth_message(
-    conn: &mut Conn<'_>,
+async fn read_auth_message<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<'_, S>,
     deadline: Instant,
 ) -> Result<Vec<u8>, Option<Fatal>> {
     loop {
@@ -281,7 +351,7 @@ fn greet(out: &mut Out) {
     out.ready(b'I');
 }
 
-impl Conn<'_> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     /// Writes what is buffered; `false` when the client is gone.
     async fn flush(&mut self) -> bool {
         if self.out.bytes.is_empty() {

@@ -17,7 +17,7 @@ pub(crate) mod drain;
 mod fds;
 mod live_tail;
 pub mod stalls;
-mod tls;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -389,6 +389,7 @@ async fn run_shard(
             idle_timeout: settings.idle_timeout,
             startup_timeout: settings.request_timeout,
             verifier: crate::pg::scram::Verifier::new(api.keys()),
+            tls: tls.clone(),
         });
         glommio::spawn_local(accept_pg(
             listener,

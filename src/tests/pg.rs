@@ -7,6 +7,9 @@
 
 #[path = "support.rs"]
 mod support;
+#[path = "tls_support.rs"]
+#[allow(dead_code, reason = "only the certificates are used here")]
+mod tls_support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -36,14 +39,7 @@ fn start() -> (Server, u16) {
         "--frontend-key",
         FRONTEND_KEY,
     ]);
-    let port = server
-        .banner
-        .split(" pg=postgresql://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|addr| addr.rsplit(':').next())
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("no pg= address in the banner: {}", server.banner));
+    let port = pg_port(&server);
     (server, port)
 }
 
@@ -614,6 +610,77 @@ fn errors_keep_connections_usable_and_a_deaf_client_blocks_nobody() {
     assert_eq!(rows(&fresh), [[Some("1".to_owned())]]);
     drop(deaf);
     server.stop();
+}
+
+/// The port of the `pg=` address in a start-up banner.
+fn pg_port(server: &Server) -> u16 {
+    server
+        .banner
+        .split(" pg=postgresql://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.rsplit(':').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("no pg= address in the banner: {}", server.banner))
+}
+
+#[test]
+fn with_tls_on_psql_connects_over_tls_only() {
+    require(
+        "psql (postgresql-client)",
+        Command::new("psql").arg("--version").output().is_ok(),
+    );
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = tls_support::make_pki(pki_dir.path(), "pg");
+    let server = Server::start(&[
+        "--pg-addr",
+        "127.0.0.1:0",
+        "--tls-cert",
+        pki.cert.to_str().unwrap(),
+        "--tls-key",
+        pki.key.to_str().unwrap(),
+    ]);
+    let port = pg_port(&server);
+    let psql = |sslmode: &str, sql: &str| {
+        let conninfo = format!(
+            "host=127.0.0.1 port={port} user=tess dbname=chat sslmode={sslmode} sslrootcert={}",
+            pki.ca.display()
+        );
+        Command::new("psql")
+            .args(["-X", "-A", "-t", &conninfo, "-c", sql])
+            .env("PGPASSWORD", API_KEY)
+            .env("PGCONNECT_TIMEOUT", "20")
+            .output()
+            .expect("run psql")
+    };
+    // verify-full checks the certificate chain and the name (127.0.0.1).
+    let inside = psql("verify-full", "\\conninfo");
+    let text = String::from_utf8_lossy(&inside.stdout);
+    assert!(
+        inside.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&inside.stderr)
+    );
+    assert!(text.contains("SSL connection (protocol: TLSv1."), "{text}");
+    let user = psql("verify-full", "SELECT current_user");
+    assert_eq!(String::from_utf8_lossy(&user.stdout).trim(), "tess");
+    // Without TLS the startup is refused, saying how to connect.
+    let plain = psql("disable", "SELECT 1");
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(!plain.status.success(), "{stderr}");
+    assert!(stderr.contains("over TLS only"), "{stderr}");
+    // Bytes after the SSLRequest would be read as if they came over TLS.
+    let mut raw = Raw::connect(port);
+    let mut smuggled = vec![0, 0, 0, 8];
+    smuggled.extend_from_slice(&80_877_103i32.to_be_bytes());
+    smuggled.extend(message(b'Q', b"SELECT 1\0"));
+    raw.send(&smuggled);
+    let mut answer = Vec::new();
+    let _ = raw.stream.read_to_end(&mut answer);
+    assert!(
+        String::from_utf8_lossy(&answer).contains("unexpected data after SSLRequest"),
+        "{answer:?}"
+    );
 }
 
 /// Execute of `portal` with a row limit; Sync'd so its answer ends in
