@@ -116,7 +116,7 @@ pub struct Store {
     visible_seqno: SequenceNumberCounter,
     applied_lsn: std::cell::Cell<Lsn>,
     /// Memtables this shard sealed, with their rotation numbers, until
-    /// they are flushed (only `hide_after` reads them).
+    /// they are flushed (point reads and `hide_after` read them).
     sealed: std::cell::RefCell<Vec<(u64, Arc<Memtable>)>>,
     /// The newest LSN the write-ahead log has on disk, kept current by the
     /// log: no memtable holding a later write is flushed to tables, so the
@@ -356,10 +356,15 @@ impl Store {
             .map(|(_, memtable)| memtable)
             .collect();
         memtables.push(self.active.borrow().clone());
+        // The tree drops its sealed memtables with the active one only when
+        // the active one holds something: a marker (space 0 is never read)
+        // makes sure no write past `lsn` stays behind in them.
+        let marker = InternalValue::new_tombstone(vec![0u8], 1);
+        self.active.borrow().insert(marker);
         self.tree.clear_active_memtable();
         let active = self.tree.active_memtable();
         for item in memtables.iter().flat_map(|memtable| memtable.iter()) {
-            if item.key.seqno <= lsn.0 {
+            if item.key.seqno <= lsn.0 && item.key.user_key.first() != Some(&0) {
                 active.insert(item);
             }
         }
@@ -474,7 +479,34 @@ impl Store {
     }
 
     fn get(&self, space: Space, key: &[u8]) -> StoreResult<Option<lsm_tree::Slice>> {
-        Ok(self.tree.get(stored_key(space, key), READ_ALL)?)
+        let key = stored_key(space, key);
+        if let Some(found) = self.get_from_memtables(&key) {
+            return Ok(found);
+        }
+        Ok(self.tree.get(key, READ_ALL)?)
+    }
+
+    /// A key's newest value in this shard's own memtables (active, then
+    /// sealed newest first): `Some(None)` for a deleted key, `None` when
+    /// they do not hold it. Recent keys (the thread and participant records
+    /// every post reads) are found here without the tree's version lock,
+    /// which the maintenance thread holds across fsyncs while it registers
+    /// tables; a memtable already flushed holds the same items as its
+    /// tables, so reading it is still right.
+    fn get_from_memtables(&self, key: &[u8]) -> Option<Option<lsm_tree::Slice>> {
+        let found = |memtable: &Memtable| {
+            memtable
+                .get(key, READ_ALL)
+                .map(|item| (!item.is_tombstone()).then_some(item.value))
+        };
+        if let Some(value) = found(&self.active.borrow()) {
+            return Some(value);
+        }
+        let sealed = self.sealed.borrow();
+        sealed
+            .iter()
+            .rev()
+            .find_map(|(_, memtable)| found(memtable))
     }
 
     /// Keys and values of `space` inside `range` (keys without the space
