@@ -169,7 +169,13 @@ impl Tails {
                 caller: anyone(),
                 after: listener.last_id,
             };
-            reply = engine.run(command).await.0?;
+            reply = match engine.run(command).await.0 {
+                Ok(reply) => reply,
+                Err(err) => {
+                    unsubscribe(engine, &thread).await;
+                    return Err(err);
+                }
+            };
         }
         // No await since the last replay: every later change is published.
         self.listeners
