@@ -6,12 +6,11 @@
 #[path = "support.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{API_KEY, Client, Server};
+use support::{Client, Server};
 
 const SHARDS: &[&str] = &["--shards", "2"];
 
@@ -422,30 +421,9 @@ struct Stream {
 
 impl Stream {
     fn open(addr: SocketAddr, path: &str, user: &str) -> Stream {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {API_KEY}\r\nX-User-ID: {user}\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut status = String::new();
-        reader.read_line(&mut status).unwrap();
-        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-        let mut shard = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            let line = line.trim_end();
-            if line.is_empty() {
-                return Stream { reader, shard };
-            }
-            if let Some(value) = line.strip_prefix("X-ProgressDB-Shard: ") {
-                shard = value.to_owned();
-            }
-        }
+        let stream = TcpStream::connect(addr).unwrap();
+        let (reader, shard) = support::open_event_stream(stream, path, user, "");
+        Stream { reader, shard }
     }
 
     /// The next `(event, data)`, or `None` when the server closed the stream.

@@ -5,12 +5,12 @@
 #[path = "support.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{Value, json};
-use support::{API_KEY, Server};
+use support::Server;
 
 struct Event {
     id: Option<u64>,
@@ -29,37 +29,10 @@ impl Tail {
         Tail::open_on(TcpStream::connect(addr).unwrap(), thread, last_event_id)
     }
 
-    fn open_on(mut stream: TcpStream, thread: &str, last_event_id: Option<u64>) -> Tail {
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
+    fn open_on(stream: TcpStream, thread: &str, last_event_id: Option<u64>) -> Tail {
         let resume = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
-        let request = format!(
-            "GET /frontend/v1/threads/{thread}/messages/stream HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\nAuthorization: Bearer {API_KEY}\r\nX-User-ID: alice\r\n{resume}\r\n"
-        );
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut status = String::new();
-        reader.read_line(&mut status).unwrap();
-        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-        let mut shard = String::new();
-        let mut content_type = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                match name.to_ascii_lowercase().as_str() {
-                    "x-progressdb-shard" => shard = value.trim().to_string(),
-                    "content-type" => content_type = value.trim().to_string(),
-                    _ => {}
-                }
-            }
-        }
-        assert_eq!(content_type, "text/event-stream");
+        let path = format!("/frontend/v1/threads/{thread}/messages/stream");
+        let (reader, shard) = support::open_event_stream(stream, &path, "alice", &resume);
         Tail { reader, shard }
     }
 

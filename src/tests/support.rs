@@ -205,6 +205,45 @@ pub fn log_with(log: &Mutex<Vec<String>>, needle: &str) -> String {
     }
 }
 
+/// A Server-Sent Events stream, opened on `stream` by `GET path` for
+/// `user` with `extra` header lines: the head is checked (200,
+/// `text/event-stream`) and read, and the reader comes back at the first
+/// event with the `X-ProgressDB-Shard` the head named.
+pub fn open_event_stream(
+    mut stream: TcpStream,
+    path: &str,
+    user: &str,
+    extra: &str,
+) -> (BufReader<TcpStream>, String) {
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\nAuthorization: Bearer {API_KEY}\r\nX-User-ID: {user}\r\n{extra}\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let (mut shard, mut content_type) = (String::new(), String::new());
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            match name.to_ascii_lowercase().as_str() {
+                "x-progressdb-shard" => shard = value.trim().to_string(),
+                "content-type" => content_type = value.trim().to_string(),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(content_type, "text/event-stream");
+    (reader, shard)
+}
+
 /// Runs a Python test client with `site` (its pinned packages) on the
 /// path; see [`run_client`].
 pub fn run_python_client(script: &Path, site: &Path, args: &[String], env: &[(&str, &str)]) {
