@@ -31,7 +31,7 @@ use serde_json::value::RawValue;
 
 use crate::api::input;
 use crate::config::{Limits, WAL_FLUSH_MS_DEFAULT, WAL_SEGMENT_BYTES_DEFAULT};
-use crate::crypto::{Keyring, Kms};
+use crate::crypto::Keyring;
 use crate::engine::{
     self, Caller, Command, Engine, EngineError, MessagePage, MessagePosition, Order, Reply,
 };
@@ -607,24 +607,10 @@ fn open_engine(dir: &Path, options: &Options) -> Result<Rc<Engine>, String> {
     let store = crate::store::StoreOptions::default();
     let kms = options
         .master_key
-        .map(|key| open_keyring(dir, &key))
+        .map(|key| server::checked_keyring(Keyring::with_key(key), &server::kms_dir(dir)?))
         .transpose()?;
     let policy = (RecoveryPolicy::Strict, crate::engine::StoreRecovery::Strict);
     server::open_shard(dir, SHARD, store, wal, policy, kms)
-}
-
-/// The KMS for a caller-held master key, checked against the one the
-/// directory was encrypted with (recorded on first use, never the key).
-fn open_keyring(dir: &Path, key: &[u8; crate::crypto::KEY_BYTES]) -> Result<Kms, String> {
-    let hex: String = key.iter().map(|byte| format!("{byte:02x}")).collect();
-    let keyring = Keyring::single(&hex).ok_or("the master key is not 32 bytes")?;
-    let check_dir = dir.join("kms");
-    std::fs::create_dir_all(&check_dir)
-        .map_err(|err| format!("cannot create {}: {err}", check_dir.display()))?;
-    keyring
-        .check_against(&check_dir.join("master.check"))
-        .map_err(|err| err.to_string())?;
-    Ok(Kms::Embedded(keyring))
 }
 
 /// The executor's loop: runs each request as its own task until every

@@ -325,9 +325,14 @@ impl Keyring {
     /// A keyring holding one given master key (from an environment variable).
     pub fn single(key_hex: &str) -> Option<Keyring> {
         let key: [u8; KEY_BYTES] = unhex(key_hex.trim())?.try_into().ok()?;
-        Some(Keyring {
+        Some(Keyring::with_key(key))
+    }
+
+    /// A keyring holding one master key the caller keeps (embedded mode).
+    pub fn with_key(key: [u8; KEY_BYTES]) -> Keyring {
+        Keyring {
             keys: vec![(1, key)],
-        })
+        }
     }
 
     fn parse(text: &str) -> Option<Keyring> {

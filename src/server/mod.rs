@@ -20,7 +20,7 @@ pub mod stalls;
 pub(crate) mod tls;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
@@ -595,6 +595,23 @@ pub(crate) fn open_shard(
     Ok(engine)
 }
 
+/// `<db>/kms`, created if missing: where the master-key check files live.
+pub(crate) fn kms_dir(db: &Path) -> Result<PathBuf, String> {
+    let dir = db.join("kms");
+    std::fs::create_dir_all(&dir)
+        .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The embedded KMS for `keyring`, checked against the master key the data
+/// directory was encrypted with (recorded on first use, never the key).
+pub(crate) fn checked_keyring(keyring: Keyring, check_dir: &Path) -> Result<Kms, String> {
+    keyring
+        .check_against(&check_dir.join("master.check"))
+        .map_err(|err| err.to_string())?;
+    Ok(Kms::Embedded(keyring))
+}
+
 /// The KMS when encryption is on. Embedded: the master keys from
 /// PROGRESSDB_KMS_MASTER_KEY (64 hex digits, never written anywhere), else
 /// the keyring file. External: the HTTP KMS, with its bearer token from
@@ -604,19 +621,14 @@ fn open_kms(config: &Config) -> Result<Option<Kms>, String> {
     let Some(kms_config) = &config.encryption else {
         return Ok(None);
     };
-    let check_dir = config.db.join("kms");
-    std::fs::create_dir_all(&check_dir)
-        .map_err(|err| format!("cannot create {}: {err}", check_dir.display()))?;
+    let check_dir = kms_dir(&config.db)?;
     let kms = match kms_config {
         KmsConfig::Embedded { key_file } => match std::env::var("PROGRESSDB_KMS_MASTER_KEY") {
             Ok(hex) => {
                 let keyring = Keyring::single(&hex).ok_or(
                     "PROGRESSDB_KMS_MASTER_KEY must be 64 hex digits (32 random bytes)".to_string(),
                 )?;
-                keyring
-                    .check_against(&check_dir.join("master.check"))
-                    .map_err(|err| err.to_string())?;
-                Kms::Embedded(keyring)
+                checked_keyring(keyring, &check_dir)?
             }
             Err(_) => {
                 Kms::Embedded(Keyring::open(key_file, &check_dir).map_err(|err| err.to_string())?)
