@@ -34,7 +34,6 @@ pub mod crypto;
 pub mod embedded;
 pub mod engine;
 pub mod http;
-pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-pub use report::{Errors, Mode, Report, SCHEMA_VERSION, Summary, TailReport};
+pub use report::Report;
 pub use scenario::ScenarioKind;
 
 /// Every flag of `progressdb-bench`.

@@ -404,20 +404,8 @@ impl TailReport {
 }
 
 impl Report {
-    pub fn requests(&self) -> u64 {
-        self.stats.requests
-    }
-
-    pub fn errors(&self) -> &Errors {
-        &self.stats.errors
-    }
-
     pub fn throughput_rps(&self) -> f64 {
         self.stats.requests as f64 / self.duration_s
-    }
-
-    pub fn latency(&self) -> Summary {
-        Summary::of(&self.stats.latency)
     }
 
     /// The human-readable result table.
