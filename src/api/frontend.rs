@@ -7,6 +7,7 @@
 use super::input::{self, decode_body};
 use super::{Api, ApiError, Call, Handled, LiveTail, json, status_ok, thread_id};
 use crate::auth::KeyKind;
+use crate::config::Limits;
 use crate::engine::{self, Caller, Command, EngineError, Reply};
 use crate::http::router::Route;
 use crate::model::UserId;
@@ -94,20 +95,31 @@ impl Api {
 
     /// The command of a route that the owning shard answers as it is.
     fn command(&self, route: Route, call: &Call<'_>) -> Result<Command, ApiError> {
+        match route {
+            Route::CreateThread => self.create_thread(call),
+            Route::UpdateThread(id) => self.update_thread(call, &id),
+            Route::DeleteThread(id) => Ok(Command::DeleteThread {
+                id: thread_id(&id)?,
+                caller: call.caller(None)?,
+            }),
+            Route::RestoreThread(id) => Ok(Command::RestoreThread {
+                id: thread_id(&id)?,
+                caller: call.caller(None)?,
+            }),
+            Route::PostMessage(id) => self.post_message(call, &id),
+            Route::SeedPostMessage => self.seed_post_message(call),
+            Route::ListParticipants(_)
+            | Route::AddParticipant(_)
+            | Route::RemoveParticipant(..)
+            | Route::MarkRead(_) => participant_command(route, call, &self.limits),
+            route => self.message_command(route, call),
+        }
+    }
+
+    /// The command of a route on one message or a list of them.
+    fn message_command(&self, route: Route, call: &Call<'_>) -> Result<Command, ApiError> {
         let query = &call.query;
         Ok(match route {
-            Route::CreateThread => self.create_thread(call)?,
-            Route::UpdateThread(id) => self.update_thread(call, &id)?,
-            Route::DeleteThread(id) => Command::DeleteThread {
-                id: thread_id(&id)?,
-                caller: call.caller(None)?,
-            },
-            Route::RestoreThread(id) => Command::RestoreThread {
-                id: thread_id(&id)?,
-                caller: call.caller(None)?,
-            },
-            Route::PostMessage(id) => self.post_message(call, &id)?,
-            Route::SeedPostMessage => self.seed_post_message(call)?,
             Route::ListMessages(id) => Command::ListMessages {
                 thread: thread_id(&id)?,
                 caller: call.caller(None)?,
@@ -164,46 +176,7 @@ impl Api {
                 caller: call.caller(None)?,
                 id: mid,
             },
-            Route::ListParticipants(id) => Command::ListParticipants {
-                thread: thread_id(&id)?,
-                caller: call.caller(None)?,
-                page: query.participant_page(&self.limits)?,
-            },
-            Route::AddParticipant(id) => {
-                let body: input::AddParticipant = decode_body(call.request)?;
-                let Some(user) = body.user_id else {
-                    return Err(ApiError::bad_request(
-                        "missing_field",
-                        "`user_id` is required",
-                    ));
-                };
-                Command::AddParticipant {
-                    thread: thread_id(&id)?,
-                    caller: call.caller(body.author.as_deref())?,
-                    user: input::user_id(&user, "user_id")?,
-                    role: input::participant_role(body.role.as_deref())?,
-                }
-            }
-            Route::RemoveParticipant(id, user) => Command::RemoveParticipant {
-                thread: thread_id(&id)?,
-                caller: call.caller(None)?,
-                user: input::user_id(&user, "user_id")?,
-            },
-            Route::MarkRead(id) => {
-                let body: input::MarkRead = decode_body(call.request)?;
-                let Some(message) = body.message else {
-                    return Err(ApiError::bad_request(
-                        "missing_field",
-                        "`message` (the key of the newest message read) is required",
-                    ));
-                };
-                Command::MarkRead {
-                    thread: thread_id(&id)?,
-                    caller: call.caller(body.author.as_deref())?,
-                    id: message,
-                }
-            }
-            route => unreachable!("{route:?} is answered before it needs a command"),
+            route => return Err(not_a_command(&route)),
         })
     }
 
@@ -318,4 +291,62 @@ impl Api {
             reply_to: body.reply_to,
         })
     }
+}
+
+/// The command of a route on a thread's participants or read markers.
+fn participant_command(
+    route: Route,
+    call: &Call<'_>,
+    limits: &Limits,
+) -> Result<Command, ApiError> {
+    Ok(match route {
+        Route::ListParticipants(id) => Command::ListParticipants {
+            thread: thread_id(&id)?,
+            caller: call.caller(None)?,
+            page: call.query.participant_page(limits)?,
+        },
+        Route::AddParticipant(id) => {
+            let body: input::AddParticipant = decode_body(call.request)?;
+            let user = body
+                .user_id
+                .ok_or_else(|| ApiError::bad_request("missing_field", "`user_id` is required"))?;
+            Command::AddParticipant {
+                thread: thread_id(&id)?,
+                caller: call.caller(body.author.as_deref())?,
+                user: input::user_id(&user, "user_id")?,
+                role: input::participant_role(body.role.as_deref())?,
+            }
+        }
+        Route::RemoveParticipant(id, user) => Command::RemoveParticipant {
+            thread: thread_id(&id)?,
+            caller: call.caller(None)?,
+            user: input::user_id(&user, "user_id")?,
+        },
+        Route::MarkRead(id) => {
+            let body: input::MarkRead = decode_body(call.request)?;
+            let message = body.message.ok_or_else(|| {
+                ApiError::bad_request(
+                    "missing_field",
+                    "`message` (the key of the newest message read) is required",
+                )
+            })?;
+            Command::MarkRead {
+                thread: thread_id(&id)?,
+                caller: call.caller(body.author.as_deref())?,
+                id: message,
+            }
+        }
+        route => return Err(not_a_command(&route)),
+    })
+}
+
+/// A route answered before it needs a command reached the command table:
+/// a bug in this module, answered as an internal error, never a panic.
+fn not_a_command(route: &Route) -> ApiError {
+    crate::logging::error("route has no command", &[("route", &format!("{route:?}"))]);
+    ApiError::new(
+        500,
+        "internal_error",
+        "the server could not handle this request",
+    )
 }
