@@ -16,7 +16,6 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::http::router::{Route, RouteError};
 use crate::wal::WalStats;
 
 /// `Content-Type` of the text exposition format.
@@ -33,59 +32,6 @@ pub const BUCKETS_US: [u64; 16] = [
 pub const ROUTE_UNMATCHED: &str = "unmatched";
 /// Route label of requests that could not be framed (400, 408, 413, 431).
 pub const ROUTE_INVALID: &str = "invalid";
-
-/// The `route` label for a routing result.
-pub fn route_name(routed: &Result<Route, RouteError>) -> &'static str {
-    let Ok(route) = routed else {
-        return ROUTE_UNMATCHED;
-    };
-    match route {
-        Route::Healthz => "healthz",
-        Route::Readyz => "readyz",
-        Route::ListThreads => "list_threads",
-        Route::CreateThread => "create_thread",
-        Route::GetThread(_) => "get_thread",
-        Route::UpdateThread(_) => "update_thread",
-        Route::DeleteThread(_) => "delete_thread",
-        Route::ListMessages(_) => "list_messages",
-        Route::PostMessage(_) => "post_message",
-        Route::GetMessage(..) => "get_message",
-        Route::EditMessage(..) => "edit_message",
-        Route::DeleteMessage(..) => "delete_message",
-        Route::RestoreThread(_) => "restore_thread",
-        Route::ListVersions(..) => "list_versions",
-        Route::ListReplies(..) => "list_replies",
-        Route::React(..) => "react",
-        Route::Unreact(..) => "unreact",
-        Route::RestoreMessage(..) => "restore_message",
-        Route::StreamMessages(_) => "stream_messages",
-        Route::ListParticipants(_) => "list_participants",
-        Route::AddParticipant(_) => "add_participant",
-        Route::RemoveParticipant(..) => "remove_participant",
-        Route::MarkRead(_) => "mark_read",
-        Route::StreamUser => "stream_user",
-        Route::SeedPostMessage => "seed_post_message",
-        Route::SeedListMessages(_) => "seed_list_messages",
-        Route::Stats => "stats",
-        Route::AdminHealth => "admin_health",
-        Route::AdminTotals => "admin_totals",
-        Route::Metrics => "metrics",
-        Route::Sign => "sign",
-        Route::RotateMasterKey => "rotate_master_key",
-        Route::StartBackup => "start_backup",
-        Route::GetBackup(_) => "get_backup",
-        Route::Options(_) => "options",
-        Route::OpenApi => "openapi",
-        Route::Docs => "docs",
-        Route::Viewer(_) => "viewer",
-        Route::AdminListThreads => "admin_list_threads",
-        Route::AdminGetThread(_) => "admin_get_thread",
-        Route::AdminListMessages(_) => "admin_list_messages",
-        Route::AdminListVersions(..) => "admin_list_versions",
-        Route::AdminStreamMessages(_) => "admin_stream_messages",
-        Route::AdminListParticipants(_) => "admin_list_participants",
-    }
-}
 
 /// Requests of one route on one core.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -434,8 +380,6 @@ fn seconds(micros: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::Method;
-    use crate::http::router;
 
     fn line_value(text: &str, series: &str) -> Option<u64> {
         text.lines()
@@ -555,15 +499,5 @@ mod tests {
         assert_eq!(seconds(2_500), "0.0025");
         assert_eq!(seconds(1_000_000), "1");
         assert_eq!(seconds(10_250_000), "10.25");
-    }
-
-    #[test]
-    fn route_labels_never_carry_the_path() {
-        let routed = router::route(Method::Get, "/frontend/v1/threads/secret-id/messages");
-        assert_eq!(route_name(&routed), "list_messages");
-        let routed = router::route(Method::Get, "/no/such/place");
-        assert_eq!(route_name(&routed), ROUTE_UNMATCHED);
-        let routed = router::route(Method::Get, "/metrics");
-        assert_eq!(route_name(&routed), "metrics");
     }
 }

@@ -107,11 +107,11 @@ impl Api {
     /// Answers an admin read route, or `None` when `route` is not one.
     pub(super) async fn admin_read(
         &self,
-        route: &crate::http::router::Route,
+        route: &super::router::Route,
         request: &Request,
         query: &Query,
     ) -> Option<Result<Handled, ApiError>> {
-        use crate::http::router::Route;
+        use super::router::Route;
         let handled = match route {
             Route::AdminListThreads => self.admin_list_threads(request, query).await,
             Route::AdminGetThread(id) => self.admin_get_thread(id, request).await,

@@ -4,11 +4,11 @@
 use serde::Deserialize;
 
 use super::input::decode_body;
+use super::router::Route;
 use super::{Api, ApiError, Handled, json};
 use crate::backup::{Target, job};
 use crate::engine::Command;
 use crate::http::Request;
-use crate::http::router::Route;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

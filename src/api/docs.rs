@@ -86,9 +86,9 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
+    use crate::api::router::{self, Route, RouteError};
     use crate::auth::Scope;
     use crate::http::Method;
-    use crate::http::router::{self, Route, RouteError};
 
     fn spec() -> Value {
         serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON")
@@ -166,9 +166,12 @@ mod tests {
     #[test]
     fn document_and_router_serve_the_same_routes() {
         let spec = spec();
-        let served: BTreeSet<(String, String)> = router::served_routes()
-            .into_iter()
-            .map(|(method, template)| (method_name(method).to_owned(), template.to_owned()))
+        let served: BTreeSet<(String, String)> = router::ENDPOINTS
+            .iter()
+            .map(|endpoint| {
+                let method = method_name(endpoint.method).to_owned();
+                (method, endpoint.path.to_owned())
+            })
             .collect();
         let documented = documented(&spec);
         let undocumented: Vec<_> = served.difference(&documented).collect();
@@ -192,8 +195,9 @@ mod tests {
                 let Some(method) = parse_method(name) else {
                     continue;
                 };
-                let route = router::route(method, &concrete)
+                let routed = router::route(method, &concrete)
                     .unwrap_or_else(|err| panic!("{name} {concrete}: {err:?}"));
+                let route = routed.route;
                 assert!(
                     !matches!(route, Route::Options(_)),
                     "{name} {concrete} reached OPTIONS"
@@ -214,7 +218,7 @@ mod tests {
                     .iter()
                     .map(|kind| kind.as_str().unwrap())
                     .collect();
-                let expected: &[&str] = match route.scope() {
+                let expected: &[&str] = match routed.endpoint.scope {
                     None => &[],
                     Some(Scope::Frontend) => &["backend", "frontend"],
                     Some(Scope::Backend) => &["backend"],

@@ -1,8 +1,9 @@
 //! Every error a client can see, and the one place each gets its status and
 //! stable code. Bodies are always `{"error": code, "message": text}`.
 
+use super::router::RouteError;
 use crate::engine::EngineError;
-use crate::http::{HttpError, Response, router::RouteError};
+use crate::http::{HttpError, Response};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {

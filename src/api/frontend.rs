@@ -5,11 +5,11 @@
 //! `{"thread":…}` / `{"message":…}`, every mutation answering its object).
 
 use super::input::{self, decode_body};
+use super::router::Route;
 use super::{Api, ApiError, Call, Handled, LiveTail, json, status_ok, thread_id};
 use crate::auth::KeyKind;
 use crate::config::Limits;
 use crate::engine::{self, Caller, Command, EngineError, Reply};
-use crate::http::router::Route;
 use crate::model::UserId;
 use crate::shard::shard_for;
 
@@ -340,9 +340,9 @@ fn participant_command(
     })
 }
 
-/// A route answered before it needs a command reached the command table:
-/// a bug in this module, answered as an internal error, never a panic.
-fn not_a_command(route: &Route) -> ApiError {
+/// A route reached a handler table that does not serve it: a bug in this
+/// module, answered as an internal error, never a panic.
+pub(super) fn not_a_command(route: &Route) -> ApiError {
     crate::logging::error("route has no command", &[("route", &format!("{route:?}"))]);
     ApiError::new(
         500,

@@ -10,6 +10,7 @@ mod error;
 mod frontend;
 pub(crate) mod input;
 mod limit;
+pub mod router;
 mod threads;
 pub mod viewer;
 
@@ -23,7 +24,6 @@ use std::time::{Duration, Instant};
 use crate::auth::{Keys, Principal};
 use crate::config::{Config, KmsConfig, Limits};
 use crate::engine::{self, Caller, Command, EngineError, Reply, SecretKey, ThreadPart};
-use crate::http::router::{self, Route, RouteError};
 use crate::http::{Method, Request, Response};
 use crate::logging;
 use crate::metrics;
@@ -31,6 +31,7 @@ use crate::model::{ThreadId, UserId};
 use crate::shard::{ShardId, mesh::Mesh};
 use cors::Cors;
 use limit::{Limited, RateLimiter};
+use router::{Route, RouteError, Routed};
 
 use input::{Query, decode_body};
 
@@ -111,7 +112,9 @@ impl Api {
         let started = Instant::now();
         crate::shard::requests::record(started);
         let routed = router::route(request.method, &request.path);
-        let route = metrics::route_name(&routed);
+        let route = routed
+            .as_ref()
+            .map_or(metrics::ROUTE_UNMATCHED, |routed| routed.endpoint.name);
         let response = match self.dispatch(request, routed, peer).await {
             Ok(Handled::Response(response)) => response,
             Ok(Handled::Stream(tail)) if request.method == Method::Head => self
@@ -162,7 +165,7 @@ impl Api {
     /// `/healthz` without a key, nothing else. Its requests are not counted,
     /// so scrapes do not show up in what they measure.
     pub async fn handle_metrics_port(&self, request: &Request) -> Response {
-        let answer = match router::route(request.method, &request.path) {
+        let answer = match router::route(request.method, &request.path).map(|r| r.route) {
             Ok(Route::Metrics) => self.metrics().await,
             Ok(Route::Healthz) => Ok(json(200, br#"{"status":"ok"}"#.to_vec())),
             Ok(_) | Err(RouteError::NotFound) | Err(RouteError::BadPath) => Err(ApiError::new(
@@ -188,23 +191,21 @@ impl Api {
     async fn dispatch(
         &self,
         request: &Request,
-        routed: Result<Route, RouteError>,
+        routed: Result<Routed, RouteError>,
         peer: Option<IpAddr>,
     ) -> Result<Handled, ApiError> {
-        let route = match routed {
+        let Routed { route, endpoint } = match routed {
             // Any OPTIONS is a browser's preflight: answered before auth,
             // even on a path this server does not serve.
-            Err(RouteError::NotFound) if request.method == Method::Options => {
-                Route::Options("OPTIONS")
-            }
+            Err(RouteError::NotFound) if request.method == Method::Options => Routed {
+                route: Route::Options("OPTIONS"),
+                endpoint: &router::PREFLIGHT,
+            },
             routed => routed?,
         };
-        if let Some(response) = self.public(&route, request) {
-            return Ok(Handled::Response(response));
-        }
-        let scope = route
-            .scope()
-            .expect("only unauthenticated routes have no scope");
+        let Some(scope) = endpoint.scope else {
+            return Ok(Handled::Response(self.public(&route, request)));
+        };
         let principal = self.authenticate(request, scope, peer)?;
         let admitted =
             self.rate_limiter
@@ -270,16 +271,16 @@ impl Api {
     }
 
     /// The routes anyone may call, answered without a key.
-    fn public(&self, route: &Route, request: &Request) -> Option<Response> {
-        Some(match route {
+    fn public(&self, route: &Route, request: &Request) -> Response {
+        match route {
             Route::Healthz => json(200, br#"{"status":"ok"}"#.to_vec()),
             Route::Readyz => status_ok(),
             Route::Options(allow) => self.cors.preflight(request, allow),
             Route::OpenApi => docs::openapi(),
             Route::Docs => docs::page(),
             Route::Viewer(asset) => viewer::response(asset),
-            _ => return None,
-        })
+            route => frontend::not_a_command(route).into_response(),
+        }
     }
 
     /// `HEAD` on a stream route: what `GET` would answer, without the
@@ -567,7 +568,7 @@ mod fuzz {
                 continue;
             };
             complete += 1;
-            let _ = http::router::route(request.method, &request.path);
+            let _ = super::router::route(request.method, &request.path);
             if let Ok(query) = Query::parse(&request.query) {
                 let _ = query.message_page(&limits);
                 let _ = query.thread_page(&limits);

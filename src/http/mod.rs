@@ -9,7 +9,6 @@
 
 mod parse;
 mod response;
-pub mod router;
 mod url;
 
 pub use parse::{HeadLimits, Parse, parse_request};
