@@ -10,7 +10,7 @@
 //! 3. [`api`] authenticates the caller ([`auth`]), validates the input and
 //!    builds an [`engine::Command`] for the thread it concerns.
 //! 4. [`shard::shard_for`] names the core that owns the thread; the command
-//!    goes there over the cross-core [`shard::mesh`] (or runs in place).
+//!    goes there over the cross-core [`mesh`] (or runs in place).
 //! 5. The owner's [`engine::Engine`] executes it against its own [`store`]
 //!    (an LSM-tree), renders the JSON, and the reply travels back.
 //! 6. The accepting core writes the response; pipelined requests follow.
@@ -35,6 +35,7 @@ pub mod embedded;
 pub mod engine;
 pub mod http;
 pub mod logging;
+pub mod mesh;
 pub mod metrics;
 pub mod model;
 pub mod pg;

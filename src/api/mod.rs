@@ -26,9 +26,10 @@ use crate::config::{Config, KmsConfig, Limits};
 use crate::engine::{self, Caller, Command, EngineError, Reply, SecretKey, ThreadPart};
 use crate::http::{Method, Request, Response};
 use crate::logging;
+use crate::mesh::Mesh;
 use crate::metrics;
 use crate::model::{ThreadId, UserId};
-use crate::shard::{ShardId, mesh::Mesh};
+use crate::shard::ShardId;
 use cors::Cors;
 use limit::{Limited, RateLimiter};
 use router::{Route, RouteError, Routed};
@@ -110,7 +111,7 @@ impl Api {
     /// are limited per source address).
     pub async fn handle(&self, request: &Request, peer: Option<IpAddr>) -> Handled {
         let started = Instant::now();
-        crate::shard::requests::record(started);
+        crate::metrics::requests::record(started);
         let routed = router::route(request.method, &request.path);
         let route = routed
             .as_ref()

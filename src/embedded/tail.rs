@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{Error, anyone};
+use crate::engine::StreamEvent;
 use crate::engine::{Command, Engine, EngineError, Published, Reply};
 use crate::model::{Message, ThreadId};
-use crate::shard::hub::StreamEvent;
 
 /// Events a subscription holds before its consumer is considered gone.
 pub const EVENTS_BUFFERED_MAX: usize = 10_000;

@@ -1,10 +1,23 @@
 //! What a shard can be asked to do, and what it answers. These values cross
 //! cores, so they own their data and are `Send`.
 
+use std::sync::Arc;
+
 use serde_json::value::RawValue;
 
 use crate::model::{MessageId, Role, ThreadId, UserId};
-use crate::shard::hub::StreamEvent;
+
+/// One change of a thread, as sent to live-tail clients.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    /// When the change happened (ns); also the SSE `id:` for resuming.
+    pub id: u64,
+    /// `message.created`, `message.updated`, `message.deleted`,
+    /// `participant.added` or `participant.removed`.
+    pub kind: &'static str,
+    /// The message's (or participant's) JSON after the change.
+    pub data: Arc<[u8]>,
+}
 
 /// Who is asking. `user: None` is a backend caller (seed routes) that may
 /// act on any thread; `Some(user)` may only touch threads that user owns or

@@ -645,7 +645,7 @@ impl Engine {
                 count
             }
         };
-        let requests = crate::shard::requests::snapshot();
+        let requests = crate::metrics::requests::snapshot();
         let stats = serde_json::json!({
             "shard": self.shard.0,
             "applied_lsn": self.store.applied_lsn().0,

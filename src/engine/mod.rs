@@ -37,8 +37,8 @@ pub use page::{Pagination, list, thread_list, wrap};
 
 pub use command::{
     AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, Outcome,
-    ParticipantCursor, ParticipantPage, Reply, SecretKey, ThreadEntry, ThreadPage, ThreadPart,
-    ThreadPosition, ThreadSort, VersionPage, VersionPosition,
+    ParticipantCursor, ParticipantPage, Reply, SecretKey, StreamEvent, ThreadEntry, ThreadPage,
+    ThreadPart, ThreadPosition, ThreadSort, VersionPage, VersionPosition,
 };
 pub use participants::{PARTICIPANTS_PER_THREAD_DEFAULT, UNREAD_SCAN_MAX, removed_user};
 pub use user_streams::topic as user_topic;
@@ -55,7 +55,6 @@ use crate::model::{
     Message, MessageId, SealedMessageRef, Thread, ThreadId, ThreadRecord, splice_opened_body,
 };
 use crate::shard::ShardId;
-use crate::shard::hub::StreamEvent;
 use crate::store::{Ops, Store, StoreError, StoreOptions};
 use crate::wal::record::Lsn;
 use crate::wal::recovery::{self, RecoveryPolicy};

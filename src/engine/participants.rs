@@ -9,13 +9,13 @@
 
 use std::ops::Bound;
 
+use super::StreamEvent;
 use super::command::{Caller, Command, EngineError, ParticipantCursor, ParticipantPage, Reply};
 use super::commands::state;
 use super::members::Listed;
 use super::page::{self, Pagination};
 use super::{Engine, Executed};
 use crate::model::{Participant, Role, ThreadId, ThreadRecord, UserId};
-use crate::shard::hub::StreamEvent;
 use crate::store::{Direction, Ops, Store};
 
 /// Newer messages a read marker's unread count is counted over when it

@@ -17,10 +17,10 @@ use std::time::Duration;
 use futures_lite::{AsyncWrite, AsyncWriteExt};
 
 use crate::api::{ApiError, LiveTail};
+use crate::engine::StreamEvent;
 use crate::engine::{Command, Reply};
+use crate::mesh::Mesh;
 use crate::model::{ThreadId, UserId};
-use crate::shard::hub::StreamEvent;
-use crate::shard::mesh::Mesh;
 use crate::shard::{ShardId, shard_for};
 
 const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -177,7 +177,7 @@ async fn stream_events<S: AsyncWrite + Unpin>(
     stream: &mut S,
     mesh: &Mesh,
     (tail, source): (&LiveTail, Source<'_>),
-    subscription: &crate::shard::hub::Subscription,
+    subscription: &crate::mesh::hub::Subscription,
     replay: &mut Vec<StreamEvent>,
     more: &mut bool,
 ) -> std::io::Result<()> {
@@ -229,7 +229,7 @@ async fn stream_events<S: AsyncWrite + Unpin>(
 /// behind, or an event `ends` the stream (sent first).
 async fn follow_live<S: AsyncWrite + Unpin>(
     stream: &mut S,
-    subscription: &crate::shard::hub::Subscription,
+    subscription: &crate::mesh::hub::Subscription,
     last_replayed: u64,
     ends: impl Fn(&StreamEvent) -> bool,
 ) -> std::io::Result<()> {

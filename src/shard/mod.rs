@@ -1,13 +1,8 @@
-//! Which core owns a thread, and how a command gets there.
+//! Which core owns a thread: pure placement, no runtime.
 //!
 //! Every shard owns the threads whose id hashes to it ([`shard_for`]) and is
-//! the only writer of their data. A request that arrives on another core is
-//! sent to the owner over glommio's cross-core channels ([`mesh`]); the owner
-//! executes it and sends the reply back. No lock guards chat data.
-
-pub mod hub;
-pub mod mesh;
-pub mod requests;
+//! the only writer of their data. How a command gets to its owner is
+//! [`crate::mesh`]'s business.
 
 use std::fmt;
 

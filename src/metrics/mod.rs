@@ -10,6 +10,8 @@
 //! Labels are bounded: `route` is the route's name (never the raw path),
 //! `status` an HTTP status code, `keyspace` one of the store's keyspaces.
 
+pub mod requests;
+
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

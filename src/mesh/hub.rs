@@ -12,9 +12,10 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+
+use crate::engine::StreamEvent;
 
 /// Events that may wait for one slow subscriber before it is dropped.
 pub const SUBSCRIBER_QUEUE_MAX: usize = 256;
@@ -25,18 +26,6 @@ pub const SUBSCRIBER_QUEUE_MAX: usize = 256;
 /// rather than a copy per reader: 256 events of 1 MiB messages would
 /// otherwise pin 256 MiB.
 pub const SUBSCRIBER_QUEUE_BYTES_MAX: usize = 4 << 20;
-
-/// One change of a thread, as sent to live-tail clients.
-#[derive(Debug, Clone)]
-pub struct StreamEvent {
-    /// When the change happened (ns); also the SSE `id:` for resuming.
-    pub id: u64,
-    /// `message.created`, `message.updated`, `message.deleted`,
-    /// `participant.added` or `participant.removed`.
-    pub kind: &'static str,
-    /// The message's (or participant's) JSON after the change.
-    pub data: Arc<[u8]>,
-}
 
 struct Subscriber {
     id: u64,

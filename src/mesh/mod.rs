@@ -1,4 +1,4 @@
-//! The cross-core request/reply mesh.
+//! The cross-core request/reply mesh, and each core's live-tail hub.
 //!
 //! Each executor joins one full glommio channel mesh. A [`Mesh::call`] for a
 //! thread owned elsewhere sends `Envelope::Request` with a ticket to the
@@ -8,6 +8,8 @@
 //! core-local (`Rc`, `RefCell`): nothing is shared between threads except
 //! the channels themselves.
 
+pub mod hub;
+
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -15,10 +17,10 @@ use std::rc::Rc;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalSender};
 
-use super::ShardId;
-use super::hub::{Hub, StreamEvent};
-use crate::engine::{Command, Engine, EngineError, Outcome, Published, Reply};
+use crate::engine::{Command, Engine, EngineError, Outcome, Published, Reply, StreamEvent};
 use crate::metrics::{CoreMetrics, ShardSample};
+use crate::shard::ShardId;
+use hub::Hub;
 
 pub enum Envelope {
     Request {
