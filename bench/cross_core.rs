@@ -2,7 +2,7 @@
 //! executors pinned to different CPUs, against the same request/reply
 //! between two tasks of one executor (a "local hop") in the same run.
 //!
-//! The exchange has the shape of `shard::mesh`: the caller takes a ticket,
+//! The exchange has the shape of `mesh`: the caller takes a ticket,
 //! parks a one-slot `local_channel` for the reply under it and sends
 //! `Request { ticket }`; the owner's receive loop spawns a task per request
 //! that sends `Reply { ticket }` back; the caller's receive loop hands the
@@ -38,7 +38,7 @@ const CELL_TIME: Duration = Duration::from_millis(2000);
 const WARMUP_TIME: Duration = Duration::from_millis(200);
 /// Concurrent callers in the throughput load.
 const IN_FLIGHT: usize = 64;
-/// Slots per direction of the mesh, as `shard::mesh::CHANNEL_CAPACITY`.
+/// Slots per direction of the mesh, as `mesh::CHANNEL_CAPACITY`.
 const CHANNEL_CAPACITY: usize = 1024;
 /// Extra cross-core run with executors that busy-poll this long before
 /// parking, to show how much of a hop is waking a parked core. Longer than
@@ -91,7 +91,7 @@ impl Inbox {
     }
 }
 
-/// The calling side, shaped like `shard::mesh::Mesh::call`.
+/// The calling side, shaped like `mesh::Mesh::call`.
 struct Caller {
     link: Link,
     pending: RefCell<HashMap<u64, LocalSender<u64>>>,
