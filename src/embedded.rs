@@ -36,6 +36,7 @@ use crate::engine::{
     self, Caller, Command, Engine, EngineError, MessagePage, MessagePosition, Order, Reply,
 };
 use crate::model::{MessageId, ThreadId, UserId};
+use crate::runtime;
 use crate::server::{self, datadir};
 use crate::shard::ShardId;
 use crate::wal::WalOptions;
@@ -303,7 +304,7 @@ enum Request {
 /// ```
 pub struct Db {
     requests: Option<flume::Sender<Request>>,
-    executor: Option<glommio::ExecutorJoinHandle<Result<(), String>>>,
+    executor: Option<runtime::ExecutorJoinHandle<Result<(), String>>>,
     dir: PathBuf,
     /// Makes ids of threads created in the same millisecond differ.
     thread_sequence: AtomicU32,
@@ -339,10 +340,8 @@ impl Db {
         let (requests, incoming) = flume::unbounded::<Request>();
         let (opened_tx, opened_rx) = flume::bounded::<Result<(), String>>(1);
         let shard_root = dir.clone();
-        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .name("progressdb-embedded")
-            .io_memory(io_memory)
-            .spawn(move || async move {
+        let executor =
+            runtime::start_thread("progressdb-embedded", io_memory, move || async move {
                 let engine = match open_engine(&shard_root, &options) {
                     Ok(engine) => engine,
                     Err(why) => {
@@ -353,7 +352,7 @@ impl Db {
                 let _ = opened_tx.send(Ok(()));
                 serve(engine, incoming).await
             })
-            .map_err(|err| Error::Open(format!("cannot start the executor: {err}")))?;
+            .map_err(Error::Open)?;
         let opened = opened_rx.recv().unwrap_or_else(|_| {
             // The executor dropped the sender without a word: it panicked
             // or could not be built; `join` below says which.
@@ -619,7 +618,7 @@ async fn serve(engine: Rc<Engine>, incoming: flume::Receiver<Request>) -> Result
     let tails = Rc::new(tail::Tails::default());
     while let Ok(request) = incoming.recv_async().await {
         let (engine, tails) = (engine.clone(), tails.clone());
-        glommio::spawn_local(async move {
+        runtime::spawn_detached(async move {
             match request {
                 Request::Command { command, reply } => {
                     let (outcome, published) = engine.run(command).await;
@@ -637,8 +636,7 @@ async fn serve(engine: Rc<Engine>, incoming: flume::Receiver<Request>) -> Result
                     let _ = reply.send(tails.subscribe(&engine, thread, after, listener).await);
                 }
             }
-        })
-        .detach();
+        });
     }
     // In `batch` and `none` modes the log's newest records may not be on
     // disk yet; the store writes out only what the log has.
@@ -659,7 +657,7 @@ async fn serve(engine: Rc<Engine>, incoming: flume::Receiver<Request>) -> Result
         if std::time::Instant::now() > deadline {
             return Err("background tasks did not stop; the directory stays locked".into());
         }
-        glommio::timer::sleep(STOP_POLL).await;
+        runtime::sleep(STOP_POLL).await;
     }
     drop(engine);
     persisted

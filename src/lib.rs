@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod model;
 pub mod pg;
 pub mod rng;
+pub mod runtime;
 pub mod server;
 pub mod shard;
 pub mod store;

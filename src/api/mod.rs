@@ -29,6 +29,7 @@ use crate::logging;
 use crate::mesh::Mesh;
 use crate::metrics;
 use crate::model::{ThreadId, UserId};
+use crate::runtime;
 use crate::shard::ShardId;
 use cors::Cors;
 use limit::{Limited, RateLimiter};
@@ -317,7 +318,7 @@ impl Api {
             .map(|shard| {
                 let mesh = self.mesh.clone();
                 let command = command();
-                glommio::spawn_local(async move { mesh.call(ShardId(shard), command).await })
+                runtime::spawn(async move { mesh.call(ShardId(shard), command).await })
             })
             .collect();
         let mut replies = Vec::with_capacity(calls.len());
@@ -444,15 +445,13 @@ impl Api {
         let calls: Vec<_> = (0..self.mesh.shard_count())
             .map(|shard| {
                 let mesh = self.mesh.clone();
-                glommio::spawn_local(
-                    async move { mesh.call(ShardId(shard), Command::Metrics).await },
-                )
+                runtime::spawn(async move { mesh.call(ShardId(shard), Command::Metrics).await })
             })
             .collect();
         let (mut samples, mut down) = (Vec::new(), Vec::new());
         for (shard, call) in calls.into_iter().enumerate() {
             let answered = futures_lite::future::or(async { Some(call.await) }, async {
-                glommio::timer::sleep(SCRAPE_WAIT).await;
+                runtime::sleep(SCRAPE_WAIT).await;
                 None
             })
             .await;

@@ -36,10 +36,8 @@ pub fn backup(db: &Path, to: &Target) -> Result<Manifest, String> {
 fn backup_shard(db: &Path, shard: usize, dir: &Path) -> Result<super::ShardFile, String> {
     let io_memory = server::io_memory_per_shard(IO_MEMORY_BYTES, 1)?;
     let (db, dir) = (db.to_path_buf(), dir.to_path_buf());
-    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .name("progressdb-backup")
-        .io_memory(io_memory)
-        .spawn(move || async move {
+    let executor =
+        crate::runtime::start_thread("progressdb-backup", io_memory, move || async move {
             let wal = WalOptions {
                 durability: Durability::Sync,
                 flush_interval: std::time::Duration::from_millis(5),
@@ -58,8 +56,7 @@ fn backup_shard(db: &Path, shard: usize, dir: &Path) -> Result<super::ShardFile,
             let written = write_shard(&dir, shard, snapshot, &Progress::default());
             engine.stop();
             written
-        })
-        .map_err(|err| format!("cannot start an executor: {err}"))?;
+        })?;
     executor
         .join()
         .map_err(|err| format!("shard {shard}: {err}"))?

@@ -202,7 +202,7 @@ impl Tails {
         if let Some(thread) = ThreadId::parse(&published.thread) {
             for _ in 0..dropped {
                 let (engine, thread) = (engine.clone(), thread.clone());
-                glommio::spawn_local(async move { unsubscribe(&engine, &thread).await }).detach();
+                crate::runtime::spawn_detached(async move { unsubscribe(&engine, &thread).await });
             }
         }
     }

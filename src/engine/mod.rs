@@ -54,6 +54,7 @@ use crate::model::{self, Version};
 use crate::model::{
     Message, MessageId, SealedMessageRef, Thread, ThreadId, ThreadRecord, splice_opened_body,
 };
+use crate::runtime;
 use crate::shard::ShardId;
 use crate::store::{Ops, Store, StoreError, StoreOptions};
 use crate::wal::record::Lsn;
@@ -84,7 +85,7 @@ pub struct Engine {
     salt_state: Cell<u64>,
     /// The checkpoint task; it holds the engine, so [`Engine::stop`]
     /// cancels it to let the engine (and the store's lock) be dropped.
-    checkpointer: RefCell<Option<glommio::task::JoinHandle<()>>>,
+    checkpointer: RefCell<Option<runtime::JoinHandle<()>>>,
     /// Rendered newest-first first pages, dropped on every write to their thread.
     tail_pages: tail_cache::TailCache,
     /// Decoded records of recently used threads (see `record_cache`).
@@ -290,7 +291,7 @@ impl Engine {
             unlogged: RefCell::new(HashMap::new()),
             log_failed: Cell::new(false),
         });
-        let checkpointer = glommio::spawn_local(engine.clone().checkpoints()).detach();
+        let checkpointer = runtime::spawn_detached(engine.clone().checkpoints());
         *engine.checkpointer.borrow_mut() = Some(checkpointer);
         Ok((engine, log))
     }
@@ -323,7 +324,7 @@ impl Engine {
     async fn checkpoints(self: Rc<Self>) {
         let mut failing: Option<String> = None;
         loop {
-            glommio::timer::sleep(CHECKPOINT_POLL).await;
+            runtime::sleep(CHECKPOINT_POLL).await;
             self.store.forget_flushed();
             if self.wal.segment_count() < 2 {
                 continue;
@@ -547,12 +548,11 @@ impl Engine {
         };
         if let Command::CreateThread { .. } = command {
             let dek = Dek::generate().map_err(sealing_error)?;
-            let (dek, wrapped) = glommio::executor()
-                .spawn_blocking(move || {
-                    let wrapped = kms.wrap(&dek);
-                    (dek, wrapped)
-                })
-                .await;
+            let (dek, wrapped) = runtime::blocking(move || {
+                let wrapped = kms.wrap(&dek);
+                (dek, wrapped)
+            })
+            .await;
             return Ok(Some((dek, wrapped.map_err(sealing_error)?)));
         }
         if sealing.deks.borrow().contains_key(thread.as_str()) {
@@ -565,8 +565,7 @@ impl Engine {
         else {
             return Ok(None);
         };
-        let dek = glommio::executor()
-            .spawn_blocking(move || kms.unwrap(&wrapped))
+        let dek = runtime::blocking(move || kms.unwrap(&wrapped))
             .await
             .map_err(sealing_error)?;
         self.remember_dek(thread.as_str(), Rc::new(dek));
