@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::{CommandFactory, Parser};
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::fields::FieldPaths;
 use crate::engine::StoreRecovery;
 use crate::logging::Level;
 use crate::store::StoreOptions;
@@ -199,6 +200,18 @@ pub struct Flags {
     #[arg(long, env = "PROGRESSDB_ENCRYPTION")]
     pub encryption: bool,
 
+    /// With --encryption, seal only this path of message bodies instead of
+    /// the whole body (`body.text`; `*` matches any member or array item,
+    /// as in `body.*.text`); repeat for several. The rest of the body stays
+    /// in the clear. [default: none: whole bodies]
+    #[arg(
+        long = "encrypt-field",
+        env = "PROGRESSDB_ENCRYPT_FIELDS",
+        value_delimiter = ',',
+        value_name = "PATH"
+    )]
+    pub encrypt_fields: Vec<String>,
+
     /// Where master keys live: `embedded` (a keyring file, or the
     /// PROGRESSDB_KMS_MASTER_KEY environment variable holding 64 hex
     /// digits) or `external` (an HTTP KMS at --kms-url; a bearer token, if
@@ -310,6 +323,7 @@ struct FileSettings {
     wal_recovery: Option<String>,
     store_recovery: Option<String>,
     encryption: Option<bool>,
+    encrypt_fields: Option<Vec<String>>,
     kms: Option<String>,
     kms_key_file: Option<PathBuf>,
     kms_url: Option<String>,
@@ -355,6 +369,7 @@ const FILE_KEYS: &[&str] = &[
     "wal_recovery",
     "store_recovery",
     "encryption",
+    "encrypt_fields",
     "kms",
     "kms_key_file",
     "kms_url",
@@ -402,6 +417,8 @@ pub struct Config {
     pub store: StoreOptions,
     /// `Some` when encryption is on: where the master keys live.
     pub encryption: Option<KmsConfig>,
+    /// Body paths sealed one by one; empty seals whole bodies.
+    pub encrypt_fields: FieldPaths,
     pub log_level: Level,
     pub access_log: bool,
     /// A second listener serving `/metrics` without a key.
@@ -452,6 +469,7 @@ impl std::fmt::Debug for Config {
                 ),
             )
             .field("cors_origins", &self.cors_origins)
+            .field("encrypt_fields", &self.encrypt_fields)
             .field("rate_limit_rps", &self.rate_limit_rps)
             .field("rate_limit_key_rps", &self.rate_limit_key_rps)
             .field("auth_failures_per_minute", &self.auth_failures_per_minute)
@@ -825,6 +843,11 @@ impl Config {
             metrics_addr,
             pg_addr,
             shutdown_timeout_ms,
+            encrypt_fields: encrypt_fields(
+                flags.encrypt_fields,
+                file.encrypt_fields,
+                encryption.is_some(),
+            )?,
             encryption,
             wal: WalOptions {
                 durability,
@@ -979,6 +1002,24 @@ pub const REQUEST_BODY_BYTES_MAX_CEILING: usize = crate::wal::record::PAYLOAD_BY
 
 /// A list of secrets from flags (or env) or else the file, validated
 /// without ever echoing a value.
+/// `--encrypt-field` paths: the flags', else the file's; only with
+/// encryption, which is what they narrow.
+fn encrypt_fields(
+    flags: Vec<String>,
+    file: Option<Vec<String>>,
+    encryption: bool,
+) -> Result<FieldPaths, ConfigError> {
+    let patterns = if flags.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        flags
+    };
+    if !patterns.is_empty() && !encryption {
+        return Err(invalid("encrypt_fields", "needs encryption to be on"));
+    }
+    FieldPaths::parse(&patterns).map_err(|why| invalid("encrypt_fields", why))
+}
+
 fn secrets(
     key: &'static str,
     from_flags: Vec<String>,
@@ -1170,6 +1211,8 @@ struct EffectiveSettings {
     wal_recovery: &'static str,
     store_recovery: &'static str,
     encryption: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    encrypt_fields: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     kms: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1242,6 +1285,7 @@ impl Config {
             },
             store_recovery: self.store_recovery.name(),
             encryption: self.encryption.is_some(),
+            encrypt_fields: self.encrypt_fields.patterns().to_vec(),
             kms: self.encryption.as_ref().map(|kms| match kms {
                 KmsConfig::Embedded { .. } => "embedded",
                 KmsConfig::External { .. } => "external",

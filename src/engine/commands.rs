@@ -360,6 +360,7 @@ impl Engine {
             reactions: Default::default(),
             reaction_counts: Default::default(),
             sealed_body: None,
+            sealed_fields: Vec::new(),
         }
     }
 
@@ -410,9 +411,7 @@ impl Engine {
         let (start, end) = within_page_bytes(&versions, (start, end), page.position);
         let mut items = Vec::with_capacity(end - start);
         for version in &mut versions[start..end] {
-            if let Some(sealed) = version.sealed_body.take() {
-                version.body = self.open_body(&message, version.version, &sealed)?;
-            }
+            self.open_version(&message, version)?;
             items.push(serde_json::to_vec(&*version).expect("versions serialize"));
         }
         let number = |index: usize| versions.get(index).map(|v| v.version.to_string());

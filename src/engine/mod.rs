@@ -21,6 +21,7 @@
 //! writes are visible once logged, and hidden again if their flush fails.
 
 mod authors;
+mod body_sealing;
 mod command;
 mod commands;
 mod members;
@@ -122,6 +123,8 @@ pub struct Sealing {
     /// The key of the thread the command now executing creates, when it
     /// was made and wrapped before the command ran (external KMS).
     next_thread_key: RefCell<Option<(Dek, WrappedKey)>>,
+    /// `--encrypt-field` paths; empty seals whole bodies.
+    fields: RefCell<Rc<crate::crypto::fields::FieldPaths>>,
 }
 
 /// Unwrapped thread keys kept per shard before the cache is cleared.
@@ -276,6 +279,7 @@ impl Engine {
                 kms: RefCell::new(kms),
                 deks: RefCell::new(HashMap::new()),
                 next_thread_key: RefCell::new(None),
+                fields: RefCell::default(),
             }),
             clock_ns: Cell::new(0),
             salt_state: Cell::new(seed),
@@ -785,13 +789,6 @@ impl Engine {
         Ok(Some(message))
     }
 
-    fn open_message(&self, message: &mut Message) -> Result<(), EngineError> {
-        if let Some(sealed) = message.sealed_body.take() {
-            message.body = self.open_body(message, message.version, &sealed)?;
-        }
-        Ok(())
-    }
-
     /// Version `version` of `message`'s body, sealed as `sealed`.
     fn open_body(
         &self,
@@ -810,6 +807,13 @@ impl Engine {
     fn reveal_message_json(&self, json: &[u8]) -> Result<Vec<u8>, EngineError> {
         let view: SealedMessageRef =
             serde_json::from_slice(json).map_err(|err| EngineError::Storage(err.to_string()))?;
+        if !view.sealed_fields.is_empty() {
+            let mut message: Message = serde_json::from_slice(json)
+                .map_err(|err| EngineError::Storage(err.to_string()))?;
+            self.open_message(&mut message)?;
+            message.normalize();
+            return Ok(to_json(&message));
+        }
         let Some(sealed) = view.sealed_body else {
             return Ok(json.to_vec());
         };
@@ -871,9 +875,9 @@ impl Engine {
             .map(|record| self.sealed_record(record))
             .transpose()?;
         let mut stored = message.clone();
-        if let Some(sealed) = self.seal_body(message, message.version, &message.body)? {
-            stored.sealed_body = Some(sealed);
-            stored.body = raw_json(b"null".to_vec())?;
+        if let Some(sealed) = self.seal_for_storage(message, message.version, &message.body)? {
+            (stored.body, stored.sealed_body) = (sealed.body, sealed.sealed_body);
+            stored.sealed_fields = sealed.sealed_fields;
         }
         Ok(Store::message_ops(record.as_ref(), &stored, change_ts))
     }
@@ -885,31 +889,12 @@ impl Engine {
         version: &Version,
     ) -> Result<(), EngineError> {
         let mut stored = version.clone();
-        if let Some(sealed) = self.seal_body(message, version.version, &version.body)? {
-            stored.sealed_body = Some(sealed);
-            stored.body = raw_json(b"null".to_vec())?;
+        if let Some(sealed) = self.seal_for_storage(message, version.version, &version.body)? {
+            (stored.body, stored.sealed_body) = (sealed.body, sealed.sealed_body);
+            stored.sealed_fields = sealed.sealed_fields;
         }
         Store::version_op(ops, message, &stored);
         Ok(())
-    }
-
-    /// `body` as version `version` of `message`, sealed with its thread's
-    /// key; `None` when the thread is not encrypted.
-    fn seal_body(
-        &self,
-        message: &Message,
-        version: u32,
-        body: &serde_json::value::RawValue,
-    ) -> Result<Option<String>, EngineError> {
-        Ok(self.dek(&message.thread, None)?.map(|dek| {
-            dek.seal_body(
-                &message.thread,
-                &message.id,
-                message.ts,
-                version,
-                body.get().as_bytes(),
-            )
-        }))
     }
 
     /// Adds a master key to this shard's embedded keyring (rotation).

@@ -129,6 +129,10 @@ pub struct Message {
     /// key (`body` is then `null`). Never sent to clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_body: Option<String>,
+    /// Storage only, with field-path encryption: where in `body` values
+    /// were sealed (RFC 6901 pointers). Never sent to clients.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sealed_fields: Vec<String>,
 }
 
 impl Message {
@@ -153,6 +157,7 @@ impl Message {
                 .unwrap_or_else(|| self.author.clone()),
             body: self.body.clone(),
             sealed_body: None,
+            sealed_fields: Vec::new(),
         }
     }
 
@@ -186,6 +191,9 @@ pub struct Version {
     /// Storage only: the sealed body, as on `Message`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_body: Option<String>,
+    /// Storage only: the sealed fields, as on `Message`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sealed_fields: Vec<String>,
 }
 
 fn first_version() -> u32 {
@@ -228,6 +236,9 @@ pub struct SealedMessageRef<'a> {
     pub version: u32,
     #[serde(borrow, default)]
     pub sealed_body: Option<std::borrow::Cow<'a, str>>,
+    /// Non-empty when values of the body were sealed one by one.
+    #[serde(default)]
+    pub sealed_fields: Vec<serde::de::IgnoredAny>,
 }
 
 /// A stored sealed message's JSON with `body` set to the opened `body` and
@@ -312,6 +323,7 @@ mod tests {
             reactions: BTreeMap::from([(tricky.to_string(), "👍".to_string())]),
             reaction_counts: BTreeMap::from([("body".to_string(), 1)]),
             sealed_body: Some("00ff".into()),
+            sealed_fields: Vec::new(),
         };
         for body in [r#"{"text":"hi"}"#, r#" [1, "two"] "#, "7"] {
             let stored = serde_json::to_vec(&message).unwrap();

@@ -483,3 +483,109 @@ fn a_slow_kms_does_not_stall_the_shard() {
     assert!(reading.join().unwrap() >= std::time::Duration::from_millis(KMS_DELAY_MS));
     creating.join().unwrap();
 }
+
+/// The stored and served message of a field-encryption test: sealed paths
+/// `text` and `items.*.secret`, the rest marked to be found in the clear.
+fn field_body(tag: &str) -> Value {
+    json!({
+        "text": format!("SEALEDTEXT_{tag}"),
+        "lang": format!("CLEARLANG_{tag}"),
+        "items": [
+            { "secret": format!("SEALEDITEM_{tag}"), "note": format!("CLEARNOTE_{tag}") },
+            { "note": "second" }
+        ],
+        "meta": { "_enc": "client data, not ours" }
+    })
+}
+
+#[test]
+fn field_paths_seal_only_those_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let fields = [
+        "--encryption",
+        "--encrypt-field",
+        "body.text",
+        "--encrypt-field",
+        "body.items.*.secret",
+    ];
+    let server = Server::start_on(&db, &fields);
+    let mut client = server.client();
+    let thread = client
+        .post("/frontend/v1/threads", r#"{"title":"t"}"#)
+        .expect(201);
+    let base = format!(
+        "/frontend/v1/threads/{}/messages",
+        thread["key"].as_str().unwrap()
+    );
+    let posted = client
+        .post(&base, &json!({ "body": field_body("OLD7") }).to_string())
+        .expect(201);
+    assert_eq!(posted["body"], field_body("OLD7"));
+    let mid = posted["key"].as_str().unwrap().to_string();
+    client
+        .put(
+            &format!("{base}/{mid}"),
+            &json!({ "body": field_body("NEW7") }).to_string(),
+        )
+        .expect(200);
+    let assert_served = |client: &mut Client| {
+        let page = client.get(&base).expect(200);
+        assert_eq!(page["messages"][0]["body"], field_body("NEW7"));
+        assert!(page["messages"][0].get("sealed_fields").is_none());
+        let versions = client.get(&format!("{base}/{mid}/versions")).expect(200);
+        let bodies: Vec<&Value> = versions["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| &v["body"])
+            .collect();
+        assert_eq!(bodies, vec![&field_body("OLD7"), &field_body("NEW7")]);
+    };
+    assert_served(&mut client);
+    drop(client);
+    server.stop();
+    for sealed in [
+        "SEALEDTEXT_OLD7",
+        "SEALEDITEM_OLD7",
+        "SEALEDTEXT_NEW7",
+        "SEALEDITEM_NEW7",
+    ] {
+        assert_eq!(
+            files_containing(&db, sealed),
+            Vec::<PathBuf>::new(),
+            "{sealed}"
+        );
+    }
+    for clear in ["CLEARLANG_NEW7", "CLEARNOTE_NEW7", "CLEARLANG_OLD7"] {
+        assert!(
+            !files_containing(&db, clear).is_empty(),
+            "{clear} is not in the clear"
+        );
+    }
+    // Back to whole-body encryption: field-sealed bodies still open.
+    let server = Server::start_on(&db, &["--encryption"]);
+    assert_served(&mut server.client());
+}
+
+#[test]
+fn bad_field_paths_refuse_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db").display().to_string();
+    for (args, says) in [
+        (
+            vec!["--encryption", "--encrypt-field", "text"],
+            "starts with `body.`",
+        ),
+        (vec!["--encrypt-field", "body.text"], "needs encryption"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_progressdb"))
+            .args(["--db", &db, "--addr", "127.0.0.1:0"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
