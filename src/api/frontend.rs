@@ -5,6 +5,7 @@
 //! `{"thread":…}` / `{"message":…}`, every mutation answering its object).
 
 use super::input::{self, decode_body};
+use super::page_stream::{PageOf, PageStream};
 use super::{Api, ApiError, Call, Handled, LiveTail, json, status_ok, thread_id};
 use crate::auth::KeyKind;
 use crate::engine::{self, Caller, Command, EngineError, Reply};
@@ -112,11 +113,13 @@ impl Api {
                 thread: thread_id(&id)?,
                 caller: call.caller(None)?,
                 page: query.message_page(&self.limits)?,
+                in_pieces: true,
             },
             Route::SeedListMessages(id) => Command::ListMessages {
                 thread: thread_id(&id)?,
                 caller: Caller { user: None },
                 page: query.message_page(&self.limits)?,
+                in_pieces: true,
             },
             Route::ListVersions(id, mid) => Command::ListVersions {
                 thread: thread_id(&id)?,
@@ -216,10 +219,19 @@ impl Api {
         wrap: Option<&str>,
     ) -> Result<Handled, ApiError> {
         let owner = shard_for(command.thread().as_str(), self.mesh.shard_count());
+        let page_of = PageOf::of(&command);
         let (status, body) = match self.mesh.call(owner, command).await? {
             Reply::Created(body) => (201, body),
             Reply::Ok(body) => (200, body),
-            Reply::Threads(_) | Reply::Events { .. } | Reply::Metrics(_) => {
+            Reply::Page(plan) if let Some(of) = page_of => {
+                let page = PageStream::new(owner, of, plan);
+                return Ok(Handled::Page(json(200, Vec::new()), page));
+            }
+            Reply::Threads(_)
+            | Reply::Events { .. }
+            | Reply::Metrics(_)
+            | Reply::Page(_)
+            | Reply::Piece(_) => {
                 return Err(EngineError::Storage("unexpected reply".into()).into());
             }
         };

@@ -10,10 +10,12 @@ mod error;
 mod frontend;
 pub(crate) mod input;
 mod limit;
+mod page_stream;
 mod threads;
 pub mod viewer;
 
 pub use error::ApiError;
+pub use page_stream::PageStream;
 
 use std::cell::Cell;
 use std::net::IpAddr;
@@ -41,11 +43,14 @@ pub(crate) struct Call<'a> {
     pub query: Query,
 }
 
-/// What a request turned into: a response, or a live tail the connection
-/// serves until the client goes away.
+/// What a request turned into: a response, a live tail the connection
+/// serves until the client goes away, or a response whose body (a large
+/// page) is rendered while it is sent.
 pub enum Handled {
     Response(Response),
     Stream(LiveTail),
+    /// The status and headers (the body is empty), and the body to send.
+    Page(Response, PageStream),
 }
 
 /// A validated request to stream a thread's changes.
@@ -112,19 +117,22 @@ impl Api {
         crate::shard::requests::record(started);
         let routed = router::route(request.method, &request.path);
         let route = metrics::route_name(&routed);
-        let response = match self.dispatch(request, routed, peer).await {
-            Ok(Handled::Response(response)) => response,
-            Ok(Handled::Stream(tail)) if request.method == Method::Head => self
-                .stream_head(tail)
-                .await
-                .unwrap_or_else(ApiError::into_response),
+        let (response, page) = match self.dispatch(request, routed, peer).await {
+            Ok(Handled::Response(response)) => (response, None),
+            Ok(Handled::Page(head, page)) => (head, Some(page)),
+            Ok(Handled::Stream(tail)) if request.method == Method::Head => (
+                self.stream_head(tail)
+                    .await
+                    .unwrap_or_else(ApiError::into_response),
+                None,
+            ),
             Ok(stream) => {
                 // A live tail counts once, as started, with the time it
                 // took to validate; its lifetime is not a latency.
                 self.observe(request.method.as_str(), route, 200, started.elapsed());
                 return stream;
             }
-            Err(err) => err.into_response(),
+            Err(err) => (err.into_response(), None),
         };
         // Names the core that accepted the connection: operators and tests
         // use it to see requests being routed across shards.
@@ -136,7 +144,11 @@ impl Api {
             response.status,
             started.elapsed(),
         );
-        Handled::Response(self.cors.decorate(request, response))
+        let response = self.cors.decorate(request, response);
+        match page {
+            Some(page) => Handled::Page(response, page),
+            None => Handled::Response(response),
+        }
     }
 
     /// Counts a request in this core's metrics and writes its access log

@@ -3,6 +3,7 @@
 
 use serde_json::value::RawValue;
 
+use super::page::{PagePlan, Piece};
 use crate::model::{MessageId, Role, ThreadId, UserId};
 use crate::shard::hub::StreamEvent;
 
@@ -182,6 +183,17 @@ pub enum Command {
         thread: ThreadId,
         caller: Caller,
         page: MessagePage,
+        /// The caller can take a large page in pieces: it is answered with
+        /// a [`Reply::Page`] plan, and `PagePiece` renders it.
+        in_pieces: bool,
+    },
+    /// The next piece of a planned page: the oldest listed messages of
+    /// `range` (timestamps, both included).
+    PagePiece {
+        thread: ThreadId,
+        caller: Caller,
+        range: (u64, u64),
+        include_deleted: bool,
     },
     GetMessage {
         thread: ThreadId,
@@ -331,6 +343,10 @@ pub enum Reply {
     },
     /// A shard's answer to `Command::Metrics`.
     Metrics(Box<crate::metrics::ShardSample>),
+    /// A message page too large to render whole, to fetch in pieces.
+    Page(PagePlan),
+    /// One piece of a planned page.
+    Piece(Piece),
 }
 
 /// One shard's part of a thread listing.
@@ -408,6 +424,7 @@ impl Command {
                 | Command::Stats
                 | Command::Metrics
                 | Command::ListMessages { .. }
+                | Command::PagePiece { .. }
                 | Command::GetMessage { .. }
                 | Command::ListVersions { .. }
                 | Command::ListReplies { .. }
@@ -428,6 +445,7 @@ impl Command {
             | Command::RestoreThread { id, .. } => Some(id),
             Command::PostMessage { thread, .. }
             | Command::ListMessages { thread, .. }
+            | Command::PagePiece { thread, .. }
             | Command::GetMessage { thread, .. }
             | Command::ListVersions { thread, .. }
             | Command::ListReplies { thread, .. }

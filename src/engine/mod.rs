@@ -33,7 +33,10 @@ mod user_streams;
 
 pub use store_rebuild::StoreRecovery;
 
-pub use page::{Pagination, list, thread_list, wrap};
+pub use page::{
+    PAGE_WHOLE_BYTES_MAX, PIECE_BYTES_MAX, PagePlan, Pagination, Piece, list, list_head, list_tail,
+    thread_list, wrap,
+};
 
 pub use command::{
     AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, Outcome,
