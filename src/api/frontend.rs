@@ -5,7 +5,7 @@
 //! `{"thread":…}` / `{"message":…}`, every mutation answering its object).
 
 use super::input::{self, decode_body};
-use super::page_stream::{PageOf, PageStream};
+use super::page_stream::PageStream;
 use super::{Api, ApiError, Call, Handled, LiveTail, json, status_ok, thread_id};
 use crate::auth::KeyKind;
 use crate::engine::{self, Caller, Command, EngineError, Reply};
@@ -219,19 +219,14 @@ impl Api {
         wrap: Option<&str>,
     ) -> Result<Handled, ApiError> {
         let owner = shard_for(command.thread().as_str(), self.mesh.shard_count());
-        let page_of = PageOf::of(&command);
         let (status, body) = match self.mesh.call(owner, command).await? {
             Reply::Created(body) => (201, body),
             Reply::Ok(body) => (200, body),
-            Reply::Page(plan) if let Some(of) = page_of => {
-                let page = PageStream::new(owner, of, plan);
+            Reply::Page(page) => {
+                let page = PageStream::new(owner, *page);
                 return Ok(Handled::Page(json(200, Vec::new()), page));
             }
-            Reply::Threads(_)
-            | Reply::Events { .. }
-            | Reply::Metrics(_)
-            | Reply::Page(_)
-            | Reply::Piece(_) => {
+            Reply::Threads(_) | Reply::Events { .. } | Reply::Metrics(_) | Reply::Piece(_) => {
                 return Err(EngineError::Storage("unexpected reply".into()).into());
             }
         };

@@ -12,37 +12,9 @@
 //! pieces.
 
 use crate::engine::{
-    Caller, Command, EngineError, PagePlan, Pagination, Piece, Reply, list_head, list_tail,
+    Command, EngineError, Pagination, Piece, PlannedPage, Reply, list_head, list_tail,
 };
-use crate::model::ThreadId;
 use crate::shard::{ShardId, mesh::Mesh};
-
-/// What a streamed page is of: the `ListMessages` command that planned it.
-#[derive(Debug, Clone)]
-pub struct PageOf {
-    pub thread: ThreadId,
-    pub caller: Caller,
-    pub include_deleted: bool,
-}
-
-impl PageOf {
-    /// The page a command lists, for a `ListMessages` command.
-    pub fn of(command: &Command) -> Option<PageOf> {
-        match command {
-            Command::ListMessages {
-                thread,
-                caller,
-                page,
-                in_pieces: true,
-            } => Some(PageOf {
-                thread: thread.clone(),
-                caller: caller.clone(),
-                include_deleted: page.include_deleted,
-            }),
-            _ => None,
-        }
-    }
-}
 
 /// Where a streamed page's body is.
 enum Stage {
@@ -59,8 +31,7 @@ enum Stage {
 /// handed out, never the page.
 pub struct PageStream {
     owner: ShardId,
-    of: PageOf,
-    plan: PagePlan,
+    page: PlannedPage,
     stage: Stage,
     count: usize,
     first_key: Option<String>,
@@ -68,11 +39,10 @@ pub struct PageStream {
 }
 
 impl PageStream {
-    pub fn new(owner: ShardId, of: PageOf, plan: PagePlan) -> PageStream {
+    pub fn new(owner: ShardId, page: PlannedPage) -> PageStream {
         PageStream {
             owner,
-            of,
-            plan,
+            page,
             stage: Stage::Head,
             count: 0,
             first_key: None,
@@ -87,9 +57,9 @@ impl PageStream {
         loop {
             match self.stage {
                 Stage::Head => {
-                    let fields = [("thread", self.of.thread.as_str())];
+                    let fields = [("thread", self.page.thread.as_str())];
                     let mut out = list_head(&fields, "messages");
-                    self.stage = Stage::From(self.plan.range.0);
+                    self.stage = Stage::From(self.page.plan.range.0);
                     self.pieces_into(&mut out, mesh).await?;
                     return Ok(Some(out));
                 }
@@ -105,8 +75,8 @@ impl PageStream {
                         self.first_key.take(),
                         self.last_key.take(),
                         self.count,
-                        (self.plan.has_before, self.plan.has_after),
-                        self.plan.total,
+                        (self.page.plan.has_before, self.page.plan.has_after),
+                        self.page.plan.total,
                     );
                     let mut out = Vec::with_capacity(256);
                     list_tail(&mut out, &pagination);
@@ -134,7 +104,7 @@ impl PageStream {
         while let Stage::From(from) = self.stage {
             let piece = self.fetch(from, mesh).await?;
             self.stage = match piece.rest_from {
-                Some(rest) if rest <= self.plan.range.1 => Stage::From(rest),
+                Some(rest) if rest <= self.page.plan.range.1 => Stage::From(rest),
                 _ => Stage::Tail,
             };
             if piece.count == 0 {
@@ -156,10 +126,10 @@ impl PageStream {
 
     async fn fetch(&self, from: u64, mesh: &Mesh) -> Result<Piece, EngineError> {
         let command = Command::PagePiece {
-            thread: self.of.thread.clone(),
-            caller: self.of.caller.clone(),
-            range: (from, self.plan.range.1),
-            include_deleted: self.of.include_deleted,
+            thread: self.page.thread.clone(),
+            caller: self.page.caller.clone(),
+            range: (from, self.page.plan.range.1),
+            include_deleted: self.page.include_deleted,
         };
         match mesh.call(self.owner, command).await? {
             Reply::Piece(piece) => Ok(piece),

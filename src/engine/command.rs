@@ -344,9 +344,19 @@ pub enum Reply {
     /// A shard's answer to `Command::Metrics`.
     Metrics(Box<crate::metrics::ShardSample>),
     /// A message page too large to render whole, to fetch in pieces.
-    Page(PagePlan),
+    Page(Box<PlannedPage>),
     /// One piece of a planned page.
     Piece(Piece),
+}
+
+/// A message page to fetch in pieces: what it lists and where it is.
+#[derive(Debug)]
+pub struct PlannedPage {
+    pub thread: ThreadId,
+    /// Who asked; each piece checks access again.
+    pub caller: Caller,
+    pub include_deleted: bool,
+    pub plan: PagePlan,
 }
 
 /// One shard's part of a thread listing.

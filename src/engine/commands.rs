@@ -4,8 +4,8 @@
 
 use super::authors::ThreadState;
 use super::command::{
-    AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, Reply,
-    ThreadEntry, ThreadPage, ThreadPart, ThreadSort, VersionPage, VersionPosition,
+    AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, PlannedPage,
+    Reply, ThreadEntry, ThreadPage, ThreadPart, ThreadSort, VersionPage, VersionPosition,
 };
 use super::page::Pagination;
 use super::participants::{listed, manages};
@@ -404,7 +404,12 @@ impl Engine {
                 }
                 Executed::read(Reply::Ok(body))
             }
-            page::Rendered::Planned(plan) => Executed::read(Reply::Page(plan)),
+            page::Rendered::Planned(plan) => Executed::read(Reply::Page(Box::new(PlannedPage {
+                thread: thread.clone(),
+                caller: caller.clone(),
+                include_deleted,
+                plan,
+            }))),
         }
     }
 

@@ -40,8 +40,8 @@ pub use page::{
 
 pub use command::{
     AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, Outcome,
-    ParticipantCursor, ParticipantPage, Reply, SecretKey, ThreadEntry, ThreadPage, ThreadPart,
-    ThreadPosition, ThreadSort, VersionPage, VersionPosition,
+    ParticipantCursor, ParticipantPage, PlannedPage, Reply, SecretKey, ThreadEntry, ThreadPage,
+    ThreadPart, ThreadPosition, ThreadSort, VersionPage, VersionPosition,
 };
 pub use participants::{PARTICIPANTS_PER_THREAD_DEFAULT, UNREAD_SCAN_MAX, removed_user};
 pub use user_streams::topic as user_topic;
