@@ -272,6 +272,7 @@ mod tests {
                 .collect(),
             body: Vec::new(),
             keep_alive: true,
+            http11: true,
         }
     }
 

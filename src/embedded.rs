@@ -477,6 +477,8 @@ impl Db {
                 limit,
                 include_deleted: page.include_deleted,
             },
+            // Embedded callers read a page as one value.
+            in_pieces: false,
         })?;
         let pagination = list.pagination;
         let next_cursor = if newest_first {
@@ -666,7 +668,11 @@ async fn serve(engine: Rc<Engine>, incoming: flume::Receiver<Request>) -> Result
 fn reply_json(reply: Reply) -> Result<Vec<u8>, EngineError> {
     match reply {
         Reply::Ok(json) | Reply::Created(json) => Ok(json),
-        Reply::Threads(_) | Reply::Events { .. } | Reply::Metrics(_) => Err(EngineError::Storage(
+        Reply::Threads(_)
+        | Reply::Events { .. }
+        | Reply::Metrics(_)
+        | Reply::Page(_)
+        | Reply::Piece(_) => Err(EngineError::Storage(
             "unexpected reply kind for an embedded command".into(),
         )),
     }

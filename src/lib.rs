@@ -14,6 +14,9 @@
 //! 5. The owner's [`engine::Engine`] executes it against its own [`store`]
 //!    (an LSM-tree), renders the JSON, and the reply travels back.
 //! 6. The accepting core writes the response; pipelined requests follow.
+//!    A message page too large to render whole comes back as a plan
+//!    instead, and the accepting core fetches and writes it piece by piece
+//!    ([`api::PageStream`], `Transfer-Encoding: chunked`).
 //!
 //! Listing a user's threads is the one request that asks every shard and
 //! merges the answers.

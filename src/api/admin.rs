@@ -149,6 +149,7 @@ impl Api {
             thread: thread_id(id)?,
             caller: ADMIN,
             page,
+            in_pieces: true,
         };
         self.answer(command, None).await
     }

@@ -5,6 +5,7 @@
 //! `{"thread":…}` / `{"message":…}`, every mutation answering its object).
 
 use super::input::{self, decode_body};
+use super::page_stream::PageStream;
 use super::router::Route;
 use super::{Api, ApiError, Call, Handled, LiveTail, json, status_ok, thread_id};
 use crate::auth::KeyKind;
@@ -124,11 +125,13 @@ impl Api {
                 thread: thread_id(&id)?,
                 caller: call.caller(None)?,
                 page: query.message_page(&self.limits)?,
+                in_pieces: true,
             },
             Route::SeedListMessages(id) => Command::ListMessages {
                 thread: thread_id(&id)?,
                 caller: Caller { user: None },
                 page: query.message_page(&self.limits)?,
+                in_pieces: true,
             },
             Route::ListVersions(id, mid) => Command::ListVersions {
                 thread: thread_id(&id)?,
@@ -192,7 +195,11 @@ impl Api {
         let (status, body) = match self.mesh.call(owner, command).await? {
             Reply::Created(body) => (201, body),
             Reply::Ok(body) => (200, body),
-            Reply::Threads(_) | Reply::Events { .. } | Reply::Metrics(_) => {
+            Reply::Page(page) => {
+                let page = PageStream::new(owner, *page);
+                return Ok(Handled::Page(json(200, Vec::new()), page));
+            }
+            Reply::Threads(_) | Reply::Events { .. } | Reply::Metrics(_) | Reply::Piece(_) => {
                 return Err(EngineError::Storage("unexpected reply".into()).into());
             }
         };

@@ -10,11 +10,13 @@ mod error;
 mod frontend;
 pub(crate) mod input;
 mod limit;
+mod page_stream;
 pub mod router;
 mod threads;
 pub mod viewer;
 
 pub use error::ApiError;
+pub use page_stream::PageStream;
 
 use std::cell::Cell;
 use std::net::IpAddr;
@@ -44,11 +46,14 @@ pub(crate) struct Call<'a> {
     pub query: Query,
 }
 
-/// What a request turned into: a response, or a live tail the connection
-/// serves until the client goes away.
+/// What a request turned into: a response, a live tail the connection
+/// serves until the client goes away, or a response whose body (a large
+/// page) is rendered while it is sent.
 pub enum Handled {
     Response(Response),
     Stream(LiveTail),
+    /// The status and headers (the body is empty), and the body to send.
+    Page(Response, PageStream),
 }
 
 /// A validated request to stream a thread's changes.
@@ -117,19 +122,22 @@ impl Api {
         let route = routed
             .as_ref()
             .map_or(metrics::ROUTE_UNMATCHED, |routed| routed.endpoint.name);
-        let response = match self.dispatch(request, routed, peer).await {
-            Ok(Handled::Response(response)) => response,
-            Ok(Handled::Stream(tail)) if request.method == Method::Head => self
-                .stream_head(tail)
-                .await
-                .unwrap_or_else(ApiError::into_response),
+        let (response, page) = match self.dispatch(request, routed, peer).await {
+            Ok(Handled::Response(response)) => (response, None),
+            Ok(Handled::Page(head, page)) => (head, Some(page)),
+            Ok(Handled::Stream(tail)) if request.method == Method::Head => (
+                self.stream_head(tail)
+                    .await
+                    .unwrap_or_else(ApiError::into_response),
+                None,
+            ),
             Ok(stream) => {
                 // A live tail counts once, as started, with the time it
                 // took to validate; its lifetime is not a latency.
                 self.observe(request.method.as_str(), route, 200, started.elapsed());
                 return stream;
             }
-            Err(err) => err.into_response(),
+            Err(err) => (err.into_response(), None),
         };
         // Names the core that accepted the connection: operators and tests
         // use it to see requests being routed across shards.
@@ -141,7 +149,11 @@ impl Api {
             response.status,
             started.elapsed(),
         );
-        Handled::Response(self.cors.decorate(request, response))
+        let response = self.cors.decorate(request, response);
+        match page {
+            Some(page) => Handled::Page(response, page),
+            None => Handled::Response(response),
+        }
     }
 
     /// Counts a request in this core's metrics and writes its access log

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
+use super::page::{PagePlan, Piece};
 use crate::model::{MessageId, Role, ThreadId, UserId};
 
 /// One change of a thread, as sent to live-tail clients.
@@ -195,6 +196,17 @@ pub enum Command {
         thread: ThreadId,
         caller: Caller,
         page: MessagePage,
+        /// The caller can take a large page in pieces: it is answered with
+        /// a [`Reply::Page`] plan, and `PagePiece` renders it.
+        in_pieces: bool,
+    },
+    /// The next piece of a planned page: the oldest listed messages of
+    /// `range` (timestamps, both included).
+    PagePiece {
+        thread: ThreadId,
+        caller: Caller,
+        range: (u64, u64),
+        include_deleted: bool,
     },
     GetMessage {
         thread: ThreadId,
@@ -344,6 +356,20 @@ pub enum Reply {
     },
     /// A shard's answer to `Command::Metrics`.
     Metrics(Box<crate::metrics::ShardSample>),
+    /// A message page too large to render whole, to fetch in pieces.
+    Page(Box<PlannedPage>),
+    /// One piece of a planned page.
+    Piece(Piece),
+}
+
+/// A message page to fetch in pieces: what it lists and where it is.
+#[derive(Debug)]
+pub struct PlannedPage {
+    pub thread: ThreadId,
+    /// Who asked; each piece checks access again.
+    pub caller: Caller,
+    pub include_deleted: bool,
+    pub plan: PagePlan,
 }
 
 /// One shard's part of a thread listing.
@@ -421,6 +447,7 @@ impl Command {
                 | Command::Stats
                 | Command::Metrics
                 | Command::ListMessages { .. }
+                | Command::PagePiece { .. }
                 | Command::GetMessage { .. }
                 | Command::ListVersions { .. }
                 | Command::ListReplies { .. }
@@ -441,6 +468,7 @@ impl Command {
             | Command::RestoreThread { id, .. } => Some(id),
             Command::PostMessage { thread, .. }
             | Command::ListMessages { thread, .. }
+            | Command::PagePiece { thread, .. }
             | Command::GetMessage { thread, .. }
             | Command::ListVersions { thread, .. }
             | Command::ListReplies { thread, .. }

@@ -4,8 +4,8 @@
 
 use super::authors::ThreadState;
 use super::command::{
-    AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, Reply,
-    ThreadEntry, ThreadPage, ThreadPart, ThreadSort, VersionPage, VersionPosition,
+    AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, PlannedPage,
+    Reply, ThreadEntry, ThreadPage, ThreadPart, ThreadSort, VersionPage, VersionPosition,
 };
 use super::page::Pagination;
 use super::participants::{listed, manages};
@@ -90,7 +90,14 @@ impl Engine {
                 thread,
                 caller,
                 page,
-            } => self.list_messages(&thread, &caller, &page),
+                in_pieces,
+            } => self.list_messages(&thread, &caller, &page, in_pieces),
+            Command::PagePiece {
+                thread,
+                caller,
+                range,
+                include_deleted,
+            } => self.page_piece(&thread, &caller, range, include_deleted),
             command => self.execute_on_message(command),
         }
     }
@@ -369,6 +376,7 @@ impl Engine {
         thread: &ThreadId,
         caller: &Caller,
         page: &MessagePage,
+        in_pieces: bool,
     ) -> Result<Executed, EngineError> {
         let include_deleted = page.include_deleted;
         let record = self.thread_for(
@@ -381,17 +389,54 @@ impl Engine {
             && let Some(body) = self
                 .tail_pages
                 .get(thread.as_str(), page.limit, include_deleted)
+            // A large page an embedded caller cached is not sent whole.
+            && (!in_pieces || body.len() <= page::PAGE_WHOLE_BYTES_MAX)
         {
             return Executed::read(Reply::Ok(body));
         }
         let total = self.counts(&record)?.visible(include_deleted);
         let reveal = self.revealer(Engine::reveal_message_json);
-        let body = page::messages(&self.store, thread.as_str(), page, total, reveal.as_deref())?;
-        if first_page {
-            self.tail_pages
-                .put(thread.as_str(), page.limit, include_deleted, &body);
+        let page = (page, in_pieces);
+        match page::messages(&self.store, thread.as_str(), page, total, reveal.as_deref())? {
+            page::Rendered::Whole(body) => {
+                if first_page {
+                    self.tail_pages
+                        .put(thread.as_str(), page.0.limit, include_deleted, &body);
+                }
+                Executed::read(Reply::Ok(body))
+            }
+            page::Rendered::Planned(plan) => Executed::read(Reply::Page(Box::new(PlannedPage {
+                thread: thread.clone(),
+                caller: caller.clone(),
+                include_deleted,
+                plan,
+            }))),
         }
-        Executed::read(Reply::Ok(body))
+    }
+
+    /// The next piece of a planned page. Access is checked again: the
+    /// caller may have lost it since the page began.
+    fn page_piece(
+        &self,
+        thread: &ThreadId,
+        caller: &Caller,
+        range: (u64, u64),
+        include_deleted: bool,
+    ) -> Result<Executed, EngineError> {
+        self.thread_for(
+            thread,
+            caller,
+            caller.reads_deleted_threads(include_deleted),
+        )?;
+        let reveal = self.revealer(Engine::reveal_message_json);
+        let piece = page::piece(
+            &self.store,
+            thread.as_str(),
+            range,
+            include_deleted,
+            reveal.as_deref(),
+        )?;
+        Executed::read(Reply::Piece(piece))
     }
 
     /// `{"message":"<key>","versions":[…],"pagination":P}`, oldest first,

@@ -34,12 +34,15 @@ mod user_streams;
 
 pub use store_rebuild::StoreRecovery;
 
-pub use page::{Pagination, list, thread_list, wrap};
+pub use page::{
+    PAGE_WHOLE_BYTES_MAX, PIECE_BYTES_MAX, PagePlan, Pagination, Piece, list, list_head, list_tail,
+    thread_list, wrap,
+};
 
 pub use command::{
     AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, Outcome,
-    ParticipantCursor, ParticipantPage, Reply, SecretKey, StreamEvent, ThreadEntry, ThreadPage,
-    ThreadPart, ThreadPosition, ThreadSort, VersionPage, VersionPosition,
+    ParticipantCursor, ParticipantPage, PlannedPage, Reply, SecretKey, StreamEvent, ThreadEntry,
+    ThreadPage, ThreadPart, ThreadPosition, ThreadSort, VersionPage, VersionPosition,
 };
 pub use participants::{PARTICIPANTS_PER_THREAD_DEFAULT, UNREAD_SCAN_MAX, removed_user};
 pub use user_streams::topic as user_topic;

@@ -18,16 +18,30 @@ use crate::store::{Direction, Store};
 
 /// Bytes of stored JSON one page (or one side of an anchor page) may
 /// hold. A page stops early at this size, with `has_before` / `has_after`
-/// saying more exist and its anchors where to go on, so `limit=1000` of
-/// 1 MiB messages is not built whole in memory. At least one item is always
-/// listed, so a page is at most this or one message, whichever is larger.
+/// saying more exist and its anchors where to go on. At least one item is
+/// always listed, so a page is at most this or one message, whichever is
+/// larger. A message page this large is streamed, so memory does not need
+/// the cap; it bounds the scan that plans such a page, which reads it
+/// whole in one step on the shard.
 pub const PAGE_BYTES_MAX: usize = 4 << 20;
 
-/// How much one scan may take: items and bytes.
+/// Stored bytes of a page the owning shard renders whole, as one body. A
+/// larger page of a caller that takes pages in pieces (HTTP) is only
+/// planned here and then rendered [`PIECE_BYTES_MAX`] at a time, while the
+/// client reads it, so neither shard nor connection holds the whole page.
+pub const PAGE_WHOLE_BYTES_MAX: usize = 256 << 10;
+
+/// Stored bytes of messages one piece of a streamed page renders; a piece
+/// holds at least one message, so it is at most this or one message.
+pub const PIECE_BYTES_MAX: usize = 128 << 10;
+
+/// How much one scan may take: items and bytes; and how many bytes of
+/// items it keeps before it only notes where they are (the page streams).
 #[derive(Debug, Clone, Copy)]
 struct Budget {
     items: usize,
     bytes: usize,
+    keep: usize,
 }
 
 impl Budget {
@@ -35,6 +49,19 @@ impl Budget {
         Budget {
             items,
             bytes: PAGE_BYTES_MAX,
+            keep: usize::MAX,
+        }
+    }
+
+    /// A page's budget: one that may stream keeps only a whole page's bytes.
+    fn page(items: usize, in_pieces: bool) -> Budget {
+        Budget {
+            keep: if in_pieces {
+                PAGE_WHOLE_BYTES_MAX
+            } else {
+                usize::MAX
+            },
+            ..Budget::items(items)
         }
     }
 
@@ -47,9 +74,24 @@ impl Budget {
 
 /// Messages of one side of a position, in scan order.
 struct Side {
+    /// The listed messages scanned; empty when `kept` is false.
     items: Vec<(u64, Vec<u8>)>,
     /// More messages exist past the last item scanned.
     more: bool,
+    /// Timestamps of the first and last listed message scanned.
+    ends: Option<(u64, u64)>,
+    /// Whether `items` holds every listed message scanned: false once they
+    /// outgrew the budget's `keep`, and the page streams instead.
+    kept: bool,
+}
+
+impl Side {
+    /// The side in the opposite order.
+    fn reversed(mut self) -> Side {
+        self.items.reverse();
+        self.ends = self.ends.map(|(first, last)| (last, first));
+        self
+    }
 }
 
 fn scan(
@@ -60,23 +102,36 @@ fn scan(
     budget: Budget,
     include_deleted: bool,
 ) -> Result<Side, EngineError> {
-    let mut items = Vec::with_capacity(budget.items.min(1024));
-    let mut more = false;
-    let mut bytes = 0usize;
+    let mut side = Side {
+        items: Vec::with_capacity(budget.items.min(1024)),
+        more: false,
+        ends: None,
+        kept: true,
+    };
+    let (mut taken, mut bytes) = (0usize, 0usize);
     store.scan_messages(thread, range, direction, |ts, deleted, json| {
         if deleted && !include_deleted {
             return Ok(true);
         }
-        if budget.full(items.len(), bytes, json.len()) {
-            more = true;
+        if budget.full(taken, bytes, json.len()) {
+            side.more = true;
             return Ok(false);
         }
-        let json = upgrade_legacy_message(json).unwrap_or_else(|| json.to_vec());
+        taken += 1;
         bytes += json.len();
-        items.push((ts, json));
+        side.ends = Some((side.ends.map_or(ts, |(first, _)| first), ts));
+        if side.kept && bytes > budget.keep {
+            // Only the page's bounds are needed now; free what was kept.
+            side.kept = false;
+            side.items = Vec::new();
+        }
+        if side.kept {
+            let json = upgrade_legacy_message(json).unwrap_or_else(|| json.to_vec());
+            side.items.push((ts, json));
+        }
         Ok(true)
     })?;
-    Ok(Side { items, more })
+    Ok(side)
 }
 
 /// Whether a listed message exists in `range`.
@@ -164,6 +219,14 @@ pub fn list<'a>(
     items: impl Iterator<Item = &'a [u8]>,
     pagination: &Pagination,
 ) -> Vec<u8> {
+    let mut out = list_head(fields, name);
+    join_items(&mut out, items);
+    list_tail(&mut out, pagination);
+    out
+}
+
+/// `{<fields>,"<name>":[`: a list up to its first item.
+pub fn list_head(fields: &[(&str, &str)], name: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(4096);
     out.push(b'{');
     for (field, value) in fields {
@@ -174,16 +237,24 @@ pub fn list<'a>(
     }
     serde_json::to_writer(&mut out, name).expect("strings serialize");
     out.extend_from_slice(b":[");
+    out
+}
+
+/// Appends `items` comma separated.
+fn join_items<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a [u8]>) {
     for (index, item) in items.enumerate() {
         if index > 0 {
             out.push(b',');
         }
         out.extend_from_slice(item);
     }
+}
+
+/// Appends `],"pagination":P}`: the end of a list [`list_head`] began.
+pub fn list_tail(out: &mut Vec<u8>, pagination: &Pagination) {
     out.extend_from_slice(b"],\"pagination\":");
-    serde_json::to_writer(&mut out, pagination).expect("pagination serializes");
+    serde_json::to_writer(&mut *out, pagination).expect("pagination serializes");
     out.push(b'}');
-    out
 }
 
 /// `{"<name>":<item>}`: how single reads answer (`{"thread":…}`).
@@ -197,25 +268,28 @@ pub fn wrap(name: &str, item: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A page's items oldest first, and whether listed messages exist before
-/// (older) and after (newer) it.
-type MessageItems = (Items, bool, bool);
+/// A page's sides oldest first (each oldest first), and whether listed
+/// messages exist before (older) and after (newer) it.
+type MessageSides = (Vec<Side>, bool, bool);
 
-fn message_items(
+fn message_sides(
     store: &Store,
     thread: &str,
     page: &MessagePage,
-) -> Result<MessageItems, EngineError> {
-    let (limit, deleted) = (Budget::items(page.limit), page.include_deleted);
+    in_pieces: bool,
+) -> Result<MessageSides, EngineError> {
+    let (limit, deleted) = (Budget::page(page.limit, in_pieces), page.include_deleted);
     let all = (Bound::Unbounded, Bound::Unbounded);
     Ok(match page.position {
         MessagePosition::End => {
             let side = scan(store, thread, all, Direction::Descending, limit, deleted)?;
-            (reversed(side.items), side.more, false)
+            let more = side.more;
+            (vec![side.reversed()], more, false)
         }
         MessagePosition::Start => {
             let side = scan(store, thread, all, Direction::Ascending, limit, deleted)?;
-            (side.items, false, side.more)
+            let more = side.more;
+            (vec![side], false, more)
         }
         MessagePosition::Before(id) => {
             let ts = cursor_ts(store, thread, &id)?;
@@ -223,7 +297,8 @@ fn message_items(
             let side = scan(store, thread, older, Direction::Descending, limit, deleted)?;
             let newer = (Bound::Included(ts), Bound::Unbounded);
             let has_after = any_in(store, thread, newer, Direction::Ascending, deleted)?;
-            (reversed(side.items), side.more, has_after)
+            let more = side.more;
+            (vec![side.reversed()], more, has_after)
         }
         MessagePosition::After(id) => {
             let ts = cursor_ts(store, thread, &id)?;
@@ -231,56 +306,163 @@ fn message_items(
             let side = scan(store, thread, newer, Direction::Ascending, limit, deleted)?;
             let older = (Bound::Unbounded, Bound::Included(ts));
             let has_before = any_in(store, thread, older, Direction::Descending, deleted)?;
-            (side.items, has_before, side.more)
+            let more = side.more;
+            (vec![side], has_before, more)
         }
-        MessagePosition::Anchor(id) => {
-            let ts = cursor_ts(store, thread, &id)?;
-            let (older, itself, newer) = (
-                (Bound::Unbounded, Bound::Excluded(ts)),
-                (Bound::Included(ts), Bound::Included(ts)),
-                (Bound::Excluded(ts), Bound::Unbounded),
-            );
-            // Each side gets half the bytes, so the page stays in budget.
-            let side = Budget {
-                bytes: PAGE_BYTES_MAX / 2,
-                ..limit
-            };
-            let older = scan(store, thread, older, Direction::Descending, side, deleted)?;
-            let itself = scan(
-                store,
-                thread,
-                itself,
-                Direction::Ascending,
-                Budget::items(1),
-                deleted,
-            )?;
-            let newer = scan(store, thread, newer, Direction::Ascending, side, deleted)?;
-            let mut items = reversed(older.items);
-            items.extend(itself.items);
-            items.extend(newer.items);
-            (items, older.more, newer.more)
-        }
+        MessagePosition::Anchor(id) => anchor_sides(store, thread, &id, limit, deleted)?,
     })
+}
+
+/// The sides of an anchor page: older, the anchor itself, newer.
+fn anchor_sides(
+    store: &Store,
+    thread: &str,
+    id: &MessageId,
+    limit: Budget,
+    deleted: bool,
+) -> Result<MessageSides, EngineError> {
+    let ts = cursor_ts(store, thread, id)?;
+    let (older, itself, newer) = (
+        (Bound::Unbounded, Bound::Excluded(ts)),
+        (Bound::Included(ts), Bound::Included(ts)),
+        (Bound::Excluded(ts), Bound::Unbounded),
+    );
+    // Each side gets half the bytes, so the page stays in budget.
+    let side = Budget {
+        bytes: PAGE_BYTES_MAX / 2,
+        keep: limit.keep / 2,
+        ..limit
+    };
+    let older = scan(store, thread, older, Direction::Descending, side, deleted)?;
+    let itself = scan(
+        store,
+        thread,
+        itself,
+        Direction::Ascending,
+        Budget::items(1),
+        deleted,
+    )?;
+    let newer = scan(store, thread, newer, Direction::Ascending, side, deleted)?;
+    let flags = (older.more, newer.more);
+    Ok((vec![older.reversed(), itself, newer], flags.0, flags.1))
+}
+
+/// What [`messages`] made of a page.
+#[derive(Debug)]
+pub enum Rendered {
+    /// The whole body.
+    Whole(Vec<u8>),
+    /// A page too large to render whole: where it is, for [`piece`] to
+    /// render in order.
+    Planned(PagePlan),
+}
+
+/// A page to render in pieces: its messages lie between two timestamps.
+/// Between pieces the page is found again by key, not held open: a
+/// message edited or deleted meanwhile shows as it is when its piece is
+/// rendered, and `count` and the anchors describe what was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PagePlan {
+    /// Timestamps of the page's oldest and newest message, both included.
+    pub range: (u64, u64),
+    pub has_before: bool,
+    pub has_after: bool,
+    /// Listed messages in the thread (the pagination's `total`).
+    pub total: u64,
 }
 
 /// One page of a thread's messages, oldest first, as
 /// `{"thread":"<key>","messages":[…],"pagination":P}`; `total` is the
-/// thread's listed message count, kept by the caller.
+/// thread's listed message count, kept by the caller. With `in_pieces`, a
+/// page over [`PAGE_WHOLE_BYTES_MAX`] is only planned.
 pub fn messages(
     store: &Store,
     thread: &str,
-    page: &MessagePage,
+    (page, in_pieces): (&MessagePage, bool),
     total: u64,
     reveal: Reveal,
-) -> Result<Vec<u8>, EngineError> {
-    let (mut items, has_before, has_after) = message_items(store, thread, page)?;
+) -> Result<Rendered, EngineError> {
+    let (sides, has_before, has_after) = message_sides(store, thread, page, in_pieces)?;
+    let range = sides
+        .iter()
+        .filter_map(|side| side.ends)
+        .map(|(first, last)| (first.min(last), first.max(last)))
+        .reduce(|(low, high), (first, last)| (low.min(first), high.max(last)));
+    // A side that dropped its items scanned some, so the range is known.
+    if let Some(range) = range
+        && sides.iter().any(|side| !side.kept)
+    {
+        return Ok(Rendered::Planned(PagePlan {
+            range,
+            has_before,
+            has_after,
+            total,
+        }));
+    }
+    let mut items: Items = sides.into_iter().flat_map(|side| side.items).collect();
     reveal_all(&mut items, reveal)?;
-    Ok(message_list(
+    Ok(Rendered::Whole(message_list(
         &[("thread", thread)],
         &items,
         (has_before, has_after),
         total,
-    ))
+    )))
+}
+
+/// Part of a streamed page: listed messages, oldest first.
+#[derive(Debug, Default)]
+pub struct Piece {
+    /// The messages' JSON, comma separated, without brackets.
+    pub json: Vec<u8>,
+    pub count: usize,
+    /// Keys of the piece's first and last message.
+    pub first_key: Option<String>,
+    pub last_key: Option<String>,
+    /// Where the rest of the range starts (included) when more of it is
+    /// left to render.
+    pub rest_from: Option<u64>,
+}
+
+/// The oldest listed messages of `range` (timestamps, both included), up
+/// to [`PIECE_BYTES_MAX`] of stored JSON and at least one.
+pub fn piece(
+    store: &Store,
+    thread: &str,
+    range: (u64, u64),
+    include_deleted: bool,
+    reveal: Reveal,
+) -> Result<Piece, EngineError> {
+    let bounds = (Bound::Included(range.0), Bound::Included(range.1));
+    let budget = Budget {
+        items: usize::MAX,
+        bytes: PIECE_BYTES_MAX,
+        keep: usize::MAX,
+    };
+    let mut side = scan(
+        store,
+        thread,
+        bounds,
+        Direction::Ascending,
+        budget,
+        include_deleted,
+    )?;
+    reveal_all(&mut side.items, reveal)?;
+    let mut json = Vec::with_capacity(side.items.iter().map(|(_, j)| j.len() + 1).sum());
+    join_items(
+        &mut json,
+        side.items.iter().map(|(_, item)| item.as_slice()),
+    );
+    Ok(Piece {
+        count: side.items.len(),
+        first_key: key_of(side.items.first()),
+        last_key: key_of(side.items.last()),
+        // Timestamps are unique in a thread and never u64::MAX.
+        rest_from: side
+            .more
+            .then(|| side.items.last().map(|(ts, _)| ts + 1))
+            .flatten(),
+        json,
+    })
 }
 
 /// `{<fields>,"messages":[…],"pagination":P}` of a page's items.
@@ -290,7 +472,6 @@ fn message_list(
     flags: (bool, bool),
     total: u64,
 ) -> Vec<u8> {
-    let key_of = |item: Option<&(u64, Vec<u8>)>| item.and_then(|(_, json)| message_id_of(json));
     let pagination = Pagination::of(
         key_of(items.first()),
         key_of(items.last()),
@@ -316,9 +497,9 @@ pub fn thread_list(entries: &[ThreadEntry], flags: (bool, bool), total: u64) -> 
     list(&[], "threads", jsons, &pagination)
 }
 
-fn reversed<T>(mut items: Vec<T>) -> Vec<T> {
-    items.reverse();
-    items
+/// The `key` of a listed item's message.
+fn key_of(item: Option<&(u64, Vec<u8>)>) -> Option<String> {
+    item.and_then(|(_, json)| message_id_of(json))
 }
 
 /// The `key` of a stored message, read without decoding the body.

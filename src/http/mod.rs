@@ -12,7 +12,7 @@ mod response;
 mod url;
 
 pub use parse::{HeadLimits, Parse, parse_request};
-pub use response::Response;
+pub use response::{LAST_CHUNK, Response, write_chunk};
 pub use url::{percent_decode, query_pairs};
 
 /// Request methods the server distinguishes. Anything else is `Other` and
@@ -59,6 +59,8 @@ pub struct Request {
     /// (HTTP/1.1 default on, `Connection: close` off; HTTP/1.0 default off
     /// unless `Connection: keep-alive`).
     pub keep_alive: bool,
+    /// HTTP/1.1 rather than 1.0: the client can read a chunked response.
+    pub http11: bool,
 }
 
 impl Request {

@@ -148,6 +148,7 @@ fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Progress, HttpError> {
             .collect(),
         body,
         keep_alive,
+        http11,
     };
     Ok(Progress::Done {
         request,

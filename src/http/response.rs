@@ -33,28 +33,7 @@ impl Response {
     /// close` when `!keep_alive`, the blank line and the body. `head_only`
     /// (a HEAD request) omits the body but keeps its `Content-Length`.
     pub fn write_to(&self, out: &mut Vec<u8>, keep_alive: bool, head_only: bool) {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(self.status.to_string().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(reason_phrase(self.status).as_bytes());
-        out.extend_from_slice(b"\r\n");
-        for (name, value) in &self.headers {
-            if name.eq_ignore_ascii_case("content-length")
-                || name.eq_ignore_ascii_case("connection")
-            {
-                continue;
-            }
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            // Values may echo client input; a stray CR or LF would let it
-            // forge headers or a second response.
-            out.extend(
-                value
-                    .bytes()
-                    .filter(|&b| b != b'\r' && b != b'\n' && b != 0),
-            );
-            out.extend_from_slice(b"\r\n");
-        }
+        self.write_status_and_headers(out);
         // RFC 9110 8.6 and 6.4.1: 1xx, 204 and 304 have no body and no
         // length, so a stray body must not be sent either or it would be read
         // as the next response.
@@ -72,7 +51,62 @@ impl Response {
             out.extend_from_slice(&self.body);
         }
     }
+
+    /// Appends the head of a response whose body follows in pieces:
+    /// `Transfer-Encoding: chunked` when `chunked`, else no length at all
+    /// (HTTP/1.0: the body ends when the connection closes, so `keep_alive`
+    /// must then be false). `self.body` is not written.
+    pub fn write_streamed_head(&self, out: &mut Vec<u8>, keep_alive: bool, chunked: bool) {
+        self.write_status_and_headers(out);
+        if chunked {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        if !keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The status line and the extra headers; the framing headers are the
+    /// writer's own and copies in `headers` are skipped.
+    fn write_status_and_headers(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(self.status.to_string().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(reason_phrase(self.status).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in &self.headers {
+            if ["content-length", "connection", "transfer-encoding"]
+                .iter()
+                .any(|owned| name.eq_ignore_ascii_case(owned))
+            {
+                continue;
+            }
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            // Values may echo client input; a stray CR or LF would let it
+            // forge headers or a second response.
+            out.extend(
+                value
+                    .bytes()
+                    .filter(|&b| b != b'\r' && b != b'\n' && b != 0),
+            );
+            out.extend_from_slice(b"\r\n");
+        }
+    }
 }
+
+/// Appends one chunk of a chunked body (RFC 9112 7.1); `data` must not be
+/// empty, as an empty chunk ends the body.
+pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    debug_assert!(!data.is_empty(), "an empty chunk would end the body");
+    out.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The last chunk of a chunked body, without trailers.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// Reason phrases are informational only (RFC 9112 4); an unknown code gets
 /// an empty one, which the status-line grammar allows.
@@ -188,6 +222,29 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("Connection: close\r\n\r\nabc"), "{text}");
+    }
+
+    #[test]
+    fn streamed_heads_are_chunked_or_close_delimited() {
+        let response = Response::json(200, b"ignored".to_vec())
+            .with_header("Transfer-Encoding", "gzip")
+            .with_header("Content-Length", "7");
+        let mut out = Vec::new();
+        response.write_streamed_head(&mut out, true, true);
+        write_chunk(&mut out, b"{\"a\":[");
+        write_chunk(&mut out, &[b'x'; 26]);
+        out.extend_from_slice(LAST_CHUNK);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
+             6\r\n{\"a\":[\r\n1A\r\nxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n0\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        response.write_streamed_head(&mut out, false, false);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+        );
     }
 
     #[test]

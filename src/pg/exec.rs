@@ -14,9 +14,9 @@ use serde_json::value::RawValue;
 use super::sql::{
     Column, Constant, INT4, KeyOp, Relation, Select, SqlError, Statement, TEXT, Value, Write,
 };
-use crate::api::{Api, Handled};
+use crate::api::{Api, ApiError, Handled};
 use crate::engine::ThreadSort;
-use crate::http::{Method, Request};
+use crate::http::{Method, Request, Response};
 use crate::model::UserId;
 
 /// Who a connection acts as, settled at startup.
@@ -344,11 +344,18 @@ impl Call<'_> {
                 .map(|body| body.to_string().into_bytes())
                 .unwrap_or_default(),
             keep_alive: true,
+            http11: true,
         };
         // The key was proven at login, so this request cannot fail to
         // authenticate: no source address is needed for failure limits.
         let response = match self.api.handle(&request, None).await {
             Handled::Response(response) => response,
+            // Rows are built from the whole page, so a streamed one is
+            // gathered (it is bounded by the page byte cap).
+            Handled::Page(head, page) => match page.collect(self.api.mesh()).await {
+                Ok(body) => Response { body, ..head },
+                Err(err) => ApiError::from(err).into_response(),
+            },
             Handled::Stream(_) => return Err(SqlError::new("XX000", "unexpected stream")),
         };
         match response.status {

@@ -4,8 +4,9 @@
 //! their responses written together; the buffer is flushed before waiting
 //! for more bytes. Memory per connection is bounded: the read buffer never
 //! holds more than one incomplete request (the parser rejects oversized
-//! heads and bodies), and we stop reading while a response cannot be
-//! written.
+//! heads and bodies), we stop reading while a response cannot be written,
+//! and a large message page is written one piece at a time as it is
+//! rendered, never held whole.
 //!
 //! When the shard drains for shutdown, a connection idle between requests
 //! closes at once; one in the middle of a request finishes it and answers
@@ -22,8 +23,10 @@ use glommio::net::TcpStream;
 use super::drain::Drain;
 use super::live_tail;
 use super::tls::Tls;
-use crate::api::{Api, ApiError, Handled};
+use crate::api::{Api, ApiError, Handled, PageStream};
 use crate::http::{self, HeadLimits, Method, Parse, Response};
+use crate::logging;
+use crate::mesh::Mesh;
 use crate::metrics::ROUTE_INVALID;
 
 /// Bytes requested from the socket per read.
@@ -160,6 +163,25 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
                         let _ = stream.close().await;
                         return;
                     }
+                    Handled::Page(head, page) => {
+                        // HTTP/1.0 has no chunked coding: there the body
+                        // ends when the connection closes.
+                        let keep_alive =
+                            request.http11 && request.keep_alive && !settings.drain.is_draining();
+                        let framing = PageFraming {
+                            keep_alive,
+                            chunked: request.http11,
+                            head_only: request.method == Method::Head,
+                        };
+                        let sent =
+                            send_page(&mut stream, &mut output, (head, page), api.mesh(), framing)
+                                .await;
+                        if !sent || !keep_alive {
+                            let _ = stream.close().await;
+                            return;
+                        }
+                        continue;
+                    }
                 };
                 let head_only = request.method == Method::Head;
                 let keep_alive = request.keep_alive && !settings.drain.is_draining();
@@ -259,6 +281,91 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// How a streamed page goes out.
+#[derive(Clone, Copy)]
+struct PageFraming {
+    keep_alive: bool,
+    /// `Transfer-Encoding: chunked`; otherwise the connection closes after.
+    chunked: bool,
+    /// A HEAD request: the head only, nothing rendered.
+    head_only: bool,
+}
+
+/// Writes a streamed page: answers already buffered for pipelined requests
+/// and the head first, then each piece as it is rendered. The next piece is
+/// asked for only once the last is written, so a slow reader holds back
+/// the rendering and this connection holds one piece, never the page.
+/// False when the connection must close: the client went away, or a piece
+/// failed after the head was sent and the body is cut short (no last
+/// chunk), which the client sees as an incomplete response.
+async fn send_page<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    output: &mut Vec<u8>,
+    (head, mut page): (Response, PageStream),
+    mesh: &Mesh,
+    framing: PageFraming,
+) -> bool {
+    let mut head_bytes = Vec::with_capacity(512);
+    head.write_streamed_head(&mut head_bytes, framing.keep_alive, framing.chunked);
+    if framing.head_only {
+        output.extend_from_slice(&head_bytes);
+        return flush(stream, output).await;
+    }
+    let mut head_sent = false;
+    loop {
+        let bytes = match page.next(mesh).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => break,
+            Err(err) if !head_sent => {
+                // Nothing of this answer is out yet: it can still be an error.
+                ApiError::from(err)
+                    .into_response()
+                    .write_to(output, false, false);
+                let _ = flush(stream, output).await;
+                return false;
+            }
+            Err(err) => {
+                logging::warn(
+                    "page cut short",
+                    &[
+                        ("shard", &mesh.local_shard().0),
+                        ("error", &format!("{err:?}")),
+                    ],
+                );
+                return false;
+            }
+        };
+        if !head_sent {
+            output.extend_from_slice(&head_bytes);
+            head_sent = true;
+        }
+        if framing.chunked {
+            http::write_chunk(output, &bytes);
+        } else {
+            output.extend_from_slice(&bytes);
+        }
+        drop(bytes);
+        if !flush(stream, output).await {
+            return false;
+        }
+    }
+    if framing.chunked {
+        output.extend_from_slice(http::LAST_CHUNK);
+    }
+    flush(stream, output).await
+}
+
+/// Writes and empties `output`, giving back storage a large piece grew;
+/// false when the client is gone.
+async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, output: &mut Vec<u8>) -> bool {
+    let written = stream.write_all(output).await.is_ok();
+    output.clear();
+    if output.capacity() > WRITE_BUFFER_BYTES_MAX {
+        *output = Vec::with_capacity(READ_CHUNK_BYTES);
+    }
+    written
 }
 
 /// Bytes read from the client and not yet framed. The storage keeps its

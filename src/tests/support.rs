@@ -30,13 +30,27 @@ pub fn ids(page: &serde_json::Value) -> Vec<String> {
 /// Every message of a thread, oldest first, paging with cursors (the
 /// `/v1` route, so any author's thread; empty if there is no such thread).
 pub fn all_messages(client: &mut Client, thread: &str) -> Vec<serde_json::Value> {
+    let path = format!("/v1/threads/{thread}/messages");
+    messages_paging_back(client, &path, 1000, |_| {})
+}
+
+/// Every message under `messages_path`, oldest first, read back from the
+/// newest in pages of `limit`; `check` sees each answer first. Empty if
+/// there is no such thread.
+pub fn messages_paging_back(
+    client: &mut Client,
+    messages_path: &str,
+    limit: usize,
+    check: impl Fn(&Reply),
+) -> Vec<serde_json::Value> {
     let mut out: Vec<serde_json::Value> = Vec::new();
-    let mut path = format!("/v1/threads/{thread}/messages?limit=1000");
+    let mut path = format!("{messages_path}?limit={limit}");
     loop {
         let reply = client.get(&path);
         if reply.status == 404 {
             return out;
         }
+        check(&reply);
         let page = reply.expect(200);
         let mut older = page["messages"].as_array().expect("messages").clone();
         older.extend(out);
@@ -45,7 +59,7 @@ pub fn all_messages(client: &mut Client, thread: &str) -> Vec<serde_json::Value>
             return out;
         }
         let anchor = page["pagination"]["before_anchor"].as_str().unwrap();
-        path = format!("/v1/threads/{thread}/messages?limit=1000&before={anchor}");
+        path = format!("{messages_path}?limit={limit}&before={anchor}");
     }
 }
 
@@ -508,8 +522,8 @@ impl Client {
     }
 }
 
-/// Reads one response (Content-Length framed, as the server sends) from
-/// any byte stream, such as a TLS session.
+/// Reads one response (Content-Length framed, or chunked as large pages
+/// are sent) from any byte stream, such as a TLS session.
 pub fn read_reply_from(reader: &mut impl BufRead, head_only: bool) -> std::io::Result<Reply> {
     let broken = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let mut line = String::new();
@@ -545,16 +559,45 @@ pub fn read_reply_from(reader: &mut impl BufRead, head_only: bool) -> std::io::R
             .map_err(|_| broken(format!("bad content-length {value:?}")))?,
         None => 0,
     };
-    let body_length = if head_only || status == 100 {
-        0
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    let body = if head_only || status == 100 {
+        Vec::new()
+    } else if chunked {
+        read_chunked_body(reader)?
     } else {
-        length
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        body
     };
-    let mut body = vec![0; body_length];
-    reader.read_exact(&mut body)?;
     Ok(Reply {
         status,
         headers,
         body,
     })
+}
+
+/// A chunked body (RFC 9112 7.1), without trailers, as the server sends it.
+pub fn read_chunked_body(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let broken = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let size = usize::from_str_radix(line.trim_end(), 16)
+            .map_err(|_| broken(format!("bad chunk size {line:?}")))?;
+        let start = body.len();
+        body.resize(start + size + 2, 0);
+        reader.read_exact(&mut body[start..])?;
+        if &body[start + size..] != b"\r\n" {
+            return Err(broken("chunk without CRLF".into()));
+        }
+        body.truncate(start + size);
+        if size == 0 {
+            return Ok(body);
+        }
+    }
 }
