@@ -32,6 +32,7 @@ use serde_json::value::RawValue;
 use crate::api::input;
 use crate::config::{Limits, WAL_FLUSH_MS_DEFAULT, WAL_SEGMENT_BYTES_DEFAULT};
 use crate::crypto::Keyring;
+use crate::crypto::fields::FieldPaths;
 use crate::engine::{
     self, Caller, Command, Engine, EngineError, MessagePage, MessagePosition, Order, Reply,
 };
@@ -167,6 +168,9 @@ pub struct Options {
     /// `--encryption` does. Keep it outside the data directory: the
     /// directory cannot be read without it. `None`: no encryption.
     pub master_key: Option<[u8; crate::crypto::KEY_BYTES]>,
+    /// With a master key, the body paths sealed one by one instead of the
+    /// whole body (`body.text`, `body.*.text`), as `--encrypt-field`.
+    pub encrypt_fields: Vec<String>,
 }
 
 impl Options {
@@ -179,6 +183,11 @@ impl Options {
         self.master_key = Some(key);
         self
     }
+
+    pub fn with_encrypted_field(mut self, path: &str) -> Options {
+        self.encrypt_fields.push(path.to_owned());
+        self
+    }
 }
 
 impl Default for Options {
@@ -186,6 +195,7 @@ impl Default for Options {
         Options {
             durability: Durability::Sync,
             master_key: None,
+            encrypt_fields: Vec::new(),
         }
     }
 }
@@ -195,6 +205,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("durability", &self.durability)
             .field("master_key", &self.master_key.map(|_| "(hidden)"))
+            .field("encrypt_fields", &self.encrypt_fields)
             .finish()
     }
 }
@@ -610,8 +621,14 @@ fn open_engine(dir: &Path, options: &Options) -> Result<Rc<Engine>, String> {
         .master_key
         .map(|key| server::checked_keyring(Keyring::with_key(key), &server::kms_dir(dir)?))
         .transpose()?;
+    if kms.is_none() && !options.encrypt_fields.is_empty() {
+        return Err("encrypted fields need a master key".into());
+    }
+    let fields = FieldPaths::parse(&options.encrypt_fields)?;
     let policy = (RecoveryPolicy::Strict, crate::engine::StoreRecovery::Strict);
-    server::open_shard(dir, SHARD, store, wal, policy, kms)
+    let engine = server::open_shard(dir, SHARD, store, wal, policy, kms)?;
+    engine.encrypt_fields(fields);
+    Ok(engine)
 }
 
 /// The executor's loop: runs each request as its own task until every

@@ -456,6 +456,33 @@ fn options_choose_durability_and_encrypt_at_rest() {
 }
 
 #[test]
+fn options_seal_only_the_fields_named() {
+    use progressdb::embedded::Options;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let options = Options::default()
+        .with_master_key([0x5a; 32])
+        .with_encrypted_field("body.text");
+    let body = r#"{"text":"sealed-f00d-embedded","lang":"clear-f00d-embedded"}"#;
+    let thread = {
+        let db = Db::open_with(&path, options.clone()).unwrap();
+        let thread = db.create_thread("alice", "Fields").unwrap();
+        let posted = db.post_message(&thread.id, "alice", body).unwrap();
+        assert_eq!(posted.body.get(), body);
+        db.close().unwrap();
+        thread.id
+    };
+    assert!(!contains_bytes(&path, b"sealed-f00d-embedded"));
+    assert!(contains_bytes(&path, b"clear-f00d-embedded"));
+    let db = Db::open_with(&path, options).unwrap();
+    let page = db.list_messages(&thread, &Page::newest_first(1)).unwrap();
+    assert_eq!(bodies(&page), [body.to_string()]);
+    db.close().unwrap();
+    let unkeyed = Options::default().with_encrypted_field("body.text");
+    assert!(matches!(Db::open_with(&path, unkeyed), Err(Error::Open(_))));
+}
+
+#[test]
 fn participants_react_and_a_removed_one_cannot() {
     use progressdb::embedded::Role;
     let dir = tempfile::tempdir().unwrap();
