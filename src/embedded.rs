@@ -668,9 +668,9 @@ async fn serve(engine: Rc<Engine>, incoming: flume::Receiver<Request>) -> Result
 fn reply_json(reply: Reply) -> Result<Vec<u8>, EngineError> {
     match reply {
         Reply::Ok(json) | Reply::Created(json) => Ok(json),
-        Reply::Threads(_) | Reply::Events { .. } | Reply::Metrics(_) => Err(EngineError::Storage(
-            "unexpected reply kind for an embedded command".into(),
-        )),
+        Reply::Threads(_) | Reply::Events { .. } | Reply::Metrics(_) | Reply::Purged(_) => Err(
+            EngineError::Storage("unexpected reply kind for an embedded command".into()),
+        ),
     }
 }
 

@@ -84,6 +84,8 @@ pub fn route_name(routed: &Result<Route, RouteError>) -> &'static str {
         Route::AdminListVersions(..) => "admin_list_versions",
         Route::AdminStreamMessages(_) => "admin_stream_messages",
         Route::AdminListParticipants(_) => "admin_list_participants",
+        Route::AdminDeleteThread(_) => "admin_delete_thread",
+        Route::Purge => "purge",
     }
 }
 

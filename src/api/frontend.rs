@@ -219,7 +219,7 @@ impl Api {
         let (status, body) = match self.mesh.call(owner, command).await? {
             Reply::Created(body) => (201, body),
             Reply::Ok(body) => (200, body),
-            Reply::Threads(_) | Reply::Events { .. } | Reply::Metrics(_) => {
+            Reply::Threads(_) | Reply::Events { .. } | Reply::Metrics(_) | Reply::Purged(_) => {
                 return Err(EngineError::Storage("unexpected reply".into()).into());
             }
         };

@@ -10,6 +10,7 @@ mod error;
 mod frontend;
 pub(crate) mod input;
 mod limit;
+mod retention;
 mod threads;
 pub mod viewer;
 
@@ -75,6 +76,8 @@ pub struct Api {
     db: std::path::PathBuf,
     /// Sequence for thread ids generated on this core.
     thread_sequence: Cell<u32>,
+    /// What `POST /admin/v1/jobs/purge` removes.
+    retention: crate::engine::RetentionPolicy,
 }
 
 impl Api {
@@ -102,6 +105,7 @@ impl Api {
             kms_check_dir: config.db.join("kms"),
             db: config.db.clone(),
             thread_sequence: Cell::new(0),
+            retention: config.retention.policy,
         }
     }
 
@@ -228,6 +232,9 @@ impl Api {
             return handled;
         }
         if let Some(handled) = self.backup_route(&route, request).await {
+            return handled;
+        }
+        if let Some(handled) = self.retention_route(&route, request).await {
             return handled;
         }
         let call = Call {

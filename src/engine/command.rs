@@ -287,6 +287,16 @@ pub enum Command {
         user: UserId,
         core: usize,
     },
+    /// Erases a thread now (admin): it leaves the API at once, its keys
+    /// follow in the next `Purge` steps.
+    EraseThread {
+        id: ThreadId,
+    },
+    /// One bounded step of a retention pass over a shard (sent to each).
+    Purge(super::purge::PurgeRequest),
+    /// Forces what erasure left on disk out of it: a new WAL segment, a
+    /// major compaction, then a checkpoint (sent to each shard).
+    Compact,
 }
 
 /// A page of a thread's participants, in user id order.
@@ -331,6 +341,8 @@ pub enum Reply {
     },
     /// A shard's answer to `Command::Metrics`.
     Metrics(Box<crate::metrics::ShardSample>),
+    /// A shard's answer to `Command::Purge`.
+    Purged(super::purge::PurgeReport),
 }
 
 /// One shard's part of a thread listing.
@@ -425,7 +437,8 @@ impl Command {
             | Command::GetThread { id, .. }
             | Command::UpdateThread { id, .. }
             | Command::DeleteThread { id, .. }
-            | Command::RestoreThread { id, .. } => Some(id),
+            | Command::RestoreThread { id, .. }
+            | Command::EraseThread { id } => Some(id),
             Command::PostMessage { thread, .. }
             | Command::ListMessages { thread, .. }
             | Command::GetMessage { thread, .. }
@@ -450,7 +463,9 @@ impl Command {
             | Command::AddMasterKey { .. }
             | Command::Snapshot { .. }
             | Command::SubscribeUser { .. }
-            | Command::UnsubscribeUser { .. } => None,
+            | Command::UnsubscribeUser { .. }
+            | Command::Purge(_)
+            | Command::Compact => None,
         }
     }
 }

@@ -26,11 +26,16 @@ mod commands;
 mod members;
 mod page;
 mod participants;
+mod purge;
 mod record_cache;
 mod store_rebuild;
 mod tail_cache;
 mod user_streams;
 
+pub use purge::{
+    PURGE_BUDGET_DEFAULT, PurgeCounts, PurgeCursor, PurgePhase, PurgeReport, PurgeRequest,
+    RetentionPolicy,
+};
 pub use store_rebuild::StoreRecovery;
 
 pub use page::{Pagination, list, thread_list, wrap};
@@ -86,6 +91,8 @@ pub struct Engine {
     /// The checkpoint task; it holds the engine, so [`Engine::stop`]
     /// cancels it to let the engine (and the store's lock) be dropped.
     checkpointer: RefCell<Option<glommio::task::JoinHandle<()>>>,
+    /// The retention job (see `purge`), cancelled by [`Engine::stop`] too.
+    retention_job: RefCell<Option<glommio::task::JoinHandle<()>>>,
     /// Rendered newest-first first pages, dropped on every write to their thread.
     tail_pages: tail_cache::TailCache,
     /// Decoded records of recently used threads (see `record_cache`).
@@ -280,6 +287,7 @@ impl Engine {
             clock_ns: Cell::new(0),
             salt_state: Cell::new(seed),
             checkpointer: RefCell::new(None),
+            retention_job: RefCell::new(None),
             tail_pages: tail_cache::TailCache::default(),
             thread_records: record_cache::RecordCache::default(),
             message_count: Cell::new(None),
@@ -303,6 +311,9 @@ impl Engine {
     pub fn stop(&self) {
         if let Some(checkpointer) = self.checkpointer.borrow_mut().take() {
             checkpointer.cancel();
+        }
+        if let Some(job) = self.retention_job.borrow_mut().take() {
+            job.cancel();
         }
         self.wal.stop();
     }
@@ -386,6 +397,9 @@ impl Engine {
     /// `Published` for the caller to deliver.
     pub async fn run(&self, command: Command) -> (Outcome, Option<Published>) {
         self.hide_writes_the_log_lost();
+        if let Command::Compact = command {
+            return (self.compact_now().await, None);
+        }
         let reads_only = command.reads_only();
         let subscription = match &command {
             Command::Subscribe { thread, core, .. } => Some((thread.clone(), *core)),
@@ -472,7 +486,10 @@ impl Engine {
         }
         let durable = self.wal.durable_lsn();
         let seen = match command {
-            Command::Metrics | Command::AddMasterKey { .. } | Command::Unsubscribe { .. } => None,
+            Command::Metrics
+            | Command::AddMasterKey { .. }
+            | Command::Unsubscribe { .. }
+            | Command::Compact => None,
             command => match command.single_thread() {
                 Some(thread) => self
                     .unlogged
@@ -672,6 +689,9 @@ impl Engine {
         title: String,
         slug: Option<String>,
     ) -> Result<ThreadRecord, EngineError> {
+        if self.store.is_erasing(id.as_str())? {
+            return Err(EngineError::ThreadExists);
+        }
         let ts = self.tick(0);
         let dek = match &self.sealing {
             None => None,
@@ -714,6 +734,13 @@ impl Engine {
                 deks.clear();
             }
             deks.insert(thread.to_owned(), dek);
+        }
+    }
+
+    /// Drops an erased thread's unwrapped key from the cache.
+    fn forget_dek(&self, thread: &str) {
+        if let Some(sealing) = &self.sealing {
+            sealing.deks.borrow_mut().remove(thread);
         }
     }
 

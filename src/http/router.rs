@@ -72,6 +72,12 @@ pub enum Route {
     AdminStreamMessages(String),
     /// `GET /admin/v1/threads/{id}/participants`, deleted thread or not.
     AdminListParticipants(String),
+    /// `DELETE /admin/v1/threads/{id}`: soft-deletes, or with `?hard=true`
+    /// erases the thread now.
+    AdminDeleteThread(String),
+    /// `POST /admin/v1/jobs/purge` (and upstream's `/admin/jobs/purge`):
+    /// runs the retention job now.
+    Purge,
     /// `GET /viewer/...`: a static file of the admin web UI (public; its
     /// data calls need the admin key).
     Viewer(&'static crate::api::viewer::Asset),
@@ -101,7 +107,9 @@ impl Route {
             | Route::AdminListMessages(_)
             | Route::AdminListVersions(..)
             | Route::AdminStreamMessages(_)
-            | Route::AdminListParticipants(_) => Some(Scope::Admin),
+            | Route::AdminListParticipants(_)
+            | Route::AdminDeleteThread(_)
+            | Route::Purge => Some(Scope::Admin),
             Route::Sign | Route::SeedPostMessage | Route::SeedListMessages(_) => {
                 Some(Scope::Backend)
             }
@@ -158,6 +166,7 @@ enum Resource {
     ViewerAsset,
     Backups,
     Backup,
+    Purge,
 }
 
 impl Resource {
@@ -175,7 +184,6 @@ impl Resource {
             | Resource::AdminTotals
             | Resource::Metrics
             | Resource::AdminThreads
-            | Resource::AdminThread
             | Resource::AdminMessages
             | Resource::AdminStream
             | Resource::AdminVersions
@@ -189,12 +197,14 @@ impl Resource {
             Resource::Participant => "DELETE, OPTIONS",
             Resource::ReadMarker => "PUT, OPTIONS",
             Resource::Thread | Resource::Message => "GET, HEAD, PUT, DELETE, OPTIONS",
+            Resource::AdminThread => "GET, HEAD, DELETE, OPTIONS",
             Resource::SeedMessages
             | Resource::ThreadRestore
             | Resource::MessageRestore
             | Resource::Sign
             | Resource::Rotate
-            | Resource::Backups => "POST, OPTIONS",
+            | Resource::Backups
+            | Resource::Purge => "POST, OPTIONS",
             Resource::Versions | Resource::Replies | Resource::Stream | Resource::UserStream => {
                 "GET, HEAD, OPTIONS"
             }
@@ -258,6 +268,8 @@ const PATHS: &[(&str, Resource)] = &[
     // Upstream ProgressDB's admin routes.
     ("/admin/health", Resource::AdminHealth),
     ("/admin/stats", Resource::AdminTotals),
+    ("/admin/jobs/purge", Resource::Purge),
+    ("/admin/v1/jobs/purge", Resource::Purge),
     ("/admin/v1/kms/rotate", Resource::Rotate),
     ("/admin/v1/backups", Resource::Backups),
     ("/admin/v1/backups/{id}", Resource::Backup),
@@ -362,6 +374,8 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
         (Resource::Backup, Method::Get) => Route::GetBackup(param()),
         (Resource::AdminThreads, Method::Get) => Route::AdminListThreads,
         (Resource::AdminThread, Method::Get) => Route::AdminGetThread(param()),
+        (Resource::AdminThread, Method::Delete) => Route::AdminDeleteThread(param()),
+        (Resource::Purge, Method::Post) => Route::Purge,
         (Resource::AdminMessages, Method::Get) => Route::AdminListMessages(param()),
         (Resource::AdminStream, Method::Get) => Route::AdminStreamMessages(param()),
         (Resource::AdminVersions, Method::Get) => Route::AdminListVersions(param(), param()),
@@ -526,9 +540,20 @@ mod tests {
             Err(RouteError::NotFound)
         );
         assert_eq!(
-            route(Method::Delete, "/admin/v1/threads/t1"),
-            Err(RouteError::MethodNotAllowed("GET, HEAD, OPTIONS"))
+            route(Method::Put, "/admin/v1/threads/t1"),
+            Err(RouteError::MethodNotAllowed("GET, HEAD, DELETE, OPTIONS"))
         );
+        assert_eq!(
+            route(Method::Delete, "/admin/v1/threads/t1"),
+            Ok(Route::AdminDeleteThread("t1".into()))
+        );
+        for path in ["/admin/v1/jobs/purge", "/admin/jobs/purge"] {
+            assert_eq!(route(Method::Post, path), Ok(Route::Purge));
+            assert_eq!(
+                route(Method::Post, path).unwrap().scope(),
+                Some(Scope::Admin)
+            );
+        }
         assert_eq!(
             route(Method::Get, "/admin/v1/threads/t1/messages/m1"),
             Err(RouteError::NotFound)

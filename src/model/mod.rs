@@ -107,6 +107,11 @@ pub struct Message {
     pub reply_to: Option<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub deleted: bool,
+    /// Nanoseconds since the Unix epoch of the soft deletion, while the
+    /// message is deleted: what retention counts from. Absent in data
+    /// deleted before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_ts: Option<u64>,
     /// Nanoseconds since the Unix epoch of the last edit of the content
     /// (deleting, restoring and reacting are not edits); the creation time
     /// until the first edit. `None` only in data written before v0.2,
@@ -306,6 +311,7 @@ mod tests {
             body: raw("null"),
             reply_to: Some("m0".into()),
             deleted: true,
+            deleted_ts: Some(8),
             updated_ts: Some(9),
             version: 3,
             edited_by: Some(tricky.into()),
@@ -329,6 +335,7 @@ mod tests {
         message.role = None;
         message.reply_to = None;
         message.deleted = false;
+        message.deleted_ts = None;
         message.updated_ts = None;
         message.edited_by = None;
         message.reactions.clear();

@@ -299,6 +299,7 @@ async fn run_shard(
         kms,
     )?;
     engine.set_participants_max(config.limits.participants_per_thread_max);
+    engine.start_retention(config.retention.policy, config.retention.interval);
     let mesh = mesh::Mesh::start(senders, receivers, engine.clone());
     heartbeats.beat_forever(shard.0);
     stalls::inject_stall_for_tests();

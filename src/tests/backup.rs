@@ -21,10 +21,7 @@ use support::{Client, Server, all_messages, files_under};
 const ADMIN: &str = "admin-key-0123456789";
 
 fn admin(server: &Server) -> Client {
-    let mut client = server.client();
-    client.key = Some(ADMIN.into());
-    client.user = None;
-    client
+    support::keyed_client(server, ADMIN)
 }
 
 fn backend(server: &Server) -> Client {

@@ -63,6 +63,27 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Files under `dir` whose bytes contain `marker`.
+pub fn files_containing(dir: &Path, marker: &str) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|path| {
+            let bytes = std::fs::read(path).unwrap_or_default();
+            bytes
+                .windows(marker.len())
+                .any(|window| window == marker.as_bytes())
+        })
+        .collect()
+}
+
+/// A client of `server` calling with `key` and no user (an admin key).
+pub fn keyed_client(server: &Server, key: &str) -> Client {
+    let mut client = server.client();
+    client.key = Some(key.into());
+    client.user = None;
+    client
+}
+
 pub const API_KEY: &str = "test-key-0123456789";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
