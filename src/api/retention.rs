@@ -102,9 +102,12 @@ impl Api {
             return Err(unexpected_reply());
         };
         let mut counts = erased.counts;
-        counts += self
-            .purge_shard(owner, false, RetentionPolicy::default())
-            .await?;
+        let erasures = PurgeCursor {
+            phase: PurgePhase::Erasures,
+            after: None,
+        };
+        let none = RetentionPolicy::default();
+        counts += self.purge_shard(owner, false, none, erasures).await?;
         let body = serde_json::json!({ "erased": true, "key": key, "purged": counts });
         Ok(Handled::Response(json(200, body.to_string().into_bytes())))
     }
@@ -114,8 +117,10 @@ impl Api {
         let body = purge_body(request)?;
         let mut counts = PurgeCounts::default();
         for shard in 0..self.mesh.shard_count() {
+            let cursor = PurgeCursor::default();
+            let shard = ShardId(shard);
             counts += self
-                .purge_shard(ShardId(shard), body.dry_run, self.retention)
+                .purge_shard(shard, body.dry_run, self.retention, cursor)
                 .await?;
         }
         let compact = body.compact && !body.dry_run;
@@ -136,16 +141,16 @@ impl Api {
         )))
     }
 
-    /// One whole pass on `shard`, a bounded step per call so the shard
-    /// serves other requests in between.
+    /// A pass on `shard` from `cursor` to its end, a bounded step per
+    /// call so the shard serves other requests in between.
     async fn purge_shard(
         &self,
         shard: ShardId,
         dry_run: bool,
         policy: RetentionPolicy,
+        mut cursor: PurgeCursor,
     ) -> Result<PurgeCounts, ApiError> {
         let now_ns = crate::engine::now_ns();
-        let mut cursor = PurgeCursor::default();
         let mut counts = PurgeCounts::default();
         while cursor.phase != PurgePhase::Done {
             let request = PurgeRequest {

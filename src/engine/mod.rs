@@ -30,6 +30,9 @@ mod purge;
 mod record_cache;
 mod store_rebuild;
 mod tail_cache;
+#[cfg(test)]
+mod testing;
+mod thread_keys;
 mod user_streams;
 
 pub use purge::{
@@ -54,6 +57,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::crypto::vault::Vault;
 use crate::crypto::{CryptoError, Dek, Kms, WrappedKey};
 use crate::model::{self, Version};
 use crate::model::{
@@ -127,8 +131,11 @@ pub struct Sealing {
     /// Unwrapped keys of recently used threads; cleared when full.
     deks: RefCell<HashMap<String, Rc<Dek>>>,
     /// The key of the thread the command now executing creates, when it
-    /// was made and wrapped before the command ran (external KMS).
+    /// was made, wrapped (and stored in the vault) before the command ran.
     next_thread_key: RefCell<Option<(Dek, WrappedKey)>>,
+    /// Where new threads' wrapped keys go (see `crypto::vault`); `None`
+    /// keeps them in the thread record, as before the vault.
+    vault: Option<Vault>,
 }
 
 /// Unwrapped thread keys kept per shard before the cache is cleared.
@@ -234,7 +241,7 @@ impl Engine {
         store_options: StoreOptions,
         wal_options: WalOptions,
         (policy, store_recovery): (RecoveryPolicy, StoreRecovery),
-        kms: Option<Kms>,
+        kms: Option<(Kms, Option<Vault>)>,
     ) -> Result<(Rc<Engine>, Vec<String>), String> {
         let store =
             store_rebuild::open_store(dir, store_options, &shard.to_string(), store_recovery)?;
@@ -279,10 +286,11 @@ impl Engine {
             wal,
             write_failure: RefCell::new(None),
             listeners: RefCell::new(HashMap::new()),
-            sealing: kms.map(|kms| Sealing {
+            sealing: kms.map(|(kms, vault)| Sealing {
                 kms: RefCell::new(kms),
                 deks: RefCell::new(HashMap::new()),
                 next_thread_key: RefCell::new(None),
+                vault,
             }),
             clock_ns: Cell::new(0),
             salt_state: Cell::new(seed),
@@ -424,6 +432,12 @@ impl Engine {
             Ok(executed) => executed,
             Err(err) => return (Err(err), None),
         };
+        // An erasure is durable: now its vault keys go.
+        if let Reply::Purged(report) = &executed.reply
+            && let Err(err) = self.shred_keys(report.shred.clone()).await
+        {
+            return (Err(err), None);
+        }
         let published = executed
             .change
             .and_then(|(thread, event)| self.audience(thread, event));
@@ -544,53 +558,6 @@ impl Engine {
         );
     }
 
-    /// With an external KMS, talks to it on a blocking thread before
-    /// `command` runs, so the shard keeps serving during the round trip:
-    /// a new thread's key is made and wrapped (and returned), an existing
-    /// thread's key is unwrapped into the cache. Commands over many threads
-    /// (listings) still unwrap uncached keys inline.
-    async fn fetch_thread_key(
-        &self,
-        command: &Command,
-    ) -> Result<Option<(Dek, WrappedKey)>, EngineError> {
-        let Some(sealing) = &self.sealing else {
-            return Ok(None);
-        };
-        let kms = match &*sealing.kms.borrow() {
-            Kms::External(kms) => kms.clone(),
-            Kms::Embedded(_) => return Ok(None),
-        };
-        let Some(thread) = command.single_thread() else {
-            return Ok(None);
-        };
-        if let Command::CreateThread { .. } = command {
-            let dek = Dek::generate().map_err(sealing_error)?;
-            let (dek, wrapped) = glommio::executor()
-                .spawn_blocking(move || {
-                    let wrapped = kms.wrap(&dek);
-                    (dek, wrapped)
-                })
-                .await;
-            return Ok(Some((dek, wrapped.map_err(sealing_error)?)));
-        }
-        if sealing.deks.borrow().contains_key(thread.as_str()) {
-            return Ok(None);
-        }
-        let Some(wrapped) = self
-            .store
-            .get_thread(thread.as_str())?
-            .and_then(|record| record.dek)
-        else {
-            return Ok(None);
-        };
-        let dek = glommio::executor()
-            .spawn_blocking(move || kms.unwrap(&wrapped))
-            .await
-            .map_err(sealing_error)?;
-        self.remember_dek(thread.as_str(), Rc::new(dek));
-        Ok(None)
-    }
-
     /// The replay for a subscriber: changes after `after`, as events.
     fn replay(&self, thread: &ThreadId, after: u64) -> Result<Reply, EngineError> {
         let max = replay_events_max();
@@ -693,12 +660,14 @@ impl Engine {
             return Err(EngineError::ThreadExists);
         }
         let ts = self.tick(0);
-        let dek = match &self.sealing {
-            None => None,
+        let (dek, vault_key) = match &self.sealing {
+            None => (None, false),
             Some(sealing) => {
                 let fetched = sealing.next_thread_key.borrow_mut().take();
+                let in_vault = fetched.is_some() && sealing.vault.is_some();
                 let (dek, wrapped) = match fetched {
                     Some(fetched) => fetched,
+                    // Not prepared (no vault): made here, kept in the record.
                     None => {
                         let dek = Dek::generate().map_err(sealing_error)?;
                         let wrapped = sealing.kms.borrow().wrap(&dek).map_err(sealing_error)?;
@@ -706,7 +675,7 @@ impl Engine {
                     }
                 };
                 self.remember_dek(id.as_str(), Rc::new(dek));
-                Some(wrapped)
+                (Some(wrapped).filter(|_| !in_vault), in_vault)
             }
         };
         Ok(ThreadRecord {
@@ -722,6 +691,7 @@ impl Engine {
             },
             last_message_ts: 0,
             dek,
+            vault_key,
             counts: Some(Default::default()),
             participants: 0,
         })
@@ -758,7 +728,7 @@ impl Engine {
         }
         let wrapped = match wrapped {
             Some(wrapped) => wrapped.clone(),
-            None => match self.store.get_thread(thread)?.and_then(|record| record.dek) {
+            None => match self.stored_thread_key(sealing, thread)? {
                 Some(wrapped) => wrapped,
                 None => return Ok(None),
             },

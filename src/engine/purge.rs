@@ -128,6 +128,9 @@ pub struct PurgeRequest {
 pub struct PurgeReport {
     pub counts: PurgeCounts,
     pub cursor: PurgeCursor,
+    /// Erased threads whose vault keys `Engine::run` destroys once the
+    /// step's writes are durable (crypto-shredding).
+    pub shred: Vec<String>,
 }
 
 /// A step in progress.
@@ -180,12 +183,9 @@ impl Engine {
             .store
             .get_thread(id.as_str())?
             .ok_or(EngineError::ThreadNotFound)?;
-        let mut counts = PurgeCounts::default();
-        let lsn = self.begin_erasure(&record, &mut counts, false)?;
-        let reply = Reply::Purged(PurgeReport {
-            counts,
-            cursor: PurgeCursor::default(),
-        });
+        let mut report = PurgeReport::default();
+        let lsn = self.begin_erasure(&record, &mut report, false)?;
+        let reply = Reply::Purged(report);
         match lsn {
             Some(lsn) => Executed::write(reply, lsn),
             None => Executed::read(reply),
@@ -193,14 +193,15 @@ impl Engine {
     }
 
     /// Removes the thread from the API in one write and marks it for the
-    /// erasure of the rest of its keys.
+    /// erasure of the rest of its keys; its vault key goes after the write.
     fn begin_erasure(
         &self,
         record: &ThreadRecord,
-        counts: &mut PurgeCounts,
+        report: &mut PurgeReport,
         dry_run: bool,
     ) -> Result<Option<Lsn>, EngineError> {
         let messages = self.counts(record)?.all;
+        let counts = &mut report.counts;
         counts.threads += 1;
         counts.messages += messages;
         if dry_run {
@@ -225,6 +226,9 @@ impl Engine {
         Store::erasure_op(&mut ops, id);
         let lsn = self.commit(ops)?;
         self.forget_erased(record, &members, messages);
+        if record.vault_key {
+            report.shred.push(id.to_owned());
+        }
         Ok(Some(lsn))
     }
 
@@ -253,6 +257,7 @@ impl Engine {
             report: PurgeReport {
                 counts: PurgeCounts::default(),
                 cursor: request.cursor.clone(),
+                shred: Vec::new(),
             },
             budget: request.budget.max(1),
             lsn: None,
@@ -272,12 +277,16 @@ impl Engine {
         }
     }
 
-    /// Starts the erasure of soft-deleted threads whose deletion expired.
+    /// Starts the erasure of soft-deleted threads whose deletion expired,
+    /// and of encrypted threads whose vault key is gone (records of erased
+    /// threads that came back with a backup restored since).
     fn purge_threads(&self, step: &mut Step) -> Result<(), EngineError> {
-        let Some(cutoff) = step.cutoff(step.request.policy.deleted_after) else {
+        let cutoff = step.cutoff(step.request.policy.deleted_after);
+        let orphans = self.has_vault();
+        if cutoff.is_none() && !orphans {
             step.report.cursor.next_phase();
             return Ok(());
-        };
+        }
         let (limit, mut examined, mut last) = (step.budget, 0, None);
         let mut expired = Vec::new();
         let after = step.report.cursor.after_str().map(str::to_owned);
@@ -286,7 +295,10 @@ impl Engine {
             .scan_threads("", after.as_deref(), ascending, |id, record| {
                 examined += 1;
                 last = Some(id.as_bytes().to_vec());
-                if record.thread.deleted && record.thread.updated_ts <= cutoff {
+                let thread = &record.thread;
+                let deleted_at = thread.deleted.then_some(thread.updated_ts);
+                let expired_now = deleted_at.zip(cutoff).is_some_and(|(at, cut)| at <= cut);
+                if expired_now || (orphans && record.vault_key && !self.vault_holds(id)) {
                     expired.push(record);
                 }
                 Ok(examined < limit)
@@ -298,7 +310,7 @@ impl Engine {
         }
         for record in expired {
             let dry_run = step.request.dry_run;
-            if let Some(lsn) = self.begin_erasure(&record, &mut step.report.counts, dry_run)? {
+            if let Some(lsn) = self.begin_erasure(&record, &mut step.report, dry_run)? {
                 step.logged(lsn);
             }
         }
@@ -418,11 +430,18 @@ impl Engine {
                 ops.remove(space, key);
             }
             step.report.counts.keys += ops.len() as u64;
-            if found.complete {
+            // The marker stays until the vault key is gone: a crash between
+            // the two leaves the erasure to finish, never a live key.
+            let shredded = !self.vault_holds(&id);
+            if found.complete && shredded {
                 Store::erasure_done_op(&mut ops, &id);
             }
             if !ops.is_empty() {
                 step.logged(self.commit(ops)?);
+            }
+            if !shredded {
+                step.report.shred.push(id);
+                return Ok(());
             }
             if !found.complete {
                 return Ok(());
@@ -520,16 +539,18 @@ impl Engine {
 }
 
 impl Engine {
-    /// Starts this shard's retention job: a pass every `interval`, one
-    /// bounded step at a time with a yield between steps. With no policy
-    /// a pass only finishes erasures left unfinished (by a crash, or in a
-    /// restored backup).
+    /// Starts this shard's retention job: a pass at start and every
+    /// `interval`, one bounded step at a time with a yield between steps.
+    /// With no policy a pass only finishes erasures left unfinished (by a
+    /// crash) and erases threads whose vault key is gone (in a restored
+    /// backup).
     pub fn start_retention(self: &Rc<Self>, policy: RetentionPolicy, interval: Duration) {
         let engine = self.clone();
         let job = glommio::spawn_local(async move {
+            // A pass at start finishes erasures a crash or a restore left.
             loop {
-                glommio::timer::sleep(interval).await;
                 engine.retention_pass(policy).await;
+                glommio::timer::sleep(interval).await;
             }
         })
         .detach();
@@ -578,62 +599,8 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Caller, Command, StoreRecovery};
-    use crate::model::UserId;
-    use crate::shard::ShardId;
-    use crate::wal::recovery::RecoveryPolicy;
-    use crate::wal::{Durability, WalOptions};
-
-    const ADMIN: Caller = Caller { user: None };
-
-    /// Runs `test` on a one-shard engine over a fresh directory.
-    fn with_engine(test: impl AsyncFnOnce(Rc<Engine>)) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().to_path_buf();
-        crate::server::datadir::prepare(&db, Some(1), 1).unwrap();
-        let io_memory = crate::server::io_memory_per_shard(256 * 1024, 1).unwrap();
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(io_memory)
-            .make()
-            .unwrap()
-            .run(async move {
-                let wal = WalOptions {
-                    durability: Durability::Sync,
-                    flush_interval: Duration::from_millis(1),
-                    segment_bytes: 1 << 20,
-                    fail_after_flushes: None,
-                };
-                let policy = (RecoveryPolicy::Strict, StoreRecovery::Strict);
-                let store = crate::store::StoreOptions::default();
-                let engine =
-                    crate::server::open_shard(&db, ShardId(0), store, wal, policy, None).unwrap();
-                test(engine.clone()).await;
-                engine.stop();
-            });
-    }
-
-    async fn ok(engine: &Engine, command: Command) -> Reply {
-        engine.run(command).await.0.expect("command succeeds")
-    }
-
-    /// Posts to `thread` and returns the message's key.
-    async fn post(engine: &Engine, thread: &ThreadId, text: &str) -> String {
-        let body = serde_json::value::RawValue::from_string(format!("\"{text}\"")).unwrap();
-        let command = Command::PostMessage {
-            thread: thread.clone(),
-            caller: ADMIN,
-            author: UserId::parse("alice").unwrap(),
-            role: None,
-            body,
-            reply_to: None,
-            create_thread_titled: Some("t".into()),
-        };
-        let (Reply::Created(json) | Reply::Ok(json)) = ok(engine, command).await else {
-            panic!("a message");
-        };
-        let message: Message = serde_json::from_slice(&json).unwrap();
-        message.id
-    }
+    use crate::engine::Command;
+    use crate::engine::testing::{ADMIN, ok, post, with_engine};
 
     async fn step(engine: &Engine, request: &PurgeRequest) -> PurgeReport {
         match ok(engine, Command::Purge(request.clone())).await {

@@ -51,10 +51,15 @@ pub struct Thread {
 pub struct ThreadRecord {
     pub thread: Thread,
     pub last_message_ts: u64,
-    /// The thread's data-encryption key, wrapped by the KMS; present when
-    /// the thread was created with encryption on.
+    /// The thread's data-encryption key, wrapped by the KMS, for threads
+    /// encrypted before keys moved to the key vault (`vault_key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dek: Option<crate::crypto::WrappedKey>,
+    /// The thread is encrypted and its wrapped key is in the key vault
+    /// (`crypto::vault`), never in the data log; no key there means the
+    /// thread was erased.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub vault_key: bool,
     /// How many messages the thread holds, and how many of them are
     /// soft-deleted: a listing's `total` without a scan. `None` for threads
     /// written before these were kept; counted once when first needed.
@@ -277,6 +282,7 @@ pub fn example_record(id: &str) -> ThreadRecord {
         },
         last_message_ts: 0,
         dek: None,
+        vault_key: false,
         counts: None,
         participants: 0,
     }

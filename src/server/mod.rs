@@ -33,6 +33,7 @@ use crate::api::Api;
 use crate::auth::Keys;
 use crate::config::Config;
 use crate::config::KmsConfig;
+use crate::crypto::vault::Vault;
 use crate::crypto::{ExternalKms, Keyring, Kms};
 use crate::engine::{Engine, StoreRecovery};
 use crate::http::HeadLimits;
@@ -589,7 +590,11 @@ pub(crate) fn open_shard(
     kms: Option<Kms>,
 ) -> Result<Rc<Engine>, String> {
     let dir = datadir::shard_dir(db, shard.0);
-    let (engine, recovery_log) = Engine::open(shard, &dir, store, wal, policy, kms)?;
+    let sealing = match kms {
+        Some(kms) => Some((kms, Some(Vault::open(&kms_dir(db)?)?))),
+        None => None,
+    };
+    let (engine, recovery_log) = Engine::open(shard, &dir, store, wal, policy, sealing)?;
     for line in recovery_log {
         logging::info("recovery", &[("shard", &shard.0), ("detail", &line)]);
     }

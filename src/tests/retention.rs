@@ -321,3 +321,83 @@ fn bad_retention_durations_stop_the_server_at_start() {
         );
     }
 }
+
+#[test]
+fn an_erased_encrypted_thread_stays_unreadable_in_a_backup_taken_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let key_file = dir.path().join("master.keys").display().to_string();
+    let encrypted = ["--encryption", "--kms-key-file", &key_file];
+    let args: Vec<&str> = ["--shards", "2", "--admin-key", ADMIN]
+        .into_iter()
+        .chain(encrypted)
+        .collect();
+    let server = Server::start_on(&db, &args);
+    let mut alice = server.client();
+    let mut admin = admin(&server);
+    let mut bodies = Vec::new();
+    for thread in ["secret", "other"] {
+        create_thread(&mut alice, thread);
+        let key = post(
+            &mut alice,
+            thread,
+            json!({"text": format!("{thread} body")}),
+            None,
+        );
+        bodies.push((thread, key));
+    }
+    // Each thread's wrapped key is in the vault, never in the data log.
+    let vault = db.join("kms").join("vault");
+    let secret_key = std::fs::read_to_string(vault.join("secret.key")).unwrap();
+    let wrapped: Value = serde_json::from_str(&secret_key).unwrap();
+    let wrapped = wrapped["wrapped"].as_str().unwrap().to_owned();
+    assert!(files_containing(&db.join("shard-0"), &wrapped).is_empty());
+    assert!(files_containing(&db.join("shard-1"), &wrapped).is_empty());
+
+    let backup = dir.path().join("backup");
+    let started = support::start_backup(&mut admin, &backup);
+    let done = support::wait_for_backup(&mut admin, started["id"].as_str().unwrap());
+    assert_eq!(done["state"], "done", "{done}");
+    // The backup holds the secret thread sealed, and not its key.
+    assert!(files_containing(&backup, &wrapped).is_empty());
+    assert!(files_containing(&backup, "secret body").is_empty());
+
+    admin
+        .delete("/admin/v1/threads/secret?hard=true")
+        .expect(200);
+    assert!(!vault.join("secret.key").exists(), "the key is destroyed");
+    assert!(vault.join("other.key").exists());
+    server.stop();
+
+    // Restored as README says: the backup, the master keys, and the vault
+    // as it is now (kept beside the master keys, not in the backup).
+    let restored = dir.path().join("restored");
+    let (ok, text) = support::run_restore(&backup, &restored);
+    assert!(ok, "{text}");
+    support::copy_vault(&db, &restored);
+    let server = Server::start_on(&restored, &args);
+    let (mut alice, mut admin) = (server.client(), support::keyed_client(&server, ADMIN));
+    let (secret, other) = (&bodies[0].1, &bodies[1].1);
+    for path in [
+        "/frontend/v1/threads/secret".to_string(),
+        "/frontend/v1/threads/secret/messages".to_string(),
+        format!("/frontend/v1/threads/secret/messages/{secret}"),
+    ] {
+        alice.get(&path).expect_error(404, "thread_not_found");
+    }
+    let message = alice
+        .get(&format!("/frontend/v1/threads/other/messages/{other}"))
+        .expect(200);
+    assert_eq!(message["message"]["body"]["text"], "other body");
+    // The start-up pass erases what is left of the shredded thread.
+    let listed = eventually("the shredded thread's record to go", || {
+        let listed = admin.get("/admin/v1/threads").expect(200);
+        (total(&listed) == 1).then_some(listed)
+    });
+    assert_eq!(ids(&listed), vec!["other".to_string()]);
+    assert_eq!(
+        ids(&alice.get("/frontend/v1/threads").expect(200)),
+        vec!["other"]
+    );
+    server.stop();
+}
