@@ -353,9 +353,12 @@ impl Engine {
         thread: &str,
         expired: &[Expired],
     ) -> Result<(), EngineError> {
-        // A thread being erased has no record; its erasure takes them.
-        let Some(mut record) = self.get_thread(thread)? else {
-            return Ok(());
+        // A thread being erased has no record, and one whose vault key is
+        // gone is erased whole: either way its erasure takes the messages.
+        let mut record = match self.get_thread(thread) {
+            Ok(Some(record)) => record,
+            Ok(None) | Err(EngineError::ThreadNotFound) => return Ok(()),
+            Err(err) => return Err(err),
         };
         // An expired deleted thread is erased whole (a dry run counted it).
         let erased_whole = step.cutoff(step.request.policy.deleted_after);
@@ -607,6 +610,45 @@ mod tests {
             Reply::Purged(report) => report,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_maximum_age_removes_old_messages_and_keeps_the_thread_and_its_counters() {
+        with_engine(async |engine: Rc<Engine>| {
+            let thread = ThreadId::parse("chat").unwrap();
+            for n in 0..3 {
+                post(&engine, &thread, &format!("m{n}")).await;
+            }
+            let mut request = PurgeRequest {
+                dry_run: false,
+                policy: RetentionPolicy {
+                    deleted_after: None,
+                    messages_max_age: Some(Duration::from_secs(3600)),
+                },
+                now_ns: crate::engine::now_ns(),
+                budget: 2,
+                cursor: PurgeCursor::default(),
+            };
+            // Nothing is an hour old yet.
+            while request.cursor.phase != PurgePhase::Done {
+                let report = step(&engine, &request).await;
+                assert_eq!(report.counts, PurgeCounts::default());
+                request.cursor = report.cursor;
+            }
+            request.now_ns += 2 * 3600 * 1_000_000_000;
+            request.cursor = PurgeCursor::default();
+            let mut removed = 0;
+            while request.cursor.phase != PurgePhase::Done {
+                let report = step(&engine, &request).await;
+                assert!(report.counts.messages <= 2, "{report:?}");
+                removed += report.counts.messages;
+                request.cursor = report.cursor;
+            }
+            assert_eq!(removed, 3);
+            let record = engine.store.get_thread("chat").unwrap().unwrap();
+            assert_eq!(record.counts.map(|counts| counts.all), Some(0));
+            post(&engine, &thread, "new").await;
+        });
     }
 
     #[test]
