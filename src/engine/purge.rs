@@ -443,7 +443,10 @@ impl Engine {
                 step.logged(self.commit(ops)?);
             }
             if !shredded {
+                // The step ends here: `Engine::run` destroys the key, and
+                // the next step finds the marker again and removes it.
                 step.report.shred.push(id);
+                step.budget = 0;
                 return Ok(());
             }
             if !found.complete {
