@@ -298,8 +298,8 @@ pub struct Flags {
     )]
     pub retention_messages_max_age: Option<String>,
 
-    /// How often each shard runs the retention job (units as above).
-    /// [default: 1h]
+    /// How often each shard runs the retention job (units as above, at
+    /// least 100ms). [default: 1h]
     #[arg(long, env = "PROGRESSDB_RETENTION_INTERVAL", value_name = "DURATION")]
     pub retention_interval: Option<String>,
 }
@@ -915,6 +915,8 @@ struct RetentionFlags {
 }
 
 const RETENTION_INTERVAL_DEFAULT: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Passes closer than this would keep a shard busy walking its keys.
+const RETENTION_INTERVAL_MIN: std::time::Duration = std::time::Duration::from_millis(100);
 /// Longest retention duration: about a hundred years.
 const RETENTION_DURATION_MAX_MS: u64 = 36_500 * 86_400_000;
 
@@ -928,8 +930,12 @@ fn resolve_retention(given: RetentionFlags) -> Result<Retention, ConfigError> {
             deleted_after: parse("retention_deleted_after", given.deleted_after)?,
             messages_max_age: parse("retention_messages_max_age", given.messages_max_age)?,
         },
-        interval: parse("retention_interval", given.interval)?
-            .unwrap_or(RETENTION_INTERVAL_DEFAULT),
+        interval: match parse("retention_interval", given.interval)? {
+            Some(interval) if interval < RETENTION_INTERVAL_MIN => {
+                return Err(invalid("retention_interval", "must be at least 100ms"));
+            }
+            interval => interval.unwrap_or(RETENTION_INTERVAL_DEFAULT),
+        },
     })
 }
 
@@ -1489,6 +1495,14 @@ mod tests {
         };
         let retention = Config::resolve(flags).unwrap().retention;
         assert_eq!(retention.interval, RETENTION_INTERVAL_DEFAULT);
+        let flags = Flags {
+            retention_interval: Some("10ms".into()),
+            ..Flags::default()
+        };
+        assert_eq!(
+            Config::resolve(flags).unwrap_err().key,
+            "retention_interval"
+        );
         assert_eq!(retention.policy.messages_max_age, None);
     }
 

@@ -1032,7 +1032,7 @@ impl Iterator for Snapshot {
                 Ok(item) => item,
                 Err(err) => return Some(Err(err.into())),
             };
-            // Only values are ever written; a tombstone has no content to copy.
+            // A tombstone (a removed key) has no content to copy.
             if item.key.value_type == ValueType::Value {
                 return Some(Ok((item.key.user_key, item.value)));
             }
