@@ -65,7 +65,7 @@ impl Engine {
         if sealing.deks.borrow().contains_key(thread) {
             return Ok(None);
         }
-        if may_create_thread(command) && self.store.get_thread(thread)?.is_none() {
+        if may_create_thread(command) && self.known_record(thread)?.is_none() {
             return self.new_thread_key(sealing, thread).await.map(Some);
         }
         let Some(wrapped) = self.fetch_stored_key(sealing, thread).await? else {
@@ -132,10 +132,23 @@ impl Engine {
             .map_err(sealing_error)
     }
 
+    /// `thread`'s record, from the record cache when it is there: a thread
+    /// without a key (created before encryption) is asked about on every
+    /// command, and a store read may wait on the tree's version lock.
+    fn known_record(
+        &self,
+        thread: &str,
+    ) -> Result<Option<crate::model::ThreadRecord>, EngineError> {
+        match self.thread_records.get(thread) {
+            Some(record) => Ok(Some(record)),
+            None => Ok(self.store.get_thread(thread)?),
+        }
+    }
+
     /// Where `thread`'s wrapped key is: in its record (`None` for a thread
     /// not encrypted, or without a record), or in the vault.
     fn key_source(&self, sealing: &Sealing, thread: &str) -> Result<KeySource, EngineError> {
-        let Some(record) = self.store.get_thread(thread)? else {
+        let Some(record) = self.known_record(thread)? else {
             return Ok(KeySource::Record(None));
         };
         if record.dek.is_some() || !record.vault_key {
