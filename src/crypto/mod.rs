@@ -20,7 +20,7 @@
 //! here; the external one is reached over HTTP ([`external`]) and keeps its
 //! keys to itself. Wrapped thread keys live in the data directory's key
 //! [`vault`], outside the data log, so that erasing a thread can destroy
-//! its key (threads created before the vault keep theirs in their record).
+//! its key (threads created before the vault move theirs there lazily).
 
 pub mod external;
 pub mod vault;

@@ -71,9 +71,48 @@ impl Engine {
         let Some(wrapped) = self.fetch_stored_key(sealing, thread).await? else {
             return Ok(None);
         };
-        let dek = self.unwrap_off_thread(sealing, wrapped).await?;
+        let dek = self.unwrap_off_thread(sealing, wrapped.clone()).await?;
         self.remember_dek(thread, Rc::new(dek));
+        self.move_key_to_vault(sealing, thread, wrapped).await?;
         Ok(None)
+    }
+
+    /// Lazy migration of a thread keyed in its record (written before the
+    /// vault): its wrapped key is stored in the vault, durably, and the
+    /// cached record says so, so the thread's next write stores the record
+    /// without it. Copies written before (older WAL segments, tables,
+    /// backups) keep the key: such a thread is shredded for good only once
+    /// they are gone. A vault already holding another key for the id (not
+    /// a state this server writes) leaves the thread as it is.
+    async fn move_key_to_vault(
+        &self,
+        sealing: &Sealing,
+        thread: &str,
+        wrapped: WrappedKey,
+    ) -> Result<(), EngineError> {
+        let keyed_in_record = self
+            .known_record(thread)?
+            .is_some_and(|record| record.dek.is_some());
+        let Some(vault) = sealing.vault.clone().filter(|_| keyed_in_record) else {
+            return Ok(());
+        };
+        let (id, stored) = (thread.to_owned(), wrapped.clone());
+        let existing = glommio::executor()
+            .spawn_blocking(move || vault.store(&id, &stored))
+            .await
+            .map_err(EngineError::Storage)?;
+        if existing.is_some_and(|existing| existing != wrapped) {
+            return Ok(());
+        }
+        // The record as commands read it (title opened, the key cached).
+        if let Some(mut record) = self.get_thread(thread)?
+            && record.dek.is_some()
+        {
+            record.dek = None;
+            record.vault_key = true;
+            self.thread_records.put(&record);
+        }
+        Ok(())
     }
 
     /// A new key for `thread`, wrapped and, with a vault, stored durably.
@@ -257,7 +296,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_kept_in_records_still_open_and_new_keys_go_to_the_vault() {
+    fn keys_kept_in_records_still_open_move_to_the_vault_and_new_keys_go_there() {
         let dir = tempfile::tempdir().unwrap();
         let (old, new) = (
             ThreadId::parse("old").unwrap(),
@@ -277,10 +316,18 @@ mod tests {
         with_engine_on(dir.path(), sealing, async move |engine| {
             let old = ThreadId::parse("old").unwrap();
             assert_eq!(body(&engine, &old, &id).await, "\"from before\"");
+            // Read once, its key moved to the vault; its next write drops
+            // the key from the record.
+            assert!(vault.holds("old"));
+            post(&engine, &old, "after the move").await;
+            let record = engine.store.get_thread("old").unwrap().unwrap();
+            assert!(record.dek.is_none() && record.vault_key);
+            engine.forget_dek("old");
+            assert_eq!(body(&engine, &old, &id).await, "\"from before\"");
             let id = post(&engine, &new, "in the vault").await;
             let record = engine.store.get_thread("new").unwrap().unwrap();
             assert!(record.dek.is_none() && record.vault_key);
-            assert!(vault.holds("new") && !vault.holds("old"));
+            assert!(vault.holds("new"));
             // Uncached, the key comes back from the vault.
             engine.forget_dek("new");
             assert_eq!(body(&engine, &new, &id).await, "\"in the vault\"");
