@@ -116,6 +116,30 @@ fn fill_thread(alice: &mut Client, bob: &mut Client, thread: &str, marker: &str)
     vec![first, reply]
 }
 
+/// After "doomed" was erased: only "kept" is listed and counted anywhere.
+fn assert_only_kept_is_listed(
+    alice: &mut Client,
+    bob: &mut Client,
+    admin: &mut Client,
+    threads_before: u64,
+) {
+    let listed = alice.get("/frontend/v1/threads").expect(200);
+    assert_eq!(ids(&listed), vec!["kept".to_string()]);
+    assert_eq!(total(&listed), 1);
+    assert!(ids(&bob.get("/frontend/v1/threads").expect(200)).is_empty());
+    let all = admin.get("/admin/v1/threads").expect(200);
+    assert_eq!(total(&all), threads_before - 1);
+    let stats = admin.get("/admin/v1/stats").expect(200);
+    let count = |name: &str| -> u64 {
+        let shards = stats["shards"].as_array().unwrap();
+        shards
+            .iter()
+            .map(|shard| shard[name].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!((count("threads"), count("messages")), (1, 1), "{stats}");
+}
+
 #[test]
 fn a_hard_erase_leaves_nothing_in_the_api_or_on_disk_after_compaction() {
     let server = Server::start(&["--shards", "2", "--admin-key", ADMIN]);
@@ -162,21 +186,7 @@ fn a_hard_erase_leaves_nothing_in_the_api_or_on_disk_after_compaction() {
             .request(method, path, None)
             .expect_error(404, "thread_not_found");
     }
-    let listed = alice.get("/frontend/v1/threads").expect(200);
-    assert_eq!(ids(&listed), vec!["kept".to_string()]);
-    assert_eq!(total(&listed), 1);
-    assert!(ids(&bob.get("/frontend/v1/threads").expect(200)).is_empty());
-    let all = admin.get("/admin/v1/threads").expect(200);
-    assert_eq!(total(&all), threads_before - 1);
-    let stats = admin.get("/admin/v1/stats").expect(200);
-    let count = |name: &str| -> u64 {
-        let shards = stats["shards"].as_array().unwrap();
-        shards
-            .iter()
-            .map(|shard| shard[name].as_u64().unwrap())
-            .sum()
-    };
-    assert_eq!((count("threads"), count("messages")), (1, 1), "{stats}");
+    assert_only_kept_is_listed(&mut alice, &mut bob, &mut admin, threads_before);
 
     // The key is free again, and a new thread under it starts empty.
     create_thread(&mut alice, "doomed");
