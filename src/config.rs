@@ -290,6 +290,31 @@ pub struct Flags {
     /// [default: 10000]
     #[arg(long, env = "PROGRESSDB_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
     pub shutdown_timeout_ms: Option<u64>,
+
+    /// Hard-delete soft-deleted threads (with everything in them) and
+    /// soft-deleted messages (with their versions) this long after their
+    /// deletion: a whole number and a unit, ms, s, m, h or d (`30d`).
+    /// [default: never]
+    #[arg(
+        long,
+        env = "PROGRESSDB_RETENTION_DELETED_AFTER",
+        value_name = "DURATION"
+    )]
+    pub retention_deleted_after: Option<String>,
+
+    /// Hard-delete every message, deleted or not, this long after it was
+    /// posted (units as above). [default: never]
+    #[arg(
+        long,
+        env = "PROGRESSDB_RETENTION_MESSAGES_MAX_AGE",
+        value_name = "DURATION"
+    )]
+    pub retention_messages_max_age: Option<String>,
+
+    /// How often each shard runs the retention job (units as above, at
+    /// least 100ms). [default: 1h]
+    #[arg(long, env = "PROGRESSDB_RETENTION_INTERVAL", value_name = "DURATION")]
+    pub retention_interval: Option<String>,
 }
 
 /// The same settings as [`Flags`], as read from a config file.
@@ -337,6 +362,9 @@ struct FileSettings {
     plain_addr: Option<String>,
     tls_handshake_timeout_ms: Option<u64>,
     shutdown_timeout_ms: Option<u64>,
+    retention_deleted_after: Option<String>,
+    retention_messages_max_age: Option<String>,
+    retention_interval: Option<String>,
 }
 
 /// The keys a config file may hold: the fields of [`FileSettings`] (a unit
@@ -383,6 +411,9 @@ const FILE_KEYS: &[&str] = &[
     "plain_addr",
     "tls_handshake_timeout_ms",
     "shutdown_timeout_ms",
+    "retention_deleted_after",
+    "retention_messages_max_age",
+    "retention_interval",
 ];
 
 /// File keys that hold secrets: errors about them never quote a value.
@@ -429,6 +460,15 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Longest wait for requests in flight on shutdown.
     pub shutdown_timeout_ms: u64,
+    pub retention: Retention,
+}
+
+/// The retention job's settings (`--retention-*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub policy: crate::engine::RetentionPolicy,
+    /// How often each shard runs a pass.
+    pub interval: std::time::Duration,
 }
 
 /// HTTPS settings (`--tls-cert`, `--tls-key`, `--plain-addr`).
@@ -484,6 +524,7 @@ impl std::fmt::Debug for Config {
             .field("pg_addr", &self.pg_addr)
             .field("tls", &self.tls)
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -836,7 +877,17 @@ impl Config {
             },
             &[Some(addr), metrics_addr, pg_addr],
         )?;
+        let retention = resolve_retention(RetentionFlags {
+            deleted_after: flags
+                .retention_deleted_after
+                .or(file.retention_deleted_after),
+            messages_max_age: flags
+                .retention_messages_max_age
+                .or(file.retention_messages_max_age),
+            interval: flags.retention_interval.or(file.retention_interval),
+        })?;
         Ok(Config {
+            retention,
             tls,
             log_level,
             access_log,
@@ -877,6 +928,81 @@ impl Config {
             io_memory_bytes: io_memory_kib * 1024,
         })
     }
+}
+
+/// The retention settings as given, before parsing.
+struct RetentionFlags {
+    deleted_after: Option<String>,
+    messages_max_age: Option<String>,
+    interval: Option<String>,
+}
+
+const RETENTION_INTERVAL_DEFAULT: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Passes closer than this would keep a shard busy walking its keys.
+const RETENTION_INTERVAL_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+/// Longest retention duration: about a hundred years.
+const RETENTION_DURATION_MAX_MS: u64 = 36_500 * 86_400_000;
+
+fn resolve_retention(given: RetentionFlags) -> Result<Retention, ConfigError> {
+    let parse = |key: &'static str, text: Option<String>| {
+        text.map(|text| parse_duration(&text).map_err(|reason| invalid(key, reason)))
+            .transpose()
+    };
+    Ok(Retention {
+        policy: crate::engine::RetentionPolicy {
+            deleted_after: parse("retention_deleted_after", given.deleted_after)?,
+            messages_max_age: parse("retention_messages_max_age", given.messages_max_age)?,
+        },
+        interval: match parse("retention_interval", given.interval)? {
+            Some(interval) if interval < RETENTION_INTERVAL_MIN => {
+                return Err(invalid("retention_interval", "must be at least 100ms"));
+            }
+            interval => interval.unwrap_or(RETENTION_INTERVAL_DEFAULT),
+        },
+    })
+}
+
+/// A duration written as a whole number and a unit: `250ms`, `30s`,
+/// `15m`, `12h`, `30d`; more than zero and at most about a century.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "must be a whole number and a unit (ms, s, m, h or d), such as 30d; got {text:?}"
+            ));
+        }
+    };
+    let ms = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|number| number.checked_mul(unit_ms))
+        .filter(|ms| (1..=RETENTION_DURATION_MAX_MS).contains(ms))
+        .ok_or_else(|| format!("must be more than 0 and at most 36500d; got {text:?}"))?;
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+/// `duration` in the largest unit that writes it exactly.
+pub fn format_duration(duration: std::time::Duration) -> String {
+    let ms = duration.as_millis() as u64;
+    let units = [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ];
+    for (unit, size) in units {
+        if ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
 }
 
 /// The TLS settings as given, before validation.
@@ -1236,6 +1362,11 @@ struct EffectiveSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     tls_handshake_timeout_ms: Option<u64>,
     shutdown_timeout_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retention_deleted_after: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retention_messages_max_age: Option<String>,
+    retention_interval: String,
 }
 
 /// A secret as `--print-config` shows it: only a kind label such as `sk_`
@@ -1318,6 +1449,9 @@ impl Config {
                 .as_ref()
                 .map(|tls| tls.handshake_timeout.as_millis() as u64),
             shutdown_timeout_ms: self.shutdown_timeout_ms,
+            retention_deleted_after: self.retention.policy.deleted_after.map(format_duration),
+            retention_messages_max_age: self.retention.policy.messages_max_age.map(format_duration),
+            retention_interval: format_duration(self.retention.interval),
         };
         let mut out = String::from(
             "# progressdb effective configuration: flags > PROGRESSDB_* environment > config file > defaults.\n\
@@ -1367,6 +1501,54 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_durations_take_units_and_refuse_the_rest() {
+        let ms = |text: &str| parse_duration(text).map(|d| d.as_millis() as u64);
+        assert_eq!(ms("200ms"), Ok(200));
+        assert_eq!(ms("1s"), Ok(1000));
+        assert_eq!(ms("15m"), Ok(900_000));
+        assert_eq!(ms("2h"), Ok(7_200_000));
+        assert_eq!(ms("30d"), Ok(2_592_000_000));
+        for bad in [
+            "",
+            "30",
+            "d",
+            "0s",
+            "-1d",
+            "1.5h",
+            "30 d",
+            "1w",
+            "36501d",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        for text in ["200ms", "90s", "15m", "2h", "30d"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
+        let flags = Flags {
+            retention_deleted_after: Some("7x".into()),
+            ..Flags::default()
+        };
+        let err = Config::resolve(flags).unwrap_err();
+        assert_eq!(err.key, "retention_deleted_after");
+        let flags = Flags {
+            retention_deleted_after: Some("30d".into()),
+            ..Flags::default()
+        };
+        let retention = Config::resolve(flags).unwrap().retention;
+        assert_eq!(retention.interval, RETENTION_INTERVAL_DEFAULT);
+        let flags = Flags {
+            retention_interval: Some("10ms".into()),
+            ..Flags::default()
+        };
+        assert_eq!(
+            Config::resolve(flags).unwrap_err().key,
+            "retention_interval"
+        );
+        assert_eq!(retention.policy.messages_max_age, None);
+    }
 
     #[test]
     fn go_style_port_means_all_interfaces() {

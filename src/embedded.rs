@@ -689,7 +689,8 @@ fn reply_json(reply: Reply) -> Result<Vec<u8>, EngineError> {
         | Reply::Events { .. }
         | Reply::Metrics(_)
         | Reply::Page(_)
-        | Reply::Piece(_) => Err(EngineError::Storage(
+        | Reply::Piece(_)
+        | Reply::Purged(_) => Err(EngineError::Storage(
             "unexpected reply kind for an embedded command".into(),
         )),
     }

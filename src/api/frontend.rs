@@ -199,7 +199,11 @@ impl Api {
                 let page = PageStream::new(owner, *page);
                 return Ok(Handled::Page(json(200, Vec::new()), page));
             }
-            Reply::Threads(_) | Reply::Events { .. } | Reply::Metrics(_) | Reply::Piece(_) => {
+            Reply::Threads(_)
+            | Reply::Events { .. }
+            | Reply::Metrics(_)
+            | Reply::Piece(_)
+            | Reply::Purged(_) => {
                 return Err(EngineError::Storage("unexpected reply".into()).into());
             }
         };

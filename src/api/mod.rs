@@ -11,6 +11,7 @@ mod frontend;
 pub(crate) mod input;
 mod limit;
 mod page_stream;
+mod retention;
 pub mod router;
 mod threads;
 pub mod viewer;
@@ -83,6 +84,8 @@ pub struct Api {
     db: std::path::PathBuf,
     /// Sequence for thread ids generated on this core.
     thread_sequence: Cell<u32>,
+    /// What `POST /admin/v1/jobs/purge` removes.
+    retention: crate::engine::RetentionPolicy,
 }
 
 impl Api {
@@ -110,6 +113,7 @@ impl Api {
             kms_check_dir: config.db.join("kms"),
             db: config.db.clone(),
             thread_sequence: Cell::new(0),
+            retention: config.retention.policy,
         }
     }
 
@@ -243,6 +247,9 @@ impl Api {
             return handled;
         }
         if let Some(handled) = self.backup_route(&route, request).await {
+            return handled;
+        }
+        if let Some(handled) = self.retention_route(&route, request).await {
             return handled;
         }
         let call = Call {

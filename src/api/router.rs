@@ -75,6 +75,12 @@ pub enum Route {
     AdminStreamMessages(String),
     /// `GET /admin/v1/threads/{id}/participants`, deleted thread or not.
     AdminListParticipants(String),
+    /// `DELETE /admin/v1/threads/{id}`: soft-deletes, or with `?hard=true`
+    /// erases the thread now.
+    AdminDeleteThread(String),
+    /// `POST /admin/v1/jobs/purge` (and upstream's `/admin/jobs/purge`):
+    /// runs the retention job now.
+    Purge,
     /// `GET /viewer/...`: a static file of the admin web UI (public; its
     /// data calls need the admin key).
     Viewer(&'static viewer::Asset),
@@ -215,6 +221,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
     // Upstream ProgressDB's admin routes.
     endpoint!(Get "/admin/health", "admin_health", ADMIN, |_| Ok(Route::AdminHealth)),
     endpoint!(Get "/admin/stats", "admin_totals", ADMIN, |_| Ok(Route::AdminTotals)),
+    endpoint!(Post "/admin/jobs/purge", "purge", ADMIN, |_| Ok(Route::Purge)),
+    endpoint!(Post "/admin/v1/jobs/purge", "purge", ADMIN, |_| Ok(Route::Purge)),
     endpoint!(Post "/admin/v1/kms/rotate", "rotate_master_key", ADMIN,
         |_| Ok(Route::RotateMasterKey)),
     endpoint!(Post "/admin/v1/backups", "start_backup", ADMIN, |_| Ok(Route::StartBackup)),
@@ -225,6 +233,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
         |_| Ok(Route::AdminListThreads)),
     endpoint!(Get "/admin/v1/threads/{id}", "admin_get_thread", ADMIN,
         |c| Ok(Route::AdminGetThread(c.next()))),
+    endpoint!(Delete "/admin/v1/threads/{id}", "admin_delete_thread", ADMIN,
+        |c| Ok(Route::AdminDeleteThread(c.next()))),
     endpoint!(Get "/admin/v1/threads/{id}/messages", "admin_list_messages", ADMIN,
         |c| Ok(Route::AdminListMessages(c.next()))),
     endpoint!(Get "/admin/v1/threads/{id}/messages/stream", "admin_stream_messages", ADMIN,
@@ -504,9 +514,18 @@ mod tests {
             Err(RouteError::NotFound)
         );
         assert_eq!(
-            route_of(Method::Delete, "/admin/v1/threads/t1"),
-            Err(RouteError::MethodNotAllowed("GET, HEAD, OPTIONS"))
+            route_of(Method::Put, "/admin/v1/threads/t1"),
+            Err(RouteError::MethodNotAllowed("GET, HEAD, DELETE, OPTIONS"))
         );
+        assert_eq!(
+            route_of(Method::Delete, "/admin/v1/threads/t1"),
+            Ok(Route::AdminDeleteThread("t1".into()))
+        );
+        for path in ["/admin/v1/jobs/purge", "/admin/jobs/purge"] {
+            let routed = route(Method::Post, path).unwrap();
+            assert_eq!(routed.route, Route::Purge);
+            assert_eq!(routed.endpoint.scope, Some(Scope::Admin));
+        }
         assert_eq!(
             route_of(Method::Get, "/admin/v1/threads/t1/messages/m1"),
             Err(RouteError::NotFound)

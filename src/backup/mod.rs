@@ -7,7 +7,9 @@
 //! <target>/shard-<k>.items   "PDBITEMS1\n", then per item: key length u32 LE,
 //!                            value length u32 LE, key (keyspace byte first),
 //!                            value; in key order
-//! <target>/kms/*.check       the KMS check values (never master keys)
+//! <target>/kms/*.check       the KMS check values (never master keys, nor
+//!                            the key vault: erasing a thread destroys its
+//!                            key there, which must reach old backups too)
 //! <target>/manifest.json     shard count, per shard: the LSN the file
 //!                            covers, item and byte counts, SHA-256
 //! ```
@@ -38,9 +40,14 @@ const MANIFEST: &str = "manifest.json";
 const MANIFEST_KIND: &str = "progressdb-backup";
 const FORMAT: u32 = 1;
 const ITEMS_MAGIC: &[u8] = b"PDBITEMS1\n";
-/// The KMS check files a data directory may hold under `kms/`; its master
-/// keys (`master.keys`) are never copied.
-const CHECK_FILES: &[&str] = &["master.check", "external.check"];
+/// The KMS check files a data directory may hold under `kms/`, and the
+/// key vault's marker; its master keys (`master.keys`) and the vault
+/// itself are never copied.
+const CHECK_FILES: &[&str] = &[
+    "master.check",
+    "external.check",
+    crate::crypto::vault::MARKER,
+];
 /// A manifest larger than this is not one of ours.
 const MANIFEST_BYTES_MAX: u64 = 1024 * 1024;
 /// Stored keys are at most 64 KiB (their length is a u16 in WAL records).

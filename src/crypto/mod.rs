@@ -18,10 +18,13 @@
 //!
 //! Master keys live in a KMS ([`Kms`]): the embedded one is the keyring
 //! here; the external one is reached over HTTP ([`external`]) and keeps its
-//! keys to itself.
+//! keys to itself. Wrapped thread keys live in the data directory's key
+//! [`vault`], outside the data log, so that erasing a thread can destroy
+//! its key (threads created before the vault move theirs there lazily).
 
 pub mod external;
 pub mod fields;
+pub mod vault;
 
 use std::fs;
 use std::io::Write;

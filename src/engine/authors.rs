@@ -57,6 +57,12 @@ impl Authors {
         threads.deleted += u64::from(new.deleted);
     }
 
+    /// Forgets one author's entry (a thread of theirs was erased); their
+    /// next listing builds it again from the store.
+    pub fn forget(&self, author: &str) {
+        self.loaded.borrow_mut().remove(author);
+    }
+
     /// Forgets every loaded author; the next listing builds its entry again.
     pub fn clear(&self) {
         self.loaded.borrow_mut().clear();

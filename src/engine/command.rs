@@ -312,6 +312,16 @@ pub enum Command {
         user: UserId,
         core: usize,
     },
+    /// Erases a thread now (admin): it leaves the API at once, its keys
+    /// follow in the next `Purge` steps.
+    EraseThread {
+        id: ThreadId,
+    },
+    /// One bounded step of a retention pass over a shard (sent to each).
+    Purge(super::purge::PurgeRequest),
+    /// Forces what erasure left on disk out of it: a new WAL segment, a
+    /// major compaction, then a checkpoint (sent to each shard).
+    Compact,
 }
 
 /// A page of a thread's participants, in user id order.
@@ -360,6 +370,8 @@ pub enum Reply {
     Page(Box<PlannedPage>),
     /// One piece of a planned page.
     Piece(Piece),
+    /// A shard's answer to `Command::Purge`.
+    Purged(super::purge::PurgeReport),
 }
 
 /// A message page to fetch in pieces: what it lists and where it is.
@@ -465,7 +477,8 @@ impl Command {
             | Command::GetThread { id, .. }
             | Command::UpdateThread { id, .. }
             | Command::DeleteThread { id, .. }
-            | Command::RestoreThread { id, .. } => Some(id),
+            | Command::RestoreThread { id, .. }
+            | Command::EraseThread { id } => Some(id),
             Command::PostMessage { thread, .. }
             | Command::ListMessages { thread, .. }
             | Command::PagePiece { thread, .. }
@@ -491,7 +504,9 @@ impl Command {
             | Command::AddMasterKey { .. }
             | Command::Snapshot { .. }
             | Command::SubscribeUser { .. }
-            | Command::UnsubscribeUser { .. } => None,
+            | Command::UnsubscribeUser { .. }
+            | Command::Purge(_)
+            | Command::Compact => None,
         }
     }
 }

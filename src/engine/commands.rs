@@ -58,6 +58,8 @@ impl Engine {
             } => self.update_thread(&id, &caller, title, slug),
             Command::DeleteThread { id, caller } => self.set_thread_deleted(&id, &caller, true),
             Command::RestoreThread { id, caller } => self.set_thread_deleted(&id, &caller, false),
+            Command::EraseThread { id } => self.erase_thread(&id),
+            Command::Purge(request) => self.purge_step(&request),
             Command::AddMasterKey { id, key } => {
                 self.add_master_key(id, key.0);
                 Executed::read(Reply::Ok(Vec::new()))
@@ -207,6 +209,7 @@ impl Engine {
         if self.store.get_thread(id.as_str())?.is_some() {
             return Err(EngineError::ThreadExists);
         }
+        // `new_thread` also refuses an id whose erasure is still going on.
         let mut record = self.new_thread(id, author.as_str(), title, slug)?;
         let mut ops = Ops::default();
         self.initial_participants(&mut record, members, &mut ops);
@@ -361,6 +364,7 @@ impl Engine {
             body: new.body,
             reply_to: new.reply_to,
             deleted: false,
+            deleted_ts: None,
             updated_ts: Some(ts),
             version: 1,
             edited_by: None,
@@ -537,6 +541,7 @@ impl Engine {
         record.counts = Some(counts);
         let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
         message.deleted = deleted;
+        message.deleted_ts = deleted.then_some(change_ts);
         self.update_message(Some(&record), &message, Ops::default(), change_ts)
     }
 

@@ -27,11 +27,19 @@ mod commands;
 mod members;
 mod page;
 mod participants;
+mod purge;
 mod record_cache;
 mod store_rebuild;
 mod tail_cache;
+#[cfg(test)]
+mod testing;
+mod thread_keys;
 mod user_streams;
 
+pub use purge::{
+    PURGE_BUDGET_DEFAULT, PurgeCounts, PurgeCursor, PurgePhase, PurgeReport, PurgeRequest,
+    RetentionPolicy,
+};
 pub use store_rebuild::StoreRecovery;
 
 pub use page::{
@@ -53,6 +61,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::crypto::vault::Vault;
 use crate::crypto::{CryptoError, Dek, Kms, WrappedKey};
 use crate::model::{self, Version};
 use crate::model::{
@@ -90,6 +99,8 @@ pub struct Engine {
     /// The checkpoint task; it holds the engine, so [`Engine::stop`]
     /// cancels it to let the engine (and the store's lock) be dropped.
     checkpointer: RefCell<Option<runtime::JoinHandle<()>>>,
+    /// The retention job (see `purge`), cancelled by [`Engine::stop`] too.
+    retention_job: RefCell<Option<runtime::JoinHandle<()>>>,
     /// Rendered newest-first first pages, dropped on every write to their thread.
     tail_pages: tail_cache::TailCache,
     /// Decoded records of recently used threads (see `record_cache`).
@@ -124,10 +135,13 @@ pub struct Sealing {
     /// Unwrapped keys of recently used threads; cleared when full.
     deks: RefCell<HashMap<String, Rc<Dek>>>,
     /// The key of the thread the command now executing creates, when it
-    /// was made and wrapped before the command ran (external KMS).
+    /// was made, wrapped (and stored in the vault) before the command ran.
     next_thread_key: RefCell<Option<(Dek, WrappedKey)>>,
     /// `--encrypt-field` paths; empty seals whole bodies.
     fields: RefCell<Rc<crate::crypto::fields::FieldPaths>>,
+    /// Where new threads' wrapped keys go (see `crypto::vault`); `None`
+    /// keeps them in the thread record, as before the vault.
+    vault: Option<Vault>,
 }
 
 /// Unwrapped thread keys kept per shard before the cache is cleared.
@@ -233,7 +247,7 @@ impl Engine {
         store_options: StoreOptions,
         wal_options: WalOptions,
         (policy, store_recovery): (RecoveryPolicy, StoreRecovery),
-        kms: Option<Kms>,
+        kms: Option<(Kms, Option<Vault>)>,
     ) -> Result<(Rc<Engine>, Vec<String>), String> {
         let store =
             store_rebuild::open_store(dir, store_options, &shard.to_string(), store_recovery)?;
@@ -278,15 +292,17 @@ impl Engine {
             wal,
             write_failure: RefCell::new(None),
             listeners: RefCell::new(HashMap::new()),
-            sealing: kms.map(|kms| Sealing {
+            sealing: kms.map(|(kms, vault)| Sealing {
                 kms: RefCell::new(kms),
                 deks: RefCell::new(HashMap::new()),
                 next_thread_key: RefCell::new(None),
                 fields: RefCell::default(),
+                vault,
             }),
             clock_ns: Cell::new(0),
             salt_state: Cell::new(seed),
             checkpointer: RefCell::new(None),
+            retention_job: RefCell::new(None),
             tail_pages: tail_cache::TailCache::default(),
             thread_records: record_cache::RecordCache::default(),
             message_count: Cell::new(None),
@@ -310,6 +326,9 @@ impl Engine {
     pub fn stop(&self) {
         if let Some(checkpointer) = self.checkpointer.borrow_mut().take() {
             checkpointer.cancel();
+        }
+        if let Some(job) = self.retention_job.borrow_mut().take() {
+            job.cancel();
         }
         self.wal.stop();
     }
@@ -393,6 +412,9 @@ impl Engine {
     /// `Published` for the caller to deliver.
     pub async fn run(&self, command: Command) -> (Outcome, Option<Published>) {
         self.hide_writes_the_log_lost();
+        if let Command::Compact = command {
+            return (self.compact_now().await, None);
+        }
         let reads_only = command.reads_only();
         let subscription = match &command {
             Command::Subscribe { thread, core, .. } => Some((thread.clone(), *core)),
@@ -417,6 +439,12 @@ impl Engine {
             Ok(executed) => executed,
             Err(err) => return (Err(err), None),
         };
+        // An erasure is durable: now its vault keys go.
+        if let Reply::Purged(report) = &executed.reply
+            && let Err(err) = self.shred_keys(report.shred.clone()).await
+        {
+            return (Err(err), None);
+        }
         let published = executed
             .change
             .and_then(|(thread, event)| self.audience(thread, event));
@@ -479,7 +507,10 @@ impl Engine {
         }
         let durable = self.wal.durable_lsn();
         let seen = match command {
-            Command::Metrics | Command::AddMasterKey { .. } | Command::Unsubscribe { .. } => None,
+            Command::Metrics
+            | Command::AddMasterKey { .. }
+            | Command::Unsubscribe { .. }
+            | Command::Compact => None,
             command => match command.single_thread() {
                 Some(thread) => self
                     .unlogged
@@ -532,51 +563,6 @@ impl Engine {
             "reads now show only what the failed log has on disk",
             &[("shard", &self.shard.0), ("durable_lsn", &durable.0)],
         );
-    }
-
-    /// With an external KMS, talks to it on a blocking thread before
-    /// `command` runs, so the shard keeps serving during the round trip:
-    /// a new thread's key is made and wrapped (and returned), an existing
-    /// thread's key is unwrapped into the cache. Commands over many threads
-    /// (listings) still unwrap uncached keys inline.
-    async fn fetch_thread_key(
-        &self,
-        command: &Command,
-    ) -> Result<Option<(Dek, WrappedKey)>, EngineError> {
-        let Some(sealing) = &self.sealing else {
-            return Ok(None);
-        };
-        let kms = match &*sealing.kms.borrow() {
-            Kms::External(kms) => kms.clone(),
-            Kms::Embedded(_) => return Ok(None),
-        };
-        let Some(thread) = command.single_thread() else {
-            return Ok(None);
-        };
-        if let Command::CreateThread { .. } = command {
-            let dek = Dek::generate().map_err(sealing_error)?;
-            let (dek, wrapped) = runtime::blocking(move || {
-                let wrapped = kms.wrap(&dek);
-                (dek, wrapped)
-            })
-            .await;
-            return Ok(Some((dek, wrapped.map_err(sealing_error)?)));
-        }
-        if sealing.deks.borrow().contains_key(thread.as_str()) {
-            return Ok(None);
-        }
-        let Some(wrapped) = self
-            .store
-            .get_thread(thread.as_str())?
-            .and_then(|record| record.dek)
-        else {
-            return Ok(None);
-        };
-        let dek = runtime::blocking(move || kms.unwrap(&wrapped))
-            .await
-            .map_err(sealing_error)?;
-        self.remember_dek(thread.as_str(), Rc::new(dek));
-        Ok(None)
     }
 
     /// The replay for a subscriber: changes after `after`, as events.
@@ -677,13 +663,18 @@ impl Engine {
         title: String,
         slug: Option<String>,
     ) -> Result<ThreadRecord, EngineError> {
+        if self.store.is_erasing(id.as_str())? {
+            return Err(EngineError::ThreadExists);
+        }
         let ts = self.tick(0);
-        let dek = match &self.sealing {
-            None => None,
+        let (dek, vault_key) = match &self.sealing {
+            None => (None, false),
             Some(sealing) => {
                 let fetched = sealing.next_thread_key.borrow_mut().take();
+                let in_vault = fetched.is_some() && sealing.vault.is_some();
                 let (dek, wrapped) = match fetched {
                     Some(fetched) => fetched,
+                    // Not prepared (no vault): made here, kept in the record.
                     None => {
                         let dek = Dek::generate().map_err(sealing_error)?;
                         let wrapped = sealing.kms.borrow().wrap(&dek).map_err(sealing_error)?;
@@ -691,7 +682,7 @@ impl Engine {
                     }
                 };
                 self.remember_dek(id.as_str(), Rc::new(dek));
-                Some(wrapped)
+                (Some(wrapped).filter(|_| !in_vault), in_vault)
             }
         };
         Ok(ThreadRecord {
@@ -707,6 +698,7 @@ impl Engine {
             },
             last_message_ts: 0,
             dek,
+            vault_key,
             counts: Some(Default::default()),
             participants: 0,
         })
@@ -719,6 +711,13 @@ impl Engine {
                 deks.clear();
             }
             deks.insert(thread.to_owned(), dek);
+        }
+    }
+
+    /// Drops an erased thread's unwrapped key from the cache.
+    fn forget_dek(&self, thread: &str) {
+        if let Some(sealing) = &self.sealing {
+            sealing.deks.borrow_mut().remove(thread);
         }
     }
 
@@ -736,7 +735,7 @@ impl Engine {
         }
         let wrapped = match wrapped {
             Some(wrapped) => wrapped.clone(),
-            None => match self.store.get_thread(thread)?.and_then(|record| record.dek) {
+            None => match self.stored_thread_key(sealing, thread)? {
                 Some(wrapped) => wrapped,
                 None => return Ok(None),
             },

@@ -51,10 +51,15 @@ pub struct Thread {
 pub struct ThreadRecord {
     pub thread: Thread,
     pub last_message_ts: u64,
-    /// The thread's data-encryption key, wrapped by the KMS; present when
-    /// the thread was created with encryption on.
+    /// The thread's data-encryption key, wrapped by the KMS, for threads
+    /// encrypted before keys moved to the key vault (`vault_key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dek: Option<crate::crypto::WrappedKey>,
+    /// The thread is encrypted and its wrapped key is in the key vault
+    /// (`crypto::vault`), never in the data log; no key there means the
+    /// thread was erased.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub vault_key: bool,
     /// How many messages the thread holds, and how many of them are
     /// soft-deleted: a listing's `total` without a scan. `None` for threads
     /// written before these were kept; counted once when first needed.
@@ -107,6 +112,11 @@ pub struct Message {
     pub reply_to: Option<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub deleted: bool,
+    /// Nanoseconds since the Unix epoch of the soft deletion, while the
+    /// message is deleted: what retention counts from. Absent in data
+    /// deleted before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_ts: Option<u64>,
     /// Nanoseconds since the Unix epoch of the last edit of the content
     /// (deleting, restoring and reacting are not edits); the creation time
     /// until the first edit. `None` only in data written before v0.2,
@@ -283,6 +293,7 @@ pub fn example_record(id: &str) -> ThreadRecord {
         },
         last_message_ts: 0,
         dek: None,
+        vault_key: false,
         counts: None,
         participants: 0,
     }
@@ -317,6 +328,7 @@ mod tests {
             body: raw("null"),
             reply_to: Some("m0".into()),
             deleted: true,
+            deleted_ts: Some(8),
             updated_ts: Some(9),
             version: 3,
             edited_by: Some(tricky.into()),
@@ -341,6 +353,7 @@ mod tests {
         message.role = None;
         message.reply_to = None;
         message.deleted = false;
+        message.deleted_ts = None;
         message.updated_ts = None;
         message.edited_by = None;
         message.reactions.clear();

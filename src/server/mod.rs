@@ -33,6 +33,7 @@ use crate::api::Api;
 use crate::auth::Keys;
 use crate::config::Config;
 use crate::config::KmsConfig;
+use crate::crypto::vault::Vault;
 use crate::crypto::{ExternalKms, Keyring, Kms};
 use crate::engine::{Engine, StoreRecovery};
 use crate::http::HeadLimits;
@@ -301,6 +302,7 @@ async fn run_shard(
     )?;
     engine.set_participants_max(config.limits.participants_per_thread_max);
     engine.encrypt_fields(config.encrypt_fields.clone());
+    engine.start_retention(config.retention.policy, config.retention.interval);
     let mesh = mesh::Mesh::start(senders, receivers, engine.clone());
     heartbeats.beat_forever(shard.0);
     stalls::inject_stall_for_tests();
@@ -590,7 +592,11 @@ pub(crate) fn open_shard(
     kms: Option<Kms>,
 ) -> Result<Rc<Engine>, String> {
     let dir = datadir::shard_dir(db, shard.0);
-    let (engine, recovery_log) = Engine::open(shard, &dir, store, wal, policy, kms)?;
+    let sealing = match kms {
+        Some(kms) => Some((kms, Some(Vault::open(&kms_dir(db)?)?))),
+        None => None,
+    };
+    let (engine, recovery_log) = Engine::open(shard, &dir, store, wal, policy, sealing)?;
     for line in recovery_log {
         logging::info("recovery", &[("shard", &shard.0), ("detail", &line)]);
     }

@@ -12,9 +12,18 @@
 //! member_threads  <user_id> 0x00 <thread_id>                  -> flag
 //! ```
 //!
-//! A removed participant keeps its keys with the deleted flag set (writes
-//! are puts only). `member_threads` indexes the threads a user takes part
-//! in without owning them, on the shard that owns each thread.
+//! A removed participant keeps its keys with the deleted flag set (the
+//! chat operations only put; keys are removed only by erasure and
+//! retention, see `engine::purge`). `member_threads` indexes the threads
+//! a user takes part in without owning them, on the shard that owns each
+//! thread.
+//!
+//! ```text
+//! erasures        <thread_id>                               -> empty
+//! ```
+//!
+//! An `erasures` key marks a thread whose record is gone and whose other
+//! keys are still being removed; its id stays taken until it goes.
 //!
 //! An author index entry is written when its thread is created and when
 //! its deleted flag changes; its JSON is the thread as of then. Listings

@@ -43,7 +43,13 @@ enum Request {
     Flush(u64),
     /// Flush everything sealed and answer when it is on disk.
     FlushAndWait(mpsc::Sender<Result<(), String>>),
+    /// After the flushes asked before it: merge every table into the last
+    /// level (tombstones and what they cover go), then publish ticket N.
+    MajorCompact(u64),
 }
+
+/// Size of the tables a major compaction writes.
+const MAJOR_TABLE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The tree's shape as the maintenance thread last read it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +67,8 @@ struct Progress {
     flushed_through: AtomicU64,
     flushes: AtomicU64,
     compactions: AtomicU64,
+    /// The newest major compaction ticket served (see `MajorCompact`).
+    major_compacted: AtomicU64,
     tables: AtomicU64,
     l0_runs: AtomicU64,
     disk_bytes: AtomicU64,
@@ -104,6 +112,7 @@ impl Handle {
             flushed_through: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
+            major_compacted: AtomicU64::new(0),
             tables: AtomicU64::new(0),
             l0_runs: AtomicU64::new(0),
             disk_bytes: AtomicU64::new(0),
@@ -139,6 +148,21 @@ impl Handle {
             // A stopped thread cannot flush; the next start replays the WAL.
             let _ = requests.send(Request::Flush(rotation));
         }
+    }
+
+    /// Asks for a major compaction after the flushes asked so far, served
+    /// as `ticket` (see [`Handle::major_compacted`]); does not wait.
+    pub fn major_compact_soon(&self, ticket: u64) -> Result<(), String> {
+        let requests = self.requests.as_ref().ok_or("maintenance stopped")?;
+        requests
+            .send(Request::MajorCompact(ticket))
+            .map_err(|_| "maintenance thread is gone".to_owned())
+    }
+
+    /// The newest major compaction ticket served, done or failed (then
+    /// [`Handle::last_error`] says why).
+    pub fn major_compacted(&self) -> u64 {
+        self.progress.major_compacted.load(Ordering::Acquire)
     }
 
     /// Called by the shard before it seals the memtable holding writes up
@@ -249,6 +273,7 @@ impl Worker {
             libc::setpriority(libc::PRIO_PROCESS, tid, MAINTENANCE_NICE);
         }
         let mut asked_through = 0;
+        let mut major_asked = 0;
         let mut held_back = false;
         loop {
             let mut waiting = Vec::new();
@@ -265,8 +290,10 @@ impl Worker {
             // Everything asked so far is served by one flush.
             waiting.extend(inbox.try_iter());
             for request in &waiting {
-                if let Request::Flush(rotation) = request {
-                    asked_through = asked_through.max(*rotation);
+                match request {
+                    Request::Flush(rotation) => asked_through = asked_through.max(*rotation),
+                    Request::MajorCompact(ticket) => major_asked = major_asked.max(*ticket),
+                    Request::FlushAndWait(_) => {}
                 }
             }
             if self.progress.halted.load(Ordering::SeqCst) {
@@ -291,6 +318,10 @@ impl Worker {
                 Ok(Flush::Done) => self.compact(),
                 Ok(Flush::HeldBack) => Ok(()),
                 Err(why) => Err(why),
+            };
+            let done = match done {
+                Ok(()) if !held_back => self.major_compact(major_asked),
+                done => done,
             };
             self.record(&done);
             self.publish_shape();
@@ -366,6 +397,24 @@ impl Worker {
             self.progress.compactions.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Serves major compaction tickets up to `asked`, if any is new.
+    fn major_compact(&self, asked: u64) -> Result<(), String> {
+        if asked <= self.progress.major_compacted.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let done = self
+            .tree
+            .major_compact(MAJOR_TABLE_BYTES, self.gc_watermark())
+            .map_err(|err| format!("major compaction: {err}"));
+        if done.is_ok() {
+            self.progress.compactions.fetch_add(1, Ordering::Relaxed);
+        }
+        self.progress
+            .major_compacted
+            .fetch_max(asked, Ordering::AcqRel);
+        done
     }
 
     /// Nothing reads old snapshots, so compaction may drop every overwritten

@@ -32,6 +32,9 @@
 
 pub mod keys;
 mod maintenance;
+mod purge;
+
+pub use purge::{MessageCandidate, ThreadKeys};
 
 use std::ops::Bound;
 use std::path::Path;
@@ -162,10 +165,12 @@ pub enum Space {
     Changes = 6,
     Participants = 7,
     MemberThreads = 8,
+    /// Threads erased from the API whose keys are still being removed.
+    Erasures = 9,
 }
 
 impl Space {
-    const ALL: [Space; 8] = [
+    const ALL: [Space; 9] = [
         Space::Threads,
         Space::Messages,
         Space::AuthorThreads,
@@ -174,8 +179,20 @@ impl Space {
         Space::Changes,
         Space::Participants,
         Space::MemberThreads,
+        Space::Erasures,
     ];
+
+    fn from_code(code: u8) -> Option<Space> {
+        Space::ALL
+            .iter()
+            .copied()
+            .find(|space| *space as u8 == code)
+    }
 }
+
+/// Set on an op's keyspace byte in the WAL payload when the op removes its
+/// key (and then no value follows).
+const REMOVE_FLAG: u8 = 0x80;
 
 /// `key` as stored: its keyspace byte first.
 fn stored_key(space: Space, key: &[u8]) -> Vec<u8> {
@@ -198,13 +215,19 @@ fn stored_bound(space: Space, bound: Bound<Vec<u8>>) -> Bound<Vec<u8>> {
     }
 }
 
-/// One atomic group of writes.
+/// One atomic group of writes: puts (`Some` value) and removals (`None`,
+/// stored as tombstones, which compaction drops with what they cover).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Ops(Vec<(Space, Vec<u8>, Vec<u8>)>);
+pub struct Ops(Vec<(Space, Vec<u8>, Option<Vec<u8>>)>);
 
 impl Ops {
     pub fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {
-        self.0.push((space, key, value));
+        self.0.push((space, key, Some(value)));
+    }
+
+    /// Removes `key` (hard deletion: erasure and retention only).
+    pub fn remove(&mut self, space: Space, key: Vec<u8>) {
+        self.0.push((space, key, None));
     }
 
     pub fn extend(&mut self, other: Ops) {
@@ -222,19 +245,27 @@ impl Ops {
     /// WAL payload:
     ///
     /// ```text
-    /// count u32 LE, then per op: space u8, key length u16 LE, key,
-    /// value length u32 LE, value
+    /// count u32 LE, then per op: space u8, key length u16 LE, key, and
+    /// for a put: value length u32 LE, value. A removal sets bit 0x80 of
+    /// its space byte and has no value.
     /// ```
     pub fn encode(&self) -> Vec<u8> {
-        let size: usize = self.0.iter().map(|(_, k, v)| 7 + k.len() + v.len()).sum();
+        let size: usize = self
+            .0
+            .iter()
+            .map(|(_, k, v)| 7 + k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum();
         let mut out = Vec::with_capacity(4 + size);
         out.extend_from_slice(&(self.0.len() as u32).to_le_bytes());
         for (space, key, value) in &self.0 {
-            out.push(*space as u8);
+            let flag = if value.is_none() { REMOVE_FLAG } else { 0 };
+            out.push(*space as u8 | flag);
             out.extend_from_slice(&(key.len() as u16).to_le_bytes());
             out.extend_from_slice(key);
-            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-            out.extend_from_slice(value);
+            if let Some(value) = value {
+                out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                out.extend_from_slice(value);
+            }
         }
         out
     }
@@ -245,10 +276,10 @@ impl Ops {
         let Some((&code, key)) = stored.split_first() else {
             return false;
         };
-        let Some(space) = Space::ALL.iter().find(|space| **space as u8 == code) else {
+        let Some(space) = Space::from_code(code) else {
             return false;
         };
-        self.put(*space, key.to_vec(), value);
+        self.put(space, key.to_vec(), value);
         true
     }
 
@@ -271,9 +302,13 @@ impl Ops {
         let mut ops = Ops::default();
         for _ in 0..count {
             let code = take(&mut bytes, 1)?[0];
-            let space = *Space::ALL.iter().find(|space| **space as u8 == code)?;
+            let space = Space::from_code(code & !REMOVE_FLAG)?;
             let key_len = u16::from_le_bytes(take(&mut bytes, 2)?.try_into().ok()?) as usize;
             let key = take(&mut bytes, key_len)?.to_vec();
+            if code & REMOVE_FLAG != 0 {
+                ops.remove(space, key);
+                continue;
+            }
             let value_len = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?) as usize;
             let value = take(&mut bytes, value_len)?.to_vec();
             ops.put(space, key, value);
@@ -405,12 +440,15 @@ impl Store {
             let active = self.active.borrow();
             for (space, key, value) in &ops.0 {
                 let stored = stored_key(*space, key);
-                let item = InternalValue::from_components(
-                    stored,
-                    value.as_slice(),
-                    lsn.0,
-                    ValueType::Value,
-                );
+                let item = match value {
+                    Some(value) => InternalValue::from_components(
+                        stored,
+                        value.as_slice(),
+                        lsn.0,
+                        ValueType::Value,
+                    ),
+                    None => InternalValue::new_tombstone(stored, lsn.0),
+                };
                 (_, memtable_bytes) = active.insert(item);
             }
         }
@@ -466,6 +504,32 @@ impl Store {
     /// Memtables sealed by this shard and not yet flushed.
     fn sealed_waiting(&self) -> u64 {
         self.rotations.get() - self.maintenance.flushed_through()
+    }
+
+    /// Seals the memtable and asks for a major compaction after its
+    /// flush, without waiting: the shard polls [`Store::major_compacted`]
+    /// for the ticket returned. `None` while the maintenance thread is
+    /// deciding on a flush: ask again a moment later.
+    pub fn major_compact_soon(&self) -> Option<StoreResult<u64>> {
+        if !self.rotate() {
+            return None;
+        }
+        let ticket = self.maintenance.major_compacted() + 1;
+        Some(
+            self.maintenance
+                .major_compact_soon(ticket)
+                .map(|()| ticket)
+                .map_err(StoreError::Busy),
+        )
+    }
+
+    /// The newest major compaction ticket served; the last error (if any)
+    /// says whether it failed.
+    pub fn major_compacted(&self) -> (u64, Option<String>) {
+        (
+            self.maintenance.major_compacted(),
+            self.maintenance.last_error(),
+        )
     }
 
     /// Flushes everything applied so far to tables and waits for it (clean
@@ -968,7 +1032,7 @@ impl Iterator for Snapshot {
                 Ok(item) => item,
                 Err(err) => return Some(Err(err.into())),
             };
-            // Only values are ever written; a tombstone has no content to copy.
+            // A tombstone (a removed key) has no content to copy.
             if item.key.value_type == ValueType::Value {
                 return Some(Ok((item.key.user_key, item.value)));
             }
@@ -1100,13 +1164,15 @@ mod tests {
         let mut ops = Ops::default();
         ops.put(Space::Messages, b"k1".to_vec(), b"value".to_vec());
         ops.put(Space::AuthorThreads, Vec::new(), vec![0; 300]);
+        ops.remove(Space::Versions, b"gone".to_vec());
+        ops.put(Space::Erasures, b"t".to_vec(), Vec::new());
         let bytes = ops.encode();
         assert_eq!(Ops::decode(&bytes), Some(ops));
         for cut in 0..bytes.len() {
             assert_eq!(Ops::decode(&bytes[..cut]), None, "cut {cut}");
         }
         let mut bad_space = bytes.clone();
-        bad_space[4] = 9;
+        bad_space[4] = 10;
         assert_eq!(Ops::decode(&bad_space), None);
         let mut trailing = bytes;
         trailing.push(0);

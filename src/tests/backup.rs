@@ -16,15 +16,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Client, Server, all_messages, files_under};
+use support::{
+    Client, Server, all_messages, file_url, files_under, progressdb, progressdb_with_env,
+    run_restore, start_backup, wait_for_backup,
+};
 
 const ADMIN: &str = "admin-key-0123456789";
 
 fn admin(server: &Server) -> Client {
-    let mut client = server.client();
-    client.key = Some(ADMIN.into());
-    client.user = None;
-    client
+    support::keyed_client(server, ADMIN)
 }
 
 fn backend(server: &Server) -> Client {
@@ -40,49 +40,6 @@ fn post(client: &mut Client, thread: &str, body: Value) -> String {
         .as_str()
         .unwrap()
         .to_string()
-}
-
-/// Starts an online backup into `dir`; returns the job as answered.
-fn start_backup(admin: &mut Client, dir: &Path) -> Value {
-    let body = json!({"target": file_url(dir)}).to_string();
-    admin.post("/admin/v1/backups", &body).expect(202)
-}
-
-/// Polls a backup until it is no longer running; returns its last state.
-fn wait_for_backup(client: &mut Client, id: &str) -> Value {
-    loop {
-        let status = client.get(&format!("/admin/v1/backups/{id}")).expect(200);
-        if status["state"] != "running" {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Runs `progressdb <args>`; returns success and what it printed.
-fn progressdb(args: &[&str]) -> (bool, String) {
-    progressdb_with_env(args, &[])
-}
-
-fn progressdb_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_progressdb"))
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run progressdb");
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), text)
-}
-
-fn file_url(path: &Path) -> String {
-    format!("file://{}", path.display())
-}
-
-/// Runs `progressdb restore`; returns success and what it printed.
-fn run_restore(backup: &Path, db: &Path) -> (bool, String) {
-    let from = file_url(backup);
-    progressdb(&["restore", "--from", &from, "--db", db.to_str().unwrap()])
 }
 
 fn restore(backup: &Path, db: &Path) {
@@ -337,6 +294,13 @@ fn an_encrypted_backup_keeps_the_check_value_and_never_the_master_keys() {
     }
     let restored_db = dir.path().join("restored");
     restore(&backup, &restored_db);
+    // The thread keys are in the key vault, which a backup never holds:
+    // without it the restored directory is refused, with it all opens.
+    let mut refused = vec!["--db".to_string(), restored_db.display().to_string()];
+    refused.extend(args.iter().map(|arg| arg.to_string()));
+    let (ok, text) = progressdb(&refused.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!ok && text.contains("key vault"), "{text}");
+    support::copy_vault(&db, &restored_db);
     let restored = Server::start_on(&restored_db, &args);
     let message = restored
         .client()

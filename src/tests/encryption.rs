@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use support::{Client, Server, files_under};
+use support::{Client, Server, files_containing, files_under};
 
 const ADMIN: &str = "admin-key-0123456789";
 
@@ -23,19 +23,6 @@ fn snapshot(db: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .collect();
     files.sort();
     files
-}
-
-/// Files under `dir` whose bytes contain `marker`.
-fn files_containing(dir: &Path, marker: &str) -> Vec<PathBuf> {
-    files_under(dir)
-        .into_iter()
-        .filter(|path| {
-            let bytes = std::fs::read(path).unwrap_or_default();
-            bytes
-                .windows(marker.len())
-                .any(|window| window == marker.as_bytes())
-        })
-        .collect()
 }
 
 /// Writes a thread with a marked title, a marked message edited once (so a

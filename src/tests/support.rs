@@ -77,6 +77,83 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Files under `dir` whose bytes contain `marker`.
+pub fn files_containing(dir: &Path, marker: &str) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|path| {
+            let bytes = std::fs::read(path).unwrap_or_default();
+            bytes
+                .windows(marker.len())
+                .any(|window| window == marker.as_bytes())
+        })
+        .collect()
+}
+
+/// A client of `server` calling with `key` and no user (an admin key).
+pub fn keyed_client(server: &Server, key: &str) -> Client {
+    let mut client = server.client();
+    client.key = Some(key.into());
+    client.user = None;
+    client
+}
+
+// Backups and the command line, for the backup and retention tests.
+
+/// Starts an online backup into `dir`; returns the job as answered.
+pub fn start_backup(admin: &mut Client, dir: &Path) -> serde_json::Value {
+    let body = serde_json::json!({"target": file_url(dir)}).to_string();
+    admin.post("/admin/v1/backups", &body).expect(202)
+}
+
+/// Polls a backup until it is no longer running; returns its last state.
+pub fn wait_for_backup(client: &mut Client, id: &str) -> serde_json::Value {
+    loop {
+        let status = client.get(&format!("/admin/v1/backups/{id}")).expect(200);
+        if status["state"] != "running" {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `progressdb <args>`; returns success and what it printed.
+pub fn progressdb(args: &[&str]) -> (bool, String) {
+    progressdb_with_env(args, &[])
+}
+
+pub fn progressdb_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_progressdb"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run progressdb");
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+pub fn file_url(path: &Path) -> String {
+    format!("file://{}", path.display())
+}
+
+/// Runs `progressdb restore`; returns success and what it printed.
+pub fn run_restore(backup: &Path, db: &Path) -> (bool, String) {
+    let from = file_url(backup);
+    progressdb(&["restore", "--from", &from, "--db", db.to_str().unwrap()])
+}
+
+/// Copies the key vault of data directory `from` into `to`, as an
+/// operator restoring an encrypted backup does.
+pub fn copy_vault(from: &Path, to: &Path) {
+    let (from, to) = (from.join("kms").join("vault"), to.join("kms").join("vault"));
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
 pub const API_KEY: &str = "test-key-0123456789";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const IO_TIMEOUT: Duration = Duration::from_secs(20);

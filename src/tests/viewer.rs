@@ -22,10 +22,7 @@ fn start() -> Server {
 }
 
 fn admin(server: &Server) -> Client {
-    let mut client = server.client();
-    client.key = Some(ADMIN.into());
-    client.user = None;
-    client
+    support::keyed_client(server, ADMIN)
 }
 
 /// A backend-key client acting for `user`.
@@ -239,7 +236,7 @@ fn admin_routes_need_the_admin_key_and_admins_nothing_else() {
         .post("/frontend/v1/threads/mine/messages", r#"{"body":"x"}"#)
         .expect_error(403, "forbidden");
     admin
-        .request("DELETE", "/admin/v1/threads/mine", None)
+        .request("PUT", "/admin/v1/threads/mine", Some("{}"))
         .expect_error(405, "method_not_allowed");
 }
 

@@ -146,6 +146,9 @@ pub struct Wal {
     /// The flusher task; it holds the log, so [`Wal::stop`] cancels it to
     /// let the log (and its files) be dropped.
     flusher: RefCell<Option<glommio::task::JoinHandle<()>>>,
+    /// Set to make the next flush open a new segment, so that every
+    /// record logged before it can be checkpointed away (erasure).
+    new_segment_asked: Cell<bool>,
 }
 
 /// Bytes reserved up front for the pending buffer.
@@ -186,10 +189,17 @@ impl Wal {
             kick,
             label,
             flusher: RefCell::new(None),
+            new_segment_asked: Cell::new(false),
         });
         let flusher = glommio::spawn_local(wal.clone().flusher(kicked)).detach();
         *wal.flusher.borrow_mut() = Some(flusher);
         wal
+    }
+
+    /// Makes the next flush write to a new segment: once the store has
+    /// the records before it in tables, a checkpoint removes their files.
+    pub fn start_new_segment(&self) {
+        self.new_segment_asked.set(true);
     }
 
     /// Stops the flusher. Only for closing: records appended afterwards are
@@ -394,9 +404,10 @@ impl Wal {
         batch: &Pending,
     ) -> Result<(), String> {
         let length = flush_len(batch.records.len());
-        let full = current
-            .as_ref()
-            .is_none_or(|segment| segment.offset + length as u64 > segment.capacity);
+        let full = self.new_segment_asked.take()
+            || current
+                .as_ref()
+                .is_none_or(|segment| segment.offset + length as u64 > segment.capacity);
         if full {
             if let Some(old) = current.take() {
                 let _ = old.file.close().await;
