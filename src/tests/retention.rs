@@ -3,8 +3,11 @@
 //! everything in it, and after `POST /admin/v1/jobs/purge {"compact":true}`
 //! no byte of it is left in any file of the data directory; the retention
 //! job (`--retention-deleted-after`) hard-deletes expired soft-deleted
-//! threads and messages with counters kept right; a dry run only counts;
-//! admin keys only; bad durations stop the server at start.
+//! threads and messages with counters kept right, and
+//! `--retention-messages-max-age` every old message; a dry run only
+//! counts; admin keys only; bad durations stop the server at start; an
+//! erased encrypted thread's key is destroyed, so a backup taken before
+//! does not bring it back; keys and erasures survive SIGKILL.
 
 #[path = "support.rs"]
 mod support;
@@ -446,5 +449,28 @@ fn keys_and_erasures_survive_a_sigkill() {
         .get("/frontend/v1/threads/gone/messages")
         .expect_error(404, "thread_not_found");
     assert!(!db.join("kms/vault/gone.key").exists());
+    server.stop();
+}
+
+#[test]
+fn a_maximum_message_age_empties_threads_but_keeps_them() {
+    let server = Server::start(&[
+        "--retention-messages-max-age",
+        "1s",
+        "--retention-interval",
+        "200ms",
+    ]);
+    let mut alice = server.client();
+    create_thread(&mut alice, "chat");
+    for n in 0..3 {
+        post(&mut alice, "chat", json!({"n": n}), None);
+    }
+    eventually("the job to remove every message", || {
+        let page = alice.get("/frontend/v1/threads/chat/messages").expect(200);
+        (total(&page) == 0).then_some(())
+    });
+    let thread = alice.get("/frontend/v1/threads/chat").expect(200);
+    assert_eq!(thread["thread"]["key"], "chat");
+    post(&mut alice, "chat", json!("fresh"), None);
     server.stop();
 }
