@@ -132,7 +132,7 @@ impl PageStream {
             include_deleted: self.page.include_deleted,
         };
         match mesh.call(self.owner, command).await? {
-            Reply::Piece(piece) => Ok(piece),
+            Reply::Piece(piece) => Ok(*piece),
             _ => Err(EngineError::Storage(
                 "unexpected reply to a page piece".into(),
             )),

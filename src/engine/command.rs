@@ -346,7 +346,7 @@ pub enum Reply {
     /// A message page too large to render whole, to fetch in pieces.
     Page(Box<PlannedPage>),
     /// One piece of a planned page.
-    Piece(Piece),
+    Piece(Box<Piece>),
 }
 
 /// A message page to fetch in pieces: what it lists and where it is.

@@ -435,7 +435,7 @@ impl Engine {
             include_deleted,
             reveal.as_deref(),
         )?;
-        Executed::read(Reply::Piece(piece))
+        Executed::read(Reply::Piece(Box::new(piece)))
     }
 
     /// `{"message":"<key>","versions":[…],"pagination":P}`, oldest first,

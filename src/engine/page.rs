@@ -710,3 +710,113 @@ fn count_replies(
     }
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Message;
+    use crate::store::StoreOptions;
+    use crate::wal::record::Lsn;
+
+    const THREAD: &str = "t";
+
+    /// 60 messages of 20 KB (1.2 MB, so their pages stream), every seventh
+    /// deleted; returns their ids, oldest first.
+    fn store_with_messages(dir: &std::path::Path) -> (Store, Vec<MessageId>) {
+        let store = Store::open(dir, StoreOptions::default(), "test").unwrap();
+        store
+            .log_durable_watermark()
+            .store(u64::MAX, std::sync::atomic::Ordering::Release);
+        let filler = "x".repeat(20_000);
+        let mut ids = Vec::new();
+        for n in 1..=60u64 {
+            let id = MessageId {
+                ts: n * 1000,
+                salt: n,
+            };
+            let json = serde_json::json!({
+                "key": id.to_string(), "thread": THREAD, "author": "a", "created_ts": id.ts,
+                "body": { "n": n, "filler": filler }, "deleted": n % 7 == 0,
+            });
+            let message: Message = serde_json::from_str(&json.to_string()).unwrap();
+            let ops = Store::message_ops(None, &message, message.ts);
+            store.apply(Lsn(n), &ops).unwrap();
+            ids.push(id);
+        }
+        (store, ids)
+    }
+
+    /// A planned page put together as the accepting core sends it.
+    fn assembled(store: &Store, plan: PagePlan, include_deleted: bool) -> Vec<u8> {
+        let mut out = list_head(&[("thread", THREAD)], "messages");
+        let (mut from, mut count) = (plan.range.0, 0);
+        let (mut first, mut last) = (None, None);
+        loop {
+            let range = (from, plan.range.1);
+            let piece = piece(store, THREAD, range, include_deleted, None).unwrap();
+            assert!(piece.json.len() <= PIECE_BYTES_MAX + 25_000, "one piece");
+            if piece.count > 0 {
+                if count > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&piece.json);
+                count += piece.count;
+                first = first.or(piece.first_key);
+                last = piece.last_key;
+            }
+            match piece.rest_from {
+                Some(rest) => from = rest,
+                None => break,
+            }
+        }
+        let flags = (plan.has_before, plan.has_after);
+        list_tail(
+            &mut out,
+            &Pagination::of(first, last, count, flags, plan.total),
+        );
+        out
+    }
+
+    #[test]
+    fn a_page_rendered_in_pieces_is_the_page_rendered_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, ids) = store_with_messages(dir.path());
+        let positions = [
+            MessagePosition::End,
+            MessagePosition::Start,
+            MessagePosition::Before(ids[40]),
+            MessagePosition::After(ids[10]),
+            MessagePosition::Anchor(ids[30]),
+        ];
+        for position in positions {
+            for include_deleted in [false, true] {
+                let page = MessagePage {
+                    position,
+                    limit: 1000,
+                    include_deleted,
+                };
+                let Ok(Rendered::Whole(whole)) = messages(&store, THREAD, (&page, false), 60, None)
+                else {
+                    panic!("{position:?}: not rendered whole");
+                };
+                let Ok(Rendered::Planned(plan)) = messages(&store, THREAD, (&page, true), 60, None)
+                else {
+                    panic!("{position:?}: not planned");
+                };
+                // Compared without printing: the pages are 1 MB.
+                let pieces = assembled(&store, plan, include_deleted);
+                assert!(pieces == whole, "{position:?} {include_deleted}");
+            }
+        }
+        // A page within PAGE_WHOLE_BYTES_MAX is rendered whole either way.
+        let small = MessagePage {
+            position: MessagePosition::End,
+            limit: 5,
+            include_deleted: false,
+        };
+        assert!(matches!(
+            messages(&store, THREAD, (&small, true), 60, None),
+            Ok(Rendered::Whole(_))
+        ));
+    }
+}
