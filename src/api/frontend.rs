@@ -223,7 +223,7 @@ impl Api {
             Reply::Created(body) => (201, body),
             Reply::Ok(body) => (200, body),
             Reply::Page(page) => {
-                let page = PageStream::new(owner, *page);
+                let page = Box::new(PageStream::new(owner, *page));
                 return Ok(Handled::Page(json(200, Vec::new()), page));
             }
             Reply::Threads(_) | Reply::Events { .. } | Reply::Metrics(_) | Reply::Piece(_) => {

@@ -164,19 +164,11 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
                         return;
                     }
                     Handled::Page(head, page) => {
-                        // HTTP/1.0 has no chunked coding: there the body
-                        // ends when the connection closes.
-                        let keep_alive =
-                            request.http11 && request.keep_alive && !settings.drain.is_draining();
-                        let framing = PageFraming {
-                            keep_alive,
-                            chunked: request.http11,
-                            head_only: request.method == Method::Head,
-                        };
+                        let framing = PageFraming::of(&request, &settings.drain);
                         let sent =
                             send_page(&mut stream, &mut output, (head, page), api.mesh(), framing)
                                 .await;
-                        if !sent || !keep_alive {
+                        if !sent || !framing.keep_alive {
                             let _ = stream.close().await;
                             return;
                         }
@@ -293,6 +285,18 @@ struct PageFraming {
     head_only: bool,
 }
 
+impl PageFraming {
+    fn of(request: &http::Request, drain: &Drain) -> PageFraming {
+        PageFraming {
+            // HTTP/1.0 has no chunked coding: there the body ends when the
+            // connection closes.
+            keep_alive: request.http11 && request.keep_alive && !drain.is_draining(),
+            chunked: request.http11,
+            head_only: request.method == Method::Head,
+        }
+    }
+}
+
 /// Writes a streamed page: answers already buffered for pipelined requests
 /// and the head first, then each piece as it is rendered. The next piece is
 /// asked for only once the last is written, so a slow reader holds back
@@ -303,7 +307,7 @@ struct PageFraming {
 async fn send_page<S: AsyncWrite + Unpin>(
     stream: &mut S,
     output: &mut Vec<u8>,
-    (head, mut page): (Response, PageStream),
+    (head, mut page): (Response, Box<PageStream>),
     mesh: &Mesh,
     framing: PageFraming,
 ) -> bool {
