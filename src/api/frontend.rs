@@ -132,6 +132,7 @@ impl Api {
                 caller: call.caller(None)?,
                 id: mid,
                 page: query.reply_page(&self.limits)?,
+                in_pieces: true,
             },
             Route::React(id, mid) => {
                 let body: input::React = decode_body(call.request)?;

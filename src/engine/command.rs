@@ -3,7 +3,7 @@
 
 use serde_json::value::RawValue;
 
-use super::page::{PagePlan, Piece};
+use super::page::{PageKeys, PagePlan, Piece};
 use crate::model::{MessageId, Role, ThreadId, UserId};
 use crate::shard::hub::StreamEvent;
 
@@ -187,12 +187,12 @@ pub enum Command {
         /// a [`Reply::Page`] plan, and `PagePiece` renders it.
         in_pieces: bool,
     },
-    /// The next piece of a planned page: the oldest listed messages of
-    /// `range` (timestamps, both included).
+    /// The next piece of a planned page: the first listed messages of
+    /// `keys`.
     PagePiece {
         thread: ThreadId,
         caller: Caller,
-        range: (u64, u64),
+        keys: PageKeys,
         include_deleted: bool,
     },
     GetMessage {
@@ -209,12 +209,14 @@ pub enum Command {
         page: VersionPage,
     },
     /// Direct replies to a message, oldest first; `page.position` is
-    /// `Start`, `Before` or `After` a reply's id.
+    /// `Start`, `Before` or `After` a reply's id. `in_pieces` as for
+    /// `ListMessages`.
     ListReplies {
         thread: ThreadId,
         caller: Caller,
         id: String,
         page: MessagePage,
+        in_pieces: bool,
     },
     /// Sets (`Some`) or removes (`None`) the caller's reaction.
     React {
@@ -356,6 +358,9 @@ pub struct PlannedPage {
     /// Who asked; each piece checks access again.
     pub caller: Caller,
     pub include_deleted: bool,
+    /// The list names its thread (`{"thread":…}`, a thread's messages;
+    /// replies do not).
+    pub names_thread: bool,
     pub plan: PagePlan,
 }
 

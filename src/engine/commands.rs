@@ -95,9 +95,9 @@ impl Engine {
             Command::PagePiece {
                 thread,
                 caller,
-                range,
+                keys,
                 include_deleted,
-            } => self.page_piece(&thread, &caller, range, include_deleted),
+            } => self.page_piece(&thread, &caller, keys, include_deleted),
             command => self.execute_on_message(command),
         }
     }
@@ -125,17 +125,21 @@ impl Engine {
                 caller,
                 id,
                 page,
+                in_pieces,
             } => {
-                let (_, parent) = self.message_for(&thread, &caller, &id, page.include_deleted)?;
+                let include_deleted = page.include_deleted;
+                let (_, parent) = self.message_for(&thread, &caller, &id, include_deleted)?;
                 let reveal = self.revealer(Engine::reveal_message_json);
-                let body = page::replies(
-                    &self.store,
-                    thread.as_str(),
-                    parent.ts,
-                    &page,
-                    reveal.as_deref(),
-                )?;
-                Executed::read(Reply::Ok(body))
+                let parent = (thread.as_str(), parent.ts);
+                let page = (&page, in_pieces);
+                Executed::read(
+                    match page::replies(&self.store, parent, page, reveal.as_deref())? {
+                        page::Rendered::Whole(body) => Reply::Ok(body),
+                        page::Rendered::Planned(plan) => {
+                            planned((thread, caller), include_deleted, false, plan)
+                        }
+                    },
+                )
             }
             Command::EditMessage {
                 thread,
@@ -404,12 +408,10 @@ impl Engine {
                 }
                 Executed::read(Reply::Ok(body))
             }
-            page::Rendered::Planned(plan) => Executed::read(Reply::Page(Box::new(PlannedPage {
-                thread: thread.clone(),
-                caller: caller.clone(),
-                include_deleted,
-                plan,
-            }))),
+            page::Rendered::Planned(plan) => {
+                let of = (thread.clone(), caller.clone());
+                Executed::read(planned(of, include_deleted, true, plan))
+            }
         }
     }
 
@@ -419,7 +421,7 @@ impl Engine {
         &self,
         thread: &ThreadId,
         caller: &Caller,
-        range: (u64, u64),
+        keys: page::PageKeys,
         include_deleted: bool,
     ) -> Result<Executed, EngineError> {
         self.thread_for(
@@ -431,7 +433,7 @@ impl Engine {
         let piece = page::piece(
             &self.store,
             thread.as_str(),
-            range,
+            keys,
             include_deleted,
             reveal.as_deref(),
         )?;
@@ -767,6 +769,23 @@ impl Engine {
             command => self.execute_participants(command),
         }
     }
+}
+
+/// The answer to a page too large to render whole: its plan, with what
+/// the pieces need to render it.
+fn planned(
+    (thread, caller): (ThreadId, Caller),
+    include_deleted: bool,
+    names_thread: bool,
+    plan: page::PagePlan,
+) -> Reply {
+    Reply::Page(Box::new(PlannedPage {
+        thread,
+        caller,
+        include_deleted,
+        names_thread,
+        plan,
+    }))
 }
 
 /// `window` shrunk to [`page::PAGE_BYTES_MAX`] of bodies (at least one
