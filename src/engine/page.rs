@@ -6,6 +6,10 @@
 //! between pages never shift what the next page returns. Message pages are
 //! always oldest first; `before_anchor` is a page's first key and
 //! `after_anchor` its last, which is where the previous and next pages start.
+//!
+//! A page of messages or replies too large to render whole (for a caller
+//! that takes it in pieces) is only planned ([`Rendered::Planned`]: where
+//! its messages are), then rendered a [`piece`] at a time while it is sent.
 
 use std::ops::Bound;
 
@@ -20,9 +24,9 @@ use crate::store::{Direction, Store};
 /// hold. A page stops early at this size, with `has_before` / `has_after`
 /// saying more exist and its anchors where to go on. At least one item is
 /// always listed, so a page is at most this or one message, whichever is
-/// larger. A message page this large is streamed, so memory does not need
-/// the cap; it bounds the scan that plans such a page, which reads it
-/// whole in one step on the shard.
+/// larger. A page of messages or replies this large is streamed, so
+/// memory does not need the cap; it bounds the scan that plans such a
+/// page, which reads it whole in one step on the shard.
 pub const PAGE_BYTES_MAX: usize = 4 << 20;
 
 /// Stored bytes of a page the owning shard renders whole, as one body. A
