@@ -23,7 +23,7 @@ use glommio::net::TcpStream;
 use super::drain::Drain;
 use super::live_tail;
 use super::tls::Tls;
-use crate::api::{Api, ApiError, Handled, PageStream};
+use crate::api::{Api, ApiError, Handled, LiveTail, PageStream};
 use crate::http::{self, HeadLimits, Method, Parse, Response};
 use crate::logging;
 use crate::metrics::ROUTE_INVALID;
@@ -142,26 +142,7 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
                 let response = match handled {
                     Handled::Response(response) => response,
                     Handled::Stream(tail) => {
-                        // Answers already buffered for pipelined requests go first.
-                        if !output.is_empty() && stream.write_all(&output).await.is_err() {
-                            return;
-                        }
-                        output.clear();
-                        // A live tail never ends by itself: shutdown ends it.
-                        let served = futures_lite::future::or(
-                            live_tail::serve(&mut stream, api.mesh().clone(), tail),
-                            async {
-                                settings.drain.wait().await;
-                                Ok(())
-                            },
-                        )
-                        .await;
-                        if let Err(err) = served {
-                            err.into_response().write_to(&mut output, false, false);
-                            let _ = stream.write_all(&output).await;
-                        }
-                        let _ = stream.close().await;
-                        return;
+                        return serve_live_tail(stream, output, &api, &settings.drain, tail).await;
                     }
                     Handled::Page(head, page) => {
                         let framing = PageFraming::of(&request, &settings.drain);
@@ -273,6 +254,35 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// Serves a live tail on the connection until the client goes away or
+/// shutdown ends it (a live tail never ends by itself), then closes it.
+async fn serve_live_tail<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    mut output: Vec<u8>,
+    api: &Api,
+    drain: &Drain,
+    tail: LiveTail,
+) {
+    // Answers already buffered for pipelined requests go first.
+    if !output.is_empty() && stream.write_all(&output).await.is_err() {
+        return;
+    }
+    output.clear();
+    let served = futures_lite::future::or(
+        live_tail::serve(&mut stream, api.mesh().clone(), tail),
+        async {
+            drain.wait().await;
+            Ok(())
+        },
+    )
+    .await;
+    if let Err(err) = served {
+        err.into_response().write_to(&mut output, false, false);
+        let _ = stream.write_all(&output).await;
+    }
+    let _ = stream.close().await;
 }
 
 /// How a streamed page goes out.
