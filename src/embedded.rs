@@ -19,7 +19,9 @@
 //! Every command runs as its own task on that executor, so writes from
 //! several threads share fsyncs (group commit) exactly as HTTP requests do.
 //! Beyond the calls here: replies, renames, deletes and restores
-//! (`conversation`), and the live tail ([`Db::subscribe`], `tail`).
+//! (`conversation`), a user's threads and read markers ([`Db::threads`],
+//! [`Db::mark_read`], `listing`), and the live tail ([`Db::subscribe`],
+//! `tail`).
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -45,9 +47,11 @@ use crate::wal::recovery::RecoveryPolicy;
 
 pub use crate::model::{Message, Participant, Role, Thread, Version};
 pub use crate::wal::Durability;
+pub use listing::{ListedThread, ReadMarker, Threads};
 pub use tail::{EVENTS_BUFFERED_MAX, Event, Subscription};
 
 mod conversation;
+mod listing;
 mod tail;
 
 /// The only shard of an embedded database.
@@ -210,7 +214,9 @@ impl std::fmt::Debug for Options {
     }
 }
 
-/// Which page of a thread's messages to read.
+/// Which page to read: of a thread's messages, of a message's replies
+/// (oldest first only) or of a user's threads (newest activity first
+/// only, [`Db::threads`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
     order: Order,
@@ -238,14 +244,16 @@ impl Page {
         }
     }
 
-    /// Continues past `cursor` (a [`Messages::next_cursor`]) in this page's
-    /// order: older messages when newest first, newer ones when oldest first.
+    /// Continues past `cursor` (a [`Messages::next_cursor`] or
+    /// [`Threads::next_cursor`]) in this page's order: older messages when
+    /// newest first, newer ones when oldest first.
     pub fn after(mut self, cursor: impl Into<String>) -> Page {
         self.cursor = Some(cursor.into());
         self
     }
 
-    /// Also lists soft-deleted messages (marked `deleted`).
+    /// Also lists soft-deleted messages (marked `deleted`), or the user's
+    /// own deleted threads.
     pub fn include_deleted(mut self) -> Page {
         self.include_deleted = true;
         self
@@ -266,7 +274,7 @@ enum Request {
     /// A command and where its outcome goes.
     Command {
         command: Command,
-        reply: flume::Sender<Result<Vec<u8>, EngineError>>,
+        reply: flume::Sender<crate::engine::Outcome>,
     },
     /// A live tail of `thread` from after `after`.
     Subscribe {
@@ -563,12 +571,15 @@ impl Db {
     }
 
     fn call<T: DeserializeOwned>(&self, command: Command) -> Result<T, Error> {
-        let json = self.send(command)?;
-        serde_json::from_slice(&json)
-            .map_err(|err| Error::Storage(format!("engine reply does not parse: {err}")))
+        parse(&self.send(command)?)
     }
 
+    /// Runs a command that answers JSON.
     fn send(&self, command: Command) -> Result<Vec<u8>, Error> {
+        Ok(reply_json(self.run(command)?)?)
+    }
+
+    fn run(&self, command: Command) -> Result<Reply, Error> {
         let closed = || Error::Closed("the executor has stopped".into());
         let requests = self.requests.as_ref().ok_or_else(closed)?;
         let (reply, outcome) = flume::bounded(1);
@@ -644,7 +655,7 @@ async fn serve(engine: Rc<Engine>, incoming: flume::Receiver<Request>) -> Result
                     if let Some(published) = published {
                         tails.deliver(&engine, &published);
                     }
-                    let _ = reply.send(outcome.and_then(reply_json));
+                    let _ = reply.send(outcome);
                 }
                 Request::Subscribe {
                     thread,
@@ -690,10 +701,18 @@ fn reply_json(reply: Reply) -> Result<Vec<u8>, EngineError> {
         | Reply::Metrics(_)
         | Reply::Page(_)
         | Reply::Piece(_)
-        | Reply::Purged(_) => Err(EngineError::Storage(
-            "unexpected reply kind for an embedded command".into(),
-        )),
+        | Reply::Purged(_) => Err(unexpected_reply()),
     }
+}
+
+fn unexpected_reply() -> EngineError {
+    EngineError::Storage("unexpected reply kind for an embedded command".into())
+}
+
+/// A JSON answer of the engine read back into a model type.
+fn parse<T: DeserializeOwned>(json: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(json)
+        .map_err(|err| Error::Storage(format!("engine reply does not parse: {err}")))
 }
 
 /// A page of messages as the engine renders it, read back into model types.

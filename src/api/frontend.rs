@@ -144,6 +144,7 @@ impl Api {
                 caller: call.caller(None)?,
                 id: mid,
                 page: query.reply_page(&self.limits)?,
+                in_pieces: true,
             },
             Route::React(id, mid) => {
                 let body: input::React = decode_body(call.request)?;
@@ -196,7 +197,7 @@ impl Api {
             Reply::Created(body) => (201, body),
             Reply::Ok(body) => (200, body),
             Reply::Page(page) => {
-                let page = PageStream::new(owner, *page);
+                let page = Box::new(PageStream::new(owner, *page));
                 return Ok(Handled::Page(json(200, Vec::new()), page));
             }
             Reply::Threads(_)

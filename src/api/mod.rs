@@ -53,8 +53,9 @@ pub(crate) struct Call<'a> {
 pub enum Handled {
     Response(Response),
     Stream(LiveTail),
-    /// The status and headers (the body is empty), and the body to send.
-    Page(Response, PageStream),
+    /// The status and headers (the body is empty), and the body to send
+    /// (boxed: the common answers stay small to move).
+    Page(Response, Box<PageStream>),
 }
 
 /// A validated request to stream a thread's changes.

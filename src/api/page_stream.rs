@@ -1,10 +1,12 @@
-//! A message page too large to render whole, sent while it is rendered.
+//! A page of messages or replies too large to render whole, sent while it
+//! is rendered.
 //!
-//! The owning shard answers such a page with a [`PagePlan`]: where its
-//! messages lie. [`PageStream`] then asks the owner for one piece at a time
+//! The owning shard answers such a page with a plan: where its messages
+//! are. [`PageStream`] then asks the owner for one piece at a time
 //! (`Command::PagePiece`, [`crate::engine::PIECE_BYTES_MAX`] of messages)
 //! and hands out the body in the contract's exact shape,
-//! `{"thread":"<key>","messages":[…],"pagination":P}`: the pagination
+//! `{"thread":"<key>","messages":[…],"pagination":P}` (replies without
+//! `thread`): the pagination
 //! comes after the array, so its `count` and anchors are those of the
 //! messages actually sent. The caller asks for the next piece only once it
 //! has written the last, so a slow reader slows the rendering instead of
@@ -12,7 +14,7 @@
 //! pieces.
 
 use crate::engine::{
-    Command, EngineError, Pagination, Piece, PlannedPage, Reply, list_head, list_tail,
+    Command, EngineError, PageKeys, Pagination, Piece, PlannedPage, Reply, list_head, list_tail,
 };
 use crate::mesh::Mesh;
 use crate::shard::ShardId;
@@ -21,8 +23,8 @@ use crate::shard::ShardId;
 enum Stage {
     /// Nothing handed out yet.
     Head,
-    /// Messages from this timestamp (included) are still to render.
-    From(u64),
+    /// These messages are still to render.
+    Rest(PageKeys),
     /// Every message is out; the pagination is next.
     Tail,
     Done,
@@ -58,13 +60,18 @@ impl PageStream {
         loop {
             match self.stage {
                 Stage::Head => {
-                    let fields = [("thread", self.page.thread.as_str())];
-                    let mut out = list_head(&fields, "messages");
-                    self.stage = Stage::From(self.page.plan.range.0);
+                    let thread = [("thread", self.page.thread.as_str())];
+                    let fields = if self.page.names_thread {
+                        &thread[..]
+                    } else {
+                        &[]
+                    };
+                    let mut out = list_head(fields, "messages");
+                    self.stage = Stage::Rest(self.page.plan.keys.clone());
                     self.pieces_into(&mut out, mesh).await?;
                     return Ok(Some(out));
                 }
-                Stage::From(_) => {
+                Stage::Rest(_) => {
                     let mut out = Vec::new();
                     self.pieces_into(&mut out, mesh).await?;
                     if !out.is_empty() {
@@ -99,15 +106,14 @@ impl PageStream {
     }
 
     /// Appends the next piece that lists a message, or moves on to the
-    /// tail when the range has no more (messages deleted since the plan
-    /// leave pieces empty).
+    /// tail when no more are left (messages deleted since the plan leave
+    /// pieces empty).
     async fn pieces_into(&mut self, out: &mut Vec<u8>, mesh: &Mesh) -> Result<(), EngineError> {
-        while let Stage::From(from) = self.stage {
-            let piece = self.fetch(from, mesh).await?;
-            self.stage = match piece.rest_from {
-                Some(rest) if rest <= self.page.plan.range.1 => Stage::From(rest),
-                _ => Stage::Tail,
-            };
+        while let Stage::Rest(keys) = std::mem::replace(&mut self.stage, Stage::Tail) {
+            let piece = self.fetch(keys, mesh).await?;
+            if let Some(rest) = piece.rest {
+                self.stage = Stage::Rest(rest);
+            }
             if piece.count == 0 {
                 continue;
             }
@@ -125,15 +131,15 @@ impl PageStream {
         Ok(())
     }
 
-    async fn fetch(&self, from: u64, mesh: &Mesh) -> Result<Piece, EngineError> {
+    async fn fetch(&self, keys: PageKeys, mesh: &Mesh) -> Result<Piece, EngineError> {
         let command = Command::PagePiece {
             thread: self.page.thread.clone(),
             caller: self.page.caller.clone(),
-            range: (from, self.page.plan.range.1),
+            keys,
             include_deleted: self.page.include_deleted,
         };
         match mesh.call(self.owner, command).await? {
-            Reply::Piece(piece) => Ok(piece),
+            Reply::Piece(piece) => Ok(*piece),
             _ => Err(EngineError::Storage(
                 "unexpected reply to a page piece".into(),
             )),

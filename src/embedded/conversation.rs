@@ -44,6 +44,7 @@ impl Db {
                 limit: super::checked_limit(page.limit)?,
                 include_deleted: page.include_deleted,
             },
+            in_pieces: false,
         })?;
         let pagination = list.pagination;
         Ok(Messages {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use super::page::{PagePlan, Piece};
+use super::page::{PageKeys, PagePlan, Piece};
 use crate::model::{MessageId, Role, ThreadId, UserId};
 
 /// One change of a thread, as sent to live-tail clients.
@@ -200,12 +200,12 @@ pub enum Command {
         /// a [`Reply::Page`] plan, and `PagePiece` renders it.
         in_pieces: bool,
     },
-    /// The next piece of a planned page: the oldest listed messages of
-    /// `range` (timestamps, both included).
+    /// The next piece of a planned page: the first listed messages of
+    /// `keys`.
     PagePiece {
         thread: ThreadId,
         caller: Caller,
-        range: (u64, u64),
+        keys: PageKeys,
         include_deleted: bool,
     },
     GetMessage {
@@ -222,12 +222,14 @@ pub enum Command {
         page: VersionPage,
     },
     /// Direct replies to a message, oldest first; `page.position` is
-    /// `Start`, `Before` or `After` a reply's id.
+    /// `Start`, `Before` or `After` a reply's id. `in_pieces` as for
+    /// `ListMessages`.
     ListReplies {
         thread: ThreadId,
         caller: Caller,
         id: String,
         page: MessagePage,
+        in_pieces: bool,
     },
     /// Sets (`Some`) or removes (`None`) the caller's reaction.
     React {
@@ -369,7 +371,7 @@ pub enum Reply {
     /// A message page too large to render whole, to fetch in pieces.
     Page(Box<PlannedPage>),
     /// One piece of a planned page.
-    Piece(Piece),
+    Piece(Box<Piece>),
     /// A shard's answer to `Command::Purge`.
     Purged(super::purge::PurgeReport),
 }
@@ -381,6 +383,9 @@ pub struct PlannedPage {
     /// Who asked; each piece checks access again.
     pub caller: Caller,
     pub include_deleted: bool,
+    /// The list names its thread (`{"thread":…}`, a thread's messages;
+    /// replies do not).
+    pub names_thread: bool,
     pub plan: PagePlan,
 }
 

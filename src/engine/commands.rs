@@ -97,9 +97,9 @@ impl Engine {
             Command::PagePiece {
                 thread,
                 caller,
-                range,
+                keys,
                 include_deleted,
-            } => self.page_piece(&thread, &caller, range, include_deleted),
+            } => self.page_piece(&thread, &caller, keys, include_deleted),
             command => self.execute_on_message(command),
         }
     }
@@ -127,17 +127,21 @@ impl Engine {
                 caller,
                 id,
                 page,
+                in_pieces,
             } => {
-                let (_, parent) = self.message_for(&thread, &caller, &id, page.include_deleted)?;
+                let include_deleted = page.include_deleted;
+                let (_, parent) = self.message_for(&thread, &caller, &id, include_deleted)?;
                 let reveal = self.revealer(Engine::reveal_message_json);
-                let body = page::replies(
-                    &self.store,
-                    thread.as_str(),
-                    parent.ts,
-                    &page,
-                    reveal.as_deref(),
-                )?;
-                Executed::read(Reply::Ok(body))
+                let parent = (thread.as_str(), parent.ts);
+                let page = (&page, in_pieces);
+                Executed::read(
+                    match page::replies(&self.store, parent, page, reveal.as_deref())? {
+                        page::Rendered::Whole(body) => Reply::Ok(body),
+                        page::Rendered::Planned(plan) => {
+                            planned((thread, caller), include_deleted, false, plan)
+                        }
+                    },
+                )
             }
             Command::EditMessage {
                 thread,
@@ -409,12 +413,10 @@ impl Engine {
                 }
                 Executed::read(Reply::Ok(body))
             }
-            page::Rendered::Planned(plan) => Executed::read(Reply::Page(Box::new(PlannedPage {
-                thread: thread.clone(),
-                caller: caller.clone(),
-                include_deleted,
-                plan,
-            }))),
+            page::Rendered::Planned(plan) => {
+                let of = (thread.clone(), caller.clone());
+                Executed::read(planned(of, include_deleted, true, plan))
+            }
         }
     }
 
@@ -424,7 +426,7 @@ impl Engine {
         &self,
         thread: &ThreadId,
         caller: &Caller,
-        range: (u64, u64),
+        keys: page::PageKeys,
         include_deleted: bool,
     ) -> Result<Executed, EngineError> {
         self.thread_for(
@@ -436,11 +438,11 @@ impl Engine {
         let piece = page::piece(
             &self.store,
             thread.as_str(),
-            range,
+            keys,
             include_deleted,
             reveal.as_deref(),
         )?;
-        Executed::read(Reply::Piece(piece))
+        Executed::read(Reply::Piece(Box::new(piece)))
     }
 
     /// `{"message":"<key>","versions":[…],"pagination":P}`, oldest first,
@@ -771,6 +773,23 @@ impl Engine {
             command => self.execute_participants(command),
         }
     }
+}
+
+/// The answer to a page too large to render whole: its plan, with what
+/// the pieces need to render it.
+fn planned(
+    (thread, caller): (ThreadId, Caller),
+    include_deleted: bool,
+    names_thread: bool,
+    plan: page::PagePlan,
+) -> Reply {
+    Reply::Page(Box::new(PlannedPage {
+        thread,
+        caller,
+        include_deleted,
+        names_thread,
+        plan,
+    }))
 }
 
 /// `window` shrunk to [`page::PAGE_BYTES_MAX`] of bodies (at least one

@@ -43,8 +43,8 @@ pub use purge::{
 pub use store_rebuild::StoreRecovery;
 
 pub use page::{
-    PAGE_WHOLE_BYTES_MAX, PIECE_BYTES_MAX, PagePlan, Pagination, Piece, list, list_head, list_tail,
-    thread_list, wrap,
+    PAGE_WHOLE_BYTES_MAX, PIECE_BYTES_MAX, PageKeys, PagePlan, Pagination, Piece, list, list_head,
+    list_tail, thread_list, wrap,
 };
 
 pub use command::{

@@ -6,6 +6,10 @@
 //! between pages never shift what the next page returns. Message pages are
 //! always oldest first; `before_anchor` is a page's first key and
 //! `after_anchor` its last, which is where the previous and next pages start.
+//!
+//! A page of messages or replies too large to render whole (for a caller
+//! that takes it in pieces) is only planned ([`Rendered::Planned`]: where
+//! its messages are), then rendered a [`piece`] at a time while it is sent.
 
 use std::ops::Bound;
 
@@ -20,9 +24,9 @@ use crate::store::{Direction, Store};
 /// hold. A page stops early at this size, with `has_before` / `has_after`
 /// saying more exist and its anchors where to go on. At least one item is
 /// always listed, so a page is at most this or one message, whichever is
-/// larger. A message page this large is streamed, so memory does not need
-/// the cap; it bounds the scan that plans such a page, which reads it
-/// whole in one step on the shard.
+/// larger. A page of messages or replies this large is streamed, so
+/// memory does not need the cap; it bounds the scan that plans such a
+/// page, which reads it whole in one step on the shard.
 pub const PAGE_BYTES_MAX: usize = 4 << 20;
 
 /// Stored bytes of a page the owning shard renders whole, as one body. A
@@ -357,18 +361,28 @@ pub enum Rendered {
     Planned(PagePlan),
 }
 
-/// A page to render in pieces: its messages lie between two timestamps.
-/// Between pieces the page is found again by key, not held open: a
-/// message edited or deleted meanwhile shows as it is when its piece is
-/// rendered, and `count` and the anchors describe what was sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A page to render in pieces. Between pieces the page is found again by
+/// key, not held open: a message edited or deleted meanwhile shows as it
+/// is when its piece is rendered, and `count` and the anchors describe
+/// what was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PagePlan {
-    /// Timestamps of the page's oldest and newest message, both included.
-    pub range: (u64, u64),
+    pub keys: PageKeys,
     pub has_before: bool,
     pub has_after: bool,
-    /// Listed messages in the thread (the pagination's `total`).
+    /// Listed items in the whole list (the pagination's `total`).
     pub total: u64,
+}
+
+/// Where the messages of a planned page (or of its rest) are, oldest
+/// first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageKeys {
+    /// The listed messages between two timestamps, both included.
+    Range(u64, u64),
+    /// The messages at these timestamps (replies, found through the reply
+    /// index), at most a page's `limit` of them.
+    Listed(Vec<u64>),
 }
 
 /// One page of a thread's messages, oldest first, as
@@ -389,11 +403,11 @@ pub fn messages(
         .map(|(first, last)| (first.min(last), first.max(last)))
         .reduce(|(low, high), (first, last)| (low.min(first), high.max(last)));
     // A side that dropped its items scanned some, so the range is known.
-    if let Some(range) = range
+    if let Some((low, high)) = range
         && sides.iter().any(|side| !side.kept)
     {
         return Ok(Rendered::Planned(PagePlan {
-            range,
+            keys: PageKeys::Range(low, high),
             has_before,
             has_after,
             total,
@@ -418,51 +432,103 @@ pub struct Piece {
     /// Keys of the piece's first and last message.
     pub first_key: Option<String>,
     pub last_key: Option<String>,
-    /// Where the rest of the range starts (included) when more of it is
-    /// left to render.
-    pub rest_from: Option<u64>,
+    /// The rest of the page, when some is left to render.
+    pub rest: Option<PageKeys>,
 }
 
-/// The oldest listed messages of `range` (timestamps, both included), up
-/// to [`PIECE_BYTES_MAX`] of stored JSON and at least one.
+/// The first listed messages of `keys`, up to [`PIECE_BYTES_MAX`] of JSON
+/// and at least one.
 pub fn piece(
     store: &Store,
     thread: &str,
-    range: (u64, u64),
+    keys: PageKeys,
     include_deleted: bool,
     reveal: Reveal,
 ) -> Result<Piece, EngineError> {
-    let bounds = (Bound::Included(range.0), Bound::Included(range.1));
-    let budget = Budget {
-        items: usize::MAX,
-        bytes: PIECE_BYTES_MAX,
-        keep: usize::MAX,
+    let (mut items, rest) = match keys {
+        PageKeys::Range(from, to) => range_piece(store, thread, (from, to), include_deleted)?,
+        PageKeys::Listed(timestamps) => listed_piece(store, thread, timestamps, include_deleted)?,
     };
-    let mut side = scan(
+    reveal_all(&mut items, reveal)?;
+    let mut json = Vec::with_capacity(items.iter().map(|(_, j)| j.len() + 1).sum());
+    join_items(&mut json, items.iter().map(|(_, item)| item.as_slice()));
+    Ok(Piece {
+        count: items.len(),
+        first_key: key_of(items.first()),
+        last_key: key_of(items.last()),
+        rest,
+        json,
+    })
+}
+
+/// A piece's budget: no item count, [`PIECE_BYTES_MAX`] of JSON.
+const PIECE: Budget = Budget {
+    items: usize::MAX,
+    bytes: PIECE_BYTES_MAX,
+    keep: usize::MAX,
+};
+
+fn range_piece(
+    store: &Store,
+    thread: &str,
+    (from, to): (u64, u64),
+    include_deleted: bool,
+) -> Result<(Items, Option<PageKeys>), EngineError> {
+    let bounds = (Bound::Included(from), Bound::Included(to));
+    let side = scan(
         store,
         thread,
         bounds,
         Direction::Ascending,
-        budget,
+        PIECE,
         include_deleted,
     )?;
-    reveal_all(&mut side.items, reveal)?;
-    let mut json = Vec::with_capacity(side.items.iter().map(|(_, j)| j.len() + 1).sum());
-    join_items(
-        &mut json,
-        side.items.iter().map(|(_, item)| item.as_slice()),
-    );
-    Ok(Piece {
-        count: side.items.len(),
-        first_key: key_of(side.items.first()),
-        last_key: key_of(side.items.last()),
-        // Timestamps are unique in a thread and never u64::MAX.
-        rest_from: side
-            .more
-            .then(|| side.items.last().map(|(ts, _)| ts + 1))
-            .flatten(),
-        json,
-    })
+    // Timestamps are unique in a thread and never u64::MAX.
+    let rest = side
+        .more
+        .then(|| side.items.last().map(|(ts, _)| PageKeys::Range(ts + 1, to)))
+        .flatten();
+    Ok((side.items, rest))
+}
+
+fn listed_piece(
+    store: &Store,
+    thread: &str,
+    timestamps: Vec<u64>,
+    include_deleted: bool,
+) -> Result<(Items, Option<PageKeys>), EngineError> {
+    let (mut items, mut bytes) = (Vec::new(), 0usize);
+    for (index, &ts) in timestamps.iter().enumerate() {
+        let Some(json) = listed_message(store, thread, ts, include_deleted)? else {
+            continue;
+        };
+        if PIECE.full(items.len(), bytes, json.len()) {
+            return Ok((items, Some(PageKeys::Listed(timestamps[index..].to_vec()))));
+        }
+        bytes += json.len();
+        items.push((ts, json));
+    }
+    Ok((items, None))
+}
+
+/// The message at `ts` as a list shows it; `None` when it is gone, or
+/// deleted and deleted messages are not listed.
+fn listed_message(
+    store: &Store,
+    thread: &str,
+    ts: u64,
+    include_deleted: bool,
+) -> Result<Option<Vec<u8>>, EngineError> {
+    let Some(mut message) = store.get_message(thread, ts)? else {
+        return Ok(None);
+    };
+    if message.deleted && !include_deleted {
+        return Ok(None);
+    }
+    message.normalize();
+    Ok(Some(
+        serde_json::to_vec(&message).expect("messages serialize"),
+    ))
 }
 
 /// `{<fields>,"messages":[…],"pagination":P}` of a page's items.
@@ -609,19 +675,35 @@ pub fn all_threads(
 /// `(ts, json)` of listed messages, in a page's order.
 type Items = Vec<(u64, Vec<u8>)>;
 
-/// Listed replies past `after` (exclusive) in `direction`: up to `limit`
-/// of them, and whether more exist.
+/// Listed replies of one side of a position, in scan order.
+struct ReplySide {
+    /// The replies scanned; empty when `kept` is false.
+    items: Items,
+    /// Timestamps of the replies scanned, kept or not.
+    timestamps: Vec<u64>,
+    /// More replies exist past the last one scanned.
+    more: bool,
+    /// Whether `items` holds every reply scanned (see [`Side::kept`]).
+    kept: bool,
+}
+
+/// Listed replies past `after` (exclusive) in `direction`, as many as
+/// `budget` allows, and whether more exist.
 fn reply_side(
     store: &Store,
     (thread, parent_ts): (&str, u64),
     mut after: Option<u64>,
     direction: Direction,
-    limit: usize,
+    budget: Budget,
     include_deleted: bool,
-) -> Result<(Items, bool), EngineError> {
-    let wanted = limit + 1;
-    let budget = Budget::items(limit);
-    let mut items = Vec::new();
+) -> Result<ReplySide, EngineError> {
+    let wanted = budget.items.saturating_add(1);
+    let mut side = ReplySide {
+        items: Vec::new(),
+        timestamps: Vec::new(),
+        more: false,
+        kept: true,
+    };
     let mut bytes = 0usize;
     // Deleted replies are skipped, so fetch in rounds until a page is full.
     loop {
@@ -629,22 +711,25 @@ fn reply_side(
         let exhausted = batch.len() < wanted;
         for ts in batch {
             after = Some(ts);
-            let Some(mut message) = store.get_message(thread, ts)? else {
+            let Some(json) = listed_message(store, thread, ts, include_deleted)? else {
                 continue;
             };
-            if message.deleted && !include_deleted {
-                continue;
-            }
-            message.normalize();
-            let json = serde_json::to_vec(&message).expect("messages serialize");
-            if budget.full(items.len(), bytes, json.len()) {
-                return Ok((items, true));
+            if budget.full(side.timestamps.len(), bytes, json.len()) {
+                side.more = true;
+                return Ok(side);
             }
             bytes += json.len();
-            items.push((ts, json));
+            side.timestamps.push(ts);
+            if side.kept && bytes > budget.keep {
+                side.kept = false;
+                side.items = Vec::new();
+            }
+            if side.kept {
+                side.items.push((ts, json));
+            }
         }
         if exhausted {
-            return Ok((items, false));
+            return Ok(side);
         }
     }
 }
@@ -652,14 +737,14 @@ fn reply_side(
 /// One page of the direct replies to the message at `parent_ts`, oldest
 /// first, as `{"messages":[…],"pagination":P}`: the first replies, or
 /// those just before or after a reply. `total` counts the listed replies
-/// by walking the reply index (replies have no counter yet).
+/// by walking the reply index (replies have no counter yet). With
+/// `in_pieces`, a page over [`PAGE_WHOLE_BYTES_MAX`] is only planned.
 pub fn replies(
     store: &Store,
-    thread: &str,
-    parent_ts: u64,
-    page: &MessagePage,
+    (thread, parent_ts): (&str, u64),
+    (page, in_pieces): (&MessagePage, bool),
     reveal: Reveal,
-) -> Result<Vec<u8>, EngineError> {
+) -> Result<Rendered, EngineError> {
     let parent = (thread, parent_ts);
     let deleted = page.include_deleted;
     let (direction, from) = match page.position {
@@ -670,7 +755,8 @@ pub fn replies(
         }
         MessagePosition::Anchor(_) => return Err(EngineError::InvalidCursor),
     };
-    let (mut items, more) = reply_side(store, parent, from, direction, page.limit, deleted)?;
+    let budget = Budget::page(page.limit, in_pieces);
+    let mut side = reply_side(store, parent, from, direction, budget, deleted)?;
     // Behind the cursor, the cursor itself included: one nanosecond past
     // it, against the scan (timestamps are never 0 or u64::MAX).
     let behind = match from {
@@ -680,19 +766,35 @@ pub fn replies(
                 Direction::Ascending => (Direction::Descending, ts + 1),
                 Direction::Descending => (Direction::Ascending, ts - 1),
             };
-            reply_side(store, parent, Some(inclusive), back, 0, deleted)?.1
+            let none = Budget::items(0);
+            reply_side(store, parent, Some(inclusive), back, none, deleted)?.more
         }
     };
     let (has_before, has_after) = match direction {
-        Direction::Ascending => (behind, more),
+        Direction::Ascending => (behind, side.more),
         Direction::Descending => {
-            items.reverse();
-            (more, behind)
+            side.items.reverse();
+            side.timestamps.reverse();
+            (side.more, behind)
         }
     };
-    reveal_all(&mut items, reveal)?;
     let total = count_replies(store, parent, deleted)?;
-    Ok(message_list(&[], &items, (has_before, has_after), total))
+    if !side.kept {
+        return Ok(Rendered::Planned(PagePlan {
+            keys: PageKeys::Listed(side.timestamps),
+            has_before,
+            has_after,
+            total,
+        }));
+    }
+    reveal_all(&mut side.items, reveal)?;
+    let flags = (has_before, has_after);
+    Ok(Rendered::Whole(message_list(
+        &[],
+        &side.items,
+        flags,
+        total,
+    )))
 }
 
 fn count_replies(
@@ -709,4 +811,141 @@ fn count_replies(
         }
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Message;
+    use crate::store::StoreOptions;
+    use crate::wal::record::Lsn;
+
+    const THREAD: &str = "t";
+
+    /// 60 messages of 20 KB (1.2 MB, so their pages stream), every seventh
+    /// deleted, each after the first a reply to it; returns their ids,
+    /// oldest first.
+    fn store_with_messages(dir: &std::path::Path) -> (Store, Vec<MessageId>) {
+        let store = Store::open(dir, StoreOptions::default(), "test").unwrap();
+        store
+            .log_durable_watermark()
+            .store(u64::MAX, std::sync::atomic::Ordering::Release);
+        let filler = "x".repeat(20_000);
+        let mut ids: Vec<MessageId> = Vec::new();
+        for n in 1..=60u64 {
+            let id = MessageId {
+                ts: n * 1000,
+                salt: n,
+            };
+            let json = serde_json::json!({
+                "key": id.to_string(), "thread": THREAD, "author": "a", "created_ts": id.ts,
+                "body": { "n": n, "filler": filler }, "deleted": n % 7 == 0,
+            });
+            let message: Message = serde_json::from_str(&json.to_string()).unwrap();
+            let mut ops = Store::message_ops(None, &message, message.ts);
+            if n > 1 {
+                // Every later message also answers the first.
+                Store::reply_op(&mut ops, &message, ids[0].ts);
+            }
+            store.apply(Lsn(n), &ops).unwrap();
+            ids.push(id);
+        }
+        (store, ids)
+    }
+
+    /// A planned page put together as the accepting core sends it.
+    fn assembled(store: &Store, fields: &[(&str, &str)], plan: PagePlan, deleted: bool) -> Vec<u8> {
+        let mut out = list_head(fields, "messages");
+        let (mut keys, mut count) = (Some(plan.keys), 0);
+        let (mut first, mut last) = (None, None);
+        while let Some(now) = keys {
+            let piece = piece(store, THREAD, now, deleted, None).unwrap();
+            assert!(piece.json.len() <= PIECE_BYTES_MAX + 25_000, "one piece");
+            if piece.count > 0 {
+                if count > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&piece.json);
+                count += piece.count;
+                first = first.or(piece.first_key);
+                last = piece.last_key;
+            }
+            keys = piece.rest;
+        }
+        let flags = (plan.has_before, plan.has_after);
+        list_tail(
+            &mut out,
+            &Pagination::of(first, last, count, flags, plan.total),
+        );
+        out
+    }
+
+    /// For each position, with and without deleted messages: the page
+    /// `render` plans (in pieces) assembles into the page it renders whole.
+    fn pieces_make_the_whole(
+        store: &Store,
+        positions: &[MessagePosition],
+        fields: &[(&str, &str)],
+        render: impl Fn(&MessagePage, bool) -> Result<Rendered, EngineError>,
+    ) {
+        for &position in positions {
+            for include_deleted in [false, true] {
+                let page = MessagePage {
+                    position,
+                    limit: 1000,
+                    include_deleted,
+                };
+                let Ok(Rendered::Whole(whole)) = render(&page, false) else {
+                    panic!("{position:?}: not rendered whole");
+                };
+                let Ok(Rendered::Planned(plan)) = render(&page, true) else {
+                    panic!("{position:?}: not planned");
+                };
+                // Compared without printing: the pages are 1 MB.
+                let pieces = assembled(store, fields, plan, include_deleted);
+                assert!(pieces == whole, "{position:?} {include_deleted}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_page_rendered_in_pieces_is_the_page_rendered_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, ids) = store_with_messages(dir.path());
+        let positions = [
+            MessagePosition::End,
+            MessagePosition::Start,
+            MessagePosition::Before(ids[40]),
+            MessagePosition::After(ids[10]),
+            MessagePosition::Anchor(ids[30]),
+        ];
+        let render =
+            |page: &MessagePage, in_pieces| messages(&store, THREAD, (page, in_pieces), 60, None);
+        pieces_make_the_whole(&store, &positions, &[("thread", THREAD)], render);
+        // A page within PAGE_WHOLE_BYTES_MAX is rendered whole either way.
+        let small = MessagePage {
+            position: MessagePosition::End,
+            limit: 5,
+            include_deleted: false,
+        };
+        assert!(matches!(
+            messages(&store, THREAD, (&small, true), 60, None),
+            Ok(Rendered::Whole(_))
+        ));
+    }
+
+    #[test]
+    fn a_page_of_replies_rendered_in_pieces_is_the_page_rendered_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, ids) = store_with_messages(dir.path());
+        let parent = (THREAD, ids[0].ts);
+        let positions = [
+            MessagePosition::Start,
+            MessagePosition::After(ids[10]),
+            MessagePosition::Before(ids[40]),
+        ];
+        let render =
+            |page: &MessagePage, in_pieces| replies(&store, parent, (page, in_pieces), None);
+        pieces_make_the_whole(&store, &positions, &[], render);
+    }
 }

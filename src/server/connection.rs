@@ -23,7 +23,7 @@ use glommio::net::TcpStream;
 use super::drain::Drain;
 use super::live_tail;
 use super::tls::Tls;
-use crate::api::{Api, ApiError, Handled, PageStream};
+use crate::api::{Api, ApiError, Handled, LiveTail, PageStream};
 use crate::http::{self, HeadLimits, Method, Parse, Response};
 use crate::logging;
 use crate::mesh::Mesh;
@@ -142,41 +142,14 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
                 let response = match handled {
                     Handled::Response(response) => response,
                     Handled::Stream(tail) => {
-                        // Answers already buffered for pipelined requests go first.
-                        if !output.is_empty() && stream.write_all(&output).await.is_err() {
-                            return;
-                        }
-                        output.clear();
-                        // A live tail never ends by itself: shutdown ends it.
-                        let served = futures_lite::future::or(
-                            live_tail::serve(&mut stream, api.mesh().clone(), tail),
-                            async {
-                                settings.drain.wait().await;
-                                Ok(())
-                            },
-                        )
-                        .await;
-                        if let Err(err) = served {
-                            err.into_response().write_to(&mut output, false, false);
-                            let _ = stream.write_all(&output).await;
-                        }
-                        let _ = stream.close().await;
-                        return;
+                        return serve_live_tail(stream, output, &api, &settings.drain, tail).await;
                     }
                     Handled::Page(head, page) => {
-                        // HTTP/1.0 has no chunked coding: there the body
-                        // ends when the connection closes.
-                        let keep_alive =
-                            request.http11 && request.keep_alive && !settings.drain.is_draining();
-                        let framing = PageFraming {
-                            keep_alive,
-                            chunked: request.http11,
-                            head_only: request.method == Method::Head,
-                        };
+                        let framing = PageFraming::of(&request, &settings.drain);
                         let sent =
                             send_page(&mut stream, &mut output, (head, page), api.mesh(), framing)
                                 .await;
-                        if !sent || !keep_alive {
+                        if !sent || !framing.keep_alive {
                             let _ = stream.close().await;
                             return;
                         }
@@ -283,6 +256,35 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Serves a live tail on the connection until the client goes away or
+/// shutdown ends it (a live tail never ends by itself), then closes it.
+async fn serve_live_tail<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    mut output: Vec<u8>,
+    api: &Api,
+    drain: &Drain,
+    tail: LiveTail,
+) {
+    // Answers already buffered for pipelined requests go first.
+    if !output.is_empty() && stream.write_all(&output).await.is_err() {
+        return;
+    }
+    output.clear();
+    let served = futures_lite::future::or(
+        live_tail::serve(&mut stream, api.mesh().clone(), tail),
+        async {
+            drain.wait().await;
+            Ok(())
+        },
+    )
+    .await;
+    if let Err(err) = served {
+        err.into_response().write_to(&mut output, false, false);
+        let _ = stream.write_all(&output).await;
+    }
+    let _ = stream.close().await;
+}
+
 /// How a streamed page goes out.
 #[derive(Clone, Copy)]
 struct PageFraming {
@@ -291,6 +293,18 @@ struct PageFraming {
     chunked: bool,
     /// A HEAD request: the head only, nothing rendered.
     head_only: bool,
+}
+
+impl PageFraming {
+    fn of(request: &http::Request, drain: &Drain) -> PageFraming {
+        PageFraming {
+            // HTTP/1.0 has no chunked coding: there the body ends when the
+            // connection closes.
+            keep_alive: request.http11 && request.keep_alive && !drain.is_draining(),
+            chunked: request.http11,
+            head_only: request.method == Method::Head,
+        }
+    }
 }
 
 /// Writes a streamed page: answers already buffered for pipelined requests
@@ -303,7 +317,7 @@ struct PageFraming {
 async fn send_page<S: AsyncWrite + Unpin>(
     stream: &mut S,
     output: &mut Vec<u8>,
-    (head, mut page): (Response, PageStream),
+    (head, mut page): (Response, Box<PageStream>),
     mesh: &Mesh,
     framing: PageFraming,
 ) -> bool {

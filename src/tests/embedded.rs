@@ -19,19 +19,38 @@ fn bodies(page: &progressdb::embedded::Messages) -> Vec<String> {
         .collect()
 }
 
-/// Every message of `thread`, oldest first, read in pages of `size`.
-fn all_oldest_first(db: &Db, thread: &str, size: usize) -> Vec<String> {
+/// Everything a paged call lists, following its cursors: `page` reads the
+/// page after a cursor (`None`: the first) and answers its items and the
+/// next cursor.
+fn follow_cursors<T>(mut page: impl FnMut(Option<String>) -> (Vec<T>, Option<String>)) -> Vec<T> {
     let mut out = Vec::new();
-    let mut page = Page::oldest_first(size);
+    let mut cursor = None;
     loop {
-        let got = db.list_messages(thread, &page).unwrap();
-        assert!(got.messages.len() <= size);
-        out.extend(bodies(&got));
-        match got.next_cursor {
-            Some(cursor) => page = Page::oldest_first(size).after(cursor),
+        let (items, next) = page(cursor);
+        out.extend(items);
+        match next {
+            Some(next) => cursor = Some(next),
             None => return out,
         }
     }
+}
+
+/// `size` or fewer per page, after `cursor` when given.
+fn page_after(page: Page, cursor: Option<String>) -> Page {
+    match cursor {
+        Some(cursor) => page.after(cursor),
+        None => page,
+    }
+}
+
+/// Every message of `thread`, oldest first, read in pages of `size`.
+fn all_oldest_first(db: &Db, thread: &str, size: usize) -> Vec<String> {
+    follow_cursors(|cursor| {
+        let page = page_after(Page::oldest_first(size), cursor);
+        let got = db.list_messages(thread, &page).unwrap();
+        assert!(got.messages.len() <= size);
+        (bodies(&got), got.next_cursor)
+    })
 }
 
 #[test]
@@ -518,4 +537,131 @@ fn participants_react_and_a_removed_one_cannot() {
         db.react(&thread.id, &message.id, "bob", Some("👍")).err(),
         Some(Error::ThreadNotFound)
     );
+}
+
+/// Every thread of `user` by activity, in pages of `size`: keys, roles and
+/// unread counts.
+fn all_threads_of(db: &Db, user: &str, size: usize) -> Vec<(String, String, u64)> {
+    follow_cursors(|cursor| {
+        let page = page_after(Page::newest_first(size), cursor);
+        let got = db.threads(user, &page).unwrap();
+        assert!(got.threads.len() <= size);
+        let listed = got.threads.iter().map(|listed| {
+            let role = listed.role.as_str().to_owned();
+            (listed.thread.id.clone(), role, listed.unread_count)
+        });
+        (listed.collect(), got.next_cursor)
+    })
+}
+
+#[test]
+fn a_users_threads_list_by_activity_and_page_as_the_server_lists_them() {
+    use progressdb::embedded::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::open(&path).unwrap();
+    let own: Vec<_> = (0..3)
+        .map(|n| db.create_thread("alice", &format!("mine {n}")).unwrap())
+        .collect();
+    let shared = db.create_thread("bob", "bob's").unwrap();
+    db.add_participant(&shared.id, "alice", Role::Member)
+        .unwrap();
+    db.post_message(&shared.id, "bob", r#""for alice""#)
+        .unwrap();
+    let private = db.create_thread("carol", "not alice's").unwrap();
+    // The oldest thread has the newest activity now.
+    db.post_message(&own[0].id, "alice", r#""bump""#).unwrap();
+
+    let listed = all_threads_of(&db, "alice", 1);
+    assert_eq!(listed, all_threads_of(&db, "alice", 1000));
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    assert_eq!(listed[0], (own[0].id.clone(), "owner".into(), 0));
+    let bobs = listed.iter().find(|(key, ..)| *key == shared.id).unwrap();
+    assert_eq!(bobs, &(shared.id.clone(), "member".into(), 1));
+    assert!(!listed.iter().any(|(key, ..)| *key == private.id));
+
+    // Deleted threads only when asked; a thread not hers is no cursor.
+    db.delete_thread(&own[1].id).unwrap();
+    assert_eq!(all_threads_of(&db, "alice", 2).len(), 3);
+    let page = Page::newest_first(10).include_deleted();
+    assert_eq!(db.threads("alice", &page).unwrap().threads.len(), 4);
+    let foreign = Page::newest_first(10).after(&private.id);
+    assert_eq!(
+        db.threads("alice", &foreign).err(),
+        Some(Error::InvalidCursor)
+    );
+    for refused in [Page::newest_first(0), Page::oldest_first(10)] {
+        assert!(matches!(
+            db.threads("alice", &refused),
+            Err(Error::InvalidInput { .. })
+        ));
+    }
+    let listed = all_threads_of(&db, "alice", 2);
+    db.close().unwrap();
+
+    // The server lists the same threads in the same order.
+    let server = Server::start_on(&path, &["--shards", "1"]);
+    let mut client = server.client().acting_for("alice");
+    let served = client
+        .get("/frontend/v1/threads?sort_by=updated_ts&limit=1000")
+        .expect(200);
+    let served: Vec<(String, String, u64)> = served["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|thread| {
+            let key = thread["key"].as_str().unwrap().to_owned();
+            let role = thread["role"].as_str().unwrap().to_owned();
+            (key, role, thread["unread_count"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(served, listed);
+}
+
+#[test]
+fn read_markers_move_forward_and_unread_counts_follow() {
+    use progressdb::embedded::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("db")).unwrap();
+    let team = db.create_thread("alice", "Team").unwrap();
+    db.add_participant(&team.id, "bob", Role::Member).unwrap();
+    let posted: Vec<_> = (0..3)
+        .map(|n| db.post_message(&team.id, "alice", &n.to_string()).unwrap())
+        .collect();
+    // His own messages are never unread for him.
+    db.post_message(&team.id, "bob", r#""mine""#).unwrap();
+    assert_eq!(db.listed_thread(&team.id, "bob").unwrap().unread_count, 3);
+
+    let marker = db.mark_read(&team.id, "bob", &posted[1].id).unwrap();
+    assert_eq!(marker.thread, team.id);
+    assert_eq!(marker.last_read.as_deref(), Some(posted[1].id.as_str()));
+    assert_eq!(marker.unread_count, 1);
+    // Never back.
+    let marker = db.mark_read(&team.id, "bob", &posted[0].id).unwrap();
+    assert_eq!(marker.last_read.as_deref(), Some(posted[1].id.as_str()));
+    assert_eq!(marker.unread_count, 1);
+    db.post_message(&team.id, "alice", r#""one more""#).unwrap();
+    assert_eq!(db.listed_thread(&team.id, "bob").unwrap().unread_count, 2);
+
+    // Only participants have markers; only messages of the thread mark.
+    assert_eq!(
+        db.mark_read(&team.id, "carol", &posted[0].id).err(),
+        Some(Error::ThreadNotFound)
+    );
+    assert_eq!(
+        db.listed_thread(&team.id, "carol").err(),
+        Some(Error::ThreadNotFound)
+    );
+    assert_eq!(
+        db.mark_read(&team.id, "bob", "33pfkbwm6vcmqq1z3hbt048xcm")
+            .err(),
+        Some(Error::MessageNotFound)
+    );
+    db.close().unwrap();
+
+    // The marker is stored: the count survives a reopen.
+    let db = Db::open(dir.path().join("db")).unwrap();
+    let listed = db.listed_thread(&team.id, "bob").unwrap();
+    assert_eq!((listed.role, listed.unread_count), (Role::Member, 2));
+    db.close().unwrap();
 }

@@ -738,6 +738,64 @@ fn a_streamed_page_has_the_shape_and_messages_of_a_whole_one() {
 }
 
 #[test]
+fn a_streamed_page_of_replies_has_the_replies_of_small_pages() {
+    let server = start(&["--durability", "none", "--shards", "2"]);
+    let mut alice = client(&server, BACKEND, "alice");
+    let base = messages_path(&mut alice, "asked");
+    let parent = alice.post(&base, r#"{"body":"question"}"#).expect(201);
+    let filler = "x".repeat(60_000);
+    for n in 0..40 {
+        let body = json!({ "body": { "n": n, "filler": filler }, "reply_to": parent["key"] });
+        alice.post(&base, &body.to_string()).expect(201);
+    }
+    let replies = format!("{base}/{}/replies", parent["key"].as_str().unwrap());
+    // Small pages, oldest first, each answered whole with a length.
+    let mut all: Vec<serde_json::Value> = Vec::new();
+    let mut path = format!("{replies}?limit=2");
+    loop {
+        let reply = alice.get(&path);
+        assert!(reply.header("Content-Length").is_some());
+        let page = reply.expect(200);
+        all.extend(support::items(&page).iter().cloned());
+        if page["pagination"]["has_after"] != true {
+            break;
+        }
+        let anchor = page["pagination"]["after_anchor"].as_str().unwrap();
+        path = format!("{replies}?limit=2&after={anchor}");
+    }
+    assert_eq!(all.len(), 40);
+
+    let reply = alice.get(&format!("{replies}?limit=1000"));
+    assert_eq!(reply.header("Transfer-Encoding"), Some("chunked"));
+    let page = reply.expect(200);
+    let keys = support::ids(&page);
+    // 2.4 MB: under the page cap, over what is rendered whole.
+    assert!(
+        support::items(&page)[..] == all[..],
+        "every reply, in order"
+    );
+    assert_eq!(page.get("thread"), None, "a replies page names no thread");
+    assert_eq!(
+        page["pagination"],
+        json!({
+            "before_anchor": keys[0], "after_anchor": keys[39],
+            "has_before": false, "has_after": false, "count": 40, "total": 40,
+        })
+    );
+    // From a cursor, and back from one.
+    let after = alice
+        .get(&format!("{replies}?limit=1000&after={}", keys[9]))
+        .expect(200);
+    assert!(support::items(&after)[..] == all[10..]);
+    assert_eq!(after["pagination"]["has_before"], true);
+    let before = alice
+        .get(&format!("{replies}?limit=1000&before={}", keys[30]))
+        .expect(200);
+    assert!(support::items(&before)[..] == all[..30]);
+    assert_eq!(before["pagination"]["has_after"], true);
+}
+
+#[test]
 fn streamed_pages_keep_head_http10_keep_alive_and_pipelining() {
     use std::io::{Read, Write};
     let server = start(&["--durability", "none"]);

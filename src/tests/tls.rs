@@ -2,7 +2,8 @@
 //! certificates made with the `openssl` command in each test, `curl
 //! --cacert` against the API and the metrics listener, the plain-HTTP
 //! listener beside TLS, garbage and silence on the TLS port, SIGHUP
-//! reloading the certificate while a connection stays open, and the
+//! reloading the certificate while a connection stays open, a large page
+//! streamed in chunks through TLS, and the
 //! published Python SDK (PyPI, in src/tests/sdk/site, installed by
 //! scripts/install-test-deps.sh) over HTTPS.
 
@@ -150,6 +151,34 @@ fn curl_with_the_ca_reaches_the_api_and_metrics_over_tls() {
             .expect(200)["thread"]["title"],
         "over tls"
     );
+    server.stop();
+}
+
+#[test]
+fn a_large_page_streams_over_tls_and_the_session_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path(), "main");
+    let server = start_tls(&pki, &["--plain-addr", "127.0.0.1:0"]);
+    let mut plain = Client::connect(banner_addr(&server, " plain="));
+    let filler = "x".repeat(60_000);
+    for n in 0..10 {
+        let body = serde_json::json!({
+            "thread": "big", "author": "alice", "body": { "n": n, "filler": filler },
+        });
+        plain.post("/v1/messages", &body.to_string()).expect(201);
+    }
+    let path = "/v1/threads/big/messages?limit=1000";
+    let whole = plain.get(path);
+    let mut tls = TlsClient::connect(server.addr, &pki.ca).unwrap();
+    // 600 KB: sent in chunks while it is rendered, through TLS.
+    let streamed = tls.get(path).unwrap();
+    assert_eq!(streamed.header("Transfer-Encoding"), Some("chunked"));
+    assert_eq!(streamed.status, 200);
+    assert!(streamed.body == whole.body, "the same page");
+    assert_eq!(streamed.json()["pagination"]["count"], 10);
+    // The session serves the next request after the last chunk.
+    let newest = tls.get("/v1/threads/big/messages?limit=1").unwrap();
+    assert_eq!(newest.expect(200)["messages"][0]["body"]["n"], 9);
     server.stop();
 }
 
