@@ -456,22 +456,43 @@ impl Engine {
         page: &VersionPage,
     ) -> Result<Executed, EngineError> {
         let (_, message) = self.message_for(thread, caller, id, page.include_deleted)?;
-        let mut versions = self.store.versions(&message.thread, message.ts)?;
-        versions.push(message.current_version());
-        let (start, end) = version_window(&versions, page)?;
-        let (start, end) = within_page_bytes(&versions, (start, end), page.position);
-        let mut items = Vec::with_capacity(end - start);
-        for version in &mut versions[start..end] {
+        // Versions are numbered 1..=current, the past ones stored, so the
+        // window is arithmetic and only its versions are read, nearest the
+        // cursor first, until the page's byte budget is spent.
+        let newest = message.version;
+        let (start, end) = version_window(newest, page)?;
+        let numbers = fill_order(start + 1..=end, page.position);
+        let mut versions = Vec::new();
+        let mut bytes = 0;
+        for number in numbers {
+            let version = match number == newest {
+                true => Some(message.current_version()),
+                false => self.store.version(&message.thread, message.ts, number)?,
+            };
+            let Some(version) = version else { continue };
+            bytes += stored_size(&version);
+            if bytes > page::PAGE_BYTES_MAX && !versions.is_empty() {
+                break;
+            }
+            versions.push(version);
+        }
+        versions.sort_by_key(|version| version.version);
+        let mut items = Vec::with_capacity(versions.len());
+        for version in &mut versions {
             self.open_version(&message, version)?;
             items.push(serde_json::to_vec(&*version).expect("versions serialize"));
         }
-        let number = |index: usize| versions.get(index).map(|v| v.version.to_string());
+        // The window actually sent, as indices: what the budget kept.
+        let (start, end) = match (versions.first(), versions.last()) {
+            (Some(first), Some(last)) => (first.version - 1, last.version),
+            _ => (start, end),
+        };
         let pagination = Pagination::of(
-            (start < end).then(|| number(start)).flatten(),
-            (start < end).then(|| number(end - 1)).flatten(),
-            end - start,
-            (start > 0, end < versions.len()),
-            versions.len() as u64,
+            versions.first().map(|v| v.version.to_string()),
+            versions.last().map(|v| v.version.to_string()),
+            versions.len(),
+            (start > 0, end < newest),
+            u64::from(newest),
         );
         let fields = [("message", message.id.as_str())];
         let body = page::list(
@@ -792,46 +813,37 @@ fn planned(
     }))
 }
 
-/// `window` shrunk to [`page::PAGE_BYTES_MAX`] of bodies (at least one
-/// version), dropping versions far from the cursor: the oldest of a
-/// newest or `before` page, the newest of an `after` page, and those
-/// furthest from an anchor.
-fn within_page_bytes(
-    versions: &[Version],
-    (mut start, mut end): (usize, usize),
-    position: VersionPosition,
-) -> (usize, usize) {
-    let size = |v: &Version| {
-        v.sealed_body
-            .as_ref()
-            .map_or(v.body.get().len(), String::len)
-    };
-    let mut bytes: usize = versions[start..end].iter().map(size).sum();
-    while bytes > page::PAGE_BYTES_MAX && end - start > 1 {
-        let from_start = match position {
-            VersionPosition::After(_) => false,
-            VersionPosition::Anchor(v) => {
-                let anchor = versions.partition_point(|x| x.version < v);
-                anchor - start >= end - 1 - anchor
-            }
-            VersionPosition::Newest | VersionPosition::Before(_) => true,
-        };
-        if from_start {
-            bytes -= size(&versions[start]);
-            start += 1;
-        } else {
-            end -= 1;
-            bytes -= size(&versions[end]);
-        }
-    }
-    (start, end)
+/// Bytes a version takes as stored (sealed or not).
+fn stored_size(version: &Version) -> usize {
+    version
+        .sealed_body
+        .as_ref()
+        .map_or(version.body.get().len(), String::len)
 }
 
-/// The index range of `versions` (sorted by number, oldest first) that
-/// `page` selects. A cursor must be one of the message's version numbers.
-fn version_window(versions: &[Version], page: &VersionPage) -> Result<(usize, usize), EngineError> {
-    let len = versions.len();
-    let newest = versions.last().map_or(0, |v| v.version);
+/// The numbers of `window` in the order a page fills them when its bytes
+/// run out: the newest first for the newest page or one before a cursor,
+/// the oldest first after a cursor, and outward from an anchor.
+fn fill_order(window: std::ops::RangeInclusive<u32>, position: VersionPosition) -> Vec<u32> {
+    match position {
+        VersionPosition::Newest | VersionPosition::Before(_) => window.rev().collect(),
+        VersionPosition::After(_) => window.collect(),
+        VersionPosition::Anchor(anchor) => {
+            let (low, high) = (*window.start(), *window.end());
+            let mut order = vec![anchor];
+            for step in 1..=high.saturating_sub(low) {
+                order.extend((anchor.checked_sub(step)).filter(|v| *v >= low));
+                order.extend((anchor.checked_add(step)).filter(|v| *v <= high));
+            }
+            order
+        }
+    }
+}
+
+/// The index range of versions `1..=newest` (index `i` is version `i + 1`)
+/// that `page` selects. A cursor must be one of the message's versions.
+fn version_window(newest: u32, page: &VersionPage) -> Result<(u32, u32), EngineError> {
+    let limit = u32::try_from(page.limit).unwrap_or(u32::MAX);
     let cursor = match page.position {
         VersionPosition::Newest => None,
         VersionPosition::Before(v) | VersionPosition::After(v) | VersionPosition::Anchor(v) => {
@@ -841,21 +853,49 @@ fn version_window(versions: &[Version], page: &VersionPage) -> Result<(usize, us
     if cursor.is_some_and(|v| v == 0 || v > newest) {
         return Err(EngineError::InvalidCursor);
     }
-    let below = |v: u32| versions.partition_point(|x| x.version < v);
-    let upto = |v: u32| versions.partition_point(|x| x.version <= v);
     Ok(match page.position {
-        VersionPosition::Newest => (len.saturating_sub(page.limit), len),
-        VersionPosition::Before(v) => {
-            let end = below(v);
-            (end.saturating_sub(page.limit), end)
-        }
-        VersionPosition::After(v) => {
-            let start = upto(v);
-            (start, start.saturating_add(page.limit).min(len))
-        }
+        VersionPosition::Newest => (newest.saturating_sub(limit), newest),
+        VersionPosition::Before(v) => ((v - 1).saturating_sub(limit), v - 1),
+        VersionPosition::After(v) => (v, v.saturating_add(limit).min(newest)),
         VersionPosition::Anchor(v) => (
-            below(v).saturating_sub(page.limit),
-            upto(v).saturating_add(page.limit).min(len),
+            (v - 1).saturating_sub(limit),
+            v.saturating_add(limit).min(newest),
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(position: VersionPosition, limit: usize) -> VersionPage {
+        VersionPage {
+            position,
+            limit,
+            include_deleted: false,
+        }
+    }
+
+    #[test]
+    fn version_windows_are_arithmetic_on_numbers() {
+        use VersionPosition::*;
+        assert_eq!(version_window(7, &page(Newest, 2)).unwrap(), (5, 7));
+        assert_eq!(version_window(7, &page(Before(3), 5)).unwrap(), (0, 2));
+        assert_eq!(version_window(7, &page(After(6), 5)).unwrap(), (6, 7));
+        assert_eq!(version_window(7, &page(Anchor(4), 1)).unwrap(), (2, 5));
+        assert_eq!(version_window(7, &page(Before(1), 5)).unwrap(), (0, 0));
+        for bad in [0, 8] {
+            assert!(version_window(7, &page(Before(bad), 1)).is_err());
+        }
+    }
+
+    #[test]
+    fn pages_fill_from_the_cursor_outward() {
+        use VersionPosition::*;
+        assert_eq!(fill_order(3..=5, Newest), [5, 4, 3]);
+        assert_eq!(fill_order(1..=2, Before(3)), [2, 1]);
+        assert_eq!(fill_order(4..=6, After(3)), [4, 5, 6]);
+        assert_eq!(fill_order(2..=6, Anchor(3)), [3, 2, 4, 5, 6]);
+        assert_eq!(fill_order(1..=1, Anchor(1)), [1]);
+    }
 }

@@ -758,6 +758,19 @@ impl Store {
     }
 
     /// Past versions of a message, oldest first.
+    /// Past version `version` of the message at `message_ts`.
+    pub fn version(
+        &self,
+        thread_id: &str,
+        message_ts: u64,
+        version: u32,
+    ) -> StoreResult<Option<Version>> {
+        let key = keys::version(thread_id, message_ts, version);
+        self.get(Space::Versions, &key)?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
     pub fn versions(&self, thread_id: &str, message_ts: u64) -> StoreResult<Vec<Version>> {
         self.prefix(
             Space::Versions,
