@@ -1,12 +1,15 @@
 //! Embedded calls beyond the basics: replies, reactions, participants,
-//! thread renames, deletes and restores. Each is the engine command the
+//! thread renames, deletes, restores and erasure. Each is the engine command the
 //! HTTP route runs, so behaviour (validation, roles, soft deletes, version
 //! history) is the server's.
 
 use super::{Db, Error, Messages, Page, anyone, invalid, thread_id, user_id};
 use crate::api::input;
 use crate::config::Limits;
-use crate::engine::{Caller, Command, MessagePage, MessagePosition, Order};
+use crate::engine::{
+    Caller, Command, EngineError, MessagePage, MessagePosition, Order, PURGE_BUDGET_DEFAULT,
+    PurgeCursor, PurgePhase, PurgeRequest, Reply, RetentionPolicy,
+};
 use crate::model::{Message, MessageId, Participant, Role, Thread};
 
 impl Db {
@@ -75,6 +78,36 @@ impl Db {
             caller: anyone(),
         })
         .map(drop)
+    }
+
+    /// Erases `thread` now, deleted or not, with every message, version,
+    /// reaction, reply and participant (as `DELETE
+    /// /admin/v1/threads/{key}?hard=true`): gone when this returns, its
+    /// key free for reuse. An encrypted thread's key is destroyed, so
+    /// older copies of its data no longer open.
+    pub fn erase_thread(&self, thread: &str) -> Result<(), Error> {
+        self.run(Command::EraseThread {
+            id: thread_id(thread)?,
+        })?;
+        // The erasure's keys go in bounded steps, as the server's job does.
+        let mut cursor = PurgeCursor {
+            phase: PurgePhase::Erasures,
+            after: None,
+        };
+        while cursor.phase != PurgePhase::Done {
+            let step = Command::Purge(PurgeRequest {
+                dry_run: false,
+                policy: RetentionPolicy::default(),
+                now_ns: crate::engine::now_ns(),
+                budget: PURGE_BUDGET_DEFAULT,
+                cursor,
+            });
+            let Reply::Purged(report) = self.run(step)? else {
+                return Err(EngineError::Storage("unexpected reply to an erasure".into()).into());
+            };
+            cursor = report.cursor;
+        }
+        Ok(())
     }
 
     /// Undoes [`Db::delete_thread`].

@@ -502,6 +502,36 @@ fn options_seal_only_the_fields_named() {
 }
 
 #[test]
+fn an_erased_thread_is_gone_with_everything_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::open(&path).unwrap();
+    let thread = db.create_thread("alice", "Erase me").unwrap();
+    let kept = db.create_thread("alice", "Keep me").unwrap();
+    let first = db
+        .post_message(&thread.id, "alice", r#""erase-3e7a""#)
+        .unwrap();
+    db.edit_message(&thread.id, &first.id, r#""erase-3e7a-2""#)
+        .unwrap();
+    db.post_reply(&thread.id, &first.id, "alice", r#""reply""#)
+        .unwrap();
+    db.post_message(&kept.id, "alice", r#""kept""#).unwrap();
+    db.erase_thread(&thread.id).unwrap();
+    assert_eq!(db.thread(&thread.id).err(), Some(Error::ThreadNotFound));
+    assert_eq!(
+        db.erase_thread(&thread.id).err(),
+        Some(Error::ThreadNotFound)
+    );
+    let page = db.list_messages(&kept.id, &Page::newest_first(10)).unwrap();
+    assert_eq!(bodies(&page), [r#""kept""#]);
+    db.close().unwrap();
+    // Still gone after a reopen, which replays the log.
+    let db = Db::open(&path).unwrap();
+    assert_eq!(db.thread(&thread.id).err(), Some(Error::ThreadNotFound));
+    db.close().unwrap();
+}
+
+#[test]
 fn participants_react_and_a_removed_one_cannot() {
     use progressdb::embedded::Role;
     let dir = tempfile::tempdir().unwrap();
