@@ -74,6 +74,7 @@ pub fn route_name(routed: &Result<Route, RouteError>) -> &'static str {
         Route::RotateMasterKey => "rotate_master_key",
         Route::StartBackup => "start_backup",
         Route::GetBackup(_) => "get_backup",
+        Route::ClusterStatus => "cluster_status",
         Route::Options(_) => "options",
         Route::OpenApi => "openapi",
         Route::Docs => "docs",

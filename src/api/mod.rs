@@ -4,6 +4,7 @@
 
 mod admin;
 mod backup;
+mod cluster;
 mod cors;
 pub mod docs;
 mod error;
@@ -75,6 +76,8 @@ pub struct Api {
     db: std::path::PathBuf,
     /// Sequence for thread ids generated on this core.
     thread_sequence: Cell<u32>,
+    /// Clustered mode's state on this core; `None` without `--cluster`.
+    cluster: Option<Rc<crate::cluster::shard::Replication>>,
 }
 
 impl Api {
@@ -102,7 +105,13 @@ impl Api {
             kms_check_dir: config.db.join("kms"),
             db: config.db.clone(),
             thread_sequence: Cell::new(0),
+            cluster: None,
         }
+    }
+
+    /// Clustered mode: forward what another node owns, refuse what moves.
+    pub fn with_cluster(self, cluster: Option<Rc<crate::cluster::shard::Replication>>) -> Api {
+        Api { cluster, ..self }
     }
 
     /// Answers `request`, which came from `peer` (failed authentications
@@ -206,6 +215,9 @@ impl Api {
             .scope()
             .expect("only unauthenticated routes have no scope");
         let principal = self.authenticate(request, scope, peer)?;
+        if let Some(handled) = self.cluster_route(&route, request).await {
+            return handled;
+        }
         let admitted =
             self.rate_limiter
                 .admit(principal.key_index, principal.user.as_ref(), Instant::now());
@@ -466,7 +478,7 @@ impl Api {
         })
     }
 
-    fn generate_thread_id(&self) -> ThreadId {
+    fn generate_local_thread_id(&self) -> ThreadId {
         let sequence = self.thread_sequence.get();
         self.thread_sequence.set(sequence.wrapping_add(1));
         engine::new_thread_id(self.mesh.local_shard(), sequence)

@@ -130,14 +130,18 @@ pub mod conformance;
 pub mod driver;
 #[cfg(test)]
 pub mod fake;
+pub mod flush;
+pub mod forward;
 pub mod lease;
 pub mod nats;
 pub mod node;
 pub mod ports;
 pub mod record;
 pub mod replica;
+pub mod runtime;
 #[cfg(test)]
 mod scenarios;
+pub mod shard;
 
 use std::fmt;
 

@@ -344,6 +344,54 @@ fn append_error(kind: PublishErrorKind, detail: String) -> AppendError {
     }
 }
 
+/// An append on its way; [`PendingAppend::wait`] for the log's answer.
+pub struct PendingAppend {
+    reply:
+        flume::Receiver<Result<jetstream::publish::PublishAck, jetstream::context::PublishError>>,
+    timeout: Duration,
+}
+
+impl PendingAppend {
+    /// Blocks until the log answers (or the deadline says unclear).
+    pub fn wait(self) -> Result<Seq, AppendError> {
+        match self.reply.recv_timeout(self.timeout + CALL_GRACE) {
+            Ok(Ok(ack)) => Ok(Seq(ack.sequence)),
+            Ok(Err(error)) => Err(append_error(error.kind(), error.to_string())),
+            Err(_) => Err(AppendError::Unclear),
+        }
+    }
+}
+
+impl NatsLog {
+    /// Starts appending `record` like [`Log::append`] without waiting, so
+    /// the appends of several partitions travel at once.
+    pub fn submit_append(
+        &self,
+        partition: PartitionId,
+        expected_last: Seq,
+        dedupe_id: &str,
+        record: Vec<u8>,
+    ) -> Result<PendingAppend, AppendError> {
+        let subject = self.subject(partition);
+        let message = jetstream::message::PublishMessage::build()
+            .payload(record.into())
+            .message_id(dedupe_id)
+            .expected_last_sequence(expected_last.0);
+        let submitted = self.bridge.submit(move |session| async move {
+            let ack = session.jetstream.send_publish(subject, message).await?;
+            ack.await
+        });
+        match submitted {
+            Ok(reply) => Ok(PendingAppend {
+                reply,
+                timeout: self.bridge.request_timeout,
+            }),
+            Err(BridgeError::Busy) => Err(AppendError::Unavailable("bridge busy".into())),
+            Err(_) => Err(AppendError::Unavailable("bridge closed".into())),
+        }
+    }
+}
+
 impl Log for NatsLog {
     fn append(
         &self,
@@ -352,21 +400,8 @@ impl Log for NatsLog {
         dedupe_id: &str,
         record: &[u8],
     ) -> Result<Seq, AppendError> {
-        let subject = self.subject(partition);
-        let message = jetstream::message::PublishMessage::build()
-            .payload(record.to_vec().into())
-            .message_id(dedupe_id)
-            .expected_last_sequence(expected_last.0);
-        let acked = self.bridge.call(move |session| async move {
-            let ack = session.jetstream.send_publish(subject, message).await?;
-            ack.await
-        });
-        match acked {
-            Ok(Ok(ack)) => Ok(Seq(ack.sequence)),
-            Ok(Err(error)) => Err(append_error(error.kind(), error.to_string())),
-            Err(BridgeError::Busy) => Err(AppendError::Unavailable("bridge busy".into())),
-            Err(_) => Err(AppendError::Unclear),
-        }
+        self.submit_append(partition, expected_last, dedupe_id, record.to_vec())?
+            .wait()
     }
 
     fn read(

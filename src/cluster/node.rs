@@ -11,11 +11,11 @@
 
 use std::collections::BTreeMap;
 
-use super::assignment::{self, PassOutcome, assignment_key, reassign};
+use super::assignment::{self, Assignment, PassOutcome, assignment_key, reassign};
 use super::driver::{Driver, DriverError, WriteError};
 use super::lease::{Lease, Renewal};
-use super::ports::{CoordError, Coordinator, Log};
-use super::replica::{Refusal, Replica, Role};
+use super::ports::{AppendError, CoordError, Coordinator, Log};
+use super::replica::{Append, Refusal, Replica, Role};
 use super::{Epoch, Millis, NodeId, PartitionId, Seq};
 
 /// Prefix of the membership keys in the lease bucket: `node.<id>`.
@@ -60,6 +60,8 @@ pub struct Node<'l, L: Log, C: Coordinator> {
     controller_since: Option<Millis>,
     /// Partitions this node owns or stands by for.
     replicas: BTreeMap<PartitionId, Driver<'l, L>>,
+    /// The assignment of each partition as last read, for status.
+    seen: BTreeMap<PartitionId, Assignment>,
     now: Millis,
 }
 
@@ -77,6 +79,7 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
             controller,
             controller_since: None,
             replicas: BTreeMap::new(),
+            seen: BTreeMap::new(),
             now: 0,
         }
     }
@@ -87,6 +90,16 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
 
     pub fn replica(&self, partition: PartitionId) -> Option<&Replica> {
         self.replicas.get(&partition).map(|driver| &driver.replica)
+    }
+
+    /// The assignment of `partition` as the last tick read it.
+    pub fn assignment(&self, partition: PartitionId) -> Option<&Assignment> {
+        self.seen.get(&partition)
+    }
+
+    /// Whether this node's membership lease is valid at `now` by its clock.
+    pub fn lease_valid(&self, now: Millis) -> bool {
+        self.membership.is_valid(now)
     }
 
     /// One round of duties at time `now`; call it about three times per
@@ -188,6 +201,7 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
         let Some(stored) = stored else { return Ok(()) };
         let wanted = assignment::decode(&stored.value)
             .map_err(|e| DriverError::Unavailable(format!("{e:?}")))?;
+        self.seen.insert(partition, wanted.clone());
         let me = &self.config.node;
         let standing_by = wanted.standbys.contains(me);
         if wanted.owner != *me && !standing_by {
@@ -239,6 +253,37 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
         }
         let driver = self.replicas.get_mut(&partition).ok_or_else(not_owner)?;
         driver.write(payload)
+    }
+
+    /// [`Node::write`] in two halves, so a caller can append the flushes
+    /// of several partitions at once: frames `payload` for the log (same
+    /// refusals as `write`); the caller appends it and hands the answer to
+    /// [`Node::settle`].
+    pub fn propose(
+        &mut self,
+        partition: PartitionId,
+        payload: Vec<u8>,
+        now: Millis,
+    ) -> Result<Append, WriteError> {
+        let not_owner = || WriteError::Refused(Refusal::NotOwner { owner: None });
+        if !self.membership.is_valid(now) {
+            return Err(not_owner());
+        }
+        let driver = self.replicas.get_mut(&partition).ok_or_else(not_owner)?;
+        driver.propose(payload)
+    }
+
+    /// What the log's `answer` to a proposed `append` means, reading the
+    /// log (blocking, bounded) when the answer alone cannot tell.
+    pub fn settle(
+        &mut self,
+        partition: PartitionId,
+        append: Append,
+        answer: Result<Seq, AppendError>,
+    ) -> Result<Seq, WriteError> {
+        let not_owner = || WriteError::Refused(Refusal::NotOwner { owner: None });
+        let driver = self.replicas.get_mut(&partition).ok_or_else(not_owner)?;
+        driver.settle_answered(append, answer)
     }
 
     /// Settles a flush of `partition` that an earlier write left

@@ -77,6 +77,8 @@ pub enum Route {
     Viewer(&'static crate::api::viewer::Asset),
     /// `OPTIONS` on a known path: answered with its `Allow` list.
     Options(&'static str),
+    /// `GET /cluster/v1/status`: clustered mode's nodes and partitions.
+    ClusterStatus,
 }
 
 impl Route {
@@ -101,7 +103,8 @@ impl Route {
             | Route::AdminListMessages(_)
             | Route::AdminListVersions(..)
             | Route::AdminStreamMessages(_)
-            | Route::AdminListParticipants(_) => Some(Scope::Admin),
+            | Route::AdminListParticipants(_)
+            | Route::ClusterStatus => Some(Scope::Admin),
             Route::Sign | Route::SeedPostMessage | Route::SeedListMessages(_) => {
                 Some(Scope::Backend)
             }
@@ -158,6 +161,7 @@ enum Resource {
     ViewerAsset,
     Backups,
     Backup,
+    ClusterStatus,
 }
 
 impl Resource {
@@ -182,7 +186,8 @@ impl Resource {
             | Resource::AdminParticipants
             | Resource::ViewerPage
             | Resource::ViewerAsset
-            | Resource::Backup => "GET, HEAD, OPTIONS",
+            | Resource::Backup
+            | Resource::ClusterStatus => "GET, HEAD, OPTIONS",
             Resource::Threads | Resource::Messages | Resource::Participants => {
                 "GET, HEAD, POST, OPTIONS"
             }
@@ -262,6 +267,7 @@ const PATHS: &[(&str, Resource)] = &[
     ("/admin/v1/backups", Resource::Backups),
     ("/admin/v1/backups/{id}", Resource::Backup),
     ("/metrics", Resource::Metrics),
+    ("/cluster/v1/status", Resource::ClusterStatus),
     ("/admin/v1/threads", Resource::AdminThreads),
     ("/admin/v1/threads/{id}", Resource::AdminThread),
     ("/admin/v1/threads/{id}/messages", Resource::AdminMessages),
@@ -360,6 +366,7 @@ pub fn route(method: Method, raw_path: &str) -> Result<Route, RouteError> {
         (Resource::Rotate, Method::Post) => Route::RotateMasterKey,
         (Resource::Backups, Method::Post) => Route::StartBackup,
         (Resource::Backup, Method::Get) => Route::GetBackup(param()),
+        (Resource::ClusterStatus, Method::Get) => Route::ClusterStatus,
         (Resource::AdminThreads, Method::Get) => Route::AdminListThreads,
         (Resource::AdminThread, Method::Get) => Route::AdminGetThread(param()),
         (Resource::AdminMessages, Method::Get) => Route::AdminListMessages(param()),
