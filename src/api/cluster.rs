@@ -48,7 +48,10 @@ impl Api {
         };
         match placement {
             Placement::Here => None,
-            Placement::Unavailable => Some(Err(unavailable())),
+            Placement::Unavailable => {
+                crate::logging::debug("no node serves this request's partition now", &[]);
+                Some(Err(unavailable()))
+            }
             Placement::There(_) if is_stream(route) => Some(Err(ApiError::new(
                 421,
                 "stream_elsewhere",
@@ -60,7 +63,10 @@ impl Api {
                     .forward(&address, request, cluster.node())
                     .await;
                 Some(Ok(Handled::Response(answer.unwrap_or_else(|why| {
-                    crate::logging::debug("forward failed", &[("error", &why)]);
+                    crate::logging::warn(
+                        "forwarding to the partition's owner failed",
+                        &[("owner", &address), ("error", &why)],
+                    );
                     unavailable().into_response()
                 }))))
             }
@@ -107,8 +113,8 @@ fn place(cluster: &Replication, thread: &str, request: &Request) -> Placement {
     }
 }
 
-/// Creates a thread here when this node owns any partition, else on the
-/// first other live node.
+/// Creates a thread here when this node owns any partition, else on a
+/// node that owns one.
 fn place_new_thread(cluster: &Replication, request: &Request) -> Placement {
     let view = cluster.view();
     let owns_any =
@@ -116,10 +122,11 @@ fn place_new_thread(cluster: &Replication, request: &Request) -> Placement {
     if owns_any {
         return Placement::Here;
     }
-    let other = view.nodes.iter().find(|(node, _)| **node != view.node);
-    match other {
-        Some((_, address)) if request.header(FORWARDED_HEADER).is_none() => {
-            Placement::There(address.clone())
+    let owner = (0..view.partitions.len() as u32)
+        .find_map(|p| view.owner_address(crate::cluster::PartitionId(p)));
+    match owner {
+        Some(address) if request.header(FORWARDED_HEADER).is_none() => {
+            Placement::There(address.to_owned())
         }
         _ => Placement::Unavailable,
     }

@@ -247,12 +247,20 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
         payload: Vec<u8>,
         now: Millis,
     ) -> Result<Seq, WriteError> {
+        self.leased_driver(partition, now)?.write(payload)
+    }
+
+    /// The driver of `partition` while this node's lease is valid at `now`.
+    fn leased_driver(
+        &mut self,
+        partition: PartitionId,
+        now: Millis,
+    ) -> Result<&mut Driver<'l, L>, WriteError> {
         let not_owner = || WriteError::Refused(Refusal::NotOwner { owner: None });
         if !self.membership.is_valid(now) {
             return Err(not_owner());
         }
-        let driver = self.replicas.get_mut(&partition).ok_or_else(not_owner)?;
-        driver.write(payload)
+        self.replicas.get_mut(&partition).ok_or_else(not_owner)
     }
 
     /// [`Node::write`] in two halves, so a caller can append the flushes
@@ -265,12 +273,7 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
         payload: Vec<u8>,
         now: Millis,
     ) -> Result<Append, WriteError> {
-        let not_owner = || WriteError::Refused(Refusal::NotOwner { owner: None });
-        if !self.membership.is_valid(now) {
-            return Err(not_owner());
-        }
-        let driver = self.replicas.get_mut(&partition).ok_or_else(not_owner)?;
-        driver.propose(payload)
+        self.leased_driver(partition, now)?.propose(payload)
     }
 
     /// What the log's `answer` to a proposed `append` means, reading the

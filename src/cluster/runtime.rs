@@ -46,7 +46,7 @@ pub const LEASE_TTL_MS: u64 = 3_000;
 const LEASE_MARGIN_MS: u64 = 1_000;
 /// How often the node's duties run: several times per lease TTL.
 const TICK_EVERY: Duration = Duration::from_millis(300);
-const FIRST_ASSIGNMENT_AFTER_MS: u64 = 2_000;
+const FIRST_ASSIGNMENT_AFTER_MS: u64 = 4_000;
 /// Bound on every NATS request, an append's acknowledgement included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Writes taken off the queue per round; the rest wait for the next.

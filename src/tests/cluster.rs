@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use async_nats::jetstream::stream::ClusterInfo;
 use progressdb::cluster::assignment::{PassOutcome, assignment_key, decode, reassign};
 use progressdb::cluster::conformance;
@@ -814,4 +816,308 @@ fn killed_stream_leader_loses_no_acknowledged_write() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// Partitions of the test clusters of the real binary.
+const NODE_PARTITIONS: &str = "8";
+const ADMIN_KEY: &str = "admin-key-0123456789";
+/// Writers of the loss audit, and how long they write before and after
+/// the busiest owner is killed.
+const WRITERS: usize = 4;
+const LOAD_BEFORE_KILL: Duration = Duration::from_secs(3);
+const LOAD_AFTER_KILL: Duration = Duration::from_secs(7);
+const AUDIT_THREADS: usize = 6;
+
+/// `progressdb --cluster` node `name` on `db` against `nats`.
+fn start_node(name: &str, db: &Path, nats: &[String]) -> support::Server {
+    let mut args = vec![
+        "--cluster",
+        "--node-id",
+        name,
+        "--shards",
+        "1",
+        "--partitions",
+        NODE_PARTITIONS,
+        "--standbys",
+        "2",
+        "--admin-key",
+        ADMIN_KEY,
+        "--durability",
+        "none",
+    ];
+    for url in nats {
+        args.extend(["--nats-url", url.as_str()]);
+    }
+    support::Server::start_on(db, &args)
+}
+
+/// Three nodes started at once (so the first does not take every
+/// partition before the others register).
+fn start_nodes(dir: &Path, nats: &[String]) -> Vec<support::Server> {
+    std::thread::scope(|scope| {
+        let starting: Vec<_> = ["n0", "n1", "n2"]
+            .iter()
+            .map(|name| {
+                let db = dir.join(name);
+                scope.spawn(move || start_node(name, &db, nats))
+            })
+            .collect();
+        starting.into_iter().map(|s| s.join().unwrap()).collect()
+    })
+}
+
+fn status(addr: SocketAddr) -> Option<serde_json::Value> {
+    let mut client = support::Client::connect(addr);
+    client.key = Some(ADMIN_KEY.into());
+    client.user = None;
+    let reply = client.try_request("GET", "/cluster/v1/status", None).ok()?;
+    (reply.status == 200).then(|| reply.json())
+}
+
+/// Polls `addr`'s status until `ready` holds of it.
+fn wait_for_status(addr: SocketAddr, what: &str, ready: impl Fn(&serde_json::Value) -> bool) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = status(addr)
+            && ready(&status)
+        {
+            return;
+        }
+        assert!(started.elapsed() < READY_MAX, "never {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every partition has an owner among `live`, and that owner's own view
+/// says it owns it.
+fn owned_by(status: &serde_json::Value, live: &[&str]) -> bool {
+    status["partitions"].as_array().is_some_and(|partitions| {
+        partitions.iter().all(|p| {
+            p["owner"]
+                .as_str()
+                .is_some_and(|owner| live.contains(&owner))
+        })
+    })
+}
+
+/// Waits until every partition is assigned to one of `live` and its
+/// owner, by its own status, has taken it over (its barrier is in the log).
+fn wait_until_served(addrs: &[SocketAddr], live: &[&str]) {
+    let started = Instant::now();
+    loop {
+        let statuses: Vec<serde_json::Value> = addrs.iter().filter_map(|a| status(*a)).collect();
+        let partitions = NODE_PARTITIONS.parse::<usize>().unwrap();
+        let served = statuses.len() == addrs.len()
+            && statuses.iter().all(|s| owned_by(s, live))
+            && (0..partitions).all(|p| {
+                statuses
+                    .iter()
+                    .any(|s| s["partitions"][p]["role"] == "owner")
+            });
+        if served {
+            return;
+        }
+        assert!(started.elapsed() < READY_MAX, "partitions left unserved");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A new thread through the node at `addr`, retried while its partitions
+/// are still being assigned (503 with `Retry-After`, as a client would).
+fn create_thread(addr: SocketAddr, i: usize) -> String {
+    let mut client = support::Client::connect(addr);
+    let body = format!(r#"{{"title":"audit {i}"}}"#);
+    let started = Instant::now();
+    loop {
+        let reply = client.post("/frontend/v1/threads", &body);
+        if reply.status != 503 || started.elapsed() > READY_MAX {
+            return reply.expect(201)["key"].as_str().unwrap().to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One acknowledged message: who wrote it, its number for that writer,
+/// the thread and the key the server gave it.
+#[derive(Debug, Clone)]
+struct Acked {
+    writer: usize,
+    n: u64,
+    thread: String,
+    key: String,
+}
+
+/// Posts to random threads through random nodes until `stop`, recording
+/// each acknowledged write; a node that stopped answering is skipped.
+fn load(writer: usize, nodes: &[SocketAddr], threads: &[String], stop: Instant) -> Vec<Acked> {
+    let mut rng = progressdb::rng::XorShift::new(writer as u64 + 1);
+    let mut clients: Vec<Option<support::Client>> = nodes
+        .iter()
+        .map(|addr| Some(support::Client::connect(*addr)))
+        .collect();
+    let (mut acked, mut n) = (Vec::new(), 0u64);
+    while Instant::now() < stop {
+        let node = rng.below(nodes.len());
+        let thread = &threads[rng.below(threads.len())];
+        let Some(client) = clients[node].as_mut() else {
+            continue;
+        };
+        n += 1;
+        let body = format!(r#"{{"body":{{"writer":{writer},"n":{n}}}}}"#);
+        let path = format!("/frontend/v1/threads/{thread}/messages");
+        match client.try_request("POST", &path, Some(&body)) {
+            Ok(reply) if reply.status == 201 => acked.push(Acked {
+                writer,
+                n,
+                thread: thread.clone(),
+                key: reply.json()["key"].as_str().unwrap().to_owned(),
+            }),
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+            // The killed node: its connection is gone, and it stays down.
+            Err(_) => clients[node] = None,
+        }
+    }
+    acked
+}
+
+/// What each node of `nodes` serves of `thread`: the keys of its messages
+/// in order, read with a plain client of that node (forwarded to the owner
+/// when the node does not own it).
+fn messages_through(addr: SocketAddr, thread: &str) -> Vec<String> {
+    let mut client = support::Client::connect(addr);
+    support::all_messages(&mut client, thread)
+        .iter()
+        .map(|message| message["key"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The node owning the most partitions in `status`.
+fn busiest_owner(status: &serde_json::Value) -> String {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for p in status["partitions"].as_array().unwrap() {
+        *counts
+            .entry(p["owner"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(_, count)| *count)
+        .unwrap()
+        .0
+}
+
+// The loss audit on the real binary: three nodes on three nats-servers, a
+// loader posting through random nodes, and `kill -9` of the node owning
+// the most partitions mid-run. Afterwards every acknowledged message is
+// served exactly once, in each writer's order, through every surviving
+// node; and the killed node, restarted, catches up from the log.
+#[test]
+fn acknowledged_writes_survive_kill_9_of_their_owner() {
+    let nats = NatsCluster::start(3, true);
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_nodes(dir.path(), &nats.urls());
+    let names = ["n0", "n1", "n2"];
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
+    wait_until_served(&addrs, &names);
+    let threads: Vec<String> = (0..AUDIT_THREADS)
+        .map(|i| create_thread(addrs[i % addrs.len()], i))
+        .collect();
+    let victim = busiest_owner(&status(addrs[0]).unwrap());
+    let victim_index = names.iter().position(|name| *name == victim).unwrap();
+    let started = Instant::now();
+    let stop = started + LOAD_BEFORE_KILL + LOAD_AFTER_KILL;
+    let survivors: Vec<&str> = names.iter().copied().filter(|n| *n != victim).collect();
+    let survivor_addrs: Vec<SocketAddr> = addrs
+        .iter()
+        .zip(names)
+        .filter(|(_, name)| *name != victim)
+        .map(|(addr, _)| *addr)
+        .collect();
+    let (acked, failover) = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|writer| {
+                let (addrs, threads) = (&addrs, &threads);
+                scope.spawn(move || load(writer, addrs, threads, stop))
+            })
+            .collect();
+        std::thread::sleep(LOAD_BEFORE_KILL);
+        let victim_node = nodes.remove(victim_index);
+        let killed_at = Instant::now();
+        victim_node.kill();
+        wait_until_served(&survivor_addrs, &survivors);
+        let failover = killed_at.elapsed();
+        let acked: Vec<Acked> = writers
+            .into_iter()
+            .flat_map(|writer| writer.join().unwrap())
+            .collect();
+        (acked, failover)
+    });
+    eprintln!(
+        "{} writes acknowledged; every partition served again {failover:?} after the kill",
+        acked.len(),
+    );
+    assert!(!acked.is_empty(), "nothing was acknowledged");
+    for thread in &threads {
+        let wanted: Vec<&Acked> = acked.iter().filter(|a| &a.thread == thread).collect();
+        for addr in &survivor_addrs {
+            let served = messages_through(*addr, thread);
+            audit_thread(thread, &wanted, &served);
+        }
+    }
+    let restarted = start_node(&victim, &dir.path().join(&victim), &nats.urls());
+    wait_for_status(restarted.addr, "caught up after its restart", |s| {
+        caught_up(s, &survivor_addrs)
+    });
+    for thread in &threads {
+        let wanted: Vec<&Acked> = acked.iter().filter(|a| &a.thread == thread).collect();
+        audit_thread(thread, &wanted, &messages_through(restarted.addr, thread));
+    }
+}
+
+/// Every acknowledged message of `thread` is in `served` exactly once, and
+/// each writer's messages are in the order it wrote them.
+fn audit_thread(thread: &str, wanted: &[&Acked], served: &[String]) {
+    let position: std::collections::HashMap<&str, usize> = served
+        .iter()
+        .enumerate()
+        .map(|(at, key)| (key.as_str(), at))
+        .collect();
+    assert_eq!(position.len(), served.len(), "{thread}: a key served twice");
+    let mut last: std::collections::HashMap<usize, (u64, usize)> = Default::default();
+    for acked in wanted {
+        let at = *position
+            .get(acked.key.as_str())
+            .unwrap_or_else(|| panic!("{thread}: acknowledged {acked:?} is lost"));
+        if let Some((n, before)) = last.get(&acked.writer) {
+            assert!(
+                *n < acked.n && *before < at,
+                "{thread}: writer {} out of order",
+                acked.writer
+            );
+        }
+        last.insert(acked.writer, (acked.n, at));
+    }
+}
+
+/// The restarted node stands by for some partitions and has applied, for
+/// each, at least what its owner had applied when the audit read it.
+fn caught_up(restarted: &serde_json::Value, survivors: &[SocketAddr]) -> bool {
+    let owners: Vec<serde_json::Value> = survivors.iter().filter_map(|a| status(*a)).collect();
+    let applied_by_owner = |partition: u64| {
+        owners.iter().find_map(|owner| {
+            let p = &owner["partitions"][partition as usize];
+            (p["role"] == "owner").then(|| p["applied"].as_u64().unwrap())
+        })
+    };
+    let standing_by: Vec<&serde_json::Value> = restarted["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["role"] == "standby")
+        .collect();
+    !standing_by.is_empty()
+        && standing_by.iter().all(|p| {
+            let partition = p["partition"].as_u64().unwrap();
+            applied_by_owner(partition).is_some_and(|owned| p["applied"].as_u64() >= Some(owned))
+        })
 }
