@@ -3,7 +3,10 @@
 //! [`crate::cluster::forward`]); `GET /cluster/v1/status` shows this
 //! node's view. Without `--cluster` none of this runs.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
+
+use serde_json::Value;
 
 use super::{Api, ApiError, Handled, json};
 use crate::cluster::forward::FORWARDED_HEADER;
@@ -39,7 +42,7 @@ impl Api {
             });
         };
         if matches!(route, Route::ClusterStatus) {
-            return Some(Ok(status(cluster)));
+            return Some(Ok(status(cluster, request).await));
         }
         let placement = match route_thread(route, request) {
             Some(thread) => place(cluster, &thread, request),
@@ -185,7 +188,96 @@ fn route_thread(route: &Route, request: &Request) -> Option<String> {
     }
 }
 
-fn status(cluster: &Rc<Replication>) -> Handled {
-    let body = serde_json::to_vec(&*cluster.view()).unwrap_or_default();
-    Handled::Response(json(200, body))
+/// This node's view; asked by a client (not forwarded), also every other
+/// live node's `applied`, giving each standby's lag behind its owner.
+async fn status(cluster: &Rc<Replication>, request: &Request) -> Handled {
+    let view = cluster.view();
+    let mut body = serde_json::to_value(&*view).unwrap_or_default();
+    if request.header(FORWARDED_HEADER).is_none() {
+        let mut peers = BTreeMap::new();
+        for (node, address) in view.nodes.iter().filter(|(node, _)| **node != view.node) {
+            let answer = cluster
+                .pool()
+                .forward(address, request, cluster.node())
+                .await;
+            let peer = answer
+                .ok()
+                .filter(|answer| answer.status == 200)
+                .and_then(|answer| serde_json::from_slice::<Value>(&answer.body).ok());
+            peers.insert(node.clone(), peer);
+        }
+        add_lag(&mut body, &peers);
+    }
+    Handled::Response(json(200, serde_json::to_vec(&body).unwrap_or_default()))
+}
+
+/// Adds to each partition of `status` the `lag` of each standby (records
+/// its owner applied that it has not), from the views of `peers` (`None`:
+/// did not answer, listed under `unreachable`).
+fn add_lag(status: &mut Value, peers: &BTreeMap<String, Option<Value>>) {
+    let me = status["node"].as_str().unwrap_or_default().to_owned();
+    let mine = status.clone();
+    let view_of = |node: &str| match node == me {
+        true => Some(&mine),
+        false => peers.get(node).and_then(Option::as_ref),
+    };
+    let applied =
+        |node: &str, partition: usize| view_of(node)?["partitions"][partition]["applied"].as_u64();
+    let Some(partitions) = status["partitions"].as_array_mut() else {
+        return;
+    };
+    for (at, partition) in partitions.iter_mut().enumerate() {
+        let owner = partition["owner"].as_str().unwrap_or_default().to_owned();
+        let standbys: Vec<String> = partition["standbys"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut lag = serde_json::Map::new();
+        if let Some(owned) = applied(&owner, at) {
+            for standby in standbys {
+                if let Some(behind) = applied(&standby, at) {
+                    lag.insert(standby, owned.saturating_sub(behind).into());
+                }
+            }
+        }
+        partition["lag"] = Value::Object(lag);
+    }
+    let unreachable: Vec<&String> = peers
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(n, _)| n)
+        .collect();
+    status["unreachable"] = serde_json::json!(unreachable);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lag_is_what_the_owner_applied_beyond_each_standby() {
+        let partitions = |applied: [u64; 2]| {
+            json!([
+                {"partition": 0, "owner": "a", "standbys": ["b", "c"], "applied": applied[0]},
+                {"partition": 1, "owner": "b", "standbys": ["a"], "applied": applied[1]},
+            ])
+        };
+        let mut status = json!({"node": "a", "partitions": partitions([10, 4])});
+        let peers = BTreeMap::from([
+            (
+                "b".to_owned(),
+                Some(json!({"node": "b", "partitions": partitions([7, 9])})),
+            ),
+            ("c".to_owned(), None),
+        ]);
+        add_lag(&mut status, &peers);
+        assert_eq!(status["partitions"][0]["lag"], json!({"b": 3}));
+        assert_eq!(status["partitions"][1]["lag"], json!({"a": 5}));
+        assert_eq!(status["unreachable"], json!(["c"]));
+    }
 }

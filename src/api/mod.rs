@@ -474,7 +474,13 @@ impl Api {
         Ok(Response {
             status: 200,
             headers: vec![("Content-Type", metrics::CONTENT_TYPE.to_owned())],
-            body: metrics::render(&samples, &down).into_bytes(),
+            body: (metrics::render(&samples, &down)
+                + &self
+                    .cluster
+                    .as_ref()
+                    .map(|cluster| metrics::render_cluster(&cluster.view()))
+                    .unwrap_or_default())
+                .into_bytes(),
         })
     }
 

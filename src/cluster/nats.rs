@@ -424,19 +424,24 @@ impl Log for NatsLog {
         }
         let name = self.stream_name(partition);
         // Reads go to the stream leader (not direct gets, which a lagging
-        // replica may answer), one request per record for now.
+        // replica may answer), one request per record, all in flight at
+        // once (a batch is one round trip, not one per record).
         let read = self.bridge.call(move |session| async move {
             let stream = session
                 .jetstream
                 .get_stream_no_info(&name)
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut records = Vec::new();
-            for seq in from..=until {
-                let message = stream
-                    .get_raw_message(seq)
-                    .await
-                    .map_err(|e| format!("record {seq}: {e}"))?;
+            let gets: Vec<_> = (from..=until)
+                .map(|seq| {
+                    let stream = stream.clone();
+                    tokio::spawn(async move { (seq, stream.get_raw_message(seq).await) })
+                })
+                .collect();
+            let mut records = Vec::with_capacity(gets.len());
+            for get in gets {
+                let (seq, got) = get.await.map_err(|e| e.to_string())?;
+                let message = got.map_err(|e| format!("record {seq}: {e}"))?;
                 records.push((Seq(message.sequence), message.payload.to_vec()));
             }
             Ok::<_, String>(records)

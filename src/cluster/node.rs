@@ -38,6 +38,14 @@ pub struct NodeConfig {
     pub first_assignment_after_ms: Millis,
 }
 
+/// What a controller's pass over the partitions decides from.
+#[derive(Debug, Clone)]
+pub struct ControlPass {
+    live: Vec<NodeId>,
+    /// A new controller lets nodes register before first assignments.
+    settling: bool,
+}
+
 /// What one tick saw and did, for status and logs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tick {
@@ -103,20 +111,40 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
     }
 
     /// One round of duties at time `now`; call it about three times per
-    /// lease TTL.
+    /// lease TTL. The same steps one at a time ([`Node::renew`],
+    /// [`Node::begin_control`] and [`Node::control`], [`Node::follow`])
+    /// let a caller keep its lease renewed between slow steps.
     pub fn tick(&mut self, now: Millis) -> Tick {
+        let mut tick = self.renew(now);
+        if let Some(pass) = self.begin_control(now, &mut tick) {
+            for p in 0..self.config.partitions {
+                self.control(PartitionId(p), &pass, &mut tick);
+            }
+        }
+        for p in 0..self.config.partitions {
+            self.follow(PartitionId(p), now, &mut tick);
+        }
+        tick
+    }
+
+    /// Renews this node's membership lease; fences everything it owns when
+    /// the lease is no longer valid.
+    pub fn renew(&mut self, now: Millis) -> Tick {
         self.now = now;
         let mut tick = Tick::default();
         self.renew_membership(now, &mut tick);
-        if tick.lease_held {
-            self.act_as_controller(now, &mut tick);
-        }
-        for p in 0..self.config.partitions {
-            if let Err(error) = self.follow_assignment(PartitionId(p), &mut tick) {
-                tick.errors.push(format!("partition {p}: {error:?}"));
-            }
-        }
         tick
+    }
+
+    /// Makes `partition` follow its assignment: take it over, fence it, or
+    /// tail it.
+    pub fn follow(&mut self, partition: PartitionId, now: Millis, tick: &mut Tick) {
+        self.now = now;
+        tick.lease_held = self.membership.is_valid(now);
+        if let Err(error) = self.follow_assignment(partition, tick) {
+            tick.errors
+                .push(format!("partition {partition}: {error:?}"));
+        }
     }
 
     fn renew_membership(&mut self, now: Millis, tick: &mut Tick) {
@@ -144,28 +172,40 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
         }
     }
 
-    fn act_as_controller(&mut self, now: Millis, tick: &mut Tick) {
+    /// While this node's lease is held, renews the controller lease and,
+    /// when this node is the controller, returns what a pass over the
+    /// partitions ([`Node::control`]) needs.
+    pub fn begin_control(&mut self, now: Millis, tick: &mut Tick) -> Option<ControlPass> {
+        if !self.membership.is_valid(now) {
+            return None;
+        }
         let value = self.config.node.0.clone().into_bytes();
         if !matches!(
             self.controller.renew(self.leases, &value, now),
             Ok(Renewal::Held { .. })
         ) {
             self.controller_since = None;
-            return;
+            return None;
         }
         tick.controller = true;
         let since = *self.controller_since.get_or_insert(now);
         let settling = now < since + self.config.first_assignment_after_ms;
-        let live = match self.live_nodes() {
-            Ok(live) => live,
-            Err(error) => return tick.errors.push(format!("membership: {error:?}")),
-        };
-        for p in 0..self.config.partitions {
-            match self.assign(PartitionId(p), &live, settling) {
-                Ok(PassOutcome::Written(_)) => tick.reassigned.push(PartitionId(p)),
-                Ok(PassOutcome::Unchanged | PassOutcome::LostRace) => {}
-                Err(error) => tick.errors.push(format!("assign {p}: {error:?}")),
+        match self.live_nodes() {
+            Ok(live) => Some(ControlPass { live, settling }),
+            Err(error) => {
+                tick.errors.push(format!("membership: {error:?}"));
+                None
             }
+        }
+    }
+
+    /// The controller's step for one partition: reassign it if its owner
+    /// or standbys should change.
+    pub fn control(&self, partition: PartitionId, pass: &ControlPass, tick: &mut Tick) {
+        match self.assign(partition, &pass.live, pass.settling) {
+            Ok(PassOutcome::Written(_)) => tick.reassigned.push(partition),
+            Ok(PassOutcome::Unchanged | PassOutcome::LostRace) => {}
+            Err(error) => tick.errors.push(format!("assign {partition}: {error:?}")),
         }
     }
 

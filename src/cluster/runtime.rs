@@ -27,7 +27,7 @@ use serde::Serialize;
 use super::assignment::Assignment;
 use super::driver::WriteError;
 use super::nats::{Bridge, NatsKv, NatsLog, PendingAppend};
-use super::node::{NODE_KEY_PREFIX, Node, NodeConfig};
+use super::node::{ControlPass, NODE_KEY_PREFIX, Node, NodeConfig, Tick};
 use super::ports::{CoordError, Coordinator};
 use super::record::RECORD_BYTES_MAX;
 use super::replica::{Append, Role};
@@ -40,11 +40,14 @@ const LEASE_BUCKET: &str = "pdb-leases";
 const ASSIGNMENT_BUCKET: &str = "pdb-assignments";
 /// Where each node publishes the address it serves forwarded requests on.
 const ADDRESS_KEY_PREFIX: &str = "addr.";
+/// Ticks between two readings of every live node's address.
+const ADDRESS_REFRESH_TICKS: u64 = 10;
 /// Copies of every log and bucket: a quorum of two survives one failure.
 const REPLICAS: usize = 3;
 pub const LEASE_TTL_MS: u64 = 3_000;
 const LEASE_MARGIN_MS: u64 = 1_000;
-/// How often the node's duties run: several times per lease TTL.
+/// How often the membership lease is renewed and a round of duties may
+/// start: several times per lease TTL.
 const TICK_EVERY: Duration = Duration::from_millis(300);
 const FIRST_ASSIGNMENT_AFTER_MS: u64 = 4_000;
 /// Bound on every NATS request, an append's acknowledgement included.
@@ -238,6 +241,10 @@ struct Runtime {
     addresses: BTreeMap<String, String>,
     /// Last errors logged by a tick, so a lasting failure logs once.
     last_errors: Vec<String>,
+    ticks: u64,
+    duties: Duties,
+    /// Whether the last round found this node the controller.
+    controller: bool,
 }
 
 fn run(
@@ -262,10 +269,13 @@ fn run(
         view: Arc::new(View::default()),
         addresses: BTreeMap::new(),
         last_errors: Vec::new(),
+        ticks: 0,
+        duties: Duties::default(),
+        controller: false,
     };
-    let mut next_tick = Instant::now();
     loop {
-        let wait = next_tick.saturating_duration_since(Instant::now());
+        // Writes first; duties run one step per turn between them.
+        let wait = runtime.duties.wait();
         match queue.recv_timeout(wait) {
             Ok(first) => {
                 let more = queue.try_iter().take(WRITES_PER_ROUND_MAX - 1);
@@ -275,9 +285,44 @@ fn run(
             Err(flume::RecvTimeoutError::Timeout) => {}
             Err(flume::RecvTimeoutError::Disconnected) => return,
         }
-        if Instant::now() >= next_tick {
-            runtime.tick(&mut node, &stores);
-            next_tick = Instant::now() + TICK_EVERY;
+        runtime.step(&mut node, &stores);
+    }
+}
+
+/// Where the node's duties stand. A round renews the controller lease,
+/// passes over every partition as controller, then makes every partition
+/// follow its assignment, one partition per step; the membership lease is
+/// renewed every [`TICK_EVERY`] whatever the round is doing, so a slow
+/// round (catching up, taking over many partitions) never lets it lapse.
+struct Duties {
+    next_renewal: Instant,
+    /// Round in progress: the controller's pass and its next partition,
+    /// then the next partition to follow.
+    round: Option<Round>,
+    tick: Tick,
+}
+
+struct Round {
+    control: Option<(ControlPass, u32)>,
+    follow_next: u32,
+}
+
+impl Default for Duties {
+    fn default() -> Duties {
+        Duties {
+            next_renewal: Instant::now(),
+            round: None,
+            tick: Tick::default(),
+        }
+    }
+}
+
+impl Duties {
+    /// How long the loop may wait for writes before the next step.
+    fn wait(&self) -> Duration {
+        match self.round {
+            Some(_) => Duration::ZERO,
+            None => self.next_renewal.saturating_duration_since(Instant::now()),
         }
     }
 }
@@ -330,6 +375,12 @@ impl Runtime {
             for record in in_flight {
                 let answer = record.pending.and_then(PendingAppend::wait);
                 let settled = node.settle(record.partition, record.append, answer);
+                let settled = match settled {
+                    Err(WriteError::Unresolved | WriteError::Driver(_)) => {
+                        reconcile(node, record.partition)
+                    }
+                    settled => settled,
+                };
                 // Our own record, applied to our store already.
                 node.take_applied(record.partition);
                 match settled {
@@ -344,16 +395,66 @@ impl Runtime {
         }
     }
 
-    /// Runs the node's duties, hands what standbys applied to the shards
-    /// and tells them the new view when it changed.
-    fn tick(&mut self, node: &mut NatsNode<'_>, stores: &Stores) {
+    /// One step of the node's duties (see [`Duties`]); hands what it
+    /// applied to the shards and tells them the view when it changed.
+    fn step(&mut self, node: &mut NatsNode<'_>, stores: &Stores) {
         let now = self.now_ms();
-        let tick = node.tick(now);
+        if Instant::now() >= self.duties.next_renewal {
+            let renewed = node.renew(now);
+            self.duties.tick.errors.extend(renewed.errors);
+            self.duties.next_renewal = Instant::now() + TICK_EVERY;
+            if self.duties.round.is_none() {
+                let control = node
+                    .begin_control(now, &mut self.duties.tick)
+                    .map(|pass| (pass, 0));
+                let follow_next = 0;
+                self.duties.round = Some(Round {
+                    control,
+                    follow_next,
+                });
+            }
+        } else if let Some(round) = &mut self.duties.round {
+            match &mut round.control {
+                Some((pass, next)) => {
+                    node.control(PartitionId(*next), pass, &mut self.duties.tick);
+                    *next += 1;
+                    if *next == self.settings.partitions {
+                        round.control = None;
+                    }
+                }
+                None => {
+                    let partition = PartitionId(round.follow_next);
+                    round.follow_next += 1;
+                    let round_over = round.follow_next == self.settings.partitions;
+                    node.follow(partition, now, &mut self.duties.tick);
+                    self.hand_over_applied(node, partition);
+                    if round_over {
+                        self.duties.round = None;
+                        self.end_round(stores);
+                    }
+                }
+            }
+        }
+        self.publish_view(node, now);
+    }
+
+    /// Sends what `partition`'s replica applied from the log to its shard.
+    fn hand_over_applied(&self, node: &mut NatsNode<'_>, partition: PartitionId) {
+        for (_, payload) in node.take_applied(partition) {
+            let shard = partition.0 as usize % self.shards.len();
+            let _ = self.shards[shard].send(ShardEvent::Apply { partition, payload });
+        }
+    }
+
+    /// Logs what a round saw (a lasting failure once) and reads the nodes'
+    /// addresses.
+    fn end_round(&mut self, stores: &Stores) {
+        let tick = std::mem::take(&mut self.duties.tick);
         if tick.errors != self.last_errors {
             for error in &tick.errors {
                 logging::warn("cluster duty failed", &[("error", error)]);
             }
-            self.last_errors = tick.errors.clone();
+            self.last_errors = tick.errors;
         }
         for (partition, epoch) in &tick.took_over {
             logging::info(
@@ -361,19 +462,16 @@ impl Runtime {
                 &[("partition", &partition.0), ("epoch", &epoch.0)],
             );
         }
-        for p in 0..self.settings.partitions {
-            let partition = PartitionId(p);
-            for (_, payload) in node.take_applied(partition) {
-                let shard = p as usize % self.shards.len();
-                let _ = self.shards[shard].send(ShardEvent::Apply { partition, payload });
-            }
-        }
+        self.controller = tick.controller;
         self.learn_addresses(stores);
-        let view = Arc::new(self.view_of(node, now, tick.controller));
-        if view != self.view {
-            self.view = view.clone();
+    }
+
+    fn publish_view(&mut self, node: &NatsNode<'_>, now: u64) {
+        let view = self.view_of(node, now, self.controller);
+        if view != *self.view {
+            self.view = Arc::new(view);
             for shard in &self.shards {
-                let _ = shard.send(ShardEvent::View(view.clone()));
+                let _ = shard.send(ShardEvent::View(self.view.clone()));
             }
         }
     }
@@ -387,8 +485,12 @@ impl Runtime {
             .iter()
             .map(|key| key[NODE_KEY_PREFIX.len()..].to_owned())
             .collect();
+        // Known addresses are read again now and then: a node restarted
+        // within its lease on another port keeps its id.
+        self.ticks += 1;
+        let refresh = self.ticks.is_multiple_of(ADDRESS_REFRESH_TICKS);
         for id in &live {
-            if self.addresses.contains_key(id) {
+            if self.addresses.contains_key(id) && !refresh {
                 continue;
             }
             let key = format!("{ADDRESS_KEY_PREFIX}{id}");
@@ -445,6 +547,27 @@ fn partition_view(node: &NatsNode<'_>, partition: PartitionId) -> PartitionView 
 }
 
 type Waiters = Vec<flume::Sender<Result<(), String>>>;
+
+/// How long a flush whose outcome the log has not told yet (the append's
+/// answer was lost, then reading the log failed: a leader election, a
+/// lost server) is reconciled before the node gives up on it.
+const RECONCILE_FOR: Duration = Duration::from_secs(15);
+const RECONCILE_PAUSE: Duration = Duration::from_millis(250);
+
+/// Reads the log at the flush's place until it says what became of it:
+/// committed (`Ok`), lost, or still unknown after [`RECONCILE_FOR`]. Its
+/// clients keep waiting meanwhile: the log decides, never a guess.
+fn reconcile(node: &mut NatsNode<'_>, partition: PartitionId) -> Result<super::Seq, WriteError> {
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(RECONCILE_PAUSE);
+        match node.reconcile(partition) {
+            Err(WriteError::Unresolved | WriteError::Driver(_))
+                if started.elapsed() < RECONCILE_FOR => {}
+            settled => return settled,
+        }
+    }
+}
 
 /// The writes of `batch` by partition, each partition's in arrival order.
 fn group_by_partition(batch: Vec<WriteRequest>) -> BTreeMap<PartitionId, Vec<WriteRequest>> {

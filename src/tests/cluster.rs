@@ -851,11 +851,44 @@ fn start_node(name: &str, db: &Path, nats: &[String]) -> support::Server {
     support::Server::start_on(db, &args)
 }
 
+/// Three nats-servers and three nodes serving every partition, threads to
+/// write to, and the node owning the most partitions (the one to harm).
+struct Audited {
+    nats: NatsCluster,
+    dir: tempfile::TempDir,
+    nodes: Vec<support::Server>,
+    addrs: Vec<SocketAddr>,
+    threads: Vec<String>,
+    victim: String,
+}
+
+const NODE_NAMES: [&str; 3] = ["n0", "n1", "n2"];
+
+fn audited_cluster() -> Audited {
+    let nats = NatsCluster::start(3, true);
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(dir.path(), &nats.urls());
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
+    wait_until_served(&addrs, &NODE_NAMES);
+    let threads: Vec<String> = (0..AUDIT_THREADS)
+        .map(|i| create_thread(addrs[i % addrs.len()], i))
+        .collect();
+    let victim = busiest_owner(&status(addrs[0]).unwrap());
+    Audited {
+        nats,
+        dir,
+        nodes,
+        addrs,
+        threads,
+        victim,
+    }
+}
+
 /// Three nodes started at once (so the first does not take every
 /// partition before the others register).
 fn start_nodes(dir: &Path, nats: &[String]) -> Vec<support::Server> {
     std::thread::scope(|scope| {
-        let starting: Vec<_> = ["n0", "n1", "n2"]
+        let starting: Vec<_> = NODE_NAMES
             .iter()
             .map(|name| {
                 let db = dir.join(name);
@@ -888,38 +921,33 @@ fn wait_for_status(addr: SocketAddr, what: &str, ready: impl Fn(&serde_json::Val
     }
 }
 
-/// Every partition has an owner among `live`, and that owner's own view
-/// says it owns it.
-fn owned_by(status: &serde_json::Value, live: &[&str]) -> bool {
-    status["partitions"].as_array().is_some_and(|partitions| {
-        partitions.iter().all(|p| {
-            p["owner"]
-                .as_str()
-                .is_some_and(|owner| live.contains(&owner))
-        })
-    })
-}
-
-/// Waits until every partition is assigned to one of `live` and its
-/// owner, by its own status, has taken it over (its barrier is in the log).
+/// Waits until every node answers, all agree on each partition's owner,
+/// that owner is one of `live`, and by its own status it holds its lease
+/// and has taken the partition over (its barrier is in the log).
 fn wait_until_served(addrs: &[SocketAddr], live: &[&str]) {
     let started = Instant::now();
     loop {
         let statuses: Vec<serde_json::Value> = addrs.iter().filter_map(|a| status(*a)).collect();
-        let partitions = NODE_PARTITIONS.parse::<usize>().unwrap();
-        let served = statuses.len() == addrs.len()
-            && statuses.iter().all(|s| owned_by(s, live))
-            && (0..partitions).all(|p| {
-                statuses
-                    .iter()
-                    .any(|s| s["partitions"][p]["role"] == "owner")
-            });
-        if served {
+        if statuses.len() == addrs.len() && served(&statuses, live) {
             return;
         }
         assert!(started.elapsed() < READY_MAX, "partitions left unserved");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn served(statuses: &[serde_json::Value], live: &[&str]) -> bool {
+    let partitions = NODE_PARTITIONS.parse::<usize>().unwrap();
+    (0..partitions).all(|p| {
+        let owner = statuses[0]["partitions"][p]["owner"].as_str().unwrap_or("");
+        let agreed = statuses
+            .iter()
+            .all(|s| s["partitions"][p]["owner"].as_str() == Some(owner));
+        let owning = statuses.iter().any(|s| {
+            s["node"] == owner && s["lease_held"] == true && s["partitions"][p]["role"] == "owner"
+        });
+        agreed && owning && live.contains(&owner)
+    })
 }
 
 /// A new thread through the node at `addr`, retried while its partitions
@@ -950,6 +978,18 @@ struct Acked {
 /// Posts to random threads through random nodes until `stop`, recording
 /// each acknowledged write; a node that stopped answering is skipped.
 fn load(writer: usize, nodes: &[SocketAddr], threads: &[String], stop: Instant) -> Vec<Acked> {
+    load_avoiding(writer, nodes, threads, stop, &AtomicUsize::new(usize::MAX))
+}
+
+/// [`load`], never sending to node `avoid` while it names one (a paused
+/// node would hold the writer until its timeout).
+fn load_avoiding(
+    writer: usize,
+    nodes: &[SocketAddr],
+    threads: &[String],
+    stop: Instant,
+    avoid: &AtomicUsize,
+) -> Vec<Acked> {
     let mut rng = progressdb::rng::XorShift::new(writer as u64 + 1);
     let mut clients: Vec<Option<support::Client>> = nodes
         .iter()
@@ -959,6 +999,9 @@ fn load(writer: usize, nodes: &[SocketAddr], threads: &[String], stop: Instant) 
     while Instant::now() < stop {
         let node = rng.below(nodes.len());
         let thread = &threads[rng.below(threads.len())];
+        if node == avoid.load(Ordering::Relaxed) {
+            continue;
+        }
         let Some(client) = clients[node].as_mut() else {
             continue;
         };
@@ -1013,16 +1056,15 @@ fn busiest_owner(status: &serde_json::Value) -> String {
 // node; and the killed node, restarted, catches up from the log.
 #[test]
 fn acknowledged_writes_survive_kill_9_of_their_owner() {
-    let nats = NatsCluster::start(3, true);
-    let dir = tempfile::tempdir().unwrap();
-    let mut nodes = start_nodes(dir.path(), &nats.urls());
-    let names = ["n0", "n1", "n2"];
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
-    wait_until_served(&addrs, &names);
-    let threads: Vec<String> = (0..AUDIT_THREADS)
-        .map(|i| create_thread(addrs[i % addrs.len()], i))
-        .collect();
-    let victim = busiest_owner(&status(addrs[0]).unwrap());
+    let Audited {
+        nats,
+        dir,
+        mut nodes,
+        addrs,
+        threads,
+        victim,
+    } = audited_cluster();
+    let names = NODE_NAMES;
     let victim_index = names.iter().position(|name| *name == victim).unwrap();
     let started = Instant::now();
     let stop = started + LOAD_BEFORE_KILL + LOAD_AFTER_KILL;
@@ -1120,4 +1162,74 @@ fn caught_up(restarted: &serde_json::Value, survivors: &[SocketAddr]) -> bool {
             let partition = p["partition"].as_u64().unwrap();
             applied_by_owner(partition).is_some_and(|owned| p["applied"].as_u64() >= Some(owned))
         })
+}
+
+// Further faults under load: `kill -9` of a nats-server (restarted two
+// seconds later) and a `SIGSTOP` of the node owning the most partitions
+// for longer than its lease. The paused node must not acknowledge anything
+// the log lost when it wakes (it either rejoins or exits to rebuild);
+// every acknowledged message is then served exactly once, in order,
+// through every node.
+#[test]
+fn acknowledged_writes_survive_a_killed_nats_server_and_a_paused_owner() {
+    let mut audited = audited_cluster();
+    let paused = NODE_NAMES
+        .iter()
+        .position(|name| *name == audited.victim)
+        .unwrap();
+    let (addrs, threads) = (audited.addrs.clone(), audited.threads.clone());
+    let avoid = AtomicUsize::new(usize::MAX);
+    let step = Duration::from_secs(2);
+    let stop = Instant::now() + step * 7;
+    let acked: Vec<Acked> = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|writer| {
+                let (addrs, threads, avoid) = (&addrs, &threads, &avoid);
+                scope.spawn(move || load_avoiding(writer, addrs, threads, stop, avoid))
+            })
+            .collect();
+        std::thread::sleep(step);
+        audited.nats.kill(0);
+        std::thread::sleep(step);
+        audited.nats.restart(0);
+        std::thread::sleep(step);
+        avoid.store(paused, Ordering::Relaxed);
+        audited.nodes[paused].signal(libc::SIGSTOP);
+        // Longer than the 3 s lease: its partitions move meanwhile.
+        std::thread::sleep(step * 2);
+        audited.nodes[paused].signal(libc::SIGCONT);
+        avoid.store(usize::MAX, Ordering::Relaxed);
+        writers
+            .into_iter()
+            .flat_map(|writer| writer.join().unwrap())
+            .collect()
+    });
+    assert!(!acked.is_empty(), "nothing was acknowledged");
+    // A woken owner that had writes in flight exits (status 75) so that
+    // its next start rebuilds from the log; restart it then.
+    let started = Instant::now();
+    while audited.nodes[paused].exited().is_none() && status(addrs[paused]).is_none() {
+        assert!(
+            started.elapsed() < READY_MAX,
+            "the paused node neither answers nor exits"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if let Some(exit) = audited.nodes[paused].exited() {
+        assert_eq!(exit.code(), Some(75), "the paused node exited with {exit}");
+        audited.nodes[paused] = start_node(
+            &audited.victim,
+            &audited.dir.path().join(&audited.victim),
+            &audited.nats.urls(),
+        );
+    }
+    let addrs: Vec<SocketAddr> = audited.nodes.iter().map(|node| node.addr).collect();
+    wait_until_served(&addrs, &NODE_NAMES);
+    eprintln!("{} writes acknowledged across the faults", acked.len());
+    for thread in &threads {
+        let wanted: Vec<&Acked> = acked.iter().filter(|a| &a.thread == thread).collect();
+        for addr in &addrs {
+            audit_thread(thread, &wanted, &messages_through(*addr, thread));
+        }
+    }
 }

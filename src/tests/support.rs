@@ -147,6 +147,17 @@ impl Server {
         self.child.take().expect("running").wait().expect("wait")
     }
 
+    /// Sends `signal` (SIGSTOP, SIGCONT...) to the running server.
+    pub fn signal(&self, signal_number: i32) {
+        signal(self.pid(), signal_number);
+    }
+
+    /// The exit status once the process has exited by itself, without
+    /// waiting.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill(mut self) {
         let mut child = self.child.take().expect("running");
