@@ -452,46 +452,46 @@ pub fn render_cluster(view: &crate::cluster::runtime::View) -> String {
         "Live nodes this node sees.",
     );
     let _ = writeln!(out, "progressdb_cluster_nodes {}", view.nodes.len());
-    family(
+    let serving = || view.partitions.iter().filter(|p| p.role != "none");
+    partition_gauge(
         &mut out,
-        "progressdb_cluster_partition_role",
-        "gauge",
-        "1 for this node's role in each partition it owns or stands by for.",
+        (
+            "progressdb_cluster_partition_role",
+            "1 for this node's role in each partition it owns or stands by for.",
+        ),
+        serving().map(|p| (p.partition, format!(",role=\"{}\"", p.role), 1)),
     );
-    for p in view.partitions.iter().filter(|p| p.role != "none") {
-        let _ = writeln!(
-            out,
-            "progressdb_cluster_partition_role{{partition=\"{}\",role=\"{}\"}} 1",
-            p.partition, p.role
-        );
-    }
-    family(
+    partition_gauge(
         &mut out,
-        "progressdb_cluster_partition_epoch",
-        "gauge",
-        "Owner term of each partition as assigned.",
+        (
+            "progressdb_cluster_partition_epoch",
+            "Owner term of each partition as assigned.",
+        ),
+        view.partitions
+            .iter()
+            .map(|p| (p.partition, String::new(), p.epoch)),
     );
-    for p in &view.partitions {
-        let _ = writeln!(
-            out,
-            "progressdb_cluster_partition_epoch{{partition=\"{}\"}} {}",
-            p.partition, p.epoch
-        );
-    }
-    family(
+    partition_gauge(
         &mut out,
-        "progressdb_cluster_partition_applied",
-        "gauge",
-        "Last log sequence this node applied, per partition it owns or stands by for.",
+        (
+            "progressdb_cluster_partition_applied",
+            "Last log sequence this node applied, per partition it owns or stands by for.",
+        ),
+        serving().map(|p| (p.partition, String::new(), p.applied)),
     );
-    for p in view.partitions.iter().filter(|p| p.role != "none") {
-        let _ = writeln!(
-            out,
-            "progressdb_cluster_partition_applied{{partition=\"{}\"}} {}",
-            p.partition, p.applied
-        );
-    }
     out
+}
+
+/// A gauge family with one sample per `(partition, extra labels, value)`.
+fn partition_gauge(
+    out: &mut String,
+    (name, help): (&str, &str),
+    samples: impl Iterator<Item = (u32, String, u64)>,
+) {
+    family(out, name, "gauge", help);
+    for (partition, labels, value) in samples {
+        let _ = writeln!(out, "{name}{{partition=\"{partition}\"{labels}}} {value}");
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -392,6 +392,36 @@ impl NatsLog {
     }
 }
 
+/// An append's answer as it arrives for [`NatsLog::submit_append_to`].
+pub type AppendAnswer = (PartitionId, Result<Seq, AppendError>);
+
+impl NatsLog {
+    /// Starts appending `record` like [`Log::append`]; the answer arrives
+    /// on `answers`, so one thread can wait for the appends of many
+    /// partitions and for new work at once.
+    pub fn submit_append_to(
+        &self,
+        partition: PartitionId,
+        expected_last: Seq,
+        dedupe_id: &str,
+        record: Vec<u8>,
+        answers: flume::Sender<AppendAnswer>,
+    ) -> Result<(), AppendError> {
+        let pending = self.submit_append(partition, expected_last, dedupe_id, record)?;
+        let (reply, timeout) = (pending.reply, pending.timeout + CALL_GRACE);
+        let forwarded = self.bridge.submit(move |_| async move {
+            let answer = match tokio::time::timeout(timeout, reply.recv_async()).await {
+                Ok(Ok(Ok(ack))) => Ok(Seq(ack.sequence)),
+                Ok(Ok(Err(error))) => Err(append_error(error.kind(), error.to_string())),
+                // No answer: only the log can tell.
+                Ok(Err(_)) | Err(_) => Err(AppendError::Unclear),
+            };
+            let _ = answers.send((partition, answer));
+        });
+        forwarded.map(|_| ()).map_err(|_| AppendError::Unclear)
+    }
+}
+
 impl Log for NatsLog {
     fn append(
         &self,

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use super::assignment::Assignment;
 use super::driver::WriteError;
-use super::nats::{Bridge, NatsKv, NatsLog, PendingAppend};
+use super::nats::{AppendAnswer, Bridge, NatsKv, NatsLog};
 use super::node::{ControlPass, NODE_KEY_PREFIX, Node, NodeConfig, Tick};
 use super::ports::{CoordError, Coordinator};
 use super::record::RECORD_BYTES_MAX;
@@ -52,7 +52,7 @@ const TICK_EVERY: Duration = Duration::from_millis(300);
 const FIRST_ASSIGNMENT_AFTER_MS: u64 = 4_000;
 /// Bound on every NATS request, an append's acknowledgement included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Writes taken off the queue per round; the rest wait for the next.
+/// Writes taken off the queue at once; the rest wait for the next turn.
 const WRITES_PER_ROUND_MAX: usize = 4_096;
 /// Room a record needs besides its body (its header and the message's
 /// NATS headers).
@@ -245,6 +245,7 @@ struct Runtime {
     duties: Duties,
     /// Whether the last round found this node the controller.
     controller: bool,
+    writes: Writes,
 }
 
 fn run(
@@ -272,20 +273,36 @@ fn run(
         ticks: 0,
         duties: Duties::default(),
         controller: false,
+        writes: Writes::default(),
     };
+    let (answers, answered) = flume::unbounded::<AppendAnswer>();
+    let mut last_step = Instant::now();
     loop {
-        // Writes first; duties run one step per turn between them.
+        // Writes and the log's answers first; the node's duties run one
+        // step when nothing else is ready, and at least every few ms.
         let wait = runtime.duties.wait();
-        match queue.recv_timeout(wait) {
-            Ok(first) => {
+        let event = flume::Selector::new()
+            .recv(&queue, |write| write.map(Event::Write))
+            .recv(&answered, |answer| answer.map(Event::Answer))
+            .wait_timeout(wait);
+        let busy = matches!(event, Ok(Ok(_)));
+        match event {
+            Ok(Ok(Event::Write(first))) => {
                 let more = queue.try_iter().take(WRITES_PER_ROUND_MAX - 1);
-                let batch: Vec<WriteRequest> = std::iter::once(first).chain(more).collect();
-                runtime.write(&mut node, &stores.log, batch);
+                runtime.writes.queue(std::iter::once(first).chain(more));
+                runtime.launch(&mut node, &stores.log, &answers);
             }
-            Err(flume::RecvTimeoutError::Timeout) => {}
-            Err(flume::RecvTimeoutError::Disconnected) => return,
+            Ok(Ok(Event::Answer((partition, answer)))) => {
+                runtime.settle(&mut node, partition, answer);
+                runtime.launch(&mut node, &stores.log, &answers);
+            }
+            Ok(Err(_)) => return, // every shard is gone
+            Err(_) => {}          // timed out: time for duties
         }
-        runtime.step(&mut node, &stores);
+        if !busy || last_step.elapsed() >= DUTY_STARVATION_MAX {
+            runtime.step(&mut node, &stores);
+            last_step = Instant::now();
+        }
     }
 }
 
@@ -327,14 +344,41 @@ impl Duties {
     }
 }
 
-/// One record on its way: the partition, what was appended, the log's
-/// pending answer and the writes it carries.
+/// A partition's record on its way: what was appended and the writes it
+/// carries.
 struct InFlight {
-    partition: PartitionId,
     append: Append,
-    pending: Result<PendingAppend, super::ports::AppendError>,
-    waiters: Vec<flume::Sender<Result<(), String>>>,
+    waiters: Waiters,
 }
+
+/// Writes waiting for their partition's record, and the one record in
+/// flight per partition (the log's expected-sequence check allows no
+/// more). Partitions do not wait for each other.
+#[derive(Default)]
+struct Writes {
+    queued: BTreeMap<PartitionId, Vec<WriteRequest>>,
+    in_flight: BTreeMap<PartitionId, InFlight>,
+}
+
+impl Writes {
+    /// Queues `batch` by partition, each partition's in arrival order.
+    fn queue(&mut self, batch: impl IntoIterator<Item = WriteRequest>) {
+        for write in batch {
+            self.queued.entry(write.partition).or_default().push(write);
+        }
+    }
+}
+
+type AnswerSender = flume::Sender<AppendAnswer>;
+
+/// What woke the cluster thread.
+enum Event {
+    Write(WriteRequest),
+    Answer(AppendAnswer),
+}
+
+/// Longest a busy write path keeps the node's duties waiting.
+const DUTY_STARVATION_MAX: Duration = Duration::from_millis(10);
 
 type NatsNode<'l> = Node<'l, NatsLog, NatsKv>;
 
@@ -343,55 +387,67 @@ impl Runtime {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Appends `batch`: one record per partition per round (a partition
-    /// whose writes exceed a record takes several rounds), every
-    /// partition's record in flight at once.
-    fn write(&mut self, node: &mut NatsNode<'_>, log: &NatsLog, batch: Vec<WriteRequest>) {
-        let mut queued = group_by_partition(batch);
-        while !queued.is_empty() {
-            let now = self.now_ms();
-            let mut in_flight = Vec::new();
-            for (partition, writes) in &mut queued {
-                let (body, waiters) = take_record(writes);
-                match node.propose(*partition, body, now) {
-                    Ok(append) => {
-                        let pending = log.submit_append(
-                            *partition,
-                            append.expected_last,
-                            &append.dedupe_id,
-                            append.bytes.clone(),
-                        );
-                        in_flight.push(InFlight {
-                            partition: *partition,
-                            append,
-                            pending,
-                            waiters,
-                        });
-                    }
-                    Err(error) => diverged(*partition, &error, waiters),
+    /// Starts the next record of every partition that has writes queued
+    /// and no record in flight.
+    fn launch(&mut self, node: &mut NatsNode<'_>, log: &NatsLog, answers: &AnswerSender) {
+        let now = self.now_ms();
+        let ready: Vec<PartitionId> = self
+            .writes
+            .queued
+            .keys()
+            .filter(|p| !self.writes.in_flight.contains_key(p))
+            .copied()
+            .collect();
+        for partition in ready {
+            let queued = self.writes.queued.get_mut(&partition).expect("listed");
+            let (body, waiters) = take_record(queued);
+            if queued.is_empty() {
+                self.writes.queued.remove(&partition);
+            }
+            let append = match node.propose(partition, body, now) {
+                Ok(append) => append,
+                Err(error) => diverged(partition, &error, waiters),
+            };
+            let submitted = log.submit_append_to(
+                partition,
+                append.expected_last,
+                &append.dedupe_id,
+                append.bytes.clone(),
+                answers.clone(),
+            );
+            if let Err(refused) = submitted {
+                let _ = answers.send((partition, Err(refused)));
+            }
+            self.writes
+                .in_flight
+                .insert(partition, InFlight { append, waiters });
+        }
+    }
+
+    /// What the log answered for `partition`'s record in flight: its
+    /// writes are acknowledged once the log says it holds the record.
+    fn settle(
+        &mut self,
+        node: &mut NatsNode<'_>,
+        partition: PartitionId,
+        answer: Result<super::Seq, super::ports::AppendError>,
+    ) {
+        let Some(record) = self.writes.in_flight.remove(&partition) else {
+            return;
+        };
+        let settled = match node.settle(partition, record.append, answer) {
+            Err(WriteError::Unresolved | WriteError::Driver(_)) => reconcile(node, partition),
+            settled => settled,
+        };
+        // Our own record, applied to our store already.
+        node.take_applied(partition);
+        match settled {
+            Ok(_) => {
+                for waiter in record.waiters {
+                    let _ = waiter.send(Ok(()));
                 }
             }
-            queued.retain(|_, writes| !writes.is_empty());
-            for record in in_flight {
-                let answer = record.pending.and_then(PendingAppend::wait);
-                let settled = node.settle(record.partition, record.append, answer);
-                let settled = match settled {
-                    Err(WriteError::Unresolved | WriteError::Driver(_)) => {
-                        reconcile(node, record.partition)
-                    }
-                    settled => settled,
-                };
-                // Our own record, applied to our store already.
-                node.take_applied(record.partition);
-                match settled {
-                    Ok(_) => {
-                        for waiter in record.waiters {
-                            let _ = waiter.send(Ok(()));
-                        }
-                    }
-                    Err(error) => diverged(record.partition, &error, record.waiters),
-                }
-            }
+            Err(error) => diverged(partition, &error, record.waiters),
         }
     }
 
@@ -569,15 +625,6 @@ fn reconcile(node: &mut NatsNode<'_>, partition: PartitionId) -> Result<super::S
     }
 }
 
-/// The writes of `batch` by partition, each partition's in arrival order.
-fn group_by_partition(batch: Vec<WriteRequest>) -> BTreeMap<PartitionId, Vec<WriteRequest>> {
-    let mut queued: BTreeMap<PartitionId, Vec<WriteRequest>> = BTreeMap::new();
-    for write in batch {
-        queued.entry(write.partition).or_default().push(write);
-    }
-    queued
-}
-
 /// Takes from the front of `writes` as many as one record holds (at least
 /// one: a single write too large for a record fails when framed).
 fn take_record(writes: &mut Vec<WriteRequest>) -> (Vec<u8>, Waiters) {
@@ -598,7 +645,7 @@ fn take_record(writes: &mut Vec<WriteRequest>) -> (Vec<u8>, Waiters) {
 
 /// The log did not take writes this node's store already holds: answer
 /// them 503 and stop, so the next start rebuilds the store from the log.
-fn diverged(partition: PartitionId, error: &WriteError, waiters: Waiters) {
+fn diverged(partition: PartitionId, error: &WriteError, waiters: Waiters) -> ! {
     let why = format!("{error:?}");
     for waiter in waiters {
         let _ = waiter.send(Err(why.clone()));
@@ -628,8 +675,9 @@ mod tests {
     // a partition's part is cut into records the log accepts.
     #[test]
     fn writes_are_grouped_by_partition_and_cut_to_record_size() {
-        let batch = vec![write(1, 10).0, write(0, 20).0, write(1, 30).0];
-        let mut grouped = group_by_partition(batch);
+        let mut writes = Writes::default();
+        writes.queue([write(1, 10).0, write(0, 20).0, write(1, 30).0]);
+        let grouped = &mut writes.queued;
         let ones: Vec<usize> = grouped[&PartitionId(1)]
             .iter()
             .map(|w| w.payload.len())
