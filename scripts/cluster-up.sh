@@ -73,7 +73,10 @@ running() {
 }
 
 nats_urls() {
-    for i in "${nodes[@]}"; do printf -- '--nats-url nats://127.0.0.1:%s ' $((base + i)); done
+    for i in "${nodes[@]}"; do
+        printf -- '--nats-url nats://127.0.0.1:%s --nats-monitor 127.0.0.1:%s ' \
+            $((base + i)) "$(monitor_port "$i")"
+    done
 }
 
 # Three nodes of the binary in clustered mode, each with its own data

@@ -305,6 +305,19 @@ pub struct Flags {
     )]
     pub nats_urls: Vec<String>,
 
+    /// Monitoring address (`http: HOST:PORT` in its config) of a NATS
+    /// server to check at start: clustered mode refuses to run when one
+    /// does not fsync every message (`sync_interval: always`). Repeat for
+    /// every server; the environment variable takes a comma-separated list.
+    /// [default: none, not checked]
+    #[arg(
+        long = "nats-monitor",
+        env = "PROGRESSDB_NATS_MONITORS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT"
+    )]
+    pub nats_monitors: Vec<String>,
+
     /// Partitions of the cluster, fixed when the cluster is created; a
     /// multiple of `--shards`. [default: 64]
     #[arg(long, env = "PROGRESSDB_PARTITIONS", value_name = "P")]
@@ -363,6 +376,7 @@ struct FileSettings {
     node_id: Option<String>,
     advertise: Option<String>,
     nats_urls: Option<Vec<String>>,
+    nats_monitors: Option<Vec<String>>,
     partitions: Option<u32>,
     standbys: Option<usize>,
 }
@@ -414,6 +428,7 @@ const FILE_KEYS: &[&str] = &[
     "node_id",
     "advertise",
     "nats_urls",
+    "nats_monitors",
     "partitions",
     "standbys",
 ];
@@ -471,6 +486,8 @@ pub struct ClusterConfig {
     /// Where other nodes send forwarded requests.
     pub advertise: SocketAddr,
     pub nats_urls: Vec<String>,
+    /// NATS monitoring endpoints whose `sync_always` startup checks.
+    pub nats_monitors: Vec<SocketAddr>,
     pub partitions: u32,
     pub standbys: usize,
 }
@@ -490,6 +507,7 @@ struct ClusterFlags {
     node_id: Option<String>,
     advertise: Option<String>,
     nats_urls: Vec<String>,
+    nats_monitors: Vec<String>,
     partitions: Option<u32>,
     standbys: Option<usize>,
 }
@@ -529,6 +547,17 @@ fn resolve_cluster(
             format!("must be 1..={NATS_URLS_MAX} non-empty URLs"),
         ));
     }
+    if given.nats_monitors.len() > NATS_URLS_MAX {
+        return Err(invalid(
+            "nats_monitors",
+            format!("at most {NATS_URLS_MAX} addresses"),
+        ));
+    }
+    let nats_monitors = given
+        .nats_monitors
+        .iter()
+        .map(|text| parse_addr(text).map_err(|reason| invalid("nats_monitors", reason)))
+        .collect::<Result<Vec<_>, _>>()?;
     let partitions = positive(
         "partitions",
         given.partitions.map(|p| p as usize),
@@ -543,6 +572,7 @@ fn resolve_cluster(
         node_id,
         advertise,
         nats_urls,
+        nats_monitors,
         partitions,
         standbys,
     }))
@@ -962,6 +992,10 @@ impl Config {
                     true => file.nats_urls.unwrap_or_default(),
                     false => flags.nats_urls,
                 },
+                nats_monitors: match flags.nats_monitors.is_empty() {
+                    true => file.nats_monitors.unwrap_or_default(),
+                    false => flags.nats_monitors,
+                },
                 partitions: flags.partitions.or(file.partitions),
                 standbys: flags.standbys.or(file.standbys),
             },
@@ -1352,6 +1386,8 @@ struct EffectiveSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     nats_urls: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    nats_monitors: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     partitions: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     standbys: Option<usize>,
@@ -1440,6 +1476,12 @@ impl Config {
             node_id: self.cluster.as_ref().map(|c| c.node_id.clone()),
             advertise: self.cluster.as_ref().map(|c| c.advertise.to_string()),
             nats_urls: self.cluster.as_ref().map(|c| c.nats_urls.clone()),
+            nats_monitors: self.cluster.as_ref().map(|c| {
+                c.nats_monitors
+                    .iter()
+                    .map(|addr| addr.to_string())
+                    .collect()
+            }),
             partitions: self.cluster.as_ref().map(|c| c.partitions),
             standbys: self.cluster.as_ref().map(|c| c.standbys),
         };

@@ -215,7 +215,11 @@ impl Api {
             .scope()
             .expect("only unauthenticated routes have no scope");
         let principal = self.authenticate(request, scope, peer)?;
-        if let Some(handled) = self.cluster_route(&route, request).await {
+        // Boxed: the hop's future is large, and without `--cluster` it must
+        // not grow every request's future (a shard's stack holds them).
+        if (self.cluster.is_some() || route == Route::ClusterStatus)
+            && let Some(handled) = Box::pin(self.cluster_route(&route, request)).await
+        {
             return handled;
         }
         let admitted =

@@ -146,7 +146,8 @@ fn encode(request: &Request, address: &str, from_node: &str) -> Vec<u8> {
 /// also says whether the connection may carry another request.
 async fn read_response(stream: &mut TcpStream) -> Result<(Response, bool), String> {
     let mut buffer = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 16 * 1024];
+    // On the heap: a task's future must stay small.
+    let mut chunk = vec![0u8; 16 * 1024];
     loop {
         let read = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
         if read == 0 {

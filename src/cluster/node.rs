@@ -5,8 +5,8 @@
 //!
 //! Synchronous over the [`Log`] and [`Coordinator`] traits, with the clock
 //! passed in, so the same code runs against the in-memory fakes and against
-//! JetStream; in the server it would run on the cluster thread, never on a
-//! shard. Assignments are re-read every tick (a KV watch can replace the
+//! JetStream; in the server it runs on the cluster thread
+//! ([`super::runtime`]), never on a shard. Assignments are re-read every tick (a KV watch can replace the
 //! polling later without changing the decisions).
 
 use std::collections::BTreeMap;

@@ -1,15 +1,17 @@
 //! Clustered mode inside the server: the cluster thread.
 //!
 //! One thread per node (`pdb-cluster`, only with `--cluster`) runs the
-//! node's duties ([`Node::tick`]: membership, controller, following
-//! assignments, tailing standby partitions) and every append of the
-//! node's writes. Shards never touch NATS: they send each write's WAL
-//! bytes here ([`WriteRequest`]) and await the answer on a channel; this
-//! thread joins the writes queued for each partition into one record,
-//! appends the records of all partitions at once and answers each write
-//! once the log acknowledged its record (a quorum has it on disk). What it
-//! learns goes back to the shards as [`ShardEvent`]s: the records a
-//! standby must apply, and the [`View`] of who owns what.
+//! node's duties (membership, controller, following assignments, tailing
+//! standby partitions; see [`Duties`]) and every append of the node's
+//! writes. Shards never touch NATS: they send each write's WAL bytes here
+//! ([`WriteRequest`]) and await the answer on a channel. This thread keeps
+//! one record in flight per partition: the writes a partition queued
+//! meanwhile become its next record, appended as soon as the previous one
+//! is acknowledged, so partitions never wait for each other; each write is
+//! answered once the log acknowledged its record (a quorum has it on
+//! disk). What the thread learns goes back to the shards as
+//! [`ShardEvent`]s: the records a standby must apply, and the [`View`] of
+//! who owns what.
 //!
 //! Phase 1 applies a write to the owner's store before the log has it, so
 //! a write the log then refuses leaves the owner's store ahead of the log.
@@ -66,6 +68,8 @@ pub struct Settings {
     pub node: NodeId,
     pub advertise: SocketAddr,
     pub nats_urls: Vec<String>,
+    /// NATS monitoring endpoints to check for `sync_always` first.
+    pub nats_monitors: Vec<SocketAddr>,
     pub partitions: u32,
     pub standbys: usize,
     pub shards: usize,
@@ -148,6 +152,7 @@ pub struct ClusterHandle {
 pub fn start(
     settings: Settings,
 ) -> Result<(ClusterHandle, Vec<flume::Receiver<ShardEvent>>), String> {
+    verify_fsync(&settings.nats_monitors)?;
     let bridge = Arc::new(
         Bridge::connect(&settings.nats_urls, REQUEST_TIMEOUT)
             .map_err(|error| format!("cannot connect to NATS: {error:?}"))?,
@@ -189,6 +194,23 @@ pub fn start(
         .spawn(move || run(settings, stores, queue, senders))
         .map_err(|error| format!("cannot start the cluster thread: {error}"))?;
     Ok((handle, receivers))
+}
+
+/// Refuses to run on a NATS server that acknowledges before it fsyncs
+/// (JetStream's default lazy fsync can lose acknowledged messages when
+/// servers fail together). Servers named by no `--nats-monitor` cannot be
+/// checked from here: said once in the log.
+fn verify_fsync(monitors: &[SocketAddr]) -> Result<(), String> {
+    if monitors.is_empty() {
+        logging::warn(
+            "NATS servers not checked for sync_interval: always; pass --nats-monitor for each",
+            &[],
+        );
+    }
+    for monitor in monitors {
+        super::nats::verify_sync_always(*monitor, REQUEST_TIMEOUT)?;
+    }
+    Ok(())
 }
 
 /// How long startup keeps trying a step JetStream refuses: a cluster that

@@ -307,6 +307,7 @@ fn start_cluster(
         node: crate::cluster::NodeId(cluster.node_id.clone()),
         advertise: cluster.advertise,
         nats_urls: cluster.nats_urls.clone(),
+        nats_monitors: cluster.nats_monitors.clone(),
         partitions: cluster.partitions,
         standbys: cluster.standbys,
         shards,

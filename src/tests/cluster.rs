@@ -828,9 +828,10 @@ const LOAD_BEFORE_KILL: Duration = Duration::from_secs(3);
 const LOAD_AFTER_KILL: Duration = Duration::from_secs(7);
 const AUDIT_THREADS: usize = 6;
 
-/// `progressdb --cluster` node `name` on `db` against `nats`.
-fn start_node(name: &str, db: &Path, nats: &[String]) -> support::Server {
-    let mut args = vec![
+/// The flags of `progressdb --cluster` node `name` on `nats`: every
+/// server's client URL, and its monitoring address to check at start.
+fn node_args(name: &str, nats: &NatsCluster) -> Vec<String> {
+    let mut args: Vec<String> = [
         "--cluster",
         "--node-id",
         name,
@@ -844,10 +845,20 @@ fn start_node(name: &str, db: &Path, nats: &[String]) -> support::Server {
         ADMIN_KEY,
         "--durability",
         "none",
-    ];
-    for url in nats {
-        args.extend(["--nats-url", url.as_str()]);
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for server in &nats.servers {
+        args.extend(["--nats-url".into(), server.client_url.clone()]);
+        args.extend(["--nats-monitor".into(), server.monitor.to_string()]);
     }
+    args
+}
+
+/// `progressdb --cluster` node `name` on `db` against `nats`.
+fn start_node(name: &str, db: &Path, nats: &NatsCluster) -> support::Server {
+    let args = node_args(name, nats);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     support::Server::start_on(db, &args)
 }
 
@@ -867,7 +878,7 @@ const NODE_NAMES: [&str; 3] = ["n0", "n1", "n2"];
 fn audited_cluster() -> Audited {
     let nats = NatsCluster::start(3, true);
     let dir = tempfile::tempdir().unwrap();
-    let nodes = start_nodes(dir.path(), &nats.urls());
+    let nodes = start_nodes(dir.path(), &nats);
     let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
     wait_until_served(&addrs, &NODE_NAMES);
     let threads: Vec<String> = (0..AUDIT_THREADS)
@@ -886,7 +897,7 @@ fn audited_cluster() -> Audited {
 
 /// Three nodes started at once (so the first does not take every
 /// partition before the others register).
-fn start_nodes(dir: &Path, nats: &[String]) -> Vec<support::Server> {
+fn start_nodes(dir: &Path, nats: &NatsCluster) -> Vec<support::Server> {
     std::thread::scope(|scope| {
         let starting: Vec<_> = NODE_NAMES
             .iter()
@@ -899,7 +910,10 @@ fn start_nodes(dir: &Path, nats: &[String]) -> Vec<support::Server> {
     })
 }
 
+/// `addr`'s `/cluster/v1/status`, `None` while it does not answer (a node
+/// that exited refuses the connection).
 fn status(addr: SocketAddr) -> Option<serde_json::Value> {
+    std::net::TcpStream::connect(addr).ok()?;
     let mut client = support::Client::connect(addr);
     client.key = Some(ADMIN_KEY.into());
     client.user = None;
@@ -1106,7 +1120,7 @@ fn acknowledged_writes_survive_kill_9_of_their_owner() {
             audit_thread(thread, &wanted, &served);
         }
     }
-    let restarted = start_node(&victim, &dir.path().join(&victim), &nats.urls());
+    let restarted = start_node(&victim, &dir.path().join(&victim), &nats);
     wait_for_status(restarted.addr, "caught up after its restart", |s| {
         caught_up(s, &survivor_addrs)
     });
@@ -1220,7 +1234,7 @@ fn acknowledged_writes_survive_a_killed_nats_server_and_a_paused_owner() {
         audited.nodes[paused] = start_node(
             &audited.victim,
             &audited.dir.path().join(&audited.victim),
-            &audited.nats.urls(),
+            &audited.nats,
         );
     }
     let addrs: Vec<SocketAddr> = audited.nodes.iter().map(|node| node.addr).collect();
@@ -1232,4 +1246,25 @@ fn acknowledged_writes_survive_a_killed_nats_server_and_a_paused_owner() {
             audit_thread(thread, &wanted, &messages_through(*addr, thread));
         }
     }
+}
+
+// A node refuses to start on a NATS server that acknowledges before it
+// fsyncs (the default lazy fsync), as its monitoring endpoint reports.
+#[test]
+fn a_node_refuses_nats_servers_that_do_not_sync_always() {
+    let lazy = NatsCluster::start(1, false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "--db".to_owned(),
+        dir.path().join("n0").display().to_string(),
+        "--addr".into(),
+        "127.0.0.1:0".into(),
+        "--api-key".into(),
+        support::API_KEY.into(),
+    ];
+    args.extend(node_args("n0", &lazy));
+    let refused = support::spawn_and_wait(&args, &[])
+        .err()
+        .expect("started anyway");
+    assert!(refused.contains("does not sync always"), "{refused}");
 }
