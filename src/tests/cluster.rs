@@ -1054,27 +1054,10 @@ fn load_avoiding(
 /// first; a 503 while a view settles is retried.
 fn messages_through(addr: SocketAddr, thread: &str) -> Vec<String> {
     let mut client = support::Client::connect(addr);
-    let (mut keys, mut path) = (
-        Vec::new(),
-        format!("/v1/threads/{thread}/messages?limit=1000"),
-    );
-    let started = Instant::now();
-    loop {
-        let reply = client.get(&path);
-        if reply.status == 503 && started.elapsed() < READY_MAX {
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
-        }
-        let page = reply.expect(200);
-        let mut older = support::ids(&page);
-        older.extend(keys);
-        keys = older;
-        if page["pagination"]["has_before"] != true {
-            return keys;
-        }
-        let anchor = page["pagination"]["before_anchor"].as_str().unwrap();
-        path = format!("/v1/threads/{thread}/messages?limit=1000&before={anchor}");
-    }
+    support::all_messages_retrying(&mut client, thread, READY_MAX)
+        .iter()
+        .map(|message| message["key"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// The node owning the most partitions in `status`.

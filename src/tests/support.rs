@@ -30,12 +30,27 @@ pub fn ids(page: &serde_json::Value) -> Vec<String> {
 /// Every message of a thread, oldest first, paging with cursors (the
 /// `/v1` route, so any author's thread; empty if there is no such thread).
 pub fn all_messages(client: &mut Client, thread: &str) -> Vec<serde_json::Value> {
+    all_messages_retrying(client, thread, Duration::ZERO)
+}
+
+/// [`all_messages`], asking again after a 503 for up to `retry_for` (a
+/// cluster whose nodes' views are still settling).
+pub fn all_messages_retrying(
+    client: &mut Client,
+    thread: &str,
+    retry_for: Duration,
+) -> Vec<serde_json::Value> {
     let mut out: Vec<serde_json::Value> = Vec::new();
     let mut path = format!("/v1/threads/{thread}/messages?limit=1000");
+    let started = std::time::Instant::now();
     loop {
         let reply = client.get(&path);
         if reply.status == 404 {
             return out;
+        }
+        if reply.status == 503 && started.elapsed() < retry_for {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
         }
         let page = reply.expect(200);
         let mut older = page["messages"].as_array().expect("messages").clone();
