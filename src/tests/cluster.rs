@@ -1274,8 +1274,25 @@ fn a_node_refuses_nats_servers_that_do_not_sync_always() {
         support::API_KEY.into(),
     ];
     args.extend(node_args("n0", &lazy));
-    let refused = support::spawn_and_wait(&args, &[])
-        .err()
-        .expect("started anyway");
-    assert!(refused.contains("does not sync always"), "{refused}");
+    let mut node = Command::new(env!("CARGO_BIN_EXE_progressdb"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = node.try_wait().unwrap() {
+            break exit;
+        }
+        if started.elapsed() > READY_MAX {
+            let _ = node.kill();
+            panic!("the node ran on a server that does not sync always");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!exit.success(), "{stderr}");
+    assert!(stderr.contains("does not sync always"), "{stderr}");
 }
