@@ -315,6 +315,54 @@ pub struct Flags {
     /// least 100ms). [default: 1h]
     #[arg(long, env = "PROGRESSDB_RETENTION_INTERVAL", value_name = "DURATION")]
     pub retention_interval: Option<String>,
+    /// Run as one node of a cluster: threads live in partitions replicated
+    /// through NATS JetStream, any node answers any request (see README,
+    /// "Clustered mode"). Needs `--node-id`. [default: off]
+    #[arg(long, env = "PROGRESSDB_CLUSTER")]
+    pub cluster: bool,
+
+    /// This node's stable name in the cluster (`[A-Za-z0-9_-]`, 1..=64
+    /// characters). Needed with `--cluster`.
+    #[arg(long, env = "PROGRESSDB_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
+
+    /// Address other nodes reach this node's API on (forwarded requests).
+    /// [default: `--addr`]
+    #[arg(long, env = "PROGRESSDB_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+
+    /// A NATS server of the JetStream cluster (`nats://HOST:PORT`). Repeat
+    /// for several; the environment variable takes a comma-separated list.
+    /// [default: nats://127.0.0.1:4222]
+    #[arg(
+        long = "nats-url",
+        env = "PROGRESSDB_NATS_URLS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub nats_urls: Vec<String>,
+
+    /// Monitoring address (`http: HOST:PORT` in its config) of a NATS
+    /// server to check at start: clustered mode refuses to run when one
+    /// does not fsync every message (`sync_interval: always`). Repeat for
+    /// every server; the environment variable takes a comma-separated list.
+    /// [default: none, not checked]
+    #[arg(
+        long = "nats-monitor",
+        env = "PROGRESSDB_NATS_MONITORS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT"
+    )]
+    pub nats_monitors: Vec<String>,
+
+    /// Partitions of the cluster, fixed when the cluster is created; a
+    /// multiple of `--shards`. [default: 64]
+    #[arg(long, env = "PROGRESSDB_PARTITIONS", value_name = "P")]
+    pub partitions: Option<u32>,
+
+    /// Nodes that tail each partition, ready to take it over. [default: 1]
+    #[arg(long, env = "PROGRESSDB_STANDBYS", value_name = "S")]
+    pub standbys: Option<usize>,
 }
 
 /// The same settings as [`Flags`], as read from a config file.
@@ -365,6 +413,13 @@ struct FileSettings {
     retention_deleted_after: Option<String>,
     retention_messages_max_age: Option<String>,
     retention_interval: Option<String>,
+    cluster: Option<bool>,
+    node_id: Option<String>,
+    advertise: Option<String>,
+    nats_urls: Option<Vec<String>>,
+    nats_monitors: Option<Vec<String>>,
+    partitions: Option<u32>,
+    standbys: Option<usize>,
 }
 
 /// The keys a config file may hold: the fields of [`FileSettings`] (a unit
@@ -414,6 +469,13 @@ const FILE_KEYS: &[&str] = &[
     "retention_deleted_after",
     "retention_messages_max_age",
     "retention_interval",
+    "cluster",
+    "node_id",
+    "advertise",
+    "nats_urls",
+    "nats_monitors",
+    "partitions",
+    "standbys",
 ];
 
 /// File keys that hold secrets: errors about them never quote a value.
@@ -461,6 +523,8 @@ pub struct Config {
     /// Longest wait for requests in flight on shutdown.
     pub shutdown_timeout_ms: u64,
     pub retention: Retention,
+    /// `Some` in clustered mode (`--cluster`).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The retention job's settings (`--retention-*`).
@@ -469,6 +533,105 @@ pub struct Retention {
     pub policy: crate::engine::RetentionPolicy,
     /// How often each shard runs a pass.
     pub interval: std::time::Duration,
+}
+
+/// Clustered mode's settings (`--cluster`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub node_id: String,
+    /// Where other nodes send forwarded requests.
+    pub advertise: SocketAddr,
+    pub nats_urls: Vec<String>,
+    /// NATS monitoring endpoints whose `sync_always` startup checks.
+    pub nats_monitors: Vec<SocketAddr>,
+    pub partitions: u32,
+    pub standbys: usize,
+}
+
+const NATS_URL_DEFAULT: &str = "nats://127.0.0.1:4222";
+const PARTITIONS_DEFAULT: usize = 64;
+/// Most partitions a cluster may have: each is one JetStream stream.
+const PARTITIONS_MAX: usize = 4096;
+const STANDBYS_DEFAULT: usize = 1;
+const STANDBYS_MAX: usize = 8;
+const NODE_ID_CHARS_MAX: usize = 64;
+const NATS_URLS_MAX: usize = 16;
+
+/// The cluster settings as given, before validation.
+struct ClusterFlags {
+    on: bool,
+    node_id: Option<String>,
+    advertise: Option<String>,
+    nats_urls: Vec<String>,
+    nats_monitors: Vec<String>,
+    partitions: Option<u32>,
+    standbys: Option<usize>,
+}
+
+/// `None` unless `--cluster`; then every cluster setting checked.
+fn resolve_cluster(
+    given: ClusterFlags,
+    addr: SocketAddr,
+) -> Result<Option<ClusterConfig>, ConfigError> {
+    if !given.on {
+        return Ok(None);
+    }
+    let node_id = given
+        .node_id
+        .ok_or_else(|| invalid("node_id", "is needed with `cluster`"))?;
+    let name_ok = (1..=NODE_ID_CHARS_MAX).contains(&node_id.len())
+        && node_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !name_ok {
+        return Err(invalid(
+            "node_id",
+            format!("must be 1..={NODE_ID_CHARS_MAX} of [A-Za-z0-9_-]"),
+        ));
+    }
+    let advertise = match given.advertise {
+        Some(text) => parse_addr(&text).map_err(|reason| invalid("advertise", reason))?,
+        None => addr,
+    };
+    let nats_urls = match given.nats_urls.is_empty() {
+        true => vec![NATS_URL_DEFAULT.to_owned()],
+        false => given.nats_urls,
+    };
+    if nats_urls.len() > NATS_URLS_MAX || nats_urls.iter().any(|url| url.trim().is_empty()) {
+        return Err(invalid(
+            "nats_urls",
+            format!("must be 1..={NATS_URLS_MAX} non-empty URLs"),
+        ));
+    }
+    if given.nats_monitors.len() > NATS_URLS_MAX {
+        return Err(invalid(
+            "nats_monitors",
+            format!("at most {NATS_URLS_MAX} addresses"),
+        ));
+    }
+    let nats_monitors = given
+        .nats_monitors
+        .iter()
+        .map(|text| parse_addr(text).map_err(|reason| invalid("nats_monitors", reason)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let partitions = positive(
+        "partitions",
+        given.partitions.map(|p| p as usize),
+        PARTITIONS_DEFAULT,
+        PARTITIONS_MAX,
+    )? as u32;
+    let standbys = given.standbys.unwrap_or(STANDBYS_DEFAULT);
+    if standbys > STANDBYS_MAX {
+        return Err(invalid("standbys", format!("must be 0..={STANDBYS_MAX}")));
+    }
+    Ok(Some(ClusterConfig {
+        node_id,
+        advertise,
+        nats_urls,
+        nats_monitors,
+        partitions,
+        standbys,
+    }))
 }
 
 /// HTTPS settings (`--tls-cert`, `--tls-key`, `--plain-addr`).
@@ -525,6 +688,7 @@ impl std::fmt::Debug for Config {
             .field("tls", &self.tls)
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
             .field("retention", &self.retention)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -886,8 +1050,27 @@ impl Config {
                 .or(file.retention_messages_max_age),
             interval: flags.retention_interval.or(file.retention_interval),
         })?;
+        let cluster = resolve_cluster(
+            ClusterFlags {
+                on: flags.cluster || file.cluster.unwrap_or(false),
+                node_id: flags.node_id.or(file.node_id),
+                advertise: flags.advertise.or(file.advertise),
+                nats_urls: match flags.nats_urls.is_empty() {
+                    true => file.nats_urls.unwrap_or_default(),
+                    false => flags.nats_urls,
+                },
+                nats_monitors: match flags.nats_monitors.is_empty() {
+                    true => file.nats_monitors.unwrap_or_default(),
+                    false => flags.nats_monitors,
+                },
+                partitions: flags.partitions.or(file.partitions),
+                standbys: flags.standbys.or(file.standbys),
+            },
+            addr,
+        )?;
         Ok(Config {
             retention,
+            cluster,
             tls,
             log_level,
             access_log,
@@ -1367,6 +1550,20 @@ struct EffectiveSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     retention_messages_max_age: Option<String>,
     retention_interval: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    cluster: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats_urls: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats_monitors: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partitions: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    standbys: Option<usize>,
 }
 
 /// A secret as `--print-config` shows it: only a kind label such as `sk_`
@@ -1452,6 +1649,18 @@ impl Config {
             retention_deleted_after: self.retention.policy.deleted_after.map(format_duration),
             retention_messages_max_age: self.retention.policy.messages_max_age.map(format_duration),
             retention_interval: format_duration(self.retention.interval),
+            cluster: self.cluster.is_some(),
+            node_id: self.cluster.as_ref().map(|c| c.node_id.clone()),
+            advertise: self.cluster.as_ref().map(|c| c.advertise.to_string()),
+            nats_urls: self.cluster.as_ref().map(|c| c.nats_urls.clone()),
+            nats_monitors: self.cluster.as_ref().map(|c| {
+                c.nats_monitors
+                    .iter()
+                    .map(|addr| addr.to_string())
+                    .collect()
+            }),
+            partitions: self.cluster.as_ref().map(|c| c.partitions),
+            standbys: self.cluster.as_ref().map(|c| c.standbys),
         };
         let mut out = String::from(
             "# progressdb effective configuration: flags > PROGRESSDB_* environment > config file > defaults.\n\
@@ -1830,5 +2039,58 @@ mod tests {
             ..Flags::default()
         });
         assert_eq!(clash.unwrap_err().key, "pg_addr");
+    }
+
+    #[test]
+    fn cluster_is_off_by_default_and_needs_a_node_id() {
+        assert_eq!(Config::resolve(Flags::default()).unwrap().cluster, None);
+        let nameless = Config::resolve(Flags {
+            cluster: true,
+            ..Flags::default()
+        });
+        assert_eq!(nameless.unwrap_err().key, "node_id");
+        let config = Config::resolve(Flags {
+            cluster: true,
+            node_id: Some("n1".into()),
+            addr: Some("127.0.0.1:9000".into()),
+            ..Flags::default()
+        })
+        .unwrap();
+        let cluster = config.cluster.clone().unwrap();
+        assert_eq!(cluster.advertise, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(cluster.nats_urls, vec![NATS_URL_DEFAULT.to_owned()]);
+        assert_eq!((cluster.partitions, cluster.standbys), (64, 1));
+        assert!(config.render_effective().contains("node_id = \"n1\""));
+        for (flags, key) in [
+            (
+                Flags {
+                    node_id: Some("a b".into()),
+                    ..Flags::default()
+                },
+                "node_id",
+            ),
+            (
+                Flags {
+                    node_id: Some("n".into()),
+                    partitions: Some(0),
+                    ..Flags::default()
+                },
+                "partitions",
+            ),
+            (
+                Flags {
+                    node_id: Some("n".into()),
+                    standbys: Some(99),
+                    ..Flags::default()
+                },
+                "standbys",
+            ),
+        ] {
+            let flags = Flags {
+                cluster: true,
+                ..flags
+            };
+            assert_eq!(Config::resolve(flags).unwrap_err().key, key);
+        }
     }
 }

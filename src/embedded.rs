@@ -144,7 +144,10 @@ impl From<EngineError> for Error {
                 "body",
                 format!("the change would log {bytes} bytes, more than one WAL record ({max})"),
             ),
-            EngineError::WritesUnavailable(why) => Error::WritesUnavailable(why),
+            // Embedded mode is never clustered; mapped for completeness.
+            EngineError::WritesUnavailable(why) | EngineError::PartitionUnavailable(why) => {
+                Error::WritesUnavailable(why)
+            }
             // The embedded KMS is the caller's key, in memory.
             EngineError::KmsUnavailable(why) => Error::Storage(format!("key service: {why}")),
             EngineError::Unavailable(why) | EngineError::Storage(why) => Error::Storage(why),

@@ -101,6 +101,17 @@ impl From<EngineError> for ApiError {
                 )
             }
             EngineError::KmsUnavailable(why) => ApiError::new(503, "kms_unavailable", why),
+            EngineError::PartitionUnavailable(why) => {
+                crate::logging::debug("partition unavailable", &[("error", &why)]);
+                ApiError {
+                    retry_after_s: Some(1),
+                    ..ApiError::new(
+                        503,
+                        "partition_unavailable",
+                        "this thread's partition is changing owner; retry shortly",
+                    )
+                }
+            }
             EngineError::TooLarge { bytes, max } => ApiError::new(
                 413,
                 "write_too_large",

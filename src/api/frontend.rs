@@ -236,7 +236,7 @@ impl Api {
         Ok(Command::CreateThread {
             id: match body.key {
                 Some(key) => thread_id(&key)?,
-                None => self.generate_thread_id(),
+                None => self.generate_owned_thread_id(),
             },
             author: call.user(body.author.as_deref())?,
             title: input::title(body.title, &self.limits)?,

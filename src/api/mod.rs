@@ -4,6 +4,7 @@
 
 mod admin;
 mod backup;
+mod cluster;
 mod cors;
 pub mod docs;
 mod error;
@@ -87,6 +88,8 @@ pub struct Api {
     thread_sequence: Cell<u32>,
     /// What `POST /admin/v1/jobs/purge` removes.
     retention: crate::engine::RetentionPolicy,
+    /// Clustered mode's state on this core; `None` without `--cluster`.
+    cluster: Option<Rc<crate::cluster::shard::Replication>>,
 }
 
 impl Api {
@@ -115,7 +118,13 @@ impl Api {
             db: config.db.clone(),
             thread_sequence: Cell::new(0),
             retention: config.retention.policy,
+            cluster: None,
         }
+    }
+
+    /// Clustered mode: forward what another node owns, refuse what moves.
+    pub fn with_cluster(self, cluster: Option<Rc<crate::cluster::shard::Replication>>) -> Api {
+        Api { cluster, ..self }
     }
 
     /// Answers `request`, which came from `peer` (failed authentications
@@ -226,6 +235,13 @@ impl Api {
             return Ok(Handled::Response(self.public(&route, request)));
         };
         let principal = self.authenticate(request, scope, peer)?;
+        // Boxed: the hop's future is large, and without `--cluster` it must
+        // not grow every request's future (a shard's stack holds them).
+        if (self.cluster.is_some() || route == Route::ClusterStatus)
+            && let Some(handled) = Box::pin(self.cluster_route(&route, request)).await
+        {
+            return handled;
+        }
         let admitted =
             self.rate_limiter
                 .admit(principal.key_index, principal.user.as_ref(), Instant::now());
@@ -483,11 +499,17 @@ impl Api {
         Ok(Response {
             status: 200,
             headers: vec![("Content-Type", metrics::CONTENT_TYPE.to_owned())],
-            body: metrics::render(&samples, &down).into_bytes(),
+            body: (metrics::render(&samples, &down)
+                + &self
+                    .cluster
+                    .as_ref()
+                    .map(|cluster| metrics::render_cluster(&cluster.view()))
+                    .unwrap_or_default())
+                .into_bytes(),
         })
     }
 
-    fn generate_thread_id(&self) -> ThreadId {
+    fn generate_local_thread_id(&self) -> ThreadId {
         let sequence = self.thread_sequence.get();
         self.thread_sequence.set(sequence.wrapping_add(1));
         engine::new_thread_id(self.mesh.local_shard(), sequence)

@@ -81,6 +81,8 @@ pub enum Route {
     /// `POST /admin/v1/jobs/purge` (and upstream's `/admin/jobs/purge`):
     /// runs the retention job now.
     Purge,
+    /// `GET /cluster/v1/status`: clustered mode's nodes and partitions.
+    ClusterStatus,
     /// `GET /viewer/...`: a static file of the admin web UI (public; its
     /// data calls need the admin key).
     Viewer(&'static viewer::Asset),
@@ -229,6 +231,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
     endpoint!(Get "/admin/v1/backups/{id}", "get_backup", ADMIN,
         |c| Ok(Route::GetBackup(c.next()))),
     endpoint!(Get "/metrics", "metrics", ADMIN, |_| Ok(Route::Metrics)),
+    endpoint!(Get "/cluster/v1/status", "cluster_status", ADMIN, |_| Ok(Route::ClusterStatus)),
     endpoint!(Get "/admin/v1/threads", "admin_list_threads", ADMIN,
         |_| Ok(Route::AdminListThreads)),
     endpoint!(Get "/admin/v1/threads/{id}", "admin_get_thread", ADMIN,

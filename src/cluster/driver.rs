@@ -150,8 +150,14 @@ impl<'l, L: Log> Driver<'l, L> {
     /// Writes one flush and answers only what the log says: `Ok(seq)` once
     /// it is the log's record `seq`.
     pub fn write(&mut self, payload: Vec<u8>) -> Result<Seq, WriteError> {
-        let append = self.replica.propose(payload).map_err(WriteError::Refused)?;
+        let append = self.propose(payload)?;
         self.settle(append)
+    }
+
+    /// Frames one flush; the caller appends it and hands the log's answer
+    /// to [`Driver::settle_answered`].
+    pub fn propose(&mut self, payload: Vec<u8>) -> Result<Append, WriteError> {
+        self.replica.propose(payload).map_err(WriteError::Refused)
     }
 
     /// Settles a flush left [`WriteError::Unresolved`] by an earlier call.
@@ -165,9 +171,23 @@ impl<'l, L: Log> Driver<'l, L> {
         }
     }
 
-    fn settle(&mut self, mut append: Append) -> Result<Seq, WriteError> {
+    fn settle(&mut self, append: Append) -> Result<Seq, WriteError> {
+        let answer = self.append(&append);
+        self.settle_answered(append, answer)
+    }
+
+    /// Finds out what became of `append` given the log's first `answer`
+    /// to it: reads the log and appends the same bytes again as needed,
+    /// a bounded number of rounds.
+    pub fn settle_answered(
+        &mut self,
+        mut append: Append,
+        answer: Result<Seq, AppendError>,
+    ) -> Result<Seq, WriteError> {
+        let mut first = Some(answer);
         for _ in 0..ROUNDS_MAX {
-            let resolved = match self.append(&append) {
+            let answer = first.take().unwrap_or_else(|| self.append(&append));
+            let resolved = match answer {
                 Ok(seq) => self.apply_own(seq, &append)?,
                 Err(AppendError::WrongLastSequence { .. } | AppendError::Unclear) => {
                     self.catch_up()?

@@ -1,4 +1,4 @@
-//! Clustered mode (in progress): partitions replicated through an external
+//! Clustered mode (`--cluster`): partitions replicated through an external
 //! log, with ownership decided by an external coordinator. No consensus of
 //! our own: NATS JetStream (R3, file storage, `sync_interval: always`) is
 //! both the log and, through its key-value buckets, the coordinator.
@@ -12,7 +12,13 @@
 //! (`fake`) and against JetStream ([`nats`], on its own thread). [`driver`]
 //! runs one replica against a [`ports::Log`] synchronously, and [`node`]
 //! runs a node's duties (membership, controller, following assignments)
-//! one bounded tick at a time.
+//! one bounded step at a time.
+//!
+//! In the server, [`runtime`] is the cluster thread that runs the node and
+//! appends its writes ([`flush`] is a record's body: the WAL bytes of the
+//! writes it carries); [`shard`] is a shard's side (which partitions it may
+//! write, the writes a command waits on, records to apply); [`forward`]
+//! carries a request to the node that owns its partition.
 //!
 //! # Protocol
 //!
@@ -95,10 +101,10 @@
 //!
 //! - **A record per partition, not per shard flush.** A shard's group
 //!   commit mixes threads of several partitions, and partitions move
-//!   between nodes one by one, so the server's flusher (not wired yet) is
-//!   to split a flush by partition and append each part to its own stream
-//!   (in parallel, each with its own expected sequence); each writer waits
-//!   only for its partition's part.
+//!   between nodes one by one, so the cluster thread ([`runtime`]) splits
+//!   the node's writes by partition and appends each part to its own
+//!   stream (in parallel, each with its own expected sequence); each
+//!   writer waits only for its partition's part.
 //! - **Barriers in the log.** The expected-sequence check alone fences an
 //!   old owner only once the new owner has appended something; between the
 //!   new owner's catch-up and its first write both would think they own the
@@ -130,14 +136,18 @@ pub mod conformance;
 pub mod driver;
 #[cfg(test)]
 pub mod fake;
+pub mod flush;
+pub mod forward;
 pub mod lease;
 pub mod nats;
 pub mod node;
 pub mod ports;
 pub mod record;
 pub mod replica;
+pub mod runtime;
 #[cfg(test)]
 mod scenarios;
+pub mod shard;
 
 use std::fmt;
 

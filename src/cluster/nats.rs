@@ -344,6 +344,84 @@ fn append_error(kind: PublishErrorKind, detail: String) -> AppendError {
     }
 }
 
+/// An append on its way; [`PendingAppend::wait`] for the log's answer.
+pub struct PendingAppend {
+    reply:
+        flume::Receiver<Result<jetstream::publish::PublishAck, jetstream::context::PublishError>>,
+    timeout: Duration,
+}
+
+impl PendingAppend {
+    /// Blocks until the log answers (or the deadline says unclear).
+    pub fn wait(self) -> Result<Seq, AppendError> {
+        match self.reply.recv_timeout(self.timeout + CALL_GRACE) {
+            Ok(Ok(ack)) => Ok(Seq(ack.sequence)),
+            Ok(Err(error)) => Err(append_error(error.kind(), error.to_string())),
+            Err(_) => Err(AppendError::Unclear),
+        }
+    }
+}
+
+impl NatsLog {
+    /// Starts appending `record` like [`Log::append`] without waiting, so
+    /// the appends of several partitions travel at once.
+    pub fn submit_append(
+        &self,
+        partition: PartitionId,
+        expected_last: Seq,
+        dedupe_id: &str,
+        record: Vec<u8>,
+    ) -> Result<PendingAppend, AppendError> {
+        let subject = self.subject(partition);
+        let message = jetstream::message::PublishMessage::build()
+            .payload(record.into())
+            .message_id(dedupe_id)
+            .expected_last_sequence(expected_last.0);
+        let submitted = self.bridge.submit(move |session| async move {
+            let ack = session.jetstream.send_publish(subject, message).await?;
+            ack.await
+        });
+        match submitted {
+            Ok(reply) => Ok(PendingAppend {
+                reply,
+                timeout: self.bridge.request_timeout,
+            }),
+            Err(BridgeError::Busy) => Err(AppendError::Unavailable("bridge busy".into())),
+            Err(_) => Err(AppendError::Unavailable("bridge closed".into())),
+        }
+    }
+}
+
+/// An append's answer as it arrives for [`NatsLog::submit_append_to`].
+pub type AppendAnswer = (PartitionId, Result<Seq, AppendError>);
+
+impl NatsLog {
+    /// Starts appending `record` like [`Log::append`]; the answer arrives
+    /// on `answers`, so one thread can wait for the appends of many
+    /// partitions and for new work at once.
+    pub fn submit_append_to(
+        &self,
+        partition: PartitionId,
+        expected_last: Seq,
+        dedupe_id: &str,
+        record: Vec<u8>,
+        answers: flume::Sender<AppendAnswer>,
+    ) -> Result<(), AppendError> {
+        let pending = self.submit_append(partition, expected_last, dedupe_id, record)?;
+        let (reply, timeout) = (pending.reply, pending.timeout + CALL_GRACE);
+        let forwarded = self.bridge.submit(move |_| async move {
+            let answer = match tokio::time::timeout(timeout, reply.recv_async()).await {
+                Ok(Ok(Ok(ack))) => Ok(Seq(ack.sequence)),
+                Ok(Ok(Err(error))) => Err(append_error(error.kind(), error.to_string())),
+                // No answer: only the log can tell.
+                Ok(Err(_)) | Err(_) => Err(AppendError::Unclear),
+            };
+            let _ = answers.send((partition, answer));
+        });
+        forwarded.map(|_| ()).map_err(|_| AppendError::Unclear)
+    }
+}
+
 impl Log for NatsLog {
     fn append(
         &self,
@@ -352,21 +430,8 @@ impl Log for NatsLog {
         dedupe_id: &str,
         record: &[u8],
     ) -> Result<Seq, AppendError> {
-        let subject = self.subject(partition);
-        let message = jetstream::message::PublishMessage::build()
-            .payload(record.to_vec().into())
-            .message_id(dedupe_id)
-            .expected_last_sequence(expected_last.0);
-        let acked = self.bridge.call(move |session| async move {
-            let ack = session.jetstream.send_publish(subject, message).await?;
-            ack.await
-        });
-        match acked {
-            Ok(Ok(ack)) => Ok(Seq(ack.sequence)),
-            Ok(Err(error)) => Err(append_error(error.kind(), error.to_string())),
-            Err(BridgeError::Busy) => Err(AppendError::Unavailable("bridge busy".into())),
-            Err(_) => Err(AppendError::Unclear),
-        }
+        self.submit_append(partition, expected_last, dedupe_id, record.to_vec())?
+            .wait()
     }
 
     fn read(
@@ -389,19 +454,24 @@ impl Log for NatsLog {
         }
         let name = self.stream_name(partition);
         // Reads go to the stream leader (not direct gets, which a lagging
-        // replica may answer), one request per record for now.
+        // replica may answer), one request per record, all in flight at
+        // once (a batch is one round trip, not one per record).
         let read = self.bridge.call(move |session| async move {
             let stream = session
                 .jetstream
                 .get_stream_no_info(&name)
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut records = Vec::new();
-            for seq in from..=until {
-                let message = stream
-                    .get_raw_message(seq)
-                    .await
-                    .map_err(|e| format!("record {seq}: {e}"))?;
+            let gets: Vec<_> = (from..=until)
+                .map(|seq| {
+                    let stream = stream.clone();
+                    tokio::spawn(async move { (seq, stream.get_raw_message(seq).await) })
+                })
+                .collect();
+            let mut records = Vec::with_capacity(gets.len());
+            for get in gets {
+                let (seq, got) = get.await.map_err(|e| e.to_string())?;
+                let message = got.map_err(|e| format!("record {seq}: {e}"))?;
                 records.push((Seq(message.sequence), message.payload.to_vec()));
             }
             Ok::<_, String>(records)

@@ -5,17 +5,17 @@
 //!
 //! Synchronous over the [`Log`] and [`Coordinator`] traits, with the clock
 //! passed in, so the same code runs against the in-memory fakes and against
-//! JetStream; in the server it would run on the cluster thread, never on a
-//! shard. Assignments are re-read every tick (a KV watch can replace the
+//! JetStream; in the server it runs on the cluster thread
+//! ([`super::runtime`]), never on a shard. Assignments are re-read every tick (a KV watch can replace the
 //! polling later without changing the decisions).
 
 use std::collections::BTreeMap;
 
-use super::assignment::{self, PassOutcome, assignment_key, reassign};
+use super::assignment::{self, Assignment, PassOutcome, assignment_key, reassign};
 use super::driver::{Driver, DriverError, WriteError};
 use super::lease::{Lease, Renewal};
-use super::ports::{CoordError, Coordinator, Log};
-use super::replica::{Refusal, Replica, Role};
+use super::ports::{AppendError, CoordError, Coordinator, Log};
+use super::replica::{Append, Refusal, Replica, Role};
 use super::{Epoch, Millis, NodeId, PartitionId, Seq};
 
 /// Prefix of the membership keys in the lease bucket: `node.<id>`.
@@ -36,6 +36,14 @@ pub struct NodeConfig {
     /// sticky, so without it the first node up would own everything.
     /// Replacing a dead owner never waits.
     pub first_assignment_after_ms: Millis,
+}
+
+/// What a controller's pass over the partitions decides from.
+#[derive(Debug, Clone)]
+pub struct ControlPass {
+    live: Vec<NodeId>,
+    /// A new controller lets nodes register before first assignments.
+    settling: bool,
 }
 
 /// What one tick saw and did, for status and logs.
@@ -60,6 +68,8 @@ pub struct Node<'l, L: Log, C: Coordinator> {
     controller_since: Option<Millis>,
     /// Partitions this node owns or stands by for.
     replicas: BTreeMap<PartitionId, Driver<'l, L>>,
+    /// The assignment of each partition as last read, for status.
+    seen: BTreeMap<PartitionId, Assignment>,
     now: Millis,
 }
 
@@ -77,6 +87,7 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
             controller,
             controller_since: None,
             replicas: BTreeMap::new(),
+            seen: BTreeMap::new(),
             now: 0,
         }
     }
@@ -89,21 +100,51 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
         self.replicas.get(&partition).map(|driver| &driver.replica)
     }
 
+    /// The assignment of `partition` as the last tick read it.
+    pub fn assignment(&self, partition: PartitionId) -> Option<&Assignment> {
+        self.seen.get(&partition)
+    }
+
+    /// Whether this node's membership lease is valid at `now` by its clock.
+    pub fn lease_valid(&self, now: Millis) -> bool {
+        self.membership.is_valid(now)
+    }
+
     /// One round of duties at time `now`; call it about three times per
-    /// lease TTL.
+    /// lease TTL. The same steps one at a time ([`Node::renew`],
+    /// [`Node::begin_control`] and [`Node::control`], [`Node::follow`])
+    /// let a caller keep its lease renewed between slow steps.
     pub fn tick(&mut self, now: Millis) -> Tick {
+        let mut tick = self.renew(now);
+        if let Some(pass) = self.begin_control(now, &mut tick) {
+            for p in 0..self.config.partitions {
+                self.control(PartitionId(p), &pass, &mut tick);
+            }
+        }
+        for p in 0..self.config.partitions {
+            self.follow(PartitionId(p), now, &mut tick);
+        }
+        tick
+    }
+
+    /// Renews this node's membership lease; fences everything it owns when
+    /// the lease is no longer valid.
+    pub fn renew(&mut self, now: Millis) -> Tick {
         self.now = now;
         let mut tick = Tick::default();
         self.renew_membership(now, &mut tick);
-        if tick.lease_held {
-            self.act_as_controller(now, &mut tick);
-        }
-        for p in 0..self.config.partitions {
-            if let Err(error) = self.follow_assignment(PartitionId(p), &mut tick) {
-                tick.errors.push(format!("partition {p}: {error:?}"));
-            }
-        }
         tick
+    }
+
+    /// Makes `partition` follow its assignment: take it over, fence it, or
+    /// tail it.
+    pub fn follow(&mut self, partition: PartitionId, now: Millis, tick: &mut Tick) {
+        self.now = now;
+        tick.lease_held = self.membership.is_valid(now);
+        if let Err(error) = self.follow_assignment(partition, tick) {
+            tick.errors
+                .push(format!("partition {partition}: {error:?}"));
+        }
     }
 
     fn renew_membership(&mut self, now: Millis, tick: &mut Tick) {
@@ -131,28 +172,40 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
         }
     }
 
-    fn act_as_controller(&mut self, now: Millis, tick: &mut Tick) {
+    /// While this node's lease is held, renews the controller lease and,
+    /// when this node is the controller, returns what a pass over the
+    /// partitions ([`Node::control`]) needs.
+    pub fn begin_control(&mut self, now: Millis, tick: &mut Tick) -> Option<ControlPass> {
+        if !self.membership.is_valid(now) {
+            return None;
+        }
         let value = self.config.node.0.clone().into_bytes();
         if !matches!(
             self.controller.renew(self.leases, &value, now),
             Ok(Renewal::Held { .. })
         ) {
             self.controller_since = None;
-            return;
+            return None;
         }
         tick.controller = true;
         let since = *self.controller_since.get_or_insert(now);
         let settling = now < since + self.config.first_assignment_after_ms;
-        let live = match self.live_nodes() {
-            Ok(live) => live,
-            Err(error) => return tick.errors.push(format!("membership: {error:?}")),
-        };
-        for p in 0..self.config.partitions {
-            match self.assign(PartitionId(p), &live, settling) {
-                Ok(PassOutcome::Written(_)) => tick.reassigned.push(PartitionId(p)),
-                Ok(PassOutcome::Unchanged | PassOutcome::LostRace) => {}
-                Err(error) => tick.errors.push(format!("assign {p}: {error:?}")),
+        match self.live_nodes() {
+            Ok(live) => Some(ControlPass { live, settling }),
+            Err(error) => {
+                tick.errors.push(format!("membership: {error:?}"));
+                None
             }
+        }
+    }
+
+    /// The controller's step for one partition: reassign it if its owner
+    /// or standbys should change.
+    pub fn control(&self, partition: PartitionId, pass: &ControlPass, tick: &mut Tick) {
+        match self.assign(partition, &pass.live, pass.settling) {
+            Ok(PassOutcome::Written(_)) => tick.reassigned.push(partition),
+            Ok(PassOutcome::Unchanged | PassOutcome::LostRace) => {}
+            Err(error) => tick.errors.push(format!("assign {partition}: {error:?}")),
         }
     }
 
@@ -188,6 +241,7 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
         let Some(stored) = stored else { return Ok(()) };
         let wanted = assignment::decode(&stored.value)
             .map_err(|e| DriverError::Unavailable(format!("{e:?}")))?;
+        self.seen.insert(partition, wanted.clone());
         let me = &self.config.node;
         let standing_by = wanted.standbys.contains(me);
         if wanted.owner != *me && !standing_by {
@@ -233,12 +287,46 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
         payload: Vec<u8>,
         now: Millis,
     ) -> Result<Seq, WriteError> {
+        self.leased_driver(partition, now)?.write(payload)
+    }
+
+    /// The driver of `partition` while this node's lease is valid at `now`.
+    fn leased_driver(
+        &mut self,
+        partition: PartitionId,
+        now: Millis,
+    ) -> Result<&mut Driver<'l, L>, WriteError> {
         let not_owner = || WriteError::Refused(Refusal::NotOwner { owner: None });
         if !self.membership.is_valid(now) {
             return Err(not_owner());
         }
+        self.replicas.get_mut(&partition).ok_or_else(not_owner)
+    }
+
+    /// [`Node::write`] in two halves, so a caller can append the flushes
+    /// of several partitions at once: frames `payload` for the log (same
+    /// refusals as `write`); the caller appends it and hands the answer to
+    /// [`Node::settle`].
+    pub fn propose(
+        &mut self,
+        partition: PartitionId,
+        payload: Vec<u8>,
+        now: Millis,
+    ) -> Result<Append, WriteError> {
+        self.leased_driver(partition, now)?.propose(payload)
+    }
+
+    /// What the log's `answer` to a proposed `append` means, reading the
+    /// log (blocking, bounded) when the answer alone cannot tell.
+    pub fn settle(
+        &mut self,
+        partition: PartitionId,
+        append: Append,
+        answer: Result<Seq, AppendError>,
+    ) -> Result<Seq, WriteError> {
+        let not_owner = || WriteError::Refused(Refusal::NotOwner { owner: None });
         let driver = self.replicas.get_mut(&partition).ok_or_else(not_owner)?;
-        driver.write(payload)
+        driver.settle_answered(append, answer)
     }
 
     /// Settles a flush of `partition` that an earlier write left

@@ -433,6 +433,9 @@ pub enum EngineError {
     WritesUnavailable(String),
     /// The external KMS could not be reached; nothing was changed.
     KmsUnavailable(String),
+    /// Clustered mode: this node does not own the thread's partition now
+    /// (it moved, or the log did not take the write); retry shortly.
+    PartitionUnavailable(String),
     /// The change would log more bytes than one WAL record holds (an edit
     /// logs the old and the new body); nothing was changed.
     TooLarge {

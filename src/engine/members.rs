@@ -38,6 +38,11 @@ pub struct Members {
 }
 
 impl Members {
+    /// Drops every loaded set (reloaded from the store when next listed).
+    pub fn clear(&self) {
+        self.loaded.borrow_mut().clear();
+    }
+
     /// `user` now takes part in `thread` (a no-op until their set is loaded).
     pub fn joined(&self, user: &str, thread: &str, listed: Listed) {
         if let Some(threads) = self.loaded.borrow_mut().get_mut(user) {

@@ -124,6 +124,10 @@ pub struct Engine {
     unlogged: RefCell<HashMap<Vec<u8>, Lsn>>,
     /// Set once the log failed and reads were cut back to what it holds.
     log_failed: Cell<bool>,
+    /// Clustered mode: writes go to their partition's log too, and a
+    /// client is answered only once that log has them. `None` otherwise
+    /// (one branch per write, nothing else).
+    replication: RefCell<Option<Rc<crate::cluster::shard::Replication>>>,
 }
 
 /// Entries of `Engine::unlogged` before the stale ones are dropped.
@@ -313,6 +317,7 @@ impl Engine {
             user_streams: user_streams::UserStreams::default(),
             unlogged: RefCell::new(HashMap::new()),
             log_failed: Cell::new(false),
+            replication: RefCell::new(None),
         });
         let checkpointer = runtime::spawn_detached(engine.clone().checkpoints());
         *engine.checkpointer.borrow_mut() = Some(checkpointer);
@@ -331,6 +336,31 @@ impl Engine {
             job.cancel();
         }
         self.wal.stop();
+    }
+
+    /// Clustered mode: replicate every write through `replication`.
+    pub fn set_replication(&self, replication: Rc<crate::cluster::shard::Replication>) {
+        *self.replication.borrow_mut() = Some(replication);
+    }
+
+    /// Clustered mode: applies one write of a record another owner put in
+    /// its partition's log (`wal_bytes`, an encoded `Ops`), like replaying
+    /// the WAL: logged locally, applied to the store, caches dropped.
+    pub fn apply_replicated(&self, wal_bytes: &[u8]) -> Result<(), String> {
+        let ops = Ops::decode(wal_bytes).ok_or("a replicated write does not decode")?;
+        for thread in ops.touched_threads() {
+            self.tail_pages.forget(thread);
+            self.thread_records.forget(thread);
+        }
+        let lsn = self.wal.append(wal_bytes).map_err(|err| err.to_string())?;
+        self.store.apply(lsn, &ops).map_err(|err| err.to_string())?;
+        // Derived listings and counters do not see these writes: rebuilt
+        // from the store when next needed.
+        self.authors.clear();
+        self.members.clear();
+        self.message_count.set(None);
+        self.thread_count.set(None);
+        Ok(())
     }
 
     /// Sets how many participants a thread may have besides its owner.
@@ -389,7 +419,15 @@ impl Engine {
             self.tail_pages.forget(thread);
             self.thread_records.forget(thread);
         }
-        let lsn = self.wal.append(&ops.encode()).map_err(|err| match err {
+        let partition = match self.replication.borrow().as_ref() {
+            Some(replication) => {
+                let thread = ops.first_thread().unwrap_or_default();
+                Some(replication.admit(thread)?)
+            }
+            None => None,
+        };
+        let encoded = ops.encode();
+        let lsn = self.wal.append(&encoded).map_err(|err| match err {
             WalError::TooLarge { bytes, max } => EngineError::TooLarge { bytes, max },
             err => EngineError::WritesUnavailable(err.to_string()),
         })?;
@@ -402,6 +440,11 @@ impl Engine {
             );
             *self.write_failure.borrow_mut() = Some(why.clone());
             return Err(EngineError::WritesUnavailable(why));
+        }
+        if let (Some(replication), Some(partition)) =
+            (self.replication.borrow().as_ref(), partition)
+        {
+            replication.stage(partition, encoded);
         }
         Ok(lsn)
     }
@@ -421,6 +464,12 @@ impl Engine {
             _ => None,
         };
         let (executed, seen) = self.execute_keyed(command).await;
+        let replication = self.replication.borrow().clone();
+        if let Some(replication) = replication
+            && let Err(err) = replication.publish().await
+        {
+            return (Err(err), None);
+        }
         let own = executed.as_ref().ok().and_then(|executed| executed.lsn);
         if let Some(lsn) = own.max(seen)
             && let Err(err) = self.wal.wait_durable(lsn).await

@@ -5,6 +5,8 @@
 //! <db>/progressdb.json   {"format": 1, "shards": N}, written once
 //! <db>/dev-api-key       generated when no key is configured (mode 0600)
 //! <db>/shard-<k>/        one shard: its WAL and its LSM-tree store
+//! <db>/cluster-node      clustered mode: the shards are a copy of the
+//!                        partitions' logs, rebuilt at every start
 //! ```
 
 use std::fs;
@@ -24,6 +26,31 @@ pub const FORMAT: u32 = 2;
 struct Meta {
     format: u32,
     shards: usize,
+}
+
+const CLUSTER_MARKER_FILE: &str = "cluster-node";
+
+/// Clustered mode keeps no state of its own: the partitions' logs are the
+/// truth, and a node's store may hold writes the log never took (applied
+/// before a crash cut their append short). So every start empties the
+/// shard directories and replays the logs. A directory that holds data of
+/// a single-node server is refused rather than emptied.
+pub fn reset_for_cluster(db: &Path, shards: usize) -> Result<(), String> {
+    let marked = db.join(CLUSTER_MARKER_FILE).exists();
+    for shard in 0..shards {
+        let dir = shard_dir(db, shard);
+        if !dir.exists() {
+            continue;
+        }
+        if !marked {
+            return Err(format!(
+                "{} holds a single-node server's data; clustered mode rebuilds its store from the log at every start and would delete it (use a new --db)",
+                db.display()
+            ));
+        }
+        fs::remove_dir_all(&dir).map_err(|err| format!("cannot empty {}: {err}", dir.display()))?;
+    }
+    write_durably(db, CLUSTER_MARKER_FILE, b"", 0o644)
 }
 
 pub fn shard_dir(db: &Path, shard: usize) -> PathBuf {
@@ -205,5 +232,19 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_cluster_node_empties_only_its_own_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(shard_dir(dir.path(), 0)).unwrap();
+        let refused = reset_for_cluster(dir.path(), 1).unwrap_err();
+        assert!(refused.contains("single-node"), "{refused}");
+        assert!(shard_dir(dir.path(), 0).exists());
+        let fresh = tempfile::tempdir().unwrap();
+        reset_for_cluster(fresh.path(), 2).unwrap();
+        fs::create_dir_all(shard_dir(fresh.path(), 1).join("wal")).unwrap();
+        reset_for_cluster(fresh.path(), 2).unwrap();
+        assert!(!shard_dir(fresh.path(), 1).exists());
     }
 }

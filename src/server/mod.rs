@@ -31,6 +31,8 @@ use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::api::Api;
 use crate::auth::Keys;
+use crate::cluster::runtime::{self, ClusterHandle, ShardEvent};
+use crate::cluster::shard::Replication;
 use crate::config::Config;
 use crate::config::KmsConfig;
 use crate::crypto::vault::Vault;
@@ -99,6 +101,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
     // Port 0 must resolve to one port that every shard then shares, so it
     // is reserved here before the shards bind it with SO_REUSEPORT.
     let (addr, reservation) = reserve_port(config.addr)?;
+    let cluster = start_cluster(&mut config, shard_count, addr)?;
     let (metrics_addr, metrics_reservation) = match config.metrics_addr {
         Some(wanted) => {
             let (bound, reservation) = reserve_port(wanted)?;
@@ -125,6 +128,11 @@ pub fn run(mut config: Config) -> Result<(), String> {
     let db_display = config.db.display().to_string();
     let durability = config.wal.durability.name();
     let shutdown_timeout_ms = config.shutdown_timeout_ms;
+    let cluster_field = config
+        .cluster
+        .as_ref()
+        .map(|cluster| format!(" node={}", cluster.node_id))
+        .unwrap_or_default();
     let config = Arc::new(config);
 
     // Shards are pinned only to the CPUs this process may use, so
@@ -155,6 +163,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
             let ready_tx = ready_tx.clone();
             let heartbeats = heartbeats.clone();
             let tls_config = tls_config.clone();
+            let cluster = cluster.clone();
             // Moved, never cloned, on the executor thread: see `mesh::builder`.
             async move {
                 let listen = Addresses {
@@ -167,6 +176,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
                     mesh_handle,
                     heartbeats,
                     tls_config,
+                    cluster,
                 };
                 let result = run_shard(listen, config, keys, kms, shard, ready_tx.clone()).await;
                 if let Err(err) = &result {
@@ -199,7 +209,8 @@ pub fn run(mut config: Config) -> Result<(), String> {
             .unwrap_or_default()
         + &plain_addr
             .map(|plain| format!(" plain=http://{plain}"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+        + &cluster_field;
     println!(
         "progressdb {} listening on {scheme}://{addr} shards={shard_count} durability={durability} data={db_display}{metrics_field}",
         env!("CARGO_PKG_VERSION"),
@@ -265,6 +276,46 @@ struct Shard {
     heartbeats: Arc<stalls::Heartbeats>,
     /// Set when the API and metrics listeners speak TLS.
     tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// Clustered mode: the cluster thread's handle and each shard's events.
+    cluster: Option<ClusterWiring>,
+}
+
+type ClusterWiring = (ClusterHandle, Arc<Vec<flume::Receiver<ShardEvent>>>);
+
+/// Clustered mode (`--cluster`): empties the shards (they are rebuilt from
+/// the logs), connects to NATS and starts the cluster thread, before any
+/// shard starts so that a refusal stops the server here.
+fn start_cluster(
+    config: &mut Config,
+    shards: usize,
+    bound: SocketAddr,
+) -> Result<Option<ClusterWiring>, String> {
+    let Some(cluster) = &mut config.cluster else {
+        return Ok(None);
+    };
+    // `--addr` with port 0 (tests) is advertised as the port it got.
+    if cluster.advertise.port() == 0 {
+        cluster.advertise = bound;
+    }
+    crate::cluster::validate_partition_count(cluster.partitions, shards).map_err(|_| {
+        format!(
+            "--partitions {} must be a multiple of the shard count {shards}",
+            cluster.partitions
+        )
+    })?;
+    let cluster = cluster.clone();
+    datadir::reset_for_cluster(&config.db, shards)?;
+    let settings = runtime::Settings {
+        node: crate::cluster::NodeId(cluster.node_id.clone()),
+        advertise: cluster.advertise,
+        nats_urls: cluster.nats_urls.clone(),
+        nats_monitors: cluster.nats_monitors.clone(),
+        partitions: cluster.partitions,
+        standbys: cluster.standbys,
+        shards,
+    };
+    let (handle, events) = runtime::start(settings)?;
+    Ok(Some((handle, Arc::new(events))))
 }
 
 async fn run_shard(
@@ -279,6 +330,7 @@ async fn run_shard(
         mesh_handle,
         heartbeats,
         tls_config,
+        cluster,
     } = handed;
     let tls = tls_config.map(|tls_config| {
         let handshake_timeout = config
@@ -303,19 +355,31 @@ async fn run_shard(
     engine.set_participants_max(config.limits.participants_per_thread_max);
     engine.encrypt_fields(config.encrypt_fields.clone());
     engine.start_retention(config.retention.policy, config.retention.interval);
+    let replication = cluster.map(|(handle, events)| {
+        let replication = Replication::new(handle);
+        engine.set_replication(replication.clone());
+        let follow = replication
+            .clone()
+            .follow(events[shard.0].clone(), engine.clone());
+        glommio::spawn_local(follow).detach();
+        replication
+    });
     let mesh = mesh::Mesh::start(senders, receivers, engine.clone());
     heartbeats.beat_forever(shard.0);
     stalls::inject_stall_for_tests();
-    let api = Rc::new(Api::new(
-        mesh,
-        Rc::new(Keys::new(
-            &keys,
-            &config.frontend_keys,
-            &config.admin_keys,
-            &config.signing_keys,
-        )),
-        &config,
-    ));
+    let api = Rc::new(
+        Api::new(
+            mesh,
+            Rc::new(Keys::new(
+                &keys,
+                &config.frontend_keys,
+                &config.admin_keys,
+                &config.signing_keys,
+            )),
+            &config,
+        )
+        .with_cluster(replication),
+    );
     let addr = listen.api;
     let listener = TcpListener::bind(addr)
         .map_err(|err| format!("{shard}: cannot listen on {addr}: {err}"))?;

@@ -242,6 +242,15 @@ impl Ops {
             .map(|(_, key, _)| keys::thread_of(key))
     }
 
+    /// The thread the first thread-keyed write belongs to: in clustered
+    /// mode, every write of one command falls in that thread's partition.
+    pub fn first_thread(&self) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|(space, ..)| !matches!(space, Space::AuthorThreads | Space::MemberThreads))
+            .map(|(_, key, _)| keys::thread_of(key))
+    }
+
     /// WAL payload:
     ///
     /// ```text

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use async_nats::jetstream::stream::ClusterInfo;
 use progressdb::cluster::assignment::{PassOutcome, assignment_key, decode, reassign};
 use progressdb::cluster::conformance;
@@ -813,5 +815,525 @@ fn killed_stream_leader_loses_no_acknowledged_write() {
             "restarted {restarted} never caught up: {info:?}"
         );
         std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Partitions of the test clusters of the real binary.
+const NODE_PARTITIONS: &str = "8";
+const ADMIN_KEY: &str = "admin-key-0123456789";
+/// Writers of the loss audit, and how long they write before and after
+/// the busiest owner is killed.
+const WRITERS: usize = 4;
+const LOAD_BEFORE_KILL: Duration = Duration::from_secs(3);
+const LOAD_AFTER_KILL: Duration = Duration::from_secs(7);
+const AUDIT_THREADS: usize = 6;
+
+/// The flags of `progressdb --cluster` node `name` on `nats`: every
+/// server's client URL, and its monitoring address to check at start.
+fn node_args(name: &str, nats: &NatsCluster) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--cluster",
+        "--node-id",
+        name,
+        "--shards",
+        "1",
+        "--partitions",
+        NODE_PARTITIONS,
+        "--standbys",
+        "2",
+        "--admin-key",
+        ADMIN_KEY,
+        "--durability",
+        "none",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for server in &nats.servers {
+        args.extend(["--nats-url".into(), server.client_url.clone()]);
+        args.extend(["--nats-monitor".into(), server.monitor.to_string()]);
+    }
+    args
+}
+
+/// `progressdb --cluster` node `name` on `db` against `nats`.
+fn start_node(name: &str, db: &Path, nats: &NatsCluster) -> support::Server {
+    let args = node_args(name, nats);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    support::Server::start_on(db, &args)
+}
+
+/// Restarts `node` if it exited. A node that loses a partition while
+/// writes its store applied are in flight (fenced after a pause, or its
+/// lease lapsed on an overloaded machine) exits with status 75 so that its
+/// next start rebuilds from the log; nothing it acknowledged is lost.
+fn revive(node: &mut support::Server, name: &str, dir: &Path, nats: &NatsCluster) {
+    if let Some(exit) = node.exited() {
+        assert_eq!(exit.code(), Some(75), "{name} exited with {exit}");
+        *node = start_node(name, &dir.join(name), nats);
+    }
+}
+
+/// Three nats-servers and three nodes serving every partition, threads to
+/// write to, and the node owning the most partitions (the one to harm).
+struct Audited {
+    nats: NatsCluster,
+    dir: tempfile::TempDir,
+    nodes: Vec<support::Server>,
+    addrs: Vec<SocketAddr>,
+    threads: Vec<String>,
+    victim: String,
+}
+
+const NODE_NAMES: [&str; 3] = ["n0", "n1", "n2"];
+
+fn audited_cluster() -> Audited {
+    let nats = NatsCluster::start(3, true);
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(dir.path(), &nats);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
+    wait_until_served(&addrs, &NODE_NAMES);
+    let threads: Vec<String> = (0..AUDIT_THREADS)
+        .map(|i| create_thread(addrs[i % addrs.len()], i))
+        .collect();
+    let victim = busiest_owner(&status(addrs[0]).unwrap());
+    Audited {
+        nats,
+        dir,
+        nodes,
+        addrs,
+        threads,
+        victim,
+    }
+}
+
+/// Three nodes started at once (so the first does not take every
+/// partition before the others register).
+fn start_nodes(dir: &Path, nats: &NatsCluster) -> Vec<support::Server> {
+    std::thread::scope(|scope| {
+        let starting: Vec<_> = NODE_NAMES
+            .iter()
+            .map(|name| {
+                let db = dir.join(name);
+                scope.spawn(move || start_node(name, &db, nats))
+            })
+            .collect();
+        starting.into_iter().map(|s| s.join().unwrap()).collect()
+    })
+}
+
+/// `addr`'s `/cluster/v1/status`, `None` while it does not answer (a node
+/// that exited refuses the connection).
+fn status(addr: SocketAddr) -> Option<serde_json::Value> {
+    std::net::TcpStream::connect(addr).ok()?;
+    let mut client = support::Client::connect(addr);
+    client.key = Some(ADMIN_KEY.into());
+    client.user = None;
+    let reply = client.try_request("GET", "/cluster/v1/status", None).ok()?;
+    (reply.status == 200).then(|| reply.json())
+}
+
+/// Polls `addr`'s status until `ready` holds of it.
+fn wait_for_status(addr: SocketAddr, what: &str, ready: impl Fn(&serde_json::Value) -> bool) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = status(addr)
+            && ready(&status)
+        {
+            return;
+        }
+        assert!(started.elapsed() < READY_MAX, "never {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the nodes that answer agree on each partition's owner,
+/// that owner is one of `live`, and by its own status it holds its lease
+/// and has taken the partition over (its barrier is in the log).
+fn wait_until_served(addrs: &[SocketAddr], live: &[&str]) {
+    let started = Instant::now();
+    loop {
+        let statuses: Vec<serde_json::Value> = addrs.iter().filter_map(|a| status(*a)).collect();
+        // A node may be restarting (see `revive`): those that answer decide.
+        if !statuses.is_empty() && served(&statuses, live) {
+            return;
+        }
+        assert!(started.elapsed() < READY_MAX, "partitions left unserved");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn served(statuses: &[serde_json::Value], live: &[&str]) -> bool {
+    let partitions = NODE_PARTITIONS.parse::<usize>().unwrap();
+    (0..partitions).all(|p| {
+        let owner = statuses[0]["partitions"][p]["owner"].as_str().unwrap_or("");
+        let agreed = statuses
+            .iter()
+            .all(|s| s["partitions"][p]["owner"].as_str() == Some(owner));
+        let owning = statuses.iter().any(|s| {
+            s["node"] == owner && s["lease_held"] == true && s["partitions"][p]["role"] == "owner"
+        });
+        agreed && owning && live.contains(&owner)
+    })
+}
+
+/// A new thread through the node at `addr`, retried while its partitions
+/// are still being assigned (503 with `Retry-After`, as a client would).
+fn create_thread(addr: SocketAddr, i: usize) -> String {
+    let mut client = support::Client::connect(addr);
+    let body = format!(r#"{{"title":"audit {i}"}}"#);
+    let started = Instant::now();
+    loop {
+        let reply = client.post("/frontend/v1/threads", &body);
+        if reply.status != 503 || started.elapsed() > READY_MAX {
+            return reply.expect(201)["key"].as_str().unwrap().to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One acknowledged message: who wrote it, its number for that writer,
+/// the thread and the key the server gave it.
+#[derive(Debug, Clone)]
+struct Acked {
+    writer: usize,
+    n: u64,
+    thread: String,
+    key: String,
+}
+
+/// Posts to random threads through random nodes until `stop`, recording
+/// each acknowledged write; a node that stopped answering is skipped.
+fn load(writer: usize, nodes: &[SocketAddr], threads: &[String], stop: Instant) -> Vec<Acked> {
+    load_avoiding(writer, nodes, threads, stop, &AtomicUsize::new(usize::MAX))
+}
+
+/// [`load`], never sending to node `avoid` while it names one (a paused
+/// node would hold the writer until its timeout).
+fn load_avoiding(
+    writer: usize,
+    nodes: &[SocketAddr],
+    threads: &[String],
+    stop: Instant,
+    avoid: &AtomicUsize,
+) -> Vec<Acked> {
+    let mut rng = progressdb::rng::XorShift::new(writer as u64 + 1);
+    let mut clients: Vec<Option<support::Client>> = nodes
+        .iter()
+        .map(|addr| Some(support::Client::connect(*addr)))
+        .collect();
+    let (mut acked, mut n) = (Vec::new(), 0u64);
+    while Instant::now() < stop {
+        let node = rng.below(nodes.len());
+        let thread = &threads[rng.below(threads.len())];
+        if node == avoid.load(Ordering::Relaxed) {
+            continue;
+        }
+        let Some(client) = clients[node].as_mut() else {
+            continue;
+        };
+        n += 1;
+        let body = format!(r#"{{"body":{{"writer":{writer},"n":{n}}}}}"#);
+        let path = format!("/frontend/v1/threads/{thread}/messages");
+        match client.try_request("POST", &path, Some(&body)) {
+            Ok(reply) if reply.status == 201 => acked.push(Acked {
+                writer,
+                n,
+                thread: thread.clone(),
+                key: reply.json()["key"].as_str().unwrap().to_owned(),
+            }),
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+            // The killed node: its connection is gone, and it stays down.
+            Err(_) => clients[node] = None,
+        }
+    }
+    acked
+}
+
+/// The keys of `thread`'s messages in order, as the node at `addr` serves
+/// them (forwarded to the owner when it does not own the thread), oldest
+/// first; a 503 while a view settles is retried.
+fn messages_through(addr: SocketAddr, thread: &str) -> Vec<String> {
+    let mut client = support::Client::connect(addr);
+    support::all_messages_retrying(&mut client, thread, READY_MAX)
+        .iter()
+        .map(|message| message["key"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The node owning the most partitions in `status`.
+fn busiest_owner(status: &serde_json::Value) -> String {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for p in status["partitions"].as_array().unwrap() {
+        *counts
+            .entry(p["owner"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(_, count)| *count)
+        .unwrap()
+        .0
+}
+
+// The loss audit on the real binary: three nodes on three nats-servers, a
+// loader posting through random nodes, and `kill -9` of the node owning
+// the most partitions mid-run. Afterwards every acknowledged message is
+// served exactly once, in each writer's order, through every surviving
+// node; and the killed node, restarted, catches up from the log.
+#[test]
+fn acknowledged_writes_survive_kill_9_of_their_owner() {
+    let Audited {
+        nats,
+        dir,
+        mut nodes,
+        addrs,
+        threads,
+        victim,
+    } = audited_cluster();
+    let names = NODE_NAMES;
+    let victim_index = names.iter().position(|name| *name == victim).unwrap();
+    let started = Instant::now();
+    let stop = started + LOAD_BEFORE_KILL + LOAD_AFTER_KILL;
+    let survivors: Vec<&str> = names.iter().copied().filter(|n| *n != victim).collect();
+    let survivor_addrs: Vec<SocketAddr> = addrs
+        .iter()
+        .zip(names)
+        .filter(|(_, name)| *name != victim)
+        .map(|(addr, _)| *addr)
+        .collect();
+    let (acked, failover) = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|writer| {
+                let (addrs, threads) = (&addrs, &threads);
+                scope.spawn(move || load(writer, addrs, threads, stop))
+            })
+            .collect();
+        std::thread::sleep(LOAD_BEFORE_KILL);
+        let victim_node = nodes.remove(victim_index);
+        let killed_at = Instant::now();
+        victim_node.kill();
+        wait_until_served(&survivor_addrs, &survivors);
+        let failover = killed_at.elapsed();
+        let acked: Vec<Acked> = writers
+            .into_iter()
+            .flat_map(|writer| writer.join().unwrap())
+            .collect();
+        (acked, failover)
+    });
+    eprintln!(
+        "{} writes acknowledged; every partition served again {failover:?} after the kill",
+        acked.len(),
+    );
+    assert!(!acked.is_empty(), "nothing was acknowledged");
+    for (node, name) in nodes.iter_mut().zip(&survivors) {
+        revive(node, name, dir.path(), &nats);
+    }
+    let survivor_addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
+    wait_until_served(&survivor_addrs, &survivors);
+    for thread in &threads {
+        let wanted: Vec<&Acked> = acked.iter().filter(|a| &a.thread == thread).collect();
+        for addr in &survivor_addrs {
+            let served = messages_through(*addr, thread);
+            audit_thread(thread, &wanted, &served);
+        }
+    }
+    let restarted = start_node(&victim, &dir.path().join(&victim), &nats);
+    wait_for_status(restarted.addr, "caught up after its restart", |s| {
+        caught_up(s, &survivor_addrs)
+    });
+    for thread in &threads {
+        let wanted: Vec<&Acked> = acked.iter().filter(|a| &a.thread == thread).collect();
+        audit_thread(thread, &wanted, &messages_through(restarted.addr, thread));
+    }
+}
+
+/// Every acknowledged message of `thread` is in `served` exactly once, and
+/// each writer's messages are in the order it wrote them.
+fn audit_thread(thread: &str, wanted: &[&Acked], served: &[String]) {
+    let position: std::collections::HashMap<&str, usize> = served
+        .iter()
+        .enumerate()
+        .map(|(at, key)| (key.as_str(), at))
+        .collect();
+    assert_eq!(position.len(), served.len(), "{thread}: a key served twice");
+    let mut last: std::collections::HashMap<usize, (u64, usize)> = Default::default();
+    for acked in wanted {
+        let at = *position
+            .get(acked.key.as_str())
+            .unwrap_or_else(|| panic!("{thread}: acknowledged {acked:?} is lost"));
+        if let Some((n, before)) = last.get(&acked.writer) {
+            assert!(
+                *n < acked.n && *before < at,
+                "{thread}: writer {} out of order",
+                acked.writer
+            );
+        }
+        last.insert(acked.writer, (acked.n, at));
+    }
+}
+
+/// The restarted node stands by for some partitions and has applied, for
+/// each, at least what its owner had applied when the audit read it.
+fn caught_up(restarted: &serde_json::Value, survivors: &[SocketAddr]) -> bool {
+    let owners: Vec<serde_json::Value> = survivors.iter().filter_map(|a| status(*a)).collect();
+    let applied_by_owner = |partition: u64| {
+        owners.iter().find_map(|owner| {
+            let p = &owner["partitions"][partition as usize];
+            (p["role"] == "owner").then(|| p["applied"].as_u64().unwrap())
+        })
+    };
+    let standing_by: Vec<&serde_json::Value> = restarted["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["role"] == "standby")
+        .collect();
+    !standing_by.is_empty()
+        && standing_by.iter().all(|p| {
+            let partition = p["partition"].as_u64().unwrap();
+            applied_by_owner(partition).is_some_and(|owned| p["applied"].as_u64() >= Some(owned))
+        })
+}
+
+// Further faults under load: `kill -9` of a nats-server (restarted two
+// seconds later) and a `SIGSTOP` of the node owning the most partitions
+// for longer than its lease. The paused node must not acknowledge anything
+// the log lost when it wakes (it either rejoins or exits to rebuild);
+// every acknowledged message is then served exactly once, in order,
+// through every node.
+#[test]
+fn acknowledged_writes_survive_a_killed_nats_server_and_a_paused_owner() {
+    let mut audited = audited_cluster();
+    let paused = NODE_NAMES
+        .iter()
+        .position(|name| *name == audited.victim)
+        .unwrap();
+    let (addrs, threads) = (audited.addrs.clone(), audited.threads.clone());
+    let avoid = AtomicUsize::new(usize::MAX);
+    let step = Duration::from_secs(2);
+    let stop = Instant::now() + step * 7;
+    let acked: Vec<Acked> = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|writer| {
+                let (addrs, threads, avoid) = (&addrs, &threads, &avoid);
+                scope.spawn(move || load_avoiding(writer, addrs, threads, stop, avoid))
+            })
+            .collect();
+        std::thread::sleep(step);
+        audited.nats.kill(0);
+        std::thread::sleep(step);
+        audited.nats.restart(0);
+        std::thread::sleep(step);
+        avoid.store(paused, Ordering::Relaxed);
+        audited.nodes[paused].signal(libc::SIGSTOP);
+        // Longer than the 3 s lease: its partitions move meanwhile.
+        std::thread::sleep(step * 2);
+        audited.nodes[paused].signal(libc::SIGCONT);
+        avoid.store(usize::MAX, Ordering::Relaxed);
+        writers
+            .into_iter()
+            .flat_map(|writer| writer.join().unwrap())
+            .collect()
+    });
+    assert!(!acked.is_empty(), "nothing was acknowledged");
+    // The woken owner either rejoins or exits to rebuild (see `revive`).
+    let started = Instant::now();
+    while audited.nodes[paused].exited().is_none() && status(addrs[paused]).is_none() {
+        assert!(
+            started.elapsed() < READY_MAX,
+            "the paused node neither answers nor exits"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (node, name) in audited.nodes.iter_mut().zip(NODE_NAMES) {
+        revive(node, name, audited.dir.path(), &audited.nats);
+    }
+    let addrs: Vec<SocketAddr> = audited.nodes.iter().map(|node| node.addr).collect();
+    wait_until_served(&addrs, &NODE_NAMES);
+    eprintln!("{} writes acknowledged across the faults", acked.len());
+    for thread in &threads {
+        let wanted: Vec<&Acked> = acked.iter().filter(|a| &a.thread == thread).collect();
+        for addr in &addrs {
+            audit_thread(thread, &wanted, &messages_through(*addr, thread));
+        }
+    }
+}
+
+// A node refuses to start on a NATS server that acknowledges before it
+// fsyncs (the default lazy fsync), as its monitoring endpoint reports.
+#[test]
+fn a_node_refuses_nats_servers_that_do_not_sync_always() {
+    let lazy = NatsCluster::start(1, false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "--db".to_owned(),
+        dir.path().join("n0").display().to_string(),
+        "--addr".into(),
+        "127.0.0.1:0".into(),
+        "--api-key".into(),
+        support::API_KEY.into(),
+    ];
+    args.extend(node_args("n0", &lazy));
+    let mut node = Command::new(env!("CARGO_BIN_EXE_progressdb"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = node.try_wait().unwrap() {
+            break exit;
+        }
+        if started.elapsed() > READY_MAX {
+            let _ = node.kill();
+            panic!("the node ran on a server that does not sync always");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!exit.success(), "{stderr}");
+    assert!(stderr.contains("does not sync always"), "{stderr}");
+}
+
+/// A message page too large to send whole streams from its owner in
+/// chunks; a node that forwards the request answers it the same.
+#[test]
+fn a_streamed_page_reads_the_same_through_every_node() {
+    let Audited {
+        nats: _nats,
+        dir: _dir,
+        nodes: _nodes,
+        addrs,
+        threads,
+        ..
+    } = audited_cluster();
+    let thread = &threads[0];
+    let mut writer = support::Client::connect(addrs[0]);
+    let filler = "x".repeat(60_000);
+    for n in 0..6 {
+        let body = format!(r#"{{"body":{{"n":{n},"text":"{filler}"}}}}"#);
+        writer
+            .post(&format!("/frontend/v1/threads/{thread}/messages"), &body)
+            .expect(201);
+    }
+    let pages: Vec<serde_json::Value> = addrs
+        .iter()
+        .map(|addr| {
+            let mut reader = support::Client::connect(*addr);
+            let reply = reader.get(&format!("/frontend/v1/threads/{thread}/messages?limit=10"));
+            reply.expect(200)
+        })
+        .collect();
+    let numbers: Vec<&serde_json::Value> = pages[0]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| &message["body"]["n"])
+        .collect();
+    assert_eq!(numbers.len(), 6, "{:?}", pages[0]["pagination"]);
+    for page in &pages[1..] {
+        assert_eq!(page, &pages[0]);
     }
 }

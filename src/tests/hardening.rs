@@ -689,9 +689,10 @@ fn a_streamed_page_has_the_shape_and_messages_of_a_whole_one() {
     let mut alice = client(&server, BACKEND, "alice");
     let base = largest_page_thread(&mut alice, "big");
     // Small pages are rendered whole, with a length.
-    let all = support::messages_paging_back(&mut alice, &base, 2, |reply| {
-        assert!(reply.header("Content-Length").is_some(), "{}", reply.status);
-    });
+    let all =
+        support::messages_paging_back(&mut alice, &base, 2, std::time::Duration::ZERO, |reply| {
+            assert!(reply.header("Content-Length").is_some(), "{}", reply.status);
+        });
     assert_eq!(all.len(), 80);
 
     let reply = alice.get(&format!("{base}?limit=1000"));

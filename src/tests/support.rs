@@ -30,25 +30,41 @@ pub fn ids(page: &serde_json::Value) -> Vec<String> {
 /// Every message of a thread, oldest first, paging with cursors (the
 /// `/v1` route, so any author's thread; empty if there is no such thread).
 pub fn all_messages(client: &mut Client, thread: &str) -> Vec<serde_json::Value> {
+    all_messages_retrying(client, thread, Duration::ZERO)
+}
+
+/// [`all_messages`], asking again after a 503 for up to `retry_for` (a
+/// cluster whose nodes' views are still settling).
+pub fn all_messages_retrying(
+    client: &mut Client,
+    thread: &str,
+    retry_for: Duration,
+) -> Vec<serde_json::Value> {
     let path = format!("/v1/threads/{thread}/messages");
-    messages_paging_back(client, &path, 1000, |_| {})
+    messages_paging_back(client, &path, 1000, retry_for, |_| {})
 }
 
 /// Every message under `messages_path`, oldest first, read back from the
 /// newest in pages of `limit`; `check` sees each answer first. Empty if
-/// there is no such thread.
+/// there is no such thread. A 503 is asked again for up to `retry_for`.
 pub fn messages_paging_back(
     client: &mut Client,
     messages_path: &str,
     limit: usize,
+    retry_for: Duration,
     check: impl Fn(&Reply),
 ) -> Vec<serde_json::Value> {
     let mut out: Vec<serde_json::Value> = Vec::new();
     let mut path = format!("{messages_path}?limit={limit}");
+    let started = std::time::Instant::now();
     loop {
         let reply = client.get(&path);
         if reply.status == 404 {
             return out;
+        }
+        if reply.status == 503 && started.elapsed() < retry_for {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
         }
         check(&reply);
         let page = reply.expect(200);
@@ -236,6 +252,17 @@ impl Server {
     /// Waits for the process to exit by itself and returns its status.
     pub fn wait_exit(mut self) -> std::process::ExitStatus {
         self.child.take().expect("running").wait().expect("wait")
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT...) to the running server.
+    pub fn signal(&self, signal_number: i32) {
+        signal(self.pid(), signal_number);
+    }
+
+    /// The exit status once the process has exited by itself, without
+    /// waiting.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
     }
 
     /// SIGKILL: no chance to flush anything.
