@@ -17,6 +17,13 @@ use crate::store::StoreOptions;
 use crate::wal::recovery::RecoveryPolicy;
 use crate::wal::{Durability, WalOptions};
 
+/// A setting from the flags (or environment), else from the file.
+macro_rules! pick {
+    ($flags:expr, $file:expr, $field:ident) => {
+        $flags.$field.take().or($file.$field.take())
+    };
+}
+
 /// Command-line flags. Every flag can also be set by the environment
 /// variable shown in `--help`; unset flags fall back to the config file.
 #[derive(Debug, Parser, Default)]
@@ -768,18 +775,15 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 
 impl Config {
     /// Merges flags (already including env vars) over the config file over defaults.
-    pub fn resolve(flags: Flags) -> Result<Config, ConfigError> {
-        let file = match &flags.config {
+    pub fn resolve(mut flags: Flags) -> Result<Config, ConfigError> {
+        let mut file = match &flags.config {
             Some(path) => read_file(path)?,
             None => FileSettings::default(),
         };
-        let defaults = Limits::default();
-        let addr_text = flags
-            .addr
-            .or(file.addr)
-            .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+        let (flags, file) = (&mut flags, &mut file);
+        let addr_text = pick!(flags, file, addr).unwrap_or_else(|| DEFAULT_ADDR.to_owned());
         let addr = parse_addr(&addr_text).map_err(|reason| invalid("addr", reason))?;
-        let shards = flags.shards.or(file.shards);
+        let shards = pick!(flags, file, shards);
         if let Some(count) = shards
             && !(1..=SHARDS_MAX).contains(&count)
         {
@@ -788,329 +792,366 @@ impl Config {
                 format!("must be 1..={SHARDS_MAX}, got {count}"),
             ));
         }
-        let api_keys = secrets("api_keys", flags.api_keys, file.api_keys)?;
-        let frontend_keys = secrets("frontend_keys", flags.frontend_keys, file.frontend_keys)?;
-        let admin_keys = secrets("admin_keys", flags.admin_keys, file.admin_keys)?;
-        let signing_keys = secrets("signing_keys", flags.signing_keys, file.signing_keys)?;
-        let cors_origins = if flags.cors_origins.is_empty() {
-            file.cors_origins.unwrap_or_default()
-        } else {
-            flags.cors_origins
-        };
-        let rate_limit_rps = flags.rate_limit_rps.or(file.rate_limit_rps).unwrap_or(0);
-        let rate_limit_burst = flags
-            .rate_limit_burst
-            .or(file.rate_limit_burst)
-            .unwrap_or(rate_limit_rps);
-        let rate_limit_key_rps = flags
-            .rate_limit_key_rps
-            .or(file.rate_limit_key_rps)
-            .unwrap_or(0);
-        let auth_failures_per_minute = flags
-            .auth_failures_per_minute
-            .or(file.auth_failures_per_minute)
-            .unwrap_or(AUTH_FAILURES_PER_MINUTE_DEFAULT);
-        if rate_limit_rps > 0 && rate_limit_burst == 0 {
-            return Err(invalid(
-                "rate_limit_burst",
-                "must be at least 1 when a rate is set",
-            ));
-        }
-        let limits = Limits {
-            request_body_bytes_max: request_body_bytes_max(
-                flags.request_body_bytes_max.or(file.request_body_bytes_max),
-                defaults.request_body_bytes_max,
-            )?,
-            request_head_bytes_max: positive(
-                "request_head_bytes_max",
-                flags.request_head_bytes_max.or(file.request_head_bytes_max),
-                defaults.request_head_bytes_max,
-                1024 * 1024,
-            )?,
-            json_depth_max: positive(
-                "json_depth_max",
-                flags.json_depth_max.or(file.json_depth_max),
-                defaults.json_depth_max,
-                JSON_DEPTH_MAX_CEILING,
-            )?,
-            idle_timeout_ms: positive(
-                "idle_timeout_ms",
-                flags
-                    .idle_timeout_ms
-                    .or(file.idle_timeout_ms)
-                    .map(|ms| ms as usize),
-                defaults.idle_timeout_ms as usize,
-                24 * 3600 * 1000,
-            )? as u64,
-            request_timeout_ms: positive(
-                "request_timeout_ms",
-                flags
-                    .request_timeout_ms
-                    .or(file.request_timeout_ms)
-                    .map(|ms| ms as usize),
-                defaults.request_timeout_ms as usize,
+        let db = pick!(flags, file, db).unwrap_or_else(|| PathBuf::from(DEFAULT_DB));
+        let rates = rates_from(flags, file)?;
+        let storage = storage_from(flags, file)?;
+        let encryption = encryption_from(flags, file, &db)?;
+        let listeners = listeners_from(flags, file, addr)?;
+        Ok(Config {
+            retention: retention_from(flags, file)?,
+            cluster: cluster_from(flags, file, addr)?,
+            tls: listeners.tls,
+            log_level: log_level_from(flags, file)?,
+            access_log: flags.access_log || file.access_log.unwrap_or(false),
+            metrics_addr: listeners.metrics_addr,
+            pg_addr: listeners.pg_addr,
+            shutdown_timeout_ms: positive(
+                "shutdown_timeout_ms",
+                pick!(flags, file, shutdown_timeout_ms).map(|ms| ms as usize),
+                SHUTDOWN_TIMEOUT_MS_DEFAULT,
                 3600 * 1000,
             )? as u64,
-            connections_per_shard_max: positive(
-                "connections_per_shard_max",
-                flags
-                    .connections_per_shard_max
-                    .or(file.connections_per_shard_max),
-                defaults.connections_per_shard_max,
-                1_000_000,
-            )?,
-            participants_per_thread_max: positive(
-                "participants_per_thread_max",
-                flags
-                    .participants_per_thread_max
-                    .or(file.participants_per_thread_max),
-                defaults.participants_per_thread_max,
-                1_000_000,
-            )?,
-            ..defaults
-        };
-        let io_memory_kib = positive(
-            "io_memory_kib",
-            flags.io_memory_kib.or(file.io_memory_kib),
-            IO_MEMORY_KIB_DEFAULT,
-            1024 * 1024,
-        )?;
-        let durability_text = flags.durability.or(file.durability);
-        let durability = match durability_text.as_deref() {
-            None => Durability::Sync,
-            Some(text) => Durability::parse(text).ok_or_else(|| {
-                invalid(
-                    "durability",
-                    format!("must be sync, batch or none, got {text:?}"),
-                )
-            })?,
-        };
-        let wal_recovery = match flags.wal_recovery.or(file.wal_recovery).as_deref() {
-            None | Some("strict") => RecoveryPolicy::Strict,
-            Some("truncate") => RecoveryPolicy::Truncate,
-            Some(other) => {
-                return Err(invalid(
-                    "wal_recovery",
-                    format!("must be strict or truncate, got {other:?}"),
-                ));
-            }
-        };
-        let store_recovery = match flags.store_recovery.or(file.store_recovery).as_deref() {
-            None => StoreRecovery::Strict,
-            Some(text) => StoreRecovery::parse(text).ok_or_else(|| {
-                invalid(
-                    "store_recovery",
-                    format!("must be strict, rebuild or rebuild-lossy, got {text:?}"),
-                )
-            })?,
-        };
-        let wal_flush_ms = positive(
-            "wal_flush_ms",
-            flags
-                .wal_flush_ms
-                .or(file.wal_flush_ms)
-                .map(|ms| ms as usize),
-            WAL_FLUSH_MS_DEFAULT,
-            10_000,
-        )?;
-        let wal_segment_bytes = sized(
-            "wal_segment_bytes",
-            flags.wal_segment_bytes.or(file.wal_segment_bytes),
-            WAL_SEGMENT_BYTES_DEFAULT,
-            (WAL_SEGMENT_BYTES_MIN, 1 << 40),
-        )?;
-        let memtable_bytes = sized(
-            "memtable_bytes",
-            flags.memtable_bytes.or(file.memtable_bytes),
-            StoreOptions::default().memtable_bytes as usize,
-            (MEMTABLE_BYTES_MIN, 1 << 30),
-        )?;
-        let db = flags
-            .db
-            .clone()
-            .or(file.db.clone())
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DB));
-        let encryption = if flags.encryption || file.encryption.unwrap_or(false) {
-            match flags
-                .kms
-                .as_deref()
-                .or(file.kms.as_deref())
-                .unwrap_or("embedded")
-            {
-                "embedded" => Some(KmsConfig::Embedded {
-                    key_file: flags
-                        .kms_key_file
-                        .clone()
-                        .or(file.kms_key_file.clone())
-                        .unwrap_or_else(|| db.join("kms").join("master.keys")),
-                }),
-                "external" => {
-                    let url = flags
-                        .kms_url
-                        .clone()
-                        .or(file.kms_url.clone())
-                        .ok_or_else(|| invalid("kms_url", "is required with kms = external"))?;
-                    if !url.starts_with("http://") {
-                        return Err(invalid("kms_url", "must start with http://"));
-                    }
-                    let timeout_ms = positive(
-                        "kms_timeout_ms",
-                        flags
-                            .kms_timeout_ms
-                            .or(file.kms_timeout_ms)
-                            .map(|ms| ms as usize),
-                        KMS_TIMEOUT_MS_DEFAULT,
-                        60_000,
-                    )?;
-                    Some(KmsConfig::External {
-                        url,
-                        timeout: std::time::Duration::from_millis(timeout_ms as u64),
-                    })
-                }
-                other => {
-                    return Err(invalid(
-                        "kms",
-                        format!("must be embedded or external, got {other:?}"),
-                    ));
-                }
-            }
-        } else {
-            None
-        };
-        let log_level = match flags.log_level.or(file.log_level).as_deref() {
-            None => Level::Info,
-            Some(text) => Level::parse(text).ok_or_else(|| {
-                invalid(
-                    "log_level",
-                    format!("must be error, warn, info or debug, got {text:?}"),
-                )
-            })?,
-        };
-        let access_log = flags.access_log || file.access_log.unwrap_or(false);
-        let metrics_addr = match flags.metrics_addr.or(file.metrics_addr) {
-            None => None,
-            Some(text) => {
-                let metrics_addr =
-                    parse_addr(&text).map_err(|reason| invalid("metrics_addr", reason))?;
-                // Port 0 picks a port distinct from the main one.
-                if metrics_addr.port() != 0 && metrics_addr.port() == addr.port() {
-                    return Err(invalid(
-                        "metrics_addr",
-                        "must use a different port than `addr`",
-                    ));
-                }
-                Some(metrics_addr)
-            }
-        };
-        let pg_addr = match flags.pg_addr.or(file.pg_addr) {
-            None => None,
-            Some(text) => {
-                let pg_addr = parse_addr(&text).map_err(|reason| invalid("pg_addr", reason))?;
-                // Port 0 picks a port distinct from the others.
-                let taken = [Some(addr), metrics_addr].into_iter().flatten();
-                if pg_addr.port() != 0
-                    && taken
-                        .into_iter()
-                        .any(|other| other.port() == pg_addr.port())
-                {
-                    return Err(invalid(
-                        "pg_addr",
-                        "must use a different port than `addr` and `metrics_addr`",
-                    ));
-                }
-                Some(pg_addr)
-            }
-        };
-        let shutdown_timeout_ms = positive(
-            "shutdown_timeout_ms",
-            flags
-                .shutdown_timeout_ms
-                .or(file.shutdown_timeout_ms)
-                .map(|ms| ms as usize),
-            SHUTDOWN_TIMEOUT_MS_DEFAULT,
-            3600 * 1000,
-        )? as u64;
-        let tls = resolve_tls(
-            TlsFlags {
-                cert: flags.tls_cert.or(file.tls_cert),
-                key: flags.tls_key.or(file.tls_key),
-                plain_addr: flags.plain_addr.or(file.plain_addr),
-                handshake_timeout_ms: flags
-                    .tls_handshake_timeout_ms
-                    .or(file.tls_handshake_timeout_ms),
-            },
-            &[Some(addr), metrics_addr, pg_addr],
-        )?;
-        let retention = resolve_retention(RetentionFlags {
-            deleted_after: flags
-                .retention_deleted_after
-                .or(file.retention_deleted_after),
-            messages_max_age: flags
-                .retention_messages_max_age
-                .or(file.retention_messages_max_age),
-            interval: flags.retention_interval.or(file.retention_interval),
-        })?;
-        let cluster = resolve_cluster(
-            ClusterFlags {
-                on: flags.cluster || file.cluster.unwrap_or(false),
-                node_id: flags.node_id.or(file.node_id),
-                advertise: flags.advertise.or(file.advertise),
-                nats_urls: match flags.nats_urls.is_empty() {
-                    true => file.nats_urls.unwrap_or_default(),
-                    false => flags.nats_urls,
-                },
-                nats_monitors: match flags.nats_monitors.is_empty() {
-                    true => file.nats_monitors.unwrap_or_default(),
-                    false => flags.nats_monitors,
-                },
-                partitions: flags.partitions.or(file.partitions),
-                standbys: flags.standbys.or(file.standbys),
-            },
-            addr,
-        )?;
-        Ok(Config {
-            retention,
-            cluster,
-            tls,
-            log_level,
-            access_log,
-            metrics_addr,
-            pg_addr,
-            shutdown_timeout_ms,
             encrypt_fields: encrypt_fields(
-                flags.encrypt_fields,
-                file.encrypt_fields,
+                std::mem::take(&mut flags.encrypt_fields),
+                file.encrypt_fields.take(),
                 encryption.is_some(),
             )?,
             encryption,
-            wal: WalOptions {
-                durability,
-                flush_interval: std::time::Duration::from_millis(wal_flush_ms as u64),
-                segment_bytes: wal_segment_bytes as u64,
-                fail_after_flushes: injected_wal_fault(),
-            },
-            wal_recovery,
-            store_recovery,
-            store: StoreOptions {
-                memtable_bytes: memtable_bytes as u64,
-                ..StoreOptions::default()
-            },
+            wal: storage.wal,
+            wal_recovery: storage.wal_recovery,
+            store_recovery: storage.store_recovery,
+            store: storage.store,
             db,
             addr,
             shards,
-            api_keys,
-            frontend_keys,
-            admin_keys,
-            signing_keys,
-            cors_origins,
-            rate_limit_rps,
-            rate_limit_burst,
-            rate_limit_key_rps,
-            auth_failures_per_minute,
-            limits,
-            io_memory_bytes: io_memory_kib * 1024,
+            api_keys: secrets("api_keys", take(&mut flags.api_keys), file.api_keys.take())?,
+            frontend_keys: secrets(
+                "frontend_keys",
+                take(&mut flags.frontend_keys),
+                file.frontend_keys.take(),
+            )?,
+            admin_keys: secrets(
+                "admin_keys",
+                take(&mut flags.admin_keys),
+                file.admin_keys.take(),
+            )?,
+            signing_keys: secrets(
+                "signing_keys",
+                take(&mut flags.signing_keys),
+                file.signing_keys.take(),
+            )?,
+            cors_origins: listed(take(&mut flags.cors_origins), file.cors_origins.take()),
+            rate_limit_rps: rates.rps,
+            rate_limit_burst: rates.burst,
+            rate_limit_key_rps: rates.key_rps,
+            auth_failures_per_minute: rates.auth_failures_per_minute,
+            limits: limits_from(flags, file)?,
+            io_memory_bytes: storage.io_memory_bytes,
         })
     }
+}
+
+fn take(values: &mut Vec<String>) -> Vec<String> {
+    std::mem::take(values)
+}
+
+/// A list from the flags when they give one, else from the file.
+fn listed(flags: Vec<String>, file: Option<Vec<String>>) -> Vec<String> {
+    match flags.is_empty() {
+        true => file.unwrap_or_default(),
+        false => flags,
+    }
+}
+
+/// Request rates: per (key, user), their burst, per key, failed logins.
+struct Rates {
+    rps: u64,
+    burst: u64,
+    key_rps: u64,
+    auth_failures_per_minute: u64,
+}
+
+fn rates_from(flags: &mut Flags, file: &mut FileSettings) -> Result<Rates, ConfigError> {
+    let rps = pick!(flags, file, rate_limit_rps).unwrap_or(0);
+    let burst = pick!(flags, file, rate_limit_burst).unwrap_or(rps);
+    if rps > 0 && burst == 0 {
+        return Err(invalid(
+            "rate_limit_burst",
+            "must be at least 1 when a rate is set",
+        ));
+    }
+    Ok(Rates {
+        rps,
+        burst,
+        key_rps: pick!(flags, file, rate_limit_key_rps).unwrap_or(0),
+        auth_failures_per_minute: pick!(flags, file, auth_failures_per_minute)
+            .unwrap_or(AUTH_FAILURES_PER_MINUTE_DEFAULT),
+    })
+}
+
+fn limits_from(flags: &mut Flags, file: &mut FileSettings) -> Result<Limits, ConfigError> {
+    let defaults = Limits::default();
+    let ms = |value: Option<u64>| value.map(|ms| ms as usize);
+    Ok(Limits {
+        request_body_bytes_max: request_body_bytes_max(
+            pick!(flags, file, request_body_bytes_max),
+            defaults.request_body_bytes_max,
+        )?,
+        request_head_bytes_max: positive(
+            "request_head_bytes_max",
+            pick!(flags, file, request_head_bytes_max),
+            defaults.request_head_bytes_max,
+            1024 * 1024,
+        )?,
+        json_depth_max: positive(
+            "json_depth_max",
+            pick!(flags, file, json_depth_max),
+            defaults.json_depth_max,
+            JSON_DEPTH_MAX_CEILING,
+        )?,
+        idle_timeout_ms: positive(
+            "idle_timeout_ms",
+            ms(pick!(flags, file, idle_timeout_ms)),
+            defaults.idle_timeout_ms as usize,
+            24 * 3600 * 1000,
+        )? as u64,
+        request_timeout_ms: positive(
+            "request_timeout_ms",
+            ms(pick!(flags, file, request_timeout_ms)),
+            defaults.request_timeout_ms as usize,
+            3600 * 1000,
+        )? as u64,
+        connections_per_shard_max: positive(
+            "connections_per_shard_max",
+            pick!(flags, file, connections_per_shard_max),
+            defaults.connections_per_shard_max,
+            1_000_000,
+        )?,
+        participants_per_thread_max: positive(
+            "participants_per_thread_max",
+            pick!(flags, file, participants_per_thread_max),
+            defaults.participants_per_thread_max,
+            1_000_000,
+        )?,
+        ..defaults
+    })
+}
+
+/// The WAL, the store and the io_uring memory.
+struct Storage {
+    wal: WalOptions,
+    wal_recovery: RecoveryPolicy,
+    store_recovery: StoreRecovery,
+    store: StoreOptions,
+    io_memory_bytes: usize,
+}
+
+fn storage_from(flags: &mut Flags, file: &mut FileSettings) -> Result<Storage, ConfigError> {
+    let durability = match pick!(flags, file, durability).as_deref() {
+        None => Durability::Sync,
+        Some(text) => Durability::parse(text).ok_or_else(|| {
+            invalid(
+                "durability",
+                format!("must be sync, batch or none, got {text:?}"),
+            )
+        })?,
+    };
+    let wal_recovery = match pick!(flags, file, wal_recovery).as_deref() {
+        None | Some("strict") => RecoveryPolicy::Strict,
+        Some("truncate") => RecoveryPolicy::Truncate,
+        Some(other) => {
+            return Err(invalid(
+                "wal_recovery",
+                format!("must be strict or truncate, got {other:?}"),
+            ));
+        }
+    };
+    let store_recovery = match pick!(flags, file, store_recovery).as_deref() {
+        None => StoreRecovery::Strict,
+        Some(text) => StoreRecovery::parse(text).ok_or_else(|| {
+            invalid(
+                "store_recovery",
+                format!("must be strict, rebuild or rebuild-lossy, got {text:?}"),
+            )
+        })?,
+    };
+    let wal_flush_ms = positive(
+        "wal_flush_ms",
+        pick!(flags, file, wal_flush_ms).map(|ms| ms as usize),
+        WAL_FLUSH_MS_DEFAULT,
+        10_000,
+    )?;
+    let wal_segment_bytes = sized(
+        "wal_segment_bytes",
+        pick!(flags, file, wal_segment_bytes),
+        WAL_SEGMENT_BYTES_DEFAULT,
+        (WAL_SEGMENT_BYTES_MIN, 1 << 40),
+    )?;
+    let memtable_bytes = sized(
+        "memtable_bytes",
+        pick!(flags, file, memtable_bytes),
+        StoreOptions::default().memtable_bytes as usize,
+        (MEMTABLE_BYTES_MIN, 1 << 30),
+    )?;
+    let io_memory_kib = positive(
+        "io_memory_kib",
+        pick!(flags, file, io_memory_kib),
+        IO_MEMORY_KIB_DEFAULT,
+        1024 * 1024,
+    )?;
+    Ok(Storage {
+        wal: WalOptions {
+            durability,
+            flush_interval: std::time::Duration::from_millis(wal_flush_ms as u64),
+            segment_bytes: wal_segment_bytes as u64,
+            fail_after_flushes: injected_wal_fault(),
+        },
+        wal_recovery,
+        store_recovery,
+        store: StoreOptions {
+            memtable_bytes: memtable_bytes as u64,
+            ..StoreOptions::default()
+        },
+        io_memory_bytes: io_memory_kib * 1024,
+    })
+}
+
+/// Where master keys live when encryption is on.
+fn encryption_from(
+    flags: &mut Flags,
+    file: &mut FileSettings,
+    db: &Path,
+) -> Result<Option<KmsConfig>, ConfigError> {
+    if !(flags.encryption || file.encryption.unwrap_or(false)) {
+        return Ok(None);
+    }
+    match pick!(flags, file, kms).as_deref().unwrap_or("embedded") {
+        "embedded" => Ok(Some(KmsConfig::Embedded {
+            key_file: pick!(flags, file, kms_key_file)
+                .unwrap_or_else(|| db.join("kms").join("master.keys")),
+        })),
+        "external" => {
+            let url = pick!(flags, file, kms_url)
+                .ok_or_else(|| invalid("kms_url", "is required with kms = external"))?;
+            if !url.starts_with("http://") {
+                return Err(invalid("kms_url", "must start with http://"));
+            }
+            let timeout_ms = positive(
+                "kms_timeout_ms",
+                pick!(flags, file, kms_timeout_ms).map(|ms| ms as usize),
+                KMS_TIMEOUT_MS_DEFAULT,
+                60_000,
+            )?;
+            Ok(Some(KmsConfig::External {
+                url,
+                timeout: std::time::Duration::from_millis(timeout_ms as u64),
+            }))
+        }
+        other => Err(invalid(
+            "kms",
+            format!("must be embedded or external, got {other:?}"),
+        )),
+    }
+}
+
+fn log_level_from(flags: &mut Flags, file: &mut FileSettings) -> Result<Level, ConfigError> {
+    match pick!(flags, file, log_level).as_deref() {
+        None => Ok(Level::Info),
+        Some(text) => Level::parse(text).ok_or_else(|| {
+            invalid(
+                "log_level",
+                format!("must be error, warn, info or debug, got {text:?}"),
+            )
+        }),
+    }
+}
+
+/// The listeners beside the API's: metrics, PostgreSQL, and TLS on both.
+struct Listeners {
+    metrics_addr: Option<SocketAddr>,
+    pg_addr: Option<SocketAddr>,
+    tls: Option<TlsConfig>,
+}
+
+fn listeners_from(
+    flags: &mut Flags,
+    file: &mut FileSettings,
+    addr: SocketAddr,
+) -> Result<Listeners, ConfigError> {
+    let metrics_addr = match pick!(flags, file, metrics_addr) {
+        None => None,
+        Some(text) => {
+            let metrics_addr =
+                parse_addr(&text).map_err(|reason| invalid("metrics_addr", reason))?;
+            // Port 0 picks a port distinct from the main one.
+            if metrics_addr.port() != 0 && metrics_addr.port() == addr.port() {
+                return Err(invalid(
+                    "metrics_addr",
+                    "must use a different port than `addr`",
+                ));
+            }
+            Some(metrics_addr)
+        }
+    };
+    let pg_addr = match pick!(flags, file, pg_addr) {
+        None => None,
+        Some(text) => {
+            let pg_addr = parse_addr(&text).map_err(|reason| invalid("pg_addr", reason))?;
+            // Port 0 picks a port distinct from the others.
+            let mut taken = [Some(addr), metrics_addr].into_iter().flatten();
+            if pg_addr.port() != 0 && taken.any(|other| other.port() == pg_addr.port()) {
+                return Err(invalid(
+                    "pg_addr",
+                    "must use a different port than `addr` and `metrics_addr`",
+                ));
+            }
+            Some(pg_addr)
+        }
+    };
+    let tls = resolve_tls(
+        TlsFlags {
+            cert: pick!(flags, file, tls_cert),
+            key: pick!(flags, file, tls_key),
+            plain_addr: pick!(flags, file, plain_addr),
+            handshake_timeout_ms: flags
+                .tls_handshake_timeout_ms
+                .take()
+                .or(file.tls_handshake_timeout_ms.take()),
+        },
+        &[Some(addr), metrics_addr, pg_addr],
+    )?;
+    Ok(Listeners {
+        metrics_addr,
+        pg_addr,
+        tls,
+    })
+}
+
+fn retention_from(flags: &mut Flags, file: &mut FileSettings) -> Result<Retention, ConfigError> {
+    resolve_retention(RetentionFlags {
+        deleted_after: pick!(flags, file, retention_deleted_after),
+        messages_max_age: pick!(flags, file, retention_messages_max_age),
+        interval: pick!(flags, file, retention_interval),
+    })
+}
+
+fn cluster_from(
+    flags: &mut Flags,
+    file: &mut FileSettings,
+    addr: SocketAddr,
+) -> Result<Option<ClusterConfig>, ConfigError> {
+    resolve_cluster(
+        ClusterFlags {
+            on: flags.cluster || file.cluster.unwrap_or(false),
+            node_id: pick!(flags, file, node_id),
+            advertise: pick!(flags, file, advertise),
+            nats_urls: listed(take(&mut flags.nats_urls), file.nats_urls.take()),
+            nats_monitors: listed(take(&mut flags.nats_monitors), file.nats_monitors.take()),
+            partitions: pick!(flags, file, partitions),
+            standbys: pick!(flags, file, standbys),
+        },
+        addr,
+    )
 }
 
 /// The retention settings as given, before parsing.
