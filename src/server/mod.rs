@@ -79,18 +79,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
     fit_segments_to_free_space(&mut config, shard_count);
     let keys = resolve_keys(&config)?;
     let kms = open_kms(&config)?;
-    let (reloadable_cert, tls_config) = match &config.tls {
-        Some(settings) => {
-            let cert = tls::ReloadableCert::open(&settings.cert, &settings.key)?;
-            (Some(cert.clone()), Some(tls::server_config(cert)?))
-        }
-        None => (None, None),
-    };
-    let scheme = if tls_config.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let (reloadable_cert, tls_config) = open_certificate(&config)?;
     let io_memory = io_memory_per_shard(config.io_memory_bytes, shard_count)?;
 
     // Block the shutdown signals before any thread starts, so every thread
@@ -100,57 +89,26 @@ pub fn run(mut config: Config) -> Result<(), String> {
 
     // Port 0 must resolve to one port that every shard then shares, so it
     // is reserved here before the shards bind it with SO_REUSEPORT.
-    let (addr, reservation) = reserve_port(config.addr)?;
-    let cluster = start_cluster(&mut config, shard_count, addr)?;
-    let (metrics_addr, metrics_reservation) = match config.metrics_addr {
-        Some(wanted) => {
-            let (bound, reservation) = reserve_port(wanted)?;
-            (Some(bound), reservation)
-        }
-        None => (None, None),
-    };
-    let (pg_addr, pg_reservation) = match config.pg_addr {
-        Some(wanted) => {
-            let (bound, reservation) = reserve_port(wanted)?;
-            (Some(bound), reservation)
-        }
-        None => (None, None),
-    };
-    let (plain_addr, plain_reservation) = match config.tls.as_ref().and_then(|tls| tls.plain_addr) {
-        Some(wanted) => {
-            let (bound, reservation) = reserve_port(wanted)?;
-            (Some(bound), reservation)
-        }
-        None => (None, None),
-    };
+    let (listen, reservations) = reserve_ports(&config)?;
+    let cluster = start_cluster(&mut config, shard_count, listen.api)?;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mesh_handle = mesh::builder(shard_count);
     let db_display = config.db.display().to_string();
     let durability = config.wal.durability.name();
     let shutdown_timeout_ms = config.shutdown_timeout_ms;
-    let cluster_field = config
-        .cluster
-        .as_ref()
-        .map(|cluster| format!(" node={}", cluster.node_id))
-        .unwrap_or_default();
+    let banner = Banner {
+        scheme: if tls_config.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        listen,
+        shard_count,
+        config: &config,
+    }
+    .to_string();
     let config = Arc::new(config);
-
-    // Shards are pinned only to the CPUs this process may use, so
-    // `taskset -c 0 progressdb ...` keeps them there (scripts/bench.sh
-    // relies on it to give the load generator the other core).
-    let allowed = allowed_cpus();
-    let cpus = CpuSet::online()
-        .map_err(|err| format!("cannot list CPUs: {err}"))?
-        .filter(|location| {
-            allowed
-                .as_ref()
-                .is_none_or(|allowed| allowed.contains(&location.cpu))
-        });
-    let placement = if shard_count <= cores {
-        PoolPlacement::MaxSpread(shard_count, Some(cpus))
-    } else {
-        PoolPlacement::Fenced(shard_count, cpus)
-    };
+    let placement = shard_placement(shard_count, cores)?;
     let heartbeats = stalls::Heartbeats::start(shard_count)
         .map_err(|err| format!("cannot start the stall watchdog: {err}"))?;
     let handles = LocalExecutorPoolBuilder::new(placement)
@@ -166,12 +124,6 @@ pub fn run(mut config: Config) -> Result<(), String> {
             let cluster = cluster.clone();
             // Moved, never cloned, on the executor thread: see `mesh::builder`.
             async move {
-                let listen = Addresses {
-                    api: addr,
-                    metrics: metrics_addr,
-                    pg: pg_addr,
-                    plain: plain_addr,
-                };
                 let shard = Shard {
                     mesh_handle,
                     heartbeats,
@@ -195,30 +147,14 @@ pub fn run(mut config: Config) -> Result<(), String> {
             Err(_) => return Err("a shard stopped during start-up".into()),
         }
     }
-    drop(reservation);
-    drop(metrics_reservation);
-    drop(pg_reservation);
-    drop(plain_reservation);
+    drop(reservations);
     // Tests and scripts wait for this line to learn the bound port (the
     // first address after "listening on"); fields follow as key=value.
-    let metrics_field = metrics_addr
-        .map(|metrics| format!(" metrics={scheme}://{metrics}/metrics"))
-        .unwrap_or_default()
-        + &pg_addr
-            .map(|pg| format!(" pg=postgresql://{pg}"))
-            .unwrap_or_default()
-        + &plain_addr
-            .map(|plain| format!(" plain=http://{plain}"))
-            .unwrap_or_default()
-        + &cluster_field;
-    println!(
-        "progressdb {} listening on {scheme}://{addr} shards={shard_count} durability={durability} data={db_display}{metrics_field}",
-        env!("CARGO_PKG_VERSION"),
-    );
+    println!("{banner}");
     logging::info(
         "started",
         &[
-            ("addr", &addr),
+            ("addr", &listen.api),
             ("shards", &shard_count),
             ("durability", &durability),
             ("data", &db_display),
@@ -237,6 +173,11 @@ pub fn run(mut config: Config) -> Result<(), String> {
         logging::warn("second signal: exiting without draining", &[]);
         std::process::exit(130);
     });
+    join_shards(handles)
+}
+
+/// Waits for every shard to stop; says whether each stopped cleanly.
+fn join_shards(handles: glommio::PoolThreadHandles<Result<(), String>>) -> Result<(), String> {
     let mut clean = true;
     for result in handles.join_all() {
         match result {
@@ -256,6 +197,105 @@ pub fn run(mut config: Config) -> Result<(), String> {
         Ok(())
     } else {
         Err("not every shard stopped cleanly".into())
+    }
+}
+
+/// The certificate and the TLS settings built on it, with `--tls-cert`.
+type Certificate = (
+    Option<Arc<tls::ReloadableCert>>,
+    Option<Arc<rustls::ServerConfig>>,
+);
+
+fn open_certificate(config: &Config) -> Result<Certificate, String> {
+    let Some(settings) = &config.tls else {
+        return Ok((None, None));
+    };
+    let cert = tls::ReloadableCert::open(&settings.cert, &settings.key)?;
+    Ok((Some(cert.clone()), Some(tls::server_config(cert)?)))
+}
+
+/// Reserves every listener's port before the shards start: port 0 must
+/// resolve to one port that every shard then shares (SO_REUSEPORT). The
+/// reservations are dropped once every shard listens.
+fn reserve_ports(config: &Config) -> Result<(Addresses, Vec<socket2::Socket>), String> {
+    let mut reservations = Vec::new();
+    let mut reserve = |wanted: Option<SocketAddr>| -> Result<Option<SocketAddr>, String> {
+        let Some(wanted) = wanted else {
+            return Ok(None);
+        };
+        let (bound, reservation) = reserve_port(wanted)?;
+        reservations.extend(reservation);
+        Ok(Some(bound))
+    };
+    let api = reserve(Some(config.addr))?.unwrap_or(config.addr);
+    let metrics = reserve(config.metrics_addr)?;
+    let pg = reserve(config.pg_addr)?;
+    let plain = reserve(config.tls.as_ref().and_then(|tls| tls.plain_addr))?;
+    let listen = Addresses {
+        api,
+        metrics,
+        pg,
+        plain,
+    };
+    Ok((listen, reservations))
+}
+
+/// Shards are pinned only to the CPUs this process may use, so `taskset
+/// -c 0 progressdb ...` keeps them there (scripts/bench.sh relies on it to
+/// give the load generator the other core).
+fn shard_placement(shard_count: usize, cores: usize) -> Result<PoolPlacement, String> {
+    let allowed = allowed_cpus();
+    let cpus = CpuSet::online()
+        .map_err(|err| format!("cannot list CPUs: {err}"))?
+        .filter(|location| {
+            allowed
+                .as_ref()
+                .is_none_or(|allowed| allowed.contains(&location.cpu))
+        });
+    Ok(if shard_count <= cores {
+        PoolPlacement::MaxSpread(shard_count, Some(cpus))
+    } else {
+        PoolPlacement::Fenced(shard_count, cpus)
+    })
+}
+
+/// The line printed once every shard listens.
+struct Banner<'a> {
+    scheme: &'static str,
+    listen: Addresses,
+    shard_count: usize,
+    config: &'a Config,
+}
+
+impl std::fmt::Display for Banner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Banner {
+            scheme,
+            listen,
+            shard_count,
+            config,
+        } = self;
+        write!(
+            f,
+            "progressdb {} listening on {scheme}://{} shards={shard_count} durability={} data={}",
+            env!("CARGO_PKG_VERSION"),
+            listen.api,
+            config.wal.durability.name(),
+            config.db.display(),
+        )?;
+        if let Some(metrics) = listen.metrics {
+            write!(f, " metrics={scheme}://{metrics}/metrics")?;
+        }
+        if let Some(pg) = listen.pg {
+            write!(f, " pg=postgresql://{pg}")?;
+        }
+        if let Some(plain) = listen.plain {
+            write!(f, " plain=http://{plain}")?;
+        }
+        if let Some(cluster) = &config.cluster {
+            write!(f, " node={}", cluster.node_id)?;
+        }
+        Ok(())
     }
 }
 
@@ -344,6 +384,56 @@ async fn run_shard(
         .await
         .map_err(|err| format!("cannot join the shard mesh: {err}"))?;
     let shard = ShardId(senders.peer_id());
+    let (engine, replication) = start_engine(&config, kms, shard, cluster)?;
+    let mesh = mesh::Mesh::start(senders, receivers, engine.clone());
+    heartbeats.beat_forever(shard.0);
+    stalls::inject_stall_for_tests();
+    let keys = Keys::new(
+        &keys,
+        &config.frontend_keys,
+        &config.admin_keys,
+        &config.signing_keys,
+    );
+    let api = Rc::new(Api::new(mesh, Rc::new(keys), &config).with_cluster(replication));
+    let bound = Bound::bind(&listen, shard)?;
+    let settings = connection_settings(&config);
+    let _ = ready.send(Ok(()));
+    logging::debug(
+        "shard ready",
+        &[
+            ("shard", &shard.0),
+            ("dir", &datadir::shard_dir(&config.db, shard.0).display()),
+        ],
+    );
+    let loops = start_accepting(bound, &api, &settings, tls, &config);
+    while !SHUTDOWN.load(Ordering::SeqCst) {
+        glommio::timer::sleep(SHUTDOWN_POLL).await;
+    }
+    // Dropping the listeners closes them: new connections are refused.
+    for accept_loop in loops {
+        accept_loop.cancel();
+    }
+    drain(shard, &api, &settings, &config).await;
+    engine
+        .flush_wal()
+        .await
+        .map_err(|err| format!("{shard}: cannot flush the WAL on shutdown: {err}"))?;
+    engine
+        .persist()
+        .map_err(|err| format!("{shard}: cannot persist on shutdown: {err}"))?;
+    logging::debug("shard stopped", &[("shard", &shard.0)]);
+    Ok(())
+}
+
+/// Opens the shard's engine with its settings and background jobs; in
+/// clustered mode, it replicates through the cluster thread and follows
+/// the partitions it stands by for.
+fn start_engine(
+    config: &Config,
+    kms: Option<Kms>,
+    shard: ShardId,
+    cluster: Option<ClusterWiring>,
+) -> Result<(Rc<Engine>, Option<Rc<Replication>>), String> {
     let engine = open_shard(
         &config.db,
         shard,
@@ -364,47 +454,39 @@ async fn run_shard(
         glommio::spawn_local(follow).detach();
         replication
     });
-    let mesh = mesh::Mesh::start(senders, receivers, engine.clone());
-    heartbeats.beat_forever(shard.0);
-    stalls::inject_stall_for_tests();
-    let api = Rc::new(
-        Api::new(
-            mesh,
-            Rc::new(Keys::new(
-                &keys,
-                &config.frontend_keys,
-                &config.admin_keys,
-                &config.signing_keys,
-            )),
-            &config,
-        )
-        .with_cluster(replication),
-    );
-    let addr = listen.api;
-    let listener = TcpListener::bind(addr)
-        .map_err(|err| format!("{shard}: cannot listen on {addr}: {err}"))?;
-    let metrics_listener = match listen.metrics {
-        Some(metrics_addr) if shard.0 == 0 => Some(
-            TcpListener::bind(metrics_addr)
-                .map_err(|err| format!("{shard}: cannot listen on {metrics_addr}: {err}"))?,
-        ),
-        _ => None,
-    };
-    let plain_listener = match listen.plain {
-        Some(plain_addr) => Some(
-            TcpListener::bind(plain_addr)
-                .map_err(|err| format!("{shard}: cannot listen on {plain_addr}: {err}"))?,
-        ),
-        None => None,
-    };
-    let pg_listener = match listen.pg {
-        Some(pg_addr) => Some(
-            TcpListener::bind(pg_addr)
-                .map_err(|err| format!("{shard}: cannot listen on {pg_addr}: {err}"))?,
-        ),
-        None => None,
-    };
-    let settings = Rc::new(ConnectionSettings {
+    Ok((engine, replication))
+}
+
+/// A shard's listening sockets: the API's, and those of the listeners
+/// configured beside it (metrics on shard 0 only).
+struct Bound {
+    api: TcpListener,
+    metrics: Option<TcpListener>,
+    plain: Option<TcpListener>,
+    pg: Option<TcpListener>,
+}
+
+impl Bound {
+    fn bind(listen: &Addresses, shard: ShardId) -> Result<Bound, String> {
+        let bind = |addr: SocketAddr| {
+            TcpListener::bind(addr)
+                .map_err(|err| format!("{shard}: cannot listen on {addr}: {err}"))
+        };
+        Ok(Bound {
+            api: bind(listen.api)?,
+            metrics: listen
+                .metrics
+                .filter(|_| shard.0 == 0)
+                .map(bind)
+                .transpose()?,
+            plain: listen.plain.map(bind).transpose()?,
+            pg: listen.pg.map(bind).transpose()?,
+        })
+    }
+}
+
+fn connection_settings(config: &Config) -> Rc<ConnectionSettings> {
+    Rc::new(ConnectionSettings {
         head_limits: HeadLimits {
             head_bytes_max: config.limits.request_head_bytes_max,
             header_count_max: config.limits.request_header_count_max,
@@ -413,73 +495,58 @@ async fn run_shard(
         idle_timeout: Duration::from_millis(config.limits.idle_timeout_ms),
         request_timeout: Duration::from_millis(config.limits.request_timeout_ms),
         drain: drain::Drain::default(),
-    });
-    let _ = ready.send(Ok(()));
-    logging::debug(
-        "shard ready",
-        &[
-            ("shard", &shard.0),
-            ("dir", &datadir::shard_dir(&config.db, shard.0).display()),
-        ],
-    );
+    })
+}
 
-    let open_connections = api.mesh().metrics().open_connections.clone();
-    let connections_max = config.limits.connections_per_shard_max;
+/// One accept loop per listener; cancelling a loop closes its listener.
+fn start_accepting(
+    bound: Bound,
+    api: &Rc<Api>,
+    settings: &Rc<ConnectionSettings>,
+    tls: Option<Rc<tls::Tls>>,
+    config: &Config,
+) -> Vec<glommio::task::JoinHandle<()>> {
     let accepting = Accepting {
         api: api.clone(),
         settings: settings.clone(),
-        connections_max,
+        connections_max: config.limits.connections_per_shard_max,
     };
-    let accept_loop = glommio::spawn_local(accept(
-        listener,
-        Listener::Api,
-        tls.clone(),
-        accepting.clone(),
-    ))
-    .detach();
-    let metrics_loop = metrics_listener.map(|listener| {
-        glommio::spawn_local(accept(
-            listener,
-            Listener::Metrics,
-            tls.clone(),
-            accepting.clone(),
-        ))
-        .detach()
-    });
-    let plain_loop = plain_listener.map(|listener| {
-        glommio::spawn_local(accept(listener, Listener::Api, None, accepting.clone())).detach()
-    });
-
-    let pg_loop = pg_listener.map(|listener| {
+    let http = |listener, kind, tls| {
+        glommio::spawn_local(accept(listener, kind, tls, accepting.clone())).detach()
+    };
+    let mut loops = vec![http(bound.api, Listener::Api, tls.clone())];
+    loops.extend(
+        bound
+            .metrics
+            .map(|l| http(l, Listener::Metrics, tls.clone())),
+    );
+    loops.extend(bound.plain.map(|l| http(l, Listener::Api, None)));
+    loops.extend(bound.pg.map(|listener| {
         let pg_settings = Rc::new(crate::pg::PgSettings {
             // A Bind carries a message body plus its other parameters.
             message_bytes_max: config.limits.request_body_bytes_max + 64 * 1024,
             idle_timeout: settings.idle_timeout,
             startup_timeout: settings.request_timeout,
             verifier: crate::pg::scram::Verifier::new(api.keys()),
-            tls: tls.clone(),
+            tls,
         });
-        glommio::spawn_local(accept_pg(
+        let connections_max = config.limits.connections_per_shard_max;
+        let pg = accept_pg(
             listener,
             api.clone(),
             settings.clone(),
             pg_settings,
             connections_max,
-        ))
-        .detach()
-    });
+        );
+        glommio::spawn_local(pg).detach()
+    }));
+    loops
+}
 
-    while !SHUTDOWN.load(Ordering::SeqCst) {
-        glommio::timer::sleep(SHUTDOWN_POLL).await;
-    }
-    // Dropping the listeners closes them: new connections are refused.
-    accept_loop.cancel();
-    for other_loop in [metrics_loop, plain_loop].into_iter().flatten() {
-        other_loop.cancel();
-    }
-    if let Some(pg_loop) = pg_loop {
-        pg_loop.cancel();
-    }
+/// Waits (up to the shutdown timeout) for this shard's connections to
+/// finish their requests, then for every other shard to get there too.
+async fn drain(shard: ShardId, api: &Api, settings: &ConnectionSettings, config: &Config) {
+    let open_connections = api.mesh().metrics().open_connections.clone();
     settings.drain.start();
     let deadline = Instant::now() + Duration::from_millis(config.shutdown_timeout_ms);
     while open_connections.get() > 0 && Instant::now() < deadline {
@@ -501,15 +568,6 @@ async fn run_shard(
     while DRAINED.load(Ordering::SeqCst) < shard_count && Instant::now() < deadline {
         glommio::timer::sleep(DRAIN_POLL).await;
     }
-    engine
-        .flush_wal()
-        .await
-        .map_err(|err| format!("{shard}: cannot flush the WAL on shutdown: {err}"))?;
-    engine
-        .persist()
-        .map_err(|err| format!("{shard}: cannot persist on shutdown: {err}"))?;
-    logging::debug("shard stopped", &[("shard", &shard.0)]);
-    Ok(())
 }
 
 /// What every HTTP accept loop of a shard shares.
