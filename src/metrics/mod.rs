@@ -131,9 +131,15 @@ pub struct ShardSample {
 /// other series (a counter that dropped to 0 would read as a reset).
 pub fn render(samples: &[ShardSample], down: &[usize]) -> String {
     let mut out = String::with_capacity(4096 + samples.len() * 4096);
+    render_stalls(&mut out);
+    render_http(&mut out, samples);
+    render_per_shard(&mut out, samples, down);
+    out
+}
 
+fn render_stalls(out: &mut String) {
     family(
-        &mut out,
+        out,
         "progressdb_shard_stalls_total",
         "counter",
         "Times a shard thread ran or blocked over 10 ms without serving I/O (all shards; each is logged).",
@@ -143,9 +149,12 @@ pub fn render(samples: &[ShardSample], down: &[usize]) -> String {
         "progressdb_shard_stalls_total {}",
         crate::server::stalls::count()
     );
+}
 
+/// Requests by route and status, and their latency histograms.
+fn render_http(out: &mut String, samples: &[ShardSample]) {
     family(
-        &mut out,
+        out,
         "progressdb_http_requests_total",
         "counter",
         "HTTP requests answered, by accepting shard, route and status.",
@@ -163,7 +172,7 @@ pub fn render(samples: &[ShardSample], down: &[usize]) -> String {
     }
 
     family(
-        &mut out,
+        out,
         "progressdb_http_request_duration_seconds",
         "histogram",
         "Time from a request being framed to its response being ready.",
@@ -195,143 +204,12 @@ pub fn render(samples: &[ShardSample], down: &[usize]) -> String {
             );
         }
     }
+}
 
-    let per_shard: [ShardFamily; 22] = [
-        (
-            "progressdb_connections_open",
-            "gauge",
-            "Client connections open on the shard.",
-            |s| s.connections_open,
-        ),
-        (
-            "progressdb_connections_accepted_total",
-            "counter",
-            "Client connections the shard accepted.",
-            |s| s.connections_accepted,
-        ),
-        (
-            "progressdb_connections_refused_total",
-            "counter",
-            "Connections answered 503 at the per-shard connection limit.",
-            |s| s.connections_refused,
-        ),
-        (
-            "progressdb_mesh_hops_total",
-            "counter",
-            "Commands the shard sent to another core over the mesh.",
-            |s| s.mesh_hops,
-        ),
-        (
-            "progressdb_mesh_calls_waiting",
-            "gauge",
-            "Commands the shard sent to other cores that await their reply.",
-            |s| s.mesh_calls_waiting,
-        ),
-        (
-            "progressdb_mesh_requests_executing",
-            "gauge",
-            "Commands from other cores the shard is executing.",
-            |s| s.mesh_requests_executing,
-        ),
-        (
-            "progressdb_wal_appends_total",
-            "counter",
-            "Records appended to the shard's write-ahead log.",
-            |s| s.wal.appends,
-        ),
-        (
-            "progressdb_wal_flushes_total",
-            "counter",
-            "Group-commit writes of the shard's log.",
-            |s| s.wal.flushes,
-        ),
-        (
-            "progressdb_wal_fsyncs_total",
-            "counter",
-            "fdatasync calls on the shard's log.",
-            |s| s.wal.fsyncs,
-        ),
-        (
-            "progressdb_wal_records_flushed_total",
-            "counter",
-            "Records made durable by the shard's log flushes.",
-            |s| s.wal.records_flushed,
-        ),
-        (
-            "progressdb_wal_bytes_written_total",
-            "counter",
-            "Bytes written to the shard's log, padding included.",
-            |s| s.wal.bytes_written,
-        ),
-        (
-            "progressdb_wal_segments",
-            "gauge",
-            "Log segment files of the shard.",
-            |s| s.wal.segments,
-        ),
-        (
-            "progressdb_wal_durable_lsn",
-            "gauge",
-            "Highest log sequence number the shard has flushed.",
-            |s| s.wal.durable_lsn,
-        ),
-        (
-            "progressdb_store_applied_lsn",
-            "gauge",
-            "Highest log sequence number applied to the shard's store.",
-            |s| s.store.applied_lsn,
-        ),
-        (
-            "progressdb_store_persisted_lsn",
-            "gauge",
-            "Highest log sequence number in the shard's tables on disk.",
-            |s| s.store.persisted_lsn,
-        ),
-        (
-            "progressdb_store_memtable_bytes",
-            "gauge",
-            "Bytes in the shard's memtables (active and sealed).",
-            |s| s.store.memtable_bytes,
-        ),
-        (
-            "progressdb_store_sealed_memtables",
-            "gauge",
-            "Sealed memtables of the shard waiting to be flushed.",
-            |s| s.store.sealed_memtables,
-        ),
-        (
-            "progressdb_store_tables",
-            "gauge",
-            "Tables (SST files) of the shard's store.",
-            |s| s.store.tables,
-        ),
-        (
-            "progressdb_store_l0_runs",
-            "gauge",
-            "Sorted runs in level 0 of the shard's store (compaction debt).",
-            |s| s.store.l0_runs,
-        ),
-        (
-            "progressdb_store_disk_bytes",
-            "gauge",
-            "Bytes of the shard's tables on disk.",
-            |s| s.store.disk_bytes,
-        ),
-        (
-            "progressdb_store_flushes_total",
-            "counter",
-            "Memtable flushes of the shard since start.",
-            |s| s.store.flushes,
-        ),
-        (
-            "progressdb_store_compactions_total",
-            "counter",
-            "Compactions of the shard since start.",
-            |s| s.store.compactions,
-        ),
-    ];
-    for (name, kind, help, value) in per_shard {
-        family(&mut out, name, kind, help);
+/// The per-shard families, and which shards answered.
+fn render_per_shard(out: &mut String, samples: &[ShardSample], down: &[usize]) {
+    for (name, kind, help, value) in &PER_SHARD {
+        family(out, name, kind, help);
         for sample in samples {
             let _ = writeln!(
                 out,
@@ -342,7 +220,7 @@ pub fn render(samples: &[ShardSample], down: &[usize]) -> String {
         }
     }
     family(
-        &mut out,
+        out,
         "progressdb_shard_up",
         "gauge",
         "1 for every shard that answered this scrape in time, 0 for one that did not.",
@@ -353,9 +231,143 @@ pub fn render(samples: &[ShardSample], down: &[usize]) -> String {
     for (shard, value) in up {
         let _ = writeln!(out, "progressdb_shard_up{{shard=\"{shard}\"}} {value}");
     }
-
-    out
 }
+
+/// The families with one value per shard.
+static PER_SHARD: [ShardFamily; 22] = [
+    (
+        "progressdb_connections_open",
+        "gauge",
+        "Client connections open on the shard.",
+        |s| s.connections_open,
+    ),
+    (
+        "progressdb_connections_accepted_total",
+        "counter",
+        "Client connections the shard accepted.",
+        |s| s.connections_accepted,
+    ),
+    (
+        "progressdb_connections_refused_total",
+        "counter",
+        "Connections answered 503 at the per-shard connection limit.",
+        |s| s.connections_refused,
+    ),
+    (
+        "progressdb_mesh_hops_total",
+        "counter",
+        "Commands the shard sent to another core over the mesh.",
+        |s| s.mesh_hops,
+    ),
+    (
+        "progressdb_mesh_calls_waiting",
+        "gauge",
+        "Commands the shard sent to other cores that await their reply.",
+        |s| s.mesh_calls_waiting,
+    ),
+    (
+        "progressdb_mesh_requests_executing",
+        "gauge",
+        "Commands from other cores the shard is executing.",
+        |s| s.mesh_requests_executing,
+    ),
+    (
+        "progressdb_wal_appends_total",
+        "counter",
+        "Records appended to the shard's write-ahead log.",
+        |s| s.wal.appends,
+    ),
+    (
+        "progressdb_wal_flushes_total",
+        "counter",
+        "Group-commit writes of the shard's log.",
+        |s| s.wal.flushes,
+    ),
+    (
+        "progressdb_wal_fsyncs_total",
+        "counter",
+        "fdatasync calls on the shard's log.",
+        |s| s.wal.fsyncs,
+    ),
+    (
+        "progressdb_wal_records_flushed_total",
+        "counter",
+        "Records made durable by the shard's log flushes.",
+        |s| s.wal.records_flushed,
+    ),
+    (
+        "progressdb_wal_bytes_written_total",
+        "counter",
+        "Bytes written to the shard's log, padding included.",
+        |s| s.wal.bytes_written,
+    ),
+    (
+        "progressdb_wal_segments",
+        "gauge",
+        "Log segment files of the shard.",
+        |s| s.wal.segments,
+    ),
+    (
+        "progressdb_wal_durable_lsn",
+        "gauge",
+        "Highest log sequence number the shard has flushed.",
+        |s| s.wal.durable_lsn,
+    ),
+    (
+        "progressdb_store_applied_lsn",
+        "gauge",
+        "Highest log sequence number applied to the shard's store.",
+        |s| s.store.applied_lsn,
+    ),
+    (
+        "progressdb_store_persisted_lsn",
+        "gauge",
+        "Highest log sequence number in the shard's tables on disk.",
+        |s| s.store.persisted_lsn,
+    ),
+    (
+        "progressdb_store_memtable_bytes",
+        "gauge",
+        "Bytes in the shard's memtables (active and sealed).",
+        |s| s.store.memtable_bytes,
+    ),
+    (
+        "progressdb_store_sealed_memtables",
+        "gauge",
+        "Sealed memtables of the shard waiting to be flushed.",
+        |s| s.store.sealed_memtables,
+    ),
+    (
+        "progressdb_store_tables",
+        "gauge",
+        "Tables (SST files) of the shard's store.",
+        |s| s.store.tables,
+    ),
+    (
+        "progressdb_store_l0_runs",
+        "gauge",
+        "Sorted runs in level 0 of the shard's store (compaction debt).",
+        |s| s.store.l0_runs,
+    ),
+    (
+        "progressdb_store_disk_bytes",
+        "gauge",
+        "Bytes of the shard's tables on disk.",
+        |s| s.store.disk_bytes,
+    ),
+    (
+        "progressdb_store_flushes_total",
+        "counter",
+        "Memtable flushes of the shard since start.",
+        |s| s.store.flushes,
+    ),
+    (
+        "progressdb_store_compactions_total",
+        "counter",
+        "Compactions of the shard since start.",
+        |s| s.store.compactions,
+    ),
+];
 
 /// A per-shard family: name, type, help, and how to read it from a sample.
 type ShardFamily = (
