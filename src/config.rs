@@ -797,9 +797,19 @@ impl Config {
         let storage = storage_from(flags, file)?;
         let encryption = encryption_from(flags, file, &db)?;
         let listeners = listeners_from(flags, file, addr)?;
+        let retention = retention_from(flags, file)?;
+        let cluster = cluster_from(flags, file, addr)?;
+        let retaining =
+            retention.policy.deleted_after.is_some() || retention.policy.messages_max_age.is_some();
+        if retaining && cluster.is_some() {
+            return Err(invalid(
+                "retention_deleted_after",
+                "retention is not available in clustered mode yet",
+            ));
+        }
         Ok(Config {
-            retention: retention_from(flags, file)?,
-            cluster: cluster_from(flags, file, addr)?,
+            retention,
+            cluster,
             tls: listeners.tls,
             log_level: log_level_from(flags, file)?,
             access_log: flags.access_log || file.access_log.unwrap_or(false),
@@ -1140,7 +1150,7 @@ fn cluster_from(
     file: &mut FileSettings,
     addr: SocketAddr,
 ) -> Result<Option<ClusterConfig>, ConfigError> {
-    resolve_cluster(
+    let cluster = resolve_cluster(
         ClusterFlags {
             on: flags.cluster || file.cluster.unwrap_or(false),
             node_id: pick!(flags, file, node_id),
@@ -1151,7 +1161,8 @@ fn cluster_from(
             standbys: pick!(flags, file, standbys),
         },
         addr,
-    )
+    )?;
+    Ok(cluster)
 }
 
 /// The retention settings as given, before parsing.
@@ -1798,6 +1809,15 @@ mod tests {
             "retention_interval"
         );
         assert_eq!(retention.policy.messages_max_age, None);
+        let flags = Flags {
+            retention_deleted_after: Some("30d".into()),
+            cluster: true,
+            node_id: Some("n1".into()),
+            ..Flags::default()
+        };
+        let err = Config::resolve(flags).unwrap_err();
+        assert_eq!(err.key, "retention_deleted_after");
+        assert!(err.to_string().contains("clustered mode"), "{err}");
     }
 
     #[test]

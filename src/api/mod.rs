@@ -127,6 +127,11 @@ impl Api {
         Api { cluster, ..self }
     }
 
+    /// Whether this server runs as a node of a cluster.
+    pub(crate) fn in_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
     /// Answers `request`, which came from `peer` (failed authentications
     /// are limited per source address).
     pub async fn handle(&self, request: &Request, peer: Option<IpAddr>) -> Handled {

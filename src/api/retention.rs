@@ -77,10 +77,23 @@ impl Api {
         route: &Route,
         request: &Request,
     ) -> Option<Result<Handled, ApiError>> {
+        let erasing = match route {
+            Route::AdminDeleteThread(_) => hard_requested(&request.query),
+            Route::Purge => Ok(true),
+            _ => return None,
+        };
+        // A purge step writes keys of many threads at once, which clustered
+        // mode cannot yet split by partition into their logs.
+        if self.in_cluster() && !matches!(erasing, Ok(false)) {
+            return Some(Err(ApiError::new(
+                409,
+                "not_supported_in_cluster",
+                "erasure and purges are not available in clustered mode yet",
+            )));
+        }
         match route {
             Route::AdminDeleteThread(id) => Some(self.admin_delete_thread(id, request).await),
-            Route::Purge => Some(self.purge(request).await),
-            _ => None,
+            _ => Some(self.purge(request).await),
         }
     }
 

@@ -444,7 +444,11 @@ fn start_engine(
     )?;
     engine.set_participants_max(config.limits.participants_per_thread_max);
     engine.encrypt_fields(config.encrypt_fields.clone());
-    engine.start_retention(config.retention.policy, config.retention.interval);
+    // Clustered mode has no retention yet: a purge step writes keys of many
+    // threads at once, which it cannot split by partition into their logs.
+    if config.cluster.is_none() {
+        engine.start_retention(config.retention.policy, config.retention.interval);
+    }
     let replication = cluster.map(|(handle, events)| {
         let replication = Replication::new(handle);
         engine.set_replication(replication.clone());

@@ -1300,7 +1300,7 @@ fn a_node_refuses_nats_servers_that_do_not_sync_always() {
 /// A message page too large to send whole streams from its owner in
 /// chunks; a node that forwards the request answers it the same.
 #[test]
-fn a_streamed_page_reads_the_same_through_every_node() {
+fn a_streamed_page_reads_the_same_through_every_node_and_purges_are_refused() {
     let Audited {
         nats: _nats,
         dir: _dir,
@@ -1336,4 +1336,11 @@ fn a_streamed_page_reads_the_same_through_every_node() {
     for page in &pages[1..] {
         assert_eq!(page, &pages[0]);
     }
+    // Purges write keys of many threads in one step: not in a cluster yet.
+    let mut admin = support::Client::connect(addrs[1]);
+    admin.key = Some(ADMIN_KEY.into());
+    admin.user = None;
+    admin
+        .post("/admin/v1/jobs/purge", "{}")
+        .expect_error(409, "not_supported_in_cluster");
 }
