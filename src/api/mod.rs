@@ -6,6 +6,7 @@ mod admin;
 mod backup;
 mod cors;
 pub mod docs;
+mod encrypt_job;
 mod error;
 mod frontend;
 pub(crate) mod input;
@@ -250,6 +251,9 @@ impl Api {
             return handled;
         }
         if let Some(handled) = self.retention_route(&route, request).await {
+            return handled;
+        }
+        if let Some(handled) = self.encrypt_job_route(&route, request).await {
             return handled;
         }
         let call = Call {

@@ -303,6 +303,7 @@ async fn run_shard(
     engine.set_participants_max(config.limits.participants_per_thread_max);
     engine.encrypt_fields(config.encrypt_fields.clone());
     engine.start_retention(config.retention.policy, config.retention.interval);
+    engine.resume_encrypt_threads();
     let mesh = mesh::Mesh::start(senders, receivers, engine.clone());
     heartbeats.beat_forever(shard.0);
     stalls::inject_stall_for_tests();
