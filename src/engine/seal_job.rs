@@ -155,8 +155,9 @@ fn pause_after_steps() -> Option<usize> {
 
 impl Engine {
     /// `Command::EncryptThreads`: with `start`, starts the job unless it
-    /// runs already (a finished or failed job starts a new pass); the
-    /// reply is the job's progress on this shard.
+    /// runs already: a failed job continues from where it stopped, a
+    /// finished one (or none yet) starts a new pass. The reply is the
+    /// job's progress on this shard.
     pub(super) fn encrypt_threads(&self, start: bool) -> Result<Reply, EngineError> {
         if start && self.sealing.is_none() {
             return Err(EngineError::Storage("encryption is off".into()));
@@ -164,21 +165,32 @@ impl Engine {
         let running = self.seal_job.task.borrow().is_some()
             && self.seal_job.progress.borrow().state == SealState::Running;
         if start && !running {
-            *self.seal_job.progress.borrow_mut() = SealProgress {
-                state: SealState::Running,
-                ..SealProgress::default()
-            };
+            let mut progress = self.seal_job.progress.borrow_mut();
+            if progress.state != SealState::Failed {
+                *progress = SealProgress::default();
+            }
+            (progress.state, progress.error) = (SealState::Running, None);
+            drop(progress);
             self.spawn_seal_job();
         }
         Ok(Reply::Ok(to_json(&*self.seal_job.progress.borrow())))
     }
 
-    /// Continues a job a restart interrupted; nothing without encryption.
+    /// Continues a job a restart interrupted. Without encryption it is
+    /// reported failed (the saved position stays, so a restart with
+    /// encryption on continues it).
     pub fn resume_encrypt_threads(&self) {
-        let running = self.seal_job.progress.borrow().state == SealState::Running;
-        if running && self.sealing.is_some() {
-            self.spawn_seal_job();
+        let mut progress = self.seal_job.progress.borrow_mut();
+        if progress.state != SealState::Running {
+            return;
         }
+        if self.sealing.is_none() {
+            progress.state = SealState::Failed;
+            progress.error = Some("encryption is off: restart with --encryption".into());
+            return;
+        }
+        drop(progress);
+        self.spawn_seal_job();
     }
 
     fn spawn_seal_job(&self) {
@@ -417,6 +429,20 @@ mod tests {
         ids.take()
     }
 
+    /// Starts the job and waits until it is no longer running.
+    async fn run_to_the_end(engine: &Engine) -> SealProgress {
+        let Reply::Ok(_) = engine.encrypt_threads(true).unwrap() else {
+            panic!("a progress");
+        };
+        for _ in 0..1000 {
+            if engine.seal_job.progress.borrow().state != SealState::Running {
+                break;
+            }
+            runtime::sleep(Duration::from_millis(5)).await;
+        }
+        engine.seal_job.progress.borrow().clone()
+    }
+
     #[test]
     fn the_progress_file_round_trips_and_a_missing_one_is_idle() {
         let dir = tempfile::tempdir().unwrap();
@@ -477,21 +503,38 @@ mod tests {
         let sealing = sealing(dir.path());
         let shard_dir = crate::server::datadir::shard_dir(dir.path(), 0);
         with_engine_on(dir.path(), sealing, async move |engine| {
-            let Reply::Ok(_) = engine.encrypt_threads(true).unwrap() else {
-                panic!("a progress");
-            };
-            for _ in 0..1000 {
-                if engine.seal_job.progress.borrow().state != SealState::Running {
-                    break;
-                }
-                runtime::sleep(Duration::from_millis(5)).await;
-            }
-            let progress = engine.seal_job.progress.borrow().clone();
+            let progress = run_to_the_end(&engine).await;
             assert_eq!(progress.state, SealState::Done, "{progress:?}");
             assert_eq!((progress.threads_sealed, progress.messages_sealed), (2, 6));
             assert_eq!(progress.after_thread.as_deref(), Some("b"));
             let saved = load_progress(&shard_dir.join(PROGRESS_FILE)).unwrap();
             assert_eq!(saved, progress);
+        });
+    }
+
+    #[test]
+    fn a_failed_job_continues_from_its_position_and_a_done_one_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        plaintext_threads(dir.path());
+        let sealing = sealing(dir.path());
+        with_engine_on(dir.path(), sealing, async move |engine| {
+            *engine.seal_job.progress.borrow_mut() = SealProgress {
+                state: SealState::Failed,
+                after_thread: Some("a".into()),
+                threads_sealed: 1,
+                messages_sealed: 5,
+                error: Some("the KMS was down".into()),
+                ..SealProgress::default()
+            };
+            let progress = run_to_the_end(&engine).await;
+            assert_eq!(progress.state, SealState::Done, "{progress:?}");
+            assert_eq!((progress.threads_sealed, progress.messages_sealed), (2, 6));
+            assert_eq!(progress.error, None);
+            let skipped = engine.store.get_thread("a").unwrap().unwrap();
+            assert!(!skipped.vault_key, "the failed pass's position was kept");
+            // A new pass starts from the first thread and seals what is left.
+            let progress = run_to_the_end(&engine).await;
+            assert_eq!((progress.threads_sealed, progress.messages_sealed), (1, 5));
         });
     }
 }
