@@ -33,6 +33,10 @@ use crate::store::{Direction, Ops, Store};
 /// Messages (with their past versions) one step seals at most.
 pub const SEAL_BATCH_DEFAULT: usize = 256;
 
+/// Bytes of stored messages and versions after which a step ends early,
+/// well below what one WAL record holds once they are sealed.
+const SEAL_BATCH_BYTES_MAX: usize = 4 << 20;
+
 /// The file in the shard directory holding the job's position.
 const PROGRESS_FILE: &str = "encrypt-threads.json";
 
@@ -341,18 +345,21 @@ impl Engine {
                 Ok(stored.len() < limit)
             },
         )?;
-        let mut batch = SealedBatch {
-            next_after: (stored.len() == limit)
-                .then(|| stored.last().map(|(ts, _)| *ts))
-                .flatten(),
-            ..SealedBatch::default()
-        };
-        let mut ops = Ops::default();
-        for (_, json) in stored {
+        let (count, full) = (stored.len(), stored.len() == limit);
+        let (mut batch, mut ops, mut bytes) = (SealedBatch::default(), Ops::default(), 0);
+        for (index, (ts, json)) in stored.into_iter().enumerate() {
             let message: Message = serde_json::from_slice(&json)
                 .map_err(|err| EngineError::Storage(format!("stored message: {err}")))?;
-            batch.versions += self.seal_versions(&mut ops, &message)?;
+            let (versions, version_bytes) = self.seal_versions(&mut ops, &message)?;
+            bytes += json.len() + version_bytes;
+            batch.versions += versions;
             batch.messages += u64::from(self.seal_message(&mut ops, message)?);
+            // Large bodies end the batch early: one WAL record holds it all.
+            let last = index + 1 == count;
+            if (last && full) || (!last && bytes >= SEAL_BATCH_BYTES_MAX) {
+                batch.next_after = Some(ts);
+                break;
+            }
         }
         if ops.is_empty() {
             return Ok((batch, None));
@@ -378,9 +385,11 @@ impl Engine {
     }
 
     /// Adds the writes sealing `message`'s past versions stored in the clear.
-    fn seal_versions(&self, ops: &mut Ops, message: &Message) -> Result<u64, EngineError> {
-        let mut sealed_count = 0;
+    /// Returns how many it seals and the bytes of the bodies it read.
+    fn seal_versions(&self, ops: &mut Ops, message: &Message) -> Result<(u64, usize), EngineError> {
+        let (mut sealed_count, mut bytes) = (0, 0);
         for version in self.store.versions(&message.thread, message.ts)? {
+            bytes += version.body.get().len();
             if version.sealed_body.is_some() || !version.sealed_fields.is_empty() {
                 continue;
             }
@@ -397,7 +406,7 @@ impl Engine {
             Store::version_op(ops, message, &stored);
             sealed_count += 1;
         }
-        Ok(sealed_count)
+        Ok((sealed_count, bytes))
     }
 }
 
