@@ -1326,6 +1326,20 @@ pub fn debug_replay_events_max() -> Option<usize> {
     debug_positive("PROGRESSDB_DEBUG_REPLAY_EVENTS_MAX")
 }
 
+/// Debug builds only: `PROGRESSDB_DEBUG_SEAL_BATCH=N` lowers the messages
+/// one step of the encrypt-threads job seals, so tests drive a job of many
+/// steps with a few dozen messages. Release builds ignore it.
+pub fn debug_seal_batch() -> Option<usize> {
+    debug_positive("PROGRESSDB_DEBUG_SEAL_BATCH")
+}
+
+/// Debug builds only: `PROGRESSDB_DEBUG_SEAL_PAUSE_AFTER=N` stops the
+/// encrypt-threads job after N steps (it stays running), so a test kills
+/// the server mid-job deterministically. Release builds ignore it.
+pub fn debug_seal_pause_after() -> Option<usize> {
+    debug_positive("PROGRESSDB_DEBUG_SEAL_PAUSE_AFTER")
+}
+
 /// Debug builds only: `PROGRESSDB_DEBUG_WAL_RECORD_BYTES_MAX=N` lowers the
 /// largest WAL record the log accepts, so tests can drive the "too large
 /// for one record" path through the real binary with small bodies.

@@ -7,6 +7,7 @@ mod backup;
 mod cluster;
 mod cors;
 pub mod docs;
+mod encrypt_job;
 mod error;
 mod frontend;
 pub(crate) mod input;
@@ -272,6 +273,9 @@ impl Api {
             return handled;
         }
         if let Some(handled) = self.retention_route(&route, request).await {
+            return handled;
+        }
+        if let Some(handled) = self.encrypt_job_route(&route, request).await {
             return handled;
         }
         let call = Call {

@@ -83,6 +83,11 @@ pub enum Route {
     Purge,
     /// `GET /cluster/v1/status`: clustered mode's nodes and partitions.
     ClusterStatus,
+    /// `POST /admin/v1/jobs/encrypt-threads`: starts sealing the threads
+    /// written before encryption was on, on every shard.
+    StartEncryptThreads,
+    /// `GET /admin/v1/jobs/encrypt-threads`: that job's progress.
+    EncryptThreadsStatus,
     /// `GET /viewer/...`: a static file of the admin web UI (public; its
     /// data calls need the admin key).
     Viewer(&'static viewer::Asset),
@@ -225,6 +230,10 @@ pub static ENDPOINTS: &[Endpoint] = &[
     endpoint!(Get "/admin/stats", "admin_totals", ADMIN, |_| Ok(Route::AdminTotals)),
     endpoint!(Post "/admin/jobs/purge", "purge", ADMIN, |_| Ok(Route::Purge)),
     endpoint!(Post "/admin/v1/jobs/purge", "purge", ADMIN, |_| Ok(Route::Purge)),
+    endpoint!(Post "/admin/v1/jobs/encrypt-threads", "start_encrypt_threads", ADMIN,
+        |_| Ok(Route::StartEncryptThreads)),
+    endpoint!(Get "/admin/v1/jobs/encrypt-threads", "encrypt_threads_status", ADMIN,
+        |_| Ok(Route::EncryptThreadsStatus)),
     endpoint!(Post "/admin/v1/kms/rotate", "rotate_master_key", ADMIN,
         |_| Ok(Route::RotateMasterKey)),
     endpoint!(Post "/admin/v1/backups", "start_backup", ADMIN, |_| Ok(Route::StartBackup)),

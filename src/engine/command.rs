@@ -324,6 +324,11 @@ pub enum Command {
     /// Forces what erasure left on disk out of it: a new WAL segment, a
     /// major compaction, then a checkpoint (sent to each shard).
     Compact,
+    /// Reports the encrypt-threads job's progress on a shard and, with
+    /// `start`, starts it there unless it runs already (sent to each).
+    EncryptThreads {
+        start: bool,
+    },
 }
 
 /// A page of a thread's participants, in user id order.
@@ -514,7 +519,8 @@ impl Command {
             | Command::SubscribeUser { .. }
             | Command::UnsubscribeUser { .. }
             | Command::Purge(_)
-            | Command::Compact => None,
+            | Command::Compact
+            | Command::EncryptThreads { .. } => None,
         }
     }
 }

@@ -29,6 +29,7 @@ mod page;
 mod participants;
 mod purge;
 mod record_cache;
+mod seal_job;
 mod store_rebuild;
 mod tail_cache;
 #[cfg(test)]
@@ -40,6 +41,7 @@ pub use purge::{
     PURGE_BUDGET_DEFAULT, PurgeCounts, PurgeCursor, PurgePhase, PurgeReport, PurgeRequest,
     RetentionPolicy,
 };
+pub use seal_job::{SEAL_BATCH_DEFAULT, SealProgress, SealState};
 pub use store_rebuild::StoreRecovery;
 
 pub use page::{
@@ -101,6 +103,10 @@ pub struct Engine {
     checkpointer: RefCell<Option<runtime::JoinHandle<()>>>,
     /// The retention job (see `purge`), cancelled by [`Engine::stop`] too.
     retention_job: RefCell<Option<runtime::JoinHandle<()>>>,
+    /// The encrypt-threads job (see `seal_job`), stopped by [`Engine::stop`].
+    seal_job: seal_job::SealJob,
+    /// This engine, for the jobs a command starts.
+    me: std::rc::Weak<Engine>,
     /// Rendered newest-first first pages, dropped on every write to their thread.
     tail_pages: tail_cache::TailCache,
     /// Decoded records of recently used threads (see `record_cache`).
@@ -290,8 +296,11 @@ impl Engine {
             watermark,
         );
         let seed = now_ns() ^ ((shard.0 as u64) << 56) ^ u64::from(std::process::id());
-        let engine = Rc::new(Engine {
+        let seal_job = seal_job::SealJob::open(dir)?;
+        let engine = Rc::new_cyclic(|me| Engine {
             shard,
+            seal_job,
+            me: me.clone(),
             store,
             wal,
             write_failure: RefCell::new(None),
@@ -335,6 +344,7 @@ impl Engine {
         if let Some(job) = self.retention_job.borrow_mut().take() {
             job.cancel();
         }
+        self.seal_job.stop();
         self.wal.stop();
     }
 
@@ -455,8 +465,10 @@ impl Engine {
     /// `Published` for the caller to deliver.
     pub async fn run(&self, command: Command) -> (Outcome, Option<Published>) {
         self.hide_writes_the_log_lost();
-        if let Command::Compact = command {
-            return (self.compact_now().await, None);
+        match command {
+            Command::Compact => return (self.compact_now().await, None),
+            Command::EncryptThreads { start } => return (self.encrypt_threads(start), None),
+            _ => {}
         }
         let reads_only = command.reads_only();
         let subscription = match &command {

@@ -508,6 +508,29 @@ impl Engine {
     pub(super) async fn compact_now(&self) -> Result<Reply, EngineError> {
         let deadline = std::time::Instant::now() + COMPACT_WAIT;
         self.wal.start_new_segment();
+        // The tree frees the tables a compaction replaced only once a later
+        // change of its table set finds them older than every write since:
+        // the second pass is that change, so the files replaced by the first
+        // (which may hold bytes written before a restart) leave the disk.
+        for _ in 0..2 {
+            self.major_compaction_pass(deadline).await?;
+        }
+        // The checkpoint task removes the segments the tables now cover.
+        while self.wal.segment_count() > 1 && std::time::Instant::now() < deadline {
+            crate::runtime::sleep(COMPACT_POLL).await;
+        }
+        let reply = serde_json::json!({
+            "shard": self.shard.0,
+            "compacted": true,
+            "wal_segments": self.wal.segment_count(),
+        });
+        Ok(Reply::Ok(reply.to_string().into_bytes()))
+    }
+}
+
+impl Engine {
+    /// Flushes the memtable and merges every table into the last level.
+    async fn major_compaction_pass(&self, deadline: std::time::Instant) -> Result<(), EngineError> {
         // The first record of the new segment removes a key that never
         // exists (no thread id is empty): unlike an empty record it lands
         // in the memtable, so the flush covers its LSN and the checkpoint
@@ -528,7 +551,7 @@ impl Engine {
         loop {
             match self.store.major_compacted() {
                 (done, Some(why)) if done >= ticket => return Err(EngineError::Storage(why)),
-                (done, None) if done >= ticket => break,
+                (done, None) if done >= ticket => return Ok(()),
                 _ if std::time::Instant::now() > deadline => {
                     return Err(EngineError::Unavailable(
                         "the compaction is still running".into(),
@@ -537,16 +560,6 @@ impl Engine {
                 _ => crate::runtime::sleep(COMPACT_POLL).await,
             }
         }
-        // The checkpoint task removes the segments the tables now cover.
-        while self.wal.segment_count() > 1 && std::time::Instant::now() < deadline {
-            crate::runtime::sleep(COMPACT_POLL).await;
-        }
-        let reply = serde_json::json!({
-            "shard": self.shard.0,
-            "compacted": true,
-            "wal_segments": self.wal.segment_count(),
-        });
-        Ok(Reply::Ok(reply.to_string().into_bytes()))
     }
 }
 

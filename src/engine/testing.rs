@@ -75,3 +75,18 @@ pub async fn post(engine: &Engine, thread: &ThreadId, text: &str) -> String {
     let message: Message = serde_json::from_slice(&json).unwrap();
     message.id
 }
+
+/// The body of message `id` of `thread`, as a reader gets it.
+pub async fn message_body(engine: &Engine, thread: &ThreadId, id: &str) -> String {
+    let command = Command::GetMessage {
+        thread: thread.clone(),
+        caller: ADMIN,
+        id: id.to_owned(),
+        include_deleted: false,
+    };
+    let Reply::Ok(json) = ok(engine, command).await else {
+        panic!("a message");
+    };
+    let message: Message = serde_json::from_slice(&json).unwrap();
+    message.body.get().to_owned()
+}

@@ -116,7 +116,7 @@ impl Engine {
     }
 
     /// A new key for `thread`, wrapped and, with a vault, stored durably.
-    async fn new_thread_key(
+    pub(super) async fn new_thread_key(
         &self,
         sealing: &Sealing,
         thread: &str,
@@ -268,26 +268,11 @@ mod tests {
     use super::*;
     use crate::crypto::Keyring;
     use crate::crypto::vault::Vault;
-    use crate::engine::command::Reply;
-    use crate::engine::testing::{ADMIN, ok, post, with_engine_on};
-    use crate::model::{Message, ThreadId};
+    use crate::engine::testing::{ADMIN, message_body as body, post, with_engine_on};
+    use crate::model::ThreadId;
 
     fn kms() -> Kms {
         Kms::Embedded(Keyring::with_key([7; crate::crypto::KEY_BYTES]))
-    }
-
-    async fn body(engine: &Engine, thread: &ThreadId, id: &str) -> String {
-        let command = Command::GetMessage {
-            thread: thread.clone(),
-            caller: ADMIN,
-            id: id.to_owned(),
-            include_deleted: false,
-        };
-        let Reply::Ok(json) = ok(engine, command).await else {
-            panic!("a message");
-        };
-        let message: Message = serde_json::from_slice(&json).unwrap();
-        message.body.get().to_owned()
     }
 
     #[test]

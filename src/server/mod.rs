@@ -448,6 +448,7 @@ fn start_engine(
     // threads at once, which it cannot split by partition into their logs.
     if config.cluster.is_none() {
         engine.start_retention(config.retention.policy, config.retention.interval);
+        engine.resume_encrypt_threads();
     }
     let replication = cluster.map(|(handle, events)| {
         let replication = Replication::new(handle);

@@ -1340,7 +1340,9 @@ fn a_streamed_page_reads_the_same_through_every_node_and_purges_are_refused() {
     let mut admin = support::Client::connect(addrs[1]);
     admin.key = Some(ADMIN_KEY.into());
     admin.user = None;
-    admin
-        .post("/admin/v1/jobs/purge", "{}")
-        .expect_error(409, "not_supported_in_cluster");
+    for job in ["/admin/v1/jobs/purge", "/admin/v1/jobs/encrypt-threads"] {
+        admin
+            .post(job, "{}")
+            .expect_error(409, "not_supported_in_cluster");
+    }
 }

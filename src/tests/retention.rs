@@ -15,7 +15,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Client, Server, files_containing, ids};
+use support::{Client, Server, files_containing, ids, post_message_key as post};
 
 const ADMIN: &str = "admin-key-0123456789";
 /// How long an eventual state (a job's pass, a compaction) may take.
@@ -42,25 +42,9 @@ fn create_thread(client: &mut Client, key: &str) {
     client.post("/frontend/v1/threads", &body).expect(201);
 }
 
-fn post(client: &mut Client, thread: &str, body: Value, reply_to: Option<&str>) -> String {
-    let request = json!({"body": body, "reply_to": reply_to}).to_string();
-    let path = format!("/frontend/v1/threads/{thread}/messages");
-    client.post(&path, &request).expect(201)["key"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// Polls `check` until it returns `Some`, failing after [`EVENTUALLY`].
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + EVENTUALLY;
-    loop {
-        if let Some(done) = check() {
-            return done;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    support::eventually(what, EVENTUALLY, check)
 }
 
 /// Two shards, deletions kept for a second, the job every `interval`.

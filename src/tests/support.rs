@@ -79,6 +79,37 @@ pub fn messages_paging_back(
     }
 }
 
+/// Polls `check` until it returns `Some`, failing after `within`.
+pub fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(done) = check() {
+            return done;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Posts `body` to `thread`, as a reply to `reply_to` if given, and
+/// returns the new message's key.
+pub fn post_message_key(
+    client: &mut Client,
+    thread: &str,
+    body: serde_json::Value,
+    reply_to: Option<&str>,
+) -> String {
+    let request = serde_json::json!({"body": body, "reply_to": reply_to}).to_string();
+    let path = format!("/frontend/v1/threads/{thread}/messages");
+    client.post(&path, &request).expect(201)["key"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Every file under `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
