@@ -45,91 +45,130 @@ impl ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(err: EngineError) -> Self {
+        // Every variant is named here, so a new one must be placed.
         match err {
-            EngineError::ThreadNotFound => {
-                ApiError::new(404, "thread_not_found", "thread not found")
-            }
-            EngineError::MessageNotFound => {
-                ApiError::new(404, "message_not_found", "message not found")
-            }
-            EngineError::ThreadExists => {
-                ApiError::new(409, "thread_exists", "a thread with this id already exists")
-            }
-            EngineError::InvalidCursor => ApiError::bad_request(
-                "invalid_cursor",
-                "cursor does not name a message of this thread",
+            EngineError::Unavailable(_)
+            | EngineError::WritesUnavailable(_)
+            | EngineError::KmsUnavailable(_)
+            | EngineError::PartitionUnavailable(_)
+            | EngineError::TooLarge { .. }
+            | EngineError::Storage(_) => server_condition(err),
+            EngineError::ThreadNotFound
+            | EngineError::MessageNotFound
+            | EngineError::ThreadExists
+            | EngineError::InvalidCursor
+            | EngineError::InvalidReplyTo
+            | EngineError::TooManyReactions
+            | EngineError::Forbidden(_)
+            | EngineError::TooManyParticipants(_)
+            | EngineError::ParticipantNotFound => caller_error(err),
+        }
+    }
+}
+
+/// What the request asked for that cannot be: 4xx.
+fn caller_error(err: EngineError) -> ApiError {
+    match err {
+        EngineError::ThreadNotFound => ApiError::new(404, "thread_not_found", "thread not found"),
+        EngineError::MessageNotFound => {
+            ApiError::new(404, "message_not_found", "message not found")
+        }
+        EngineError::ThreadExists => {
+            ApiError::new(409, "thread_exists", "a thread with this id already exists")
+        }
+        EngineError::InvalidCursor => ApiError::bad_request(
+            "invalid_cursor",
+            "cursor does not name a message of this thread",
+        ),
+        EngineError::InvalidReplyTo => ApiError::bad_request(
+            "invalid_reply_to",
+            "reply_to must name a live message of the same thread",
+        ),
+        EngineError::TooManyReactions => ApiError::new(
+            409,
+            "too_many_reactions",
+            format!(
+                "this message already has reactions from {} users",
+                crate::engine::REACTIONS_PER_MESSAGE_MAX
             ),
-            EngineError::InvalidReplyTo => ApiError::bad_request(
-                "invalid_reply_to",
-                "reply_to must name a live message of the same thread",
-            ),
-            EngineError::TooManyReactions => ApiError::new(
-                409,
-                "too_many_reactions",
-                format!(
-                    "this message already has reactions from {} users",
-                    crate::engine::REACTIONS_PER_MESSAGE_MAX
-                ),
-            ),
-            EngineError::Forbidden(why) => ApiError::new(403, "forbidden", why),
-            EngineError::TooManyParticipants(max) => ApiError::new(
-                409,
-                "too_many_participants",
-                format!("this thread already has {max} participants besides its owner"),
-            ),
-            EngineError::ParticipantNotFound => ApiError::new(
-                404,
-                "participant_not_found",
-                "this user is not a participant of the thread",
-            ),
-            EngineError::Unavailable(why) => {
-                logged("shard unavailable", &why);
-                ApiError::new(
+        ),
+        EngineError::Forbidden(why) => ApiError::new(403, "forbidden", why),
+        EngineError::TooManyParticipants(max) => ApiError::new(
+            409,
+            "too_many_participants",
+            format!("this thread already has {max} participants besides its owner"),
+        ),
+        EngineError::ParticipantNotFound => ApiError::new(
+            404,
+            "participant_not_found",
+            "this user is not a participant of the thread",
+        ),
+        err => misplaced(err),
+    }
+}
+
+/// What the server cannot do now or ever for this write: 5xx and 413.
+fn server_condition(err: EngineError) -> ApiError {
+    match err {
+        EngineError::Unavailable(why) => {
+            logged("shard unavailable", &why);
+            ApiError::new(
+                503,
+                "shard_unavailable",
+                "the shard that owns this data is unavailable; retry later",
+            )
+        }
+        EngineError::WritesUnavailable(why) => {
+            // The failure itself was logged once where it happened.
+            crate::logging::debug("write refused", &[("error", &why)]);
+            ApiError::new(
+                503,
+                "writes_unavailable",
+                "writes are refused on this shard: its log or store failed (until \
+                 restart) or is behind (retry later); reads keep working",
+            )
+        }
+        EngineError::KmsUnavailable(why) => ApiError::new(503, "kms_unavailable", why),
+        EngineError::PartitionUnavailable(why) => {
+            crate::logging::debug("partition unavailable", &[("error", &why)]);
+            ApiError {
+                retry_after_s: Some(1),
+                ..ApiError::new(
                     503,
-                    "shard_unavailable",
-                    "the shard that owns this data is unavailable; retry later",
-                )
-            }
-            EngineError::WritesUnavailable(why) => {
-                // The failure itself was logged once where it happened.
-                crate::logging::debug("write refused", &[("error", &why)]);
-                ApiError::new(
-                    503,
-                    "writes_unavailable",
-                    "writes are refused on this shard: its log or store failed (until \
-                     restart) or is behind (retry later); reads keep working",
-                )
-            }
-            EngineError::KmsUnavailable(why) => ApiError::new(503, "kms_unavailable", why),
-            EngineError::PartitionUnavailable(why) => {
-                crate::logging::debug("partition unavailable", &[("error", &why)]);
-                ApiError {
-                    retry_after_s: Some(1),
-                    ..ApiError::new(
-                        503,
-                        "partition_unavailable",
-                        "this thread's partition is changing owner; retry shortly",
-                    )
-                }
-            }
-            EngineError::TooLarge { bytes, max } => ApiError::new(
-                413,
-                "write_too_large",
-                format!(
-                    "this change would log {bytes} bytes, more than one write-ahead log record \
-                     holds ({max}); an edit logs the previous body with the new one"
-                ),
-            ),
-            EngineError::Storage(why) => {
-                logged("storage error", &why);
-                ApiError::new(
-                    500,
-                    "storage_error",
-                    "the server failed to read or write its storage",
+                    "partition_unavailable",
+                    "this thread's partition is changing owner; retry shortly",
                 )
             }
         }
+        EngineError::TooLarge { bytes, max } => ApiError::new(
+            413,
+            "write_too_large",
+            format!(
+                "this change would log {bytes} bytes, more than one write-ahead log record \
+                 holds ({max}); an edit logs the previous body with the new one"
+            ),
+        ),
+        EngineError::Storage(why) => {
+            logged("storage error", &why);
+            ApiError::new(
+                500,
+                "storage_error",
+                "the server failed to read or write its storage",
+            )
+        }
+        err => misplaced(err),
     }
+}
+
+/// A variant `From` sent to the wrong group: a bug here, answered as an
+/// internal error.
+fn misplaced(err: EngineError) -> ApiError {
+    logged("engine error without a status", &format!("{err:?}"));
+    ApiError::new(
+        500,
+        "internal_error",
+        "the server could not handle this request",
+    )
 }
 
 /// Logs the detail of an internal failure: it may name files, descriptors
