@@ -343,22 +343,53 @@ fn template(raw_path: &str) -> Result<(&'static str, Vec<String>), RouteError> {
     for raw in raw_segments {
         segments.push(percent_decode(raw, false).ok_or(RouteError::BadPath)?);
     }
-    'templates: for endpoint in ENDPOINTS {
+    'templates: for (path, parts) in templates() {
+        if parts.len() != segments.len() {
+            continue;
+        }
         let mut captures = Vec::new();
-        // Request paths lose one trailing `/` above, so templates do too.
-        let mut pattern = endpoint.path[1..].trim_end_matches('/').split('/');
-        for segment in &segments {
-            match pattern.next() {
-                Some(part) if part.starts_with('{') => captures.push(segment.clone()),
-                Some(part) if part == segment.as_str() => {}
-                _ => continue 'templates,
+        for (part, segment) in parts.iter().zip(&segments) {
+            match part {
+                Part::Capture => captures.push(segment.clone()),
+                Part::Literal(literal) if literal == segment => {}
+                Part::Literal(_) => continue 'templates,
             }
         }
-        if pattern.next().is_none() {
-            return Ok((endpoint.path, captures));
-        }
+        return Ok((path, captures));
     }
     Err(RouteError::NotFound)
+}
+
+/// One segment of a path template.
+enum Part {
+    Literal(&'static str),
+    Capture,
+}
+
+/// Every distinct path template in match order, split into its segments
+/// once (routing a request compares segments, never re-splits templates).
+fn templates() -> &'static [(&'static str, Vec<Part>)] {
+    static TEMPLATES: std::sync::OnceLock<Vec<(&'static str, Vec<Part>)>> =
+        std::sync::OnceLock::new();
+    TEMPLATES.get_or_init(|| {
+        let mut templates: Vec<(&'static str, Vec<Part>)> = Vec::new();
+        for endpoint in ENDPOINTS {
+            if templates.iter().any(|(path, _)| *path == endpoint.path) {
+                continue;
+            }
+            // Request paths lose one trailing `/`, so templates do too.
+            let parts = endpoint.path[1..]
+                .trim_end_matches('/')
+                .split('/')
+                .map(|part| match part.starts_with('{') {
+                    true => Part::Capture,
+                    false => Part::Literal(part),
+                })
+                .collect();
+            templates.push((endpoint.path, parts));
+        }
+        templates
+    })
 }
 
 #[cfg(test)]
