@@ -120,23 +120,19 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
     (invalid == 0).then_some(bytes)
 }
 
+/// Random bytes from the kernel's `getrandom` (no file to open: cheap
+/// enough for a nonce per sealed field on a shard thread), read from
+/// `/dev/urandom` if that call is refused.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
-    let mut bytes = [0u8; N];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut bytes))
-        .map_err(|err| CryptoError::Setup(format!("cannot read /dev/urandom: {err}")))?;
-    Ok(bytes)
-}
-
-/// Random bytes from the kernel's `getrandom`, without opening a file:
-/// cheap enough for a nonce per sealed field on a shard thread.
-fn random_bytes_fast<const N: usize>() -> Result<[u8; N], CryptoError> {
     let mut bytes = [0u8; N];
     // SAFETY: the pointer and length describe `bytes`, which outlives the call.
     let read = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), N, 0) };
-    if usize::try_from(read).ok() != Some(N) {
-        return random_bytes();
+    if usize::try_from(read).ok() == Some(N) {
+        return Ok(bytes);
     }
+    fs::File::open("/dev/urandom")
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut bytes))
+        .map_err(|err| CryptoError::Setup(format!("cannot read /dev/urandom: {err}")))?;
     Ok(bytes)
 }
 
@@ -281,7 +277,7 @@ impl Dek {
         pointer: &str,
         value: &[u8],
     ) -> Result<String, CryptoError> {
-        let nonce: [u8; NONCE_BYTES] = random_bytes_fast()?;
+        let nonce: [u8; NONCE_BYTES] = random_bytes()?;
         let aad = field_aad(thread, message, version, pointer);
         let mut sealed = nonce.to_vec();
         sealed.extend(seal_with(&self.cipher, &nonce, &aad, value));
