@@ -822,8 +822,7 @@ impl Config {
                 3600 * 1000,
             )? as u64,
             encrypt_fields: encrypt_fields(
-                std::mem::take(&mut flags.encrypt_fields),
-                file.encrypt_fields.take(),
+                listed(take(&mut flags.encrypt_fields), file.encrypt_fields.take()),
                 encryption.is_some(),
             )?,
             encryption,
@@ -1123,10 +1122,7 @@ fn listeners_from(
             cert: pick!(flags, file, tls_cert),
             key: pick!(flags, file, tls_key),
             plain_addr: pick!(flags, file, plain_addr),
-            handshake_timeout_ms: flags
-                .tls_handshake_timeout_ms
-                .take()
-                .or(file.tls_handshake_timeout_ms.take()),
+            handshake_timeout_ms: pick!(flags, file, tls_handshake_timeout_ms),
         },
         &[Some(addr), metrics_addr, pg_addr],
     )?;
@@ -1377,18 +1373,8 @@ pub const REQUEST_BODY_BYTES_MAX_CEILING: usize = crate::wal::record::PAYLOAD_BY
 
 /// A list of secrets from flags (or env) or else the file, validated
 /// without ever echoing a value.
-/// `--encrypt-field` paths: the flags', else the file's; only with
-/// encryption, which is what they narrow.
-fn encrypt_fields(
-    flags: Vec<String>,
-    file: Option<Vec<String>>,
-    encryption: bool,
-) -> Result<FieldPaths, ConfigError> {
-    let patterns = if flags.is_empty() {
-        file.unwrap_or_default()
-    } else {
-        flags
-    };
+/// `--encrypt-field` paths, only with encryption, which is what they narrow.
+fn encrypt_fields(patterns: Vec<String>, encryption: bool) -> Result<FieldPaths, ConfigError> {
     if !patterns.is_empty() && !encryption {
         return Err(invalid("encrypt_fields", "needs encryption to be on"));
     }
