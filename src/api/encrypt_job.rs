@@ -81,9 +81,7 @@ impl Api {
         // Each node holds copies of partitions it does not own, which it
         // may not write to their logs.
         if start && self.in_cluster() {
-            return Some(Err(ApiError::new(
-                409,
-                "not_supported_in_cluster",
+            return Some(Err(ApiError::not_in_cluster(
                 "the encrypt-threads job is not available in clustered mode yet",
             )));
         }

@@ -31,6 +31,20 @@ impl ApiError {
         ApiError::new(400, code, message)
     }
 
+    /// A state this server has no answer for (a bug, logged by the caller).
+    pub fn internal() -> ApiError {
+        ApiError::new(
+            500,
+            "internal_error",
+            "the server could not handle this request",
+        )
+    }
+
+    /// A request clustered mode does not serve yet.
+    pub fn not_in_cluster(message: &'static str) -> ApiError {
+        ApiError::new(409, "not_supported_in_cluster", message)
+    }
+
     pub fn into_response(self) -> Response {
         let mut response = Response::error(self.status, self.code, &self.message);
         if let Some(allow) = self.allow {
@@ -164,11 +178,7 @@ fn server_condition(err: EngineError) -> ApiError {
 /// internal error.
 fn misplaced(err: EngineError) -> ApiError {
     logged("engine error without a status", &format!("{err:?}"));
-    ApiError::new(
-        500,
-        "internal_error",
-        "the server could not handle this request",
-    )
+    ApiError::internal()
 }
 
 /// Logs the detail of an internal failure: it may name files, descriptors

@@ -356,9 +356,5 @@ fn participant_command(
 /// module, answered as an internal error, never a panic.
 pub(super) fn not_a_command(route: &Route) -> ApiError {
     crate::logging::error("route has no command", &[("route", &format!("{route:?}"))]);
-    ApiError::new(
-        500,
-        "internal_error",
-        "the server could not handle this request",
-    )
+    ApiError::internal()
 }

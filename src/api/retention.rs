@@ -85,23 +85,26 @@ impl Api {
         // A purge step writes keys of many threads at once, which clustered
         // mode cannot yet split by partition into their logs.
         if self.in_cluster() && !matches!(erasing, Ok(false)) {
-            return Some(Err(ApiError::new(
-                409,
-                "not_supported_in_cluster",
+            return Some(Err(ApiError::not_in_cluster(
                 "erasure and purges are not available in clustered mode yet",
             )));
         }
-        match route {
-            Route::AdminDeleteThread(id) => Some(self.admin_delete_thread(id, request).await),
-            _ => Some(self.purge(request).await),
-        }
+        Some(match route {
+            Route::AdminDeleteThread(id) => self.admin_delete_thread(id, erasing).await,
+            _ => self.purge(request).await,
+        })
     }
 
     /// Soft-deletes as an admin, or erases: the thread is gone from the
     /// API when this answers, and so are its keys on the owning shard.
-    async fn admin_delete_thread(&self, id: &str, request: &Request) -> Result<Handled, ApiError> {
+    /// `hard` is what the query asked for, parsed once by the caller.
+    async fn admin_delete_thread(
+        &self,
+        id: &str,
+        hard: Result<bool, ApiError>,
+    ) -> Result<Handled, ApiError> {
         let id = thread_id(id)?;
-        if !hard_requested(&request.query)? {
+        if !hard? {
             let command = Command::DeleteThread {
                 id,
                 caller: Caller { user: None },
