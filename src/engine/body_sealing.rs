@@ -60,11 +60,10 @@ impl Engine {
 
     /// Opens `message`'s body in place (its current version).
     pub(super) fn open_message(&self, message: &mut Message) -> Result<(), EngineError> {
-        if let Some(sealed) = message.sealed_body.take() {
-            message.body = self.open_body(message, message.version, &sealed)?;
-        } else if !message.sealed_fields.is_empty() {
-            let pointers = std::mem::take(&mut message.sealed_fields);
-            message.body = self.open_fields(message, message.version, &message.body, &pointers)?;
+        let sealed = message.sealed_body.take();
+        let fields = std::mem::take(&mut message.sealed_fields);
+        if let Some(body) = self.opened(message, message.version, &message.body, sealed, fields)? {
+            message.body = body;
         }
         Ok(())
     }
@@ -75,13 +74,32 @@ impl Engine {
         message: &Message,
         version: &mut Version,
     ) -> Result<(), EngineError> {
-        if let Some(sealed) = version.sealed_body.take() {
-            version.body = self.open_body(message, version.version, &sealed)?;
-        } else if !version.sealed_fields.is_empty() {
-            let pointers = std::mem::take(&mut version.sealed_fields);
-            version.body = self.open_fields(message, version.version, &version.body, &pointers)?;
+        let sealed = version.sealed_body.take();
+        let fields = std::mem::take(&mut version.sealed_fields);
+        if let Some(body) = self.opened(message, version.version, &version.body, sealed, fields)? {
+            version.body = body;
         }
         Ok(())
+    }
+
+    /// Version `version` of `message`'s body opened, sealed whole or by
+    /// field as stored; `None` when nothing in it is sealed.
+    fn opened(
+        &self,
+        message: &Message,
+        version: u32,
+        body: &RawValue,
+        sealed_body: Option<String>,
+        sealed_fields: Vec<String>,
+    ) -> Result<Option<Box<RawValue>>, EngineError> {
+        if let Some(sealed) = sealed_body {
+            return self.open_body(message, version, &sealed).map(Some);
+        }
+        if sealed_fields.is_empty() {
+            return Ok(None);
+        }
+        self.open_fields(message, version, body, &sealed_fields)
+            .map(Some)
     }
 
     fn open_fields(
