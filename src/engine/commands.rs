@@ -341,6 +341,9 @@ impl Engine {
         }
         Store::participant_ops(&mut ops, thread.as_str(), &author, false);
         let lsn = self.write_thread(old, &record, ops)?;
+        // As just written, for the author's next post.
+        self.thread_records
+            .put_participant(thread.as_str(), &author);
         if joined {
             self.members_joined(&record, &[author.user_id.as_str()]);
         }

@@ -358,10 +358,7 @@ impl Engine {
     /// the WAL: logged locally, applied to the store, caches dropped.
     pub fn apply_replicated(&self, wal_bytes: &[u8]) -> Result<(), String> {
         let ops = Ops::decode(wal_bytes).ok_or("a replicated write does not decode")?;
-        for thread in ops.touched_threads() {
-            self.tail_pages.forget(thread);
-            self.thread_records.forget(thread);
-        }
+        self.forget_cached(&ops);
         let lsn = self.wal.append(wal_bytes).map_err(|err| err.to_string())?;
         self.store.apply(lsn, &ops).map_err(|err| err.to_string())?;
         // Derived listings and counters do not see these writes: rebuilt
@@ -415,6 +412,17 @@ impl Engine {
         }
     }
 
+    /// Drops the cached pages and records `ops` make stale.
+    fn forget_cached(&self, ops: &Ops) {
+        for thread in ops.touched_threads() {
+            self.tail_pages.forget(thread);
+            self.thread_records.forget(thread);
+        }
+        for thread in ops.touched_participants() {
+            self.thread_records.forget_participants(thread);
+        }
+    }
+
     /// Logs `ops`, applies them to the store, and returns their LSN.
     fn commit(&self, ops: Ops) -> Result<Lsn, EngineError> {
         if let Some(why) = self.write_failure.borrow().as_ref() {
@@ -425,10 +433,7 @@ impl Engine {
             .map_err(|err| EngineError::WritesUnavailable(err.to_string()))?;
         // Before anything is written, so no cached page can be older than
         // the store, whatever happens next.
-        for thread in ops.touched_threads() {
-            self.tail_pages.forget(thread);
-            self.thread_records.forget(thread);
-        }
+        self.forget_cached(&ops);
         let partition = match self.replication.borrow().as_ref() {
             Some(replication) => {
                 let thread = ops.first_thread().unwrap_or_default();

@@ -88,15 +88,20 @@ impl Engine {
         user: &str,
     ) -> Result<Option<Participant>, EngineError> {
         let thread = &record.thread;
-        match self.store.get_participant(&thread.id, user)? {
-            Some(participant) => Ok(Some(participant)),
+        if let Some(participant) = self.thread_records.participant(&thread.id, user) {
+            return Ok(Some(participant));
+        }
+        let participant = match self.store.get_participant(&thread.id, user)? {
+            Some(participant) => participant,
             None if thread.author == user => {
                 let all = self.counts(record)?.all;
-                let owner = Participant::new(user, Role::Owner, thread.created_ts, user, all);
-                Ok(Some(owner))
+                Participant::new(user, Role::Owner, thread.created_ts, user, all)
             }
-            None => Ok(None),
-        }
+            None => return Ok(None),
+        };
+        self.thread_records
+            .put_participant(&thread.id, &participant);
+        Ok(Some(participant))
     }
 
     pub(super) fn execute_participants(&self, command: Command) -> Result<Executed, EngineError> {

@@ -242,6 +242,14 @@ impl Ops {
             .map(|(_, key, _)| keys::thread_of(key))
     }
 
+    /// Ids of the threads whose participants these writes change.
+    pub fn touched_participants(&self) -> impl Iterator<Item = &[u8]> {
+        self.0
+            .iter()
+            .filter(|(space, ..)| matches!(space, Space::Participants))
+            .map(|(_, key, _)| keys::thread_of(key))
+    }
+
     /// The thread the first thread-keyed write belongs to: in clustered
     /// mode, every write of one command falls in that thread's partition.
     pub fn first_thread(&self) -> Option<&[u8]> {
