@@ -6,7 +6,8 @@
 #
 # Baselines: nginx serving a static JSON page, a tiny JSON and a fixed POST
 # answer (Debian nginx), and Redis Streams with appendfsync always (XADD,
-# XREVRANGE COUNT 50) through redis-benchmark. The server under test gets
+# XREVRANGE COUNT 50) through redis-benchmark, over a unix socket and over
+# TCP on loopback (the transport ProgressDB's clients use). The server under test gets
 # CPU 0, the load generators CPU 1 (when the machine has two or more).
 # Installs what it needs with apt-get (run as root on Debian/Ubuntu).
 set -euo pipefail
@@ -70,7 +71,8 @@ PIDS+=($!)
 
 # --- redis --------------------------------------------------------------
 mkdir -p "$WORK/redis"
-taskset -c "$SERVER_CPU" redis-server --port 0 --unixsocket "$WORK/redis/redis.sock" --dir "$WORK/redis" \
+REDIS_PORT=18182
+taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --unixsocket "$WORK/redis/redis.sock" --dir "$WORK/redis" \
   --appendonly yes --appendfsync always --save '' --daemonize no >"$WORK/redis/log" 2>&1 &
 PIDS+=($!)
 
@@ -86,18 +88,28 @@ sleep 0.5
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
 TICKS_PER_S=$(getconf CLK_TCK)
 
+# Requests the server has answered (all shards), for CPU per request: the
+# CPU window also holds the run's warm-up and preload, so CPU is divided by
+# every request served in it, not only the measured ones.
+served() {
+  curl -s -H "Authorization: Bearer $ADMIN" "http://${BENCH_ADDR:-$ADDR}/admin/v1/stats" \
+    | py 'import json,sys; print(sum(s["requests"]["total"] for s in json.load(sys.stdin)["shards"]))'
+}
 bench() { # name, extra progressdb-bench args...
   local name="$1"; shift
-  local before after
+  local before after served_before
+  served_before=$(served)
   before=$(cpu_ticks)
   on_client ./target/release/progressdb-bench --addr "${BENCH_ADDR:-$ADDR}" --key "$KEY" --quiet \
     --duration "${DURATION:-$SECONDS_PER_RUN}" --warmup "$WARMUP" --json "$WORK/$name.json" "$@" >"$WORK/$name.txt"
   after=$(cpu_ticks)
   echo $((after - before)) >"$WORK/$name.cpu"
+  echo $(( $(served) - served_before )) >"$WORK/$name.served"
 }
 field() { py "import json; d=json.load(open('$WORK/$1.json')); print($2)"; }
 wrk_rps() { on_client wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "$@" | awk '/Requests\/sec/ {print $2}'; }
 redis_rps() { on_client redis-benchmark -s "$WORK/redis/redis.sock" -c "$CONNECTIONS" -n "$1" --csv "${@:2}" | tail -1 | cut -d'"' -f4; }
+redis_tcp_rps() { on_client redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CONNECTIONS" -n "$1" --csv "${@:2}" | tail -1 | cut -d'"' -f4; }
 
 echo "baselines: nginx" >&2
 NGINX_TINY=$(wrk_rps http://127.0.0.1:18181/tiny)
@@ -112,6 +124,8 @@ NGINX_POST=$(wrk_rps -s "$WORK/post.lua" http://127.0.0.1:18181/post)
 echo "baselines: redis" >&2
 REDIS_XADD=$(redis_rps 200000 XADD bench '*' text "a benchmark message with some ordinary chat text")
 REDIS_XREV=$(redis_rps 100000 XREVRANGE bench + - COUNT 50)
+REDIS_XADD_TCP=$(redis_tcp_rps 200000 XADD bench '*' text "a benchmark message with some ordinary chat text")
+REDIS_XREV_TCP=$(redis_tcp_rps 100000 XREVRANGE bench + - COUNT 50)
 
 echo "T1 durable POST, closed loop, $CONNECTIONS connections" >&2
 bench t1 --scenario post --connections "$CONNECTIONS" --threads 100
@@ -136,8 +150,30 @@ T1_RPS_FOR_FOOTPRINT=$(field t1 'd["throughput_rps"]')
 echo "T7 sustained durable POSTs: ${SUSTAINED_SECONDS} s open loop at 70% of T1" >&2
 RATE7=$(py "import json; print(int(0.7*json.load(open('$WORK/t1.json'))['throughput_rps']))")
 STALLS_BEFORE=$(stalls)
+metrics() { curl -s -H "Authorization: Bearer $ADMIN" "http://$ADDR/metrics"; }
+metrics >"$WORK/t7.metrics.before"
 DURATION=$SUSTAINED_SECONDS bench t7 --scenario post --rate "$RATE7" --connections "$CONNECTIONS" --threads 100
 STALLS7=$(( $(stalls) - STALLS_BEFORE ))
+metrics >"$WORK/t7.metrics.after"
+# The log's flushes (write + fdatasync) during T7, from the server's
+# histogram: how much of the write latency is the disk's.
+FLUSHES7=$(py "
+import re
+def buckets(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r'progressdb_wal_flush_duration_seconds_bucket\{shard=\"\d+\",le=\"([^\"]+)\"\} (\d+)', line)
+        if m: out[m.group(1)] = out.get(m.group(1), 0) + int(m.group(2))
+    return out
+b, a = buckets('$WORK/t7.metrics.before'), buckets('$WORK/t7.metrics.after')
+cum = [(le, a[le] - b.get(le, 0)) for le in a]
+total = cum[-1][1]
+def bound(q):
+    return next(le for le, c in cum if c >= q * total)
+ms = lambda le: le if le == '+Inf' else '%.3g' % (float(le) * 1000)
+over = lambda limit: total - max((c for le, c in cum if le != '+Inf' and float(le) <= limit), default=0)
+print(f'{total} flushes; p50 ≤ {ms(bound(0.5))} ms, p99 ≤ {ms(bound(0.99))} ms, slowest ≤ {ms(bound(1.0))} ms; over 2 ms: {over(0.002048)}, over 8 ms: {over(0.008192)}')
+")
 RPF=$(curl -s -H "Authorization: Bearer $ADMIN" "http://$ADDR/admin/v1/stats" | py 'import json,sys
 s=json.load(sys.stdin)["shards"]; r=sum(x["wal"]["records_flushed"] for x in s); f=sum(x["wal"]["fsyncs"] for x in s)
 print(f"{r/max(f,1):.1f}")')
@@ -180,7 +216,7 @@ BENCH_ADDR="$S_ADDR" DURATION=$SECONDS_PER_RUN bench t9 --scenario tail --subscr
 kill -TERM "$S_PID"; wait "$S_PID" 2>/dev/null || true
 
 ratio() { py "print(f'{$1 / $2:.2f}')"; }
-us_per_request() { py "import json; d=json.load(open('$WORK/$1.json')); print(f'{int(open(\"$WORK/$1.cpu\").read())/$TICKS_PER_S*1e6/max(d[\"requests\"],1):.1f}')"; }
+us_per_request() { py "print(f'{int(open(\"$WORK/$1.cpu\").read())/$TICKS_PER_S*1e6/max(int(open(\"$WORK/$1.served\").read()),1):.1f}')"; }
 T1=$(field t1 'd["throughput_rps"]'); T3=$(field t3 'd["throughput_rps"]')
 lat() { field "$1" "'%.2f / %.2f / %.2f' % (d['latency_us']['p50']/1000, d['latency_us']['p99']/1000, d['latency_us']['p999']/1000)"; }
 achieved() { field "$1" "'%.1f%%' % (100*d['throughput_rps']/d['offered_rate'])"; }
@@ -194,12 +230,17 @@ errors() { field "$1" "d['errors']['io']+d['errors']['timeout']+d['errors']['con
   echo "kernel $(uname -r), commit $(git rev-parse --short HEAD). Server (1 shard, durability sync) and"
   echo "baselines pinned to CPU $SERVER_CPU, load generators to CPU $CLIENT_CPU; $CONNECTIONS connections, ${SECONDS_PER_RUN} s per"
   echo "measurement after ${WARMUP} s warm-up. Every figure is a ratio to a baseline measured in this run."
+  echo "Redis rows without \"over TCP\" use a unix socket."
+  echo "Server CPU per request divides the server's CPU time over a run (warm-up and preload included) by every"
+  echo "request it answered in that time."
   echo
   echo "| scenario | ProgressDB | baseline | baseline value | ratio |"
   echo "|---|---|---|---|---|"
   echo "| T1 durable POST, req/s | $(printf %.0f "$T1") | Redis XADD, appendfsync always | $(printf %.0f "$REDIS_XADD") | $(ratio "$T1" "$REDIS_XADD") |"
+  echo "| T1 durable POST, req/s | $(printf %.0f "$T1") | Redis XADD, appendfsync always, over TCP | $(printf %.0f "$REDIS_XADD_TCP") | $(ratio "$T1" "$REDIS_XADD_TCP") |"
   echo "| T1 durable POST, req/s | $(printf %.0f "$T1") | nginx fixed POST answer (wrk) | $(printf %.0f "$NGINX_POST") | $(ratio "$T1" "$NGINX_POST") |"
   echo "| T3 GET newest-50 page, req/s | $(printf %.0f "$T3") | Redis XREVRANGE COUNT 50 | $(printf %.0f "$REDIS_XREV") | $(ratio "$T3" "$REDIS_XREV") |"
+  echo "| T3 GET newest-50 page, req/s | $(printf %.0f "$T3") | Redis XREVRANGE COUNT 50, over TCP | $(printf %.0f "$REDIS_XREV_TCP") | $(ratio "$T3" "$REDIS_XREV_TCP") |"
   echo "| T3 GET newest-50 page, req/s | $(printf %.0f "$T3") | nginx static page of ${PAGE_BYTES} B (wrk) | $(printf %.0f "$NGINX_PAGE") | $(ratio "$T3" "$NGINX_PAGE") |"
   echo "| tiny GET ceiling, req/s | | nginx tiny JSON (wrk) | $(printf %.0f "$NGINX_TINY") | |"
   echo
@@ -214,6 +255,7 @@ errors() { field "$1" "d['errors']['io']+d['errors']['timeout']+d['errors']['con
   echo "T7 sustained writes: max latency $(field t7 "'%.2f' % (d['latency_us']['max']/1000)") ms, worst one-second p99"
   echo "$(field t7 "'%.2f' % (max(s['p99_us'] for s in d['timeline'] if s['phase']=='measure')/1000)") ms, shard stalls over 10 ms reported by the server: $STALLS7; errors by status:"
   echo "$(field t7 "d['errors']['by_status'] or 'none'") (503 = writes refused while memtable flushes were behind)."
+  echo "Log flushes during T7 (write + fdatasync, bucket bounds are powers of two µs): $FLUSHES7."
   echo
   echo "Closed loop server CPU: T1 $(us_per_request t1) µs/request, T3 $(us_per_request t3) µs/request."
   echo "Records per fsync over the whole run: $RPF."

@@ -134,7 +134,40 @@ pub fn render(samples: &[ShardSample], down: &[usize]) -> String {
     render_stalls(&mut out);
     render_http(&mut out, samples);
     render_per_shard(&mut out, samples, down);
+    render_wal_flushes(&mut out, samples);
     out
+}
+
+/// How long each shard's log flushes took (write and fdatasync).
+fn render_wal_flushes(out: &mut String, samples: &[ShardSample]) {
+    family(
+        out,
+        "progressdb_wal_flush_duration_seconds",
+        "histogram",
+        "Time each successful group-commit flush of the shard's log took (write, and fdatasync unless durability is none).",
+    );
+    for sample in samples {
+        let shard = sample.shard;
+        let mut cumulative = 0;
+        for (bucket, count) in sample.wal.flush_micros.iter().enumerate() {
+            cumulative += count;
+            let le = if bucket + 1 == crate::wal::FLUSH_BUCKETS {
+                "+Inf".to_string()
+            } else {
+                seconds(1 << bucket)
+            };
+            let _ = writeln!(
+                out,
+                "progressdb_wal_flush_duration_seconds_bucket{{shard=\"{shard}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let sum = seconds(sample.wal.flush_micros_sum);
+        let _ = writeln!(
+            out,
+            "progressdb_wal_flush_duration_seconds_sum{{shard=\"{shard}\"}} {sum}\n\
+             progressdb_wal_flush_duration_seconds_count{{shard=\"{shard}\"}} {cumulative}"
+        );
+    }
 }
 
 fn render_stalls(out: &mut String) {
@@ -532,6 +565,41 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }
         assert!(!text.contains("partition_applied{partition=\"1\"}"));
+    }
+
+    #[test]
+    fn wal_flush_durations_render_as_a_cumulative_histogram() {
+        let mut wal = WalStats::default();
+        for micros in [0, 90, 100, 3_000, 40_000, 9_000_000] {
+            wal.flush_micros[crate::wal::flush_bucket(micros)] += 1;
+            wal.flush_micros_sum += micros;
+        }
+        let sample = ShardSample {
+            shard: 3,
+            wal,
+            ..ShardSample::default()
+        };
+        let text = render(&[sample], &[]);
+        let bucket = |le: &str| {
+            let series =
+                format!("progressdb_wal_flush_duration_seconds_bucket{{shard=\"3\",le=\"{le}\"}}");
+            line_value(&text, &series)
+        };
+        // Bucket bounds are powers of two microseconds.
+        assert_eq!(bucket("0.000001"), Some(1));
+        assert_eq!(bucket("0.000064"), Some(1));
+        assert_eq!(bucket("0.000128"), Some(3));
+        assert_eq!(bucket("0.004096"), Some(4));
+        assert_eq!(bucket("0.065536"), Some(5));
+        assert_eq!(bucket("+Inf"), Some(6));
+        assert_eq!(
+            line_value(
+                &text,
+                "progressdb_wal_flush_duration_seconds_count{shard=\"3\"}"
+            ),
+            Some(6)
+        );
+        assert!(text.contains("progressdb_wal_flush_duration_seconds_sum{shard=\"3\"} 9.04319\n"));
     }
 
     #[test]

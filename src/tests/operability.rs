@@ -245,6 +245,21 @@ fn metrics_count_requests_by_route_status_and_shard() {
     let fsyncs = value(&text, "progressdb_wal_fsyncs_total{shard=\"1\"}").unwrap();
     assert!((1..=6).contains(&fsyncs), "fsyncs {fsyncs}");
     assert!(value(&text, "progressdb_wal_bytes_written_total{shard=\"1\"}").unwrap() >= 4096);
+    // Every flush is in the duration histogram, and only once.
+    assert_eq!(
+        value(
+            &text,
+            "progressdb_wal_flush_duration_seconds_count{shard=\"1\"}"
+        ),
+        value(&text, "progressdb_wal_flushes_total{shard=\"1\"}")
+    );
+    assert_eq!(
+        value(
+            &text,
+            "progressdb_wal_flush_duration_seconds_bucket{shard=\"1\",le=\"+Inf\"}"
+        ),
+        value(&text, "progressdb_wal_flushes_total{shard=\"1\"}")
+    );
     assert_eq!(
         value(&text, "progressdb_store_applied_lsn{shard=\"1\"}"),
         Some(6)

@@ -117,6 +117,21 @@ pub struct WalStats {
     pub bytes_written: u64,
     pub segments: u64,
     pub durable_lsn: u64,
+    /// Successful flushes (write, and fdatasync unless `none`) by how long
+    /// they took: see [`flush_bucket`]. Shows how much of a write's
+    /// latency is the disk's.
+    pub flush_micros: [u64; FLUSH_BUCKETS],
+    pub flush_micros_sum: u64,
+}
+
+/// Buckets of [`WalStats::flush_micros`].
+pub const FLUSH_BUCKETS: usize = 24;
+
+/// The bucket of a flush that took `micros`: bucket `i` counts flushes of
+/// at least 2^(i-1) and under 2^i µs; the last one everything from about
+/// 4 s up.
+pub fn flush_bucket(micros: u64) -> usize {
+    ((u64::BITS - micros.leading_zeros()) as usize).min(FLUSH_BUCKETS - 1)
 }
 
 /// Appended records not yet handed to the flusher.
@@ -326,11 +341,15 @@ impl Wal {
                 first: self.next_lsn.get(),
             });
             let last = Lsn(batch.first.0 + u64::from(batch.count) - 1);
+            let began = std::time::Instant::now();
             match self.flush(&mut current, &spare, &batch).await {
                 Ok(()) => {
+                    let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
                     self.durable.set(last);
                     self.durable_watermark.store(last.0, Ordering::Release);
                     self.update_stats(|stats| {
+                        stats.flush_micros[flush_bucket(micros)] += 1;
+                        stats.flush_micros_sum = stats.flush_micros_sum.saturating_add(micros);
                         stats.flushes += 1;
                         stats.records_flushed += u64::from(batch.count);
                         stats.durable_lsn = last.0;
