@@ -1,7 +1,8 @@
 //! Clustered mode at the API edge: a request about a thread whose
 //! partition another node owns goes to that node (one hop, see
-//! [`crate::cluster::forward`]); `GET /cluster/v1/status` shows this
-//! node's view. Without `--cluster` none of this runs.
+//! [`crate::cluster::forward`]; a live tail is relayed for as long as it
+//! lasts, see [`crate::cluster::relay`]); `GET /cluster/v1/status` shows
+//! this node's view. Without `--cluster` none of this runs.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -11,6 +12,7 @@ use serde_json::Value;
 use super::router::Route;
 use super::{Api, ApiError, Handled, json};
 use crate::cluster::forward::FORWARDED_HEADER;
+use crate::cluster::relay::Relay;
 use crate::cluster::shard::Replication;
 use crate::http::Request;
 
@@ -55,11 +57,9 @@ impl Api {
                 crate::logging::debug("no node serves this request's partition now", &[]);
                 Some(Err(unavailable()))
             }
-            Placement::There(_) if is_stream(route) => Some(Err(ApiError::new(
-                421,
-                "stream_elsewhere",
-                "live tails are served by the node that owns the thread's partition",
-            ))),
+            Placement::There(address) if is_stream(route) => Some(Ok(Handled::Relay(Box::new(
+                Relay::new(&address, request, cluster.node()),
+            )))),
             Placement::There(address) => {
                 let answer = cluster
                     .pool()

@@ -55,6 +55,8 @@ pub(crate) struct Call<'a> {
 pub enum Handled {
     Response(Response),
     Stream(LiveTail),
+    /// Clustered mode: a live tail the thread's owner serves, to relay.
+    Relay(Box<crate::cluster::relay::Relay>),
     /// The status and headers (the body is empty), and the body to send
     /// (boxed: the common answers stay small to move).
     Page(Response, Box<PageStream>),

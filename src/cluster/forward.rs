@@ -65,7 +65,7 @@ impl Pool {
         request: &Request,
         from_node: &str,
     ) -> Result<Response, String> {
-        let bytes = encode(request, address, from_node);
+        let bytes = encode(request, address, from_node, false);
         let pooled = self.idle.borrow_mut().get_mut(address).and_then(Vec::pop);
         if let Some(stream) = pooled
             && let Ok(answer) = self.exchange(stream, address, &bytes).await
@@ -101,7 +101,9 @@ impl Pool {
     }
 }
 
-async fn with_deadline<T>(work: impl std::future::Future<Output = T>) -> Result<T, String> {
+pub(super) async fn with_deadline<T>(
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, String> {
     futures_lite::future::or(async { Ok(work.await) }, async {
         glommio::timer::sleep(ANSWER_TIMEOUT).await;
         Err("the owner did not answer in time".to_owned())
@@ -110,8 +112,15 @@ async fn with_deadline<T>(work: impl std::future::Future<Output = T>) -> Result<
 }
 
 /// The request as the owner must see it: same method, target, headers
-/// (but this hop's) and body, marked as forwarded by `from_node`.
-fn encode(request: &Request, address: &str, from_node: &str) -> Vec<u8> {
+/// (but this hop's) and body, marked as forwarded by `from_node`; with
+/// `close_after`, the owner is asked to close the connection after its
+/// answer.
+pub(super) fn encode(
+    request: &Request,
+    address: &str,
+    from_node: &str,
+    close_after: bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + request.body.len());
     out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
@@ -135,6 +144,9 @@ fn encode(request: &Request, address: &str, from_node: &str) -> Vec<u8> {
     out.extend_from_slice(FORWARDED_HEADER.as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(from_node.as_bytes());
+    if close_after {
+        out.extend_from_slice(b"\r\nConnection: close");
+    }
     out.extend_from_slice(b"\r\nContent-Length: ");
     out.extend_from_slice(request.body.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
@@ -279,12 +291,17 @@ mod tests {
             keep_alive: false,
             http11: true,
         };
-        let text = String::from_utf8(encode(&request, "10.0.0.2:8080", "n1")).unwrap();
+        let text = String::from_utf8(encode(&request, "10.0.0.2:8080", "n1", false)).unwrap();
         assert!(text.starts_with("POST /frontend/v1/threads/t%201/messages?limit=5 HTTP/1.1\r\n"));
         assert!(text.contains("authorization: Bearer sk_x\r\n"));
         assert!(text.contains("x-progressdb-forwarded: n1\r\n"));
         assert!(!text.contains("close") && !text.contains("spoofed"));
         assert!(text.ends_with("Content-Length: 2\r\n\r\n{}"));
+        // A relayed live tail asks the owner to close after its answer.
+        let text = String::from_utf8(encode(&request, "10.0.0.2:8080", "n1", true)).unwrap();
+        assert!(text.ends_with(
+            "x-progressdb-forwarded: n1\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"
+        ));
     }
 
     #[test]

@@ -143,6 +143,7 @@ pub mod nats;
 pub mod node;
 pub mod ports;
 pub mod record;
+pub mod relay;
 pub mod replica;
 pub mod runtime;
 #[cfg(test)]

@@ -356,7 +356,9 @@ impl Call<'_> {
                 Ok(body) => Response { body, ..head },
                 Err(err) => ApiError::from(err).into_response(),
             },
-            Handled::Stream(_) => return Err(SqlError::new("XX000", "unexpected stream")),
+            Handled::Stream(_) | Handled::Relay(_) => {
+                return Err(SqlError::new("XX000", "unexpected stream"));
+            }
         };
         match response.status {
             200..=299 => Ok(Some(response.body)),

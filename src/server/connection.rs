@@ -144,6 +144,9 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
                     Handled::Stream(tail) => {
                         return serve_live_tail(stream, output, &api, &settings.drain, tail).await;
                     }
+                    Handled::Relay(relay) => {
+                        return serve_relay(stream, output, &settings.drain, *relay).await;
+                    }
                     Handled::Page(head, page) => {
                         let framing = PageFraming::of(&request, &settings.drain);
                         let sent =
@@ -280,6 +283,39 @@ async fn serve_live_tail<S: AsyncRead + AsyncWrite + Unpin>(
     .await;
     if let Err(err) = served {
         err.into_response().write_to(&mut output, false, false);
+        let _ = stream.write_all(&output).await;
+    }
+    let _ = stream.close().await;
+}
+
+/// Relays a live tail the thread's owner serves (clustered mode) until
+/// either side or shutdown ends it, then closes the connection.
+async fn serve_relay<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    mut output: Vec<u8>,
+    drain: &Drain,
+    relay: crate::cluster::relay::Relay,
+) {
+    if !output.is_empty() && stream.write_all(&output).await.is_err() {
+        return;
+    }
+    output.clear();
+    let relayed = futures_lite::future::or(relay.run(&mut stream), async {
+        drain.wait().await;
+        Ok(())
+    })
+    .await;
+    if let Err(why) = relayed {
+        crate::logging::warn(
+            "relaying a live tail from the partition's owner failed",
+            &[("error", &why)],
+        );
+        let unavailable = crate::engine::EngineError::PartitionUnavailable(
+            "the node that owns this thread's partition did not answer".into(),
+        );
+        crate::api::ApiError::from(unavailable)
+            .into_response()
+            .write_to(&mut output, false, false);
         let _ = stream.write_all(&output).await;
     }
     let _ = stream.close().await;

@@ -1299,8 +1299,24 @@ fn a_node_refuses_nats_servers_that_do_not_sync_always() {
 
 /// A message page too large to send whole streams from its owner in
 /// chunks; a node that forwards the request answers it the same.
+/// The data of the next `message.created` event on an SSE stream.
+fn next_created(reader: &mut impl std::io::BufRead) -> serde_json::Value {
+    let mut created = false;
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended");
+        if let Some(kind) = line.trim_end().strip_prefix("event: ") {
+            created = kind == "message.created";
+        } else if let Some(data) = line.trim_end().strip_prefix("data: ")
+            && created
+        {
+            return serde_json::from_str(data).unwrap();
+        }
+    }
+}
+
 #[test]
-fn a_streamed_page_reads_the_same_through_every_node_and_purges_are_refused() {
+fn a_streamed_page_and_a_live_tail_read_the_same_through_every_node_and_purges_are_refused() {
     let Audited {
         nats: _nats,
         dir: _dir,
@@ -1335,6 +1351,26 @@ fn a_streamed_page_reads_the_same_through_every_node_and_purges_are_refused() {
     assert_eq!(numbers.len(), 6, "{:?}", pages[0]["pagination"]);
     for page in &pages[1..] {
         assert_eq!(page, &pages[0]);
+    }
+    // A live tail opened on any node: the owner serves it, the others
+    // relay it, and every one gets the next post, made through yet
+    // another node, whole.
+    let path = format!("/frontend/v1/threads/{thread}/messages/stream");
+    let mut tails: Vec<_> = addrs
+        .iter()
+        .map(|addr| {
+            let stream = std::net::TcpStream::connect(addr).unwrap();
+            support::open_event_stream(stream, &path, "alice", "").0
+        })
+        .collect();
+    let posted = writer
+        .post(
+            &format!("/frontend/v1/threads/{thread}/messages"),
+            r#"{"body":{"text":"live everywhere"}}"#,
+        )
+        .expect(201);
+    for tail in &mut tails {
+        assert_eq!(next_created(tail), posted);
     }
     // Purges write keys of many threads in one step: not in a cluster yet.
     let mut admin = support::Client::connect(addrs[1]);
