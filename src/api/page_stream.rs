@@ -13,9 +13,8 @@
 //! making anyone buffer the page, and no store iterator stays open between
 //! pieces.
 
-use crate::engine::{
-    Command, EngineError, PageKeys, Pagination, Piece, PlannedPage, Reply, list_head, list_tail,
-};
+use super::render::{list_head, list_tail};
+use crate::engine::{Command, EngineError, PageKeys, Pagination, Piece, PlannedPage, Reply};
 use crate::mesh::Mesh;
 use crate::shard::ShardId;
 

@@ -1,5 +1,6 @@
 //! Pages of a thread's timeline, an author's threads and a message's
-//! replies, in the ProgressDB v0.2 contract's shape.
+//! replies, with the ProgressDB v0.2 contract's pagination; front ends
+//! render them.
 //!
 //! Positions are keys, not offsets: a page "older than message X" is a range
 //! scan that starts at X's timestamp, so messages arriving or being edited
@@ -7,17 +8,18 @@
 //! always oldest first; `before_anchor` is a page's first key and
 //! `after_anchor` its last, which is where the previous and next pages start.
 //!
-//! A page of messages or replies too large to render whole (for a caller
+//! A page of messages or replies too large to answer whole (for a caller
 //! that takes it in pieces) is only planned ([`Rendered::Planned`]: where
-//! its messages are), then rendered a [`piece`] at a time while it is sent.
+//! its messages are), then rendered a [`piece`] at a time while it is sent:
+//! a piece is its messages' JSON, comma separated, as stored.
 
 use std::ops::Bound;
 
 use super::command::{
-    AllThreadsPage, EngineError, MessagePage, MessagePosition, Order, ThreadEntry, ThreadPage,
-    ThreadPosition,
+    AllThreadsPage, EngineError, MessagePage, MessagePosition, Order, ThreadPage, ThreadPosition,
 };
-use crate::model::{MessageId, ThreadRecord, upgrade_legacy_message, upgrade_legacy_thread};
+use super::reply::{MessageList, ThreadEntry, UserThread};
+use crate::model::{MessageId, Thread, ThreadRecord, upgrade_legacy_message};
 use crate::store::{Direction, Store};
 
 /// Bytes of stored JSON one page (or one side of an anchor page) may
@@ -215,35 +217,6 @@ impl Pagination {
     }
 }
 
-/// `{<fields>,"<name>":[items],"pagination":P}` from already-encoded items;
-/// `fields` are string-valued members written before the array.
-pub fn list<'a>(
-    fields: &[(&str, &str)],
-    name: &str,
-    items: impl Iterator<Item = &'a [u8]>,
-    pagination: &Pagination,
-) -> Vec<u8> {
-    let mut out = list_head(fields, name);
-    join_items(&mut out, items);
-    list_tail(&mut out, pagination);
-    out
-}
-
-/// `{<fields>,"<name>":[`: a list up to its first item.
-pub fn list_head(fields: &[(&str, &str)], name: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4096);
-    out.push(b'{');
-    for (field, value) in fields {
-        serde_json::to_writer(&mut out, field).expect("strings serialize");
-        out.push(b':');
-        serde_json::to_writer(&mut out, value).expect("strings serialize");
-        out.push(b',');
-    }
-    serde_json::to_writer(&mut out, name).expect("strings serialize");
-    out.extend_from_slice(b":[");
-    out
-}
-
 /// Appends `items` comma separated.
 fn join_items<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a [u8]>) {
     for (index, item) in items.enumerate() {
@@ -252,24 +225,6 @@ fn join_items<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a [u8]>) {
         }
         out.extend_from_slice(item);
     }
-}
-
-/// Appends `],"pagination":P}`: the end of a list [`list_head`] began.
-pub fn list_tail(out: &mut Vec<u8>, pagination: &Pagination) {
-    out.extend_from_slice(b"],\"pagination\":");
-    serde_json::to_writer(&mut *out, pagination).expect("pagination serializes");
-    out.push(b'}');
-}
-
-/// `{"<name>":<item>}`: how single reads answer (`{"thread":…}`).
-pub fn wrap(name: &str, item: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(item.len() + name.len() + 5);
-    out.extend_from_slice(b"{\"");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
-    out.extend_from_slice(item);
-    out.push(b'}');
-    out
 }
 
 /// A page's sides oldest first (each oldest first), and whether listed
@@ -354,8 +309,8 @@ fn anchor_sides(
 /// What [`messages`] made of a page.
 #[derive(Debug)]
 pub enum Rendered {
-    /// The whole body.
-    Whole(Vec<u8>),
+    /// The whole page.
+    Whole(MessageList),
     /// A page too large to render whole: where it is, for [`piece`] to
     /// render in order.
     Planned(PagePlan),
@@ -385,8 +340,8 @@ pub enum PageKeys {
     Listed(Vec<u64>),
 }
 
-/// One page of a thread's messages, oldest first, as
-/// `{"thread":"<key>","messages":[…],"pagination":P}`; `total` is the
+/// One page of a thread's messages, oldest first, naming the thread;
+/// `total` is the
 /// thread's listed message count, kept by the caller. With `in_pieces`, a
 /// page over [`PAGE_WHOLE_BYTES_MAX`] is only planned.
 pub fn messages(
@@ -416,8 +371,8 @@ pub fn messages(
     let mut items: Items = sides.into_iter().flat_map(|side| side.items).collect();
     reveal_all(&mut items, reveal)?;
     Ok(Rendered::Whole(message_list(
-        &[("thread", thread)],
-        &items,
+        Some(thread),
+        items,
         (has_before, has_after),
         total,
     )))
@@ -531,13 +486,13 @@ fn listed_message(
     ))
 }
 
-/// `{<fields>,"messages":[…],"pagination":P}` of a page's items.
+/// A page of `items`, naming `thread` when given.
 fn message_list(
-    fields: &[(&str, &str)],
-    items: &Items,
+    thread: Option<&str>,
+    items: Items,
     flags: (bool, bool),
     total: u64,
-) -> Vec<u8> {
+) -> MessageList {
     let pagination = Pagination::of(
         key_of(items.first()),
         key_of(items.last()),
@@ -545,22 +500,11 @@ fn message_list(
         flags,
         total,
     );
-    let jsons = items.iter().map(|(_, json)| json.as_slice());
-    list(fields, "messages", jsons, &pagination)
-}
-
-/// `{"threads":[…],"pagination":P}` of merged thread entries.
-pub fn thread_list(entries: &[ThreadEntry], flags: (bool, bool), total: u64) -> Vec<u8> {
-    let key_of = |entry: Option<&ThreadEntry>| entry.map(|e| e.position.thread_id.clone());
-    let pagination = Pagination::of(
-        key_of(entries.first()),
-        key_of(entries.last()),
-        entries.len(),
-        flags,
-        total,
-    );
-    let jsons = entries.iter().map(|entry| entry.json.as_slice());
-    list(&[], "threads", jsons, &pagination)
+    MessageList {
+        thread: thread.map(str::to_owned),
+        rows: items.into_iter().map(|(_, json)| json).collect(),
+        pagination,
+    }
 }
 
 /// The `key` of a listed item's message.
@@ -592,40 +536,32 @@ fn opposite(direction: Direction) -> Direction {
     }
 }
 
-/// One shard's part of an author's listing by `created_ts`: up to
-/// `limit + 1` listed threads past the position (so the merging caller can
-/// tell whether more exist), and whether a listed thread lies strictly
-/// behind the position.
+/// One shard's part of an author's listing by `created_ts`: the positions
+/// of up to `limit + 1` listed threads past the position (so the merging
+/// caller can tell whether more exist), and whether a listed thread lies
+/// strictly behind the position. The threads themselves are read from
+/// their records, as they are now.
 pub fn threads(
     store: &Store,
     page: &ThreadPage,
-    reveal: Reveal,
-) -> Result<(Vec<ThreadEntry>, bool), EngineError> {
+) -> Result<(Vec<ThreadPosition>, bool), EngineError> {
     let direction = direction(page.order);
     let after = page
         .after
         .as_ref()
         .map(|position| (position.sort_ts, position.thread_id.as_str()));
     let wanted = page.limit + 1;
-    let mut entries = Vec::with_capacity(wanted.min(1024));
+    let mut positions = Vec::with_capacity(wanted.min(1024));
     let author = page.author.as_str();
-    store.scan_author_threads(author, after, direction, |created_ts, id, deleted, json| {
+    store.scan_author_threads(author, after, direction, |created_ts, id, deleted, _| {
         if page.include_deleted || !deleted {
-            entries.push(ThreadEntry {
-                position: ThreadPosition {
-                    sort_ts: created_ts,
-                    thread_id: id.to_owned(),
-                },
-                json: upgrade_legacy_thread(json).unwrap_or_else(|| json.to_vec()),
+            positions.push(ThreadPosition {
+                sort_ts: created_ts,
+                thread_id: id.to_owned(),
             });
         }
-        Ok(entries.len() < wanted)
+        Ok(positions.len() < wanted)
     })?;
-    if let Some(reveal) = reveal {
-        for entry in &mut entries {
-            entry.json = reveal(&entry.json)?;
-        }
-    }
     let mut behind = false;
     if after.is_some() {
         store.scan_author_threads(author, after, opposite(direction), |_, _, deleted, _| {
@@ -633,16 +569,16 @@ pub fn threads(
             Ok(!behind)
         })?;
     }
-    Ok((entries, behind))
+    Ok((positions, behind))
 }
 
 /// One shard's part of the admin listing: up to `limit + 1` threads in id
 /// order past `page.after`, so the merging caller can tell whether more
-/// exist. `render` turns a stored record into the thread's JSON.
+/// exist. `open` turns a stored record into the thread clients see.
 pub fn all_threads(
     store: &Store,
     page: &AllThreadsPage,
-    render: &dyn Fn(ThreadRecord) -> Result<Vec<u8>, EngineError>,
+    open: &dyn Fn(ThreadRecord) -> Result<Thread, EngineError>,
 ) -> Result<Vec<ThreadEntry>, EngineError> {
     let wanted = page.limit + 1;
     let mut records = Vec::with_capacity(wanted.min(1024));
@@ -664,10 +600,11 @@ pub fn all_threads(
                 sort_ts: record.thread.created_ts,
                 thread_id: record.thread.id.clone(),
             };
-            Ok(ThreadEntry {
-                position,
-                json: render(record)?,
-            })
+            let thread = UserThread {
+                thread: open(record)?,
+                membership: None,
+            };
+            Ok(ThreadEntry { position, thread })
         })
         .collect()
 }
@@ -790,10 +727,7 @@ pub fn replies(
     reveal_all(&mut side.items, reveal)?;
     let flags = (has_before, has_after);
     Ok(Rendered::Whole(message_list(
-        &[],
-        &side.items,
-        flags,
-        total,
+        None, side.items, flags, total,
     )))
 }
 
@@ -853,9 +787,10 @@ mod tests {
         (store, ids)
     }
 
-    /// A planned page put together as the accepting core sends it.
-    fn assembled(store: &Store, fields: &[(&str, &str)], plan: PagePlan, deleted: bool) -> Vec<u8> {
-        let mut out = list_head(fields, "messages");
+    /// A planned page put together as the accepting core sends it: its
+    /// messages comma separated, and its pagination.
+    fn assembled(store: &Store, plan: PagePlan, deleted: bool) -> (Vec<u8>, Pagination) {
+        let mut out = Vec::new();
         let (mut keys, mut count) = (Some(plan.keys), 0);
         let (mut first, mut last) = (None, None);
         while let Some(now) = keys {
@@ -873,19 +808,15 @@ mod tests {
             keys = piece.rest;
         }
         let flags = (plan.has_before, plan.has_after);
-        list_tail(
-            &mut out,
-            &Pagination::of(first, last, count, flags, plan.total),
-        );
-        out
+        (out, Pagination::of(first, last, count, flags, plan.total))
     }
 
     /// For each position, with and without deleted messages: the page
-    /// `render` plans (in pieces) assembles into the page it renders whole.
+    /// `render` plans (in pieces) assembles into the page it answers whole.
     fn pieces_make_the_whole(
         store: &Store,
         positions: &[MessagePosition],
-        fields: &[(&str, &str)],
+        thread: Option<&str>,
         render: impl Fn(&MessagePage, bool) -> Result<Rendered, EngineError>,
     ) {
         for &position in positions {
@@ -898,12 +829,16 @@ mod tests {
                 let Ok(Rendered::Whole(whole)) = render(&page, false) else {
                     panic!("{position:?}: not rendered whole");
                 };
+                assert_eq!(whole.thread.as_deref(), thread);
                 let Ok(Rendered::Planned(plan)) = render(&page, true) else {
                     panic!("{position:?}: not planned");
                 };
                 // Compared without printing: the pages are 1 MB.
-                let pieces = assembled(store, fields, plan, include_deleted);
-                assert!(pieces == whole, "{position:?} {include_deleted}");
+                let (pieces, pagination) = assembled(store, plan, include_deleted);
+                let rows = whole.rows.join(&b',');
+                assert!(pieces == rows, "{position:?} {include_deleted}");
+                let json = |p: &Pagination| serde_json::to_string(p).unwrap();
+                assert_eq!(json(&pagination), json(&whole.pagination));
             }
         }
     }
@@ -921,7 +856,7 @@ mod tests {
         ];
         let render =
             |page: &MessagePage, in_pieces| messages(&store, THREAD, (page, in_pieces), 60, None);
-        pieces_make_the_whole(&store, &positions, &[("thread", THREAD)], render);
+        pieces_make_the_whole(&store, &positions, Some(THREAD), render);
         // A page within PAGE_WHOLE_BYTES_MAX is rendered whole either way.
         let small = MessagePage {
             position: MessagePosition::End,
@@ -946,6 +881,6 @@ mod tests {
         ];
         let render =
             |page: &MessagePage, in_pieces| replies(&store, parent, (page, in_pieces), None);
-        pieces_make_the_whole(&store, &positions, &[], render);
+        pieces_make_the_whole(&store, &positions, None, render);
     }
 }
