@@ -718,8 +718,8 @@ macro_rules! from_reply {
     };
 }
 
-from_reply!(Thread, Reply::Thread { thread, .. } => *thread);
-from_reply!(Message, Reply::Message { message, .. } => *message);
+from_reply!(Thread, Reply::Thread { thread, .. } => thread);
+from_reply!(Message, Reply::Message { message, .. } => message);
 from_reply!(Participant, Reply::Participant { participant, .. } => *participant);
 from_reply!(MessageList, Reply::Messages(list) => *list);
 from_reply!(VersionList, Reply::Versions(list) => *list);

@@ -265,7 +265,7 @@ impl Api {
                     thread_id: thread.id.clone(),
                 },
                 thread: UserThread {
-                    thread: *thread,
+                    thread,
                     membership: None,
                 },
             }),

@@ -22,8 +22,8 @@ use crate::engine::{
 pub fn reply(reply: Reply, wrap: Option<&str>) -> Option<(u16, Vec<u8>)> {
     let status = |created| if created { 201 } else { 200 };
     Some(match reply {
-        Reply::Thread { thread, created } => (status(created), object(wrap, &*thread)),
-        Reply::Message { message, created } => (status(created), object(wrap, &*message)),
+        Reply::Thread { thread, created } => (status(created), object(wrap, &thread)),
+        Reply::Message { message, created } => (status(created), object(wrap, &message)),
         Reply::Participant {
             participant,
             created,
@@ -72,14 +72,17 @@ fn object<T: Serialize>(wrap: Option<&str>, value: &T) -> Vec<u8> {
 /// `{"thread":"<key>","messages":[…],"pagination":P}` (replies without
 /// `thread`). The engine's first-page cache holds what this renders.
 pub fn message_list(list: &MessageList) -> Vec<u8> {
-    let thread = list.thread.as_deref().map(|thread| ("thread", thread));
+    let thread = list
+        .thread
+        .as_ref()
+        .map(|thread| ("thread", thread.as_str()));
     let mut out = list_head(thread.as_slice(), "messages");
-    out.reserve(list.rows.iter().map(|row| row.len() + 1).sum());
+    out.reserve(list.rows.iter().map(|row| row.json.len() + 1).sum());
     for (index, row) in list.rows.iter().enumerate() {
         if index > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(row);
+        out.extend_from_slice(&row.json);
     }
     list_tail(&mut out, &list.pagination);
     out
@@ -201,4 +204,116 @@ pub fn shard_stats(stats: &ShardStats) -> serde_json::Value {
             "disk_bytes": stats.wal_disk_bytes,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Membership, MessageRow, ReadMarker, ThreadPosition};
+    use crate::model::{Participant, Role, Thread, ThreadId, UserId};
+
+    fn thread(deleted: bool) -> Thread {
+        Thread {
+            id: "t1".into(),
+            title: "Plans".into(),
+            author: "alice".into(),
+            slug: None,
+            created_ts: 5,
+            updated_ts: 7,
+            deleted,
+            sealed_title: None,
+        }
+    }
+
+    fn text(reply: Reply, wrap: Option<&str>) -> (u16, String) {
+        let (status, body) = super::reply(reply, wrap).expect("a route's reply");
+        (status, String::from_utf8(body).unwrap())
+    }
+
+    #[test]
+    fn single_objects_are_wrapped_and_created_ones_are_201() {
+        let plain =
+            r#"{"key":"t1","title":"Plans","author":"alice","created_ts":5,"updated_ts":7}"#;
+        assert_eq!(
+            text(Reply::thread(thread(false), true), None),
+            (201, plain.into())
+        );
+        assert_eq!(
+            text(Reply::thread(thread(false), false), Some("thread")),
+            (200, format!(r#"{{"thread":{plain}}}"#))
+        );
+        let marker = ReadMarker {
+            thread: "t1".into(),
+            last_read: None,
+            unread_count: 3,
+        };
+        assert_eq!(
+            text(Reply::ReadMarker(Box::new(marker)), None).1,
+            r#"{"key":"t1","last_read":null,"unread_count":3}"#
+        );
+        let removed = Reply::ParticipantRemoved(UserId::parse("bob").unwrap());
+        assert_eq!(text(removed, None).1, r#"{"key":"bob","removed":true}"#);
+        let mut bob = Participant::new("bob", Role::Admin, 9, "alice", 4);
+        bob.read.posted = 2;
+        assert_eq!(
+            text(Reply::participant(bob, true), None),
+            (
+                201,
+                r#"{"added_by":"alice","added_ts":9,"role":"admin","user_id":"bob"}"#.into()
+            )
+        );
+    }
+
+    #[test]
+    fn listed_threads_carry_the_users_part_after_the_thread() {
+        let entry = |thread: Thread, membership| ThreadEntry {
+            position: ThreadPosition {
+                sort_ts: thread.created_ts,
+                thread_id: thread.id.clone(),
+            },
+            thread: UserThread { thread, membership },
+        };
+        let member = Membership {
+            role: Role::Member,
+            unread_count: 2,
+        };
+        let entries = [
+            entry(thread(true), Some(member)),
+            entry(thread(false), None),
+        ];
+        let body = String::from_utf8(thread_list(&entries, (false, true), 9)).unwrap();
+        assert_eq!(
+            body,
+            concat!(
+                r#"{"threads":[{"key":"t1","title":"Plans","author":"alice","created_ts":5,"updated_ts":7,"deleted":true,"role":"member","unread_count":2},"#,
+                r#"{"key":"t1","title":"Plans","author":"alice","created_ts":5,"updated_ts":7}],"#,
+                r#""pagination":{"before_anchor":"t1","after_anchor":"t1","has_before":false,"has_after":true,"count":2,"total":9}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn message_pages_copy_their_rows_between_head_and_pagination() {
+        let row = |ts, json: &[u8]| MessageRow {
+            ts,
+            json: json.to_vec(),
+        };
+        let list = MessageList {
+            thread: ThreadId::parse("t1"),
+            rows: vec![row(1, br#"{"key":"a"}"#), row(2, br#"{"key":"b"}"#)],
+            pagination: Pagination::of(Some("a".into()), Some("b".into()), 2, (true, false), 5),
+        };
+        assert_eq!(
+            String::from_utf8(message_list(&list)).unwrap(),
+            concat!(
+                r#"{"thread":"t1","messages":[{"key":"a"},{"key":"b"}],"#,
+                r#""pagination":{"before_anchor":"a","after_anchor":"b","has_before":true,"has_after":false,"count":2,"total":5}}"#
+            )
+        );
+        let replies = MessageList::default();
+        assert_eq!(
+            String::from_utf8(message_list(&replies)).unwrap(),
+            r#"{"messages":[],"pagination":{"before_anchor":"","after_anchor":"","has_before":false,"has_after":false,"count":0,"total":0}}"#
+        );
+    }
 }

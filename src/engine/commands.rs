@@ -96,7 +96,7 @@ impl Engine {
                 page,
                 in_pieces,
                 rendering,
-            } => self.list_messages(&thread, &caller, &page, (in_pieces, rendering)),
+            } => self.list_messages(thread, &caller, &page, (in_pieces, rendering)),
             Command::PagePiece {
                 thread,
                 caller,
@@ -388,14 +388,14 @@ impl Engine {
     /// in `tail_pages` until the thread's next write.
     fn list_messages(
         &self,
-        thread: &ThreadId,
+        thread: ThreadId,
         caller: &Caller,
         page: &MessagePage,
         (in_pieces, rendering): (bool, Option<PageRenderer>),
     ) -> Result<Executed, EngineError> {
         let include_deleted = page.include_deleted;
         let record = self.thread_for(
-            thread,
+            &thread,
             caller,
             caller.reads_deleted_threads(include_deleted),
         )?;
@@ -414,17 +414,19 @@ impl Engine {
         let reveal = self.revealer(Engine::reveal_message_json);
         let page = (page, in_pieces);
         match page::messages(&self.store, thread.as_str(), page, total, reveal.as_deref())? {
-            page::Rendered::Whole(list) => Executed::read(match cached {
-                Some(render) => {
-                    let body = render(&list);
-                    self.tail_pages
-                        .put(thread.as_str(), page.0.limit, include_deleted, &body);
-                    Reply::Rendered(body)
-                }
-                None => Reply::Messages(Box::new(list)),
-            }),
+            page::Rendered::Whole(mut list) => {
+                list.thread = Some(thread);
+                let Some(render) = cached else {
+                    return Executed::read(Reply::Messages(Box::new(list)));
+                };
+                let body = render(&list);
+                let thread = list.thread.as_ref().map_or("", ThreadId::as_str);
+                self.tail_pages
+                    .put(thread, page.0.limit, include_deleted, &body);
+                Executed::read(Reply::Rendered(body))
+            }
             page::Rendered::Planned(plan) => {
-                let of = (thread.clone(), caller.clone());
+                let of = (thread, caller.clone());
                 Executed::read(planned(of, include_deleted, true, plan))
             }
         }

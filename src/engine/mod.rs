@@ -54,8 +54,8 @@ pub use command::{
 };
 pub use participants::{PARTICIPANTS_PER_THREAD_DEFAULT, UNREAD_SCAN_MAX, removed_user};
 pub use reply::{
-    Membership, MessageList, Outcome, PageRenderer, ParticipantList, PlannedPage, ReadMarker,
-    Reply, ShardStats, ThreadEntry, ThreadPart, UserThread, VersionList,
+    Membership, MessageList, MessageRow, Outcome, PageRenderer, ParticipantList, PlannedPage,
+    ReadMarker, Reply, ShardStats, ThreadEntry, ThreadPart, UserThread, VersionList,
 };
 pub use user_streams::topic as user_topic;
 

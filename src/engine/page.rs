@@ -18,7 +18,7 @@ use std::ops::Bound;
 use super::command::{
     AllThreadsPage, EngineError, MessagePage, MessagePosition, Order, ThreadPage, ThreadPosition,
 };
-use super::reply::{MessageList, ThreadEntry, UserThread};
+use super::reply::{MessageList, MessageRow, ThreadEntry, UserThread};
 use crate::model::{MessageId, Thread, ThreadRecord, upgrade_legacy_message};
 use crate::store::{Direction, Store};
 
@@ -340,8 +340,8 @@ pub enum PageKeys {
     Listed(Vec<u64>),
 }
 
-/// One page of a thread's messages, oldest first, naming the thread;
-/// `total` is the
+/// One page of a thread's messages, oldest first (the caller names the
+/// thread, [`MessageList::thread`]); `total` is the
 /// thread's listed message count, kept by the caller. With `in_pieces`, a
 /// page over [`PAGE_WHOLE_BYTES_MAX`] is only planned.
 pub fn messages(
@@ -371,7 +371,6 @@ pub fn messages(
     let mut items: Items = sides.into_iter().flat_map(|side| side.items).collect();
     reveal_all(&mut items, reveal)?;
     Ok(Rendered::Whole(message_list(
-        Some(thread),
         items,
         (has_before, has_after),
         total,
@@ -486,13 +485,8 @@ fn listed_message(
     ))
 }
 
-/// A page of `items`, naming `thread` when given.
-fn message_list(
-    thread: Option<&str>,
-    items: Items,
-    flags: (bool, bool),
-    total: u64,
-) -> MessageList {
+/// A page of `items`; the caller names its thread when it does.
+fn message_list(items: Items, flags: (bool, bool), total: u64) -> MessageList {
     let pagination = Pagination::of(
         key_of(items.first()),
         key_of(items.last()),
@@ -501,8 +495,12 @@ fn message_list(
         total,
     );
     MessageList {
-        thread: thread.map(str::to_owned),
-        rows: items.into_iter().map(|(_, json)| json).collect(),
+        thread: None,
+        // Collected in place: a row is laid out as an item.
+        rows: items
+            .into_iter()
+            .map(|(ts, json)| MessageRow { ts, json })
+            .collect(),
         pagination,
     }
 }
@@ -726,9 +724,7 @@ pub fn replies(
     }
     reveal_all(&mut side.items, reveal)?;
     let flags = (has_before, has_after);
-    Ok(Rendered::Whole(message_list(
-        None, side.items, flags, total,
-    )))
+    Ok(Rendered::Whole(message_list(side.items, flags, total)))
 }
 
 fn count_replies(
@@ -816,7 +812,6 @@ mod tests {
     fn pieces_make_the_whole(
         store: &Store,
         positions: &[MessagePosition],
-        thread: Option<&str>,
         render: impl Fn(&MessagePage, bool) -> Result<Rendered, EngineError>,
     ) {
         for &position in positions {
@@ -829,13 +824,13 @@ mod tests {
                 let Ok(Rendered::Whole(whole)) = render(&page, false) else {
                     panic!("{position:?}: not rendered whole");
                 };
-                assert_eq!(whole.thread.as_deref(), thread);
                 let Ok(Rendered::Planned(plan)) = render(&page, true) else {
                     panic!("{position:?}: not planned");
                 };
                 // Compared without printing: the pages are 1 MB.
                 let (pieces, pagination) = assembled(store, plan, include_deleted);
-                let rows = whole.rows.join(&b',');
+                let rows: Vec<&[u8]> = whole.rows.iter().map(|row| &row.json[..]).collect();
+                let rows = rows.join(&b',');
                 assert!(pieces == rows, "{position:?} {include_deleted}");
                 let json = |p: &Pagination| serde_json::to_string(p).unwrap();
                 assert_eq!(json(&pagination), json(&whole.pagination));
@@ -856,7 +851,7 @@ mod tests {
         ];
         let render =
             |page: &MessagePage, in_pieces| messages(&store, THREAD, (page, in_pieces), 60, None);
-        pieces_make_the_whole(&store, &positions, Some(THREAD), render);
+        pieces_make_the_whole(&store, &positions, render);
         // A page within PAGE_WHOLE_BYTES_MAX is rendered whole either way.
         let small = MessagePage {
             position: MessagePosition::End,
@@ -881,6 +876,6 @@ mod tests {
         ];
         let render =
             |page: &MessagePage, in_pieces| replies(&store, parent, (page, in_pieces), None);
-        pieces_make_the_whole(&store, &positions, None, render);
+        pieces_make_the_whole(&store, &positions, render);
     }
 }

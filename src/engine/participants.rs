@@ -313,7 +313,7 @@ impl Engine {
         let deleted_too = caller.reads_deleted_threads(true);
         let (record, _) = self.thread_with_role(thread, caller, deleted_too)?;
         let id = thread.as_str();
-        let (found, has_before_after) = self.participants_page(id, page)?;
+        let (mut found, has_before_after) = self.participants_page(id, page)?;
         let owner_listed = self
             .store
             .get_participant(id, &record.thread.author)?
@@ -326,13 +326,12 @@ impl Engine {
             has_before_after,
             total,
         );
-        let mut participants = found;
-        for participant in &mut participants {
+        for participant in &mut found {
             // Storage only; not part of the answer.
             participant.read = Default::default();
         }
         Executed::read(Reply::Participants(Box::new(ParticipantList {
-            participants,
+            participants: found,
             pagination,
         })))
     }

@@ -15,11 +15,13 @@ use super::seal_job::SealProgress;
 use crate::model::{Message, Participant, Role, Thread, ThreadId, UserId, Version};
 
 /// A successful answer.
+// A message or thread travels unboxed: a post's answer is moved to the
+// accepting core, not allocated again on its way there.
 #[derive(Debug)]
 pub enum Reply {
     /// A thread as it is now; `created` when the command made it.
     Thread {
-        thread: Box<Thread>,
+        thread: Thread,
         created: bool,
     },
     /// A thread as one user's listing shows it.
@@ -27,7 +29,7 @@ pub enum Reply {
     /// A message as it is now (after the change, for a mutation);
     /// `created` when the command posted it.
     Message {
-        message: Box<Message>,
+        message: Message,
         created: bool,
     },
     /// A page of a thread's messages or of a message's replies.
@@ -77,17 +79,11 @@ pub type Outcome = Result<Reply, EngineError>;
 
 impl Reply {
     pub fn thread(thread: Thread, created: bool) -> Reply {
-        Reply::Thread {
-            thread: Box::new(thread),
-            created,
-        }
+        Reply::Thread { thread, created }
     }
 
     pub fn message(message: Message, created: bool) -> Reply {
-        Reply::Message {
-            message: Box::new(message),
-            created,
-        }
+        Reply::Message { message, created }
     }
 
     /// A participant's answer, without their storage-only read state.
@@ -109,12 +105,19 @@ pub type PageRenderer = fn(&MessageList) -> Vec<u8>;
 pub struct MessageList {
     /// The thread, when the list names it (a thread's messages; replies
     /// do not).
-    pub thread: Option<String>,
-    /// Each listed message, revealed, in its wire encoding: messages are
-    /// stored that way, so a page is copied from the store rather than
-    /// decoded and encoded again.
-    pub rows: Vec<Vec<u8>>,
+    pub thread: Option<ThreadId>,
+    pub rows: Vec<MessageRow>,
     pub pagination: Pagination,
+}
+
+/// One listed message, revealed, in its wire encoding: messages are stored
+/// that way, so a page is copied from the store rather than decoded and
+/// encoded again.
+#[derive(Debug)]
+pub struct MessageRow {
+    /// The message's `created_ts`.
+    pub ts: u64,
+    pub json: Vec<u8>,
 }
 
 impl MessageList {
@@ -123,7 +126,8 @@ impl MessageList {
         self.rows
             .iter()
             .map(|row| {
-                serde_json::from_slice(row).map_err(|err| EngineError::Storage(err.to_string()))
+                serde_json::from_slice(&row.json)
+                    .map_err(|err| EngineError::Storage(err.to_string()))
             })
             .collect()
     }
