@@ -720,10 +720,10 @@ macro_rules! from_reply {
 
 from_reply!(Thread, Reply::Thread { thread, .. } => thread);
 from_reply!(Message, Reply::Message { message, .. } => message);
-from_reply!(Participant, Reply::Participant { participant, .. } => *participant);
-from_reply!(MessageList, Reply::Messages(list) => *list);
-from_reply!(VersionList, Reply::Versions(list) => *list);
-from_reply!(ReadMarker, Reply::ReadMarker(marker) => *marker);
+from_reply!(Participant, Reply::Participant { participant, .. } => participant);
+from_reply!(MessageList, Reply::Messages(list) => list);
+from_reply!(VersionList, Reply::Versions(list) => list);
+from_reply!(ReadMarker, Reply::ReadMarker(marker) => marker);
 
 fn unexpected_reply() -> EngineError {
     EngineError::Storage("unexpected reply kind for an embedded command".into())

@@ -107,7 +107,7 @@ impl Api {
             let Reply::SealProgress(part) = reply else {
                 return Err(unexpected_reply());
             };
-            parts.push(*part);
+            parts.push(part);
         }
         let status = if start { 202 } else { 200 };
         let body = serde_json::to_vec(&summed(&parts)).map_err(|_| unexpected_reply())?;

@@ -41,7 +41,7 @@ pub fn reply(reply: Reply, wrap: Option<&str>) -> Option<(u16, Vec<u8>)> {
             let body = serde_json::json!({ "key": user.as_str(), "removed": true });
             (200, body.to_string().into_bytes())
         }
-        Reply::ReadMarker(marker) => (200, object(None, &*marker)),
+        Reply::ReadMarker(marker) => (200, object(None, &marker)),
         Reply::Stats(_)
         | Reply::SealProgress(_)
         | Reply::Done
@@ -248,7 +248,7 @@ mod tests {
             unread_count: 3,
         };
         assert_eq!(
-            text(Reply::ReadMarker(Box::new(marker)), None).1,
+            text(Reply::ReadMarker(marker), None).1,
             r#"{"key":"t1","last_read":null,"unread_count":3}"#
         );
         let removed = Reply::ParticipantRemoved(UserId::parse("bob").unwrap());

@@ -139,7 +139,7 @@ impl Api {
         };
         let owner = shard_for(key.as_str(), self.mesh.shard_count());
         let listed = match self.mesh.call(owner, command).await {
-            Ok(Reply::UserThread(listed)) => *listed,
+            Ok(Reply::UserThread(listed)) => listed,
             Err(EngineError::ThreadNotFound) => {
                 return Err(ApiError::bad_request(
                     "invalid_cursor",

@@ -49,7 +49,7 @@ impl ListedThread {
 impl super::FromReply for ListedThread {
     fn from_reply(reply: Reply) -> Option<Self> {
         match reply {
-            Reply::UserThread(listed) => ListedThread::of(*listed),
+            Reply::UserThread(listed) => ListedThread::of(listed),
             _ => None,
         }
     }

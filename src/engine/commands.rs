@@ -139,7 +139,7 @@ impl Engine {
                 let page = (&page, in_pieces);
                 Executed::read(
                     match page::replies(&self.store, parent, page, reveal.as_deref())? {
-                        page::Rendered::Whole(list) => Reply::Messages(Box::new(list)),
+                        page::Rendered::Whole(list) => Reply::Messages(list),
                         page::Rendered::Planned(plan) => {
                             planned((thread, caller), include_deleted, false, plan)
                         }
@@ -417,7 +417,7 @@ impl Engine {
             page::Rendered::Whole(mut list) => {
                 list.thread = Some(thread);
                 let Some(render) = cached else {
-                    return Executed::read(Reply::Messages(Box::new(list)));
+                    return Executed::read(Reply::Messages(list));
                 };
                 let body = render(&list);
                 let thread = list.thread.as_ref().map_or("", ThreadId::as_str);
@@ -504,11 +504,11 @@ impl Engine {
             (start > 0, end < newest),
             u64::from(newest),
         );
-        Executed::read(Reply::Versions(Box::new(VersionList {
+        Executed::read(Reply::Versions(VersionList {
             message: message.id,
             versions,
             pagination,
-        })))
+        }))
     }
 
     fn edit_message(
@@ -713,7 +713,7 @@ impl Engine {
                 count
             }
         };
-        Executed::read(Reply::Stats(Box::new(ShardStats {
+        Executed::read(Reply::Stats(ShardStats {
             shard: self.shard.0,
             applied_lsn: self.store.applied_lsn().0,
             threads: self.thread_count()?,
@@ -721,7 +721,7 @@ impl Engine {
             requests: crate::metrics::requests::snapshot(),
             wal: self.wal_stats(),
             wal_disk_bytes: self.wal.disk_bytes(),
-        })))
+        }))
     }
 
     /// Live-tail bookkeeping: subscriptions and replays.

@@ -125,7 +125,7 @@ impl Engine {
                 };
                 self.thread_with_role(&id, &caller, true)?;
                 let thread = self.user_thread(id.as_str(), user.as_str())?;
-                Executed::read(Reply::UserThread(Box::new(thread)))
+                Executed::read(Reply::UserThread(thread))
             }
             Command::SubscribeUser { user, core } => {
                 let user = user.as_str();
@@ -330,10 +330,10 @@ impl Engine {
             // Storage only; not part of the answer.
             participant.read = Default::default();
         }
-        Executed::read(Reply::Participants(Box::new(ParticipantList {
+        Executed::read(Reply::Participants(ParticipantList {
             participants: found,
             pagination,
-        })))
+        }))
     }
 
     /// Up to `page.limit` participants of thread `id` in user id order, and
@@ -422,7 +422,7 @@ impl Engine {
             last_read: participant.read.last_read,
         };
         Ok(Executed {
-            reply: Reply::ReadMarker(Box::new(marker)),
+            reply: Reply::ReadMarker(marker),
             lsn,
             change: None,
         })

@@ -15,49 +15,44 @@ use super::seal_job::SealProgress;
 use crate::model::{Message, Participant, Role, Thread, ThreadId, UserId, Version};
 
 /// A successful answer.
-// A message or thread travels unboxed: a post's answer is moved to the
+// Answers travel unboxed: a post's message or a page is moved to the
 // accepting core, not allocated again on its way there.
 #[derive(Debug)]
 pub enum Reply {
     /// A thread as it is now; `created` when the command made it.
-    Thread {
-        thread: Thread,
-        created: bool,
-    },
+    Thread { thread: Thread, created: bool },
     /// A thread as one user's listing shows it.
-    UserThread(Box<UserThread>),
+    UserThread(UserThread),
     /// A message as it is now (after the change, for a mutation);
     /// `created` when the command posted it.
-    Message {
-        message: Message,
-        created: bool,
-    },
+    Message { message: Message, created: bool },
     /// A page of a thread's messages or of a message's replies.
-    Messages(Box<MessageList>),
+    Messages(MessageList),
     /// A page of a message's versions.
-    Versions(Box<VersionList>),
+    Versions(VersionList),
     /// A participant as it is now; `created` when the command added them.
     Participant {
-        participant: Box<Participant>,
+        participant: Participant,
         created: bool,
     },
     /// The participant `user` was removed.
     ParticipantRemoved(UserId),
     /// A page of a thread's participants.
-    Participants(Box<ParticipantList>),
+    Participants(ParticipantList),
     /// A user's read marker after it moved (or stayed).
-    ReadMarker(Box<ReadMarker>),
+    ReadMarker(ReadMarker),
     /// A page the caller's renderer rendered, as [`super::Command::ListMessages`]
     /// asked: a thread's newest page, possibly from the first-page cache,
     /// which holds these bytes until the engine invalidates them with the
     /// thread's next write.
     Rendered(Vec<u8>),
     /// A shard's counters (`Command::Stats`).
-    Stats(Box<ShardStats>),
+    Stats(ShardStats),
     /// The encrypt-threads job's progress on a shard.
-    SealProgress(Box<SealProgress>),
+    SealProgress(SealProgress),
     /// Done; nothing to report.
     Done,
+    /// One shard's part of a thread listing.
     Threads(ThreadPart),
     /// Changes to replay, oldest first; `more` when the replay was cut at
     /// its size limit.
@@ -90,7 +85,7 @@ impl Reply {
     pub fn participant(mut participant: Participant, created: bool) -> Reply {
         participant.read = Default::default();
         Reply::Participant {
-            participant: Box::new(participant),
+            participant,
             created,
         }
     }

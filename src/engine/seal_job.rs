@@ -179,7 +179,7 @@ impl Engine {
             self.spawn_seal_job();
         }
         let progress = self.seal_job.progress.borrow().clone();
-        Ok(Reply::SealProgress(Box::new(progress)))
+        Ok(Reply::SealProgress(progress))
     }
 
     /// Continues a job a restart interrupted. Without encryption it is
