@@ -113,14 +113,17 @@ impl PageStream {
             if let Some(rest) = piece.rest {
                 self.stage = Stage::Rest(rest);
             }
-            if piece.count == 0 {
+            if piece.rows.is_empty() {
                 continue;
             }
-            if self.count > 0 {
-                out.push(b',');
+            out.reserve(piece.rows.iter().map(|row| row.json.len() + 1).sum());
+            for row in &piece.rows {
+                if self.count > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&row.json);
+                self.count += 1;
             }
-            out.extend_from_slice(&piece.json);
-            self.count += piece.count;
             if self.first_key.is_none() {
                 self.first_key = piece.first_key;
             }

@@ -7,7 +7,7 @@
 //! `Command::ListMessages`) and keeps in its first-page cache until the
 //! thread's next write, so the most frequent read is sent as cached bytes.
 //! Streamed pages (`page_stream`) are framed with [`list_head`] and
-//! [`list_tail`] around pieces the owner renders.
+//! [`list_tail`] around the rows of the pieces the owner answers.
 
 use serde::Serialize;
 

@@ -10,8 +10,7 @@
 //!
 //! A page of messages or replies too large to answer whole (for a caller
 //! that takes it in pieces) is only planned ([`Rendered::Planned`]: where
-//! its messages are), then rendered a [`piece`] at a time while it is sent:
-//! a piece is its messages' JSON, comma separated, as stored.
+//! its messages are), then answered a [`piece`] at a time while it is sent.
 
 use std::ops::Bound;
 
@@ -217,16 +216,6 @@ impl Pagination {
     }
 }
 
-/// Appends `items` comma separated.
-fn join_items<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a [u8]>) {
-    for (index, item) in items.enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(item);
-    }
-}
-
 /// A page's sides oldest first (each oldest first), and whether listed
 /// messages exist before (older) and after (newer) it.
 type MessageSides = (Vec<Side>, bool, bool);
@@ -380,9 +369,7 @@ pub fn messages(
 /// Part of a streamed page: listed messages, oldest first.
 #[derive(Debug, Default)]
 pub struct Piece {
-    /// The messages' JSON, comma separated, without brackets.
-    pub json: Vec<u8>,
-    pub count: usize,
+    pub rows: Vec<MessageRow>,
     /// Keys of the piece's first and last message.
     pub first_key: Option<String>,
     pub last_key: Option<String>,
@@ -404,14 +391,11 @@ pub fn piece(
         PageKeys::Listed(timestamps) => listed_piece(store, thread, timestamps, include_deleted)?,
     };
     reveal_all(&mut items, reveal)?;
-    let mut json = Vec::with_capacity(items.iter().map(|(_, j)| j.len() + 1).sum());
-    join_items(&mut json, items.iter().map(|(_, item)| item.as_slice()));
     Ok(Piece {
-        count: items.len(),
         first_key: key_of(items.first()),
         last_key: key_of(items.last()),
         rest,
-        json,
+        rows: rows(items),
     })
 }
 
@@ -496,13 +480,17 @@ fn message_list(items: Items, flags: (bool, bool), total: u64) -> MessageList {
     );
     MessageList {
         thread: None,
-        // Collected in place: a row is laid out as an item.
-        rows: items
-            .into_iter()
-            .map(|(ts, json)| MessageRow { ts, json })
-            .collect(),
+        rows: rows(items),
         pagination,
     }
+}
+
+/// `items` as rows, collected in place (a row is laid out as an item).
+fn rows(items: Items) -> Vec<MessageRow> {
+    items
+        .into_iter()
+        .map(|(ts, json)| MessageRow { ts, json })
+        .collect()
 }
 
 /// The `key` of a listed item's message.
@@ -791,13 +779,16 @@ mod tests {
         let (mut first, mut last) = (None, None);
         while let Some(now) = keys {
             let piece = piece(store, THREAD, now, deleted, None).unwrap();
-            assert!(piece.json.len() <= PIECE_BYTES_MAX + 25_000, "one piece");
-            if piece.count > 0 {
+            let bytes: usize = piece.rows.iter().map(|row| row.json.len()).sum();
+            assert!(bytes <= PIECE_BYTES_MAX + 25_000, "one piece");
+            for row in &piece.rows {
                 if count > 0 {
                     out.push(b',');
                 }
-                out.extend_from_slice(&piece.json);
-                count += piece.count;
+                out.extend_from_slice(&row.json);
+                count += 1;
+            }
+            if !piece.rows.is_empty() {
                 first = first.or(piece.first_key);
                 last = piece.last_key;
             }

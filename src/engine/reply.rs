@@ -5,9 +5,10 @@
 //! Rust callers as they are). These values cross cores, so they own their
 //! data and are `Send`.
 //!
-//! Two answers are bytes, both for speed: the first-page cache holds the
-//! HTTP rendering of a thread's newest page ([`Reply::Rendered`]), and a
-//! page too large to answer whole is streamed in rendered [`Piece`]s.
+//! One answer is bytes, for speed: the first-page cache holds the HTTP
+//! rendering of a thread's newest page ([`Reply::Rendered`]), which the
+//! engine drops with the thread's next write. A page too large to answer
+//! whole is planned, then answered in [`Piece`]s of rows.
 
 use super::command::{Caller, EngineError, StreamEvent, ThreadPosition};
 use super::page::{PagePlan, Pagination, Piece};
