@@ -13,7 +13,7 @@
 //! making anyone buffer the page, and no store iterator stays open between
 //! pieces.
 
-use super::render::{list_head, list_tail};
+use super::render::{list_head, list_tail, push_rows};
 use crate::engine::{Command, EngineError, PageKeys, Pagination, Piece, PlannedPage, Reply};
 use crate::mesh::Mesh;
 use crate::shard::ShardId;
@@ -116,14 +116,8 @@ impl PageStream {
             if piece.rows.is_empty() {
                 continue;
             }
-            out.reserve(piece.rows.iter().map(|row| row.json.len() + 1).sum());
-            for row in &piece.rows {
-                if self.count > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(&row.json);
-                self.count += 1;
-            }
+            push_rows(out, &piece.rows, self.count > 0);
+            self.count += piece.rows.len();
             if self.first_key.is_none() {
                 self.first_key = piece.first_key;
             }

@@ -12,8 +12,8 @@
 use serde::Serialize;
 
 use crate::engine::{
-    MessageList, Pagination, ParticipantList, Reply, ShardStats, ThreadEntry, UserThread,
-    VersionList,
+    MessageList, MessageRow, Pagination, ParticipantList, Reply, ShardStats, ThreadEntry,
+    UserThread, VersionList,
 };
 
 /// The status and body of a reply to a route, `wrap` naming the member a
@@ -77,15 +77,20 @@ pub fn message_list(list: &MessageList) -> Vec<u8> {
         .as_ref()
         .map(|thread| ("thread", thread.as_str()));
     let mut out = list_head(thread.as_slice(), "messages");
-    out.reserve(list.rows.iter().map(|row| row.json.len() + 1).sum());
-    for (index, row) in list.rows.iter().enumerate() {
-        if index > 0 {
+    push_rows(&mut out, &list.rows, false);
+    list_tail(&mut out, &list.pagination);
+    out
+}
+
+/// Appends `rows` comma separated, after a comma when `after_others`.
+pub fn push_rows(out: &mut Vec<u8>, rows: &[MessageRow], after_others: bool) {
+    out.reserve(rows.iter().map(|row| row.json.len() + 1).sum());
+    for (index, row) in rows.iter().enumerate() {
+        if after_others || index > 0 {
             out.push(b',');
         }
         out.extend_from_slice(&row.json);
     }
-    list_tail(&mut out, &list.pagination);
-    out
 }
 
 /// `{"message":"<key>","versions":[…],"pagination":P}`.
@@ -209,7 +214,7 @@ pub fn shard_stats(stats: &ShardStats) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Membership, MessageRow, ReadMarker, ThreadPosition};
+    use crate::engine::{Membership, ReadMarker, ThreadPosition};
     use crate::model::{Participant, Role, Thread, ThreadId, UserId};
 
     fn thread(deleted: bool) -> Thread {

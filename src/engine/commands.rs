@@ -139,8 +139,8 @@ impl Engine {
                 let page = (&page, in_pieces);
                 Executed::read(
                     match page::replies(&self.store, parent, page, reveal.as_deref())? {
-                        page::Rendered::Whole(list) => Reply::Messages(list),
-                        page::Rendered::Planned(plan) => {
+                        page::Scanned::Whole(list) => Reply::Messages(list),
+                        page::Scanned::Planned(plan) => {
                             planned((thread, caller), include_deleted, false, plan)
                         }
                     },
@@ -414,7 +414,7 @@ impl Engine {
         let reveal = self.revealer(Engine::reveal_message_json);
         let page = (page, in_pieces);
         match page::messages(&self.store, thread.as_str(), page, total, reveal.as_deref())? {
-            page::Rendered::Whole(mut list) => {
+            page::Scanned::Whole(mut list) => {
                 list.thread = Some(thread);
                 let Some(render) = cached else {
                     return Executed::read(Reply::Messages(list));
@@ -425,7 +425,7 @@ impl Engine {
                     .put(thread, page.0.limit, include_deleted, &body);
                 Executed::read(Reply::Rendered(body))
             }
-            page::Rendered::Planned(plan) => {
+            page::Scanned::Planned(plan) => {
                 let of = (thread, caller.clone());
                 Executed::read(planned(of, include_deleted, true, plan))
             }

@@ -9,7 +9,7 @@
 //! `after_anchor` its last, which is where the previous and next pages start.
 //!
 //! A page of messages or replies too large to answer whole (for a caller
-//! that takes it in pieces) is only planned ([`Rendered::Planned`]: where
+//! that takes it in pieces) is only planned ([`Scanned::Planned`]: where
 //! its messages are), then answered a [`piece`] at a time while it is sent.
 
 use std::ops::Bound;
@@ -297,11 +297,11 @@ fn anchor_sides(
 
 /// What [`messages`] made of a page.
 #[derive(Debug)]
-pub enum Rendered {
+pub enum Scanned {
     /// The whole page.
     Whole(MessageList),
-    /// A page too large to render whole: where it is, for [`piece`] to
-    /// render in order.
+    /// A page too large to answer whole: where it is, for [`piece`] to
+    /// answer in order.
     Planned(PagePlan),
 }
 
@@ -339,7 +339,7 @@ pub fn messages(
     (page, in_pieces): (&MessagePage, bool),
     total: u64,
     reveal: Reveal,
-) -> Result<Rendered, EngineError> {
+) -> Result<Scanned, EngineError> {
     let (sides, has_before, has_after) = message_sides(store, thread, page, in_pieces)?;
     let range = sides
         .iter()
@@ -350,7 +350,7 @@ pub fn messages(
     if let Some((low, high)) = range
         && sides.iter().any(|side| !side.kept)
     {
-        return Ok(Rendered::Planned(PagePlan {
+        return Ok(Scanned::Planned(PagePlan {
             keys: PageKeys::Range(low, high),
             has_before,
             has_after,
@@ -359,7 +359,7 @@ pub fn messages(
     }
     let mut items: Items = sides.into_iter().flat_map(|side| side.items).collect();
     reveal_all(&mut items, reveal)?;
-    Ok(Rendered::Whole(message_list(
+    Ok(Scanned::Whole(message_list(
         items,
         (has_before, has_after),
         total,
@@ -667,7 +667,7 @@ pub fn replies(
     (thread, parent_ts): (&str, u64),
     (page, in_pieces): (&MessagePage, bool),
     reveal: Reveal,
-) -> Result<Rendered, EngineError> {
+) -> Result<Scanned, EngineError> {
     let parent = (thread, parent_ts);
     let deleted = page.include_deleted;
     let (direction, from) = match page.position {
@@ -703,7 +703,7 @@ pub fn replies(
     };
     let total = count_replies(store, parent, deleted)?;
     if !side.kept {
-        return Ok(Rendered::Planned(PagePlan {
+        return Ok(Scanned::Planned(PagePlan {
             keys: PageKeys::Listed(side.timestamps),
             has_before,
             has_after,
@@ -712,7 +712,7 @@ pub fn replies(
     }
     reveal_all(&mut side.items, reveal)?;
     let flags = (has_before, has_after);
-    Ok(Rendered::Whole(message_list(side.items, flags, total)))
+    Ok(Scanned::Whole(message_list(side.items, flags, total)))
 }
 
 fn count_replies(
@@ -803,7 +803,7 @@ mod tests {
     fn pieces_make_the_whole(
         store: &Store,
         positions: &[MessagePosition],
-        render: impl Fn(&MessagePage, bool) -> Result<Rendered, EngineError>,
+        render: impl Fn(&MessagePage, bool) -> Result<Scanned, EngineError>,
     ) {
         for &position in positions {
             for include_deleted in [false, true] {
@@ -812,10 +812,10 @@ mod tests {
                     limit: 1000,
                     include_deleted,
                 };
-                let Ok(Rendered::Whole(whole)) = render(&page, false) else {
+                let Ok(Scanned::Whole(whole)) = render(&page, false) else {
                     panic!("{position:?}: not rendered whole");
                 };
-                let Ok(Rendered::Planned(plan)) = render(&page, true) else {
+                let Ok(Scanned::Planned(plan)) = render(&page, true) else {
                     panic!("{position:?}: not planned");
                 };
                 // Compared without printing: the pages are 1 MB.
@@ -851,7 +851,7 @@ mod tests {
         };
         assert!(matches!(
             messages(&store, THREAD, (&small, true), 60, None),
-            Ok(Rendered::Whole(_))
+            Ok(Scanned::Whole(_))
         ));
     }
 
