@@ -16,6 +16,11 @@
 //! asynchronously; a send from a plain thread wakes it through glommio's
 //! foreign-waker path (an eventfd), so an idle `Db` does not spin.
 //!
+//! Each method runs the engine command the HTTP route runs and returns the
+//! engine's typed answer as it is (`FromReply`); nothing is rendered to
+//! JSON and read back. A page's messages are decoded from the rows the
+//! engine copied from the store.
+//!
 //! Every command runs as its own task on that executor, so writes from
 //! several threads share fsyncs (group commit) exactly as HTTP requests do.
 //! Beyond the calls here: replies, renames, deletes and restores
@@ -27,8 +32,6 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::api::input;
@@ -36,7 +39,8 @@ use crate::config::{Limits, WAL_FLUSH_MS_DEFAULT, WAL_SEGMENT_BYTES_DEFAULT};
 use crate::crypto::Keyring;
 use crate::crypto::fields::FieldPaths;
 use crate::engine::{
-    self, Caller, Command, Engine, EngineError, MessagePage, MessagePosition, Order, Reply,
+    self, Caller, Command, Engine, EngineError, MessageList, MessagePage, MessagePosition, Order,
+    Reply, VersionList,
 };
 use crate::model::{MessageId, ThreadId, UserId};
 use crate::runtime;
@@ -491,7 +495,7 @@ impl Db {
             }
         };
         // The engine answers oldest first, with the contract's anchors.
-        let mut list: MessageList = self.call(Command::ListMessages {
+        let list: MessageList = self.call(Command::ListMessages {
             thread: thread_id(thread)?,
             caller: anyone(),
             page: MessagePage {
@@ -499,18 +503,20 @@ impl Db {
                 limit,
                 include_deleted: page.include_deleted,
             },
-            // Embedded callers read a page as one value.
+            // Embedded callers read a page as one value, typed.
             in_pieces: false,
+            rendering: None,
         })?;
+        let mut messages = list.messages()?;
         let pagination = list.pagination;
         let next_cursor = if newest_first {
-            list.messages.reverse();
+            messages.reverse();
             pagination.has_before.then_some(pagination.before_anchor)
         } else {
             pagination.has_after.then_some(pagination.after_anchor)
         };
         Ok(Messages {
-            messages: list.messages,
+            messages,
             next_cursor,
         })
     }
@@ -545,7 +551,7 @@ impl Db {
     /// Soft-deletes a message: reads hide it unless they include deleted
     /// messages; nothing is erased.
     pub fn delete_message(&self, thread: &str, id: &str) -> Result<(), Error> {
-        self.send(Command::DeleteMessage {
+        self.run(Command::DeleteMessage {
             thread: thread_id(thread)?,
             caller: anyone(),
             id: id.to_owned(),
@@ -573,13 +579,9 @@ impl Db {
         }
     }
 
-    fn call<T: DeserializeOwned>(&self, command: Command) -> Result<T, Error> {
-        parse(&self.send(command)?)
-    }
-
-    /// Runs a command that answers JSON.
-    fn send(&self, command: Command) -> Result<Vec<u8>, Error> {
-        Ok(reply_json(self.run(command)?)?)
+    /// Runs `command` and takes the value it answers.
+    fn call<T: FromReply>(&self, command: Command) -> Result<T, Error> {
+        T::from_reply(self.run(command)?).ok_or_else(|| unexpected_reply().into())
     }
 
     fn run(&self, command: Command) -> Result<Reply, Error> {
@@ -696,47 +698,35 @@ async fn serve(engine: Rc<Engine>, incoming: flume::Receiver<Request>) -> Result
     persisted
 }
 
-fn reply_json(reply: Reply) -> Result<Vec<u8>, EngineError> {
-    match reply {
-        Reply::Ok(json) | Reply::Created(json) => Ok(json),
-        Reply::Threads(_)
-        | Reply::Events { .. }
-        | Reply::Metrics(_)
-        | Reply::Page(_)
-        | Reply::Piece(_)
-        | Reply::Purged(_) => Err(unexpected_reply()),
-    }
+/// A value embedded mode hands to its caller, taken from the engine's
+/// typed reply as it is; `None` from a reply of another kind.
+trait FromReply: Sized {
+    fn from_reply(reply: Reply) -> Option<Self>;
 }
+
+/// `FromReply` for a type one reply variant carries.
+macro_rules! from_reply {
+    ($type:ty, $variant:pat => $value:expr) => {
+        impl FromReply for $type {
+            fn from_reply(reply: Reply) -> Option<Self> {
+                match reply {
+                    $variant => Some($value),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+from_reply!(Thread, Reply::Thread { thread, .. } => thread);
+from_reply!(Message, Reply::Message { message, .. } => message);
+from_reply!(Participant, Reply::Participant { participant, .. } => participant);
+from_reply!(MessageList, Reply::Messages(list) => list);
+from_reply!(VersionList, Reply::Versions(list) => list);
+from_reply!(ReadMarker, Reply::ReadMarker(marker) => marker);
 
 fn unexpected_reply() -> EngineError {
     EngineError::Storage("unexpected reply kind for an embedded command".into())
-}
-
-/// A JSON answer of the engine read back into a model type.
-fn parse<T: DeserializeOwned>(json: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(json)
-        .map_err(|err| Error::Storage(format!("engine reply does not parse: {err}")))
-}
-
-/// A page of messages as the engine renders it, read back into model types.
-#[derive(Deserialize)]
-struct MessageList {
-    messages: Vec<Message>,
-    pagination: Pagination,
-}
-
-/// The contract's pagination object, the fields paging needs.
-#[derive(Deserialize)]
-struct Pagination {
-    before_anchor: String,
-    after_anchor: String,
-    has_before: bool,
-    has_after: bool,
-}
-
-#[derive(Deserialize)]
-struct VersionList {
-    versions: Vec<Version>,
 }
 
 /// Embedded callers are trusted code, like the server's backend key: they

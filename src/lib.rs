@@ -12,8 +12,11 @@
 //! 4. [`shard::shard_for`] names the core that owns the thread; the command
 //!    goes there over the cross-core [`mesh`] (or runs in place).
 //! 5. The owner's [`engine::Engine`] executes it against its own [`store`]
-//!    (an LSM-tree), renders the JSON, and the reply travels back.
-//! 6. The accepting core writes the response; pipelined requests follow.
+//!    (an LSM-tree) and answers typed values ([`engine::Reply`]), which
+//!    travel back (a thread's newest page as the HTTP bytes the owner
+//!    caches for it).
+//! 6. The accepting core renders the answer as the contract's JSON
+//!    (`api::render`) and writes the response; pipelined requests follow.
 //!    A message page too large to render whole comes back as a plan
 //!    instead, and the accepting core fetches and writes it piece by piece
 //!    ([`api::PageStream`], `Transfer-Encoding: chunked`).

@@ -5,9 +5,10 @@
 //! `include_deleted=false` asks otherwise.
 
 use super::input::{self, Query};
-use super::{Api, ApiError, Handled, LiveTail, json, thread_id};
+use super::{Api, ApiError, Handled, LiveTail, json, render, thread_id};
 use crate::engine::{
-    self, AllThreadsPage, Caller, Command, EngineError, Order, Pagination, Reply, ThreadPart,
+    AllThreadsPage, Caller, Command, EngineError, Order, Reply, ThreadEntry, ThreadPart,
+    ThreadPosition, UserThread,
 };
 use crate::http::{Request, Response, query_pairs};
 use crate::model::{ThreadId, UserId};
@@ -150,6 +151,7 @@ impl Api {
             caller: ADMIN,
             page,
             in_pieces: true,
+            rendering: Some(render::message_list),
         };
         self.answer(command, None).await
     }
@@ -240,7 +242,7 @@ impl Api {
         entries.truncate(page.limit);
         // This listing pages forward only; a cursor means it has gone past
         // something.
-        let body = engine::thread_list(&entries, (page.after.is_some(), has_after), total);
+        let body = render::thread_list(&entries, (page.after.is_some(), has_after), total);
         Ok(Handled::Response(json(200, body)))
     }
 
@@ -251,23 +253,32 @@ impl Api {
         include_deleted: bool,
     ) -> Result<Response, ApiError> {
         let owner = shard_for(id.as_str(), self.mesh.shard_count());
-        let key = id.to_string();
         let command = Command::GetThread {
             id,
             caller: ADMIN,
             include_deleted,
         };
         let found = match self.mesh.call(owner, command).await {
-            Ok(Reply::Ok(body)) => Some(body),
+            Ok(Reply::Thread { thread, .. }) => Some(ThreadEntry {
+                position: ThreadPosition {
+                    sort_ts: thread.created_ts,
+                    thread_id: thread.id.clone(),
+                },
+                thread: UserThread {
+                    thread,
+                    membership: None,
+                },
+            }),
             Err(EngineError::ThreadNotFound) => None,
             Ok(_) => return Err(EngineError::Storage("unexpected reply".into()).into()),
             Err(err) => return Err(err.into()),
         };
-        let count = usize::from(found.is_some());
-        let key = found.as_ref().map(|_| key);
-        let pagination = Pagination::of(key.clone(), key, count, (false, false), count as u64);
-        let body = engine::list(&[], "threads", found.iter().map(Vec::as_slice), &pagination);
-        Ok(json(200, body))
+        let found = Vec::from_iter(found);
+        let total = found.len() as u64;
+        Ok(json(
+            200,
+            render::thread_list(&found, (false, false), total),
+        ))
     }
 }
 

@@ -104,10 +104,10 @@ impl Api {
             .await?;
         let mut parts = Vec::with_capacity(replies.len());
         for reply in replies {
-            let Reply::Ok(body) = reply else {
+            let Reply::SealProgress(part) = reply else {
                 return Err(unexpected_reply());
             };
-            parts.push(serde_json::from_slice(&body).map_err(|_| unexpected_reply())?);
+            parts.push(part);
         }
         let status = if start { 202 } else { 200 };
         let body = serde_json::to_vec(&summed(&parts)).map_err(|_| unexpected_reply())?;

@@ -1,16 +1,17 @@
 //! The authenticated routes outside `/admin/v1/threads`: one function per
 //! route turning a request into a [`Command`] for the owning shard, and
-//! [`Api::answer`], which sends it and shapes the reply as the ProgressDB
-//! v0.2 contract asks (created objects 201, single reads wrapped as
-//! `{"thread":…}` / `{"message":…}`, every mutation answering its object).
+//! [`Api::answer`], which sends it and renders the typed reply as the
+//! ProgressDB v0.2 contract asks (`render`: created objects 201, single
+//! reads wrapped as `{"thread":…}` / `{"message":…}`, every mutation
+//! answering its object).
 
 use super::input::{self, decode_body};
 use super::page_stream::PageStream;
 use super::router::Route;
-use super::{Api, ApiError, Call, Handled, LiveTail, json, status_ok, thread_id};
+use super::{Api, ApiError, Call, Handled, LiveTail, json, render, status_ok, thread_id};
 use crate::auth::KeyKind;
 use crate::config::Limits;
-use crate::engine::{self, Caller, Command, EngineError, Reply};
+use crate::engine::{Caller, Command, EngineError, Reply};
 use crate::model::UserId;
 use crate::shard::shard_for;
 
@@ -126,12 +127,14 @@ impl Api {
                 caller: call.caller(None)?,
                 page: query.message_page(&self.limits)?,
                 in_pieces: true,
+                rendering: Some(render::message_list),
             },
             Route::SeedListMessages(id) => Command::ListMessages {
                 thread: thread_id(&id)?,
                 caller: Caller { user: None },
                 page: query.message_page(&self.limits)?,
                 in_pieces: true,
+                rendering: Some(render::message_list),
             },
             Route::ListVersions(id, mid) => Command::ListVersions {
                 thread: thread_id(&id)?,
@@ -193,25 +196,15 @@ impl Api {
         wrap: Option<&str>,
     ) -> Result<Handled, ApiError> {
         let owner = shard_for(command.thread().as_str(), self.mesh.shard_count());
-        let (status, body) = match self.mesh.call(owner, command).await? {
-            Reply::Created(body) => (201, body),
-            Reply::Ok(body) => (200, body),
+        let reply = match self.mesh.call(owner, command).await? {
             Reply::Page(page) => {
                 let page = Box::new(PageStream::new(owner, *page));
                 return Ok(Handled::Page(json(200, Vec::new()), page));
             }
-            Reply::Threads(_)
-            | Reply::Events { .. }
-            | Reply::Metrics(_)
-            | Reply::Piece(_)
-            | Reply::Purged(_) => {
-                return Err(EngineError::Storage("unexpected reply".into()).into());
-            }
+            reply => reply,
         };
-        let body = match wrap {
-            Some(name) => engine::wrap(name, &body),
-            None => body,
-        };
+        let (status, body) = render::reply(reply, wrap)
+            .ok_or_else(|| ApiError::from(EngineError::Storage("unexpected reply".into())))?;
         Ok(Handled::Response(json(status, body)))
     }
 

@@ -13,6 +13,7 @@ mod frontend;
 pub(crate) mod input;
 mod limit;
 mod page_stream;
+mod render;
 mod retention;
 pub mod router;
 mod threads;
@@ -472,13 +473,14 @@ impl Api {
             .into_iter()
             .enumerate()
         {
-            let Reply::Ok(json) = reply else {
+            let Reply::Stats(stats) = reply else {
                 return Err(EngineError::Storage("unexpected reply to stats".into()).into());
             };
             if index > 0 {
                 body.push(b',');
             }
-            body.extend(json);
+            serde_json::to_writer(&mut body, &render::shard_stats(&stats))
+                .expect("JSON values serialize");
         }
         body.extend_from_slice(b"]}");
         Ok(json(200, body))

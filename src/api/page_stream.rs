@@ -13,9 +13,8 @@
 //! making anyone buffer the page, and no store iterator stays open between
 //! pieces.
 
-use crate::engine::{
-    Command, EngineError, PageKeys, Pagination, Piece, PlannedPage, Reply, list_head, list_tail,
-};
+use super::render::{list_head, list_tail, push_rows};
+use crate::engine::{Command, EngineError, PageKeys, Pagination, Piece, PlannedPage, Reply};
 use crate::mesh::Mesh;
 use crate::shard::ShardId;
 
@@ -114,14 +113,11 @@ impl PageStream {
             if let Some(rest) = piece.rest {
                 self.stage = Stage::Rest(rest);
             }
-            if piece.count == 0 {
+            if piece.rows.is_empty() {
                 continue;
             }
-            if self.count > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(&piece.json);
-            self.count += piece.count;
+            push_rows(out, &piece.rows, self.count > 0);
+            self.count += piece.rows.len();
             if self.first_key.is_none() {
                 self.first_key = piece.first_key;
             }

@@ -5,20 +5,20 @@
 //! the shards' counters.
 
 use super::input::{ThreadCursor, ThreadPageRequest};
-use super::{Api, ApiError, Call, json};
+use super::{Api, ApiError, Call, json, render};
 use crate::engine::{
-    self, Command, EngineError, Order, Reply, ThreadEntry, ThreadPage, ThreadPart, ThreadPosition,
-    ThreadSort,
+    Command, EngineError, Order, Reply, ThreadEntry, ThreadPage, ThreadPart, ThreadPosition,
+    ThreadSort, UserThread,
 };
 use crate::http::Response;
-use crate::model::{Thread, ThreadId, UserId};
+use crate::model::{ThreadId, UserId};
 use crate::shard::shard_for;
 
-/// The thread a cursor names: its place in the listing, and its JSON when
-/// the listing shows it (live, or deleted with `include_deleted`).
+/// The thread a cursor names: its place in the listing, and the thread
+/// when the listing shows it (live, or deleted with `include_deleted`).
 struct CursorThread {
     position: ThreadPosition,
-    json: Option<Vec<u8>>,
+    thread: Option<UserThread>,
 }
 
 /// Threads of one side of a position, merged across shards in scan order.
@@ -51,9 +51,9 @@ impl Api {
         // The cursor's own thread, when the listing shows it.
         let itself = || {
             key.as_ref().and_then(|key| {
-                key.json.clone().map(|json| ThreadEntry {
+                key.thread.clone().map(|thread| ThreadEntry {
                     position: key.position.clone(),
-                    json,
+                    thread,
                 })
             })
         };
@@ -82,7 +82,7 @@ impl Api {
                 (entries.entries, entries.more, older.more, older.total)
             }
         };
-        let body = engine::thread_list(&entries, (has_before, has_after), total);
+        let body = render::thread_list(&entries, (has_before, has_after), total);
         Ok(json(200, body))
     }
 
@@ -138,8 +138,8 @@ impl Api {
             user: author.clone(),
         };
         let owner = shard_for(key.as_str(), self.mesh.shard_count());
-        let json = match self.mesh.call(owner, command).await {
-            Ok(Reply::Ok(json)) => json,
+        let listed = match self.mesh.call(owner, command).await {
+            Ok(Reply::UserThread(listed)) => listed,
             Err(EngineError::ThreadNotFound) => {
                 return Err(ApiError::bad_request(
                     "invalid_cursor",
@@ -149,38 +149,30 @@ impl Api {
             Ok(_) => return Err(EngineError::Storage("unexpected reply".into()).into()),
             Err(err) => return Err(err.into()),
         };
-        let thread: Thread = serde_json::from_slice(&json)
-            .map_err(|err| ApiError::from(EngineError::Storage(err.to_string())))?;
+        let thread = &listed.thread;
         let sort_ts = match request.sort {
             ThreadSort::CreatedTs => thread.created_ts,
             ThreadSort::UpdatedTs => thread.updated_ts,
         };
-        let listed = request.include_deleted || !thread.deleted;
+        let shown = request.include_deleted || !thread.deleted;
         Ok(CursorThread {
             position: ThreadPosition {
                 sort_ts,
-                thread_id: thread.id,
+                thread_id: thread.id.clone(),
             },
-            json: listed.then_some(json),
+            thread: shown.then_some(listed),
         })
     }
 
     /// `GET /admin/stats`: `{"threads","messages"}` stored on every shard.
     pub(super) async fn totals(&self) -> Result<Response, ApiError> {
-        #[derive(serde::Deserialize)]
-        struct Counts {
-            threads: u64,
-            messages: u64,
-        }
         let (mut threads, mut messages) = (0, 0);
         for reply in self.ask_every_shard(|| Command::Stats).await? {
-            let Reply::Ok(body) = reply else {
+            let Reply::Stats(stats) = reply else {
                 return Err(EngineError::Storage("unexpected reply to stats".into()).into());
             };
-            let counts: Counts = serde_json::from_slice(&body)
-                .map_err(|err| ApiError::from(EngineError::Storage(err.to_string())))?;
-            threads += counts.threads;
-            messages += counts.messages;
+            threads += stats.threads;
+            messages += stats.messages;
         }
         let body = serde_json::json!({ "threads": threads, "messages": messages });
         Ok(json(200, body.to_string().into_bytes()))

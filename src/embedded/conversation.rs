@@ -7,8 +7,8 @@ use super::{Db, Error, Messages, Page, anyone, invalid, thread_id, user_id};
 use crate::api::input;
 use crate::config::Limits;
 use crate::engine::{
-    Caller, Command, EngineError, MessagePage, MessagePosition, Order, PURGE_BUDGET_DEFAULT,
-    PurgeCursor, PurgePhase, PurgeRequest, Reply, RetentionPolicy,
+    Caller, Command, EngineError, MessageList, MessagePage, MessagePosition, Order,
+    PURGE_BUDGET_DEFAULT, PurgeCursor, PurgePhase, PurgeRequest, Reply, RetentionPolicy,
 };
 use crate::model::{Message, MessageId, Participant, Role, Thread};
 
@@ -38,7 +38,7 @@ impl Db {
                 MessagePosition::After(MessageId::parse(cursor).ok_or(Error::InvalidCursor)?)
             }
         };
-        let list: super::MessageList = self.call(Command::ListReplies {
+        let list: MessageList = self.call(Command::ListReplies {
             thread: thread_id(thread)?,
             caller: anyone(),
             id: parent.to_owned(),
@@ -49,9 +49,10 @@ impl Db {
             },
             in_pieces: false,
         })?;
+        let messages = list.messages()?;
         let pagination = list.pagination;
         Ok(Messages {
-            messages: list.messages,
+            messages,
             next_cursor: pagination.has_after.then_some(pagination.after_anchor),
         })
     }
@@ -73,7 +74,7 @@ impl Db {
     /// Soft-deletes a thread: it and its messages stop being readable
     /// until [`Db::restore_thread`]; nothing is erased.
     pub fn delete_thread(&self, thread: &str) -> Result<(), Error> {
-        self.send(Command::DeleteThread {
+        self.run(Command::DeleteThread {
             id: thread_id(thread)?,
             caller: anyone(),
         })
@@ -168,7 +169,7 @@ impl Db {
 
     /// Removes `user` from a thread (never its owner).
     pub fn remove_participant(&self, thread: &str, user: &str) -> Result<(), Error> {
-        self.send(Command::RemoveParticipant {
+        self.run(Command::RemoveParticipant {
             thread: thread_id(thread)?,
             caller: anyone(),
             user: user_id("user", user)?,

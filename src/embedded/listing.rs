@@ -6,8 +6,11 @@
 
 use serde::Deserialize;
 
-use super::{Db, Error, Page, checked_limit, invalid, parse, thread_id, unexpected_reply, user_id};
-use crate::engine::{Caller, Command, Order, Reply, ThreadPage, ThreadPosition, ThreadSort};
+use super::{Db, Error, Page, checked_limit, invalid, thread_id, unexpected_reply, user_id};
+pub use crate::engine::ReadMarker;
+use crate::engine::{
+    Caller, Command, Order, Reply, ThreadPage, ThreadPosition, ThreadSort, UserThread,
+};
 use crate::model::{Role, Thread, UserId};
 
 /// A thread as its user's listing shows it.
@@ -30,15 +33,26 @@ pub struct Threads {
     pub next_cursor: Option<String>,
 }
 
-/// A user's read marker in a thread, after [`Db::mark_read`].
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ReadMarker {
-    /// The thread's key.
-    #[serde(rename = "key")]
-    pub thread: String,
-    /// Key of the newest message the user has read.
-    pub last_read: Option<String>,
-    pub unread_count: u64,
+impl ListedThread {
+    /// The engine's answer for a user who takes part in the thread;
+    /// `None` when they do not.
+    fn of(listed: UserThread) -> Option<ListedThread> {
+        let membership = listed.membership?;
+        Some(ListedThread {
+            thread: listed.thread,
+            role: membership.role,
+            unread_count: membership.unread_count,
+        })
+    }
+}
+
+impl super::FromReply for ListedThread {
+    fn from_reply(reply: Reply) -> Option<Self> {
+        match reply {
+            Reply::UserThread(listed) => ListedThread::of(listed),
+            _ => None,
+        }
+    }
 }
 
 impl Db {
@@ -97,10 +111,10 @@ impl Db {
         let more = part.entries.len() > limit;
         let threads = part
             .entries
-            .iter()
+            .into_iter()
             .take(limit)
-            .map(|entry| parse(&entry.json))
-            .collect::<Result<Vec<ListedThread>, Error>>()?;
+            .map(|entry| ListedThread::of(entry.thread).ok_or_else(unexpected_reply))
+            .collect::<Result<Vec<ListedThread>, _>>()?;
         let next_cursor = more
             .then(|| threads.last().map(|listed| listed.thread.id.clone()))
             .flatten();
@@ -161,8 +175,8 @@ impl Db {
             id,
             user: user.clone(),
         };
-        let listed: ListedThread = match self.send(command) {
-            Ok(json) => parse(&json)?,
+        let listed: ListedThread = match self.call(command) {
+            Ok(listed) => listed,
             Err(Error::ThreadNotFound) => return Err(Error::InvalidCursor),
             Err(err) => return Err(err),
         };

@@ -1,11 +1,13 @@
-//! What a shard can be asked to do, and what it answers. These values cross
-//! cores, so they own their data and are `Send`.
+//! What a shard can be asked to do, and why it may fail (what it answers
+//! is in `reply`). These values cross cores, so they own their data and
+//! are `Send`.
 
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use super::page::{PageKeys, PagePlan, Piece};
+use super::page::PageKeys;
+use super::reply::PageRenderer;
 use crate::model::{MessageId, Role, ThreadId, UserId};
 
 /// One change of a thread, as sent to live-tail clients.
@@ -199,6 +201,11 @@ pub enum Command {
         /// The caller can take a large page in pieces: it is answered with
         /// a [`Reply::Page`] plan, and `PagePiece` renders it.
         in_pieces: bool,
+        /// How the caller renders a whole page to bytes. With it, the
+        /// newest page is answered as those bytes ([`Reply::Rendered`]),
+        /// from the owner's first-page cache when it holds them; without
+        /// it, every page is answered typed and the cache is not used.
+        rendering: Option<PageRenderer>,
     },
     /// The next piece of a planned page: the first listed messages of
     /// `keys`.
@@ -358,62 +365,6 @@ impl std::fmt::Debug for SecretKey {
     }
 }
 
-/// A successful answer. JSON is rendered on the owning shard, next to the
-/// data, so the accepting core only copies bytes to the socket.
-#[derive(Debug)]
-pub enum Reply {
-    Created(Vec<u8>),
-    Ok(Vec<u8>),
-    Threads(ThreadPart),
-    /// Changes to replay, oldest first; `more` when the replay was cut at
-    /// its size limit.
-    Events {
-        events: Vec<StreamEvent>,
-        more: bool,
-    },
-    /// A shard's answer to `Command::Metrics`.
-    Metrics(Box<crate::metrics::ShardSample>),
-    /// A message page too large to render whole, to fetch in pieces.
-    Page(Box<PlannedPage>),
-    /// One piece of a planned page.
-    Piece(Box<Piece>),
-    /// A shard's answer to `Command::Purge`.
-    Purged(super::purge::PurgeReport),
-}
-
-/// A message page to fetch in pieces: what it lists and where it is.
-#[derive(Debug)]
-pub struct PlannedPage {
-    pub thread: ThreadId,
-    /// Who asked; each piece checks access again.
-    pub caller: Caller,
-    pub include_deleted: bool,
-    /// The list names its thread (`{"thread":…}`, a thread's messages;
-    /// replies do not).
-    pub names_thread: bool,
-    pub plan: PagePlan,
-}
-
-/// One shard's part of a thread listing.
-#[derive(Debug, Default)]
-pub struct ThreadPart {
-    /// Up to `limit + 1` threads past the position, in scan order.
-    pub entries: Vec<ThreadEntry>,
-    /// The threads of the whole listing on this shard (a counter, not a
-    /// scan, for author listings).
-    pub total: u64,
-    /// A listed thread exists on this shard strictly behind the position
-    /// (against the scan order); `false` without a position.
-    pub behind: bool,
-}
-
-/// One thread of a shard's part of a listing.
-#[derive(Debug)]
-pub struct ThreadEntry {
-    pub position: ThreadPosition,
-    pub json: Vec<u8>,
-}
-
 /// Why a command failed. The HTTP layer maps each to one status and code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineError {
@@ -449,8 +400,6 @@ pub enum EngineError {
     },
     Storage(String),
 }
-
-pub type Outcome = Result<Reply, EngineError>;
 
 impl Command {
     /// The thread whose owner executes this command.

@@ -1,15 +1,17 @@
 //! One function per [`Command`]: what the owning shard does for it and the
-//! JSON it answers (single objects unwrapped; the HTTP layer wraps single
-//! reads as the contract asks, embedded mode reads them as they are).
+//! typed [`Reply`] it answers (front ends render it; see `reply`).
 
 use super::authors::ThreadState;
 use super::command::{
-    AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, PlannedPage,
-    Reply, ThreadEntry, ThreadPage, ThreadPart, ThreadSort, VersionPage, VersionPosition,
+    AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, ThreadPage,
+    ThreadSort, VersionPage, VersionPosition,
 };
 use super::page::Pagination;
 use super::participants::{listed, manages};
-use super::{Engine, Executed, REACTIONS_PER_MESSAGE_MAX, page, stream_event, to_json};
+use super::reply::{
+    PageRenderer, PlannedPage, Reply, ShardStats, ThreadEntry, ThreadPart, VersionList,
+};
+use super::{Engine, Executed, REACTIONS_PER_MESSAGE_MAX, page, stream_event};
 use crate::model::{
     Message, MessageCounts, MessageId, Role, ThreadId, ThreadRecord, UserId, Version,
 };
@@ -48,7 +50,7 @@ impl Engine {
                 include_deleted,
             } => {
                 let record = self.thread_for(&id, &caller, include_deleted)?;
-                Executed::read(Reply::Ok(to_json(&record.thread)))
+                Executed::read(Reply::thread(record.thread, false))
             }
             Command::UpdateThread {
                 id,
@@ -62,7 +64,7 @@ impl Engine {
             Command::Purge(request) => self.purge_step(&request),
             Command::AddMasterKey { id, key } => {
                 self.add_master_key(id, key.0);
-                Executed::read(Reply::Ok(Vec::new()))
+                Executed::read(Reply::Done)
             }
             Command::Stats => self.stats(),
             Command::ListAllThreads(page) => self.list_all_threads(&page),
@@ -93,7 +95,8 @@ impl Engine {
                 caller,
                 page,
                 in_pieces,
-            } => self.list_messages(&thread, &caller, &page, in_pieces),
+                rendering,
+            } => self.list_messages(thread, &caller, &page, (in_pieces, rendering)),
             Command::PagePiece {
                 thread,
                 caller,
@@ -114,7 +117,7 @@ impl Engine {
                 include_deleted,
             } => {
                 let (_, message) = self.message_for(&thread, &caller, &id, include_deleted)?;
-                Executed::read(Reply::Ok(to_json(&message)))
+                Executed::read(Reply::message(message, false))
             }
             Command::ListVersions {
                 thread,
@@ -136,8 +139,8 @@ impl Engine {
                 let page = (&page, in_pieces);
                 Executed::read(
                     match page::replies(&self.store, parent, page, reveal.as_deref())? {
-                        page::Rendered::Whole(body) => Reply::Ok(body),
-                        page::Rendered::Planned(plan) => {
+                        page::Scanned::Whole(list) => Reply::Messages(list),
+                        page::Scanned::Planned(plan) => {
                             planned((thread, caller), include_deleted, false, plan)
                         }
                     },
@@ -224,7 +227,7 @@ impl Engine {
             .filter(|member| *member != author.as_str())
             .collect();
         self.members_joined(&record, &joined);
-        Executed::write(Reply::Created(to_json(&record.thread)), lsn)
+        Executed::write(Reply::thread(record.thread, true), lsn)
     }
 
     fn update_thread(
@@ -249,7 +252,7 @@ impl Engine {
         }
         record.thread.updated_ts = self.tick(record.thread.updated_ts);
         let lsn = self.write_thread(Some(old), &record, Ops::default())?;
-        Executed::write(Reply::Ok(to_json(&record.thread)), lsn)
+        Executed::write(Reply::thread(record.thread, false), lsn)
     }
 
     /// Soft-deletes (`deleted`) or restores a thread; answers the thread.
@@ -266,13 +269,13 @@ impl Engine {
             ));
         }
         if record.thread.deleted == deleted {
-            return Executed::read(Reply::Ok(to_json(&record.thread)));
+            return Executed::read(Reply::thread(record.thread, false));
         }
         let old = state(&record);
         record.thread.deleted = deleted;
         record.thread.updated_ts = self.tick(record.thread.updated_ts);
         let lsn = self.write_thread(Some(old), &record, Ops::default())?;
-        Executed::write(Reply::Ok(to_json(&record.thread)), lsn)
+        Executed::write(Reply::thread(record.thread, false), lsn)
     }
 
     /// The thread's message counters; counted once for a thread written
@@ -350,10 +353,11 @@ impl Engine {
         if let Some(count) = self.message_count.get() {
             self.message_count.set(Some(count + 1));
         }
+        let change = (message.thread.clone(), stream_event(&message, ts));
         Ok(Executed {
-            reply: Reply::Created(to_json(&message)),
+            reply: Reply::message(message, true),
             lsn: Some(lsn),
-            change: Some((message.thread.clone(), stream_event(&message, ts))),
+            change: Some(change),
         })
     }
 
@@ -382,42 +386,50 @@ impl Engine {
         }
     }
 
+    /// A page of a thread's messages. The newest page of a caller that
+    /// renders pages (`rendering`) is answered rendered, and kept rendered
+    /// in `tail_pages` until the thread's next write.
     fn list_messages(
         &self,
-        thread: &ThreadId,
+        thread: ThreadId,
         caller: &Caller,
         page: &MessagePage,
-        in_pieces: bool,
+        (in_pieces, rendering): (bool, Option<PageRenderer>),
     ) -> Result<Executed, EngineError> {
         let include_deleted = page.include_deleted;
         let record = self.thread_for(
-            thread,
+            &thread,
             caller,
             caller.reads_deleted_threads(include_deleted),
         )?;
-        let first_page = page.position == MessagePosition::End;
-        if first_page
+        let cached = rendering.filter(|_| page.position == MessagePosition::End);
+        if cached.is_some()
             && let Some(body) = self
                 .tail_pages
                 .get(thread.as_str(), page.limit, include_deleted)
-            // A large page an embedded caller cached is not sent whole.
+            // A large page cached for a caller that takes it whole is not
+            // sent whole to one that takes it in pieces.
             && (!in_pieces || body.len() <= page::PAGE_WHOLE_BYTES_MAX)
         {
-            return Executed::read(Reply::Ok(body));
+            return Executed::read(Reply::Rendered(body));
         }
         let total = self.counts(&record)?.visible(include_deleted);
         let reveal = self.revealer(Engine::reveal_message_json);
         let page = (page, in_pieces);
         match page::messages(&self.store, thread.as_str(), page, total, reveal.as_deref())? {
-            page::Rendered::Whole(body) => {
-                if first_page {
-                    self.tail_pages
-                        .put(thread.as_str(), page.0.limit, include_deleted, &body);
-                }
-                Executed::read(Reply::Ok(body))
+            page::Scanned::Whole(mut list) => {
+                list.thread = Some(thread);
+                let Some(render) = cached else {
+                    return Executed::read(Reply::Messages(list));
+                };
+                let body = render(&list);
+                let thread = list.thread.as_ref().map_or("", ThreadId::as_str);
+                self.tail_pages
+                    .put(thread, page.0.limit, include_deleted, &body);
+                Executed::read(Reply::Rendered(body))
             }
-            page::Rendered::Planned(plan) => {
-                let of = (thread.clone(), caller.clone());
+            page::Scanned::Planned(plan) => {
+                let of = (thread, caller.clone());
                 Executed::read(planned(of, include_deleted, true, plan))
             }
         }
@@ -448,9 +460,9 @@ impl Engine {
         Executed::read(Reply::Piece(Box::new(piece)))
     }
 
-    /// `{"message":"<key>","versions":[…],"pagination":P}`, oldest first,
-    /// current last; anchors are version numbers (as strings, like every
-    /// other anchor). Only the page's bodies are opened and rendered.
+    /// A page of a message's versions, oldest first, current last; anchors
+    /// are version numbers (as strings, like every other anchor). Only the
+    /// page's bodies are read and opened.
     fn list_versions(
         &self,
         thread: &ThreadId,
@@ -480,10 +492,8 @@ impl Engine {
             versions.push(version);
         }
         versions.sort_by_key(|version| version.version);
-        let mut items = Vec::with_capacity(versions.len());
         for version in &mut versions {
             self.open_version(&message, version)?;
-            items.push(serde_json::to_vec(&*version).expect("versions serialize"));
         }
         // The window actually sent, as indices: what the budget kept.
         let (start, end) = match (versions.first(), versions.last()) {
@@ -497,14 +507,11 @@ impl Engine {
             (start > 0, end < newest),
             u64::from(newest),
         );
-        let fields = [("message", message.id.as_str())];
-        let body = page::list(
-            &fields,
-            "versions",
-            items.iter().map(Vec::as_slice),
-            &pagination,
-        );
-        Executed::read(Reply::Ok(body))
+        Executed::read(Reply::Versions(VersionList {
+            message: message.id,
+            versions,
+            pagination,
+        }))
     }
 
     fn edit_message(
@@ -531,7 +538,7 @@ impl Engine {
         message.version += 1;
         message.updated_ts = Some(change_ts);
         message.edited_by = caller.user.as_ref().map(ToString::to_string);
-        self.update_message(None, &message, ops, change_ts)
+        self.update_message(None, message, ops, change_ts)
     }
 
     /// Soft-deletes (`deleted`) or restores a message and keeps its
@@ -556,7 +563,7 @@ impl Engine {
             ));
         }
         if message.deleted == deleted {
-            return Executed::read(Reply::Ok(to_json(&message)));
+            return Executed::read(Reply::message(message, false));
         }
         let mut counts = self.counts(&record)?;
         if deleted {
@@ -568,7 +575,7 @@ impl Engine {
         let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
         message.deleted = deleted;
         message.deleted_ts = deleted.then_some(change_ts);
-        self.update_message(Some(&record), &message, Ops::default(), change_ts)
+        self.update_message(Some(&record), message, Ops::default(), change_ts)
     }
 
     fn react(
@@ -589,13 +596,13 @@ impl Engine {
             return Err(EngineError::TooManyReactions);
         }
         if message.reactions.get(&user) == reaction.as_ref() {
-            return Executed::read(Reply::Ok(to_json(&message)));
+            return Executed::read(Reply::message(message, false));
         }
         message.set_reaction(&user, reaction);
         // Reactions are changes for the live tail, not edits: the
         // version and updated_ts stay as they are.
         let change_ts = self.tick(message.updated_ts.unwrap_or(message.ts));
-        self.update_message(None, &message, Ops::default(), change_ts)
+        self.update_message(None, message, Ops::default(), change_ts)
     }
 
     /// Commits a changed message (with its thread's record when given, plus
@@ -603,16 +610,17 @@ impl Engine {
     fn update_message(
         &self,
         record: Option<&ThreadRecord>,
-        message: &Message,
+        message: Message,
         mut extra: Ops,
         change_ts: u64,
     ) -> Result<Executed, EngineError> {
-        extra.extend(self.message_ops(record, message, change_ts)?);
+        extra.extend(self.message_ops(record, &message, change_ts)?);
         let lsn = self.commit(extra)?;
+        let change = (message.thread.clone(), stream_event(&message, change_ts));
         Ok(Executed {
-            reply: Reply::Ok(to_json(message)),
+            reply: Reply::message(message, false),
             lsn: Some(lsn),
-            change: Some((message.thread.clone(), stream_event(message, change_ts))),
+            change: Some(change),
         })
     }
 
@@ -629,13 +637,7 @@ impl Engine {
             // The index gives the order; the records give the threads as
             // they are now (the index entry is not rewritten on every
             // activity, see `write_thread`).
-            ThreadSort::CreatedTs => {
-                let (entries, behind) = page::threads(&self.store, page, None)?;
-                (
-                    entries.into_iter().map(|entry| entry.position).collect(),
-                    behind,
-                )
-            }
+            ThreadSort::CreatedTs => page::threads(&self.store, page)?,
             ThreadSort::UpdatedTs => self.authors.by_updated(
                 &self.store,
                 user,
@@ -654,8 +656,8 @@ impl Engine {
         positions.truncate(page.limit + 1);
         let mut entries = Vec::with_capacity(positions.len());
         for position in positions {
-            let json = self.listed_thread_json(&position.thread_id, user)?;
-            entries.push(ThreadEntry { position, json });
+            let thread = self.user_thread(&position.thread_id, user)?;
+            entries.push(ThreadEntry { position, thread });
         }
         Executed::read(Reply::Threads(ThreadPart {
             entries,
@@ -706,12 +708,6 @@ impl Engine {
     }
 
     fn stats(&self) -> Result<Executed, EngineError> {
-        let wal = self.wal_stats();
-        let records_per_fsync = if wal.fsyncs == 0 {
-            0.0
-        } else {
-            wal.records_flushed as f64 / wal.fsyncs as f64
-        };
         let messages = match self.message_count.get() {
             Some(count) => count,
             None => {
@@ -720,30 +716,15 @@ impl Engine {
                 count
             }
         };
-        let requests = crate::metrics::requests::snapshot();
-        let stats = serde_json::json!({
-            "shard": self.shard.0,
-            "applied_lsn": self.store.applied_lsn().0,
-            "threads": self.thread_count()?,
-            "messages": messages,
-            "requests": {
-                "total": requests.total,
-                "per_second_10s": requests.per_second_10s,
-                "per_second_60s": requests.per_second_60s,
-            },
-            "wal": {
-                "appends": wal.appends,
-                "flushes": wal.flushes,
-                "fsyncs": wal.fsyncs,
-                "records_flushed": wal.records_flushed,
-                "records_per_fsync": records_per_fsync,
-                "bytes_written": wal.bytes_written,
-                "segments": wal.segments,
-                "durable_lsn": wal.durable_lsn,
-                "disk_bytes": self.wal.disk_bytes(),
-            },
-        });
-        Executed::read(Reply::Ok(stats.to_string().into_bytes()))
+        Executed::read(Reply::Stats(ShardStats {
+            shard: self.shard.0,
+            applied_lsn: self.store.applied_lsn().0,
+            threads: self.thread_count()?,
+            messages,
+            requests: crate::metrics::requests::snapshot(),
+            wal: self.wal_stats(),
+            wal_disk_bytes: self.wal.disk_bytes(),
+        }))
     }
 
     /// Live-tail bookkeeping: subscriptions and replays.
@@ -792,7 +773,7 @@ impl Engine {
                         listeners.remove(thread.as_str());
                     }
                 }
-                Executed::read(Reply::Ok(Vec::new()))
+                Executed::read(Reply::Done)
             }
             command => self.execute_participants(command),
         }

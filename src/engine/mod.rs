@@ -29,6 +29,7 @@ mod page;
 mod participants;
 mod purge;
 mod record_cache;
+mod reply;
 mod seal_job;
 mod store_rebuild;
 mod tail_cache;
@@ -44,17 +45,18 @@ pub use purge::{
 pub use seal_job::{SEAL_BATCH_DEFAULT, SealProgress, SealState};
 pub use store_rebuild::StoreRecovery;
 
-pub use page::{
-    PAGE_WHOLE_BYTES_MAX, PIECE_BYTES_MAX, PageKeys, PagePlan, Pagination, Piece, list, list_head,
-    list_tail, thread_list, wrap,
-};
+pub use page::{PAGE_WHOLE_BYTES_MAX, PIECE_BYTES_MAX, PageKeys, PagePlan, Pagination, Piece};
 
 pub use command::{
-    AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order, Outcome,
-    ParticipantCursor, ParticipantPage, PlannedPage, Reply, SecretKey, StreamEvent, ThreadEntry,
-    ThreadPage, ThreadPart, ThreadPosition, ThreadSort, VersionPage, VersionPosition,
+    AllThreadsPage, Caller, Command, EngineError, MessagePage, MessagePosition, Order,
+    ParticipantCursor, ParticipantPage, SecretKey, StreamEvent, ThreadPage, ThreadPosition,
+    ThreadSort, VersionPage, VersionPosition,
 };
 pub use participants::{PARTICIPANTS_PER_THREAD_DEFAULT, UNREAD_SCAN_MAX, removed_user};
+pub use reply::{
+    Membership, MessageList, MessageRow, Outcome, PageRenderer, ParticipantList, PlannedPage,
+    ReadMarker, Reply, ShardStats, ThreadEntry, ThreadPart, UserThread, VersionList,
+};
 pub use user_streams::topic as user_topic;
 
 use std::cell::{Cell, RefCell};
@@ -107,7 +109,8 @@ pub struct Engine {
     seal_job: seal_job::SealJob,
     /// This engine, for the jobs a command starts.
     me: std::rc::Weak<Engine>,
-    /// Rendered newest-first first pages, dropped on every write to their thread.
+    /// Newest-first first pages as HTTP renders them, dropped on every
+    /// write to their thread.
     tail_pages: tail_cache::TailCache,
     /// Decoded records of recently used threads (see `record_cache`).
     thread_records: record_cache::RecordCache,
@@ -675,17 +678,16 @@ impl Engine {
         self.store.snapshot()
     }
 
-    /// Answers `Command::Snapshot`: the view goes straight to the backup's
-    /// thread; the reply names the LSN it covers.
+    /// Answers `Command::Snapshot`: the view, with the LSN it covers, goes
+    /// straight to the backup's thread.
     fn send_snapshot(
         &self,
         to: &std::sync::mpsc::Sender<(usize, crate::store::Snapshot)>,
     ) -> Result<Executed, EngineError> {
         let snapshot = self.snapshot()?;
-        let reply = serde_json::json!({ "shard": self.shard.0, "lsn": snapshot.lsn.0 });
         to.send((self.shard.0, snapshot))
             .map_err(|_| EngineError::Storage("the backup stopped before its snapshot".into()))?;
-        Executed::read(Reply::Ok(reply.to_string().into_bytes()))
+        Executed::read(Reply::Done)
     }
 
     /// Writes out every logged record, whatever the durability mode, so a
@@ -841,10 +843,10 @@ impl Engine {
         Ok(())
     }
 
-    /// A stored thread record as the thread JSON clients see.
-    fn open_thread_record(&self, mut record: ThreadRecord) -> Result<Vec<u8>, EngineError> {
+    /// A stored thread record as the thread clients see.
+    fn open_thread_record(&self, mut record: ThreadRecord) -> Result<Thread, EngineError> {
         self.open_title(&mut record)?;
-        Ok(to_json(&record.thread))
+        Ok(record.thread)
     }
 
     /// A message as read from the store, with its body opened.

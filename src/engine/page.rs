@@ -1,5 +1,6 @@
 //! Pages of a thread's timeline, an author's threads and a message's
-//! replies, in the ProgressDB v0.2 contract's shape.
+//! replies, with the ProgressDB v0.2 contract's pagination; front ends
+//! render them.
 //!
 //! Positions are keys, not offsets: a page "older than message X" is a range
 //! scan that starts at X's timestamp, so messages arriving or being edited
@@ -7,17 +8,17 @@
 //! always oldest first; `before_anchor` is a page's first key and
 //! `after_anchor` its last, which is where the previous and next pages start.
 //!
-//! A page of messages or replies too large to render whole (for a caller
-//! that takes it in pieces) is only planned ([`Rendered::Planned`]: where
-//! its messages are), then rendered a [`piece`] at a time while it is sent.
+//! A page of messages or replies too large to answer whole (for a caller
+//! that takes it in pieces) is only planned ([`Scanned::Planned`]: where
+//! its messages are), then answered a [`piece`] at a time while it is sent.
 
 use std::ops::Bound;
 
 use super::command::{
-    AllThreadsPage, EngineError, MessagePage, MessagePosition, Order, ThreadEntry, ThreadPage,
-    ThreadPosition,
+    AllThreadsPage, EngineError, MessagePage, MessagePosition, Order, ThreadPage, ThreadPosition,
 };
-use crate::model::{MessageId, ThreadRecord, upgrade_legacy_message, upgrade_legacy_thread};
+use super::reply::{MessageList, MessageRow, ThreadEntry, UserThread};
+use crate::model::{MessageId, Thread, ThreadRecord, upgrade_legacy_message};
 use crate::store::{Direction, Store};
 
 /// Bytes of stored JSON one page (or one side of an anchor page) may
@@ -215,63 +216,6 @@ impl Pagination {
     }
 }
 
-/// `{<fields>,"<name>":[items],"pagination":P}` from already-encoded items;
-/// `fields` are string-valued members written before the array.
-pub fn list<'a>(
-    fields: &[(&str, &str)],
-    name: &str,
-    items: impl Iterator<Item = &'a [u8]>,
-    pagination: &Pagination,
-) -> Vec<u8> {
-    let mut out = list_head(fields, name);
-    join_items(&mut out, items);
-    list_tail(&mut out, pagination);
-    out
-}
-
-/// `{<fields>,"<name>":[`: a list up to its first item.
-pub fn list_head(fields: &[(&str, &str)], name: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4096);
-    out.push(b'{');
-    for (field, value) in fields {
-        serde_json::to_writer(&mut out, field).expect("strings serialize");
-        out.push(b':');
-        serde_json::to_writer(&mut out, value).expect("strings serialize");
-        out.push(b',');
-    }
-    serde_json::to_writer(&mut out, name).expect("strings serialize");
-    out.extend_from_slice(b":[");
-    out
-}
-
-/// Appends `items` comma separated.
-fn join_items<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a [u8]>) {
-    for (index, item) in items.enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(item);
-    }
-}
-
-/// Appends `],"pagination":P}`: the end of a list [`list_head`] began.
-pub fn list_tail(out: &mut Vec<u8>, pagination: &Pagination) {
-    out.extend_from_slice(b"],\"pagination\":");
-    serde_json::to_writer(&mut *out, pagination).expect("pagination serializes");
-    out.push(b'}');
-}
-
-/// `{"<name>":<item>}`: how single reads answer (`{"thread":…}`).
-pub fn wrap(name: &str, item: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(item.len() + name.len() + 5);
-    out.extend_from_slice(b"{\"");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
-    out.extend_from_slice(item);
-    out.push(b'}');
-    out
-}
-
 /// A page's sides oldest first (each oldest first), and whether listed
 /// messages exist before (older) and after (newer) it.
 type MessageSides = (Vec<Side>, bool, bool);
@@ -353,11 +297,11 @@ fn anchor_sides(
 
 /// What [`messages`] made of a page.
 #[derive(Debug)]
-pub enum Rendered {
-    /// The whole body.
-    Whole(Vec<u8>),
-    /// A page too large to render whole: where it is, for [`piece`] to
-    /// render in order.
+pub enum Scanned {
+    /// The whole page.
+    Whole(MessageList),
+    /// A page too large to answer whole: where it is, for [`piece`] to
+    /// answer in order.
     Planned(PagePlan),
 }
 
@@ -385,8 +329,8 @@ pub enum PageKeys {
     Listed(Vec<u64>),
 }
 
-/// One page of a thread's messages, oldest first, as
-/// `{"thread":"<key>","messages":[…],"pagination":P}`; `total` is the
+/// One page of a thread's messages, oldest first (the caller names the
+/// thread, [`MessageList::thread`]); `total` is the
 /// thread's listed message count, kept by the caller. With `in_pieces`, a
 /// page over [`PAGE_WHOLE_BYTES_MAX`] is only planned.
 pub fn messages(
@@ -395,7 +339,7 @@ pub fn messages(
     (page, in_pieces): (&MessagePage, bool),
     total: u64,
     reveal: Reveal,
-) -> Result<Rendered, EngineError> {
+) -> Result<Scanned, EngineError> {
     let (sides, has_before, has_after) = message_sides(store, thread, page, in_pieces)?;
     let range = sides
         .iter()
@@ -406,7 +350,7 @@ pub fn messages(
     if let Some((low, high)) = range
         && sides.iter().any(|side| !side.kept)
     {
-        return Ok(Rendered::Planned(PagePlan {
+        return Ok(Scanned::Planned(PagePlan {
             keys: PageKeys::Range(low, high),
             has_before,
             has_after,
@@ -415,9 +359,8 @@ pub fn messages(
     }
     let mut items: Items = sides.into_iter().flat_map(|side| side.items).collect();
     reveal_all(&mut items, reveal)?;
-    Ok(Rendered::Whole(message_list(
-        &[("thread", thread)],
-        &items,
+    Ok(Scanned::Whole(message_list(
+        items,
         (has_before, has_after),
         total,
     )))
@@ -426,9 +369,7 @@ pub fn messages(
 /// Part of a streamed page: listed messages, oldest first.
 #[derive(Debug, Default)]
 pub struct Piece {
-    /// The messages' JSON, comma separated, without brackets.
-    pub json: Vec<u8>,
-    pub count: usize,
+    pub rows: Vec<MessageRow>,
     /// Keys of the piece's first and last message.
     pub first_key: Option<String>,
     pub last_key: Option<String>,
@@ -450,14 +391,11 @@ pub fn piece(
         PageKeys::Listed(timestamps) => listed_piece(store, thread, timestamps, include_deleted)?,
     };
     reveal_all(&mut items, reveal)?;
-    let mut json = Vec::with_capacity(items.iter().map(|(_, j)| j.len() + 1).sum());
-    join_items(&mut json, items.iter().map(|(_, item)| item.as_slice()));
     Ok(Piece {
-        count: items.len(),
         first_key: key_of(items.first()),
         last_key: key_of(items.last()),
         rest,
-        json,
+        rows: rows(items),
     })
 }
 
@@ -531,13 +469,8 @@ fn listed_message(
     ))
 }
 
-/// `{<fields>,"messages":[…],"pagination":P}` of a page's items.
-fn message_list(
-    fields: &[(&str, &str)],
-    items: &Items,
-    flags: (bool, bool),
-    total: u64,
-) -> Vec<u8> {
+/// A page of `items`; the caller names its thread when it does.
+fn message_list(items: Items, flags: (bool, bool), total: u64) -> MessageList {
     let pagination = Pagination::of(
         key_of(items.first()),
         key_of(items.last()),
@@ -545,22 +478,19 @@ fn message_list(
         flags,
         total,
     );
-    let jsons = items.iter().map(|(_, json)| json.as_slice());
-    list(fields, "messages", jsons, &pagination)
+    MessageList {
+        thread: None,
+        rows: rows(items),
+        pagination,
+    }
 }
 
-/// `{"threads":[…],"pagination":P}` of merged thread entries.
-pub fn thread_list(entries: &[ThreadEntry], flags: (bool, bool), total: u64) -> Vec<u8> {
-    let key_of = |entry: Option<&ThreadEntry>| entry.map(|e| e.position.thread_id.clone());
-    let pagination = Pagination::of(
-        key_of(entries.first()),
-        key_of(entries.last()),
-        entries.len(),
-        flags,
-        total,
-    );
-    let jsons = entries.iter().map(|entry| entry.json.as_slice());
-    list(&[], "threads", jsons, &pagination)
+/// `items` as rows, collected in place (a row is laid out as an item).
+fn rows(items: Items) -> Vec<MessageRow> {
+    items
+        .into_iter()
+        .map(|(ts, json)| MessageRow { ts, json })
+        .collect()
 }
 
 /// The `key` of a listed item's message.
@@ -592,40 +522,32 @@ fn opposite(direction: Direction) -> Direction {
     }
 }
 
-/// One shard's part of an author's listing by `created_ts`: up to
-/// `limit + 1` listed threads past the position (so the merging caller can
-/// tell whether more exist), and whether a listed thread lies strictly
-/// behind the position.
+/// One shard's part of an author's listing by `created_ts`: the positions
+/// of up to `limit + 1` listed threads past the position (so the merging
+/// caller can tell whether more exist), and whether a listed thread lies
+/// strictly behind the position. The threads themselves are read from
+/// their records, as they are now.
 pub fn threads(
     store: &Store,
     page: &ThreadPage,
-    reveal: Reveal,
-) -> Result<(Vec<ThreadEntry>, bool), EngineError> {
+) -> Result<(Vec<ThreadPosition>, bool), EngineError> {
     let direction = direction(page.order);
     let after = page
         .after
         .as_ref()
         .map(|position| (position.sort_ts, position.thread_id.as_str()));
     let wanted = page.limit + 1;
-    let mut entries = Vec::with_capacity(wanted.min(1024));
+    let mut positions = Vec::with_capacity(wanted.min(1024));
     let author = page.author.as_str();
-    store.scan_author_threads(author, after, direction, |created_ts, id, deleted, json| {
+    store.scan_author_threads(author, after, direction, |created_ts, id, deleted, _| {
         if page.include_deleted || !deleted {
-            entries.push(ThreadEntry {
-                position: ThreadPosition {
-                    sort_ts: created_ts,
-                    thread_id: id.to_owned(),
-                },
-                json: upgrade_legacy_thread(json).unwrap_or_else(|| json.to_vec()),
+            positions.push(ThreadPosition {
+                sort_ts: created_ts,
+                thread_id: id.to_owned(),
             });
         }
-        Ok(entries.len() < wanted)
+        Ok(positions.len() < wanted)
     })?;
-    if let Some(reveal) = reveal {
-        for entry in &mut entries {
-            entry.json = reveal(&entry.json)?;
-        }
-    }
     let mut behind = false;
     if after.is_some() {
         store.scan_author_threads(author, after, opposite(direction), |_, _, deleted, _| {
@@ -633,16 +555,16 @@ pub fn threads(
             Ok(!behind)
         })?;
     }
-    Ok((entries, behind))
+    Ok((positions, behind))
 }
 
 /// One shard's part of the admin listing: up to `limit + 1` threads in id
 /// order past `page.after`, so the merging caller can tell whether more
-/// exist. `render` turns a stored record into the thread's JSON.
+/// exist. `open` turns a stored record into the thread clients see.
 pub fn all_threads(
     store: &Store,
     page: &AllThreadsPage,
-    render: &dyn Fn(ThreadRecord) -> Result<Vec<u8>, EngineError>,
+    open: &dyn Fn(ThreadRecord) -> Result<Thread, EngineError>,
 ) -> Result<Vec<ThreadEntry>, EngineError> {
     let wanted = page.limit + 1;
     let mut records = Vec::with_capacity(wanted.min(1024));
@@ -664,10 +586,11 @@ pub fn all_threads(
                 sort_ts: record.thread.created_ts,
                 thread_id: record.thread.id.clone(),
             };
-            Ok(ThreadEntry {
-                position,
-                json: render(record)?,
-            })
+            let thread = UserThread {
+                thread: open(record)?,
+                membership: None,
+            };
+            Ok(ThreadEntry { position, thread })
         })
         .collect()
 }
@@ -744,7 +667,7 @@ pub fn replies(
     (thread, parent_ts): (&str, u64),
     (page, in_pieces): (&MessagePage, bool),
     reveal: Reveal,
-) -> Result<Rendered, EngineError> {
+) -> Result<Scanned, EngineError> {
     let parent = (thread, parent_ts);
     let deleted = page.include_deleted;
     let (direction, from) = match page.position {
@@ -780,7 +703,7 @@ pub fn replies(
     };
     let total = count_replies(store, parent, deleted)?;
     if !side.kept {
-        return Ok(Rendered::Planned(PagePlan {
+        return Ok(Scanned::Planned(PagePlan {
             keys: PageKeys::Listed(side.timestamps),
             has_before,
             has_after,
@@ -789,12 +712,7 @@ pub fn replies(
     }
     reveal_all(&mut side.items, reveal)?;
     let flags = (has_before, has_after);
-    Ok(Rendered::Whole(message_list(
-        &[],
-        &side.items,
-        flags,
-        total,
-    )))
+    Ok(Scanned::Whole(message_list(side.items, flags, total)))
 }
 
 fn count_replies(
@@ -853,40 +771,39 @@ mod tests {
         (store, ids)
     }
 
-    /// A planned page put together as the accepting core sends it.
-    fn assembled(store: &Store, fields: &[(&str, &str)], plan: PagePlan, deleted: bool) -> Vec<u8> {
-        let mut out = list_head(fields, "messages");
+    /// A planned page put together as the accepting core sends it: its
+    /// messages comma separated, and its pagination.
+    fn assembled(store: &Store, plan: PagePlan, deleted: bool) -> (Vec<u8>, Pagination) {
+        let mut out = Vec::new();
         let (mut keys, mut count) = (Some(plan.keys), 0);
         let (mut first, mut last) = (None, None);
         while let Some(now) = keys {
             let piece = piece(store, THREAD, now, deleted, None).unwrap();
-            assert!(piece.json.len() <= PIECE_BYTES_MAX + 25_000, "one piece");
-            if piece.count > 0 {
+            let bytes: usize = piece.rows.iter().map(|row| row.json.len()).sum();
+            assert!(bytes <= PIECE_BYTES_MAX + 25_000, "one piece");
+            for row in &piece.rows {
                 if count > 0 {
                     out.push(b',');
                 }
-                out.extend_from_slice(&piece.json);
-                count += piece.count;
+                out.extend_from_slice(&row.json);
+                count += 1;
+            }
+            if !piece.rows.is_empty() {
                 first = first.or(piece.first_key);
                 last = piece.last_key;
             }
             keys = piece.rest;
         }
         let flags = (plan.has_before, plan.has_after);
-        list_tail(
-            &mut out,
-            &Pagination::of(first, last, count, flags, plan.total),
-        );
-        out
+        (out, Pagination::of(first, last, count, flags, plan.total))
     }
 
     /// For each position, with and without deleted messages: the page
-    /// `render` plans (in pieces) assembles into the page it renders whole.
+    /// `render` plans (in pieces) assembles into the page it answers whole.
     fn pieces_make_the_whole(
         store: &Store,
         positions: &[MessagePosition],
-        fields: &[(&str, &str)],
-        render: impl Fn(&MessagePage, bool) -> Result<Rendered, EngineError>,
+        render: impl Fn(&MessagePage, bool) -> Result<Scanned, EngineError>,
     ) {
         for &position in positions {
             for include_deleted in [false, true] {
@@ -895,15 +812,19 @@ mod tests {
                     limit: 1000,
                     include_deleted,
                 };
-                let Ok(Rendered::Whole(whole)) = render(&page, false) else {
+                let Ok(Scanned::Whole(whole)) = render(&page, false) else {
                     panic!("{position:?}: not rendered whole");
                 };
-                let Ok(Rendered::Planned(plan)) = render(&page, true) else {
+                let Ok(Scanned::Planned(plan)) = render(&page, true) else {
                     panic!("{position:?}: not planned");
                 };
                 // Compared without printing: the pages are 1 MB.
-                let pieces = assembled(store, fields, plan, include_deleted);
-                assert!(pieces == whole, "{position:?} {include_deleted}");
+                let (pieces, pagination) = assembled(store, plan, include_deleted);
+                let rows: Vec<&[u8]> = whole.rows.iter().map(|row| &row.json[..]).collect();
+                let rows = rows.join(&b',');
+                assert!(pieces == rows, "{position:?} {include_deleted}");
+                let json = |p: &Pagination| serde_json::to_string(p).unwrap();
+                assert_eq!(json(&pagination), json(&whole.pagination));
             }
         }
     }
@@ -921,7 +842,7 @@ mod tests {
         ];
         let render =
             |page: &MessagePage, in_pieces| messages(&store, THREAD, (page, in_pieces), 60, None);
-        pieces_make_the_whole(&store, &positions, &[("thread", THREAD)], render);
+        pieces_make_the_whole(&store, &positions, render);
         // A page within PAGE_WHOLE_BYTES_MAX is rendered whole either way.
         let small = MessagePage {
             position: MessagePosition::End,
@@ -930,7 +851,7 @@ mod tests {
         };
         assert!(matches!(
             messages(&store, THREAD, (&small, true), 60, None),
-            Ok(Rendered::Whole(_))
+            Ok(Scanned::Whole(_))
         ));
     }
 
@@ -946,6 +867,6 @@ mod tests {
         ];
         let render =
             |page: &MessagePage, in_pieces| replies(&store, parent, (page, in_pieces), None);
-        pieces_make_the_whole(&store, &positions, &[], render);
+        pieces_make_the_whole(&store, &positions, render);
     }
 }

@@ -10,10 +10,11 @@
 use std::ops::Bound;
 
 use super::StreamEvent;
-use super::command::{Caller, Command, EngineError, ParticipantCursor, ParticipantPage, Reply};
+use super::command::{Caller, Command, EngineError, ParticipantCursor, ParticipantPage};
 use super::commands::state;
 use super::members::Listed;
-use super::page::{self, Pagination};
+use super::page::Pagination;
+use super::reply::{Membership, ParticipantList, ReadMarker, Reply, UserThread};
 use super::{Engine, Executed};
 use crate::model::{Participant, Role, ThreadId, ThreadRecord, UserId};
 use crate::store::{Direction, Ops, Store};
@@ -128,18 +129,18 @@ impl Engine {
                     user: Some(user.clone()),
                 };
                 self.thread_with_role(&id, &caller, true)?;
-                let json = self.listed_thread_json(id.as_str(), user.as_str())?;
-                Executed::read(Reply::Ok(json))
+                let thread = self.user_thread(id.as_str(), user.as_str())?;
+                Executed::read(Reply::UserThread(thread))
             }
             Command::SubscribeUser { user, core } => {
                 let user = user.as_str();
                 self.user_streams
                     .subscribe(user, core, || self.threads_of(user))?;
-                Executed::read(Reply::Ok(Vec::new()))
+                Executed::read(Reply::Done)
             }
             Command::UnsubscribeUser { user, core } => {
                 self.user_streams.unsubscribe(user.as_str(), core);
-                Executed::read(Reply::Ok(Vec::new()))
+                Executed::read(Reply::Done)
             }
             _ => unreachable!("every other command is executed before"),
         }
@@ -205,7 +206,7 @@ impl Engine {
         let existing = self.store.get_participant(thread.as_str(), user.as_str())?;
         let (participant, created) = match existing {
             Some(participant) if participant.role == role => {
-                return Executed::read(Reply::Ok(participant.to_wire()));
+                return Executed::read(Reply::participant(participant, false));
             }
             Some(mut participant) => {
                 participant.role = role;
@@ -237,11 +238,7 @@ impl Engine {
         let wire = participant.to_wire();
         let event = self.participant_event("participant.added", thread.as_str(), &wire);
         Ok(Executed {
-            reply: if created {
-                Reply::Created(wire)
-            } else {
-                Reply::Ok(wire)
-            },
+            reply: Reply::participant(participant, created),
             lsn: Some(lsn),
             change: Some((thread.to_string(), event)),
         })
@@ -277,9 +274,8 @@ impl Engine {
         self.user_streams.left(user.as_str(), thread.as_str());
         let wire = participant.to_wire();
         let event = self.participant_event("participant.removed", thread.as_str(), &wire);
-        let body = serde_json::json!({ "key": user.as_str(), "removed": true });
         Ok(Executed {
-            reply: Reply::Ok(body.to_string().into_bytes()),
+            reply: Reply::ParticipantRemoved(user.clone()),
             lsn: Some(lsn),
             change: Some((thread.to_string(), event)),
         })
@@ -311,7 +307,7 @@ impl Engine {
         Ok(ids)
     }
 
-    /// `{"participants":[…],"pagination":P}` in user id order.
+    /// A page of the thread's participants in user id order.
     fn list_participants(
         &self,
         thread: &ThreadId,
@@ -322,13 +318,12 @@ impl Engine {
         let deleted_too = caller.reads_deleted_threads(true);
         let (record, _) = self.thread_with_role(thread, caller, deleted_too)?;
         let id = thread.as_str();
-        let (found, has_before_after) = self.participants_page(id, page)?;
+        let (mut found, has_before_after) = self.participants_page(id, page)?;
         let owner_listed = self
             .store
             .get_participant(id, &record.thread.author)?
             .is_some();
         let total = record.participants + u64::from(owner_listed);
-        let items: Vec<Vec<u8>> = found.iter().map(Participant::to_wire).collect();
         let pagination = Pagination::of(
             found.first().map(|p| p.user_id.clone()),
             found.last().map(|p| p.user_id.clone()),
@@ -336,13 +331,14 @@ impl Engine {
             has_before_after,
             total,
         );
-        let body = page::list(
-            &[],
-            "participants",
-            items.iter().map(Vec::as_slice),
-            &pagination,
-        );
-        Executed::read(Reply::Ok(body))
+        for participant in &mut found {
+            // Storage only; not part of the answer.
+            participant.read = Default::default();
+        }
+        Executed::read(Reply::Participants(ParticipantList {
+            participants: found,
+            pagination,
+        }))
     }
 
     /// Up to `page.limit` participants of thread `id` in user id order, and
@@ -425,13 +421,13 @@ impl Engine {
             Store::participant_ops(&mut ops, thread.as_str(), &participant, false);
             lsn = Some(self.commit(ops)?);
         }
-        let body = serde_json::json!({
-            "key": thread.as_str(),
-            "last_read": participant.read.last_read,
-            "unread_count": participant.unread(all),
-        });
+        let marker = ReadMarker {
+            thread: thread.to_string(),
+            unread_count: participant.unread(all),
+            last_read: participant.read.last_read,
+        };
         Ok(Executed {
-            reply: Reply::Ok(body.to_string().into_bytes()),
+            reply: Reply::ReadMarker(marker),
             lsn,
             change: None,
         })
@@ -457,23 +453,20 @@ impl Engine {
 
     /// A listed thread as `user` sees it: the thread with their `role`
     /// and `unread_count`.
-    pub(super) fn listed_thread_json(&self, id: &str, user: &str) -> Result<Vec<u8>, EngineError> {
+    pub(super) fn user_thread(&self, id: &str, user: &str) -> Result<UserThread, EngineError> {
         let record = self
             .get_thread(id)?
             .ok_or_else(|| EngineError::Storage("an indexed thread has no record".into()))?;
         let participant = self.participant(&record, user)?;
         let all = self.counts(&record)?.all;
-        let mut json = super::to_json(&record.thread);
-        if let Some(participant) = participant {
-            json.pop();
-            let extra = format!(
-                ",\"role\":\"{}\",\"unread_count\":{}}}",
-                participant.role.as_str(),
-                participant.unread(all)
-            );
-            json.extend_from_slice(extra.as_bytes());
-        }
-        Ok(json)
+        let membership = participant.map(|participant| Membership {
+            role: participant.role,
+            unread_count: participant.unread(all),
+        });
+        Ok(UserThread {
+            thread: record.thread,
+            membership,
+        })
     }
 
     /// A post's author's participant record with the post counted: a

@@ -29,7 +29,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::command::{EngineError, Reply};
+use super::command::EngineError;
+use super::reply::Reply;
 use super::{Engine, Executed};
 use crate::model::{Message, MessageId, ThreadId, ThreadRecord};
 use crate::store::{Direction, MessageCandidate, Ops, Space, Store, keys};
@@ -519,12 +520,7 @@ impl Engine {
         while self.wal.segment_count() > 1 && std::time::Instant::now() < deadline {
             crate::runtime::sleep(COMPACT_POLL).await;
         }
-        let reply = serde_json::json!({
-            "shard": self.shard.0,
-            "compacted": true,
-            "wal_segments": self.wal.segment_count(),
-        });
-        Ok(Reply::Ok(reply.to_string().into_bytes()))
+        Ok(Reply::Done)
     }
 }
 

@@ -24,8 +24,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::command::{EngineError, Reply};
-use super::{Engine, to_json};
+use super::Engine;
+use super::command::EngineError;
+use super::reply::Reply;
 use crate::model::{Message, Version};
 use crate::runtime;
 use crate::store::{Direction, Ops, Store};
@@ -177,7 +178,8 @@ impl Engine {
             drop(progress);
             self.spawn_seal_job();
         }
-        Ok(Reply::Ok(to_json(&*self.seal_job.progress.borrow())))
+        let progress = self.seal_job.progress.borrow().clone();
+        Ok(Reply::SealProgress(progress))
     }
 
     /// Continues a job a restart interrupted. Without encryption it is
@@ -440,7 +442,7 @@ mod tests {
 
     /// Starts the job and waits until it is no longer running.
     async fn run_to_the_end(engine: &Engine) -> SealProgress {
-        let Reply::Ok(_) = engine.encrypt_threads(true).unwrap() else {
+        let Reply::SealProgress(_) = engine.encrypt_threads(true).unwrap() else {
             panic!("a progress");
         };
         for _ in 0..1000 {

@@ -1,9 +1,11 @@
-//! The rendered newest-first first page of recently read threads.
+//! The rendered newest-first first page of recently read threads: a cache
+//! of the HTTP rendering, which the engine invalidates.
 //!
 //! Most reads of a chat are "the latest messages", and the memtable walks
 //! backwards slowly (each step is a new skiplist search), so the owning
-//! shard keeps the envelope it rendered for a thread's first page and
-//! serves it again until a write touches the thread. Every write goes
+//! shard keeps the bytes the caller's renderer (`Command::ListMessages`'s
+//! `rendering`, only HTTP's) made of a thread's first page and serves them
+//! again until a write touches the thread. Every write goes
 //! through `Engine::commit`, which forgets the threads its operations touch
 //! before they are logged, so a cached page is never older than the store.
 //! The page depends only on the thread's stored messages, not on who asks;

@@ -5,11 +5,12 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::command::{Caller, Command, Reply};
+use super::command::{Caller, Command};
+use super::reply::Reply;
 use super::{Engine, StoreRecovery};
 use crate::crypto::Kms;
 use crate::crypto::vault::Vault;
-use crate::model::{Message, ThreadId, UserId};
+use crate::model::{ThreadId, UserId};
 use crate::shard::ShardId;
 use crate::wal::recovery::RecoveryPolicy;
 use crate::wal::{Durability, WalOptions};
@@ -69,10 +70,9 @@ pub async fn post(engine: &Engine, thread: &ThreadId, text: &str) -> String {
         reply_to: None,
         create_thread_titled: Some("t".into()),
     };
-    let (Reply::Created(json) | Reply::Ok(json)) = ok(engine, command).await else {
+    let Reply::Message { message, .. } = ok(engine, command).await else {
         panic!("a message");
     };
-    let message: Message = serde_json::from_slice(&json).unwrap();
     message.id
 }
 
@@ -84,9 +84,8 @@ pub async fn message_body(engine: &Engine, thread: &ThreadId, id: &str) -> Strin
         id: id.to_owned(),
         include_deleted: false,
     };
-    let Reply::Ok(json) = ok(engine, command).await else {
+    let Reply::Message { message, .. } = ok(engine, command).await else {
         panic!("a message");
     };
-    let message: Message = serde_json::from_slice(&json).unwrap();
     message.body.get().to_owned()
 }

@@ -223,15 +223,6 @@ pub fn upgrade_legacy_message(json: &[u8]) -> Option<Vec<u8>> {
     serde_json::to_vec(&message).ok()
 }
 
-/// As [`upgrade_legacy_message`], for a thread's stored JSON.
-pub fn upgrade_legacy_thread(json: &[u8]) -> Option<Vec<u8>> {
-    if !json.starts_with(br#"{"id":"#) {
-        return None;
-    }
-    let thread: Thread = serde_json::from_slice(json).ok()?;
-    serde_json::to_vec(&thread).ok()
-}
-
 /// What opening a stored message's sealed body needs, borrowed from its
 /// JSON without building a [`Message`] (pages open many of them).
 #[derive(Deserialize)]
