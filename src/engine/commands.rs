@@ -11,7 +11,7 @@ use super::participants::{listed, manages};
 use super::reply::{
     PageRenderer, PlannedPage, Reply, ShardStats, ThreadEntry, ThreadPart, VersionList,
 };
-use super::{Engine, Executed, REACTIONS_PER_MESSAGE_MAX, page, stream_event};
+use super::{Engine, Executed, REACTIONS_PER_MESSAGE_MAX, page};
 use crate::model::{
     Message, MessageCounts, MessageId, Role, ThreadId, ThreadRecord, UserId, Version,
 };
@@ -353,11 +353,10 @@ impl Engine {
         if let Some(count) = self.message_count.get() {
             self.message_count.set(Some(count + 1));
         }
-        let change = (message.thread.clone(), stream_event(&message, ts));
         Ok(Executed {
+            change: self.message_change(&message, ts),
             reply: Reply::message(message, true),
             lsn: Some(lsn),
-            change: Some(change),
         })
     }
 
@@ -616,11 +615,10 @@ impl Engine {
     ) -> Result<Executed, EngineError> {
         extra.extend(self.message_ops(record, &message, change_ts)?);
         let lsn = self.commit(extra)?;
-        let change = (message.thread.clone(), stream_event(&message, change_ts));
         Ok(Executed {
+            change: self.message_change(&message, change_ts),
             reply: Reply::message(message, false),
             lsn: Some(lsn),
-            change: Some(change),
         })
     }
 

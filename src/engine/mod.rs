@@ -520,6 +520,17 @@ impl Engine {
         (Ok(executed.reply), published)
     }
 
+    /// The live-tail event of a message change, rendered only when a
+    /// stream follows its thread now: most writes have no listener, and
+    /// one that subscribes after this command ran is past it (its replay
+    /// reads the store, which already holds the change).
+    fn message_change(&self, message: &Message, change_ts: u64) -> Option<(String, StreamEvent)> {
+        let thread = message.thread.as_str();
+        let followed =
+            self.listeners.borrow().contains_key(thread) || self.user_streams.watched(thread);
+        followed.then(|| (message.thread.clone(), stream_event(message, change_ts)))
+    }
+
     /// Who gets a change: the cores listening to its thread and the users
     /// following it (a removed participant's own streams also get their
     /// removal). `None` when no one.

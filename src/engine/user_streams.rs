@@ -108,6 +108,14 @@ impl UserStreams {
         }
     }
 
+    /// Whether any user's stream watches `thread`.
+    pub fn watched(&self, thread: &str) -> bool {
+        self.watchers
+            .borrow()
+            .get(thread)
+            .is_some_and(|users| !users.is_empty())
+    }
+
     /// The stream topic of each user watching `thread` (and of `also`, a
     /// user who just left it), with the cores their streams are on.
     pub fn audience(&self, thread: &str, also: Option<&str>) -> Vec<(String, Vec<usize>)> {
