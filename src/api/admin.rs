@@ -101,6 +101,7 @@ fn admin_stream(id: &str, request: &Request, query: &Query) -> Result<Handled, A
         thread: Some(thread_id(id)?),
         caller: ADMIN,
         last_event_id: input::last_event_id(request, query)?,
+        peers: Vec::new(),
     }))
 }
 

@@ -76,6 +76,23 @@ impl Api {
         }
     }
 
+    /// Clustered mode: the same request (a user's own stream) to every
+    /// other live node, unless it was itself sent by a node.
+    pub(super) fn peer_streams(&self, request: &Request) -> Vec<Relay> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        if request.header(FORWARDED_HEADER).is_some() {
+            return Vec::new();
+        }
+        let view = cluster.view();
+        view.nodes
+            .iter()
+            .filter(|(node, _)| **node != view.node)
+            .map(|(_, address)| Relay::new(address, request, cluster.node()))
+            .collect()
+    }
+
     /// A new thread's id, in a partition this node may write when it has
     /// any (so creating a thread never needs a hop).
     pub(super) fn generate_owned_thread_id(&self) -> crate::model::ThreadId {

@@ -64,6 +64,7 @@ impl Api {
                     thread: Some(thread_id(&id)?),
                     caller: call.caller(None)?,
                     last_event_id: input::last_event_id(call.request, &call.query)?,
+                    peers: Vec::new(),
                 }));
             }
             Route::StreamUser => {
@@ -71,6 +72,7 @@ impl Api {
                     thread: None,
                     caller: call.caller(None)?,
                     last_event_id: None,
+                    peers: self.peer_streams(call.request),
                 }));
             }
             Route::GetThread(id) => {

@@ -70,6 +70,9 @@ pub struct LiveTail {
     pub caller: Caller,
     /// Resume after this event id (`Last-Event-ID`), replaying what was missed.
     pub last_event_id: Option<u64>,
+    /// Clustered mode, a user's own stream: the other nodes' streams of
+    /// the same user, merged into this one.
+    pub peers: Vec<crate::cluster::relay::Relay>,
 }
 
 /// How long a metrics scrape waits for each shard's sample.

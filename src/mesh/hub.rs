@@ -99,12 +99,25 @@ impl Hub {
     /// whose queue is full, in events or bytes (closing it ends their
     /// stream).
     pub fn publish(&self, thread: &str, event: &StreamEvent) {
+        self.hand_over(thread, event, |_| true);
+    }
+
+    /// Hands `event` to subscriber `id` of `thread` only (an event another
+    /// node relayed for that one stream), as `publish` would.
+    pub fn deliver(&self, thread: &str, id: u64, event: &StreamEvent) {
+        self.hand_over(thread, event, |subscriber| subscriber.id == id);
+    }
+
+    fn hand_over(&self, thread: &str, event: &StreamEvent, to: impl Fn(&Subscriber) -> bool) {
         let mut by_thread = self.by_thread.borrow_mut();
         let Some(subscribers) = by_thread.get_mut(thread) else {
             return;
         };
         let size = event.data.len();
         subscribers.retain(|subscriber| {
+            if !to(subscriber) {
+                return true;
+            }
             let queued = subscriber.queued_bytes.get();
             let fits = queued == 0 || queued.saturating_add(size) <= SUBSCRIBER_QUEUE_BYTES_MAX;
             if fits && subscriber.sender.try_send(event.clone()).is_ok() {
@@ -121,5 +134,36 @@ impl Hub {
 
     pub fn subscriber_count(&self) -> usize {
         self.by_thread.borrow().values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: u64) -> StreamEvent {
+        StreamEvent {
+            id,
+            kind: "message.created",
+            data: b"{}".as_slice().into(),
+        }
+    }
+
+    #[test]
+    fn deliver_reaches_one_subscriber_and_publish_all() {
+        futures_lite::future::block_on(async {
+            let hub = Hub::default();
+            let (first, second) = (hub.subscribe("@alice"), hub.subscribe("@alice"));
+            hub.deliver("@alice", second.id, &event(1));
+            hub.publish("@alice", &event(2));
+            assert_eq!(first.next().await.unwrap().id, 2);
+            assert_eq!(second.next().await.unwrap().id, 1);
+            assert_eq!(second.next().await.unwrap().id, 2);
+            // Nothing for a subscriber that is gone, or a topic nobody follows.
+            hub.unsubscribe("@alice", second.id);
+            hub.deliver("@alice", second.id, &event(3));
+            hub.deliver("@bob", first.id, &event(4));
+            assert_eq!(hub.subscriber_count(), 1);
+        });
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use futures_lite::{AsyncWrite, AsyncWriteExt};
 
 use crate::api::{ApiError, LiveTail};
+use crate::cluster::relay::{PeerEvents, Relay};
 use crate::engine::StreamEvent;
 use crate::engine::{Command, Reply};
 use crate::mesh::Mesh;
@@ -61,7 +62,7 @@ pub async fn serve<S: AsyncWrite + Unpin>(
 ) -> Result<(), ApiError> {
     match tail.thread.clone() {
         Some(thread) => serve_thread(stream, mesh, &tail, thread).await,
-        None => serve_user(stream, mesh, &tail).await,
+        None => serve_user(stream, mesh, tail).await,
     }
 }
 
@@ -120,8 +121,9 @@ async fn serve_thread<S: AsyncWrite + Unpin>(
 async fn serve_user<S: AsyncWrite + Unpin>(
     stream: &mut S,
     mesh: Rc<Mesh>,
-    tail: &LiveTail,
+    mut tail: LiveTail,
 ) -> Result<(), ApiError> {
+    let peers = std::mem::take(&mut tail.peers);
     let user = tail.caller.user.clone().ok_or_else(|| {
         ApiError::bad_request(
             "missing_user_id",
@@ -144,14 +146,76 @@ async fn serve_user<S: AsyncWrite + Unpin>(
         }
         subscribed.push(shard);
     }
+    // Every other node's part has started before the head goes out: a
+    // change made after the client sees the head reaches it.
+    let peers = match start_peers(peers).await {
+        Ok(peers) => peers,
+        Err(err) => {
+            unsubscribe_user(&mesh, &user, &subscribed).await;
+            mesh.hub().unsubscribe(&topic, subscription.id);
+            return Err(err);
+        }
+    };
     // An I/O error only means the client went away; either way, unsubscribe.
     let _ = async {
         stream.write_all(&head(core)).await?;
-        follow_live(stream, &subscription, 0, |_| false).await
+        let local = follow_live(stream, &subscription, 0, |_| false);
+        futures_lite::future::or(local, merge_peers(&mesh, &topic, subscription.id, peers)).await
     }
     .await;
     mesh.hub().unsubscribe(&topic, subscription.id);
     unsubscribe_user(&mesh, &user, &subscribed).await;
+    Ok(())
+}
+
+/// Clustered mode: opens the other nodes' streams of this user; a node
+/// that does not start one makes the stream answer 503, and the client
+/// tries again (a node that went away leaves the view within its lease).
+async fn start_peers(peers: Vec<Relay>) -> Result<Vec<PeerEvents>, ApiError> {
+    let mut started = Vec::with_capacity(peers.len());
+    for relay in peers {
+        match relay.start_events().await {
+            Ok(events) => started.push(events),
+            Err(why) => {
+                crate::logging::warn(
+                    "a node's part of a user stream did not start",
+                    &[("error", &why)],
+                );
+                return Err(ApiError::from(
+                    crate::engine::EngineError::PartitionUnavailable(
+                        "a node of the cluster did not start its part of this stream".into(),
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(started)
+}
+
+/// Clustered mode: the other nodes' streams of this user, each event
+/// handed to this stream's subscription. Returns when the first of them
+/// ends (a node went away or failed over): the client reconnects and
+/// gathers the nodes that are live then, so no node's changes go missing
+/// without the stream ending. Never returns without peers.
+async fn merge_peers(
+    mesh: &Mesh,
+    topic: &str,
+    subscription: u64,
+    peers: Vec<PeerEvents>,
+) -> std::io::Result<()> {
+    let relays = peers.into_iter().map(|events| {
+        let relayed = async move {
+            let deliver = |event: StreamEvent| mesh.hub().deliver(topic, subscription, &event);
+            if let Err(why) = events.run(deliver).await {
+                crate::logging::warn("a node's part of a user stream failed", &[("error", &why)]);
+            }
+        };
+        Box::pin(relayed) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>
+    });
+    match relays.reduce(|first, second| Box::pin(futures_lite::future::or(first, second))) {
+        Some(first_to_end) => first_to_end.await,
+        None => std::future::pending().await,
+    }
     Ok(())
 }
 

@@ -1299,10 +1299,19 @@ fn a_node_refuses_nats_servers_that_do_not_sync_always() {
 
 /// A message page too large to send whole streams from its owner in
 /// chunks; a node that forwards the request answers it the same.
-/// The data of the next `message.created` event on an SSE stream.
+/// Longest wait for a live event (a post is delivered in milliseconds).
+const EVENT_MAX: Duration = Duration::from_secs(20);
+
+/// The data of the next `message.created` event on an SSE stream, which
+/// must come within [`EVENT_MAX`] (heartbeats keep an idle stream talking).
 fn next_created(reader: &mut impl std::io::BufRead) -> serde_json::Value {
+    let started = Instant::now();
     let mut created = false;
     loop {
+        assert!(
+            started.elapsed() < EVENT_MAX,
+            "no message.created event in time"
+        );
         let mut line = String::new();
         assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended");
         if let Some(kind) = line.trim_end().strip_prefix("event: ") {
@@ -1316,7 +1325,7 @@ fn next_created(reader: &mut impl std::io::BufRead) -> serde_json::Value {
 }
 
 #[test]
-fn a_streamed_page_and_a_live_tail_read_the_same_through_every_node_and_purges_are_refused() {
+fn pages_and_live_tails_read_the_same_through_every_node_and_purges_are_refused() {
     let Audited {
         nats: _nats,
         dir: _dir,
@@ -1352,15 +1361,17 @@ fn a_streamed_page_and_a_live_tail_read_the_same_through_every_node_and_purges_a
     for page in &pages[1..] {
         assert_eq!(page, &pages[0]);
     }
-    // A live tail opened on any node: the owner serves it, the others
-    // relay it, and every one gets the next post, made through yet
+    // A live tail opened on any node (the owner serves it, the others
+    // relay it), and the user's own stream opened on any node (which
+    // gathers every node's): each gets the next post, made through yet
     // another node, whole.
-    let path = format!("/frontend/v1/threads/{thread}/messages/stream");
-    let mut tails: Vec<_> = addrs
+    let thread_path = format!("/frontend/v1/threads/{thread}/messages/stream");
+    let mut tails: Vec<_> = [thread_path.as_str(), "/frontend/v1/stream"]
         .iter()
-        .map(|addr| {
+        .flat_map(|path| addrs.iter().map(move |addr| (*path, addr)))
+        .map(|(path, addr)| {
             let stream = std::net::TcpStream::connect(addr).unwrap();
-            support::open_event_stream(stream, &path, "alice", "").0
+            support::open_event_stream(stream, path, "alice", "").0
         })
         .collect();
     let posted = writer
