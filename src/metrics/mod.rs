@@ -43,7 +43,6 @@ pub struct RouteSample {
     /// Per-bucket (not cumulative) counts; the last is `+Inf`.
     pub buckets: [u64; BUCKETS_US.len() + 1],
     pub sum_us: u64,
-    pub count: u64,
 }
 
 impl RouteSample {
@@ -53,7 +52,6 @@ impl RouteSample {
         let bucket = BUCKETS_US.partition_point(|&bound| bound < micros);
         self.buckets[bucket] += 1;
         self.sum_us = self.sum_us.saturating_add(micros);
-        self.count += 1;
     }
 }
 
@@ -147,27 +145,39 @@ fn render_wal_flushes(out: &mut String, samples: &[ShardSample]) {
         "Time each successful group-commit flush of the shard's log took (write, and fdatasync unless durability is none).",
     );
     for sample in samples {
-        let shard = sample.shard;
-        let mut cumulative = 0;
-        for (bucket, count) in sample.wal.flush_micros.iter().enumerate() {
-            cumulative += count;
-            let le = if bucket + 1 == crate::wal::FLUSH_BUCKETS {
-                "+Inf".to_string()
-            } else {
-                seconds(1 << bucket)
-            };
-            let _ = writeln!(
-                out,
-                "progressdb_wal_flush_duration_seconds_bucket{{shard=\"{shard}\",le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let sum = seconds(sample.wal.flush_micros_sum);
-        let _ = writeln!(
-            out,
-            "progressdb_wal_flush_duration_seconds_sum{{shard=\"{shard}\"}} {sum}\n\
-             progressdb_wal_flush_duration_seconds_count{{shard=\"{shard}\"}} {cumulative}"
-        );
+        let buckets = &sample.wal.flush_micros;
+        let bound = |bucket: usize| (bucket + 1 < buckets.len()).then(|| 1 << bucket);
+        let series = Series {
+            name: "progressdb_wal_flush_duration_seconds",
+            labels: &format!("shard=\"{}\"", sample.shard),
+        };
+        histogram(out, series, (buckets, bound), sample.wal.flush_micros_sum);
     }
+}
+
+/// One histogram's series: a name and its labels.
+struct Series<'a> {
+    name: &'a str,
+    labels: &'a str,
+}
+
+/// The `_bucket` (cumulative), `_sum` and `_count` lines of one histogram:
+/// `counts` per bucket, not cumulative, the bucket `i` holding values up
+/// to `bound(i)` µs (`None`: the last, `+Inf`), and their sum in µs.
+fn histogram(
+    out: &mut String,
+    Series { name, labels }: Series,
+    (counts, bound): (&[u64], impl Fn(usize) -> Option<u64>),
+    sum_us: u64,
+) {
+    let mut cumulative = 0;
+    for (bucket, count) in counts.iter().enumerate() {
+        cumulative += count;
+        let le = bound(bucket).map_or_else(|| "+Inf".to_string(), seconds);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", seconds(sum_us));
+    let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
 }
 
 fn render_stalls(out: &mut String) {
@@ -212,29 +222,12 @@ fn render_http(out: &mut String, samples: &[ShardSample]) {
     );
     for sample in samples {
         for (route, stats) in &sample.routes {
-            let labels = format!("shard=\"{}\",route=\"{route}\"", sample.shard);
-            let mut cumulative = 0;
-            for (index, count) in stats.buckets.iter().enumerate() {
-                cumulative += count;
-                let le = match BUCKETS_US.get(index) {
-                    Some(bound) => seconds(*bound),
-                    None => "+Inf".to_string(),
-                };
-                let _ = writeln!(
-                    out,
-                    "progressdb_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "progressdb_http_request_duration_seconds_sum{{{labels}}} {}",
-                seconds(stats.sum_us)
-            );
-            let _ = writeln!(
-                out,
-                "progressdb_http_request_duration_seconds_count{{{labels}}} {}",
-                stats.count
-            );
+            let series = Series {
+                name: "progressdb_http_request_duration_seconds",
+                labels: &format!("shard=\"{}\",route=\"{route}\"", sample.shard),
+            };
+            let bound = |bucket: usize| BUCKETS_US.get(bucket).copied();
+            histogram(out, series, (&stats.buckets, bound), stats.sum_us);
         }
     }
 }
@@ -519,7 +512,7 @@ mod tests {
         assert_eq!(routes.len(), 1);
         let (name, sample) = &routes[0];
         assert_eq!(*name, "post_message");
-        assert_eq!(sample.count, 3);
+        assert_eq!(sample.buckets.iter().sum::<u64>(), 3);
         assert_eq!(sample.statuses[&201], 2);
         assert_eq!(sample.statuses[&400], 1);
         // The bound is inclusive (`le`): 100 µs is in the first bucket.
