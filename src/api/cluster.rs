@@ -111,12 +111,9 @@ impl Api {
     }
 }
 
-/// The answer while a partition has no owner that can serve (503 with
-/// `Retry-After`, as the engine refuses a write it may not take).
+/// The answer while a partition has no owner that can serve.
 fn unavailable() -> ApiError {
-    ApiError::from(crate::engine::EngineError::PartitionUnavailable(
-        "no node serves this partition now".into(),
-    ))
+    ApiError::partition_unavailable("no node serves this partition now")
 }
 
 fn place(cluster: &Replication, thread: &str, request: &Request) -> Placement {

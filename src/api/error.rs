@@ -40,6 +40,13 @@ impl ApiError {
         )
     }
 
+    /// No node can serve this thread's partition now (503 with
+    /// `Retry-After`, as the engine refuses a write it may not take);
+    /// `why` is logged.
+    pub fn partition_unavailable(why: &str) -> ApiError {
+        ApiError::from(EngineError::PartitionUnavailable(why.to_owned()))
+    }
+
     /// A request clustered mode does not serve yet.
     pub fn not_in_cluster(message: &'static str) -> ApiError {
         ApiError::new(409, "not_supported_in_cluster", message)

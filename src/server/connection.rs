@@ -262,60 +262,59 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
 /// Serves a live tail on the connection until the client goes away or
 /// shutdown ends it (a live tail never ends by itself), then closes it.
 async fn serve_live_tail<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    mut output: Vec<u8>,
+    stream: S,
+    output: Vec<u8>,
     api: &Api,
     drain: &Drain,
     tail: LiveTail,
 ) {
-    // Answers already buffered for pipelined requests go first.
-    if !output.is_empty() && stream.write_all(&output).await.is_err() {
-        return;
-    }
-    output.clear();
-    let served = futures_lite::future::or(
-        live_tail::serve(&mut stream, api.mesh().clone(), tail),
-        async {
-            drain.wait().await;
-            Ok(())
-        },
-    )
-    .await;
-    if let Err(err) = served {
-        err.into_response().write_to(&mut output, false, false);
-        let _ = stream.write_all(&output).await;
-    }
-    let _ = stream.close().await;
+    let mesh = api.mesh().clone();
+    let serve = async |stream: &mut S| live_tail::serve(stream, mesh, tail).await;
+    serve_stream(stream, output, drain, serve).await;
 }
 
 /// Relays a live tail the thread's owner serves (clustered mode) until
 /// either side or shutdown ends it, then closes the connection.
 async fn serve_relay<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    output: Vec<u8>,
+    drain: &Drain,
+    relay: crate::cluster::relay::Relay,
+) {
+    let serve = async |stream: &mut S| {
+        relay.run(stream).await.map_err(|why| {
+            crate::logging::warn(
+                "relaying a live tail from the partition's owner failed",
+                &[("error", &why)],
+            );
+            let why = "the node that owns this thread's partition did not answer";
+            ApiError::partition_unavailable(why)
+        })
+    };
+    serve_stream(stream, output, drain, serve).await;
+}
+
+/// Hands the connection to `serve` (a stream that never ends by itself)
+/// until it returns or shutdown ends it, then closes the connection. The
+/// answers already buffered for pipelined requests go first; an error
+/// `serve` returns (before it sent anything) is answered.
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     mut output: Vec<u8>,
     drain: &Drain,
-    relay: crate::cluster::relay::Relay,
+    serve: impl AsyncFnOnce(&mut S) -> Result<(), ApiError>,
 ) {
     if !output.is_empty() && stream.write_all(&output).await.is_err() {
         return;
     }
     output.clear();
-    let relayed = futures_lite::future::or(relay.run(&mut stream), async {
+    let served = futures_lite::future::or(serve(&mut stream), async {
         drain.wait().await;
         Ok(())
     })
     .await;
-    if let Err(why) = relayed {
-        crate::logging::warn(
-            "relaying a live tail from the partition's owner failed",
-            &[("error", &why)],
-        );
-        let unavailable = crate::engine::EngineError::PartitionUnavailable(
-            "the node that owns this thread's partition did not answer".into(),
-        );
-        crate::api::ApiError::from(unavailable)
-            .into_response()
-            .write_to(&mut output, false, false);
+    if let Err(err) = served {
+        err.into_response().write_to(&mut output, false, false);
         let _ = stream.write_all(&output).await;
     }
     let _ = stream.close().await;

@@ -181,10 +181,8 @@ async fn start_peers(peers: Vec<Relay>) -> Result<Vec<PeerEvents>, ApiError> {
                     "a node's part of a user stream did not start",
                     &[("error", &why)],
                 );
-                return Err(ApiError::from(
-                    crate::engine::EngineError::PartitionUnavailable(
-                        "a node of the cluster did not start its part of this stream".into(),
-                    ),
+                return Err(ApiError::partition_unavailable(
+                    "a node of the cluster did not start its part of this stream",
                 ));
             }
         }
