@@ -67,6 +67,12 @@ pub fn run(mut config: Config) -> Result<(), String> {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    if !crate::runtime::rings_are_cooperative() {
+        logging::warn(
+            "io_uring rings without cooperative task running: every completion interrupts a busy shard (kernel older than 5.19, or glommio built without src/vendor/liburing: cargo clean -p glommio)",
+            &[],
+        );
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shard_count = datadir::prepare(&config.db, config.shards, cores)?;
     // Connections are descriptors: use what the hard limit allows, and
