@@ -83,11 +83,13 @@
 //!
 //! **Materialised state follows the log.** A replica applies only records
 //! it read from (or had acknowledged by) the log, in sequence order. The
-//! single-node write path applies a write to the store before its WAL
-//! flush is durable; in clustered mode that order must change (apply after
-//! the quorum acknowledgement, reading pending writes from an overlay), or
-//! a flush that is then `Lost` would stay in the fenced owner's store
-//! without being in the log.
+//! owner applies its own writes to its store as it executes them, before
+//! the log has them, as the single-node write path does before its WAL
+//! flush is durable; and as there, nothing is shown before it is settled:
+//! a read that may see a write the log has not acknowledged waits for the
+//! acknowledgement ([`shard`]'s `Unacknowledged`). A flush that is then
+//! `Lost` stays in the fenced owner's store, unseen, and the owner exits so
+//! that its next start rebuilds the store from the log.
 //!
 //! **Leases.** A node heartbeats `node.<id>` in a bucket whose entries
 //! expire after the lease TTL. It counts its lease valid until

@@ -13,11 +13,12 @@
 //! [`ShardEvent`]s: the records a standby must apply, and the [`View`] of
 //! who owns what.
 //!
-//! Phase 1 applies a write to the owner's store before the log has it, so
-//! a write the log then refuses leaves the owner's store ahead of the log.
-//! The node cannot repair that in place: it stops the process (exit 75)
-//! and, like every start in clustered mode, rebuilds its store from the
-//! log. A fenced owner therefore never serves a write the log lost.
+//! The owner applies a write to its store before the log has it (reads
+//! that may see it wait for the acknowledgement), so a write the log then
+//! refuses leaves the owner's store ahead of the log. The node cannot
+//! repair that in place: it stops the process (exit 75) and, like every
+//! start in clustered mode, rebuilds its store from the log. A fenced
+//! owner therefore never serves a write the log lost.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

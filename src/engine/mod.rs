@@ -19,6 +19,8 @@
 //! the store never flushes past the log (see `store::maintenance`), so it
 //! does not come back after a restart either. In `batch` and `none` modes
 //! writes are visible once logged, and hidden again if their flush fails.
+//! Clustered, in every mode, a reply also waits until the partition logs
+//! acknowledged each write it could have seen.
 
 mod authors;
 mod body_sealing;
@@ -127,9 +129,10 @@ pub struct Engine {
     participants_max: Cell<usize>,
     /// Users following all their threads (`GET /frontend/v1/stream`).
     user_streams: user_streams::UserStreams,
-    /// In `sync` mode, threads whose newest write may not be on disk yet,
-    /// with that write's LSN: a command on the thread answers once the log
-    /// has it. Entries at or below the log's durable LSN are stale.
+    /// In `sync` mode, threads whose newest write may not be on disk yet
+    /// (clustered, or not acknowledged by its partition's log), with that
+    /// write's LSN: a command on the thread answers once the log has it.
+    /// Entries at or below the settled LSN are stale.
     unlogged: RefCell<HashMap<Vec<u8>, Lsn>>,
     /// Set once the log failed and reads were cut back to what it holds.
     log_failed: Cell<bool>,
@@ -462,7 +465,7 @@ impl Engine {
         if let (Some(replication), Some(partition)) =
             (self.replication.borrow().as_ref(), partition)
         {
-            replication.stage(partition, encoded);
+            replication.stage(partition, lsn, encoded);
         }
         Ok(lsn)
     }
@@ -485,10 +488,16 @@ impl Engine {
         };
         let (executed, seen) = self.execute_keyed(command).await;
         let replication = self.replication.borrow().clone();
-        if let Some(replication) = replication
-            && let Err(err) = replication.publish().await
-        {
-            return (Err(err), None);
+        if let Some(replication) = replication {
+            if let Err(err) = replication.publish().await {
+                return (Err(err), None);
+            }
+            // A write the log has not taken yet must not be shown.
+            if let Some(seen) = seen
+                && let Err(err) = replication.wait_acknowledged(seen).await
+            {
+                return (Err(err), None);
+            }
         }
         let own = executed.as_ref().ok().and_then(|executed| executed.lsn);
         if let Some(lsn) = own.max(seen)
@@ -578,14 +587,16 @@ impl Engine {
         (executed, seen)
     }
 
-    /// The newest write not yet on disk that `command` may read: its
+    /// The newest write not yet settled that `command` may read: its
     /// thread's, or for a command over many threads, the newest of all.
-    /// `None` outside `sync` mode, where writes are visible once logged.
+    /// `None` when writes are visible once logged (`batch` and `none`, and
+    /// a failed log) unless clustered, where they wait for the partition's
+    /// log too.
     fn unlogged_seen_by(&self, command: &Command) -> Option<Lsn> {
-        if self.wal.durability() != Durability::Sync || self.log_failed.get() {
+        if !self.tracks_unsettled() {
             return None;
         }
-        let durable = self.wal.durable_lsn();
+        let settled = self.settled_lsn();
         let seen = match command {
             Command::Metrics
             | Command::AddMasterKey { .. }
@@ -600,18 +611,41 @@ impl Engine {
                 None => Some(self.wal.last_appended()),
             },
         };
-        seen.filter(|lsn| *lsn > durable)
+        seen.filter(|lsn| *lsn > settled)
     }
 
-    /// Remembers the threads `ops` (logged as `lsn`) change, in `sync` mode.
+    /// Whether reads wait for the writes they may see: in `sync` mode for
+    /// the log's fsync, clustered for the partition log's acknowledgement.
+    fn tracks_unsettled(&self) -> bool {
+        let clustered = self.replication.borrow().is_some();
+        clustered || (self.wal.durability() == Durability::Sync && !self.log_failed.get())
+    }
+
+    /// The newest LSN below which every write is settled: on disk in the
+    /// log and, clustered, acknowledged by its partition's log.
+    fn settled_lsn(&self) -> Lsn {
+        let durable = self.wal.durable_lsn();
+        let oldest_unacknowledged = self
+            .replication
+            .borrow()
+            .as_ref()
+            .and_then(|replication| replication.oldest_unacknowledged());
+        match oldest_unacknowledged {
+            Some(oldest) => Lsn(durable.0.min(oldest.0.saturating_sub(1))),
+            None => durable,
+        }
+    }
+
+    /// Remembers the threads `ops` (logged as `lsn`) change, while reads
+    /// wait for unsettled writes.
     fn note_unlogged(&self, ops: &Ops, lsn: Lsn) {
-        if self.wal.durability() != Durability::Sync {
+        if !self.tracks_unsettled() {
             return;
         }
         let mut unlogged = self.unlogged.borrow_mut();
         if unlogged.len() >= UNLOGGED_MAX {
-            let durable = self.wal.durable_lsn();
-            unlogged.retain(|_, written| *written > durable);
+            let settled = self.settled_lsn();
+            unlogged.retain(|_, written| *written > settled);
         }
         for thread in ops.touched_threads() {
             unlogged.insert(thread.to_vec(), lsn);

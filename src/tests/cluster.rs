@@ -1393,3 +1393,66 @@ fn pages_and_live_tails_read_the_same_through_every_node_and_purges_are_refused(
             .expect_error(409, "not_supported_in_cluster");
     }
 }
+
+/// A write the store applied is shown to no reader before the partition's
+/// log acknowledges it: with every nats-server stopped (so nothing can be
+/// acknowledged) a post is applied on its owner, and a read of its thread
+/// through another node does not answer with it until the servers resume.
+/// The stop is kept well under the node lease, so no node gives up.
+#[test]
+fn no_read_shows_a_write_before_its_log_acknowledges_it() {
+    let Audited {
+        nats,
+        dir: _dir,
+        nodes: _nodes,
+        addrs,
+        threads,
+        ..
+    } = audited_cluster();
+    let thread = threads[0].clone();
+    let path = format!("/frontend/v1/threads/{thread}/messages");
+    // Every node serves reads of the thread before the stop.
+    for addr in &addrs {
+        support::Client::connect(*addr).get(&path).expect(200);
+    }
+    for server in &nats.servers {
+        signal(server, libc::SIGSTOP);
+    }
+    let (post_path, writer_addr) = (path.clone(), addrs[0]);
+    let posting = std::thread::spawn(move || {
+        let mut writer = support::Client::connect(writer_addr);
+        let body = r#"{"body":{"text":"not acknowledged yet"}}"#;
+        writer.try_request("POST", &post_path, Some(body)).ok()
+    });
+    // Time for the owner to apply the post (if it has not, the read below
+    // cannot show it either, and the check holds all the same).
+    std::thread::sleep(Duration::from_millis(300));
+    let (answered, answer) = std::sync::mpsc::channel();
+    let (read_path, reader_addr) = (path.clone(), addrs[1]);
+    let reading = std::thread::spawn(move || {
+        let mut reader = support::Client::connect(reader_addr);
+        let reply = reader.try_request("GET", &read_path, None).ok();
+        let _ = answered.send(reply.map(|reply| (reply.status, reply.body)));
+    });
+    let while_stopped = answer.recv_timeout(Duration::from_millis(500));
+    for server in &nats.servers {
+        signal(server, libc::SIGCONT);
+    }
+    if let Ok(Some((status, body))) = &while_stopped {
+        let text = String::from_utf8_lossy(body);
+        assert!(
+            !text.contains("not acknowledged yet"),
+            "a read answered {status} with a write no log had acknowledged: {text}"
+        );
+    }
+    let posted = posting.join().unwrap();
+    reading.join().unwrap();
+    // Acknowledged once the servers resumed: then every node shows it once.
+    if let Some(reply) = posted.filter(|reply| reply.status == 201) {
+        let key = reply.json()["key"].as_str().unwrap().to_owned();
+        for addr in &addrs {
+            let keys = messages_through(*addr, &thread);
+            assert_eq!(keys.iter().filter(|k| **k == key).count(), 1, "{addr}");
+        }
+    }
+}
