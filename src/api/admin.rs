@@ -198,7 +198,7 @@ impl Api {
             let mut page = query.thread_page(&self.limits)?;
             page.include_deleted = search.include_deleted;
             return self
-                .author_threads(author, page)
+                .author_threads(author, page, request)
                 .await
                 .map(Handled::Response);
         }
@@ -229,6 +229,7 @@ impl Api {
             order,
             limit: query.page_limit(&self.limits)?,
             include_deleted: search.include_deleted,
+            partitions: None,
         };
         let ThreadPart {
             mut entries, total, ..

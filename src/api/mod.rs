@@ -9,6 +9,7 @@ mod cors;
 pub mod docs;
 mod encrypt_job;
 mod error;
+mod fanout;
 mod frontend;
 pub(crate) mod input;
 mod limit;

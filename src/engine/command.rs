@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 
 use super::page::PageKeys;
 use super::reply::PageRenderer;
+use crate::cluster::PartitionSet;
 use crate::model::{MessageId, Role, ThreadId, UserId};
 
 /// One change of a thread, as sent to live-tail clients.
@@ -105,7 +106,7 @@ pub enum ThreadSort {
 
 /// A position in an author's thread list: `(sort_ts, thread_id)`, where
 /// `sort_ts` is the thread's `created_ts` or `updated_ts` per the listing.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct ThreadPosition {
     pub sort_ts: u64,
     pub thread_id: String,
@@ -120,6 +121,24 @@ pub struct ThreadPage {
     pub order: Order,
     pub limit: usize,
     pub include_deleted: bool,
+    /// Clustered mode: only threads of these partitions (the node's own),
+    /// so that each node's part of a listing gathered from every node
+    /// names a thread once. `None` (one node) lists every thread.
+    pub partitions: Option<Arc<PartitionSet>>,
+}
+
+impl ThreadPage {
+    /// Whether thread `id` belongs in this page's part.
+    pub fn holds(&self, id: &str) -> bool {
+        holds(&self.partitions, id)
+    }
+}
+
+/// Whether thread `id` lies in `partitions`, when a page names some.
+fn holds(partitions: &Option<Arc<PartitionSet>>, id: &str) -> bool {
+    partitions
+        .as_ref()
+        .is_none_or(|partitions| partitions.holds_thread(id))
 }
 
 /// A page of every thread of a shard, in thread id order (admin listing).
@@ -133,6 +152,15 @@ pub struct AllThreadsPage {
     pub order: Order,
     pub limit: usize,
     pub include_deleted: bool,
+    /// As [`ThreadPage::partitions`].
+    pub partitions: Option<Arc<PartitionSet>>,
+}
+
+impl AllThreadsPage {
+    /// Whether thread `id` belongs in this page's part.
+    pub fn holds(&self, id: &str) -> bool {
+        holds(&self.partitions, id)
+    }
 }
 
 #[derive(Debug)]

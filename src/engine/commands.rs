@@ -628,21 +628,13 @@ impl Engine {
     /// `unread_count`.
     fn list_threads(&self, page: &ThreadPage) -> Result<Executed, EngineError> {
         let user = page.author.as_str();
-        let owned = self
-            .authors
-            .total(&self.store, user, page.include_deleted)?;
+        let owned = self.authors.total(&self.store, page)?;
         let (mut positions, mut behind) = match page.sort {
             // The index gives the order; the records give the threads as
             // they are now (the index entry is not rewritten on every
             // activity, see `write_thread`).
             ThreadSort::CreatedTs => page::threads(&self.store, page)?,
-            ThreadSort::UpdatedTs => self.authors.by_updated(
-                &self.store,
-                user,
-                (page.after.as_ref(), page.order),
-                page.limit,
-                page.include_deleted,
-            )?,
+            ThreadSort::UpdatedTs => self.authors.by_updated(&self.store, page)?,
         };
         let member = self.members.page(&self.store, page)?;
         positions.extend(member.positions);
@@ -670,14 +662,16 @@ impl Engine {
     fn list_all_threads(&self, page: &AllThreadsPage) -> Result<Executed, EngineError> {
         let entries =
             page::all_threads(&self.store, page, &|record| self.open_thread_record(record))?;
-        let total = if page.id_prefix.is_empty() && page.include_deleted {
+        let counted = page.id_prefix.is_empty() && page.include_deleted;
+        let total = if counted && page.partitions.is_none() {
             self.thread_count()?
         } else {
             let mut matches = 0;
             let ascending = crate::store::Direction::Ascending;
             self.store
                 .scan_threads(&page.id_prefix, None, ascending, |_, record| {
-                    matches += u64::from(page.include_deleted || !record.thread.deleted);
+                    let listed = page.include_deleted || !record.thread.deleted;
+                    matches += u64::from(listed && page.holds(&record.thread.id));
                     Ok(true)
                 })?;
             matches

@@ -107,6 +107,7 @@ impl Members {
             let (loaded, listed) = (self.loaded.borrow(), self.listed.borrow());
             loaded[user]
                 .iter()
+                .filter(|id| page.holds(id))
                 .filter_map(|id| {
                     let state = listed.get(id).filter(|state| !state.deleted)?;
                     Some(ThreadPosition {
@@ -169,6 +170,7 @@ mod tests {
             order,
             limit,
             include_deleted: false,
+            partitions: None,
         }
     }
 

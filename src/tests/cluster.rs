@@ -828,9 +828,13 @@ const LOAD_BEFORE_KILL: Duration = Duration::from_secs(3);
 const LOAD_AFTER_KILL: Duration = Duration::from_secs(7);
 const AUDIT_THREADS: usize = 6;
 
+/// Standbys per partition of the test clusters: every node holds every
+/// partition.
+const NODE_STANDBYS: &str = "2";
+
 /// The flags of `progressdb --cluster` node `name` on `nats`: every
 /// server's client URL, and its monitoring address to check at start.
-fn node_args(name: &str, nats: &NatsCluster) -> Vec<String> {
+fn node_args(name: &str, nats: &NatsCluster, standbys: &str) -> Vec<String> {
     let mut args: Vec<String> = [
         "--cluster",
         "--node-id",
@@ -840,7 +844,7 @@ fn node_args(name: &str, nats: &NatsCluster) -> Vec<String> {
         "--partitions",
         NODE_PARTITIONS,
         "--standbys",
-        "2",
+        standbys,
         "--admin-key",
         ADMIN_KEY,
         "--durability",
@@ -857,7 +861,16 @@ fn node_args(name: &str, nats: &NatsCluster) -> Vec<String> {
 
 /// `progressdb --cluster` node `name` on `db` against `nats`.
 fn start_node(name: &str, db: &Path, nats: &NatsCluster) -> support::Server {
-    let args = node_args(name, nats);
+    start_node_standing_by(name, db, nats, NODE_STANDBYS)
+}
+
+fn start_node_standing_by(
+    name: &str,
+    db: &Path,
+    nats: &NatsCluster,
+    standbys: &str,
+) -> support::Server {
+    let args = node_args(name, nats, standbys);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     support::Server::start_on(db, &args)
 }
@@ -889,7 +902,7 @@ const NODE_NAMES: [&str; 3] = ["n0", "n1", "n2"];
 fn audited_cluster() -> Audited {
     let nats = NatsCluster::start(3, true);
     let dir = tempfile::tempdir().unwrap();
-    let nodes = start_nodes(dir.path(), &nats);
+    let nodes = start_nodes(dir.path(), &nats, NODE_STANDBYS);
     let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
     wait_until_served(&addrs, &NODE_NAMES);
     let threads: Vec<String> = (0..AUDIT_THREADS)
@@ -908,13 +921,13 @@ fn audited_cluster() -> Audited {
 
 /// Three nodes started at once (so the first does not take every
 /// partition before the others register).
-fn start_nodes(dir: &Path, nats: &NatsCluster) -> Vec<support::Server> {
+fn start_nodes(dir: &Path, nats: &NatsCluster, standbys: &str) -> Vec<support::Server> {
     std::thread::scope(|scope| {
         let starting: Vec<_> = NODE_NAMES
             .iter()
             .map(|name| {
                 let db = dir.join(name);
-                scope.spawn(move || start_node(name, &db, nats))
+                scope.spawn(move || start_node_standing_by(name, &db, nats, standbys))
             })
             .collect();
         starting.into_iter().map(|s| s.join().unwrap()).collect()
@@ -1273,7 +1286,7 @@ fn a_node_refuses_nats_servers_that_do_not_sync_always() {
         "--api-key".into(),
         support::API_KEY.into(),
     ];
-    args.extend(node_args("n0", &lazy));
+    args.extend(node_args("n0", &lazy, NODE_STANDBYS));
     let mut node = Command::new(env!("CARGO_BIN_EXE_progressdb"))
         .args(&args)
         .stdout(Stdio::null())
@@ -1391,5 +1404,173 @@ fn pages_and_live_tails_read_the_same_through_every_node_and_purges_are_refused(
         admin
             .post(job, "{}")
             .expect_error(409, "not_supported_in_cluster");
+    }
+}
+
+/// Threads of the gathered-listing test: most are alice's, some bob's
+/// with alice taking part; spread over every partition by their keys.
+const LISTED_OWN: usize = 9;
+const LISTED_SHARED: usize = 3;
+const LISTED_PAGE: usize = 4;
+
+/// `GET path` through `addr` as `client`, retried while a partition moves
+/// (503 with `Retry-After`, as a client would); the answer's JSON.
+fn get_retrying(addr: SocketAddr, path: &str, user: Option<&str>, key: &str) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let mut client = support::Client::connect(addr);
+        client.user = user.map(str::to_owned);
+        client.key = Some(key.to_owned());
+        let reply = client.get(path);
+        if reply.status != 503 || started.elapsed() > READY_MAX {
+            return reply.expect(200);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn keys(page: &serde_json::Value) -> Vec<String> {
+    support::items(page)
+        .iter()
+        .map(|thread| thread["key"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A thread created under `key` through `addr` (forwarded to the owner of
+/// its partition) by `user`, with `participants`; its `created_ts`.
+fn create_keyed_thread(addr: SocketAddr, key: &str, user: &str, participants: &str) -> u64 {
+    let mut client = support::Client::connect(addr).acting_for(user);
+    let body = format!(r#"{{"title":"listed","key":"{key}","participants":[{participants}]}}"#);
+    let started = Instant::now();
+    loop {
+        let reply = client.post("/frontend/v1/threads", &body);
+        if reply.status != 503 || started.elapsed() > READY_MAX {
+            return reply.expect(201)["created_ts"].as_u64().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The nodes owning the partitions of `threads`, by `addr`'s status.
+fn owners_of(addr: SocketAddr, threads: &[String]) -> std::collections::BTreeSet<String> {
+    let status = status(addr).unwrap();
+    let partitions = NODE_PARTITIONS.parse().unwrap();
+    threads
+        .iter()
+        .map(|key| {
+            let partition = progressdb::cluster::partition_for(key, partitions).0 as usize;
+            status["partitions"][partition]["owner"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Makes `threads` owned by more than one node, and returns the nodes'
+/// addresses. The first node to start often takes every partition (owners
+/// are sticky); `kill -9` of the busiest owner hands its partitions to
+/// their standbys, which spread over the others, and it comes back as a
+/// standby. Repeated while one node still owns them all.
+fn spread_owners(
+    nats: &NatsCluster,
+    dir: &Path,
+    nodes: &mut Vec<support::Server>,
+    threads: &[String],
+) -> Vec<SocketAddr> {
+    for _ in 0..NODE_NAMES.len() {
+        let owners = owners_of(nodes[0].addr, threads);
+        if owners.len() > 1 {
+            break;
+        }
+        let victim = owners.into_iter().next().unwrap();
+        let at = NODE_NAMES.iter().position(|name| *name == victim).unwrap();
+        nodes.remove(at).kill();
+        let survivors: Vec<&str> = NODE_NAMES.into_iter().filter(|n| *n != victim).collect();
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
+        wait_until_served(&addrs, &survivors);
+        let db = dir.join(&victim);
+        nodes.insert(at, start_node_standing_by(&victim, &db, nats, "1"));
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
+        wait_until_served(&addrs, &NODE_NAMES);
+    }
+    let owners = owners_of(nodes[0].addr, threads);
+    eprintln!("the listed threads' owners: {owners:?}");
+    assert!(owners.len() > 1, "one node owns every partition");
+    nodes.iter().map(|node| node.addr).collect()
+}
+
+/// Alice's listing through `addr`, paged forward with `after` from the
+/// newest: every page's keys, checking each page's pagination.
+fn alice_pages_forward(addr: SocketAddr, expected: &[String]) -> Vec<Vec<String>> {
+    let (mut pages, mut path) = (
+        Vec::new(),
+        format!("/frontend/v1/threads?limit={LISTED_PAGE}"),
+    );
+    loop {
+        let page = get_retrying(addr, &path, Some("alice"), support::API_KEY);
+        let pagination = &page["pagination"];
+        let keys = keys(&page);
+        let start = pages.iter().map(Vec::len).sum::<usize>();
+        assert_eq!(
+            keys,
+            expected[start..(start + LISTED_PAGE).min(expected.len())]
+        );
+        assert_eq!(pagination["total"], expected.len() as u64, "{addr}");
+        assert_eq!(pagination["has_before"], start > 0, "{addr} {start}");
+        let has_after = start + keys.len() < expected.len();
+        assert_eq!(pagination["has_after"], has_after, "{addr} {start}");
+        pages.push(keys);
+        if !has_after {
+            return pages;
+        }
+        let last = pagination["after_anchor"].as_str().unwrap();
+        path = format!("/frontend/v1/threads?limit={LISTED_PAGE}&after={last}");
+    }
+}
+
+// Issue #15: with one standby per partition no node's store holds every
+// thread, and each holds some it does not own; still every node lists a
+// user's threads, every thread (admin) and the counts the same: whole,
+// each thread once, in order, paged both ways.
+#[test]
+fn listings_and_stats_are_gathered_from_every_node() {
+    let nats = NatsCluster::start(3, true);
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_nodes(dir.path(), &nats, "1");
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
+    wait_until_served(&addrs, &NODE_NAMES);
+    let mut created: Vec<(u64, String)> = (0..LISTED_OWN + LISTED_SHARED)
+        .map(|i| {
+            let key = format!("listed-{i}");
+            let (user, participants) = match i < LISTED_OWN {
+                true => ("alice", ""),
+                false => ("bob", r#""alice""#),
+            };
+            let created_ts = create_keyed_thread(addrs[i % addrs.len()], &key, user, participants);
+            (created_ts, key)
+        })
+        .collect();
+    created.sort();
+    created.reverse();
+    let expected: Vec<String> = created.into_iter().map(|(_, key)| key).collect();
+    let addrs = spread_owners(&nats, dir.path(), &mut nodes, &expected);
+    for addr in &addrs {
+        let pages = alice_pages_forward(*addr, &expected);
+        // Back from the oldest page with `before`: the threads just newer.
+        let oldest = pages.last().unwrap()[0].clone();
+        let at = expected.iter().position(|key| *key == oldest).unwrap();
+        let newer = format!("/frontend/v1/threads?limit={LISTED_PAGE}&before={oldest}");
+        let page = get_retrying(*addr, &newer, Some("alice"), support::API_KEY);
+        assert_eq!(keys(&page), expected[at.saturating_sub(LISTED_PAGE)..at]);
+        assert_eq!(page["pagination"]["has_before"], at > LISTED_PAGE);
+        assert_eq!(page["pagination"]["has_after"], true);
+        // Around a thread another node may own: both sides and itself.
+        let anchor = format!("/frontend/v1/threads?limit=2&anchor={}", expected[5]);
+        let page = get_retrying(*addr, &anchor, Some("alice"), support::API_KEY);
+        assert_eq!(keys(&page), expected[3..8]);
+        let unknown = "/frontend/v1/threads?after=no-such-thread";
+        let mut client = support::Client::connect(*addr);
+        client.get(unknown).expect_error(400, "invalid_cursor");
     }
 }
