@@ -184,6 +184,7 @@ fn route_thread(route: &Route, request: &Request) -> Option<String> {
         | Route::AdminListVersions(id, _)
         | Route::AdminStreamMessages(id)
         | Route::AdminListParticipants(id) => Some(id.clone()),
+        Route::AdminListThreads => super::admin::exact_thread(request),
         // A thread created under a key the caller chose, and the seed
         // route, name the thread in their body.
         Route::CreateThread | Route::SeedPostMessage => {

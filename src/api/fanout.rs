@@ -31,7 +31,7 @@ use crate::cluster::runtime::View;
 use crate::cluster::shard::Replication;
 use crate::cluster::{PartitionId, PartitionSet};
 use crate::engine::{Order, ThreadEntry, ThreadPosition};
-use crate::http::Request;
+use crate::http::{Request, Response};
 use crate::model::ThreadId;
 
 /// Names the part of a listing a node asks another for ([`Part`]).
@@ -278,12 +278,11 @@ pub(super) fn asked_part(
     ) else {
         return Ok(None);
     };
-    let invalid = || ApiError::bad_request("invalid_part", "not a part of a listing");
-    let part = Part::decode(part).ok_or_else(invalid)?;
+    let part = Part::decode(part).ok_or_else(wrong_part)?;
     let partitions = request
         .header(PARTITIONS_HEADER)
         .and_then(|text| PartitionSet::decode(text, cluster.partitions()))
-        .ok_or_else(invalid)?;
+        .ok_or_else(wrong_part)?;
     let view = cluster.view();
     if !partitions
         .members()
@@ -349,6 +348,37 @@ pub(super) async fn ask<T: serde::de::DeserializeOwned>(
         )),
         status => Err(failed(&format!("answered {status}"))),
     }
+}
+
+/// This node's part (`local`, given the partitions it answers for) and
+/// every other node's `part`, in the plan's order.
+pub(super) async fn parts<T, F>(
+    cluster: &Replication,
+    plan: &Plan,
+    request: &Request,
+    part: &Part,
+    local: impl FnOnce(Arc<PartitionSet>) -> F,
+) -> Result<Vec<T>, ApiError>
+where
+    T: serde::de::DeserializeOwned,
+    F: Future<Output = Result<T, ApiError>>,
+{
+    let mut parts = Vec::with_capacity(plan.peers.len() + 1);
+    parts.push(local(plan.mine.clone()).await?);
+    for peer in &plan.peers {
+        parts.push(ask(cluster, peer, request, part).await?);
+    }
+    Ok(parts)
+}
+
+/// The answer to a part another node asked for.
+pub(super) fn answer_part<T: Serialize>(value: &T) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|_| ApiError::internal())?;
+    Ok(super::json(200, body))
+}
+
+pub(super) fn wrong_part() -> ApiError {
+    ApiError::bad_request("invalid_part", "not a part of this listing")
 }
 
 fn is_invalid_cursor(body: &[u8]) -> bool {

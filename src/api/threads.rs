@@ -208,20 +208,16 @@ impl Api {
         http: &Request,
         (after, order): (Option<ThreadPosition>, Order),
     ) -> Result<Side<RenderedThread>, ApiError> {
-        let mine = self.side(
-            author,
-            request,
-            after.clone(),
+        let part = Part::Side {
+            after: after.clone(),
             order,
-            Some(plan.mine.clone()),
-        );
-        let mut parts = vec![mine.await?.rendered()];
-        let part = Part::Side { after, order };
-        for peer in &plan.peers {
-            parts.push(fanout::ask(cluster, peer, http, &part).await?);
-        }
+        };
+        let parts = fanout::parts(cluster, plan, http, &part, |mine| async {
+            let mine = self.side(author, request, after, order, Some(mine));
+            Ok(mine.await?.rendered())
+        });
         Ok(fanout::merge(
-            parts,
+            parts.await?,
             order,
             request.limit,
             |a: &RenderedThread, b| a.position.cmp(&b.position),
@@ -236,22 +232,16 @@ impl Api {
         part: Part,
         partitions: Arc<PartitionSet>,
     ) -> Result<Response, ApiError> {
-        let body = match part {
+        match part {
             Part::Cursor(key) => {
-                serde_json::to_vec(&self.cursor_part(author, &key, request).await?)
+                fanout::answer_part(&self.cursor_part(author, &key, request).await?)
             }
             Part::Side { after, order } => {
                 let side = self.side(author, request, after, order, Some(partitions));
-                serde_json::to_vec(&side.await?.rendered())
+                fanout::answer_part(&side.await?.rendered())
             }
-            Part::Whole => {
-                return Err(ApiError::bad_request(
-                    "invalid_part",
-                    "not a part of this listing",
-                ));
-            }
-        };
-        Ok(json(200, body.map_err(|_| ApiError::internal())?))
+            Part::Whole => Err(fanout::wrong_part()),
+        }
     }
 
     /// Where a cursor lies, for a gathered listing.

@@ -157,6 +157,14 @@ pub struct AllThreadsPage {
 }
 
 impl AllThreadsPage {
+    /// The page restricted to `partitions`.
+    pub fn of(&self, partitions: Arc<PartitionSet>) -> AllThreadsPage {
+        AllThreadsPage {
+            partitions: Some(partitions),
+            ..self.clone()
+        }
+    }
+
     /// Whether thread `id` belongs in this page's part.
     pub fn holds(&self, id: &str) -> bool {
         holds(&self.partitions, id)

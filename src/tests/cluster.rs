@@ -1572,5 +1572,44 @@ fn listings_and_stats_are_gathered_from_every_node() {
         let unknown = "/frontend/v1/threads?after=no-such-thread";
         let mut client = support::Client::connect(*addr);
         client.get(unknown).expect_error(400, "invalid_cursor");
+        admin_listings_through(*addr, &expected);
+    }
+}
+
+/// The admin's listings through `addr`: every thread in id order, paged
+/// forward; one author's; one thread by its key.
+fn admin_listings_through(addr: SocketAddr, alices: &[String]) {
+    let mut every: Vec<String> = alices.to_vec();
+    every.sort();
+    let (mut listed, mut path) = (Vec::new(), format!("/admin/v1/threads?limit={LISTED_PAGE}"));
+    loop {
+        let page = get_retrying(addr, &path, None, ADMIN_KEY);
+        let pagination = &page["pagination"];
+        assert_eq!(pagination["total"], every.len() as u64, "{addr}");
+        assert_eq!(pagination["has_before"], !listed.is_empty(), "{addr}");
+        listed.extend(keys(&page));
+        assert_eq!(
+            pagination["has_after"],
+            listed.len() < every.len(),
+            "{addr}"
+        );
+        if listed.len() >= every.len() {
+            break;
+        }
+        let last = pagination["after_anchor"].as_str().unwrap();
+        path = format!("/admin/v1/threads?limit={LISTED_PAGE}&after={last}");
+    }
+    assert_eq!(listed, every, "{addr}");
+    let authored = format!("/admin/v1/threads?author=alice&limit={}", alices.len());
+    let page = get_retrying(addr, &authored, None, ADMIN_KEY);
+    assert_eq!(keys(&page), alices, "{addr}");
+    for key in [&alices[0], &alices[alices.len() - 1]] {
+        let page = get_retrying(
+            addr,
+            &format!("/admin/v1/threads?id={key}"),
+            None,
+            ADMIN_KEY,
+        );
+        assert_eq!(keys(&page), std::slice::from_ref(key), "{addr}");
     }
 }
