@@ -2,7 +2,9 @@
 //! partition another node owns goes to that node (one hop, see
 //! [`crate::cluster::forward`]; a live tail is relayed for as long as it
 //! lasts, see [`crate::cluster::relay`]); `GET /cluster/v1/status` shows
-//! this node's view. Without `--cluster` none of this runs.
+//! this node's view. Listings and counts of many threads are gathered
+//! from every node instead (see [`super::fanout`]). Without `--cluster`
+//! none of this runs.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;

@@ -43,6 +43,7 @@ pub fn reply(reply: Reply, wrap: Option<&str>) -> Option<(u16, Vec<u8>)> {
         }
         Reply::ReadMarker(marker) => (200, object(None, &marker)),
         Reply::Stats(_)
+        | Reply::Counts { .. }
         | Reply::SealProgress(_)
         | Reply::Done
         | Reply::Threads(_)

@@ -304,19 +304,84 @@ impl Api {
         })
     }
 
-    /// `GET /admin/stats`: `{"threads","messages"}` stored on every shard.
-    pub(super) async fn totals(&self) -> Result<Response, ApiError> {
+    /// `GET /admin/stats`: `{"threads","messages"}` stored on every shard;
+    /// in clustered mode in every partition, each counted by its owner.
+    pub(super) async fn totals(&self, request: &Request) -> Result<Response, ApiError> {
         let (mut threads, mut messages) = (0, 0);
-        for reply in self.ask_every_shard(|| Command::Stats).await? {
-            let Reply::Stats(stats) = reply else {
-                return Err(EngineError::Storage("unexpected reply to stats".into()).into());
-            };
-            threads += stats.threads;
-            messages += stats.messages;
+        if let Some(cluster) = &self.cluster {
+            match self.gathered_counts(cluster, request).await? {
+                Counted::Asked(part) => return Ok(part),
+                Counted::All(counts) => (threads, messages) = (counts.threads, counts.messages),
+            }
+        } else {
+            for reply in self.ask_every_shard(|| Command::Stats).await? {
+                let Reply::Stats(stats) = reply else {
+                    return Err(EngineError::Storage("unexpected reply to stats".into()).into());
+                };
+                threads += stats.threads;
+                messages += stats.messages;
+            }
         }
         let body = serde_json::json!({ "threads": threads, "messages": messages });
         Ok(json(200, body.to_string().into_bytes()))
     }
+
+    /// Clustered mode: the threads and messages of every partition, each
+    /// counted by its owner; or this node's part, when another node asked.
+    pub(super) async fn gathered_counts(
+        &self,
+        cluster: &Replication,
+        request: &Request,
+    ) -> Result<Counted, ApiError> {
+        if let Some((part, partitions)) = fanout::asked_part(cluster, request)? {
+            if part != Part::Whole {
+                return Err(fanout::wrong_part());
+            }
+            let counts = self.counts_in(partitions).await?;
+            return Ok(Counted::Asked(fanout::answer_part(&counts)?));
+        }
+        let plan = Plan::of(&cluster.view(), cluster.partitions())?;
+        let parts = fanout::parts(cluster, &plan, request, &Part::Whole, |mine| {
+            self.counts_in(mine)
+        });
+        let mut all = Counts::default();
+        for counts in parts.await? {
+            all.threads += counts.threads;
+            all.messages += counts.messages;
+        }
+        Ok(Counted::All(all))
+    }
+
+    /// Threads and messages of `partitions` on this node.
+    async fn counts_in(&self, partitions: Arc<PartitionSet>) -> Result<Counts, ApiError> {
+        let mut all = Counts::default();
+        for reply in self
+            .ask_every_shard(|| Command::CountIn(partitions.clone()))
+            .await?
+        {
+            let Reply::Counts { threads, messages } = reply else {
+                return Err(EngineError::Storage("unexpected reply to a count".into()).into());
+            };
+            all.threads += threads;
+            all.messages += messages;
+        }
+        Ok(all)
+    }
+}
+
+/// Threads and messages stored, deleted ones included.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(super) struct Counts {
+    pub threads: u64,
+    pub messages: u64,
+}
+
+/// What [`Api::gathered_counts`] made of a request.
+pub(super) enum Counted {
+    /// The counts of the whole cluster.
+    All(Counts),
+    /// The answer to another node that asked for this node's part.
+    Asked(Response),
 }
 
 /// The thread a cursor names, if it names one.

@@ -18,7 +18,10 @@
 //! appends its writes ([`flush`] is a record's body: the WAL bytes of the
 //! writes it carries); [`shard`] is a shard's side (which partitions it may
 //! write, the writes a command waits on, records to apply); [`forward`]
-//! carries a request to the node that owns its partition.
+//! carries a request to the node that owns its partition. Thread listings
+//! and counts are gathered from every node at the API edge
+//! (`api/fanout.rs`), each node answering for the partitions it owns
+//! ([`PartitionSet`]), so a standby's copy is never listed twice.
 //!
 //! # Protocol
 //!

@@ -206,6 +206,9 @@ pub enum Command {
     ListAllThreads(AllThreadsPage),
     /// One shard's counters.
     Stats,
+    /// One shard's threads (deleted included) and messages in these
+    /// partitions: clustered mode, where a node counts those it owns.
+    CountIn(Arc<PartitionSet>),
     /// One shard's part of a Prometheus scrape.
     Metrics,
     /// Takes a consistent view of the shard's store and sends it to a
@@ -455,6 +458,7 @@ impl Command {
                 | Command::ListThreads(_)
                 | Command::ListAllThreads(_)
                 | Command::Stats
+                | Command::CountIn(_)
                 | Command::Metrics
                 | Command::ListMessages { .. }
                 | Command::PagePiece { .. }
@@ -498,6 +502,7 @@ impl Command {
             Command::ListThreads(_)
             | Command::ListAllThreads(_)
             | Command::Stats
+            | Command::CountIn(_)
             | Command::Metrics
             | Command::AddMasterKey { .. }
             | Command::Snapshot { .. }

@@ -12,6 +12,7 @@ use super::reply::{
     PageRenderer, PlannedPage, Reply, ShardStats, ThreadEntry, ThreadPart, VersionList,
 };
 use super::{Engine, Executed, REACTIONS_PER_MESSAGE_MAX, page};
+use crate::cluster::PartitionSet;
 use crate::model::{
     Message, MessageCounts, MessageId, Role, ThreadId, ThreadRecord, UserId, Version,
 };
@@ -67,6 +68,7 @@ impl Engine {
                 Executed::read(Reply::Done)
             }
             Command::Stats => self.stats(),
+            Command::CountIn(partitions) => self.count_in(&partitions),
             Command::ListAllThreads(page) => self.list_all_threads(&page),
             // The mesh answers this itself with the core's counters added;
             // run here directly, the shard reports what the engine knows.
@@ -717,6 +719,22 @@ impl Engine {
             wal: self.wal_stats(),
             wal_disk_bytes: self.wal.disk_bytes(),
         }))
+    }
+
+    /// Threads and messages of `partitions` on this shard: scans of both,
+    /// as no counter is kept per partition (and a standby's replicated
+    /// writes reset the shard's own).
+    fn count_in(&self, partitions: &PartitionSet) -> Result<Executed, EngineError> {
+        let mut threads = 0;
+        let ascending = crate::store::Direction::Ascending;
+        self.store.scan_threads("", None, ascending, |_, record| {
+            threads += u64::from(partitions.holds_thread(&record.thread.id));
+            Ok(true)
+        })?;
+        let messages = self
+            .store
+            .count_messages_of(&|thread| partitions.holds_thread(thread))?;
+        Executed::read(Reply::Counts { threads, messages })
     }
 
     /// Live-tail bookkeeping: subscriptions and replays.

@@ -1412,21 +1412,33 @@ fn pages_and_live_tails_read_the_same_through_every_node_and_purges_are_refused(
 const LISTED_OWN: usize = 9;
 const LISTED_SHARED: usize = 3;
 const LISTED_PAGE: usize = 4;
+/// Messages posted, one each to the newest threads, for the counts.
+const LISTED_MESSAGES: usize = 3;
 
-/// `GET path` through `addr` as `client`, retried while a partition moves
-/// (503 with `Retry-After`, as a client would); the answer's JSON.
-fn get_retrying(addr: SocketAddr, path: &str, user: Option<&str>, key: &str) -> serde_json::Value {
+/// `method path` through `addr` as `user` with `key`, retried while a
+/// partition moves (503 with `Retry-After`, as a client would).
+fn retrying(
+    addr: SocketAddr,
+    (method, path, body): (&str, &str, Option<&str>),
+    user: Option<&str>,
+    key: &str,
+) -> support::Reply {
     let started = Instant::now();
     loop {
         let mut client = support::Client::connect(addr);
         client.user = user.map(str::to_owned);
         client.key = Some(key.to_owned());
-        let reply = client.get(path);
+        let reply = client.request(method, path, body);
         if reply.status != 503 || started.elapsed() > READY_MAX {
-            return reply.expect(200);
+            return reply;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// `GET path` through `addr` (see [`retrying`]): the answer's JSON.
+fn get_retrying(addr: SocketAddr, path: &str, user: Option<&str>, key: &str) -> serde_json::Value {
+    retrying(addr, ("GET", path, None), user, key).expect(200)
 }
 
 fn keys(page: &serde_json::Value) -> Vec<String> {
@@ -1439,51 +1451,55 @@ fn keys(page: &serde_json::Value) -> Vec<String> {
 /// A thread created under `key` through `addr` (forwarded to the owner of
 /// its partition) by `user`, with `participants`; its `created_ts`.
 fn create_keyed_thread(addr: SocketAddr, key: &str, user: &str, participants: &str) -> u64 {
-    let mut client = support::Client::connect(addr).acting_for(user);
     let body = format!(r#"{{"title":"listed","key":"{key}","participants":[{participants}]}}"#);
-    let started = Instant::now();
-    loop {
-        let reply = client.post("/frontend/v1/threads", &body);
-        if reply.status != 503 || started.elapsed() > READY_MAX {
-            return reply.expect(201)["created_ts"].as_u64().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let create = ("POST", "/frontend/v1/threads", Some(body.as_str()));
+    let reply = retrying(addr, create, Some(user), support::API_KEY);
+    reply.expect(201)["created_ts"].as_u64().unwrap()
 }
 
-/// The nodes owning the partitions of `threads`, by `addr`'s status.
-fn owners_of(addr: SocketAddr, threads: &[String]) -> std::collections::BTreeSet<String> {
-    let status = status(addr).unwrap();
+/// The nodes `status` names in `field` (`owner` or `standbys`) of the
+/// partitions of `threads`.
+fn named_for(
+    status: &serde_json::Value,
+    threads: &[String],
+    field: &str,
+) -> std::collections::BTreeSet<String> {
     let partitions = NODE_PARTITIONS.parse().unwrap();
-    threads
-        .iter()
-        .map(|key| {
-            let partition = progressdb::cluster::partition_for(key, partitions).0 as usize;
-            status["partitions"][partition]["owner"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect()
+    let mut named = std::collections::BTreeSet::new();
+    for key in threads {
+        let partition = progressdb::cluster::partition_for(key, partitions).0 as usize;
+        let value = &status["partitions"][partition][field];
+        let names = value
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| vec![value.clone()]);
+        named.extend(
+            names
+                .iter()
+                .filter_map(|name| name.as_str().map(str::to_owned)),
+        );
+    }
+    named
 }
 
 /// Makes `threads` owned by more than one node, and returns the nodes'
 /// addresses. The first node to start often takes every partition (owners
-/// are sticky); `kill -9` of the busiest owner hands its partitions to
-/// their standbys, which spread over the others, and it comes back as a
-/// standby. Repeated while one node still owns them all.
+/// are sticky); once every node is live, each partition's standby is the
+/// first other node in its rendezvous order, so `kill -9` of that owner
+/// hands the partitions to standbys on both other nodes. The killed node
+/// comes back as a standby.
 fn spread_owners(
     nats: &NatsCluster,
     dir: &Path,
     nodes: &mut Vec<support::Server>,
     threads: &[String],
 ) -> Vec<SocketAddr> {
-    for _ in 0..NODE_NAMES.len() {
-        let owners = owners_of(nodes[0].addr, threads);
-        if owners.len() > 1 {
-            break;
-        }
+    let owners = named_for(&status(nodes[0].addr).unwrap(), threads, "owner");
+    if owners.len() == 1 {
         let victim = owners.into_iter().next().unwrap();
+        wait_for_status(nodes[0].addr, "standbys on two nodes", |status| {
+            named_for(status, threads, "standbys").len() > 1
+        });
         let at = NODE_NAMES.iter().position(|name| *name == victim).unwrap();
         nodes.remove(at).kill();
         let survivors: Vec<&str> = NODE_NAMES.into_iter().filter(|n| *n != victim).collect();
@@ -1494,7 +1510,7 @@ fn spread_owners(
         let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
         wait_until_served(&addrs, &NODE_NAMES);
     }
-    let owners = owners_of(nodes[0].addr, threads);
+    let owners = named_for(&status(nodes[0].addr).unwrap(), threads, "owner");
     eprintln!("the listed threads' owners: {owners:?}");
     assert!(owners.len() > 1, "one node owns every partition");
     nodes.iter().map(|node| node.addr).collect()
@@ -1554,6 +1570,15 @@ fn listings_and_stats_are_gathered_from_every_node() {
     created.sort();
     created.reverse();
     let expected: Vec<String> = created.into_iter().map(|(_, key)| key).collect();
+    for key in &expected[..LISTED_MESSAGES] {
+        let path = format!("/frontend/v1/threads/{key}/messages");
+        let post = (
+            "POST",
+            path.as_str(),
+            Some(r#"{"body":{"text":"counted"}}"#),
+        );
+        retrying(addrs[2], post, Some("alice"), support::API_KEY).expect(201);
+    }
     let addrs = spread_owners(&nats, dir.path(), &mut nodes, &expected);
     for addr in &addrs {
         let pages = alice_pages_forward(*addr, &expected);
@@ -1569,10 +1594,21 @@ fn listings_and_stats_are_gathered_from_every_node() {
         let anchor = format!("/frontend/v1/threads?limit=2&anchor={}", expected[5]);
         let page = get_retrying(*addr, &anchor, Some("alice"), support::API_KEY);
         assert_eq!(keys(&page), expected[3..8]);
-        let unknown = "/frontend/v1/threads?after=no-such-thread";
-        let mut client = support::Client::connect(*addr);
-        client.get(unknown).expect_error(400, "invalid_cursor");
+        let unknown = ("GET", "/frontend/v1/threads?after=no-such-thread", None);
+        let reply = retrying(*addr, unknown, Some("alice"), support::API_KEY);
+        reply.expect_error(400, "invalid_cursor");
         admin_listings_through(*addr, &expected);
+        let totals = get_retrying(*addr, "/admin/stats", None, ADMIN_KEY);
+        let counts = (expected.len() as u64, LISTED_MESSAGES as u64);
+        assert_eq!(
+            (&totals["threads"], &totals["messages"]),
+            (&counts.0.into(), &counts.1.into())
+        );
+        let stats = get_retrying(*addr, "/admin/v1/stats", None, ADMIN_KEY);
+        assert_eq!(
+            (&stats["threads"], &stats["messages"]),
+            (&counts.0.into(), &counts.1.into())
+        );
     }
 }
 
