@@ -351,7 +351,7 @@ pub(super) async fn ask<T: serde::de::DeserializeOwned>(
 }
 
 /// This node's part (`local`, given the partitions it answers for) and
-/// every other node's `part`, in the plan's order.
+/// every other node's `part`, in the plan's order; all asked at once.
 pub(super) async fn parts<T, F>(
     cluster: &Replication,
     plan: &Plan,
@@ -363,12 +363,41 @@ where
     T: serde::de::DeserializeOwned,
     F: Future<Output = Result<T, ApiError>>,
 {
-    let mut parts = Vec::with_capacity(plan.peers.len() + 1);
-    parts.push(local(plan.mine.clone()).await?);
-    for peer in &plan.peers {
-        parts.push(ask(cluster, peer, request, part).await?);
+    let peers = (plan.peers.iter())
+        .map(|peer| Box::pin(ask(cluster, peer, request, part)))
+        .collect();
+    let (mine, theirs) = futures_lite::future::zip(local(plan.mine.clone()), join_all(peers)).await;
+    let mut parts = Vec::with_capacity(theirs.len() + 1);
+    parts.push(mine?);
+    for part in theirs {
+        parts.push(part?);
     }
     Ok(parts)
+}
+
+/// Drives every one of `futures` at once; their outputs in order.
+async fn join_all<F: Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|context| {
+        let mut done = true;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match std::pin::Pin::new(future).poll(context) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        match done {
+            true => std::task::Poll::Ready(()),
+            false => std::task::Poll::Pending,
+        }
+    })
+    .await;
+    let finished = outputs
+        .into_iter()
+        .map(|output| output.expect("every future finished"));
+    finished.collect()
 }
 
 /// The answer to a part another node asked for.
@@ -435,6 +464,24 @@ mod tests {
             Ord::cmp,
         );
         assert!(!exact.more);
+    }
+
+    #[test]
+    fn joined_futures_all_finish_and_keep_their_order() {
+        let later = |value: u32, polls: u32| {
+            let mut left = polls;
+            Box::pin(std::future::poll_fn(move |context| match left {
+                0 => std::task::Poll::Ready(value),
+                _ => {
+                    left -= 1;
+                    context.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }
+            }))
+        };
+        let joined =
+            futures_lite::future::block_on(join_all(vec![later(1, 3), later(2, 0), later(3, 1)]));
+        assert_eq!(joined, vec![1, 2, 3]);
     }
 
     #[test]

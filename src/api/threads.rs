@@ -64,7 +64,9 @@ impl<E: ListedThread> Sides<E> {
         let (entries, flags, total) = self.page(itself);
         json(200, render::thread_list(&entries, flags, total))
     }
+}
 
+impl<E> Sides<E> {
     /// The page, newest first, with `(has_before, has_after)` and the
     /// listing's total; `itself` is the cursor's thread when it is shown
     /// (an anchor page lists it).
@@ -397,4 +399,35 @@ fn cursor_key(cursor: &ThreadCursor) -> Option<&ThreadId> {
 /// A user listing's order: by position, equal times by thread key.
 fn by_position(a: &ThreadEntry, b: &ThreadEntry) -> std::cmp::Ordering {
     a.position.cmp(&b.position)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(entries: &[u32], more: bool, behind: bool) -> Side<u32> {
+        let total = 10;
+        let entries = entries.to_vec();
+        Side {
+            entries,
+            more,
+            behind,
+            total,
+        }
+    }
+
+    // Newer threads are scanned oldest first and shown newest first; the
+    // cursor's thread is listed only on an anchor page, and says there is
+    // more on its side otherwise.
+    #[test]
+    fn a_page_is_made_of_its_sides_newest_first() {
+        let older = Sides::Older(side(&[5, 4], true, false)).page(None);
+        assert_eq!(older, (vec![5, 4], (false, true), 10));
+        let after_shown = Sides::Older(side(&[5], false, false)).page(Some(6));
+        assert_eq!(after_shown, (vec![5], (true, false), 10));
+        let newer = Sides::Newer(side(&[7, 8], false, true)).page(None);
+        assert_eq!(newer, (vec![8, 7], (false, true), 10));
+        let both = Sides::Both(side(&[7, 8], true, false), side(&[5], false, true));
+        assert_eq!(both.page(Some(6)), (vec![8, 7, 6, 5], (true, false), 10));
+    }
 }
