@@ -1610,6 +1610,35 @@ fn listings_and_stats_are_gathered_from_every_node() {
             (&counts.0.into(), &counts.1.into())
         );
     }
+    whole_or_refused_while_an_owner_fails(&mut nodes, &expected);
+}
+
+/// `kill -9` of a node owning some of `alices` threads: until its
+/// partitions are served again, alice's listing through another node is
+/// refused (503 with `Retry-After`) or whole, never partial.
+fn whole_or_refused_while_an_owner_fails(nodes: &mut Vec<support::Server>, alices: &[String]) {
+    let owners = named_for(&status(nodes[0].addr).unwrap(), alices, "owner");
+    let victim = owners.into_iter().next().unwrap();
+    let at = NODE_NAMES.iter().position(|name| *name == victim).unwrap();
+    nodes.remove(at).kill();
+    let lister = nodes[0].addr;
+    let (started, mut refused) = (Instant::now(), 0);
+    loop {
+        let mut client = support::Client::connect(lister);
+        let reply = client.get(&format!("/frontend/v1/threads?limit={LISTED_PAGE}"));
+        if reply.status == 503 {
+            assert!(reply.header("retry-after").is_some());
+            refused += 1;
+            assert!(started.elapsed() < READY_MAX, "never listed again");
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        let page = reply.expect(200);
+        assert_eq!(keys(&page), alices[..LISTED_PAGE]);
+        assert_eq!(page["pagination"]["total"], alices.len() as u64);
+        break;
+    }
+    eprintln!("listings refused while {victim}'s partitions moved: {refused}");
 }
 
 /// The admin's listings through `addr`: every thread in id order, paged
