@@ -1412,7 +1412,8 @@ fn pages_and_live_tails_read_the_same_through_every_node_and_purges_are_refused(
 const LISTED_OWN: usize = 9;
 const LISTED_SHARED: usize = 3;
 const LISTED_PAGE: usize = 4;
-/// Messages posted, one each to the newest threads, for the counts.
+/// Messages posted, one each to the oldest threads, for the counts and
+/// the listing by last activity.
 const LISTED_MESSAGES: usize = 3;
 
 /// `method path` through `addr` as `user` with `key`, retried while a
@@ -1570,7 +1571,7 @@ fn listings_and_stats_are_gathered_from_every_node() {
     created.sort();
     created.reverse();
     let expected: Vec<String> = created.into_iter().map(|(_, key)| key).collect();
-    for key in &expected[..LISTED_MESSAGES] {
+    for key in &expected[expected.len() - LISTED_MESSAGES..] {
         let path = format!("/frontend/v1/threads/{key}/messages");
         let post = (
             "POST",
@@ -1580,6 +1581,7 @@ fn listings_and_stats_are_gathered_from_every_node() {
         retrying(addrs[2], post, Some("alice"), support::API_KEY).expect(201);
     }
     let addrs = spread_owners(&nats, dir.path(), &mut nodes, &expected);
+    let mut activity_order = None;
     for addr in &addrs {
         let pages = alice_pages_forward(*addr, &expected);
         // Back from the oldest page with `before`: the threads just newer.
@@ -1594,6 +1596,23 @@ fn listings_and_stats_are_gathered_from_every_node() {
         let anchor = format!("/frontend/v1/threads?limit=2&anchor={}", expected[5]);
         let page = get_retrying(*addr, &anchor, Some("alice"), support::API_KEY);
         assert_eq!(keys(&page), expected[3..8]);
+        // By last activity (the oldest threads were posted to): every
+        // thread, in that order, the same through every node.
+        let path = "/frontend/v1/threads?sort_by=updated_ts&limit=50";
+        let by_activity = get_retrying(*addr, path, Some("alice"), support::API_KEY);
+        let times: Vec<u64> = support::items(&by_activity)
+            .iter()
+            .map(|thread| thread["updated_ts"].as_u64().unwrap())
+            .collect();
+        assert!(
+            times.is_sorted_by(|newer, older| newer >= older),
+            "{times:?}"
+        );
+        let listed = keys(&by_activity);
+        let mut every = listed.clone();
+        every.sort();
+        assert_eq!(every, sorted(&expected));
+        assert_eq!(listed, *activity_order.get_or_insert(listed.clone()));
         let unknown = ("GET", "/frontend/v1/threads?after=no-such-thread", None);
         let reply = retrying(*addr, unknown, Some("alice"), support::API_KEY);
         reply.expect_error(400, "invalid_cursor");
@@ -1641,11 +1660,16 @@ fn whole_or_refused_while_an_owner_fails(nodes: &mut Vec<support::Server>, alice
     eprintln!("listings refused while {victim}'s partitions moved: {refused}");
 }
 
+fn sorted(keys: &[String]) -> Vec<String> {
+    let mut sorted = keys.to_vec();
+    sorted.sort();
+    sorted
+}
+
 /// The admin's listings through `addr`: every thread in id order, paged
 /// forward; one author's; one thread by its key.
 fn admin_listings_through(addr: SocketAddr, alices: &[String]) {
-    let mut every: Vec<String> = alices.to_vec();
-    every.sort();
+    let every = sorted(alices);
     let (mut listed, mut path) = (Vec::new(), format!("/admin/v1/threads?limit={LISTED_PAGE}"));
     loop {
         let page = get_retrying(addr, &path, None, ADMIN_KEY);
