@@ -4,6 +4,7 @@
 //! show deleted items (flagged `"deleted": true`) unless
 //! `include_deleted=false` asks otherwise.
 
+use super::fanout::{self, Part, Plan, RenderedThread, Side};
 use super::input::{self, Query};
 use super::{Api, ApiError, Handled, LiveTail, json, render, thread_id};
 use crate::engine::{
@@ -82,6 +83,11 @@ impl Search {
         Ok(search)
     }
 
+    /// The one thread `?id=` names (not with `author`, which lists).
+    fn exact_thread(raw: &str) -> Option<String> {
+        Search::parse(raw).ok()?.id.map(|id| id.to_string())
+    }
+
     /// Listing in thread id order: `id_asc` (default) or `id_desc`.
     fn id_order(&self) -> Result<Order, ApiError> {
         match self.sort_by.as_deref() {
@@ -93,6 +99,12 @@ impl Search {
             )),
         }
     }
+}
+
+/// Clustered mode: the thread an admin listing of `?id=` names, which its
+/// owner answers.
+pub(super) fn exact_thread(request: &Request) -> Option<String> {
+    Search::exact_thread(&request.query)
 }
 
 /// The live tail of any thread, for an admin.
@@ -198,7 +210,7 @@ impl Api {
             let mut page = query.thread_page(&self.limits)?;
             page.include_deleted = search.include_deleted;
             return self
-                .author_threads(author, page)
+                .author_threads(author, page, request)
                 .await
                 .map(Handled::Response);
         }
@@ -229,22 +241,49 @@ impl Api {
             order,
             limit: query.page_limit(&self.limits)?,
             include_deleted: search.include_deleted,
+            partitions: None,
         };
-        let ThreadPart {
-            mut entries, total, ..
-        } = self
-            .threads_of_every_shard(|| Command::ListAllThreads(page.clone()))
-            .await?;
-        entries.sort_by(|a, b| a.position.thread_id.cmp(&b.position.thread_id));
-        if order == Order::NewestFirst {
-            entries.reverse();
-        }
-        let has_after = entries.len() > page.limit;
-        entries.truncate(page.limit);
         // This listing pages forward only; a cursor means it has gone past
         // something.
-        let body = render::thread_list(&entries, (page.after.is_some(), has_after), total);
+        let went_past = page.after.is_some();
+        let Some(cluster) = &self.cluster else {
+            let side = self.all_threads(page).await?;
+            let body = render::thread_list(&side.entries, (went_past, side.more), side.total);
+            return Ok(Handled::Response(json(200, body)));
+        };
+        if let Some((part, partitions)) = fanout::asked_part(cluster, request)? {
+            if part != Part::Whole {
+                return Err(fanout::wrong_part());
+            }
+            let side = self.all_threads(page.of(partitions)).await?;
+            return fanout::answer_part(&side.rendered()).map(Handled::Response);
+        }
+        let plan = Plan::of(&cluster.view(), cluster.partitions())?;
+        let (order, limit) = (page.order, page.limit);
+        let parts = fanout::parts(cluster, &plan, request, &Part::Whole, |mine| async {
+            Ok(self.all_threads(page.of(mine)).await?.rendered())
+        });
+        let side = fanout::merge(parts.await?, order, limit, |a: &RenderedThread, b| {
+            a.position.thread_id.cmp(&b.position.thread_id)
+        });
+        let body = render::thread_list(&side.entries, (went_past, side.more), side.total);
         Ok(Handled::Response(json(200, body)))
+    }
+
+    /// A page of every thread in id order, from every shard.
+    async fn all_threads(&self, page: AllThreadsPage) -> Result<Side<ThreadEntry>, ApiError> {
+        let ThreadPart { entries, total, .. } = self
+            .threads_of_every_shard(|| Command::ListAllThreads(page.clone()))
+            .await?;
+        let part = Side {
+            entries,
+            more: false,
+            behind: false,
+            total,
+        };
+        Ok(fanout::merge(vec![part], page.order, page.limit, |a, b| {
+            a.position.thread_id.cmp(&b.position.thread_id)
+        }))
     }
 
     /// `?id=`: a listing of that one thread, or an empty one.

@@ -2,7 +2,9 @@
 //! partition another node owns goes to that node (one hop, see
 //! [`crate::cluster::forward`]; a live tail is relayed for as long as it
 //! lasts, see [`crate::cluster::relay`]); `GET /cluster/v1/status` shows
-//! this node's view. Without `--cluster` none of this runs.
+//! this node's view. Listings and counts of many threads are gathered
+//! from every node instead (see [`super::fanout`]). Without `--cluster`
+//! none of this runs.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -184,6 +186,7 @@ fn route_thread(route: &Route, request: &Request) -> Option<String> {
         | Route::AdminListVersions(id, _)
         | Route::AdminStreamMessages(id)
         | Route::AdminListParticipants(id) => Some(id.clone()),
+        Route::AdminListThreads => super::admin::exact_thread(request),
         // A thread created under a key the caller chose, and the seed
         // route, name the thread in their body.
         Route::CreateThread | Route::SeedPostMessage => {

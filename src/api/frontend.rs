@@ -53,9 +53,9 @@ impl Api {
     ) -> Result<Handled, ApiError> {
         let response = match route {
             Route::ListThreads => self.list_threads(call).await?,
-            Route::Stats => self.stats().await?,
+            Route::Stats => self.stats(call.request).await?,
             Route::AdminHealth => status_ok(),
-            Route::AdminTotals => self.totals().await?,
+            Route::AdminTotals => self.totals(call.request).await?,
             Route::Metrics => self.metrics().await?,
             Route::Sign => self.sign(call.request)?,
             Route::RotateMasterKey => self.rotate_master_key().await?,

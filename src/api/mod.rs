@@ -9,6 +9,7 @@ mod cors;
 pub mod docs;
 mod encrypt_job;
 mod error;
+mod fanout;
 mod frontend;
 pub(crate) mod input;
 mod limit;
@@ -468,8 +469,19 @@ impl Api {
         Ok(json(200, body.to_string().into_bytes()))
     }
 
-    async fn stats(&self) -> Result<Response, ApiError> {
-        let mut body = b"{\"shards\":[".to_vec();
+    async fn stats(&self, request: &Request) -> Result<Response, ApiError> {
+        let mut body = b"{".to_vec();
+        if let Some(cluster) = &self.cluster {
+            // The cluster's counts, besides this node's shards (whose
+            // stores hold standby copies too).
+            let counts = match self.gathered_counts(cluster, request).await? {
+                threads::Counted::Asked(part) => return Ok(part),
+                threads::Counted::All(counts) => counts,
+            };
+            let (threads, messages) = (counts.threads, counts.messages);
+            body.extend(format!("\"threads\":{threads},\"messages\":{messages},").bytes());
+        }
+        body.extend_from_slice(b"\"shards\":[");
         for (index, reply) in self
             .ask_every_shard(|| Command::Stats)
             .await?

@@ -43,6 +43,7 @@ pub fn reply(reply: Reply, wrap: Option<&str>) -> Option<(u16, Vec<u8>)> {
         }
         Reply::ReadMarker(marker) => (200, object(None, &marker)),
         Reply::Stats(_)
+        | Reply::Counts { .. }
         | Reply::SealProgress(_)
         | Reply::Done
         | Reply::Threads(_)
@@ -119,9 +120,26 @@ fn participant_list(list: &ParticipantList) -> Vec<u8> {
     out
 }
 
+/// A thread of a listing, as [`thread_list`] writes it.
+pub trait ListedThread {
+    fn key(&self) -> &str;
+    /// Appends the thread's JSON object to `out`.
+    fn write(&self, out: &mut Vec<u8>);
+}
+
+impl ListedThread for ThreadEntry {
+    fn key(&self) -> &str {
+        &self.position.thread_id
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        write_user_thread(out, &self.thread);
+    }
+}
+
 /// `{"threads":[…],"pagination":P}` of merged thread entries.
-pub fn thread_list(entries: &[ThreadEntry], flags: (bool, bool), total: u64) -> Vec<u8> {
-    let key_of = |entry: Option<&ThreadEntry>| entry.map(|e| e.position.thread_id.clone());
+pub fn thread_list<T: ListedThread>(entries: &[T], flags: (bool, bool), total: u64) -> Vec<u8> {
+    let key_of = |entry: Option<&T>| entry.map(|e| e.key().to_owned());
     let pagination = Pagination::of(
         key_of(entries.first()),
         key_of(entries.last()),
@@ -134,7 +152,7 @@ pub fn thread_list(entries: &[ThreadEntry], flags: (bool, bool), total: u64) -> 
         if index > 0 {
             out.push(b',');
         }
-        write_user_thread(&mut out, &entry.thread);
+        entry.write(&mut out);
     }
     list_tail(&mut out, &pagination);
     out

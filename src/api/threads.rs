@@ -2,15 +2,23 @@
 //! by `created_ts` or `updated_ts`, paged with thread keys as the ProgressDB
 //! v0.2 contract says. `before=K` lists threads newer than K, `after=K`
 //! older ones, `anchor=K` both sides and K itself; `total` is the sum of
-//! the shards' counters.
+//! the shards' counters. In clustered mode each node lists the partitions
+//! it owns and the node asked gathers every node's part
+//! ([`super::fanout`]).
 
+use std::sync::Arc;
+
+use super::fanout::{self, CursorPart, Part, Plan, RenderedThread, Side};
 use super::input::{ThreadCursor, ThreadPageRequest};
+use super::render::ListedThread;
 use super::{Api, ApiError, Call, json, render};
+use crate::cluster::PartitionSet;
+use crate::cluster::shard::Replication;
 use crate::engine::{
     Command, EngineError, Order, Reply, ThreadEntry, ThreadPage, ThreadPart, ThreadPosition,
     ThreadSort, UserThread,
 };
-use crate::http::Response;
+use crate::http::{Request, Response};
 use crate::model::{ThreadId, UserId};
 use crate::shard::shard_for;
 
@@ -21,106 +29,240 @@ struct CursorThread {
     thread: Option<UserThread>,
 }
 
-/// Threads of one side of a position, merged across shards in scan order.
-struct Side {
-    entries: Vec<ThreadEntry>,
-    more: bool,
-    behind: bool,
-    total: u64,
+/// The sides a page around a cursor is made of: threads newer than the
+/// cursor (scanned oldest first), older ones (newest first), or both.
+enum Sides<E> {
+    Newer(Side<E>),
+    Older(Side<E>),
+    Both(Side<E>, Side<E>),
+}
+
+impl<E: ListedThread> Sides<E> {
+    /// The sides `cursor`'s page needs, each asked of `side` with its
+    /// scan order.
+    async fn fetch<F>(
+        cursor: &ThreadCursor,
+        side: impl Fn(Order) -> F,
+    ) -> Result<Sides<E>, ApiError>
+    where
+        F: Future<Output = Result<Side<E>, ApiError>>,
+    {
+        Ok(match cursor {
+            ThreadCursor::Newest | ThreadCursor::After(_) => {
+                Sides::Older(side(Order::NewestFirst).await?)
+            }
+            ThreadCursor::Before(_) => Sides::Newer(side(Order::OldestFirst).await?),
+            ThreadCursor::Anchor(_) => {
+                let newer = side(Order::OldestFirst).await?;
+                Sides::Both(newer, side(Order::NewestFirst).await?)
+            }
+        })
+    }
+
+    /// `{"threads":[…],"pagination":P}` of the page.
+    fn listing(self, itself: Option<E>) -> Response {
+        let (entries, flags, total) = self.page(itself);
+        json(200, render::thread_list(&entries, flags, total))
+    }
+}
+
+impl<E> Sides<E> {
+    /// The page, newest first, with `(has_before, has_after)` and the
+    /// listing's total; `itself` is the cursor's thread when it is shown
+    /// (an anchor page lists it).
+    fn page(self, itself: Option<E>) -> (Vec<E>, (bool, bool), u64) {
+        let shown = itself.is_some();
+        match self {
+            Sides::Older(older) => (
+                older.entries,
+                (shown || older.behind, older.more),
+                older.total,
+            ),
+            Sides::Newer(mut newer) => {
+                newer.entries.reverse();
+                let flags = (newer.more, shown || newer.behind);
+                (newer.entries, flags, newer.total)
+            }
+            Sides::Both(mut newer, older) => {
+                newer.entries.reverse();
+                newer.entries.extend(itself);
+                newer.entries.extend(older.entries);
+                (newer.entries, (newer.more, older.more), older.total)
+            }
+        }
+    }
 }
 
 impl Api {
     pub(super) async fn list_threads(&self, call: &Call<'_>) -> Result<Response, ApiError> {
         let request = call.query.thread_page(&self.limits)?;
-        self.author_threads(call.user(None)?, request).await
+        self.author_threads(call.user(None)?, request, call.request)
+            .await
     }
 
-    /// `{"threads":[…],"pagination":P}`, newest first.
+    /// `{"threads":[…],"pagination":P}`, newest first; in clustered mode
+    /// gathered from every node (see [`super::fanout`]).
     pub(super) async fn author_threads(
         &self,
         author: UserId,
         request: ThreadPageRequest,
+        http: &Request,
     ) -> Result<Response, ApiError> {
-        let key = match &request.cursor {
-            ThreadCursor::Newest => None,
-            ThreadCursor::Before(key) | ThreadCursor::After(key) | ThreadCursor::Anchor(key) => {
-                Some(self.cursor_thread(&author, key, &request).await?)
-            }
+        if let Some(cluster) = &self.cluster {
+            return match fanout::asked_part(cluster, http)? {
+                Some((part, partitions)) => {
+                    self.thread_part(&author, &request, part, partitions).await
+                }
+                None => {
+                    self.gathered_threads(cluster, &author, &request, http)
+                        .await
+                }
+            };
+        }
+        let key = match cursor_key(&request.cursor) {
+            None => None,
+            Some(key) => Some(self.cursor_thread(&author, key, &request).await?),
         };
-        let side = |order| self.side(&author, &request, key.as_ref(), order);
+        let after = key.as_ref().map(|key| key.position.clone());
+        let sides = Sides::fetch(&request.cursor, |order| {
+            self.side(&author, &request, after.clone(), order, None)
+        });
+        let sides = sides.await?;
         // The cursor's own thread, when the listing shows it.
-        let itself = || {
-            key.as_ref().and_then(|key| {
-                key.thread.clone().map(|thread| ThreadEntry {
-                    position: key.position.clone(),
-                    thread,
-                })
+        let itself = key.and_then(|key| {
+            let thread = key.thread?;
+            Some(ThreadEntry {
+                position: key.position,
+                thread,
             })
-        };
-        let (entries, has_before, has_after, total) = match &request.cursor {
-            ThreadCursor::Newest => {
-                let older = side(Order::NewestFirst).await?;
-                (older.entries, false, older.more, older.total)
-            }
-            ThreadCursor::After(_) => {
-                let older = side(Order::NewestFirst).await?;
-                let newer = itself().is_some() || older.behind;
-                (older.entries, newer, older.more, older.total)
-            }
-            ThreadCursor::Before(_) => {
-                let mut newer = side(Order::OldestFirst).await?;
-                newer.entries.reverse();
-                let older = itself().is_some() || newer.behind;
-                (newer.entries, newer.more, older, newer.total)
-            }
-            ThreadCursor::Anchor(_) => {
-                let mut entries = side(Order::OldestFirst).await?;
-                let older = side(Order::NewestFirst).await?;
-                entries.entries.reverse();
-                entries.entries.extend(itself());
-                entries.entries.extend(older.entries);
-                (entries.entries, entries.more, older.more, older.total)
-            }
-        };
-        let body = render::thread_list(&entries, (has_before, has_after), total);
-        Ok(json(200, body))
+        });
+        Ok(sides.listing(itself))
     }
 
-    /// Up to `limit` threads past the cursor (or from the newest) in
-    /// `order`, asked of every shard and merged.
+    /// Up to `limit` threads past `after` (or from the newest) in `order`,
+    /// asked of every shard and merged; only those of `partitions` when
+    /// given.
     async fn side(
         &self,
         author: &UserId,
         request: &ThreadPageRequest,
-        key: Option<&CursorThread>,
+        after: Option<ThreadPosition>,
         order: Order,
-    ) -> Result<Side, ApiError> {
+        partitions: Option<Arc<PartitionSet>>,
+    ) -> Result<Side<ThreadEntry>, ApiError> {
         let page = ThreadPage {
             author: author.clone(),
             sort: request.sort,
-            after: key.map(|key| key.position.clone()),
+            after,
             order,
             limit: request.limit,
             include_deleted: request.include_deleted,
+            partitions,
         };
         let ThreadPart {
-            mut entries,
+            entries,
             total,
             behind,
         } = self
             .threads_of_every_shard(|| Command::ListThreads(page.clone()))
             .await?;
-        entries.sort_by(|a, b| a.position.cmp(&b.position));
-        if order == Order::NewestFirst {
-            entries.reverse();
-        }
-        let more = entries.len() > request.limit;
-        entries.truncate(request.limit);
-        Ok(Side {
+        let part = Side {
             entries,
-            more,
+            more: false,
             behind,
             total,
+        };
+        Ok(fanout::merge(vec![part], order, request.limit, by_position))
+    }
+
+    /// Clustered mode: the listing gathered from every node.
+    async fn gathered_threads(
+        &self,
+        cluster: &Replication,
+        author: &UserId,
+        request: &ThreadPageRequest,
+        http: &Request,
+    ) -> Result<Response, ApiError> {
+        let plan = Plan::of(&cluster.view(), cluster.partitions())?;
+        let key = match cursor_key(&request.cursor) {
+            None => None,
+            Some(key) => Some(match plan.owner_of(key.as_str()) {
+                None => self.cursor_part(author, key, request).await?,
+                Some(peer) => fanout::ask(cluster, peer, http, &Part::Cursor(key.clone())).await?,
+            }),
+        };
+        let after = key.as_ref().map(|key| key.position.clone());
+        let sides = Sides::fetch(&request.cursor, |order| {
+            let at = (after.clone(), order);
+            self.gathered_side(cluster, &plan, author, request, http, at)
+        });
+        Ok(sides.await?.listing(key.and_then(|key| key.thread)))
+    }
+
+    /// One side of a gathered listing: this node's part and every other
+    /// node's, merged.
+    async fn gathered_side(
+        &self,
+        cluster: &Replication,
+        plan: &Plan,
+        author: &UserId,
+        request: &ThreadPageRequest,
+        http: &Request,
+        (after, order): (Option<ThreadPosition>, Order),
+    ) -> Result<Side<RenderedThread>, ApiError> {
+        let part = Part::Side {
+            after: after.clone(),
+            order,
+        };
+        let parts = fanout::parts(cluster, plan, http, &part, |mine| async {
+            let mine = self.side(author, request, after, order, Some(mine));
+            Ok(mine.await?.rendered())
+        });
+        Ok(fanout::merge(
+            parts.await?,
+            order,
+            request.limit,
+            |a: &RenderedThread, b| a.position.cmp(&b.position),
+        ))
+    }
+
+    /// Clustered mode: this node's part of a listing another node gathers.
+    async fn thread_part(
+        &self,
+        author: &UserId,
+        request: &ThreadPageRequest,
+        part: Part,
+        partitions: Arc<PartitionSet>,
+    ) -> Result<Response, ApiError> {
+        match part {
+            Part::Cursor(key) => {
+                fanout::answer_part(&self.cursor_part(author, &key, request).await?)
+            }
+            Part::Side { after, order } => {
+                let side = self.side(author, request, after, order, Some(partitions));
+                fanout::answer_part(&side.await?.rendered())
+            }
+            Part::Whole => Err(fanout::wrong_part()),
+        }
+    }
+
+    /// Where a cursor lies, for a gathered listing.
+    async fn cursor_part(
+        &self,
+        author: &UserId,
+        key: &ThreadId,
+        request: &ThreadPageRequest,
+    ) -> Result<CursorPart, ApiError> {
+        let cursor = self.cursor_thread(author, key, request).await?;
+        let thread = cursor.thread.map(|thread| {
+            RenderedThread::of(ThreadEntry {
+                position: cursor.position.clone(),
+                thread,
+            })
+        });
+        Ok(CursorPart {
+            position: cursor.position,
+            thread,
         })
     }
 
@@ -164,17 +306,128 @@ impl Api {
         })
     }
 
-    /// `GET /admin/stats`: `{"threads","messages"}` stored on every shard.
-    pub(super) async fn totals(&self) -> Result<Response, ApiError> {
+    /// `GET /admin/stats`: `{"threads","messages"}` stored on every shard;
+    /// in clustered mode in every partition, each counted by its owner.
+    pub(super) async fn totals(&self, request: &Request) -> Result<Response, ApiError> {
         let (mut threads, mut messages) = (0, 0);
-        for reply in self.ask_every_shard(|| Command::Stats).await? {
-            let Reply::Stats(stats) = reply else {
-                return Err(EngineError::Storage("unexpected reply to stats".into()).into());
-            };
-            threads += stats.threads;
-            messages += stats.messages;
+        if let Some(cluster) = &self.cluster {
+            match self.gathered_counts(cluster, request).await? {
+                Counted::Asked(part) => return Ok(part),
+                Counted::All(counts) => (threads, messages) = (counts.threads, counts.messages),
+            }
+        } else {
+            for reply in self.ask_every_shard(|| Command::Stats).await? {
+                let Reply::Stats(stats) = reply else {
+                    return Err(EngineError::Storage("unexpected reply to stats".into()).into());
+                };
+                threads += stats.threads;
+                messages += stats.messages;
+            }
         }
         let body = serde_json::json!({ "threads": threads, "messages": messages });
         Ok(json(200, body.to_string().into_bytes()))
+    }
+
+    /// Clustered mode: the threads and messages of every partition, each
+    /// counted by its owner; or this node's part, when another node asked.
+    pub(super) async fn gathered_counts(
+        &self,
+        cluster: &Replication,
+        request: &Request,
+    ) -> Result<Counted, ApiError> {
+        if let Some((part, partitions)) = fanout::asked_part(cluster, request)? {
+            if part != Part::Whole {
+                return Err(fanout::wrong_part());
+            }
+            let counts = self.counts_in(partitions).await?;
+            return Ok(Counted::Asked(fanout::answer_part(&counts)?));
+        }
+        let plan = Plan::of(&cluster.view(), cluster.partitions())?;
+        let parts = fanout::parts(cluster, &plan, request, &Part::Whole, |mine| {
+            self.counts_in(mine)
+        });
+        let mut all = Counts::default();
+        for counts in parts.await? {
+            all.threads += counts.threads;
+            all.messages += counts.messages;
+        }
+        Ok(Counted::All(all))
+    }
+
+    /// Threads and messages of `partitions` on this node.
+    async fn counts_in(&self, partitions: Arc<PartitionSet>) -> Result<Counts, ApiError> {
+        let mut all = Counts::default();
+        for reply in self
+            .ask_every_shard(|| Command::CountIn(partitions.clone()))
+            .await?
+        {
+            let Reply::Counts { threads, messages } = reply else {
+                return Err(EngineError::Storage("unexpected reply to a count".into()).into());
+            };
+            all.threads += threads;
+            all.messages += messages;
+        }
+        Ok(all)
+    }
+}
+
+/// Threads and messages stored, deleted ones included.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(super) struct Counts {
+    pub threads: u64,
+    pub messages: u64,
+}
+
+/// What [`Api::gathered_counts`] made of a request.
+pub(super) enum Counted {
+    /// The counts of the whole cluster.
+    All(Counts),
+    /// The answer to another node that asked for this node's part.
+    Asked(Response),
+}
+
+/// The thread a cursor names, if it names one.
+fn cursor_key(cursor: &ThreadCursor) -> Option<&ThreadId> {
+    match cursor {
+        ThreadCursor::Newest => None,
+        ThreadCursor::Before(key) | ThreadCursor::After(key) | ThreadCursor::Anchor(key) => {
+            Some(key)
+        }
+    }
+}
+
+/// A user listing's order: by position, equal times by thread key.
+fn by_position(a: &ThreadEntry, b: &ThreadEntry) -> std::cmp::Ordering {
+    a.position.cmp(&b.position)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(entries: &[u32], more: bool, behind: bool) -> Side<u32> {
+        let total = 10;
+        let entries = entries.to_vec();
+        Side {
+            entries,
+            more,
+            behind,
+            total,
+        }
+    }
+
+    // Newer threads are scanned oldest first and shown newest first; the
+    // cursor's thread is listed only on an anchor page, and says there is
+    // more on its side otherwise.
+    #[test]
+    fn a_page_is_made_of_its_sides_newest_first() {
+        let older = Sides::Older(side(&[5, 4], true, false)).page(None);
+        assert_eq!(older, (vec![5, 4], (false, true), 10));
+        let after_shown = Sides::Older(side(&[5], false, false)).page(Some(6));
+        assert_eq!(after_shown, (vec![5], (true, false), 10));
+        let newer = Sides::Newer(side(&[7, 8], false, true)).page(None);
+        assert_eq!(newer, (vec![8, 7], (false, true), 10));
+        let both = Sides::Both(side(&[7, 8], true, false), side(&[5], false, true));
+        assert_eq!(both.page(Some(6)), (vec![8, 7, 6, 5], (true, false), 10));
     }
 }

@@ -18,7 +18,10 @@
 //! appends its writes ([`flush`] is a record's body: the WAL bytes of the
 //! writes it carries); [`shard`] is a shard's side (which partitions it may
 //! write, the writes a command waits on, records to apply); [`forward`]
-//! carries a request to the node that owns its partition.
+//! carries a request to the node that owns its partition. Thread listings
+//! and counts are gathered from every node at the API edge
+//! (`api/fanout.rs`), each node answering for the partitions it owns
+//! ([`PartitionSet`]), so a standby's copy is never listed twice.
 //!
 //! # Protocol
 //!
@@ -227,6 +230,78 @@ pub fn partition_for(thread_id: &str, partition_count: u32) -> PartitionId {
     PartitionId(shard_for(thread_id, partition_count as usize).0 as u32)
 }
 
+/// Some partitions of a cluster of `count`: those a node answers a
+/// listing for (the ones it owns), so that a listing gathered from every
+/// node names each thread once, by its owner, and never twice through a
+/// standby's copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSet {
+    count: u32,
+    members: Vec<bool>,
+}
+
+impl PartitionSet {
+    pub fn new(count: u32, members: impl IntoIterator<Item = PartitionId>) -> PartitionSet {
+        let mut set = vec![false; count as usize];
+        for partition in members {
+            if let Some(member) = set.get_mut(partition.0 as usize) {
+                *member = true;
+            }
+        }
+        PartitionSet {
+            count,
+            members: set,
+        }
+    }
+
+    pub fn contains(&self, partition: PartitionId) -> bool {
+        self.members.get(partition.0 as usize) == Some(&true)
+    }
+
+    /// Whether `thread_id` lies in one of these partitions.
+    pub fn holds_thread(&self, thread_id: &str) -> bool {
+        self.contains(partition_for(thread_id, self.count))
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = PartitionId> + '_ {
+        (0..self.count)
+            .map(PartitionId)
+            .filter(|partition| self.contains(*partition))
+    }
+
+    /// The set as text for a header: the partition count, `:`, and the
+    /// members as a bitmap in hex (4 partitions a digit, lowest first).
+    pub fn encode(&self) -> String {
+        let digits = self.members.chunks(4).map(|nibble| {
+            let bits = nibble
+                .iter()
+                .enumerate()
+                .fold(0u32, |bits, (at, member)| bits | (u32::from(*member) << at));
+            char::from_digit(bits, 16).expect("a nibble is one hex digit")
+        });
+        format!("{}:{}", self.count, digits.collect::<String>())
+    }
+
+    /// Reads [`PartitionSet::encode`]'s text, for a cluster of `count`
+    /// partitions; `None` when it is not that.
+    pub fn decode(text: &str, count: u32) -> Option<PartitionSet> {
+        let (given, digits) = text.split_once(':')?;
+        if given.parse::<u32>().ok()? != count || digits.len() != (count as usize).div_ceil(4) {
+            return None;
+        }
+        let mut members = Vec::with_capacity(count as usize);
+        for digit in digits.chars() {
+            let bits = digit.to_digit(16)?;
+            members.extend((0..4).map(|at| bits & (1 << at) != 0));
+        }
+        if members[count as usize..].iter().any(|member| *member) {
+            return None;
+        }
+        members.truncate(count as usize);
+        Some(PartitionSet { count, members })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +336,19 @@ mod tests {
             })
         );
         assert_eq!(validate_partition_count(8, 4), Ok(()));
+    }
+
+    #[test]
+    fn a_partition_set_round_trips_its_header_text_and_refuses_others() {
+        let set = PartitionSet::new(10, [0, 5, 9].map(PartitionId));
+        assert_eq!(set.encode(), "10:122");
+        assert_eq!(PartitionSet::decode(&set.encode(), 10), Some(set.clone()));
+        let members: Vec<u32> = set.members().map(|p| p.0).collect();
+        assert_eq!(members, vec![0, 5, 9]);
+        for bad in ["", "10", "8:12", "10:12", "10:1g2", "10:12f"] {
+            assert_eq!(PartitionSet::decode(bad, 10), None, "{bad}");
+        }
+        let thread = (0..).map(|i| format!("t{i}")).find(|t| set.holds_thread(t));
+        assert!(set.contains(partition_for(&thread.unwrap(), 10)));
     }
 }

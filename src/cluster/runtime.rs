@@ -118,6 +118,18 @@ pub struct PartitionView {
     pub applied: u64,
 }
 
+#[cfg(test)]
+impl PartitionView {
+    /// A partition owned by `owner`, this node's part in it being `role`.
+    pub fn owned_by(owner: &str, role: &'static str) -> PartitionView {
+        PartitionView {
+            owner: Some(owner.into()),
+            role,
+            ..PartitionView::default()
+        }
+    }
+}
+
 impl View {
     /// Whether this node may take writes for `partition`: it owns it in
     /// the log, in the epoch the coordinator assigned, with a valid lease.
@@ -720,11 +732,7 @@ mod tests {
 
     #[test]
     fn a_view_names_writable_partitions_and_owner_addresses() {
-        let owned = |owner: &str, role: &'static str| PartitionView {
-            owner: Some(owner.into()),
-            role,
-            ..PartitionView::default()
-        };
+        let owned = PartitionView::owned_by;
         let view = View {
             node: "a".into(),
             lease_held: true,

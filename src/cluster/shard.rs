@@ -62,6 +62,11 @@ impl Replication {
         &self.handle.node.0
     }
 
+    /// The cluster's partition count.
+    pub fn partitions(&self) -> u32 {
+        self.handle.partitions
+    }
+
     pub fn partition_of(&self, thread: &str) -> PartitionId {
         partition_for(thread, self.handle.partitions)
     }

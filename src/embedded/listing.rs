@@ -103,6 +103,7 @@ impl Db {
             order: Order::NewestFirst,
             limit,
             include_deleted: page.include_deleted,
+            partitions: None,
         });
         let Reply::Threads(part) = self.run(command)? else {
             return Err(unexpected_reply().into());

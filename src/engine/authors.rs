@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
-use super::command::{EngineError, Order, ThreadPosition};
+use super::command::{EngineError, Order, ThreadPage, ThreadPosition};
 use crate::store::{Direction, Store};
 
 /// One author's threads on this shard.
@@ -98,18 +98,21 @@ impl Authors {
         Ok(())
     }
 
-    /// The author's listed threads on this shard.
-    pub fn total(
-        &self,
-        store: &Store,
-        author: &str,
-        include_deleted: bool,
-    ) -> Result<u64, EngineError> {
+    /// The author's listed threads on this shard: the counters, or in
+    /// clustered mode a count of those in the page's partitions.
+    pub fn total(&self, store: &Store, page: &ThreadPage) -> Result<u64, EngineError> {
+        let author = page.author.as_str();
         self.load(store, author)?;
         let loaded = self.loaded.borrow();
         let threads = &loaded[author];
+        if page.partitions.is_some() {
+            let listed = threads.by_updated.iter().filter(|((_, id), deleted)| {
+                (page.include_deleted || !**deleted) && page.holds(id)
+            });
+            return Ok(listed.count() as u64);
+        }
         let all = threads.by_updated.len() as u64;
-        Ok(if include_deleted {
+        Ok(if page.include_deleted {
             all
         } else {
             all - threads.deleted
@@ -117,25 +120,27 @@ impl Authors {
     }
 
     /// Up to `limit + 1` listed threads by `updated_ts` strictly past
-    /// `after` in `order`, and whether one lies strictly behind `after`.
+    /// `page.after` in `page.order`, and whether one lies strictly behind
+    /// it.
     pub fn by_updated(
         &self,
         store: &Store,
-        author: &str,
-        (after, order): (Option<&ThreadPosition>, Order),
-        limit: usize,
-        include_deleted: bool,
+        page: &ThreadPage,
     ) -> Result<(Vec<ThreadPosition>, bool), EngineError> {
         use std::ops::Bound::{Excluded, Unbounded};
+        let (author, limit, order) = (page.author.as_str(), page.limit, page.order);
         self.load(store, author)?;
         let loaded = self.loaded.borrow();
         let map = &loaded[author].by_updated;
-        let at = after.map(|position| (position.sort_ts, position.thread_id.clone()));
+        let at =
+            (page.after.as_ref()).map(|position| (position.sort_ts, position.thread_id.clone()));
         let (ahead, back) = match &at {
             None => ((Unbounded, Unbounded), (Unbounded, Unbounded)),
             Some(at) => ((Excluded(at), Unbounded), (Unbounded, Excluded(at))),
         };
-        let listed = |(_, deleted): &(&(u64, String), &bool)| include_deleted || !**deleted;
+        let listed = |((_, id), deleted): &(&(u64, String), &bool)| {
+            (page.include_deleted || !**deleted) && page.holds(id)
+        };
         let position = |((ts, id), _): (&(u64, String), &bool)| ThreadPosition {
             sort_ts: *ts,
             thread_id: id.clone(),

@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 
 use super::page::PageKeys;
 use super::reply::PageRenderer;
+use crate::cluster::PartitionSet;
 use crate::model::{MessageId, Role, ThreadId, UserId};
 
 /// One change of a thread, as sent to live-tail clients.
@@ -105,7 +106,7 @@ pub enum ThreadSort {
 
 /// A position in an author's thread list: `(sort_ts, thread_id)`, where
 /// `sort_ts` is the thread's `created_ts` or `updated_ts` per the listing.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct ThreadPosition {
     pub sort_ts: u64,
     pub thread_id: String,
@@ -120,6 +121,24 @@ pub struct ThreadPage {
     pub order: Order,
     pub limit: usize,
     pub include_deleted: bool,
+    /// Clustered mode: only threads of these partitions (the node's own),
+    /// so that each node's part of a listing gathered from every node
+    /// names a thread once. `None` (one node) lists every thread.
+    pub partitions: Option<Arc<PartitionSet>>,
+}
+
+impl ThreadPage {
+    /// Whether thread `id` belongs in this page's part.
+    pub fn holds(&self, id: &str) -> bool {
+        holds(&self.partitions, id)
+    }
+}
+
+/// Whether thread `id` lies in `partitions`, when a page names some.
+fn holds(partitions: &Option<Arc<PartitionSet>>, id: &str) -> bool {
+    partitions
+        .as_ref()
+        .is_none_or(|partitions| partitions.holds_thread(id))
 }
 
 /// A page of every thread of a shard, in thread id order (admin listing).
@@ -133,6 +152,23 @@ pub struct AllThreadsPage {
     pub order: Order,
     pub limit: usize,
     pub include_deleted: bool,
+    /// As [`ThreadPage::partitions`].
+    pub partitions: Option<Arc<PartitionSet>>,
+}
+
+impl AllThreadsPage {
+    /// The page restricted to `partitions`.
+    pub fn of(&self, partitions: Arc<PartitionSet>) -> AllThreadsPage {
+        AllThreadsPage {
+            partitions: Some(partitions),
+            ..self.clone()
+        }
+    }
+
+    /// Whether thread `id` belongs in this page's part.
+    pub fn holds(&self, id: &str) -> bool {
+        holds(&self.partitions, id)
+    }
 }
 
 #[derive(Debug)]
@@ -170,6 +206,9 @@ pub enum Command {
     ListAllThreads(AllThreadsPage),
     /// One shard's counters.
     Stats,
+    /// One shard's threads (deleted included) and messages in these
+    /// partitions: clustered mode, where a node counts those it owns.
+    CountIn(Arc<PartitionSet>),
     /// One shard's part of a Prometheus scrape.
     Metrics,
     /// Takes a consistent view of the shard's store and sends it to a
@@ -419,6 +458,7 @@ impl Command {
                 | Command::ListThreads(_)
                 | Command::ListAllThreads(_)
                 | Command::Stats
+                | Command::CountIn(_)
                 | Command::Metrics
                 | Command::ListMessages { .. }
                 | Command::PagePiece { .. }
@@ -462,6 +502,7 @@ impl Command {
             Command::ListThreads(_)
             | Command::ListAllThreads(_)
             | Command::Stats
+            | Command::CountIn(_)
             | Command::Metrics
             | Command::AddMasterKey { .. }
             | Command::Snapshot { .. }

@@ -12,6 +12,7 @@ use super::reply::{
     PageRenderer, PlannedPage, Reply, ShardStats, ThreadEntry, ThreadPart, VersionList,
 };
 use super::{Engine, Executed, REACTIONS_PER_MESSAGE_MAX, page};
+use crate::cluster::PartitionSet;
 use crate::model::{
     Message, MessageCounts, MessageId, Role, ThreadId, ThreadRecord, UserId, Version,
 };
@@ -67,6 +68,7 @@ impl Engine {
                 Executed::read(Reply::Done)
             }
             Command::Stats => self.stats(),
+            Command::CountIn(partitions) => self.count_in(&partitions),
             Command::ListAllThreads(page) => self.list_all_threads(&page),
             // The mesh answers this itself with the core's counters added;
             // run here directly, the shard reports what the engine knows.
@@ -628,21 +630,13 @@ impl Engine {
     /// `unread_count`.
     fn list_threads(&self, page: &ThreadPage) -> Result<Executed, EngineError> {
         let user = page.author.as_str();
-        let owned = self
-            .authors
-            .total(&self.store, user, page.include_deleted)?;
+        let owned = self.authors.total(&self.store, page)?;
         let (mut positions, mut behind) = match page.sort {
             // The index gives the order; the records give the threads as
             // they are now (the index entry is not rewritten on every
             // activity, see `write_thread`).
             ThreadSort::CreatedTs => page::threads(&self.store, page)?,
-            ThreadSort::UpdatedTs => self.authors.by_updated(
-                &self.store,
-                user,
-                (page.after.as_ref(), page.order),
-                page.limit,
-                page.include_deleted,
-            )?,
+            ThreadSort::UpdatedTs => self.authors.by_updated(&self.store, page)?,
         };
         let member = self.members.page(&self.store, page)?;
         positions.extend(member.positions);
@@ -670,14 +664,16 @@ impl Engine {
     fn list_all_threads(&self, page: &AllThreadsPage) -> Result<Executed, EngineError> {
         let entries =
             page::all_threads(&self.store, page, &|record| self.open_thread_record(record))?;
-        let total = if page.id_prefix.is_empty() && page.include_deleted {
+        let counted = page.id_prefix.is_empty() && page.include_deleted;
+        let total = if counted && page.partitions.is_none() {
             self.thread_count()?
         } else {
             let mut matches = 0;
             let ascending = crate::store::Direction::Ascending;
             self.store
                 .scan_threads(&page.id_prefix, None, ascending, |_, record| {
-                    matches += u64::from(page.include_deleted || !record.thread.deleted);
+                    let listed = page.include_deleted || !record.thread.deleted;
+                    matches += u64::from(listed && page.holds(&record.thread.id));
                     Ok(true)
                 })?;
             matches
@@ -723,6 +719,22 @@ impl Engine {
             wal: self.wal_stats(),
             wal_disk_bytes: self.wal.disk_bytes(),
         }))
+    }
+
+    /// Threads and messages of `partitions` on this shard: scans of both,
+    /// as no counter is kept per partition (and a standby's replicated
+    /// writes reset the shard's own).
+    fn count_in(&self, partitions: &PartitionSet) -> Result<Executed, EngineError> {
+        let mut threads = 0;
+        let ascending = crate::store::Direction::Ascending;
+        self.store.scan_threads("", None, ascending, |_, record| {
+            threads += u64::from(partitions.holds_thread(&record.thread.id));
+            Ok(true)
+        })?;
+        let messages = self
+            .store
+            .count_messages_of(&|thread| partitions.holds_thread(thread))?;
+        Executed::read(Reply::Counts { threads, messages })
     }
 
     /// Live-tail bookkeeping: subscriptions and replays.

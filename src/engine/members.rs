@@ -107,6 +107,7 @@ impl Members {
             let (loaded, listed) = (self.loaded.borrow(), self.listed.borrow());
             loaded[user]
                 .iter()
+                .filter(|id| page.holds(id))
                 .filter_map(|id| {
                     let state = listed.get(id).filter(|state| !state.deleted)?;
                     Some(ThreadPosition {
@@ -169,18 +170,13 @@ mod tests {
             order,
             limit,
             include_deleted: false,
+            partitions: None,
         }
     }
 
-    fn ids(part: &MemberPart) -> Vec<&str> {
-        part.positions
-            .iter()
-            .map(|position| position.thread_id.as_str())
-            .collect()
-    }
-
-    #[test]
-    fn pages_follow_cursor_and_order_and_skip_deleted_threads() {
+    /// Threads a, b, c (created at 1, 2, 3) and a deleted one, all
+    /// alice's, with bob taking part in each.
+    fn store_of_bobs_threads() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default(), "test").unwrap();
         let mut ops = Ops::default();
@@ -193,6 +189,37 @@ mod tests {
             Store::participant_ops(&mut ops, id, &bob, false);
         }
         store.apply(Lsn(1), &ops).unwrap();
+        (dir, store)
+    }
+
+    // Clustered mode: a node lists only the threads of the partitions it
+    // owns, and counts only those.
+    #[test]
+    fn a_page_of_some_partitions_lists_and_counts_their_threads_only() {
+        use crate::cluster::{PartitionSet, partition_for};
+        let (_dir, store) = store_of_bobs_threads();
+        let owned = PartitionSet::new(4, [partition_for("b", 4)]);
+        let kept: Vec<&str> = ["c", "b", "a"]
+            .into_iter()
+            .filter(|id| owned.holds_thread(id))
+            .collect();
+        let mut asked = page(None, Order::NewestFirst, 5);
+        asked.partitions = Some(std::sync::Arc::new(owned));
+        let part = Members::default().page(&store, &asked).unwrap();
+        assert_eq!((ids(&part), part.total), (kept.clone(), kept.len() as u64));
+        assert!(kept.contains(&"b"));
+    }
+
+    fn ids(part: &MemberPart) -> Vec<&str> {
+        part.positions
+            .iter()
+            .map(|position| position.thread_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn pages_follow_cursor_and_order_and_skip_deleted_threads() {
+        let (_dir, store) = store_of_bobs_threads();
         let members = Members::default();
         let newest = members
             .page(&store, &page(None, Order::NewestFirst, 2))

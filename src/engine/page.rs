@@ -540,7 +540,7 @@ pub fn threads(
     let mut positions = Vec::with_capacity(wanted.min(1024));
     let author = page.author.as_str();
     store.scan_author_threads(author, after, direction, |created_ts, id, deleted, _| {
-        if page.include_deleted || !deleted {
+        if (page.include_deleted || !deleted) && page.holds(id) {
             positions.push(ThreadPosition {
                 sort_ts: created_ts,
                 thread_id: id.to_owned(),
@@ -550,8 +550,8 @@ pub fn threads(
     })?;
     let mut behind = false;
     if after.is_some() {
-        store.scan_author_threads(author, after, opposite(direction), |_, _, deleted, _| {
-            behind = page.include_deleted || !deleted;
+        store.scan_author_threads(author, after, opposite(direction), |_, id, deleted, _| {
+            behind = (page.include_deleted || !deleted) && page.holds(id);
             Ok(!behind)
         })?;
     }
@@ -573,7 +573,7 @@ pub fn all_threads(
         page.after.as_deref(),
         direction(page.order),
         |_, record| {
-            if page.include_deleted || !record.thread.deleted {
+            if (page.include_deleted || !record.thread.deleted) && page.holds(&record.thread.id) {
                 records.push(record);
             }
             Ok(records.len() < wanted)

@@ -49,6 +49,8 @@ pub enum Reply {
     Rendered(Vec<u8>),
     /// A shard's counters (`Command::Stats`).
     Stats(ShardStats),
+    /// Threads and messages in some partitions (`Command::CountIn`).
+    Counts { threads: u64, messages: u64 },
     /// The encrypt-threads job's progress on a shard.
     SealProgress(SealProgress),
     /// Done; nothing to report.

@@ -1018,6 +1018,29 @@ impl Store {
         Ok(count)
     }
 
+    /// Messages of the threads `counted` accepts: a scan of every message,
+    /// asking once per thread.
+    pub fn count_messages_of(&self, counted: &dyn Fn(&str) -> bool) -> StoreResult<u64> {
+        let (mut count, mut last): (u64, Option<(Vec<u8>, bool)>) = (0, None);
+        for entry in self.range(Space::Messages, (Bound::Unbounded, Bound::Unbounded)) {
+            let entry = entry?;
+            // A message key is the thread id, a separator and 8 bytes of time.
+            let key = entry.key();
+            let thread = &key[..key.len().saturating_sub(9)];
+            let known = last.as_ref().filter(|(id, _)| id == thread);
+            let yes = match known {
+                Some((_, yes)) => *yes,
+                None => {
+                    let yes = std::str::from_utf8(thread).is_ok_and(counted);
+                    last = Some((thread.to_vec(), yes));
+                    yes
+                }
+            };
+            count += u64::from(yes);
+        }
+        Ok(count)
+    }
+
     /// Memtable, table and flush counters, for metrics. Table figures are
     /// as the maintenance thread last saw them, so a scrape takes no lock.
     pub fn metrics(&self) -> crate::metrics::StoreSample {
@@ -1207,6 +1230,31 @@ mod tests {
         let mut trailing = bytes;
         trailing.push(0);
         assert_eq!(Ops::decode(&trailing), None);
+    }
+
+    // Clustered mode counts the messages of some threads only; a thread
+    // whose id is a prefix of another's is still told apart.
+    #[test]
+    fn messages_are_counted_per_thread_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_logged(dir.path(), StoreOptions::default());
+        let mut ops = Ops::default();
+        for (thread, count) in [("a", 3), ("ab", 2), ("b", 1)] {
+            for ts in 0..count {
+                ops.put(Space::Messages, keys::message(thread, ts), b"{}".to_vec());
+            }
+        }
+        store.apply(Lsn(1), &ops).unwrap();
+        let asked = std::cell::RefCell::new(Vec::new());
+        let counted = store
+            .count_messages_of(&|thread| {
+                asked.borrow_mut().push(thread.to_owned());
+                thread != "ab"
+            })
+            .unwrap();
+        assert_eq!(counted, 4);
+        assert_eq!(asked.into_inner(), ["a", "ab", "b"]);
+        assert_eq!(store.count_messages().unwrap(), 6);
     }
 
     /// A store whose writes all count as on disk in the log (these tests

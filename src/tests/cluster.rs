@@ -828,9 +828,13 @@ const LOAD_BEFORE_KILL: Duration = Duration::from_secs(3);
 const LOAD_AFTER_KILL: Duration = Duration::from_secs(7);
 const AUDIT_THREADS: usize = 6;
 
+/// Standbys per partition of the test clusters: every node holds every
+/// partition.
+const NODE_STANDBYS: &str = "2";
+
 /// The flags of `progressdb --cluster` node `name` on `nats`: every
 /// server's client URL, and its monitoring address to check at start.
-fn node_args(name: &str, nats: &NatsCluster) -> Vec<String> {
+fn node_args(name: &str, nats: &NatsCluster, standbys: &str) -> Vec<String> {
     let mut args: Vec<String> = [
         "--cluster",
         "--node-id",
@@ -840,7 +844,7 @@ fn node_args(name: &str, nats: &NatsCluster) -> Vec<String> {
         "--partitions",
         NODE_PARTITIONS,
         "--standbys",
-        "2",
+        standbys,
         "--admin-key",
         ADMIN_KEY,
         "--durability",
@@ -857,7 +861,16 @@ fn node_args(name: &str, nats: &NatsCluster) -> Vec<String> {
 
 /// `progressdb --cluster` node `name` on `db` against `nats`.
 fn start_node(name: &str, db: &Path, nats: &NatsCluster) -> support::Server {
-    let args = node_args(name, nats);
+    start_node_standing_by(name, db, nats, NODE_STANDBYS)
+}
+
+fn start_node_standing_by(
+    name: &str,
+    db: &Path,
+    nats: &NatsCluster,
+    standbys: &str,
+) -> support::Server {
+    let args = node_args(name, nats, standbys);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     support::Server::start_on(db, &args)
 }
@@ -889,7 +902,7 @@ const NODE_NAMES: [&str; 3] = ["n0", "n1", "n2"];
 fn audited_cluster() -> Audited {
     let nats = NatsCluster::start(3, true);
     let dir = tempfile::tempdir().unwrap();
-    let nodes = start_nodes(dir.path(), &nats);
+    let nodes = start_nodes(dir.path(), &nats, NODE_STANDBYS);
     let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
     wait_until_served(&addrs, &NODE_NAMES);
     let threads: Vec<String> = (0..AUDIT_THREADS)
@@ -908,13 +921,13 @@ fn audited_cluster() -> Audited {
 
 /// Three nodes started at once (so the first does not take every
 /// partition before the others register).
-fn start_nodes(dir: &Path, nats: &NatsCluster) -> Vec<support::Server> {
+fn start_nodes(dir: &Path, nats: &NatsCluster, standbys: &str) -> Vec<support::Server> {
     std::thread::scope(|scope| {
         let starting: Vec<_> = NODE_NAMES
             .iter()
             .map(|name| {
                 let db = dir.join(name);
-                scope.spawn(move || start_node(name, &db, nats))
+                scope.spawn(move || start_node_standing_by(name, &db, nats, standbys))
             })
             .collect();
         starting.into_iter().map(|s| s.join().unwrap()).collect()
@@ -1273,7 +1286,7 @@ fn a_node_refuses_nats_servers_that_do_not_sync_always() {
         "--api-key".into(),
         support::API_KEY.into(),
     ];
-    args.extend(node_args("n0", &lazy));
+    args.extend(node_args("n0", &lazy, NODE_STANDBYS));
     let mut node = Command::new(env!("CARGO_BIN_EXE_progressdb"))
         .args(&args)
         .stdout(Stdio::null())
@@ -1454,5 +1467,301 @@ fn no_read_shows_a_write_before_its_log_acknowledges_it() {
             let keys = messages_through(*addr, &thread);
             assert_eq!(keys.iter().filter(|k| **k == key).count(), 1, "{addr}");
         }
+    }
+}
+
+/// Threads of the gathered-listing test: most are alice's, some bob's
+/// with alice taking part; spread over every partition by their keys.
+const LISTED_OWN: usize = 9;
+const LISTED_SHARED: usize = 3;
+const LISTED_PAGE: usize = 4;
+/// Messages posted, one each to the oldest threads, for the counts and
+/// the listing by last activity.
+const LISTED_MESSAGES: usize = 3;
+
+/// `method path` through `addr` as `user` with `key`, retried while a
+/// partition moves (503 with `Retry-After`, as a client would).
+fn retrying(
+    addr: SocketAddr,
+    (method, path, body): (&str, &str, Option<&str>),
+    user: Option<&str>,
+    key: &str,
+) -> support::Reply {
+    let started = Instant::now();
+    loop {
+        let mut client = support::Client::connect(addr);
+        client.user = user.map(str::to_owned);
+        client.key = Some(key.to_owned());
+        let reply = client.request(method, path, body);
+        if reply.status != 503 || started.elapsed() > READY_MAX {
+            return reply;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `GET path` through `addr` (see [`retrying`]): the answer's JSON.
+fn get_retrying(addr: SocketAddr, path: &str, user: Option<&str>, key: &str) -> serde_json::Value {
+    retrying(addr, ("GET", path, None), user, key).expect(200)
+}
+
+fn keys(page: &serde_json::Value) -> Vec<String> {
+    support::items(page)
+        .iter()
+        .map(|thread| thread["key"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A thread created under `key` through `addr` (forwarded to the owner of
+/// its partition) by `user`, with `participants`; its `created_ts`.
+fn create_keyed_thread(addr: SocketAddr, key: &str, user: &str, participants: &str) -> u64 {
+    let body = format!(r#"{{"title":"listed","key":"{key}","participants":[{participants}]}}"#);
+    let create = ("POST", "/frontend/v1/threads", Some(body.as_str()));
+    let reply = retrying(addr, create, Some(user), support::API_KEY);
+    reply.expect(201)["created_ts"].as_u64().unwrap()
+}
+
+/// The nodes `status` names in `field` (`owner` or `standbys`) of the
+/// partitions of `threads`.
+fn named_for(
+    status: &serde_json::Value,
+    threads: &[String],
+    field: &str,
+) -> std::collections::BTreeSet<String> {
+    let partitions = NODE_PARTITIONS.parse().unwrap();
+    let mut named = std::collections::BTreeSet::new();
+    for key in threads {
+        let partition = progressdb::cluster::partition_for(key, partitions).0 as usize;
+        let value = &status["partitions"][partition][field];
+        let names = value
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| vec![value.clone()]);
+        named.extend(
+            names
+                .iter()
+                .filter_map(|name| name.as_str().map(str::to_owned)),
+        );
+    }
+    named
+}
+
+/// Makes `threads` owned by more than one node, and returns the nodes'
+/// addresses. The first node to start often takes every partition (owners
+/// are sticky); once every node is live, each partition's standby is the
+/// first other node in its rendezvous order, so `kill -9` of that owner
+/// hands the partitions to standbys on both other nodes. The killed node
+/// comes back as a standby.
+fn spread_owners(
+    nats: &NatsCluster,
+    dir: &Path,
+    nodes: &mut Vec<support::Server>,
+    threads: &[String],
+) -> Vec<SocketAddr> {
+    let owners = named_for(&status(nodes[0].addr).unwrap(), threads, "owner");
+    if owners.len() == 1 {
+        let victim = owners.into_iter().next().unwrap();
+        wait_for_status(nodes[0].addr, "standbys on two nodes", |status| {
+            named_for(status, threads, "standbys").len() > 1
+        });
+        let at = NODE_NAMES.iter().position(|name| *name == victim).unwrap();
+        nodes.remove(at).kill();
+        let survivors: Vec<&str> = NODE_NAMES.into_iter().filter(|n| *n != victim).collect();
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
+        wait_until_served(&addrs, &survivors);
+        let db = dir.join(&victim);
+        nodes.insert(at, start_node_standing_by(&victim, &db, nats, "1"));
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
+        wait_until_served(&addrs, &NODE_NAMES);
+    }
+    let owners = named_for(&status(nodes[0].addr).unwrap(), threads, "owner");
+    eprintln!("the listed threads' owners: {owners:?}");
+    assert!(owners.len() > 1, "one node owns every partition");
+    nodes.iter().map(|node| node.addr).collect()
+}
+
+/// Alice's listing through `addr`, paged forward with `after` from the
+/// newest: every page's keys, checking each page's pagination.
+fn alice_pages_forward(addr: SocketAddr, expected: &[String]) -> Vec<Vec<String>> {
+    let (mut pages, mut path) = (
+        Vec::new(),
+        format!("/frontend/v1/threads?limit={LISTED_PAGE}"),
+    );
+    loop {
+        let page = get_retrying(addr, &path, Some("alice"), support::API_KEY);
+        let pagination = &page["pagination"];
+        let keys = keys(&page);
+        let start = pages.iter().map(Vec::len).sum::<usize>();
+        assert_eq!(
+            keys,
+            expected[start..(start + LISTED_PAGE).min(expected.len())]
+        );
+        assert_eq!(pagination["total"], expected.len() as u64, "{addr}");
+        assert_eq!(pagination["has_before"], start > 0, "{addr} {start}");
+        let has_after = start + keys.len() < expected.len();
+        assert_eq!(pagination["has_after"], has_after, "{addr} {start}");
+        pages.push(keys);
+        if !has_after {
+            return pages;
+        }
+        let last = pagination["after_anchor"].as_str().unwrap();
+        path = format!("/frontend/v1/threads?limit={LISTED_PAGE}&after={last}");
+    }
+}
+
+// Issue #15: with one standby per partition no node's store holds every
+// thread, and each holds some it does not own; still every node lists a
+// user's threads, every thread (admin) and the counts the same: whole,
+// each thread once, in order, paged both ways.
+#[test]
+fn listings_and_stats_are_gathered_from_every_node() {
+    let nats = NatsCluster::start(3, true);
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_nodes(dir.path(), &nats, "1");
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
+    wait_until_served(&addrs, &NODE_NAMES);
+    let mut created: Vec<(u64, String)> = (0..LISTED_OWN + LISTED_SHARED)
+        .map(|i| {
+            let key = format!("listed-{i}");
+            let (user, participants) = match i < LISTED_OWN {
+                true => ("alice", ""),
+                false => ("bob", r#""alice""#),
+            };
+            let created_ts = create_keyed_thread(addrs[i % addrs.len()], &key, user, participants);
+            (created_ts, key)
+        })
+        .collect();
+    created.sort();
+    created.reverse();
+    let expected: Vec<String> = created.into_iter().map(|(_, key)| key).collect();
+    for key in &expected[expected.len() - LISTED_MESSAGES..] {
+        let path = format!("/frontend/v1/threads/{key}/messages");
+        let post = (
+            "POST",
+            path.as_str(),
+            Some(r#"{"body":{"text":"counted"}}"#),
+        );
+        retrying(addrs[2], post, Some("alice"), support::API_KEY).expect(201);
+    }
+    let addrs = spread_owners(&nats, dir.path(), &mut nodes, &expected);
+    let mut activity_order = None;
+    for addr in &addrs {
+        let pages = alice_pages_forward(*addr, &expected);
+        // Back from the oldest page with `before`: the threads just newer.
+        let oldest = pages.last().unwrap()[0].clone();
+        let at = expected.iter().position(|key| *key == oldest).unwrap();
+        let newer = format!("/frontend/v1/threads?limit={LISTED_PAGE}&before={oldest}");
+        let page = get_retrying(*addr, &newer, Some("alice"), support::API_KEY);
+        assert_eq!(keys(&page), expected[at.saturating_sub(LISTED_PAGE)..at]);
+        assert_eq!(page["pagination"]["has_before"], at > LISTED_PAGE);
+        assert_eq!(page["pagination"]["has_after"], true);
+        // Around a thread another node may own: both sides and itself.
+        let anchor = format!("/frontend/v1/threads?limit=2&anchor={}", expected[5]);
+        let page = get_retrying(*addr, &anchor, Some("alice"), support::API_KEY);
+        assert_eq!(keys(&page), expected[3..8]);
+        // By last activity (the oldest threads were posted to): every
+        // thread, in that order, the same through every node.
+        let path = "/frontend/v1/threads?sort_by=updated_ts&limit=50";
+        let by_activity = get_retrying(*addr, path, Some("alice"), support::API_KEY);
+        let times: Vec<u64> = support::items(&by_activity)
+            .iter()
+            .map(|thread| thread["updated_ts"].as_u64().unwrap())
+            .collect();
+        assert!(
+            times.is_sorted_by(|newer, older| newer >= older),
+            "{times:?}"
+        );
+        let listed = keys(&by_activity);
+        let mut every = listed.clone();
+        every.sort();
+        assert_eq!(every, sorted(&expected));
+        assert_eq!(listed, *activity_order.get_or_insert(listed.clone()));
+        let unknown = ("GET", "/frontend/v1/threads?after=no-such-thread", None);
+        let reply = retrying(*addr, unknown, Some("alice"), support::API_KEY);
+        reply.expect_error(400, "invalid_cursor");
+        admin_listings_through(*addr, &expected);
+        let totals = get_retrying(*addr, "/admin/stats", None, ADMIN_KEY);
+        let counts = (expected.len() as u64, LISTED_MESSAGES as u64);
+        assert_eq!(
+            (&totals["threads"], &totals["messages"]),
+            (&counts.0.into(), &counts.1.into())
+        );
+        let stats = get_retrying(*addr, "/admin/v1/stats", None, ADMIN_KEY);
+        assert_eq!(
+            (&stats["threads"], &stats["messages"]),
+            (&counts.0.into(), &counts.1.into())
+        );
+    }
+    whole_or_refused_while_an_owner_fails(&mut nodes, &expected);
+}
+
+/// `kill -9` of a node owning some of `alices` threads: until its
+/// partitions are served again, alice's listing through another node is
+/// refused (503 with `Retry-After`) or whole, never partial.
+fn whole_or_refused_while_an_owner_fails(nodes: &mut Vec<support::Server>, alices: &[String]) {
+    let owners = named_for(&status(nodes[0].addr).unwrap(), alices, "owner");
+    let victim = owners.into_iter().next().unwrap();
+    let at = NODE_NAMES.iter().position(|name| *name == victim).unwrap();
+    nodes.remove(at).kill();
+    let lister = nodes[0].addr;
+    let (started, mut refused) = (Instant::now(), 0);
+    loop {
+        let mut client = support::Client::connect(lister);
+        let reply = client.get(&format!("/frontend/v1/threads?limit={LISTED_PAGE}"));
+        if reply.status == 503 {
+            assert!(reply.header("retry-after").is_some());
+            refused += 1;
+            assert!(started.elapsed() < READY_MAX, "never listed again");
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        let page = reply.expect(200);
+        assert_eq!(keys(&page), alices[..LISTED_PAGE]);
+        assert_eq!(page["pagination"]["total"], alices.len() as u64);
+        break;
+    }
+    eprintln!("listings refused while {victim}'s partitions moved: {refused}");
+}
+
+fn sorted(keys: &[String]) -> Vec<String> {
+    let mut sorted = keys.to_vec();
+    sorted.sort();
+    sorted
+}
+
+/// The admin's listings through `addr`: every thread in id order, paged
+/// forward; one author's; one thread by its key.
+fn admin_listings_through(addr: SocketAddr, alices: &[String]) {
+    let every = sorted(alices);
+    let (mut listed, mut path) = (Vec::new(), format!("/admin/v1/threads?limit={LISTED_PAGE}"));
+    loop {
+        let page = get_retrying(addr, &path, None, ADMIN_KEY);
+        let pagination = &page["pagination"];
+        assert_eq!(pagination["total"], every.len() as u64, "{addr}");
+        assert_eq!(pagination["has_before"], !listed.is_empty(), "{addr}");
+        listed.extend(keys(&page));
+        assert_eq!(
+            pagination["has_after"],
+            listed.len() < every.len(),
+            "{addr}"
+        );
+        if listed.len() >= every.len() {
+            break;
+        }
+        let last = pagination["after_anchor"].as_str().unwrap();
+        path = format!("/admin/v1/threads?limit={LISTED_PAGE}&after={last}");
+    }
+    assert_eq!(listed, every, "{addr}");
+    let authored = format!("/admin/v1/threads?author=alice&limit={}", alices.len());
+    let page = get_retrying(addr, &authored, None, ADMIN_KEY);
+    assert_eq!(keys(&page), alices, "{addr}");
+    for key in [&alices[0], &alices[alices.len() - 1]] {
+        let page = get_retrying(
+            addr,
+            &format!("/admin/v1/threads?id={key}"),
+            None,
+            ADMIN_KEY,
+        );
+        assert_eq!(keys(&page), std::slice::from_ref(key), "{addr}");
     }
 }
