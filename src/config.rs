@@ -181,8 +181,9 @@ pub struct Flags {
     pub wal_segment_bytes: Option<u64>,
 
     /// Bytes a shard's memtable holds before it is written out as a table.
-    /// Up to five memtables per shard are in memory (one filling, four
-    /// waiting for the disk). [default: 33554432]
+    /// Up to six times this per shard is in memory (one memtable filling,
+    /// up to twice this while a compaction runs, four waiting for the
+    /// disk). [default: 33554432]
     #[arg(long, env = "PROGRESSDB_MEMTABLE_BYTES", value_name = "BYTES")]
     pub memtable_bytes: Option<u64>,
 

@@ -46,6 +46,11 @@ enum Request {
     /// After the flushes asked before it: merge every table into the last
     /// level (tombstones and what they cover go), then publish ticket N.
     MajorCompact(u64),
+    /// Flushed memtables the shard let go of, to be freed here.
+    Release(
+        #[expect(dead_code, reason = "held only to be dropped on this thread")]
+        Vec<Arc<lsm_tree::Memtable>>,
+    ),
 }
 
 /// Size of the tables a major compaction writes.
@@ -81,6 +86,9 @@ struct Progress {
     /// on and runs a flush; each backs off when it sees the other's.
     rotating: AtomicBool,
     flushing: AtomicBool,
+    /// Set while this thread runs a compaction, which holds the tree's
+    /// version lock across an fsync when it registers its tables.
+    compacting: AtomicBool,
     /// Set when the shard's log failed: nothing is flushed or compacted
     /// any more (see `Store::hide_after`).
     halted: AtomicBool,
@@ -121,6 +129,7 @@ impl Handle {
             log_durable,
             rotating: AtomicBool::new(false),
             flushing: AtomicBool::new(false),
+            compacting: AtomicBool::new(false),
             halted: AtomicBool::new(false),
             last_error: Mutex::new(None),
         });
@@ -147,6 +156,15 @@ impl Handle {
         if let Some(requests) = &self.requests {
             // A stopped thread cannot flush; the next start replays the WAL.
             let _ = requests.send(Request::Flush(rotation));
+        }
+    }
+
+    /// Frees flushed memtables on this thread: freeing the last copy of a
+    /// full memtable (hundreds of thousands of items) takes the thread
+    /// that does it tens of milliseconds, which a shard must not spend.
+    pub fn release(&self, memtables: Vec<Arc<lsm_tree::Memtable>>) {
+        if let Some(requests) = &self.requests {
+            let _ = requests.send(Request::Release(memtables));
         }
     }
 
@@ -179,6 +197,12 @@ impl Handle {
             .sealed_through
             .fetch_max(last_lsn, Ordering::SeqCst);
         true
+    }
+
+    /// True while a compaction runs: sealing a memtable then may wait
+    /// for the tree's version lock as long as one fsync takes.
+    pub fn compacting(&self) -> bool {
+        self.progress.compacting.load(Ordering::Acquire)
     }
 
     pub fn end_rotation(&self) {
@@ -293,7 +317,7 @@ impl Worker {
                 match request {
                     Request::Flush(rotation) => asked_through = asked_through.max(*rotation),
                     Request::MajorCompact(ticket) => major_asked = major_asked.max(*ticket),
-                    Request::FlushAndWait(_) => {}
+                    Request::FlushAndWait(_) | Request::Release(_) => {}
                 }
             }
             if self.progress.halted.load(Ordering::SeqCst) {
@@ -314,6 +338,7 @@ impl Worker {
                     .flushed_through
                     .fetch_max(asked_through, Ordering::AcqRel);
             }
+            self.progress.compacting.store(true, Ordering::Release);
             let done = match flushed {
                 Ok(Flush::Done) => self.compact(),
                 Ok(Flush::HeldBack) => Ok(()),
@@ -323,6 +348,7 @@ impl Worker {
                 Ok(()) if !held_back => self.major_compact(major_asked),
                 done => done,
             };
+            self.progress.compacting.store(false, Ordering::Release);
             self.record(&done);
             self.publish_shape();
             for request in waiting {

@@ -194,6 +194,18 @@ impl Space {
 /// key (and then no value follows).
 const REMOVE_FLAG: u8 = 0x80;
 
+/// Whether the shard seals its active memtable, holding `active_bytes`,
+/// after a write. Sealing takes the tree's version lock, which a running
+/// compaction holds across an fsync while it registers its tables (tens of
+/// milliseconds on a slow disk, the whole shard waiting): so while one
+/// runs the shard keeps filling the active memtable, up to twice its size.
+fn seal_now(active_bytes: u64, limit: u64, compacting: bool) -> bool {
+    match compacting {
+        false => active_bytes >= limit,
+        true => active_bytes >= limit.saturating_mul(2),
+    }
+}
+
 /// `key` as stored: its keyspace byte first.
 fn stored_key(space: Space, key: &[u8]) -> Vec<u8> {
     let mut stored = Vec::with_capacity(key.len() + 1);
@@ -472,7 +484,11 @@ impl Store {
         self.seqno.fetch_max(lsn.0 + 1);
         self.visible_seqno.fetch_max(lsn.0 + 1);
         self.applied_lsn.set(lsn);
-        if memtable_bytes >= self.memtable_bytes {
+        if seal_now(
+            memtable_bytes,
+            self.memtable_bytes,
+            self.maintenance.compacting(),
+        ) {
             self.rotate();
         }
         Ok(())
@@ -503,18 +519,21 @@ impl Store {
         true
     }
 
-    /// Drops this shard's handles on the memtables the maintenance thread
-    /// has flushed, so their memory goes when the tree lets them go. Runs
+    /// Hands this shard's handles on the memtables the maintenance thread
+    /// has flushed to that thread, so their memory goes there when the tree
+    /// lets them go, not on the shard. Runs
     /// on every write and every second (checkpoints), and is cheap when
     /// there is nothing to drop.
     pub fn forget_flushed(&self) {
         let flushed = self.maintenance.flushed_through();
         let mut sealed = self.sealed.borrow_mut();
-        if sealed
-            .first()
-            .is_some_and(|(rotation, _)| *rotation <= flushed)
-        {
-            sealed.retain(|(rotation, _)| *rotation > flushed);
+        let done = sealed
+            .iter()
+            .take_while(|(rotation, _)| *rotation <= flushed)
+            .count();
+        if done > 0 {
+            let memtables = sealed.drain(..done).map(|(_, memtable)| memtable);
+            self.maintenance.release(memtables.collect());
         }
     }
 
@@ -1210,6 +1229,17 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_running_compaction_defers_sealing_up_to_twice_the_memtable_size() {
+        use super::seal_now;
+        assert!(!seal_now(99, 100, false));
+        assert!(seal_now(100, 100, false));
+        assert!(!seal_now(100, 100, true));
+        assert!(!seal_now(199, 100, true));
+        assert!(seal_now(200, 100, true));
+        assert!(seal_now(u64::MAX, u64::MAX, true));
+    }
+
     use super::*;
 
     #[test]
