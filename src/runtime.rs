@@ -60,8 +60,9 @@ pub fn rings_are_cooperative() -> bool {
     /// IORING_SETUP_COOP_TASKRUN.
     const COOP_TASKRUN: u32 = 1 << 8;
     /// The kernel's `struct io_uring_params`: seven words, three reserved,
-    /// then the two ring-offset structures (ten words each).
-    #[repr(C)]
+    /// then the two ring-offset structures (ten words each, ending in a
+    /// 64-bit field, hence the alignment).
+    #[repr(C, align(8))]
     struct Params {
         words: [u32; 10],
         offsets: [u32; 20],

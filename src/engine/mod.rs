@@ -129,10 +129,11 @@ pub struct Engine {
     participants_max: Cell<usize>,
     /// Users following all their threads (`GET /frontend/v1/stream`).
     user_streams: user_streams::UserStreams,
-    /// In `sync` mode, threads whose newest write may not be on disk yet
-    /// (clustered, or not acknowledged by its partition's log), with that
-    /// write's LSN: a command on the thread answers once the log has it.
-    /// Entries at or below the settled LSN are stale.
+    /// Threads whose newest write may not be settled yet, with that
+    /// write's LSN: in `sync` mode not on disk in the log, clustered also
+    /// not acknowledged by its partition's log. A command on the thread
+    /// answers once it is settled. Entries at or below the settled LSN
+    /// (`settled_lsn`) are stale.
     unlogged: RefCell<HashMap<Vec<u8>, Lsn>>,
     /// Set once the log failed and reads were cut back to what it holds.
     log_failed: Cell<bool>,

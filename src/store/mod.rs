@@ -1029,12 +1029,7 @@ impl Store {
     /// Messages stored on this shard, deleted ones included. Walks every
     /// key, so callers count once and keep the number up to date.
     pub fn count_messages(&self) -> StoreResult<u64> {
-        let mut count = 0;
-        for entry in self.range(Space::Messages, (Bound::Unbounded, Bound::Unbounded)) {
-            entry?;
-            count += 1;
-        }
-        Ok(count)
+        self.count_messages_of(&|_| true)
     }
 
     /// Messages of the threads `counted` accepts: a scan of every message,
@@ -1043,9 +1038,7 @@ impl Store {
         let (mut count, mut last): (u64, Option<(Vec<u8>, bool)>) = (0, None);
         for entry in self.range(Space::Messages, (Bound::Unbounded, Bound::Unbounded)) {
             let entry = entry?;
-            // A message key is the thread id, a separator and 8 bytes of time.
-            let key = entry.key();
-            let thread = &key[..key.len().saturating_sub(9)];
+            let thread = keys::thread_of(entry.key());
             let known = last.as_ref().filter(|(id, _)| id == thread);
             let yes = match known {
                 Some((_, yes)) => *yes,
@@ -1229,9 +1222,10 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_running_compaction_defers_sealing_up_to_twice_the_memtable_size() {
-        use super::seal_now;
         assert!(!seal_now(99, 100, false));
         assert!(seal_now(100, 100, false));
         assert!(!seal_now(100, 100, true));
@@ -1239,8 +1233,6 @@ mod tests {
         assert!(seal_now(200, 100, true));
         assert!(seal_now(u64::MAX, u64::MAX, true));
     }
-
-    use super::*;
 
     #[test]
     fn ops_round_trip_and_reject_garbage() {
