@@ -26,10 +26,16 @@
 //! replaces, at rotation), and admission and metrics read counters the
 //! maintenance thread publishes. Reads and rotation still take the lock.
 //!
+//! Thread and participant records, which every post rewrites, wait in a
+//! per-shard map until the memtable is sealed or a scan of their keyspace
+//! needs them in the tree ([`deferred`]): one memtable insert per post
+//! instead of three, and no superseded versions to flush and compact.
+//!
 //! Message values and author index values are one flag byte followed by the
 //! wire JSON. The flag says whether the item is soft-deleted, so a page scan
 //! can skip deleted items and copy live JSON out without parsing it.
 
+mod deferred;
 pub mod keys;
 mod maintenance;
 mod purge;
@@ -121,6 +127,9 @@ pub struct Store {
     /// Memtables this shard sealed, with their rotation numbers, until
     /// they are flushed (point reads and `hide_after` read them).
     sealed: std::cell::RefCell<Vec<(u64, Arc<Memtable>)>>,
+    /// Thread and participant records written since the active memtable
+    /// was sealed, not yet in it (see [`deferred`]).
+    deferred: std::cell::RefCell<deferred::Deferred>,
     /// The newest LSN the write-ahead log has on disk, kept current by the
     /// log: no memtable holding a later write is flushed to tables, so the
     /// tables never hold a write that the log may lose (see `maintenance`).
@@ -181,6 +190,12 @@ impl Space {
         Space::MemberThreads,
         Space::Erasures,
     ];
+
+    /// Whether this space's writes wait in [`deferred`] until the memtable
+    /// is sealed: the records a post rewrites.
+    fn deferred(self) -> bool {
+        matches!(self, Space::Threads | Space::Participants)
+    }
 
     fn from_code(code: u8) -> Option<Space> {
         Space::ALL
@@ -380,6 +395,7 @@ impl Store {
             visible_seqno,
             applied_lsn: std::cell::Cell::new(Lsn(persisted)),
             sealed: std::cell::RefCell::new(Vec::new()),
+            deferred: std::cell::RefCell::new(deferred::Deferred::default()),
             log_durable,
             memtable_bytes: options.memtable_bytes,
             maintenance,
@@ -433,6 +449,8 @@ impl Store {
             }
         }
         *self.active.borrow_mut() = active;
+        self.deferred.borrow_mut().forget_after(lsn.0);
+        self.settle_deferred();
         self.maintenance.end_rotation();
         true
     }
@@ -467,8 +485,14 @@ impl Store {
         let mut memtable_bytes = 0;
         {
             let active = self.active.borrow();
+            let mut deferred = self.deferred.borrow_mut();
+            let durable = self.log_durable.load(std::sync::atomic::Ordering::Acquire);
             for (space, key, value) in &ops.0 {
                 let stored = stored_key(*space, key);
+                if space.deferred() {
+                    deferred.put(stored, lsn.0, value.clone(), durable);
+                    continue;
+                }
                 let item = match value {
                     Some(value) => InternalValue::from_components(
                         stored,
@@ -484,8 +508,9 @@ impl Store {
         self.seqno.fetch_max(lsn.0 + 1);
         self.visible_seqno.fetch_max(lsn.0 + 1);
         self.applied_lsn.set(lsn);
+        let waiting = self.deferred.borrow().bytes();
         if seal_now(
-            memtable_bytes,
+            memtable_bytes + waiting,
             self.memtable_bytes,
             self.maintenance.compacting(),
         ) {
@@ -505,6 +530,9 @@ impl Store {
         if !self.maintenance.begin_rotation(self.applied_lsn.get().0) {
             return false;
         }
+        // The sealed memtable holds every write up to the applied LSN, so
+        // the log may be truncated up to it once it is flushed.
+        self.settle_deferred();
         let sealed = self.tree.rotate_memtable();
         self.maintenance.end_rotation();
         if let Some(sealed) = sealed {
@@ -580,6 +608,9 @@ impl Store {
 
     fn get(&self, space: Space, key: &[u8]) -> StoreResult<Option<lsm_tree::Slice>> {
         let key = stored_key(space, key);
+        if let Some(found) = self.deferred.borrow().get(&key) {
+            return Ok(found.map(lsm_tree::Slice::from));
+        }
         if let Some(found) = self.get_from_memtables(&key) {
             return Ok(found);
         }
@@ -609,6 +640,24 @@ impl Store {
             .find_map(|(_, memtable)| found(memtable))
     }
 
+    /// Moves the deferred records into the active memtable, for a scan or
+    /// a rotation that must see the whole tree. Their LSNs are older than
+    /// the memtable's newest, which is how the tree orders versions anyway.
+    fn settle_deferred(&self) {
+        let mut deferred = self.deferred.borrow_mut();
+        if deferred.is_empty() {
+            return;
+        }
+        let active = self.active.borrow();
+        for (key, lsn, value) in deferred.drain() {
+            let item = match value {
+                Some(value) => InternalValue::from_components(key, value, lsn, ValueType::Value),
+                None => InternalValue::new_tombstone(key, lsn),
+            };
+            active.insert(item);
+        }
+    }
+
     /// Keys and values of `space` inside `range` (keys without the space
     /// byte), in key order.
     fn range(&self, space: Space, range: (Bound<Vec<u8>>, Bound<Vec<u8>>)) -> SpaceIter {
@@ -620,10 +669,16 @@ impl Store {
             Bound::Unbounded => Bound::Excluded(space_end(space)),
             bound => bound,
         };
+        if space.deferred() {
+            self.settle_deferred();
+        }
         SpaceIter(self.tree.range((start, end), READ_ALL, None))
     }
 
     fn prefix(&self, space: Space, prefix: &[u8]) -> SpaceIter {
+        if space.deferred() {
+            self.settle_deferred();
+        }
         SpaceIter(self.tree.prefix(stored_key(space, prefix), READ_ALL, None))
     }
 
@@ -1058,7 +1113,9 @@ impl Store {
     pub fn metrics(&self) -> crate::metrics::StoreSample {
         let shape = self.maintenance.shape();
         crate::metrics::StoreSample {
-            memtable_bytes: self.active.borrow().size() + shape.sealed_bytes,
+            memtable_bytes: self.active.borrow().size()
+                + self.deferred.borrow().bytes()
+                + shape.sealed_bytes,
             sealed_memtables: self.sealed_waiting(),
             tables: shape.tables,
             l0_runs: shape.l0_runs,
@@ -1113,6 +1170,7 @@ impl Store {
     /// version of an older sequence number fails once flushes have moved
     /// the tree's own counter past the WAL's.
     pub fn snapshot(&self) -> StoreResult<Snapshot> {
+        self.settle_deferred();
         let lsn = self.applied_lsn.get();
         let AnyTree::Standard(tree) = &self.tree else {
             return Err(StoreError::Corrupt(
@@ -1535,5 +1593,65 @@ mod tests {
             scanned(&store, "alice", None, all, 100),
             Vec::<String>::new()
         );
+    }
+
+    fn value_of(store: &Store, space: Space, key: &[u8]) -> Option<Vec<u8>> {
+        store.get(space, key).unwrap().map(|value| value.to_vec())
+    }
+
+    #[test]
+    fn rewritten_records_reach_scans_and_the_tables_as_their_newest_version() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open_logged(dir.path(), StoreOptions::default());
+            for (lsn, text) in [(1, "one"), (2, "two"), (3, "three")] {
+                let mut ops = Ops::default();
+                ops.put(Space::Participants, b"t\0u".to_vec(), text.into());
+                store.apply(Lsn(lsn), &ops).unwrap();
+            }
+            let mut ops = Ops::default();
+            ops.remove(Space::Participants, b"t\0u".to_vec());
+            ops.put(Space::Participants, b"t\0v".to_vec(), b"four".to_vec());
+            store.apply(Lsn(4), &ops).unwrap();
+            assert_eq!(value_of(&store, Space::Participants, b"t\0u"), None);
+            let scanned: Vec<Vec<u8>> = store
+                .prefix(Space::Participants, b"t\0")
+                .map(|entry| entry.unwrap().value().to_vec())
+                .collect();
+            assert_eq!(scanned, [b"four".to_vec()]);
+            let mut ops = Ops::default();
+            ops.put(Space::Participants, b"t\0u".to_vec(), b"five".to_vec());
+            store.apply(Lsn(5), &ops).unwrap();
+            store.persist().unwrap();
+        }
+        // Only the tables are left: the log would replay nothing past 5.
+        let store = open_logged(dir.path(), StoreOptions::default());
+        assert_eq!(store.applied_lsn(), Lsn(5));
+        let stored = |key: &[u8]| value_of(&store, Space::Participants, key);
+        assert_eq!(stored(b"t\0u"), Some(b"five".to_vec()));
+        assert_eq!(stored(b"t\0v"), Some(b"four".to_vec()));
+    }
+
+    #[test]
+    fn after_a_log_failure_a_rewritten_record_reads_as_the_log_kept_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default(), "test").unwrap();
+        let watermark = store.log_durable_watermark();
+        for lsn in 1..=4 {
+            // The log has each write on disk before the next is applied,
+            // except the last two.
+            watermark.store((lsn - 1).min(2), std::sync::atomic::Ordering::Release);
+            let mut ops = Ops::default();
+            ops.put(Space::Threads, b"t".to_vec(), vec![b'0' + lsn as u8]);
+            store.apply(Lsn(lsn), &ops).unwrap();
+        }
+        assert_eq!(value_of(&store, Space::Threads, b"t"), Some(b"4".to_vec()));
+        assert!(store.hide_after(Lsn(2)));
+        assert_eq!(value_of(&store, Space::Threads, b"t"), Some(b"2".to_vec()));
+        let scanned: Vec<Vec<u8>> = store
+            .prefix(Space::Threads, b"t")
+            .map(|entry| entry.unwrap().value().to_vec())
+            .collect();
+        assert_eq!(scanned, [b"2".to_vec()]);
     }
 }
