@@ -229,6 +229,15 @@ fn stored_key(space: Space, key: &[u8]) -> Vec<u8> {
     stored
 }
 
+/// A put (`Some` value) or removal (a tombstone) of a stored key, as the
+/// memtable holds it under sequence number `lsn`.
+fn memtable_item(stored: Vec<u8>, value: Option<&[u8]>, lsn: u64) -> InternalValue {
+    match value {
+        Some(value) => InternalValue::from_components(stored, value, lsn, ValueType::Value),
+        None => InternalValue::new_tombstone(stored, lsn),
+    }
+}
+
 /// The first key past every key of `space`.
 fn space_end(space: Space) -> Vec<u8> {
     vec![space as u8 + 1]
@@ -493,24 +502,15 @@ impl Store {
                     deferred.put(stored, lsn.0, value.clone(), durable);
                     continue;
                 }
-                let item = match value {
-                    Some(value) => InternalValue::from_components(
-                        stored,
-                        value.as_slice(),
-                        lsn.0,
-                        ValueType::Value,
-                    ),
-                    None => InternalValue::new_tombstone(stored, lsn.0),
-                };
-                (_, memtable_bytes) = active.insert(item);
+                (_, memtable_bytes) = active.insert(memtable_item(stored, value.as_deref(), lsn.0));
             }
+            memtable_bytes += deferred.bytes();
         }
         self.seqno.fetch_max(lsn.0 + 1);
         self.visible_seqno.fetch_max(lsn.0 + 1);
         self.applied_lsn.set(lsn);
-        let waiting = self.deferred.borrow().bytes();
         if seal_now(
-            memtable_bytes + waiting,
+            memtable_bytes,
             self.memtable_bytes,
             self.maintenance.compacting(),
         ) {
@@ -650,11 +650,7 @@ impl Store {
         }
         let active = self.active.borrow();
         for (key, lsn, value) in deferred.drain() {
-            let item = match value {
-                Some(value) => InternalValue::from_components(key, value, lsn, ValueType::Value),
-                None => InternalValue::new_tombstone(key, lsn),
-            };
-            active.insert(item);
+            active.insert(memtable_item(key, value.as_deref(), lsn));
         }
     }
 
@@ -1599,6 +1595,13 @@ mod tests {
         store.get(space, key).unwrap().map(|value| value.to_vec())
     }
 
+    fn values_under(store: &Store, space: Space, prefix: &[u8]) -> Vec<Vec<u8>> {
+        store
+            .prefix(space, prefix)
+            .map(|entry| entry.unwrap().value().to_vec())
+            .collect()
+    }
+
     #[test]
     fn rewritten_records_reach_scans_and_the_tables_as_their_newest_version() {
         let dir = tempfile::tempdir().unwrap();
@@ -1614,11 +1617,10 @@ mod tests {
             ops.put(Space::Participants, b"t\0v".to_vec(), b"four".to_vec());
             store.apply(Lsn(4), &ops).unwrap();
             assert_eq!(value_of(&store, Space::Participants, b"t\0u"), None);
-            let scanned: Vec<Vec<u8>> = store
-                .prefix(Space::Participants, b"t\0")
-                .map(|entry| entry.unwrap().value().to_vec())
-                .collect();
-            assert_eq!(scanned, [b"four".to_vec()]);
+            assert_eq!(
+                values_under(&store, Space::Participants, b"t\0"),
+                [b"four".to_vec()]
+            );
             let mut ops = Ops::default();
             ops.put(Space::Participants, b"t\0u".to_vec(), b"five".to_vec());
             store.apply(Lsn(5), &ops).unwrap();
@@ -1648,10 +1650,6 @@ mod tests {
         assert_eq!(value_of(&store, Space::Threads, b"t"), Some(b"4".to_vec()));
         assert!(store.hide_after(Lsn(2)));
         assert_eq!(value_of(&store, Space::Threads, b"t"), Some(b"2".to_vec()));
-        let scanned: Vec<Vec<u8>> = store
-            .prefix(Space::Threads, b"t")
-            .map(|entry| entry.unwrap().value().to_vec())
-            .collect();
-        assert_eq!(scanned, [b"2".to_vec()]);
+        assert_eq!(values_under(&store, Space::Threads, b"t"), [b"2".to_vec()]);
     }
 }
