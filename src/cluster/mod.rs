@@ -50,7 +50,12 @@
 //! mismatch means someone appended meanwhile (the previous owner, still
 //! alive): it reads on and tries again, a bounded number of times. Once its
 //! barrier is in the log it is the owner; the previous owner's next append
-//! fails the sequence check, which fences it.
+//! fails the sequence check, which fences it. A node that finds its own
+//! barrier at its assigned epoch without owning the partition (it
+//! restarted, or was fenced, and renewed its lease before the controller
+//! saw it go) moves its assignment to the next epoch itself, with the same
+//! compare-and-set, and takes over there: the controller keeps a live
+//! owner's assignment as it is, so nobody else would.
 //!
 //! **A write.** The owner frames one group-commit flush as one `Frame{epoch,
 //! flush, prev, payload}` record and appends it with expected last sequence

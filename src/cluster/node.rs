@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use super::assignment::{self, Assignment, PassOutcome, assignment_key, reassign};
 use super::driver::{Driver, DriverError, WriteError};
 use super::lease::{Lease, Renewal};
-use super::ports::{AppendError, CoordError, Coordinator, Log};
+use super::ports::{AppendError, CoordError, Coordinator, Log, Revision};
 use super::replica::{Append, Refusal, Replica, Role};
 use super::{Epoch, Millis, NodeId, PartitionId, Seq};
 
@@ -273,10 +273,53 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
                 tick.took_over.push((partition, wanted.epoch));
                 Ok(())
             }
+            Err(DriverError::Stale(_)) if barrier_is_mine(&driver.replica, &wanted) => {
+                self.claim_next_epoch(partition, stored.revision, wanted, tick)
+            }
             // The log already moved past this assignment: wait for the next.
             Err(DriverError::Stale(_)) => Ok(()),
             Err(error) => Err(error),
         }
+    }
+
+    /// Moves this node's own assignment of `partition` to the next epoch
+    /// and takes it over there. Needed when the log's newest barrier is
+    /// this node's in the assigned epoch but its replica does not own it:
+    /// an earlier run of the node took it over, then restarted (or was
+    /// fenced) and renewed its membership before the controller saw it go,
+    /// so the controller keeps the assignment as it is. Only a new barrier
+    /// fences what that run may still have in flight. The write is a
+    /// compare-and-set on the revision read, so a controller that changed
+    /// the assignment meanwhile wins and the next tick follows its choice.
+    fn claim_next_epoch(
+        &mut self,
+        partition: PartitionId,
+        read_at: Revision,
+        wanted: Assignment,
+        tick: &mut Tick,
+    ) -> Result<(), DriverError> {
+        let next = Assignment {
+            epoch: Epoch(wanted.epoch.0 + 1),
+            ..wanted
+        };
+        let value = serde_json::to_vec(&next).expect("an assignment always serialises");
+        let key = assignment_key(partition);
+        match self.assignments.update(&key, &value, read_at) {
+            Ok(_) => {}
+            Err(CoordError::Exists | CoordError::WrongRevision) => return Ok(()),
+            Err(error) => return Err(DriverError::Unavailable(format!("{error:?}"))),
+        }
+        tick.reassigned.push(partition);
+        self.seen.insert(partition, next.clone());
+        let Some(driver) = self.replicas.get_mut(&partition) else {
+            return Ok(());
+        };
+        match driver.take_over(next.epoch) {
+            Ok(()) => tick.took_over.push((partition, next.epoch)),
+            Err(DriverError::Stale(_)) => {}
+            Err(error) => return Err(error),
+        }
+        Ok(())
     }
 
     /// Writes one flush to `partition`, refused unless this node owns it
@@ -350,4 +393,13 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
             .filter_map(|(seq, effect)| effect.into_data().map(|data| (seq, data)))
             .collect()
     }
+}
+
+/// Whether the log's newest barrier is `replica`'s own node taking over in
+/// `wanted`'s epoch, which `wanted` assigns to that node.
+fn barrier_is_mine(replica: &Replica, wanted: &Assignment) -> bool {
+    replica
+        .log_owner()
+        .is_some_and(|(epoch, node)| *epoch == wanted.epoch && *node == wanted.owner)
+        && wanted.owner == *replica.node()
 }

@@ -153,6 +153,10 @@ impl Replica {
         }
     }
 
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
     pub fn applied(&self) -> Seq {
         self.applied
     }

@@ -34,8 +34,13 @@ fn owner<'l>(log: &'l FakeLog, name: &str, epoch: u64) -> Driver<'l, FakeLog> {
 
 /// The payloads of the log's data records, in order.
 fn payloads_in_log(log: &FakeLog) -> Vec<Vec<u8>> {
+    payloads_of(log, P)
+}
+
+/// The payloads of `partition`'s data records in the log, in order.
+fn payloads_of(log: &FakeLog, partition: PartitionId) -> Vec<Vec<u8>> {
     let records = log
-        .records(P)
+        .records(partition)
         .into_iter()
         .map(|bytes| Record::decode(&bytes).unwrap());
     records
@@ -491,16 +496,7 @@ fn nodes_fail_over_when_the_owner_and_controller_stops() {
     assert!(!woke.lease_held && !woke.fenced.is_empty(), "{woke:?}");
     write_everywhere(&mut nodes, 2, clock.get());
     for p in 0..PARTITIONS {
-        let records = log
-            .records(PartitionId(p))
-            .into_iter()
-            .map(|bytes| Record::decode(&bytes).unwrap());
-        let data: Vec<Vec<u8>> = records
-            .filter_map(|record| match record {
-                Record::Frame { payload, .. } => Some(payload),
-                Record::Barrier { .. } => None,
-            })
-            .collect();
+        let data = payloads_of(log, PartitionId(p));
         assert_eq!(data, acked[p as usize], "partition {p}");
     }
 }
@@ -542,4 +538,55 @@ fn first_assignments_wait_for_nodes_to_register() {
             "grace {grace}: {counts:?}"
         );
     }
+}
+
+// An owner restarts and renews its membership before the controller sees
+// it go, so its assignment stays as it was, in an epoch whose barrier the
+// earlier run already wrote. The new run claims the next epoch itself and
+// serves the partition again; what the earlier run acknowledged stays.
+#[test]
+fn owner_restarted_within_its_lease_serves_again_in_a_new_epoch() {
+    const PARTITIONS: u32 = 2;
+    let cluster = Cluster::new();
+    let clock = &cluster.clock;
+    let mut nodes = cluster.nodes(PARTITIONS, 0);
+    let tick_all = |nodes: &mut [Node<'_, FakeLog, FakeKv>], now: u64| {
+        clock.set(now);
+        nodes.iter_mut().for_each(|node| _ = node.tick(now));
+    };
+    for now in (0..=2_000).step_by(1_000) {
+        tick_all(&mut nodes, now);
+    }
+    let restarted = owner_index(&nodes, PartitionId(0), None).unwrap();
+    nodes[restarted]
+        .write(PartitionId(0), b"before".to_vec(), 2_000)
+        .unwrap();
+    let config = NodeConfig {
+        node: nodes[restarted].node().clone(),
+        partitions: PARTITIONS,
+        standbys: 1,
+        lease_ttl_ms: 3_000,
+        lease_margin_ms: 500,
+        first_assignment_after_ms: 0,
+    };
+    nodes[restarted] = Node::new(config, &cluster.log, &cluster.leases, &cluster.assignments);
+    // The new run ticks first, so it renews in the instant its earlier
+    // run's lease expires and no controller pass sees it missing.
+    nodes.rotate_left(restarted);
+    for now in (3_000..=8_000).step_by(1_000) {
+        tick_all(&mut nodes, now);
+    }
+    let replica = nodes[0].replica(PartitionId(0));
+    assert!(
+        matches!(replica.map(Replica::role), Some(Role::Owner { epoch, .. }) if *epoch == Epoch(2)),
+        "{:?}",
+        replica.map(Replica::role)
+    );
+    nodes[0]
+        .write(PartitionId(0), b"after".to_vec(), clock.get())
+        .unwrap();
+    assert_eq!(
+        payloads_of(&cluster.log, PartitionId(0)),
+        [b"before".to_vec(), b"after".to_vec()]
+    );
 }
