@@ -421,12 +421,17 @@ impl Engine {
 
     /// Drops the cached pages and records `ops` make stale.
     fn forget_cached(&self, ops: &Ops) {
+        let mut forgotten = None;
         for thread in ops.touched_threads() {
             self.tail_pages.forget(thread);
+            // With the thread's participants.
             self.thread_records.forget(thread);
+            forgotten = Some(thread);
         }
         for thread in ops.touched_participants() {
-            self.thread_records.forget_participants(thread);
+            if forgotten != Some(thread) {
+                self.thread_records.forget_participants(thread);
+            }
         }
     }
 
@@ -649,7 +654,10 @@ impl Engine {
             unlogged.retain(|_, written| *written > settled);
         }
         for thread in ops.touched_threads() {
-            unlogged.insert(thread.to_vec(), lsn);
+            match unlogged.get_mut(thread) {
+                Some(written) => *written = lsn,
+                None => _ = unlogged.insert(thread.to_vec(), lsn),
+            }
         }
     }
 

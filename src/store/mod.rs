@@ -272,18 +272,22 @@ impl Ops {
 
     /// Ids of the threads whose record or messages these writes change.
     pub fn touched_threads(&self) -> impl Iterator<Item = &[u8]> {
-        self.0
+        let touched = self
+            .0
             .iter()
             .filter(|(space, ..)| matches!(space, Space::Threads | Space::Messages))
-            .map(|(_, key, _)| keys::thread_of(key))
+            .map(|(_, key, _)| keys::thread_of(key));
+        without_repeats(touched)
     }
 
     /// Ids of the threads whose participants these writes change.
     pub fn touched_participants(&self) -> impl Iterator<Item = &[u8]> {
-        self.0
+        let touched = self
+            .0
             .iter()
             .filter(|(space, ..)| matches!(space, Space::Participants))
-            .map(|(_, key, _)| keys::thread_of(key))
+            .map(|(_, key, _)| keys::thread_of(key));
+        without_repeats(touched)
     }
 
     /// The thread the first thread-keyed write belongs to: in clustered
@@ -368,6 +372,14 @@ impl Ops {
         }
         bytes.is_empty().then_some(ops)
     }
+}
+
+/// `ids` without an id equal to the one just before it: a command's
+/// writes come thread by thread, so a post's thread record and message
+/// name their thread once.
+fn without_repeats<'a>(ids: impl Iterator<Item = &'a [u8]>) -> impl Iterator<Item = &'a [u8]> {
+    let mut previous: Option<&[u8]> = None;
+    ids.filter(move |id| previous.replace(id) != Some(*id))
 }
 
 impl Store {
@@ -1306,6 +1318,25 @@ mod tests {
         let mut trailing = bytes;
         trailing.push(0);
         assert_eq!(Ops::decode(&trailing), None);
+    }
+
+    // A post writes its thread record, message and participant: each
+    // thread is named once per run of writes to it, and only the spaces
+    // that hold thread state count.
+    #[test]
+    fn touched_threads_name_each_run_of_writes_once() {
+        let mut ops = Ops::default();
+        ops.put(Space::Threads, keys::thread("t"), Vec::new());
+        ops.put(Space::Messages, keys::message("t", 1), Vec::new());
+        ops.put(Space::Participants, keys::participant("t", "u"), Vec::new());
+        ops.put(Space::Participants, keys::participant("t", "v"), Vec::new());
+        ops.put(Space::AuthorThreads, b"u\0t".to_vec(), Vec::new());
+        ops.put(Space::Messages, keys::message("s", 1), Vec::new());
+        ops.put(Space::Threads, keys::thread("t"), Vec::new());
+        let touched: Vec<&[u8]> = ops.touched_threads().collect();
+        assert_eq!(touched, [&b"t"[..], b"s", b"t"]);
+        let participants: Vec<&[u8]> = ops.touched_participants().collect();
+        assert_eq!(participants, [&b"t"[..]]);
     }
 
     // Clustered mode counts the messages of some threads only; a thread
