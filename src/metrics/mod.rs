@@ -136,7 +136,8 @@ pub fn render(samples: &[ShardSample], down: &[usize]) -> String {
     out
 }
 
-/// How long each shard's log flushes took (write and fdatasync).
+/// How long each shard's log flushes took (write and fdatasync), and the
+/// fdatasyncs' share of that time.
 fn render_wal_flushes(out: &mut String, samples: &[ShardSample]) {
     family(
         out,
@@ -152,6 +153,20 @@ fn render_wal_flushes(out: &mut String, samples: &[ShardSample]) {
             labels: &format!("shard=\"{}\"", sample.shard),
         };
         histogram(out, series, (buckets, bound), sample.wal.flush_micros_sum);
+    }
+    family(
+        out,
+        "progressdb_wal_fdatasync_seconds_total",
+        "counter",
+        "Time the fdatasyncs of those flushes took; the rest of the flushes' time is their writes.",
+    );
+    for sample in samples {
+        let (shard, micros) = (sample.shard, sample.wal.sync_micros_sum);
+        let _ = writeln!(
+            out,
+            "progressdb_wal_fdatasync_seconds_total{{shard=\"{shard}\"}} {}",
+            seconds(micros)
+        );
     }
 }
 
@@ -567,6 +582,8 @@ mod tests {
             wal.flush_micros[crate::wal::flush_bucket(micros)] += 1;
             wal.flush_micros_sum += micros;
         }
+        // The fdatasync part of two flushes.
+        wal.sync_micros_sum = 60 + 2_500;
         let sample = ShardSample {
             shard: 3,
             wal,
@@ -593,6 +610,9 @@ mod tests {
             Some(6)
         );
         assert!(text.contains("progressdb_wal_flush_duration_seconds_sum{shard=\"3\"} 9.04319\n"));
+        assert!(text.contains("progressdb_wal_fdatasync_seconds_total{shard=\"3\"} 0.00256\n"));
+        let kind = "# TYPE progressdb_wal_fdatasync_seconds_total counter";
+        assert_eq!(text.matches(kind).count(), 1);
     }
 
     #[test]

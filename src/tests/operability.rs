@@ -260,6 +260,17 @@ fn metrics_count_requests_by_route_status_and_shard() {
         ),
         value(&text, "progressdb_wal_flushes_total{shard=\"1\"}")
     );
+    // The fdatasyncs' share of the flushes' time.
+    let seconds = |series: &str| -> f64 {
+        let line = text.lines().find_map(|line| line.strip_prefix(series));
+        line.and_then(|rest| rest.trim().parse().ok()).unwrap()
+    };
+    let flush_seconds = seconds("progressdb_wal_flush_duration_seconds_sum{shard=\"1\"}");
+    let sync_seconds = seconds("progressdb_wal_fdatasync_seconds_total{shard=\"1\"}");
+    assert!(
+        sync_seconds > 0.0 && sync_seconds <= flush_seconds,
+        "fdatasync {sync_seconds} s of {flush_seconds} s"
+    );
     assert_eq!(
         value(&text, "progressdb_store_applied_lsn{shard=\"1\"}"),
         Some(6)

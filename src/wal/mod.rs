@@ -122,6 +122,9 @@ pub struct WalStats {
     /// latency is the disk's.
     pub flush_micros: [u64; FLUSH_BUCKETS],
     pub flush_micros_sum: u64,
+    /// The fdatasync part of those flushes (the rest of a flush is its
+    /// write), from submission to completion as the shard sees it.
+    pub sync_micros_sum: u64,
 }
 
 /// Buckets of [`WalStats::flush_micros`].
@@ -450,11 +453,16 @@ impl Wal {
             return Err(format!("WAL write was short: {written} of {length} bytes"));
         }
         if self.options.durability != Durability::None {
+            let began = std::time::Instant::now();
             segment
                 .file
                 .fdatasync()
                 .await
                 .map_err(|err| format!("WAL fdatasync failed: {err}"))?;
+            let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.update_stats(|stats| {
+                stats.sync_micros_sum = stats.sync_micros_sum.saturating_add(micros);
+            });
         }
         if self
             .options
