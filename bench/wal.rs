@@ -1,5 +1,7 @@
 //! WAL append throughput by batch size, with fsync on (`sync`) and off
-//! (`none`) in the same run, on the machine's real disk through io_uring.
+//! (`none`) in the same run, on the machine's real disk through io_uring,
+//! and the device's own floor: the same bytes per flush written with a
+//! blocking `pwrite` + `fdatasync` from a plain thread (`device`).
 //!
 //! Each round appends `BATCH` records of `RECORD_BYTES` and waits until the
 //! flush holding the last one completed, like `BATCH` concurrent writers
@@ -12,7 +14,8 @@ mod machine;
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
-use progressdb::wal::record::Lsn;
+use progressdb::wal::record::{HEADER_BYTES, Lsn};
+use progressdb::wal::segment::flush_len;
 use progressdb::wal::{Durability, Wal, WalOptions};
 
 const RECORD_BYTES: usize = 256;
@@ -20,10 +23,50 @@ const BATCH_SIZES: [usize; 6] = [1, 4, 16, 64, 256, 1024];
 /// Each cell runs for about this long.
 const CELL_TIME: Duration = Duration::from_millis(1500);
 
-fn measure(durability: Durability, batch: usize) -> (f64, f64) {
+fn bench_dir() -> tempfile::TempDir {
     let base = std::env::var("PROGRESSDB_BENCH_DIR")
         .unwrap_or_else(|_| std::env::temp_dir().display().to_string());
-    let dir = tempfile::tempdir_in(base).expect("temp dir");
+    tempfile::tempdir_in(base).expect("temp dir")
+}
+
+/// Mean µs of one blocking `pwrite` + `fdatasync` of a flush of `batch`
+/// records, direct I/O into a file written with zeros first (as the log's
+/// segments are), so the disk does what a flush asks of it and no more.
+fn device_floor(batch: usize) -> f64 {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const FILE_BYTES: u64 = 64 << 20;
+    let dir = bench_dir();
+    let file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dir.path().join("floor"))
+        .expect("floor file");
+    let length = flush_len(batch * (HEADER_BYTES + RECORD_BYTES));
+    let mut storage = vec![0u8; (1 << 20) + 4096];
+    let start = storage.as_ptr().align_offset(4096);
+    let zeros = &storage[start..start + (1 << 20)];
+    for offset in (0..FILE_BYTES).step_by(zeros.len()) {
+        file.write_all_at(zeros, offset).expect("zero fill");
+    }
+    file.sync_all().expect("sync");
+    // Flushes are whole blocks, so `length` keeps every write aligned.
+    let block = &mut storage[start..start + length];
+    block.fill(0x5a);
+    let block = &*block;
+    let (started, mut rounds, mut offset) = (Instant::now(), 0u64, 0u64);
+    while started.elapsed() < CELL_TIME {
+        file.write_all_at(block, offset).expect("write");
+        file.sync_data().expect("fdatasync");
+        rounds += 1;
+        offset = (offset + length as u64) % (FILE_BYTES - length as u64);
+    }
+    started.elapsed().as_secs_f64() * 1e6 / rounds as f64
+}
+
+fn measure(durability: Durability, batch: usize) -> (f64, f64) {
+    let dir = bench_dir();
     let path = dir.path().to_path_buf();
     LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(2 << 20)
@@ -72,15 +115,17 @@ fn main() {
     );
     println!();
     println!(
-        "| batch | sync records/s | sync µs/flush | none records/s | none µs/flush | sync ÷ none |"
+        "| batch | sync records/s | sync µs/flush | none records/s | none µs/flush | sync ÷ none | device µs/flush | sync ÷ device µs |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for batch in BATCH_SIZES {
         let (sync_rate, sync_latency) = measure(Durability::Sync, batch);
         let (none_rate, none_latency) = measure(Durability::None, batch);
+        let device_latency = device_floor(batch);
         println!(
-            "| {batch} | {sync_rate:.0} | {sync_latency:.0} | {none_rate:.0} | {none_latency:.0} | {:.2} |",
-            sync_rate / none_rate
+            "| {batch} | {sync_rate:.0} | {sync_latency:.0} | {none_rate:.0} | {none_latency:.0} | {:.2} | {device_latency:.0} | {:.2} |",
+            sync_rate / none_rate,
+            sync_latency / device_latency
         );
     }
 }
