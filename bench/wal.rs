@@ -22,6 +22,12 @@ const RECORD_BYTES: usize = 256;
 const BATCH_SIZES: [usize; 6] = [1, 4, 16, 64, 256, 1024];
 /// Each cell runs for about this long.
 const CELL_TIME: Duration = Duration::from_millis(1500);
+/// The log's segment size in the bench.
+const SEGMENT_BYTES: u64 = 256 << 20;
+/// A cell also stops after appending this much, so it never fills half a
+/// segment: past that the log zero-fills the next one on a blocking
+/// thread, which would outlive the cell's executor.
+const CELL_BYTES_MAX: u64 = SEGMENT_BYTES / 4;
 
 fn bench_dir() -> tempfile::TempDir {
     let base = std::env::var("PROGRESSDB_BENCH_DIR")
@@ -74,7 +80,7 @@ fn measure(durability: Durability, batch: usize) -> (f64, f64) {
             let options = WalOptions {
                 durability,
                 flush_interval: Duration::from_millis(5),
-                segment_bytes: 256 << 20,
+                segment_bytes: SEGMENT_BYTES,
                 fail_after_flushes: None,
             };
             let watermark = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -89,7 +95,8 @@ fn measure(durability: Durability, batch: usize) -> (f64, f64) {
             let started = Instant::now();
             let mut records = 0u64;
             let mut rounds = 0u64;
-            while started.elapsed() < CELL_TIME {
+            let round_bytes = flush_len(batch * (HEADER_BYTES + RECORD_BYTES)) as u64;
+            while started.elapsed() < CELL_TIME && rounds * round_bytes < CELL_BYTES_MAX {
                 let mut last = Lsn(0);
                 for _ in 0..batch {
                     last = wal.append(&payload).expect("append");
