@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use glommio::{LocalExecutorBuilder, Placement};
 use progressdb::wal::record::{HEADER_BYTES, Lsn};
 use progressdb::wal::segment::flush_len;
-use progressdb::wal::{Durability, Wal, WalOptions};
+use progressdb::wal::{Durability, Wal, WalOptions, write_zeroed_file};
 
 const RECORD_BYTES: usize = 256;
 const BATCH_SIZES: [usize; 6] = [1, 4, 16, 64, 256, 1024];
@@ -28,6 +28,11 @@ const SEGMENT_BYTES: u64 = 256 << 20;
 /// segment: past that the log zero-fills the next one on a blocking
 /// thread, which would outlive the cell's executor.
 const CELL_BYTES_MAX: u64 = SEGMENT_BYTES / 4;
+
+/// Bytes on disk of one flush of `batch` records.
+fn flush_bytes(batch: usize) -> u64 {
+    flush_len(batch * (HEADER_BYTES + RECORD_BYTES)) as u64
+}
 
 fn bench_dir() -> tempfile::TempDir {
     let base = std::env::var("PROGRESSDB_BENCH_DIR")
@@ -42,25 +47,19 @@ fn device_floor(batch: usize) -> f64 {
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
     const FILE_BYTES: u64 = 64 << 20;
     let dir = bench_dir();
+    let path = dir.path().join("floor");
+    write_zeroed_file(&path, FILE_BYTES).expect("zero fill");
     let file = std::fs::OpenOptions::new()
-        .create_new(true)
-        .read(true)
         .write(true)
         .custom_flags(libc::O_DIRECT)
-        .open(dir.path().join("floor"))
+        .open(&path)
         .expect("floor file");
-    let length = flush_len(batch * (HEADER_BYTES + RECORD_BYTES));
-    let mut storage = vec![0u8; (1 << 20) + 4096];
+    let length = flush_bytes(batch) as usize;
+    // Direct I/O needs an aligned buffer; flushes are whole blocks, so
+    // `length` keeps every write aligned too.
+    let storage = vec![0x5a_u8; length + 4096];
     let start = storage.as_ptr().align_offset(4096);
-    let zeros = &storage[start..start + (1 << 20)];
-    for offset in (0..FILE_BYTES).step_by(zeros.len()) {
-        file.write_all_at(zeros, offset).expect("zero fill");
-    }
-    file.sync_all().expect("sync");
-    // Flushes are whole blocks, so `length` keeps every write aligned.
-    let block = &mut storage[start..start + length];
-    block.fill(0x5a);
-    let block = &*block;
+    let block = &storage[start..start + length];
     let (started, mut rounds, mut offset) = (Instant::now(), 0u64, 0u64);
     while started.elapsed() < CELL_TIME {
         file.write_all_at(block, offset).expect("write");
@@ -95,8 +94,7 @@ fn measure(durability: Durability, batch: usize) -> (f64, f64) {
             let started = Instant::now();
             let mut records = 0u64;
             let mut rounds = 0u64;
-            let round_bytes = flush_len(batch * (HEADER_BYTES + RECORD_BYTES)) as u64;
-            while started.elapsed() < CELL_TIME && rounds * round_bytes < CELL_BYTES_MAX {
+            while started.elapsed() < CELL_TIME && rounds * flush_bytes(batch) < CELL_BYTES_MAX {
                 let mut last = Lsn(0);
                 for _ in 0..batch {
                     last = wal.append(&payload).expect("append");

@@ -111,9 +111,27 @@ pub fn reassign(
     let Some(next) = next_assignment(partition, current.as_ref(), live, standbys) else {
         return Ok(PassOutcome::Unchanged);
     };
+    write(
+        coordinator,
+        partition,
+        next,
+        stored.map(|versioned| versioned.revision),
+    )
+}
+
+/// Writes `next` as `partition`'s assignment with compare-and-set: over
+/// the revision `read_at`, or created when none was read. Someone who
+/// wrote first wins, and this write is a lost race.
+pub fn write(
+    coordinator: &impl Coordinator,
+    partition: PartitionId,
+    next: Assignment,
+    read_at: Option<Revision>,
+) -> Result<PassOutcome, CoordError> {
+    let key = assignment_key(partition);
     let value = serde_json::to_vec(&next).expect("an assignment always serialises");
-    let written = match &stored {
-        Some(versioned) => coordinator.update(&key, &value, versioned.revision),
+    let written = match read_at {
+        Some(revision) => coordinator.update(&key, &value, revision),
         None => coordinator.create(&key, &value),
     };
     match written {

@@ -302,13 +302,11 @@ impl<'l, L: Log, C: Coordinator> Node<'l, L, C> {
             epoch: Epoch(wanted.epoch.0 + 1),
             ..wanted
         };
-        let value = serde_json::to_vec(&next).expect("an assignment always serialises");
-        let key = assignment_key(partition);
-        match self.assignments.update(&key, &value, read_at) {
-            Ok(_) => {}
-            Err(CoordError::Exists | CoordError::WrongRevision) => return Ok(()),
-            Err(error) => return Err(DriverError::Unavailable(format!("{error:?}"))),
-        }
+        let written = assignment::write(self.assignments, partition, next, Some(read_at));
+        let next = match written.map_err(|e| DriverError::Unavailable(format!("{e:?}")))? {
+            PassOutcome::Written(next) => next,
+            PassOutcome::Unchanged | PassOutcome::LostRace => return Ok(()),
+        };
         tick.reassigned.push(partition);
         self.seen.insert(partition, next.clone());
         let Some(driver) = self.replicas.get_mut(&partition) else {

@@ -347,7 +347,7 @@ impl Wal {
             let began = std::time::Instant::now();
             match self.flush(&mut current, &spare, &batch).await {
                 Ok(()) => {
-                    let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    let micros = micros_since(began);
                     self.durable.set(last);
                     self.durable_watermark.store(last.0, Ordering::Release);
                     self.update_stats(|stats| {
@@ -459,7 +459,7 @@ impl Wal {
                 .fdatasync()
                 .await
                 .map_err(|err| format!("WAL fdatasync failed: {err}"))?;
-            let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let micros = micros_since(began);
             self.update_stats(|stats| {
                 stats.sync_micros_sum = stats.sync_micros_sum.saturating_add(micros);
             });
@@ -677,10 +677,16 @@ impl Spare {
     }
 }
 
+/// Microseconds since `began`, for the flush statistics.
+fn micros_since(began: std::time::Instant) -> u64 {
+    u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
 /// Writes `bytes` zeros (rounded up to whole 4 KiB blocks) to a new file
 /// at `path` with direct I/O and syncs it: the zeros go from one buffer to
-/// the disk, without filling the page cache or copying per write.
-fn write_zeroed_file(path: &Path, bytes: u64) -> std::io::Result<()> {
+/// the disk, without filling the page cache or copying per write. Public
+/// for the WAL bench, whose device floor writes into such a file.
+pub fn write_zeroed_file(path: &Path, bytes: u64) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     const BLOCK: usize = 4096;
