@@ -7,7 +7,9 @@
 # Baselines: nginx serving a static JSON page, a tiny JSON and a fixed POST
 # answer (Debian nginx), and Redis Streams with appendfsync always (XADD,
 # XREVRANGE COUNT 50) through redis-benchmark, over a unix socket and over
-# TCP on loopback (the transport ProgressDB's clients use). The server under test gets
+# TCP on loopback (the transport ProgressDB's clients use), and the open
+# loops T5 and T7 again against Redis (progressdb-bench's xadd scenario,
+# over TCP) at the same rate. The server under test gets
 # CPU 0, the load generators CPU 1 (when the machine has two or more).
 # Installs what it needs with apt-get (run as root on Debian/Ubuntu).
 set -euo pipefail
@@ -86,6 +88,11 @@ ADDR="$(grep -o '127.0.0.1:[0-9]*' "$WORK/server.out" | head -1)"
 sleep 0.5
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+# Ticks the hypervisor took from the server's CPU (steal, /proc/stat): a
+# virtual machine whose host is busy loses its CPU for milliseconds at a
+# time, and that shows up in every latency percentile below.
+steal_ticks() { awk -v cpu="cpu$SERVER_CPU" '$1 == cpu {print $9}' /proc/stat; }
+STEAL_START=$(steal_ticks)
 TICKS_PER_S=$(getconf CLK_TCK)
 
 # Requests the server has answered (all shards), for CPU per request: the
@@ -100,10 +107,12 @@ bench() { # name, extra progressdb-bench args...
   local before after served_before
   served_before=$(served)
   before=$(cpu_ticks)
+  local steal_before; steal_before=$(steal_ticks)
   on_client ./target/release/progressdb-bench --addr "${BENCH_ADDR:-$ADDR}" --key "$KEY" --quiet \
     --duration "${DURATION:-$SECONDS_PER_RUN}" --warmup "$WARMUP" --json "$WORK/$name.json" "$@" >"$WORK/$name.txt"
   after=$(cpu_ticks)
   echo $((after - before)) >"$WORK/$name.cpu"
+  echo $(( $(steal_ticks) - steal_before )) >"$WORK/$name.steal"
   echo $(( $(served) - served_before )) >"$WORK/$name.served"
 }
 field() { py "import json; d=json.load(open('$WORK/$1.json')); print($2)"; }
@@ -135,6 +144,17 @@ echo "T4 open loop 20k req/s, 90% GET / 10% POST" >&2
 bench t4 --scenario mix --read-percent 90 --rate 20000 --connections "$CONNECTIONS"
 echo "T5 open loop POST 20k req/s" >&2
 bench t5 --scenario post --rate 20000 --connections "$CONNECTIONS"
+# The same open loop against Redis (XADD of the same text, appendfsync
+# always, over TCP): a durable append's latency on this machine, measured
+# the same way.
+redis_open_loop() { # name, rate, seconds
+  local steal_before; steal_before=$(steal_ticks)
+  on_client ./target/release/progressdb-bench --addr "127.0.0.1:$REDIS_PORT" --scenario xadd --quiet \
+    --rate "$2" --duration "$3" --warmup "$WARMUP" --connections "$CONNECTIONS" --json "$WORK/$1.json" >"$WORK/$1.txt"
+  echo $(( $(steal_ticks) - steal_before )) >"$WORK/$1.steal"
+}
+echo "T5 baseline: Redis XADD open loop 20k req/s" >&2
+redis_open_loop t5_redis 20000 "$SECONDS_PER_RUN"
 echo "T6 rate steps (mix 90/10): highest rate with p99 <= 5 ms" >&2
 KNEE=0
 STEPS=""
@@ -155,6 +175,8 @@ metrics >"$WORK/t7.metrics.before"
 DURATION=$SUSTAINED_SECONDS bench t7 --scenario post --rate "$RATE7" --connections "$CONNECTIONS" --threads 100
 STALLS7=$(( $(stalls) - STALLS_BEFORE ))
 metrics >"$WORK/t7.metrics.after"
+echo "T7 baseline: Redis XADD open loop at the same rate" >&2
+redis_open_loop t7_redis "$RATE7" "$SUSTAINED_SECONDS"
 # The log's flushes (write + fdatasync) during T7, from the server's
 # histogram: how much of the write latency is the disk's.
 FLUSHES7=$(py "
@@ -216,10 +238,13 @@ BENCH_ADDR="$S_ADDR" DURATION=$SECONDS_PER_RUN bench t9 --scenario tail --subscr
 kill -TERM "$S_PID"; wait "$S_PID" 2>/dev/null || true
 
 ratio() { py "print(f'{$1 / $2:.2f}')"; }
+stolen() { py "print(f'{int(open(\"$WORK/$1.steal\").read())/$TICKS_PER_S:.1f}')"; }
+STEAL_SECONDS=$(py "print(f'{($(steal_ticks) - $STEAL_START)/$TICKS_PER_S:.1f}')")
 us_per_request() { py "print(f'{int(open(\"$WORK/$1.cpu\").read())/$TICKS_PER_S*1e6/max(int(open(\"$WORK/$1.served\").read()),1):.1f}')"; }
 T1=$(field t1 'd["throughput_rps"]'); T3=$(field t3 'd["throughput_rps"]')
 lat() { field "$1" "'%.2f / %.2f / %.2f' % (d['latency_us']['p50']/1000, d['latency_us']['p99']/1000, d['latency_us']['p999']/1000)"; }
 achieved() { field "$1" "'%.1f%%' % (100*d['throughput_rps']/d['offered_rate'])"; }
+p99_ratio() { py "import json; a, b = (json.load(open(f'$WORK/{n}.json'))['latency_us']['p99'] for n in ('$1', '$2')); print(f'{a / b:.2f}')"; }
 errors() { field "$1" "d['errors']['io']+d['errors']['timeout']+d['errors']['connect']+sum(d['errors']['by_status'].values())"; }
 
 {
@@ -233,6 +258,8 @@ errors() { field "$1" "d['errors']['io']+d['errors']['timeout']+d['errors']['con
   echo "Redis rows without \"over TCP\" use a unix socket."
   echo "Server CPU per request divides the server's CPU time over a run (warm-up and preload included) by every"
   echo "request it answered in that time."
+  echo "The hypervisor took ${STEAL_SECONDS} s of CPU $SERVER_CPU over the whole run (steal time in /proc/stat):"
+  echo "T1 $(stolen t1) s, T4 $(stolen t4) s, T5 $(stolen t5) s, T7 $(stolen t7) s of its ${SUSTAINED_SECONDS} s, the Redis T7 $(stolen t7_redis) s."
   echo
   echo "| scenario | ProgressDB | baseline | baseline value | ratio |"
   echo "|---|---|---|---|---|"
@@ -251,6 +278,11 @@ errors() { field "$1" "d['errors']['io']+d['errors']['timeout']+d['errors']['con
   echo "| T4 90% GET / 10% POST | 20000 | $(achieved t4) | $(lat t4) | $(errors t4) | $(us_per_request t4) |"
   echo "| T5 POST | 20000 | $(achieved t5) | $(lat t5) | $(errors t5) | $(us_per_request t5) |"
   echo "| T7 POST, ${SUSTAINED_SECONDS} s at 70% of T1 | $RATE7 | $(achieved t7) | $(lat t7) | $(errors t7) | $(us_per_request t7) |"
+  echo "| T5 baseline: Redis XADD, appendfsync always, over TCP | 20000 | $(achieved t5_redis) | $(lat t5_redis) | $(errors t5_redis) | |"
+  echo "| T7 baseline: Redis XADD, appendfsync always, over TCP | $RATE7 | $(achieved t7_redis) | $(lat t7_redis) | $(errors t7_redis) | |"
+  echo
+  echo "p99 ratio to the Redis baseline at the same rate (below 1 is better): T5 $(p99_ratio t5 t5_redis), T7 $(p99_ratio t7 t7_redis);"
+  echo "Redis's worst one-second p99 in T7: $(field t7_redis "'%.2f' % (max(s['p99_us'] for s in d['timeline'] if s['phase']=='measure')/1000)") ms, max $(field t7_redis "'%.2f' % (d['latency_us']['max']/1000)") ms."
   echo
   echo "T7 sustained writes: max latency $(field t7 "'%.2f' % (d['latency_us']['max']/1000)") ms, worst one-second p99"
   echo "$(field t7 "'%.2f' % (max(s['p99_us'] for s in d['timeline'] if s['phase']=='measure')/1000)") ms, shard stalls over 10 ms reported by the server: $STALLS7; errors by status:"

@@ -6,7 +6,9 @@
 # JDK and pgjdbc; what the S3 backup test (src/tests/backup.rs) needs:
 # moto's S3 server pinned in src/tests/s3/requirements.txt; and the
 # published Python SDK that src/tests/sdk.rs and src/tests/tls.rs drive;
-# and the pinned nats-server the cluster test (src/tests/cluster.rs) runs.
+# the pinned nats-server the cluster test (src/tests/cluster.rs) runs; and
+# Redis, the baseline the load harness's xadd test (src/tests/loadgen.rs)
+# appends to.
 # Idempotent, and quick when everything is already there. Runs as root on
 # a fresh Debian machine (or with sudo).
 set -euo pipefail
@@ -62,6 +64,15 @@ else
     as_root apt-get update -q
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
         default-jdk-headless libpostgresql-jdbc-java
+fi
+# redis-server and redis-cli: the load harness's xadd baseline is tested
+# against a real Redis (src/tests/loadgen.rs).
+if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+    echo "== redis: already installed ($(redis-server --version | cut -d' ' -f3))"
+else
+    echo "== redis: installing"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server redis-tools
 fi
 if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1; then
     echo "== python3, pip: installing"

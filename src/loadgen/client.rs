@@ -1,4 +1,5 @@
-//! Minimal HTTP/1.1 client framing over one monoio `TcpStream`.
+//! Minimal HTTP/1.1 client framing over one monoio `TcpStream` (and, for
+//! the `xadd` baseline, one RESP reply: see [`super::resp`]).
 //!
 //! This module owns the wire: writing request bytes that the caller built
 //! into [`Conn::request_buf`], and reading back exactly one response (status
@@ -20,6 +21,8 @@ use std::net::SocketAddr;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
+
+use super::resp;
 
 /// Largest response head accepted; a bigger one is a protocol error.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -265,16 +268,44 @@ impl Conn {
         self.read_response().await
     }
 
-    async fn read_response(&mut self) -> io::Result<Reply> {
-        self.body = Body::Read(0, 0);
-        // Drop what the previous response consumed. Without pipelining the
-        // buffer is normally fully consumed, so this is just a reset.
+    /// Sends the request in [`Conn::request_buf`] as RESP (the `xadd`
+    /// scenario, against Redis) and reads one reply: an error reply counts
+    /// as status 500, any other as 200.
+    pub async fn round_trip_resp(&mut self) -> io::Result<Reply> {
+        let wbuf = std::mem::take(&mut self.wbuf);
+        let (result, wbuf) = self.stream.write_all(wbuf).await;
+        self.wbuf = wbuf;
+        result?;
+        self.forget_consumed();
+        loop {
+            if let Some(reply) = resp::parse_reply(&self.rbuf)? {
+                self.rpos = reply.len;
+                let status = if reply.ok { 200 } else { 500 };
+                return Ok(Reply {
+                    status,
+                    close: false,
+                });
+            }
+            if self.fill().await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    /// Drops what the previous response consumed. Without pipelining the
+    /// buffer is normally fully consumed, so this is just a reset.
+    fn forget_consumed(&mut self) {
         if self.rpos == self.rbuf.len() {
             self.rbuf.clear();
         } else if self.rpos > 0 {
             self.rbuf.drain(..self.rpos);
         }
         self.rpos = 0;
+    }
+
+    async fn read_response(&mut self) -> io::Result<Reply> {
+        self.body = Body::Read(0, 0);
+        self.forget_consumed();
         loop {
             let head = loop {
                 if let Some(head) = parse_head(&self.rbuf[self.rpos..])? {

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use super::client::Conn;
 use super::report::{Mode, Outcome, Report, Second, Stats, Summary};
-use super::scenario::{Rng, Stamp, Workload};
+use super::scenario::{Rng, ScenarioKind, Stamp, Workload};
 use super::{Error, spawn_workers};
 
 /// Pause after a failed connect, so a dead server is not hammered in a loop.
@@ -344,7 +344,15 @@ async fn connection(
 async fn send(plan: &Plan, conn: &mut Option<Conn>, rng: &mut Rng, stamp: Stamp) -> Outcome {
     let c = conn.as_mut().expect("connected by the caller");
     plan.workload.build(rng, stamp, c.request_buf());
-    match monoio::time::timeout(plan.timeout, c.round_trip()).await {
+    let resp = plan.workload.kind == ScenarioKind::Xadd;
+    let exchange = async {
+        if resp {
+            c.round_trip_resp().await
+        } else {
+            c.round_trip().await
+        }
+    };
+    match monoio::time::timeout(plan.timeout, exchange).await {
         Ok(Ok(reply)) => {
             if reply.close {
                 *conn = None;

@@ -10,6 +10,7 @@
 //!   response in), with reused buffers.
 //! * [`scenario`]: which request each scenario sends, request bytes, seeded
 //!   random numbers.
+//! * [`resp`]: the `xadd` baseline's Redis command and reply framing.
 //! * `setup`: creating threads and preloading messages before measuring.
 //! * `load`: the measured phase: workers, connections, closed and open loop
 //!   timing, per-second progress.
@@ -25,6 +26,7 @@
 pub mod client;
 mod load;
 pub mod report;
+pub mod resp;
 pub mod scenario;
 mod setup;
 pub mod tail;
@@ -77,7 +79,8 @@ pub struct Options {
     /// Workload: post, read (newest-50 page), mix (reads and posts), hot (all
     /// posts to one thread), url (GET --url, no setup), tail (--subscribers
     /// live-tail streams while posts arrive at --rate; reports post-to-event
-    /// delivery latency and any event that did not arrive).
+    /// delivery latency and any event that did not arrive), xadd (baseline:
+    /// Redis XADD of the same text over RESP, --addr being a Redis server).
     #[arg(long, value_enum, default_value_t = ScenarioKind::Post)]
     pub scenario: ScenarioKind,
 
@@ -156,6 +159,9 @@ pub struct Options {
     #[arg(long, default_value_t = 1)]
     pub tail_threads: usize,
 }
+
+/// The Redis stream the `xadd` scenario appends to.
+const XADD_STREAM: &str = "progressdb-bench";
 
 /// Why a run could not happen (bad flags, unreachable server during setup,
 /// refused setup request). Failures *during* measurement are counted in the
@@ -256,8 +262,13 @@ pub fn run(options: &Options) -> Result<Report, Error> {
         }
         ScenarioKind::Hot => Some(1),
         ScenarioKind::Tail => Some(options.threads.unwrap_or(1)),
-        ScenarioKind::Url => None,
+        ScenarioKind::Url | ScenarioKind::Xadd => None,
     };
+    if kind == ScenarioKind::Xadd && (options.preload_threads > 0 || options.preload_messages > 0) {
+        return Err(Error::new(
+            "the xadd scenario talks to Redis and creates nothing: drop --preload-threads and --preload-messages",
+        ));
+    }
     if targets == Some(0) {
         return Err(Error::new("--threads must be at least 1"));
     }
@@ -304,6 +315,14 @@ pub fn run(options: &Options) -> Result<Report, Error> {
         Some(n) => created[..n].to_vec(),
         None => Vec::new(),
     };
+    let xadd = if kind == ScenarioKind::Xadd {
+        resp::xadd_command(
+            XADD_STREAM,
+            scenario::message_text(options.message_bytes).as_bytes(),
+        )
+    } else {
+        Vec::new()
+    };
     let workload = Arc::new(scenario::Workload {
         kind,
         http,
@@ -311,6 +330,7 @@ pub fn run(options: &Options) -> Result<Report, Error> {
         read_percent: options.read_percent,
         url,
         post_body,
+        xadd,
     });
 
     if !options.quiet {

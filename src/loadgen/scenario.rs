@@ -26,6 +26,9 @@ pub enum ScenarioKind {
     /// `--subscribers` live-tail (SSE) streams while posts arrive at
     /// `--rate`; measures post-to-event delivery (see `tail`).
     Tail,
+    /// Baseline: Redis XADD of the post's text to one stream over RESP;
+    /// `--addr` is a Redis server (see `resp`).
+    Xadd,
 }
 
 impl ScenarioKind {
@@ -37,6 +40,7 @@ impl ScenarioKind {
             ScenarioKind::Hot => "hot",
             ScenarioKind::Url => "url",
             ScenarioKind::Tail => "tail",
+            ScenarioKind::Xadd => "xadd",
         }
     }
 }
@@ -130,11 +134,15 @@ impl Http {
 /// The JSON body of every posted message: `{"body":{"text":"..."},"role":"user"}`
 /// with `text_bytes` of ordinary ASCII chat text.
 pub fn message_body(text_bytes: usize) -> Vec<u8> {
-    const WORDS: &str = "a benchmark message with some ordinary chat text ";
-    let text: String = WORDS.chars().cycle().take(text_bytes).collect();
-    serde_json::json!({ "body": { "text": text }, "role": "user" })
+    serde_json::json!({ "body": { "text": message_text(text_bytes) }, "role": "user" })
         .to_string()
         .into_bytes()
+}
+
+/// `text_bytes` of ordinary ASCII chat text: the text of every post.
+pub fn message_text(text_bytes: usize) -> String {
+    const WORDS: &str = "a benchmark message with some ordinary chat text ";
+    WORDS.chars().cycle().take(text_bytes).collect()
 }
 
 /// Where a post sits in the open-loop schedule, written into the bodies of
@@ -211,6 +219,8 @@ pub struct Workload {
     pub read_percent: u32,
     pub url: String,
     pub post_body: Vec<u8>,
+    /// The RESP command the `xadd` scenario sends (empty otherwise).
+    pub xadd: Vec<u8>,
 }
 
 impl Workload {
@@ -219,6 +229,10 @@ impl Workload {
     pub fn build(&self, rng: &mut Rng, stamp: Stamp, out: &mut Vec<u8>) -> Op {
         if self.kind == ScenarioKind::Tail {
             self.build_tail_post(stamp, out);
+            return Op::Post;
+        }
+        if self.kind == ScenarioKind::Xadd {
+            out.extend_from_slice(&self.xadd);
             return Op::Post;
         }
         let op = match self.kind {
@@ -231,7 +245,7 @@ impl Workload {
                     Op::Post
                 }
             }
-            ScenarioKind::Url | ScenarioKind::Tail => Op::Get,
+            ScenarioKind::Url | ScenarioKind::Tail | ScenarioKind::Xadd => Op::Get,
         };
         match op {
             Op::Get => self.http.get(out, &[self.url.as_bytes()]),
@@ -320,6 +334,7 @@ mod tests {
             read_percent: 50,
             url: String::new(),
             post_body: message_body(5),
+            xadd: Vec::new(),
         };
         let mut rng = Rng::new(1, 1);
         let mut saw = (false, false);
@@ -361,6 +376,7 @@ mod tests {
             read_percent: 0,
             url: String::new(),
             post_body: Vec::new(),
+            xadd: Vec::new(),
         };
         for (seq, at_us) in [(0, 0), (7, 9), (10, 123_456_789), (u64::MAX, 1)] {
             let mut out = Vec::new();

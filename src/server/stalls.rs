@@ -9,8 +9,10 @@
 //! [`STALL_REPORT`] plus a heartbeat marks a stall; the watchdog then reads
 //! from `/proc` what the shard thread is in (the system call it is blocked
 //! in, or "running") and, once the shard beats again, logs the stall with
-//! its length and how long the thread ran or waited for a CPU meanwhile. Reading `/proc` costs the shard nothing, unlike capturing and
-//! symbolizing its stack, which takes longer than the stalls it reports.
+//! its length, how long the thread ran or waited for a CPU meanwhile, and
+//! how much of its CPU's time the hypervisor took (steal). Reading `/proc`
+//! costs the shard nothing, unlike capturing and symbolizing its stack,
+//! which takes longer than the stalls it reports.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -84,10 +86,13 @@ impl Heartbeats {
                 }
                 match &stalled[shard] {
                     None if now.saturating_sub(last) > limit => {
+                        let cpu = cpu_of(tid);
                         stalled[shard] = Some(Stall {
                             since: last,
                             cause: doing(tid),
                             schedule: schedule(tid),
+                            stolen: cpu.map(stolen_ticks),
+                            cpu,
                         });
                     }
                     Some(stall) if last != stall.since => {
@@ -107,6 +112,9 @@ struct Stall {
     since: u64,
     cause: String,
     schedule: (u64, u64),
+    /// The CPU the thread was on, and that CPU's steal counter then.
+    cpu: Option<usize>,
+    stolen: Option<u64>,
 }
 
 fn report(shard: usize, gap_us: u64, stall: &Stall, tid: i32) {
@@ -116,6 +124,14 @@ fn report(shard: usize, gap_us: u64, stall: &Stall, tid: i32) {
     // (another process on its core), since the stall was noticed.
     let (ran, waited) = schedule(tid);
     let ms = |after: u64, before: u64| after.saturating_sub(before) / 1_000_000;
+    // Time the hypervisor ran something else on that CPU meanwhile: in a
+    // virtual machine a stall can be nobody's in this process.
+    let stolen_ms = match (stall.cpu, stall.stolen) {
+        (Some(cpu), Some(before)) => {
+            stolen_ticks(cpu).saturating_sub(before) * 1000 / ticks_per_second()
+        }
+        _ => 0,
+    };
     crate::logging::warn(
         "shard stalled",
         &[
@@ -124,6 +140,7 @@ fn report(shard: usize, gap_us: u64, stall: &Stall, tid: i32) {
             ("in", &stall.cause),
             ("ran_ms", &ms(ran, stall.schedule.0)),
             ("waited_for_cpu_ms", &ms(waited, stall.schedule.1)),
+            ("stolen_ms", &stolen_ms),
         ],
     );
 }
@@ -134,6 +151,48 @@ fn schedule(tid: i32) -> (u64, u64) {
         std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).unwrap_or_default();
     let mut fields = text.split_whitespace().map(|n| n.parse().unwrap_or(0));
     (fields.next().unwrap_or(0), fields.next().unwrap_or(0))
+}
+
+/// The CPU thread `tid` of this process last ran on.
+fn cpu_of(tid: i32) -> Option<usize> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    processor_in_stat(&stat)
+}
+
+/// Field 39 (`processor`) of a `/proc/.../stat` line. The thread name
+/// before it is parenthesised and may hold spaces, so fields are counted
+/// from the last `)`, after which field 3 starts.
+fn processor_in_stat(stat: &str) -> Option<usize> {
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(39 - 3)?
+        .parse()
+        .ok()
+}
+
+/// Ticks (of [`ticks_per_second`]) the hypervisor took from `cpu` since boot.
+fn stolen_ticks(cpu: usize) -> u64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    steal_in_proc_stat(&text, cpu).unwrap_or(0)
+}
+
+/// The steal column (the eighth number) of `cpu`'s line in `/proc/stat`.
+fn steal_in_proc_stat(text: &str, cpu: usize) -> Option<u64> {
+    let name = format!("cpu{cpu}");
+    let line = text
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(&name))?;
+    line.split_whitespace().nth(8)?.parse().ok()
+}
+
+fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a constant of the system.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks)
+        .ok()
+        .filter(|&ticks| ticks > 0)
+        .unwrap_or(100)
 }
 
 /// What thread `tid` of this process is doing now: the system call it is
@@ -241,5 +300,28 @@ mod tests {
         assert!(seen.starts_with("sleep"), "{seen}");
         assert_eq!(syscall_name(libc::SYS_fdatasync), "fdatasync");
         assert_eq!(syscall_name(99_999), "system call 99999");
+    }
+
+    #[test]
+    fn reads_the_cpu_of_a_thread_and_the_steal_of_a_cpu() {
+        // A name with spaces and a parenthesis, then fields 3 to 39.
+        let fields: Vec<String> = (3..=41).map(|field| field.to_string()).collect();
+        let stat = format!("42 (shard (x) 1) {}", fields.join(" "));
+        assert_eq!(processor_in_stat(&stat), Some(39));
+        assert_eq!(processor_in_stat("42 (short) S 1"), None);
+        let proc_stat = "cpu  10 0 5 900 1 0 2 77 0 0\n\
+                         cpu0 5 0 2 450 1 0 1 30 0 0\n\
+                         cpu1 5 0 3 450 0 0 1 47 0 0\n\
+                         intr 12345";
+        assert_eq!(steal_in_proc_stat(proc_stat, 0), Some(30));
+        assert_eq!(steal_in_proc_stat(proc_stat, 1), Some(47));
+        assert_eq!(steal_in_proc_stat(proc_stat, 2), None);
+        // This machine's own counters read, whatever they hold.
+        // SAFETY: gettid has no arguments and cannot fail.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+        let cpu = cpu_of(tid);
+        assert!(cpu.is_some_and(|cpu| {
+            steal_in_proc_stat(&std::fs::read_to_string("/proc/stat").unwrap(), cpu).is_some()
+        }));
     }
 }

@@ -651,3 +651,131 @@ fn tail_scenario_delivers_every_event_against_the_real_server() {
         "stored {stored}, acknowledged {acked}"
     );
 }
+
+/// A real redis-server with `appendfsync always` (as `scripts/bench.sh`
+/// runs it), killed when dropped.
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Redis cannot listen on port 0, so a port is drawn from below the
+    /// kernel's ephemeral range (where no outgoing connection takes it)
+    /// and drawn again if Redis still finds it taken.
+    fn start() -> Redis {
+        let redis = Command::new("redis-server").arg("--version").output();
+        assert!(
+            redis.is_ok_and(|out| out.status.success()),
+            "the xadd test needs redis-server: run scripts/install-test-deps.sh"
+        );
+        let seed = u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for attempt in 0..20u64 {
+            let port = 10_000 + ((seed >> 16).wrapping_add(attempt * 7919) % 20_000) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue;
+            }
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--save",
+                    "",
+                ])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            let redis =
+                support::eventually("redis-server to answer", Duration::from_secs(10), || {
+                    if child.try_wait().ok().flatten().is_some() {
+                        return Some(false); // it exited: the port was taken after all
+                    }
+                    let answered = Command::new("redis-cli")
+                        .args(["-p", &port.to_string(), "PING"])
+                        .output()
+                        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "PONG");
+                    answered.then_some(true)
+                });
+            if redis {
+                return Redis {
+                    child,
+                    port,
+                    _dir: dir,
+                };
+            }
+        }
+        panic!("redis-server found no free port");
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn xadd_scenario_appends_to_a_real_redis_and_counts_its_errors() {
+    let redis = Redis::start();
+    let addr = format!("127.0.0.1:{}", redis.port);
+    let run = |rate: &str| {
+        bench_binary(&[
+            "--addr",
+            &addr,
+            "--scenario",
+            "xadd",
+            "--rate",
+            rate,
+            "--connections",
+            "4",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--message-bytes",
+            "24",
+        ])
+    };
+    let (stdout, _, v) = run("300");
+    assert_eq!(v["scenario"], "xadd", "{stdout}");
+    let requests = v["requests"].as_u64().unwrap();
+    assert!(requests > 0 && v["ok"] == requests, "{stdout}");
+    // Every answered request is one entry, carrying the message text.
+    assert_eq!(
+        redis.cli(&["XLEN", "progressdb-bench"]),
+        requests.to_string()
+    );
+    let newest = redis.cli(&["XREVRANGE", "progressdb-bench", "+", "-", "COUNT", "1"]);
+    assert!(
+        newest
+            .lines()
+            .any(|line| line == "a benchmark message with"),
+        "{newest}"
+    );
+
+    // An error reply (XADD to a key that is not a stream) is a failed request.
+    redis.cli(&["DEL", "progressdb-bench"]);
+    redis.cli(&["SET", "progressdb-bench", "not a stream"]);
+    let (stdout, _, v) = run("100");
+    assert!(v["requests"].as_u64().unwrap() > 0, "{stdout}");
+    assert_eq!(v["ok"], 0, "{stdout}");
+    assert_eq!(v["errors"]["by_status"]["500"], v["requests"], "{stdout}");
+}

@@ -583,6 +583,13 @@ fn a_blocked_shard_is_logged_with_what_it_was_in_and_counted() {
         .and_then(|ms| ms.parse().ok())
         .unwrap_or_else(|| panic!("{line}"));
     assert!(stalled_ms >= 300, "{line}");
+    // What the hypervisor took from the shard's CPU meanwhile (0 on an
+    // idle host, never missing).
+    let stolen_ms: Option<u64> = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("stolen_ms="))
+        .and_then(|ms| ms.parse().ok());
+    assert!(stolen_ms.is_some_and(|ms| ms <= stalled_ms), "{line}");
     let mut admin = server.client();
     admin.key = Some(ADMIN_KEY.into());
     let (text, _) = scrape(&mut admin);
