@@ -43,6 +43,9 @@ pub fn parse_reply(buf: &[u8]) -> io::Result<Option<RespReply>> {
         }
         return Ok(None);
     };
+    if line_end == 0 {
+        return Err(invalid("empty reply line"));
+    }
     let line = &buf[1..line_end];
     let after_line = line_end + 2;
     match buf[0] {
@@ -127,8 +130,26 @@ mod tests {
     }
 
     #[test]
+    fn no_short_input_makes_it_panic() {
+        let alphabet = b"$-+:*1x\r\n";
+        for len in 0..=5u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                let input: Vec<u8> = (0..len)
+                    .map(|_| {
+                        let byte = alphabet[n % alphabet.len()];
+                        n /= alphabet.len();
+                        byte
+                    })
+                    .collect();
+                let _ = parse_reply(&input);
+            }
+        }
+    }
+
+    #[test]
     fn refuses_what_is_not_a_reply() {
         assert!(parse_reply(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert!(parse_reply(b"\r\n").is_err());
         assert!(parse_reply(b"*1\r\n+OK\r\n").is_err());
         assert!(parse_reply(b"$x\r\n").is_err());
         assert!(parse_reply(b"$2\r\nabcd").is_err());
