@@ -758,10 +758,15 @@ fn xadd_scenario_appends_to_a_real_redis_and_counts_its_errors() {
     assert_eq!(v["scenario"], "xadd", "{stdout}");
     let requests = v["requests"].as_u64().unwrap();
     assert!(requests > 0 && v["ok"] == requests, "{stdout}");
-    // Every answered request is one entry, carrying the message text.
-    assert_eq!(
-        redis.cli(&["XLEN", "progressdb-bench"]),
-        requests.to_string()
+    // Every answered request is one entry, carrying the message text. The
+    // first request of connection 0 is planned at the window's very start
+    // and may go out up to 1 ms early (see the timing notes in
+    // src/loadgen/load.rs): then it is appended but counted before the
+    // window, so Redis may hold one entry more than the report counts.
+    let entries: u64 = redis.cli(&["XLEN", "progressdb-bench"]).parse().unwrap();
+    assert!(
+        (requests..=requests + 1).contains(&entries),
+        "{entries} entries for {requests} requests: {stdout}"
     );
     let newest = redis.cli(&["XREVRANGE", "progressdb-bench", "+", "-", "COUNT", "1"]);
     assert!(
