@@ -62,7 +62,8 @@ pub struct Head {
     pub close: bool,
 }
 
-fn invalid(what: &str) -> io::Error {
+/// A protocol error in what the server sent (HTTP here, RESP in [`resp`]).
+pub(super) fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 

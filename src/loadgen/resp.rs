@@ -6,6 +6,8 @@
 
 use std::io;
 
+use super::client::invalid;
+
 /// Longest reply line (simple string, error, integer or bulk length)
 /// accepted; a longer one is a protocol error.
 const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -78,10 +80,6 @@ pub fn parse_reply(buf: &[u8]) -> io::Result<Option<RespReply>> {
         }
         _ => Err(invalid("not a RESP reply the harness expects")),
     }
-}
-
-fn invalid(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
 #[cfg(test)]

@@ -86,13 +86,11 @@ impl Heartbeats {
                 }
                 match &stalled[shard] {
                     None if now.saturating_sub(last) > limit => {
-                        let cpu = cpu_of(tid);
                         stalled[shard] = Some(Stall {
                             since: last,
                             cause: doing(tid),
                             schedule: schedule(tid),
-                            stolen: cpu.map(stolen_ticks),
-                            cpu,
+                            steal: cpu_of(tid).map(|cpu| (cpu, stolen_ticks(cpu))),
                         });
                     }
                     Some(stall) if last != stall.since => {
@@ -113,8 +111,7 @@ struct Stall {
     cause: String,
     schedule: (u64, u64),
     /// The CPU the thread was on, and that CPU's steal counter then.
-    cpu: Option<usize>,
-    stolen: Option<u64>,
+    steal: Option<(usize, u64)>,
 }
 
 fn report(shard: usize, gap_us: u64, stall: &Stall, tid: i32) {
@@ -126,12 +123,9 @@ fn report(shard: usize, gap_us: u64, stall: &Stall, tid: i32) {
     let ms = |after: u64, before: u64| after.saturating_sub(before) / 1_000_000;
     // Time the hypervisor ran something else on that CPU meanwhile: in a
     // virtual machine a stall can be nobody's in this process.
-    let stolen_ms = match (stall.cpu, stall.stolen) {
-        (Some(cpu), Some(before)) => {
-            stolen_ticks(cpu).saturating_sub(before) * 1000 / ticks_per_second()
-        }
-        _ => 0,
-    };
+    let stolen_ms = stall.steal.map_or(0, |(cpu, before)| {
+        stolen_ticks(cpu).saturating_sub(before) * 1000 / ticks_per_second()
+    });
     crate::logging::warn(
         "shard stalled",
         &[

@@ -6,7 +6,7 @@
 //! controller, and startup refuses streams or servers that could lose an
 //! acknowledged record.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,50 +42,6 @@ fn nats_server_binary() -> PathBuf {
     binary
 }
 
-/// Ports for the route listeners each server must know before any starts
-/// (client and monitoring ports are picked by the servers themselves and
-/// read from their logs). They come from below the kernel's ephemeral
-/// range: a port from port 0 could be handed to any outgoing connection
-/// between its release and the server's bind (or a restart's), and a
-/// nats-server that cannot bind its route port exits after saying it is
-/// ready.
-fn free_ports(count: usize) -> Vec<u16> {
-    let range =
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
-    let ephemeral_low: u32 = range
-        .split_whitespace()
-        .next()
-        .and_then(|low| low.parse().ok())
-        .unwrap_or(32_768);
-    let (low, span) = (10_000u32, ephemeral_low.saturating_sub(10_000).max(1));
-    let clock = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let seed = u64::from(std::process::id()) ^ clock.as_nanos() as u64;
-    let mut state = seed ^ CLUSTERS.load(Ordering::Relaxed) as u64 ^ 0x9e37_79b9_7f4a_7c15;
-    let mut held = Vec::new();
-    for _ in 0..10_000 {
-        if held.len() == count {
-            break;
-        }
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let port = (low + (state % u64::from(span)) as u32) as u16;
-        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
-            held.push(listener);
-        }
-    }
-    assert_eq!(
-        held.len(),
-        count,
-        "no free route ports below the ephemeral range"
-    );
-    held.iter()
-        .map(|listener| listener.local_addr().unwrap().port())
-        .collect()
-}
-
 static STARTING: Mutex<()> = Mutex::new(());
 static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
 
@@ -117,7 +73,11 @@ impl NatsCluster {
             CLUSTERS.fetch_add(1, Ordering::Relaxed)
         );
         let dir = tempfile::tempdir().unwrap();
-        let route_ports = free_ports(size);
+        // Route ports each server must know before any starts (client and
+        // monitoring ports are picked by the servers and read from their
+        // logs); a nats-server that cannot bind its route port exits after
+        // saying it is ready. Each cluster salts the draw.
+        let route_ports = support::free_ports(size, CLUSTERS.load(Ordering::Relaxed) as u64);
         let routes: Vec<String> = route_ports
             .iter()
             .map(|port| format!("nats-route://127.0.0.1:{port}"))

@@ -661,21 +661,16 @@ struct Redis {
 }
 
 impl Redis {
-    /// Redis cannot listen on port 0, so a port is drawn from below the
-    /// kernel's ephemeral range (where no outgoing connection takes it)
-    /// and drawn again if Redis still finds it taken.
+    /// Redis cannot listen on port 0: it gets a port from
+    /// [`support::free_ports`], and another if Redis still finds it taken.
     fn start() -> Redis {
         let redis = Command::new("redis-server").arg("--version").output();
         assert!(
             redis.is_ok_and(|out| out.status.success()),
             "the xadd test needs redis-server: run scripts/install-test-deps.sh"
         );
-        let seed = u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         for attempt in 0..20u64 {
-            let port = 10_000 + ((seed >> 16).wrapping_add(attempt * 7919) % 20_000) as u16;
-            if TcpListener::bind(("127.0.0.1", port)).is_err() {
-                continue;
-            }
+            let port = support::free_ports(1, attempt)[0];
             let dir = tempfile::tempdir().expect("temp dir");
             let mut child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])

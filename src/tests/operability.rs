@@ -576,20 +576,18 @@ fn a_blocked_shard_is_logged_with_what_it_was_in_and_counted() {
         .lines()
         .find(|line| line.contains("msg=\"shard stalled\"") && line.contains("in=\"sleep"))
         .unwrap_or_else(|| panic!("no stall in a sleep reported: {log}"));
+    let milliseconds = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|field| field.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
     // How long it was blocked: the injected 400 ms, give or take a heartbeat.
-    let stalled_ms: u64 = line
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("stalled_ms="))
-        .and_then(|ms| ms.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"));
+    let stalled_ms = milliseconds("stalled_ms");
     assert!(stalled_ms >= 300, "{line}");
     // What the hypervisor took from the shard's CPU meanwhile (0 on an
     // idle host, never missing).
-    let stolen_ms: Option<u64> = line
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("stolen_ms="))
-        .and_then(|ms| ms.parse().ok());
-    assert!(stolen_ms.is_some_and(|ms| ms <= stalled_ms), "{line}");
+    assert!(milliseconds("stolen_ms") <= stalled_ms, "{line}");
     let mut admin = server.client();
     admin.key = Some(ADMIN_KEY.into());
     let (text, _) = scrape(&mut admin);

@@ -739,3 +739,42 @@ pub fn read_chunked_body(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> 
         }
     }
 }
+
+/// `count` distinct free ports on 127.0.0.1 for servers that cannot listen
+/// on port 0 (nats-server's routes, Redis), drawn from below the kernel's
+/// ephemeral range: a port from port 0 could be handed to any outgoing
+/// connection between its release and the server's bind (or a restart's).
+/// `salt` varies the draw between callers in one process; a server that
+/// still finds its port taken must be started again on another.
+pub fn free_ports(count: usize, salt: u64) -> Vec<u16> {
+    let range =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let ephemeral_low: u32 = range
+        .split_whitespace()
+        .next()
+        .and_then(|low| low.parse().ok())
+        .unwrap_or(32_768);
+    let (low, span) = (10_000u32, ephemeral_low.saturating_sub(10_000).max(1));
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seed = u64::from(std::process::id()) ^ clock.as_nanos() as u64;
+    let mut state = seed ^ salt ^ 0x9e37_79b9_7f4a_7c15;
+    let mut held = Vec::new();
+    for _ in 0..10_000 {
+        if held.len() == count {
+            break;
+        }
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let port = (low + (state % u64::from(span)) as u32) as u16;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(listener);
+        }
+    }
+    assert_eq!(held.len(), count, "no free ports below the ephemeral range");
+    held.iter()
+        .map(|listener| listener.local_addr().unwrap().port())
+        .collect()
+}
