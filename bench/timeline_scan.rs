@@ -116,7 +116,7 @@ fn load(store: &Store) -> usize {
         in_batch += 1;
         if in_batch == MESSAGES_PER_APPLY || n + 1 == total {
             lsn += 1;
-            store.apply(Lsn(lsn), &ops).expect("apply");
+            store.apply(Lsn(lsn), ops).expect("apply");
             ops = Ops::default();
             in_batch = 0;
         }

@@ -69,7 +69,7 @@ const IDENTITY_HEADERS: [&str; 4] = [
 /// The first identity header that appears more than once, or `x-api-key`
 /// when `Authorization` and `X-API-Key` present different keys.
 fn duplicate_identity_header(request: &Request) -> Option<&'static str> {
-    let count = |name: &str| request.headers.iter().filter(|(n, _)| n == name).count();
+    let count = |name: &str| request.headers.iter().filter(|(n, _)| *n == name).count();
     if let Some(name) = IDENTITY_HEADERS.into_iter().find(|name| count(name) > 1) {
         return Some(name);
     }

@@ -305,14 +305,10 @@ pub(super) async fn ask<T: serde::de::DeserializeOwned>(
     let mut asked = request.clone();
     asked
         .headers
-        .retain(|(name, _)| name != PART_HEADER && name != PARTITIONS_HEADER);
-    asked
-        .headers
-        .push((PART_HEADER.to_owned(), part.encode().into_bytes()));
+        .retain(|name, _| name != PART_HEADER && name != PARTITIONS_HEADER);
+    asked.headers.push(PART_HEADER, part.encode().as_bytes());
     let partitions = peer.partitions.encode().into_bytes();
-    asked
-        .headers
-        .push((PARTITIONS_HEADER.to_owned(), partitions));
+    asked.headers.push(PARTITIONS_HEADER, &partitions);
     let forwarded = futures_lite::future::or(
         async {
             Some(

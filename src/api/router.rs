@@ -335,12 +335,11 @@ pub fn route(method: Method, raw_path: &str) -> Result<Routed, RouteError> {
 fn template(raw_path: &str) -> Result<(&'static str, Vec<String>), RouteError> {
     let trimmed = raw_path.strip_prefix('/').ok_or(RouteError::NotFound)?;
     let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
-    let raw_segments: Vec<&str> = trimmed.split('/').collect();
-    if raw_segments.len() > PATH_SEGMENTS_MAX {
+    if trimmed.split('/').count() > PATH_SEGMENTS_MAX {
         return Err(RouteError::NotFound);
     }
-    let mut segments = Vec::with_capacity(raw_segments.len());
-    for raw in raw_segments {
+    let mut segments = Vec::with_capacity(PATH_SEGMENTS_MAX);
+    for raw in trimmed.split('/') {
         segments.push(percent_decode(raw, false).ok_or(RouteError::BadPath)?);
     }
     'templates: for (path, parts) in templates() {
@@ -350,7 +349,7 @@ fn template(raw_path: &str) -> Result<(&'static str, Vec<String>), RouteError> {
         let mut captures = Vec::new();
         for (part, segment) in parts.iter().zip(&segments) {
             match part {
-                Part::Capture => captures.push(segment.clone()),
+                Part::Capture => captures.push(segment.to_string()),
                 Part::Literal(literal) if literal == segment => {}
                 Part::Literal(_) => continue 'templates,
             }

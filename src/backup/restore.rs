@@ -148,7 +148,7 @@ fn restore_shard(dir: &Path, file: &ShardFile, building: &Path) -> Result<(), St
             store.persist().map_err(|err| err.to_string())?;
         }
         store
-            .apply(Lsn(lsn), &ops)
+            .apply(Lsn(lsn), ops)
             .map_err(|err| format!("shard {}: {err}", file.shard))?;
         lsn += 1;
         Ok(())

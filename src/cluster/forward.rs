@@ -132,8 +132,8 @@ pub(super) fn encode(
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     out.extend_from_slice(address.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &request.headers {
-        if HOP_BY_HOP.contains(&name.as_str()) {
+    for (name, value) in request.headers.iter() {
+        if HOP_BY_HOP.contains(&name) {
             continue;
         }
         out.extend_from_slice(name.as_bytes());
@@ -281,12 +281,14 @@ mod tests {
             method: Method::Post,
             path: "/frontend/v1/threads/t%201/messages".into(),
             query: "limit=5".into(),
-            headers: vec![
-                ("authorization".into(), b"Bearer sk_x".to_vec()),
-                ("connection".into(), b"close".to_vec()),
-                ("content-length".into(), b"2".to_vec()),
-                (FORWARDED_HEADER.into(), b"spoofed".to_vec()),
-            ],
+            headers: [
+                ("authorization", "Bearer sk_x"),
+                ("connection", "close"),
+                ("content-length", "2"),
+                (FORWARDED_HEADER, "spoofed"),
+            ]
+            .into_iter()
+            .collect(),
             body: b"{}".to_vec(),
             keep_alive: false,
             http11: true,

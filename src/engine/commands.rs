@@ -182,6 +182,19 @@ impl Engine {
         record: &ThreadRecord,
         extra: Ops,
     ) -> Result<Lsn, EngineError> {
+        let lsn = self.write_thread_uncached(old, record, extra)?;
+        self.thread_records.put(record.clone());
+        Ok(lsn)
+    }
+
+    /// [`Engine::write_thread`] for a caller that puts the record (as
+    /// written) back into the cache itself, without copying it.
+    fn write_thread_uncached(
+        &self,
+        old: Option<ThreadState>,
+        record: &ThreadRecord,
+        extra: Ops,
+    ) -> Result<Lsn, EngineError> {
         let index_changes = old.is_none_or(|old| old.deleted != record.thread.deleted);
         let mut ops = if index_changes {
             self.thread_ops(record)?
@@ -190,8 +203,6 @@ impl Engine {
         };
         ops.extend(extra);
         let lsn = self.commit(ops)?;
-        // The record as just written, for the thread's next command.
-        self.thread_records.put(record);
         let thread = &record.thread;
         self.authors
             .changed(&thread.author, &thread.id, old, state(record));
@@ -305,11 +316,11 @@ impl Engine {
         new: NewMessage,
         create_thread_titled: Option<String>,
     ) -> Result<Executed, EngineError> {
-        let (mut record, old) = match self.get_thread(thread.as_str())? {
+        let (mut record, old) = match self.take_thread(thread.as_str())? {
             Some(record) => {
                 // Access as for every command; the author's right to post
                 // is checked with their participant record below.
-                self.thread_with_role(thread, caller, false)?;
+                self.role_seeing(&record, caller, false)?;
                 let old = state(&record);
                 (record, Some(old))
             }
@@ -345,13 +356,14 @@ impl Engine {
             Store::reply_op(&mut ops, &message, parent_ts);
         }
         Store::participant_ops(&mut ops, thread.as_str(), &author, false);
-        let lsn = self.write_thread(old, &record, ops)?;
-        // As just written, for the author's next post.
-        self.thread_records
-            .put_participant(thread.as_str(), &author);
+        let lsn = self.write_thread_uncached(old, &record, ops)?;
         if joined {
             self.members_joined(&record, &[author.user_id.as_str()]);
         }
+        // The records as just written, for the thread's next command and
+        // the author's next post.
+        self.thread_records.put(record);
+        self.thread_records.put_participant(thread.as_str(), author);
         if let Some(count) = self.message_count.get() {
             self.message_count.set(Some(count + 1));
         }

@@ -188,7 +188,7 @@ mod tests {
             let bob = Participant::new("bob", Role::Member, 1, "alice", 0);
             Store::participant_ops(&mut ops, id, &bob, false);
         }
-        store.apply(Lsn(1), &ops).unwrap();
+        store.apply(Lsn(1), ops).unwrap();
         (dir, store)
     }
 

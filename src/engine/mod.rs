@@ -61,6 +61,7 @@ pub use reply::{
 };
 pub use user_streams::topic as user_topic;
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::Path;
@@ -282,7 +283,7 @@ impl Engine {
                 // Replayed records are on disk: their memtables may flush.
                 watermark.fetch_max(lsn.0, std::sync::atomic::Ordering::AcqRel);
                 store
-                    .apply(lsn, &ops)
+                    .apply(lsn, ops)
                     .map_err(|err| format!("{label}: replay of LSN {}: {err}", lsn.0))
             },
         )?;
@@ -367,7 +368,7 @@ impl Engine {
         let ops = Ops::decode(wal_bytes).ok_or("a replicated write does not decode")?;
         self.forget_cached(&ops);
         let lsn = self.wal.append(wal_bytes).map_err(|err| err.to_string())?;
-        self.store.apply(lsn, &ops).map_err(|err| err.to_string())?;
+        self.store.apply(lsn, ops).map_err(|err| err.to_string())?;
         // Derived listings and counters do not see these writes: rebuilt
         // from the store when next needed.
         self.authors.clear();
@@ -459,7 +460,7 @@ impl Engine {
             err => EngineError::WritesUnavailable(err.to_string()),
         })?;
         self.note_unlogged(&ops, lsn);
-        if let Err(err) = self.store.apply(lsn, &ops) {
+        if let Err(err) = self.store.apply(lsn, ops) {
             let why = format!("applying LSN {} failed: {err}", lsn.0);
             crate::logging::error(
                 "store apply failed; refusing writes until restart",
@@ -882,7 +883,21 @@ impl Engine {
             return Ok(None);
         };
         self.open_title(&mut record)?;
-        self.thread_records.put(&record);
+        self.thread_records.put(record.clone());
+        Ok(Some(record))
+    }
+
+    /// The thread's record for a command that rewrites it: taken out of
+    /// the cache rather than copied, since the write forgets the cached
+    /// record anyway and puts the new one back.
+    fn take_thread(&self, id: &str) -> Result<Option<ThreadRecord>, EngineError> {
+        if let Some(record) = self.thread_records.take(id) {
+            return Ok(Some(record));
+        }
+        let Some(mut record) = self.store.get_thread(id)? else {
+            return Ok(None);
+        };
+        self.open_title(&mut record)?;
         Ok(Some(record))
     }
 
@@ -968,24 +983,30 @@ impl Engine {
 
     /// Writes of a thread record, its title sealed when encryption is on.
     fn thread_ops(&self, record: &ThreadRecord) -> Result<Ops, EngineError> {
-        Ok(Store::thread_ops(&self.sealed_record(record)?))
+        Ok(Store::thread_ops(&*self.sealed_record(record)?))
     }
 
     fn thread_record_ops(&self, record: &ThreadRecord) -> Result<Ops, EngineError> {
-        Ok(Store::thread_record_ops(&self.sealed_record(record)?))
+        Ok(Store::thread_record_ops(&*self.sealed_record(record)?))
     }
 
-    fn sealed_record(&self, record: &ThreadRecord) -> Result<ThreadRecord, EngineError> {
+    /// The record as stored: its title sealed when the thread has a key.
+    /// Borrowed (no copy per post) when there is nothing to seal.
+    fn sealed_record<'a>(
+        &self,
+        record: &'a ThreadRecord,
+    ) -> Result<Cow<'a, ThreadRecord>, EngineError> {
+        let Some(dek) = self.dek(&record.thread.id, record.dek.as_ref())? else {
+            return Ok(Cow::Borrowed(record));
+        };
         let mut sealed = record.clone();
-        if let Some(dek) = self.dek(&record.thread.id, record.dek.as_ref())? {
-            sealed.thread.sealed_title = Some(dek.seal_title(
-                &record.thread.id,
-                record.thread.updated_ts,
-                &record.thread.title,
-            ));
-            sealed.thread.title = String::new();
-        }
-        Ok(sealed)
+        sealed.thread.sealed_title = Some(dek.seal_title(
+            &record.thread.id,
+            record.thread.updated_ts,
+            &record.thread.title,
+        ));
+        sealed.thread.title = String::new();
+        Ok(Cow::Owned(sealed))
     }
 
     /// Writes of a message (and its thread record), sealed when encryption is on.
@@ -998,12 +1019,13 @@ impl Engine {
         let record = record
             .map(|record| self.sealed_record(record))
             .transpose()?;
-        let mut stored = message.clone();
+        let mut stored = Cow::Borrowed(message);
         if let Some(sealed) = self.seal_for_storage(message, message.version, &message.body)? {
+            let stored = stored.to_mut();
             (stored.body, stored.sealed_body) = (sealed.body, sealed.sealed_body);
             stored.sealed_fields = sealed.sealed_fields;
         }
-        Ok(Store::message_ops(record.as_ref(), &stored, change_ts))
+        Ok(Store::message_ops(record.as_deref(), &stored, change_ts))
     }
 
     fn version_op(

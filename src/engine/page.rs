@@ -765,7 +765,7 @@ mod tests {
                 // Every later message also answers the first.
                 Store::reply_op(&mut ops, &message, ids[0].ts);
             }
-            store.apply(Lsn(n), &ops).unwrap();
+            store.apply(Lsn(n), ops).unwrap();
             ids.push(id);
         }
         (store, ids)

@@ -51,16 +51,28 @@ impl Engine {
         let record = self
             .get_thread(id.as_str())?
             .ok_or(EngineError::ThreadNotFound)?;
+        let role = self.role_seeing(&record, caller, include_deleted)?;
+        Ok((record, role))
+    }
+
+    /// The caller's role in the thread of `record` (`None` for a caller
+    /// without a user); `ThreadNotFound` when the caller may not see it.
+    pub(super) fn role_seeing(
+        &self,
+        record: &ThreadRecord,
+        caller: &Caller,
+        include_deleted: bool,
+    ) -> Result<Option<Role>, EngineError> {
         if record.thread.deleted && !include_deleted {
             return Err(EngineError::ThreadNotFound);
         }
         let Some(user) = &caller.user else {
-            return Ok((record, None));
+            return Ok(None);
         };
-        let role = self.role_of(&record, user.as_str())?;
+        let role = self.role_of(record, user.as_str())?;
         match role {
-            Some(Role::Owner) => Ok((record, role)),
-            Some(_) if !record.thread.deleted => Ok((record, role)),
+            Some(Role::Owner) => Ok(role),
+            Some(_) if !record.thread.deleted => Ok(role),
             _ => Err(EngineError::ThreadNotFound),
         }
     }
@@ -101,7 +113,7 @@ impl Engine {
             None => return Ok(None),
         };
         self.thread_records
-            .put_participant(&thread.id, &participant);
+            .put_participant(&thread.id, participant.clone());
         Ok(Some(participant))
     }
 

@@ -32,14 +32,20 @@ impl RecordCache {
         self.records.borrow().get(thread.as_bytes()).cloned()
     }
 
-    pub fn put(&self, record: &ThreadRecord) {
+    /// The record, out of the cache: for a command about to rewrite it,
+    /// whose commit would forget it anyway.
+    pub fn take(&self, thread: &str) -> Option<ThreadRecord> {
+        self.records.borrow_mut().remove(thread.as_bytes())
+    }
+
+    pub fn put(&self, record: ThreadRecord) {
         let mut records = self.records.borrow_mut();
         if records.len() >= RECORDS_MAX {
             // Starting over is simpler than tracking recency; a miss costs
             // one store read.
             records.clear();
         }
-        records.insert(record.thread.id.as_bytes().to_vec(), record.clone());
+        records.insert(record.thread.id.as_bytes().to_vec(), record);
     }
 
     pub fn clear(&self) {
@@ -58,14 +64,22 @@ impl RecordCache {
         participants.get(thread.as_bytes())?.get(user).cloned()
     }
 
-    pub fn put_participant(&self, thread: &str, participant: &Participant) {
+    pub fn put_participant(&self, thread: &str, participant: Participant) {
         if self.participants_kept.get() >= RECORDS_MAX {
             self.forget_all_participants();
         }
         let mut participants = self.participants.borrow_mut();
+        // Most puts replace the record of a user already kept (an author
+        // posting again): update it in place rather than build new keys.
+        if let Some(users) = participants.get_mut(thread.as_bytes())
+            && let Some(kept) = users.get_mut(&participant.user_id)
+        {
+            *kept = participant;
+            return;
+        }
         let users = participants.entry(thread.as_bytes().to_vec()).or_default();
         if users
-            .insert(participant.user_id.clone(), participant.clone())
+            .insert(participant.user_id.clone(), participant)
             .is_none()
         {
             self.participants_kept.set(self.participants_kept.get() + 1);
@@ -96,12 +110,12 @@ mod tests {
     #[test]
     fn forget_drops_and_the_cache_stays_bounded() {
         let cache = RecordCache::default();
-        cache.put(&record("a"));
+        cache.put(record("a"));
         assert_eq!(cache.get("a").unwrap().thread.id, "a");
         cache.forget(b"a");
         assert!(cache.get("a").is_none());
         for n in 0..RECORDS_MAX + 5 {
-            cache.put(&record(&format!("t{n}")));
+            cache.put(record(&format!("t{n}")));
         }
         assert!(cache.records.borrow().len() <= RECORDS_MAX);
         assert!(cache.get(&format!("t{}", RECORDS_MAX + 4)).is_some());
@@ -115,9 +129,9 @@ mod tests {
     #[test]
     fn participants_are_forgotten_with_their_thread_and_stay_bounded() {
         let cache = RecordCache::default();
-        cache.put(&record("a"));
-        cache.put_participant("a", &participant("bob"));
-        cache.put_participant("b", &participant("bob"));
+        cache.put(record("a"));
+        cache.put_participant("a", participant("bob"));
+        cache.put_participant("b", participant("bob"));
         assert_eq!(cache.participant("a", "bob").unwrap().user_id, "bob");
         assert!(cache.participant("a", "carol").is_none());
         cache.forget(b"a");
@@ -126,7 +140,7 @@ mod tests {
         cache.forget_participants(b"b");
         assert!(cache.participant("b", "bob").is_none());
         for n in 0..RECORDS_MAX + 5 {
-            cache.put_participant(&format!("t{}", n % 7), &participant(&format!("u{n}")));
+            cache.put_participant(&format!("t{}", n % 7), participant(&format!("u{n}")));
         }
         assert!(cache.participants_kept.get() <= RECORDS_MAX);
         let kept: usize = cache.participants.borrow().values().map(HashMap::len).sum();

@@ -110,7 +110,7 @@ impl Engine {
         {
             record.dek = None;
             record.vault_key = true;
-            self.thread_records.put(&record);
+            self.thread_records.put(record);
         }
         Ok(())
     }

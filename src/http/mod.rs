@@ -7,10 +7,12 @@
 //! read so far and get back [`Parse::Partial`] until a whole request is there,
 //! so pipelined requests are just "parse again on the rest of the buffer".
 
+mod headers;
 mod parse;
 mod response;
 mod url;
 
+pub use headers::Headers;
 pub use parse::{HeadLimits, Parse, parse_request};
 pub use response::{LAST_CHUNK, Response, write_chunk};
 pub use url::{percent_decode, query_pairs};
@@ -53,7 +55,7 @@ pub struct Request {
     /// Query string without the leading `?` (empty when absent), still encoded.
     pub query: String,
     /// Header names are lower-cased; values are raw bytes as sent.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Headers,
     pub body: Vec<u8>,
     /// Whether the connection may serve another request after this one
     /// (HTTP/1.1 default on, `Connection: close` off; HTTP/1.0 default off
@@ -68,7 +70,7 @@ impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| *n == name)
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 }

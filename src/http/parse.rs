@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 
-use super::{HttpError, Method, Request};
+use super::{Headers, HttpError, Method, Request};
 
 /// Limits applied while framing, each answered with its own status.
 #[derive(Debug, Clone)]
@@ -142,10 +142,7 @@ fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Progress, HttpError> {
         method,
         path: path.to_owned(),
         query: query.to_owned(),
-        headers: fields
-            .iter()
-            .map(|field| (field.name.to_ascii_lowercase(), field.value.to_vec()))
-            .collect(),
+        headers: collect_headers(fields),
         body,
         keep_alive,
         http11,
@@ -154,6 +151,18 @@ fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Progress, HttpError> {
         request,
         consumed: head_len + body_len,
     })
+}
+
+fn collect_headers(fields: &[httparse::Header<'_>]) -> Headers {
+    let bytes = fields
+        .iter()
+        .map(|field| field.name.len() + field.value.len())
+        .sum();
+    let mut headers = Headers::with_capacity(fields.len(), bytes);
+    for field in fields {
+        headers.push(field.name, field.value);
+    }
+    headers
 }
 
 fn head_error(err: httparse::Error) -> HttpError {
@@ -426,14 +435,7 @@ mod tests {
     }
 
     /// Everything a request carries, comparable.
-    type Summary = (
-        Method,
-        String,
-        String,
-        Vec<(String, Vec<u8>)>,
-        Vec<u8>,
-        bool,
-    );
+    type Summary = (Method, String, String, Headers, Vec<u8>, bool);
 
     fn summary(request: Request) -> Summary {
         (
@@ -456,10 +458,9 @@ mod tests {
         assert_eq!(request.query, "x=1&y=2");
         assert_eq!(
             request.headers,
-            vec![
-                ("host".to_string(), b"h".to_vec()),
-                ("x-user-id".to_string(), b"u1".to_vec()),
-            ]
+            [("host", "h"), ("x-user-id", "u1")]
+                .into_iter()
+                .collect::<Headers>()
         );
         assert_eq!(request.header("x-user-id"), Some("u1"));
         assert!(request.keep_alive);

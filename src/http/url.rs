@@ -1,9 +1,20 @@
 //! Percent-decoding of path segments and query strings.
 
+use std::borrow::Cow;
+
 /// Decodes `%XX` escapes (either hex case). `plus_as_space` turns `+` into a
 /// space, as HTML forms encode query strings; in paths `+` is literal. `None`
 /// on a truncated or non-hex escape, or when the decoded bytes are not UTF-8.
-pub fn percent_decode(input: &str, plus_as_space: bool) -> Option<String> {
+/// Borrows `input` when it has nothing to decode (most path segments).
+pub fn percent_decode(input: &str, plus_as_space: bool) -> Option<Cow<'_, str>> {
+    let plain = |byte: &u8| *byte != b'%' && !(plus_as_space && *byte == b'+');
+    if input.as_bytes().iter().all(plain) {
+        return Some(Cow::Borrowed(input));
+    }
+    decode_escapes(input, plus_as_space).map(Cow::Owned)
+}
+
+fn decode_escapes(input: &str, plus_as_space: bool) -> Option<String> {
     let bytes = input.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;
@@ -46,7 +57,8 @@ pub fn query_pairs(query: &str) -> Option<Vec<(String, String)>> {
         .filter(|segment| !segment.is_empty())
         .map(|segment| {
             let (key, value) = segment.split_once('=').unwrap_or((segment, ""));
-            Some((percent_decode(key, true)?, percent_decode(value, true)?))
+            let decoded = |part| percent_decode(part, true).map(Cow::into_owned);
+            Some((decoded(key)?, decoded(value)?))
         })
         .collect()
 }
@@ -56,7 +68,7 @@ mod tests {
     use super::*;
 
     fn decode(input: &str, plus_as_space: bool) -> Option<String> {
-        percent_decode(input, plus_as_space)
+        percent_decode(input, plus_as_space).map(Cow::into_owned)
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::sql::{
 };
 use crate::api::{Api, ApiError, Handled};
 use crate::engine::ThreadSort;
-use crate::http::{Method, Request, Response};
+use crate::http::{Headers, Method, Request, Response};
 use crate::model::UserId;
 
 /// Who a connection acts as, settled at startup.
@@ -325,15 +325,10 @@ impl Call<'_> {
             }
             query.push_str("include_deleted=true");
         }
-        let mut headers = vec![(
-            "x-api-key".to_owned(),
-            self.identity.key.clone().into_bytes(),
-        )];
+        let mut headers = Headers::default();
+        headers.push("x-api-key", self.identity.key.as_bytes());
         if !self.identity.admin {
-            headers.push((
-                "x-user-id".to_owned(),
-                self.identity.user.as_str().as_bytes().to_vec(),
-            ));
+            headers.push("x-user-id", self.identity.user.as_str().as_bytes());
         }
         let request = Request {
             method,

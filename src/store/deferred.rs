@@ -50,11 +50,16 @@ impl Deferred {
     /// Adds `key`'s version written at `lsn`. Versions older than the
     /// newest one at or below `durable` (the log's LSN on disk) can never
     /// be read again and are dropped.
-    pub fn put(&mut self, key: Vec<u8>, lsn: u64, value: Option<Vec<u8>>, durable: u64) {
+    pub fn put(&mut self, key: &[u8], lsn: u64, value: Option<Vec<u8>>, durable: u64) {
         let version = (lsn, value);
         let key_len = key.len();
         self.bytes += version_bytes(key_len, &version);
-        let versions = self.versions.entry(key).or_default();
+        // Keys are rewritten far more often than they are new: look up
+        // before copying the key.
+        let Some(versions) = self.versions.get_mut(key) else {
+            self.versions.insert(key.to_vec(), vec![version]);
+            return;
+        };
         versions.push(version);
         let base = versions
             .iter()
@@ -115,10 +120,10 @@ mod tests {
     fn reads_the_newest_version_and_a_removal() {
         let mut deferred = Deferred::default();
         assert_eq!(deferred.get(b"t"), None);
-        deferred.put(b"t".to_vec(), 1, value("one"), 0);
-        deferred.put(b"t".to_vec(), 2, value("two"), 0);
+        deferred.put(b"t", 1, value("one"), 0);
+        deferred.put(b"t", 2, value("two"), 0);
         assert_eq!(deferred.get(b"t"), Some(Some(&b"two"[..])));
-        deferred.put(b"t".to_vec(), 3, None, 0);
+        deferred.put(b"t", 3, None, 0);
         assert_eq!(deferred.get(b"t"), Some(None));
         assert_eq!(deferred.get(b"u"), None);
     }
@@ -126,9 +131,9 @@ mod tests {
     #[test]
     fn keeps_only_the_newest_durable_version_and_newer_ones() {
         let mut deferred = Deferred::default();
-        deferred.put(b"t".to_vec(), 1, value("one"), 0);
-        deferred.put(b"t".to_vec(), 2, value("two"), 1);
-        deferred.put(b"t".to_vec(), 3, value("three"), 2);
+        deferred.put(b"t", 1, value("one"), 0);
+        deferred.put(b"t", 2, value("two"), 1);
+        deferred.put(b"t", 3, value("three"), 2);
         // Durable through 2: version 1 can no longer be read, 2 can (if
         // the log loses 3).
         let items = drained(&mut deferred);
@@ -141,9 +146,9 @@ mod tests {
     #[test]
     fn forgetting_lost_writes_reads_the_version_the_log_kept() {
         let mut deferred = Deferred::default();
-        deferred.put(b"t".to_vec(), 4, value("four"), 4);
-        deferred.put(b"t".to_vec(), 5, value("five"), 4);
-        deferred.put(b"u".to_vec(), 6, value("six"), 4);
+        deferred.put(b"t", 4, value("four"), 4);
+        deferred.put(b"t", 5, value("five"), 4);
+        deferred.put(b"u", 6, value("six"), 4);
         deferred.forget_after(4);
         assert_eq!(deferred.get(b"t"), Some(Some(&b"four"[..])));
         assert_eq!(deferred.get(b"u"), None);
@@ -153,9 +158,9 @@ mod tests {
     #[test]
     fn counts_the_bytes_of_what_waits() {
         let mut deferred = Deferred::default();
-        deferred.put(b"key".to_vec(), 1, value("12345"), 0);
+        deferred.put(b"key", 1, value("12345"), 0);
         assert_eq!(deferred.bytes(), 8 + VERSION_OVERHEAD);
-        deferred.put(b"key".to_vec(), 2, value("1"), 2);
+        deferred.put(b"key", 2, value("1"), 2);
         // Version 1 is dropped: version 2 is durable.
         assert_eq!(deferred.bytes(), 4 + VERSION_OVERHEAD);
         let _ = drained(&mut deferred);

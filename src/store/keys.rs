@@ -48,7 +48,12 @@ pub fn thread(thread_id: &str) -> Vec<u8> {
 
 /// Prefix shared by every message of a thread.
 pub fn message_prefix(thread_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(thread_id.len() + 1);
+    prefix_with_room(thread_id, 0)
+}
+
+/// `<thread_id> 0x00`, with room for `more` bytes after it.
+fn prefix_with_room(thread_id: &str, more: usize) -> Vec<u8> {
+    let mut key = Vec::with_capacity(thread_id.len() + 1 + more);
     key.extend_from_slice(thread_id.as_bytes());
     key.push(SEPARATOR);
     key
@@ -63,7 +68,7 @@ pub fn thread_of(key: &[u8]) -> &[u8] {
 }
 
 pub fn message(thread_id: &str, ts: u64) -> Vec<u8> {
-    let mut key = message_prefix(thread_id);
+    let mut key = prefix_with_room(thread_id, 8);
     key.extend_from_slice(&ts.to_be_bytes());
     key
 }
@@ -78,7 +83,8 @@ pub fn message_ts(thread_id: &str, key: &[u8]) -> Option<u64> {
 
 /// `<thread_id> 0x00 <a> <b...>`: keys below a thread ordered by `a`, then `b`.
 fn thread_key(thread_id: &str, parts: &[&[u8]]) -> Vec<u8> {
-    let mut key = message_prefix(thread_id);
+    let more = parts.iter().map(|part| part.len()).sum();
+    let mut key = prefix_with_room(thread_id, more);
     for part in parts {
         key.extend_from_slice(part);
     }

@@ -231,7 +231,7 @@ fn stored_key(space: Space, key: &[u8]) -> Vec<u8> {
 
 /// A put (`Some` value) or removal (a tombstone) of a stored key, as the
 /// memtable holds it under sequence number `lsn`.
-fn memtable_item(stored: Vec<u8>, value: Option<&[u8]>, lsn: u64) -> InternalValue {
+fn memtable_item(stored: &[u8], value: Option<&[u8]>, lsn: u64) -> InternalValue {
     match value {
         Some(value) => InternalValue::from_components(stored, value, lsn, ValueType::Value),
         None => InternalValue::new_tombstone(stored, lsn),
@@ -498,7 +498,7 @@ impl Store {
 
     /// Applies one logged group of writes under its LSN. Never blocks on
     /// I/O: a full memtable is sealed and handed to the maintenance thread.
-    pub fn apply(&self, lsn: Lsn, ops: &Ops) -> StoreResult<()> {
+    pub fn apply(&self, lsn: Lsn, ops: Ops) -> StoreResult<()> {
         assert!(
             lsn > self.applied_lsn.get(),
             "LSNs must be applied in order"
@@ -508,13 +508,20 @@ impl Store {
             let active = self.active.borrow();
             let mut deferred = self.deferred.borrow_mut();
             let durable = self.log_durable.load(std::sync::atomic::Ordering::Acquire);
-            for (space, key, value) in &ops.0 {
-                let stored = stored_key(*space, key);
+            // One buffer for every stored key: the memtable and the
+            // deferred map copy what they keep.
+            let longest = ops.0.iter().map(|(_, key, _)| key.len()).max();
+            let mut stored = Vec::with_capacity(1 + longest.unwrap_or(0));
+            for (space, key, value) in ops.0 {
+                stored.clear();
+                stored.push(space as u8);
+                stored.extend_from_slice(&key);
                 if space.deferred() {
-                    deferred.put(stored, lsn.0, value.clone(), durable);
+                    deferred.put(&stored, lsn.0, value, durable);
                     continue;
                 }
-                (_, memtable_bytes) = active.insert(memtable_item(stored, value.as_deref(), lsn.0));
+                (_, memtable_bytes) =
+                    active.insert(memtable_item(&stored, value.as_deref(), lsn.0));
             }
             memtable_bytes += deferred.bytes();
         }
@@ -662,7 +669,7 @@ impl Store {
         }
         let active = self.active.borrow();
         for (key, lsn, value) in deferred.drain() {
-            active.insert(memtable_item(key, value.as_deref(), lsn));
+            active.insert(memtable_item(&key, value.as_deref(), lsn));
         }
     }
 
@@ -1260,8 +1267,11 @@ fn walk(
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // Serializing our own plain structs cannot fail: no maps with non-string
-    // keys, no custom serializers that error.
-    serde_json::to_vec(value).expect("model types always serialize")
+    // keys, no custom serializers that error. Room for a thread record
+    // without growing.
+    let mut out = Vec::with_capacity(512);
+    serde_json::to_writer(&mut out, value).expect("model types always serialize");
+    out
 }
 
 const FLAG_LIVE: u8 = 0;
@@ -1351,7 +1361,7 @@ mod tests {
                 ops.put(Space::Messages, keys::message(thread, ts), b"{}".to_vec());
             }
         }
-        store.apply(Lsn(1), &ops).unwrap();
+        store.apply(Lsn(1), ops).unwrap();
         let asked = std::cell::RefCell::new(Vec::new());
         let counted = store
             .count_messages_of(&|thread| {
@@ -1381,7 +1391,7 @@ mod tests {
         let watermark = store.log_durable_watermark();
         let mut ops = Ops::default();
         ops.put(Space::Threads, b"t".to_vec(), b"{}".to_vec());
-        store.apply(Lsn(3), &ops).unwrap();
+        store.apply(Lsn(3), ops).unwrap();
         watermark.store(2, std::sync::atomic::Ordering::Release);
         assert!(store.persist().is_err(), "LSN 3 is not in the log yet");
         assert_eq!(store.persisted_lsn(), Lsn(0));
@@ -1390,10 +1400,10 @@ mod tests {
         assert_eq!(store.persisted_lsn(), Lsn(3));
         // After the log failed at 5, reads stop at what it has, whether in
         // a table (3), a sealed memtable (4) or the active one (5).
-        store.apply(Lsn(4), &ops_putting(b"u")).unwrap();
+        store.apply(Lsn(4), ops_putting(b"u")).unwrap();
         store.rotate();
         for (lsn, key) in [(5, b"v"), (6, b"w")] {
-            store.apply(Lsn(lsn), &ops_putting(key)).unwrap();
+            store.apply(Lsn(lsn), ops_putting(key)).unwrap();
         }
         assert!(store.hide_after(Lsn(5)));
         for key in [b"t", b"u", b"v"] {
@@ -1426,7 +1436,7 @@ mod tests {
                 message_ts.to_be_bytes().to_vec(),
             );
         }
-        store.apply(Lsn(1), &ops).unwrap();
+        store.apply(Lsn(1), ops).unwrap();
         let all = [(10, 10), (20, 20), (25, 10), (30, 30), (40, 30)];
         assert_eq!(store.changes_after("t", 0, 100).unwrap(), all);
         assert_eq!(store.changes_after("t", 20, 100).unwrap(), all[2..]);
@@ -1442,7 +1452,7 @@ mod tests {
             assert_eq!(store.applied_lsn(), Lsn(0));
             let mut ops = Ops::default();
             ops.put(Space::Threads, b"t".to_vec(), b"{}".to_vec());
-            store.apply(Lsn(7), &ops).unwrap();
+            store.apply(Lsn(7), ops).unwrap();
             store.persist().unwrap();
         }
         let store = open_logged(dir.path(), StoreOptions::default());
@@ -1468,7 +1478,7 @@ mod tests {
                 while let Err(StoreError::Busy(_)) = store.admit_write() {
                     store.maintenance.flush_and_wait().unwrap();
                 }
-                store.apply(Lsn(lsn), &ops).unwrap();
+                store.apply(Lsn(lsn), ops).unwrap();
             }
             // 300 KB through 64 KiB memtables: several were sealed. Ask for
             // a flush of what is sealed and wait for it.
@@ -1510,7 +1520,7 @@ mod tests {
             assert!(matches!(refused, Err(StoreError::Busy(_))));
             let mut ops = Ops::default();
             ops.put(Space::Threads, b"t".to_vec(), b"{}".to_vec());
-            store.apply(Lsn(5), &ops).unwrap();
+            store.apply(Lsn(5), ops).unwrap();
             store.persist().unwrap();
             assert_eq!(store.persisted_lsn(), Lsn(5));
         }
@@ -1542,7 +1552,7 @@ mod tests {
             while let Err(StoreError::Busy(_)) = store.admit_write() {
                 store.persist().unwrap();
             }
-            store.apply(Lsn(lsn), &ops).unwrap();
+            store.apply(Lsn(lsn), ops).unwrap();
         };
         for lsn in 1..=100 {
             write(lsn, &[b'a'; 1000]);
@@ -1598,7 +1608,7 @@ mod tests {
         for id in ["a", "ab", "ab-2", "abc", "b", "Z_9"] {
             ops.extend(Store::thread_ops(&record(id)));
         }
-        store.apply(Lsn(1), &ops).unwrap();
+        store.apply(Lsn(1), ops).unwrap();
         let all = Direction::Ascending;
         assert_eq!(
             scanned(&store, "", None, all, 100),
@@ -1641,12 +1651,12 @@ mod tests {
             for (lsn, text) in [(1, "one"), (2, "two"), (3, "three")] {
                 let mut ops = Ops::default();
                 ops.put(Space::Participants, b"t\0u".to_vec(), text.into());
-                store.apply(Lsn(lsn), &ops).unwrap();
+                store.apply(Lsn(lsn), ops).unwrap();
             }
             let mut ops = Ops::default();
             ops.remove(Space::Participants, b"t\0u".to_vec());
             ops.put(Space::Participants, b"t\0v".to_vec(), b"four".to_vec());
-            store.apply(Lsn(4), &ops).unwrap();
+            store.apply(Lsn(4), ops).unwrap();
             assert_eq!(value_of(&store, Space::Participants, b"t\0u"), None);
             assert_eq!(
                 values_under(&store, Space::Participants, b"t\0"),
@@ -1654,7 +1664,7 @@ mod tests {
             );
             let mut ops = Ops::default();
             ops.put(Space::Participants, b"t\0u".to_vec(), b"five".to_vec());
-            store.apply(Lsn(5), &ops).unwrap();
+            store.apply(Lsn(5), ops).unwrap();
             store.persist().unwrap();
         }
         // Only the tables are left: the log would replay nothing past 5.
@@ -1676,7 +1686,7 @@ mod tests {
             watermark.store((lsn - 1).min(2), std::sync::atomic::Ordering::Release);
             let mut ops = Ops::default();
             ops.put(Space::Threads, b"t".to_vec(), vec![b'0' + lsn as u8]);
-            store.apply(Lsn(lsn), &ops).unwrap();
+            store.apply(Lsn(lsn), ops).unwrap();
         }
         assert_eq!(value_of(&store, Space::Threads, b"t"), Some(b"4".to_vec()));
         assert!(store.hide_after(Lsn(2)));
