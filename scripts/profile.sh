@@ -20,6 +20,11 @@
 # every step has a time limit. The perf.data file is kept and its path printed.
 # Environment: PERF_CALL_GRAPH (default fp; `dwarf` gives deeper Rust stacks
 # at the cost of a much larger file), CARGO_TARGET_DIR, CARGO_BUILD_JOBS.
+# PROFILE_ALLOCATIONS=1 counts heap allocations instead: uprobes on the
+# allocator's entry points (mimalloc's, which the server links) counted over
+# the same window and divided by the requests answered in it. A count, not a
+# time, so it is the same on a quiet and on a noisy machine; the probes slow
+# the server down many times over, so throughput in that mode means nothing.
 # Installs perf with apt-get (Debian's linux-perf) when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,9 +78,50 @@ cleanup() {
     fi
     wait "$SERVER_PID" 2>/dev/null || true
   fi
+  if [ "${PROFILE_ALLOCATIONS:-0}" = 1 ]; then remove_probes; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+ALLOCATORS=(mi_malloc_aligned mi_zalloc_aligned mi_realloc_aligned)
+remove_probes() { perf probe -q -d 'probe_progressdb:*' 2>/dev/null || true; }
+
+# Allocator calls per request over SECONDS_TO_RECORD seconds of the load;
+# the bench runs with --json so its per-second counts cover the same window.
+# Probes are added before the load starts (perf reads the binary's debug
+# information for each, which takes seconds); they cost nothing until
+# perf stat enables them.
+add_probes() {
+  remove_probes
+  for symbol in "${ALLOCATORS[@]}"; do
+    perf probe -q -x "$TARGET/release/progressdb" --add "$symbol" 2>"$WORK/probe.err" \
+      || { cat "$WORK/probe.err" >&2; remove_probes; exit 1; }
+  done
+}
+
+count_allocations() {
+  echo "counting allocations of server pid $SERVER_PID for $SECONDS_TO_RECORD s under $NAME" >&2
+  timeout $((SECONDS_TO_RECORD + 30)) perf stat -x, -e 'probe_progressdb:*' -p "$SERVER_PID" \
+    -o "$WORK/allocations" -- sleep "$SECONDS_TO_RECORD" || true
+  remove_probes
+  wait "$BENCH_PID" || true
+  BENCH_PID=""
+  python3 - "$WORK/bench.json" "$WORK/allocations" "$SECONDS_TO_RECORD" <<'PY'
+import json, sys
+report, counts, window = json.load(open(sys.argv[1])), open(sys.argv[2]), float(sys.argv[3])
+# The window opens with the load (warm-up second included).
+requests = sum(tick["requests"] for tick in report["timeline"] if tick["t_s"] <= window + 0.5)
+calls = {}
+for line in counts:
+    fields = line.strip().split(",")
+    if len(fields) > 2 and fields[0].isdigit():
+        calls[fields[2].split(":")[-1]] = int(fields[0])
+print(f"requests answered in the window: {requests}")
+for name, count in calls.items():
+    print(f"{name:24} {count / max(requests, 1):8.2f} per request")
+print(f"{'all':24} {sum(calls.values()) / max(requests, 1):8.2f} per request")
+PY
+}
 
 # taskset execs its command, so $! is the server's own pid.
 taskset -c "$SERVER_CPU" "$TARGET/release/progressdb" --db "$WORK/db" --addr 127.0.0.1:0 --shards 1 \
@@ -85,10 +131,13 @@ for _ in $(seq 100); do grep -q "listening on" "$WORK/server.out" && break; slee
 ADDR="$(grep -o '127\.0\.0\.1:[0-9]*' "$WORK/server.out" | head -1)"
 [ -n "$ADDR" ] || { echo "the server did not start:" >&2; cat "$WORK/server.err" >&2; exit 1; }
 
+if [ "${PROFILE_ALLOCATIONS:-0}" = 1 ]; then add_probes; fi
+
 # One second of warmup lets perf attach before the measured window; the
 # run is bounded by the duration plus setup time.
 timeout $((SECONDS_TO_RECORD + 180)) taskset -c "$CLIENT_CPU" "$TARGET/release/progressdb-bench" \
-  --addr "$ADDR" --key "$KEY" --duration "$SECONDS_TO_RECORD" --warmup 1 "${LOAD[@]}" "$@" \
+  --addr "$ADDR" --key "$KEY" --duration "$SECONDS_TO_RECORD" --warmup 1 "${LOAD[@]}" \
+  --json "$WORK/bench.json" "$@" \
   >"$WORK/bench.out" 2>"$WORK/bench.err" &
 BENCH_PID=$!
 # The bench prints its "... against ADDR" line when setup is done and load starts.
@@ -98,6 +147,11 @@ for _ in $(seq 1200); do
   sleep 0.1
 done
 grep -q " against " "$WORK/bench.err" || { echo "progressdb-bench did not start its load:" >&2; cat "$WORK/bench.err" >&2; exit 1; }
+
+if [ "${PROFILE_ALLOCATIONS:-0}" = 1 ]; then
+  count_allocations
+  exit 0
+fi
 
 echo "profiling server pid $SERVER_PID for $SECONDS_TO_RECORD s under $NAME (durability $DURABILITY)" >&2
 timeout $((SECONDS_TO_RECORD + 30)) taskset -c "$CLIENT_CPU" perf record -q --call-graph "${PERF_CALL_GRAPH:-fp}" \
