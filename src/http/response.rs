@@ -1,5 +1,7 @@
 //! Response values and their HTTP/1.1 encoding.
 
+use std::io::Write;
+
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
@@ -42,9 +44,8 @@ impl Response {
         // as the next response.
         let bodyless = self.status < 200 || self.status == 204 || self.status == 304;
         if !bodyless {
-            out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(self.body.len().to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
+            // Formatted straight into `out`: no string per response.
+            let _ = write!(out, "Content-Length: {}\r\n", self.body.len());
         }
         if !keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");
@@ -73,11 +74,8 @@ impl Response {
     /// The status line and the extra headers; the framing headers are the
     /// writer's own and copies in `headers` are skipped.
     fn write_status_and_headers(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(self.status.to_string().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(reason_phrase(self.status).as_bytes());
-        out.extend_from_slice(b"\r\n");
+        let reason = reason_phrase(self.status);
+        let _ = write!(out, "HTTP/1.1 {} {reason}\r\n", self.status);
         for (name, value) in &self.headers {
             if ["content-length", "connection", "transfer-encoding"]
                 .iter()
@@ -103,7 +101,7 @@ impl Response {
 /// empty, as an empty chunk ends the body.
 pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
     debug_assert!(!data.is_empty(), "an empty chunk would end the body");
-    out.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
+    let _ = write!(out, "{:X}\r\n", data.len());
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
