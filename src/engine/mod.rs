@@ -879,21 +879,25 @@ impl Engine {
         if let Some(record) = self.thread_records.get(id) {
             return Ok(Some(record));
         }
-        let Some(mut record) = self.store.get_thread(id)? else {
-            return Ok(None);
-        };
-        self.open_title(&mut record)?;
-        self.thread_records.put(record.clone());
-        Ok(Some(record))
+        let record = self.stored_thread(id)?;
+        if let Some(record) = &record {
+            self.thread_records.put(record.clone());
+        }
+        Ok(record)
     }
 
     /// The thread's record for a command that rewrites it: taken out of
     /// the cache rather than copied, since the write forgets the cached
     /// record anyway and puts the new one back.
     fn take_thread(&self, id: &str) -> Result<Option<ThreadRecord>, EngineError> {
-        if let Some(record) = self.thread_records.take(id) {
-            return Ok(Some(record));
+        match self.thread_records.take(id) {
+            Some(record) => Ok(Some(record)),
+            None => self.stored_thread(id),
         }
+    }
+
+    /// The thread's record read from the store, with its title opened.
+    fn stored_thread(&self, id: &str) -> Result<Option<ThreadRecord>, EngineError> {
         let Some(mut record) = self.store.get_thread(id)? else {
             return Ok(None);
         };

@@ -224,9 +224,15 @@ fn seal_now(active_bytes: u64, limit: u64, compacting: bool) -> bool {
 /// `key` as stored: its keyspace byte first.
 fn stored_key(space: Space, key: &[u8]) -> Vec<u8> {
     let mut stored = Vec::with_capacity(key.len() + 1);
+    write_stored_key(&mut stored, space, key);
+    stored
+}
+
+/// Makes `stored` hold `key` as stored, reusing its allocation.
+fn write_stored_key(stored: &mut Vec<u8>, space: Space, key: &[u8]) {
+    stored.clear();
     stored.push(space as u8);
     stored.extend_from_slice(key);
-    stored
 }
 
 /// A put (`Some` value) or removal (a tombstone) of a stored key, as the
@@ -513,9 +519,7 @@ impl Store {
             let longest = ops.0.iter().map(|(_, key, _)| key.len()).max();
             let mut stored = Vec::with_capacity(1 + longest.unwrap_or(0));
             for (space, key, value) in ops.0 {
-                stored.clear();
-                stored.push(space as u8);
-                stored.extend_from_slice(&key);
+                write_stored_key(&mut stored, space, &key);
                 if space.deferred() {
                     deferred.put(&stored, lsn.0, value, durable);
                     continue;
